@@ -1,0 +1,54 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+from service.api.errors import install_error_handlers
+from service.api.limits import BodySizeLimit
+from service.api.routes_audit import router as audit_router
+from service.api.routes_models import router as models_router
+from service.api.routes_requests import router as requests_router
+from service.config import Settings, get_settings
+from service.db.session import session_factory
+from service.observability import correlation_id
+from service.runtime import database_url
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="lethe",
+        version="0.1.0",
+        description="Right-to-be-forgotten requests against machine-learning models, with proof.",
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory(database_url(settings))
+    install_error_handlers(app)
+    app.include_router(requests_router)
+    app.include_router(models_router)
+    app.include_router(audit_router)
+
+    @app.middleware("http")
+    async def _correlation(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        incoming = request.headers.get("x-request-id", "")
+        value = incoming if 0 < len(incoming) <= 64 and incoming.isascii() else uuid.uuid4().hex
+        token = correlation_id.set(value)
+        try:
+            response = await call_next(request)
+        finally:
+            correlation_id.reset(token)
+        response.headers["x-request-id"] = value
+        return response
+
+    app.add_middleware(
+        BodySizeLimit,
+        default_limit=settings.max_request_body_bytes,
+        upload_limit=settings.max_upload_bytes,
+    )
+    return app

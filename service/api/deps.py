@@ -1,0 +1,79 @@
+"""Request-scoped dependencies: settings, the session (handlers commit), the caller's role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.db.enums import Role
+from service.db.tables import ApiToken
+from service.errors import DomainError
+from service.security import hash_token
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    # Anything a handler did not commit explicitly is rolled back here.
+    with factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role.value}:{self.name}"
+
+
+def current_principal(
+    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise DomainError(401, "unauthenticated", "a bearer token is required")
+    token = authorization[7:].strip()
+    row = session.scalar(
+        select(ApiToken).where(
+            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
+        )
+    )
+    if row is None:
+        raise DomainError(401, "unauthenticated", "the token is not valid")
+    return Principal(row.name, Role(row.role))
+
+
+def require(*roles: Role) -> Any:
+    allowed = {*roles, Role.admin}
+
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role not in allowed:
+            raise DomainError(403, "forbidden", "this role may not do that")
+        return principal
+
+    return Depends(check)
+
+
+# Role sets per kind of endpoint.
+DpoWrite = Annotated[Principal, require(Role.dpo)]
+RequestRead = Annotated[Principal, require(Role.dpo, Role.auditor, Role.ml_engineer)]
+AuditRead = Annotated[Principal, require(Role.dpo, Role.auditor)]
+MlWrite = Annotated[Principal, require(Role.ml_engineer)]
+ModelRead = Annotated[Principal, require(Role.ml_engineer, Role.dpo, Role.auditor)]
+AdminOnly = Annotated[Principal, require()]

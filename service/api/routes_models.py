@@ -1,0 +1,163 @@
+"""Models lethe trains: register, ingest records, train, versions, predict; jobs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, UploadFile
+from sqlalchemy import select
+
+from service.api.deps import MlWrite, ModelRead, SessionDep, SettingsDep
+from service.api.schemas import (
+    IngestOut,
+    JobOut,
+    ModelOut,
+    PredictIn,
+    PredictOut,
+    RegisterModelIn,
+    VersionOut,
+)
+from service.db.enums import ModelStatus
+from service.db.tables import Job, MlModel, ModelVersion
+from service.errors import DomainError, conflict
+from service.registry.config import ModelConfig
+from service.registry.ingest import ingest_csv
+from service.registry.ml import (
+    ENSEMBLES,
+    artifact_store,
+    feature_spec,
+    predict_rows,
+    sisa_config,
+)
+from service.registry.service import current_version, get_job, get_model, register_model
+from service.registry.service import request_training as start_training
+from models.sisa import Manifest
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+def model_out(model: MlModel) -> ModelOut:
+    return ModelOut(
+        name=model.name,
+        kind=model.kind,
+        status=model.status,
+        current_version=model.current_version,
+        config=model.config,
+        policy=model.policy,
+        created_at=model.created_at,
+    )
+
+
+@router.post("/models", status_code=201, response_model=ModelOut)
+def register(body: RegisterModelIn, session: SessionDep, principal: MlWrite) -> ModelOut:
+    config = ModelConfig.model_validate(body.config.model_dump())
+    model = register_model(session, body.name, config, body.policy, principal.actor)
+    session.commit()
+    return model_out(model)
+
+
+@router.get("/models", response_model=list[ModelOut])
+def list_models(session: SessionDep, _: ModelRead) -> list[ModelOut]:
+    return [model_out(m) for m in session.scalars(select(MlModel).order_by(MlModel.name))]
+
+
+@router.get("/models/{name}", response_model=ModelOut)
+def read_model(name: str, session: SessionDep, _: ModelRead) -> ModelOut:
+    return model_out(get_model(session, name))
+
+
+@router.post("/models/{name}/records", status_code=201, response_model=IngestOut)
+def ingest(
+    name: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: MlWrite,
+    file: Annotated[UploadFile, File(description="CSV with a header row")],
+) -> IngestOut:
+    model = get_model(session, name, lock=True)
+    data = file.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise DomainError(413, "payload_too_large", "the upload is too large")
+    summary = ingest_csv(session, settings, model, data, principal.actor)
+    session.commit()
+    return IngestOut(**summary.__dict__)
+
+
+@router.post("/models/{name}/train", status_code=202, response_model=JobOut)
+def train(name: str, session: SessionDep, settings: SettingsDep, principal: MlWrite) -> JobOut:
+    model = get_model(session, name, lock=True)
+    job = start_training(session, settings, model, principal.actor)
+    session.commit()
+    return job_out(job, model.name)
+
+
+@router.get("/models/{name}/versions", response_model=list[VersionOut])
+def versions(name: str, session: SessionDep, _: ModelRead) -> list[VersionOut]:
+    model = get_model(session, name)
+    rows = session.scalars(
+        select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.number)
+    )
+    return [
+        VersionOut(
+            number=v.number,
+            cause=v.cause,
+            manifest_hash=v.manifest_hash,
+            created_at=v.created_at,
+            request_ids=v.request_ids,
+            metrics=v.metrics,
+            purged=v.purged_at is not None,
+        )
+        for v in rows
+    ]
+
+
+@router.post("/models/{name}/predict", response_model=PredictOut)
+def predict(
+    name: str, body: PredictIn, session: SessionDep, settings: SettingsDep, _: MlWrite
+) -> PredictOut:
+    model = get_model(session, name)
+    version = current_version(session, model)
+    if model.status != ModelStatus.ready or version is None:
+        raise conflict("model_not_ready", "the model has no trained version yet")
+    config = sisa_config(model.config)
+    spec = feature_spec(model.config)
+    classes = list(ModelConfig.model_validate(model.config).classes or [])
+    session.close()  # no transaction held open across inference
+    ensemble = ENSEMBLES.get(
+        version.manifest_hash,
+        config,
+        Manifest.from_dict(version.manifest["final"]),
+        artifact_store(settings),
+    )
+    probabilities = predict_rows(ensemble, spec, body.rows)
+    return PredictOut(
+        model=name,
+        version=version.number,
+        classes=classes,
+        predictions=[classes[int(i)] for i in probabilities.argmax(axis=1)],
+        probabilities=[[round(float(p), 6) for p in row] for row in probabilities],
+    )
+
+
+def job_out(job: Job, model_name: str) -> JobOut:
+    return JobOut(
+        id=job.id,
+        kind=job.kind,
+        model=model_name,
+        shard=job.shard if job.shard >= 0 else None,
+        status=job.status,
+        progress=job.progress,
+        attempts=job.attempts,
+        error_code=job.error_code,
+        result=job.result or {},
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def read_job(job_id: uuid.UUID, session: SessionDep, _: ModelRead) -> JobOut:
+    job = get_job(session, job_id)
+    model = session.get_one(MlModel, job.model_id)
+    return job_out(job, model.name)

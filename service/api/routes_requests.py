@@ -1,0 +1,221 @@
+"""Erasure requests: file, list, read, decide, timeline, report."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import func, select
+
+from service.api.deps import AuditRead, DpoWrite, RequestRead, SessionDep, SettingsDep
+from service.api.schemas import (
+    ActionOut,
+    CertificateOut,
+    DecisionIn,
+    FileRequestIn,
+    RequestList,
+    RequestOut,
+    TimelineEvent,
+)
+from service.db.base import utcnow
+from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus
+from service.db.tables import (
+    ActionJob,
+    Certificate,
+    ErasureRequest,
+    Job,
+    MlModel,
+    RequestAction,
+)
+from service.reports import events_csv, request_report
+from service.requests.service import (
+    NewRequest,
+    approve_request,
+    cancel_request,
+    file_request,
+    get_request,
+    reject_request,
+    request_timeline,
+)
+from sqlalchemy.orm import Session
+
+router = APIRouter(prefix="/v1/requests", tags=["erasure requests"])
+
+
+def _overdue(request: ErasureRequest) -> bool:
+    end = request.completed_at if request.status in TERMINAL_REQUEST_STATUSES else None
+    return (end or utcnow()) > request.due_at and request.status != RequestStatus.rejected
+
+
+def request_out(session: Session, request: ErasureRequest, *, detail: bool = True) -> RequestOut:
+    out = RequestOut(
+        id=request.id,
+        subject_ref=request.subject_ref,
+        status=request.status,
+        scope=request.scope,
+        received_at=request.received_at,
+        due_at=request.due_at,
+        overdue=_overdue(request),
+        decided_at=request.decided_at,
+        decided_by=request.decided_by,
+        started_at=request.started_at,
+        completed_at=request.completed_at,
+        failure_code=request.failure_code,
+    )
+    if not detail:
+        return out
+    rows = session.execute(
+        select(RequestAction, MlModel.name)
+        .join(MlModel, MlModel.id == RequestAction.model_id)
+        .where(RequestAction.request_id == request.id)
+        .order_by(MlModel.name)
+    ).all()
+    for action, model_name in rows:
+        jobs = list(
+            session.scalars(
+                select(Job).join(ActionJob, ActionJob.job_id == Job.id).where(
+                    ActionJob.action_id == action.id
+                )
+            )
+        )
+        done = action.status in ("done", "skipped")
+        progress = 1.0 if done else (sum(j.progress for j in jobs) / len(jobs) if jobs else 0.0)
+        out.actions.append(
+            ActionOut(
+                model=model_name,
+                strategy=action.strategy,
+                status=action.status,
+                progress=round(progress, 4),
+                shards=list(action.detail.get("shards", [])),
+                error_code=action.error_code,
+            )
+        )
+    certs = session.execute(
+        select(Certificate, MlModel.name)
+        .join(MlModel, MlModel.id == Certificate.model_id)
+        .where(Certificate.request_id == request.id)
+        .order_by(MlModel.name)
+    ).all()
+    out.certificates = [
+        CertificateOut(model=name, kind=c.kind, body=c.body, body_sha256=c.body_hash,
+                       audit_seq=c.audit_seq)
+        for c, name in certs
+    ]
+    return out
+
+
+@router.post("", status_code=201, response_model=RequestOut)
+def file(
+    body: FileRequestIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: DpoWrite,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> RequestOut:
+    new = NewRequest(
+        subject_identifier=body.subject_id,
+        reason=body.reason,
+        scope=body.scope,
+        forget_facts=[f.model_dump() for f in body.forget_facts] if body.forget_facts else None,
+        idempotency_key=idempotency_key,
+    )
+    request, created = file_request(session, settings, new, principal.actor)
+    session.commit()
+    if not created:
+        response.status_code = 200
+    return request_out(session, request)
+
+
+@router.get("", response_model=RequestList)
+def list_requests(
+    session: SessionDep,
+    _: RequestRead,
+    status: RequestStatus | None = None,
+    overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RequestList:
+    stmt = select(ErasureRequest)
+    if status is not None:
+        stmt = stmt.where(ErasureRequest.status == status)
+    if overdue is not None:
+        open_ = ErasureRequest.status.not_in([s.value for s in TERMINAL_REQUEST_STATUSES])
+        late = ErasureRequest.due_at < utcnow()
+        stmt = stmt.where(open_ & late) if overdue else stmt.where(~(open_ & late))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(
+        stmt.order_by(ErasureRequest.received_at.desc()).limit(limit).offset(offset)
+    )
+    return RequestList(items=[request_out(session, r, detail=False) for r in rows], total=total)
+
+
+@router.get("/{request_id}", response_model=RequestOut)
+def read(request_id: uuid.UUID, session: SessionDep, _: RequestRead) -> RequestOut:
+    return request_out(session, get_request(session, request_id))
+
+
+@router.post("/{request_id}/approve", response_model=RequestOut)
+def approve(
+    request_id: uuid.UUID,
+    body: DecisionIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: DpoWrite,
+) -> RequestOut:
+    request = get_request(session, request_id, lock=True)
+    approve_request(session, settings, request, principal.actor, body.reason)
+    session.commit()  # the worker's task is sent only now, after commit
+    return request_out(session, request)
+
+
+@router.post("/{request_id}/reject", response_model=RequestOut)
+def reject(
+    request_id: uuid.UUID, body: DecisionIn, session: SessionDep, principal: DpoWrite
+) -> RequestOut:
+    request = get_request(session, request_id, lock=True)
+    reject_request(session, request, principal.actor, body.reason)
+    session.commit()
+    return request_out(session, request)
+
+
+@router.post("/{request_id}/cancel", response_model=RequestOut)
+def cancel(
+    request_id: uuid.UUID, body: DecisionIn, session: SessionDep, principal: DpoWrite
+) -> RequestOut:
+    request = get_request(session, request_id, lock=True)
+    cancel_request(session, request, principal.actor, body.reason)
+    session.commit()
+    return request_out(session, request)
+
+
+@router.get("/{request_id}/timeline", response_model=list[TimelineEvent])
+def timeline(request_id: uuid.UUID, session: SessionDep, _: RequestRead) -> list[TimelineEvent]:
+    get_request(session, request_id)
+    return [
+        TimelineEvent(
+            seq=e.seq, occurred_at=e.occurred_at, actor=e.actor, action=e.action,
+            target_type=e.target_type, target_id=e.target_id, details=e.details, hash=e.hash,
+        )
+        for e in request_timeline(session, request_id)
+    ]
+
+
+@router.get("/{request_id}/report", response_model=None)
+def report(
+    request_id: uuid.UUID,
+    session: SessionDep,
+    _: AuditRead,
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    get_request(session, request_id)
+    data = request_report(session, request_id)
+    if format == "csv":
+        return PlainTextResponse(
+            events_csv(data["events"]),
+            media_type="text/csv",
+            headers={"content-disposition": f'attachment; filename="request-{request_id}.csv"'},
+        )
+    return JSONResponse(data)

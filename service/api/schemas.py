@@ -1,0 +1,168 @@
+"""Request and response bodies. Inputs forbid unknown fields and bound every size."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.registry.config import ModelPolicy, SisaSettings
+
+Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class StrictIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FactIn(StrictIn):
+    question: str | None = Field(None, max_length=500)
+    answer: str = Field(min_length=1, max_length=2000)
+
+
+class FileRequestIn(StrictIn):
+    subject_id: str = Field(min_length=1, max_length=256, description="raw subject identifier")
+    reason: str = Field(min_length=1, max_length=2000)
+    scope: list[str] | None = Field(
+        None, min_length=1, max_length=50, description="model names; omit for every model"
+    )
+    forget_facts: list[FactIn] | None = Field(None, max_length=50)
+
+
+class DecisionIn(StrictIn):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ActionOut(BaseModel):
+    model: str
+    strategy: str
+    status: str
+    progress: float
+    shards: list[int]
+    error_code: str | None
+
+
+class CertificateOut(BaseModel):
+    model: str
+    kind: str
+    body: dict[str, Any]
+    body_sha256: str
+    audit_seq: int
+
+
+class RequestOut(BaseModel):
+    id: uuid.UUID
+    subject_ref: str
+    status: str
+    scope: list[str] | None
+    received_at: datetime
+    due_at: datetime
+    overdue: bool
+    decided_at: datetime | None
+    decided_by: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    failure_code: str | None
+    actions: list[ActionOut] = []
+    certificates: list[CertificateOut] = []
+
+
+class RequestList(BaseModel):
+    items: list[RequestOut]
+    total: int
+
+
+class TimelineEvent(BaseModel):
+    seq: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    details: dict[str, Any]
+    hash: str
+
+
+class ModelConfigIn(StrictIn):
+    subject_column: str = Field(min_length=1, max_length=100)
+    label_column: str = Field(min_length=1, max_length=100)
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)
+    sisa: SisaSettings = Field(default_factory=SisaSettings)
+
+
+class RegisterModelIn(StrictIn):
+    name: str = Name
+    kind: Literal["sharded_classifier"] = "sharded_classifier"
+    config: ModelConfigIn
+    policy: ModelPolicy = Field(default_factory=ModelPolicy)
+
+
+class VersionOut(BaseModel):
+    number: int
+    cause: str
+    manifest_hash: str
+    created_at: datetime
+    request_ids: list[str]
+    metrics: dict[str, Any]
+    purged: bool
+
+
+class ModelOut(BaseModel):
+    name: str
+    kind: str
+    status: str
+    current_version: int | None
+    config: dict[str, Any]
+    policy: dict[str, Any]
+    created_at: datetime
+
+
+class IngestOut(BaseModel):
+    records: int
+    subjects: int
+    train_records: int
+    holdout_records: int
+    classes: list[str]
+    feature_columns: int
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    model: str
+    shard: int | None
+    status: str
+    progress: float
+    attempts: int
+    error_code: str | None
+    result: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+Cell = str | float | int | bool | None
+
+
+class PredictIn(StrictIn):
+    rows: list[dict[str, Cell]] = Field(min_length=1, max_length=1000)
+
+
+class PredictOut(BaseModel):
+    model: str
+    version: int
+    classes: list[str]
+    predictions: list[str]
+    probabilities: list[list[float]]
+
+
+class TokenIn(StrictIn):
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["dpo", "ml_engineer", "auditor", "admin"]
+
+
+class TokenOut(BaseModel):
+    name: str
+    role: str
+    token: str

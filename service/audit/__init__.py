@@ -1,0 +1,3 @@
+from service.audit.chain import GENESIS_HASH, ChainVerification, append_event, verify_chain
+
+__all__ = ["GENESIS_HASH", "ChainVerification", "append_event", "verify_chain"]

@@ -1,0 +1,153 @@
+"""The ``lethe`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.config import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="lethe: right-to-be-forgotten for ML models.")
+token_app = typer.Typer(help="API tokens.")
+audit_app = typer.Typer(help="The audit log.")
+app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (alembic upgrade head)."""
+    from service.migrate import upgrade
+    from service.stack import database
+
+    with database(get_settings()) as url:
+        upgrade(url)
+    typer.echo("migrations applied")
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    with_worker: Annotated[
+        bool, typer.Option(help="also run a worker (default when the DB is embedded)")
+    ] = True,
+) -> None:
+    """Run the API (and, by default, a worker beside it) until interrupted."""
+    import uvicorn
+
+    from service.migrate import upgrade
+    from service.stack import database, worker_process
+
+    settings = get_settings()
+    embedded = settings.database_url is None
+    with database(settings) as url:
+        upgrade(url)
+        settings = get_settings()
+        if embedded:
+            typer.echo(f"embedded PostgreSQL: {url}")
+        if with_worker or embedded:
+            with worker_process(settings):
+                uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port)
+        else:
+            uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port)
+
+
+@app.command()
+def worker(queues: str = "requests,ml", concurrency: int = 2, beat: bool = False) -> None:
+    """Run a Celery worker against the configured database and broker."""
+    from service.stack import worker_command
+
+    settings = get_settings()
+    if settings.database_url is None:
+        raise typer.BadParameter("set LETHE_DATABASE_URL (use `lethe serve` for the embedded DB)")
+    schedule = settings.data_dir / "celerybeat-schedule" if beat else None
+    raise typer.Exit(subprocess.call(worker_command(queues, concurrency, schedule)))
+
+
+@app.command("beat")
+def beat_cmd() -> None:
+    """Run Celery beat (the stuck-job reaper's schedule)."""
+    settings = get_settings()
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "beat",
+           "--schedule", str(settings.data_dir / "celerybeat-schedule")]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def demo(
+    reports_dir: Annotated[Path, typer.Option(help="where the audit report is written")] = Path(
+        "reports"
+    ),
+) -> None:
+    """Run the main job end to end on the embedded default (see README)."""
+    from service.demo import run_demo
+
+    raise typer.Exit(run_demo(reports_dir))
+
+
+@app.command("verify-exact")
+def verify_exact(
+    csv: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="input CSV")],
+    subject_column: Annotated[str, typer.Option(help="column naming each row's data subject")],
+    label_column: Annotated[str, typer.Option(help="the class label column")],
+    forget: Annotated[list[str], typer.Option(help="a subject to erase (repeatable)")],
+    shards: int = 4,
+    slices: int = 4,
+    epochs: int = 10,
+    seed: int = 0,
+) -> None:
+    """Train SISA on any CSV, erase subjects, check the retrained shards bit for bit."""
+    from models.sisa import run_verify_exact
+
+    try:
+        result = run_verify_exact(
+            csv, subject_column, label_column, shards, slices, list(forget), epochs=epochs,
+            seed=seed,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(result))
+
+
+@token_app.command("create")
+def token_create(
+    name: str, role: Annotated[str, typer.Option(help="dpo | ml_engineer | auditor | admin")]
+) -> None:
+    """Create an API token; it is printed once and only its hash is stored."""
+    from service.auth import create_token
+    from service.db.enums import Role
+    from service.db.session import session_factory, transaction
+    from service.runtime import database_url
+
+    if role not in {r.value for r in Role}:
+        raise typer.BadParameter(f"unknown role {role!r}")
+    url = database_url(get_settings())
+    with transaction(session_factory(url)) as session:
+        token = create_token(session, name, role, actor="cli")
+    typer.echo(token)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit hash chain; names the first broken row."""
+    from service.audit import verify_chain
+    from service.db.session import session_factory
+    from service.runtime import database_url
+
+    with session_factory(database_url(get_settings()))() as session:
+        result = verify_chain(session)
+    typer.echo(json.dumps(result.as_dict()))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

@@ -1,0 +1,76 @@
+"""Settings, read from the environment with the ``LETHE_`` prefix.
+
+Secrets have development defaults so that ``make demo`` runs with nothing configured, and
+``Settings`` refuses to start with those defaults outside development.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "dev-only-secret-key-change-me"
+# A valid Fernet key (32 url-safe base64 bytes) that is public by design: development only.
+DEV_ENCRYPTION_KEY = "ZGV2LW9ubHktZW5jcnlwdGlvbi1rZXktMzJieXRlcyE="
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LETHE_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="development and test allow the built-in dev secrets"
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL (postgresql+psycopg://...). Unset: an embedded PostgreSQL "
+        "is started under data_dir.",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker (redis://, amqp://). Unset: the database through kombu's "
+        "SQLAlchemy transport.",
+    )
+    result_backend: str | None = Field(None, description="Celery result backend; unset: the DB")
+    data_dir: Path = Field(Path(".lethe"), description="embedded PostgreSQL data and artifacts")
+    artifact_url: str | None = Field(
+        None, description="artifact store: a folder or an fsspec URL; unset: data_dir/artifacts"
+    )
+    secret_key: str = Field(DEV_SECRET_KEY, description="HMAC key for subject references")
+    encryption_key: str = Field(DEV_ENCRYPTION_KEY, description="Fernet key for stored content")
+    deadline_days: int = Field(30, ge=1, le=90, description="GDPR Art. 12(3): one month")
+    auto_approve: bool = Field(False, description="approve requests on filing")
+    batching_window_seconds: float = Field(
+        0.0, ge=0, description="delay before a shard retrain starts, to coalesce requests"
+    )
+    max_upload_bytes: int = Field(50 * 1024 * 1024, description="largest accepted CSV upload")
+    max_request_body_bytes: int = Field(64 * 1024, description="largest JSON body accepted")
+    stale_job_seconds: int = Field(
+        600, ge=10, description="a running job without heartbeat this long is reaped"
+    )
+    max_job_attempts: int = Field(3, ge=1)
+    reaper_interval_seconds: float = Field(60.0, gt=0)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key == DEV_SECRET_KEY:
+                raise ValueError("LETHE_SECRET_KEY must be set outside development")
+            if self.encryption_key == DEV_ENCRYPTION_KEY:
+                raise ValueError("LETHE_ENCRYPTION_KEY must be set outside development")
+            if self.database_url is None:
+                raise ValueError("LETHE_DATABASE_URL must be set in production")
+        return self
+
+    @property
+    def artifact_location(self) -> str:
+        return self.artifact_url or str((self.data_dir / "artifacts").resolve())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

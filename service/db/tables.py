@@ -1,0 +1,243 @@
+"""The schema: Alembic's single source (see migrations/)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.db.base import Base, CreatedAt, UUIDPrimaryKey, utcnow
+from service.db.enums import (
+    ActionStatus,
+    JobKind,
+    JobStatus,
+    ModelKind,
+    ModelStatus,
+    RequestStatus,
+    Role,
+    Strategy,
+    check_in,
+)
+
+JSON = dict[str, Any]
+
+
+class ApiToken(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(check_in("role", Role), name="role"),)
+
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    revoked_at: Mapped[datetime | None]
+
+
+class DataSubject(CreatedAt, Base):
+    """A data subject, known only by the keyed hash of an identifier."""
+
+    __tablename__ = "data_subjects"
+
+    subject_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class MlModel(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "ml_models"
+    __table_args__ = (
+        CheckConstraint(check_in("kind", ModelKind), name="kind"),
+        CheckConstraint(check_in("status", ModelStatus), name="status"),
+    )
+
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default=ModelStatus.registered)
+    # Training configuration (SISA config, feature spec, label classes): never personal data.
+    config: Mapped[JSON] = mapped_column(JSONB)
+    policy: Mapped[JSON] = mapped_column(JSONB)
+    current_version: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(100))
+
+    versions: Mapped[list[ModelVersion]] = relationship(back_populates="model", lazy="raise")
+
+
+class ModelVersion(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "number"),)
+
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    manifest: Mapped[JSON] = mapped_column(JSONB)
+    manifest_hash: Mapped[str] = mapped_column(String(64))
+    cause: Mapped[str] = mapped_column(String(40))
+    request_ids: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    metrics: Mapped[JSON] = mapped_column(JSONB, default=dict)
+    # Set when a later erasure deleted checkpoints this version needs: it can no longer load.
+    purged_at: Mapped[datetime | None]
+
+    model: Mapped[MlModel] = relationship(back_populates="versions", lazy="raise")
+
+
+class TrainingRecord(Base):
+    """One training row of a model lethe trains, and where SISA placed it."""
+
+    __tablename__ = "training_records"
+    __table_args__ = (
+        UniqueConstraint("model_id", "record_key"),
+        CheckConstraint("split IN ('train', 'holdout')", name="split"),
+        Index("ix_training_records_model_shard", "model_id", "shard"),
+        Index("ix_training_records_model_subject", "model_id", "subject_ref"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"))
+    record_key: Mapped[str] = mapped_column(String(64))
+    subject_ref: Mapped[str] = mapped_column(ForeignKey("data_subjects.subject_ref"))
+    shard: Mapped[int] = mapped_column(Integer)
+    slice: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(10))
+    # The row itself; set to NULL once the record is erased.
+    payload: Mapped[JSON | None] = mapped_column(JSONB)
+    label: Mapped[int | None] = mapped_column(Integer)
+    erasure_request_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("erasure_requests.id"), index=True
+    )
+    erased_at: Mapped[datetime | None]
+
+
+class ErasureRequest(UUIDPrimaryKey, Base):
+    __tablename__ = "erasure_requests"
+    __table_args__ = (CheckConstraint(check_in("status", RequestStatus), name="status"),)
+
+    subject_ref: Mapped[str] = mapped_column(ForeignKey("data_subjects.subject_ref"), index=True)
+    # None: every model; otherwise a list of model names.
+    scope: Mapped[list[str] | None] = mapped_column(JSONB)
+    reason: Mapped[str] = mapped_column(Text)
+    # Facts to forget (for generative models), Fernet-encrypted.
+    forget_content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(20), default=RequestStatus.received, index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    filed_by: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    due_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    failure_code: Mapped[str | None] = mapped_column(String(80))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    actions: Mapped[list[RequestAction]] = relationship(back_populates="request", lazy="raise")
+
+
+class RequestAction(UUIDPrimaryKey, CreatedAt, Base):
+    """What one request does to one model; completes when all its jobs have."""
+
+    __tablename__ = "request_actions"
+    __table_args__ = (
+        UniqueConstraint("request_id", "model_id"),
+        CheckConstraint(check_in("strategy", Strategy), name="strategy"),
+        CheckConstraint(check_in("status", ActionStatus), name="status"),
+    )
+
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("erasure_requests.id"))
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"))
+    strategy: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default=ActionStatus.pending)
+    detail: Mapped[JSON] = mapped_column(JSONB, default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(80))
+    finished_at: Mapped[datetime | None]
+
+    request: Mapped[ErasureRequest] = relationship(back_populates="actions", lazy="raise")
+
+
+class Job(UUIDPrimaryKey, CreatedAt, Base):
+    """A unit of ML work run by the ``ml`` queue: a full training or one shard retrain."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(check_in("kind", JobKind), name="kind"),
+        CheckConstraint(check_in("status", JobStatus), name="status"),
+        # One running retrain per shard: a second one would publish a stale shard.
+        Index(
+            "uq_jobs_one_running_per_shard",
+            "model_id",
+            "shard",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    kind: Mapped[str] = mapped_column(String(20))
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"), index=True)
+    # -1 for a whole-model training job.
+    shard: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.pending, index=True)
+    progress: Mapped[float] = mapped_column(default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[JSON] = mapped_column(JSONB, default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(80))
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class ActionJob(Base):
+    """Which jobs an action waits for; one job can serve several actions (coalescing)."""
+
+    __tablename__ = "action_jobs"
+
+    action_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("request_actions.id"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"), primary_key=True, index=True)
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained: hash = sha256(prev_hash || canonical(row))."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(80), index=True)
+    target_type: Mapped[str] = mapped_column(String(40))
+    target_id: Mapped[str] = mapped_column(String(80), index=True)
+    request_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    details: Mapped[JSON] = mapped_column(JSONB)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Certificate(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "certificates"
+    __table_args__ = (
+        UniqueConstraint("request_id", "model_id"),
+        CheckConstraint(
+            "kind IN ('exact_retrain', 'conformal_risk', 'no_guarantee')", name="kind"
+        ),
+    )
+
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("erasure_requests.id"))
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"))
+    action_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("request_actions.id"))
+    kind: Mapped[str] = mapped_column(String(30))
+    body: Mapped[JSON] = mapped_column(JSONB)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    audit_seq: Mapped[int] = mapped_column(BigInteger)

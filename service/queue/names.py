@@ -1,0 +1,20 @@
+"""Task names and queues: the contract between the API (which sends by name) and workers."""
+
+from __future__ import annotations
+
+from typing import Final
+
+QUEUE_REQUESTS: Final = "requests"
+QUEUE_ML: Final = "ml"
+
+TASK_PROCESS_REQUEST: Final = "lethe.process_request"
+TASK_RETRAIN_SHARD: Final = "lethe.retrain_shard"
+TASK_TRAIN_MODEL: Final = "lethe.train_model"
+TASK_REAP_STUCK_JOBS: Final = "lethe.reap_stuck_jobs"
+
+TASK_QUEUES: Final = {
+    TASK_PROCESS_REQUEST: QUEUE_REQUESTS,
+    TASK_REAP_STUCK_JOBS: QUEUE_REQUESTS,
+    TASK_RETRAIN_SHARD: QUEUE_ML,
+    TASK_TRAIN_MODEL: QUEUE_ML,
+}

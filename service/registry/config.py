@@ -1,0 +1,40 @@
+"""A registered model's configuration and policy, validated at the API edge."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SisaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shards: int = Field(8, ge=1, le=256)
+    slices: int = Field(4, ge=1, le=64)
+    epochs: int = Field(20, ge=1, le=500)
+    hidden: list[int] = Field(default_factory=lambda: [64, 32], max_length=4)
+    learning_rate: float = Field(0.01, gt=0, le=1)
+    batch_size: int = Field(64, ge=1, le=4096)
+    seed: int = Field(0, ge=0)
+
+
+class ModelPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # When the bit-exact check (a from-scratch retrain of the shard) runs in production.
+    verify_exact: Literal["always", "sampled", "never"] = "always"
+    verify_sample_rate: float = Field(0.1, ge=0, le=1)
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject_column: str = Field(min_length=1, max_length=100)
+    label_column: str = Field(min_length=1, max_length=100)
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)
+    sisa: SisaSettings = Field(default_factory=SisaSettings)
+    # Filled at ingestion: column types, label classes, the full SISA config.
+    feature_spec: dict[str, Any] | None = None
+    classes: list[str] | None = None
+    sisa_config: dict[str, Any] | None = None

@@ -1,0 +1,96 @@
+"""Registering models, starting training, reading versions. Services flush; callers commit."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.audit import append_event
+from service.config import Settings
+from service.db.enums import JobKind, JobStatus, ModelKind, ModelStatus
+from service.db.tables import Job, MlModel, ModelVersion
+from service.errors import conflict, not_found
+from service.queue.names import TASK_TRAIN_MODEL
+from service.queue.outbox import enqueue_after_commit
+from service.registry.config import ModelConfig, ModelPolicy
+
+
+def register_model(
+    session: Session, name: str, config: ModelConfig, policy: ModelPolicy, actor: str
+) -> MlModel:
+    if session.scalar(select(MlModel.id).where(MlModel.name == name)) is not None:
+        raise conflict("model_exists", "a model with this name is already registered")
+    model = MlModel(
+        id=uuid.uuid4(),
+        name=name,
+        kind=ModelKind.sharded_classifier,
+        status=ModelStatus.registered,
+        config=config.model_dump(mode="json"),
+        policy=policy.model_dump(mode="json"),
+        created_by=actor,
+    )
+    session.add(model)
+    session.flush()
+    append_event(
+        session,
+        actor=actor,
+        action="model.registered",
+        target_type="model",
+        target_id=str(model.id),
+        details={"model": name, "kind": model.kind, "sisa": config.sisa.model_dump(),
+                 "policy": model.policy},
+    )
+    return model
+
+
+def get_model(session: Session, name: str, *, lock: bool = False) -> MlModel:
+    stmt = select(MlModel).where(MlModel.name == name)
+    if lock:
+        stmt = stmt.with_for_update()
+    model = session.scalar(stmt)
+    if model is None:
+        raise not_found("model_not_found", "no model with this name")
+    return model
+
+
+def current_version(session: Session, model: MlModel) -> ModelVersion | None:
+    if model.current_version is None:
+        return None
+    return session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.model_id == model.id, ModelVersion.number == model.current_version
+        )
+    )
+
+
+def request_training(session: Session, settings: Settings, model: MlModel, actor: str) -> Job:
+    if model.status == ModelStatus.training:
+        raise conflict("training_in_progress", "this model is already being trained")
+    if model.status == ModelStatus.ready:
+        raise conflict("model_already_trained", "this model has been trained already")
+    if ModelConfig.model_validate(model.config).sisa_config is None:
+        raise conflict("no_training_records", "ingest training records before training")
+    model.status = ModelStatus.training
+    job = Job(id=uuid.uuid4(), kind=JobKind.train, model_id=model.id, shard=-1,
+              status=JobStatus.pending)
+    session.add(job)
+    session.flush()
+    append_event(
+        session,
+        actor=actor,
+        action="model.training_requested",
+        target_type="model",
+        target_id=str(model.id),
+        details={"model": model.name, "job_id": str(job.id)},
+    )
+    enqueue_after_commit(session, settings, TASK_TRAIN_MODEL, [str(job.id)])
+    return job
+
+
+def get_job(session: Session, job_id: uuid.UUID) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise not_found("job_not_found", "no job with this id")
+    return job

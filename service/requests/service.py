@@ -1,0 +1,158 @@
+"""Filing and deciding erasure requests. Services flush; the caller commits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from service.audit import append_event
+from service.config import Settings
+from service.db.base import utcnow
+from service.db.enums import RequestStatus
+from service.db.tables import AuditEvent, DataSubject, ErasureRequest, MlModel
+from service.errors import conflict, invalid, not_found
+from service.queue.names import TASK_PROCESS_REQUEST
+from service.queue.outbox import enqueue_after_commit
+from service.requests.lifecycle import check_transition
+from service.security import encrypt, subject_ref
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    subject_identifier: str
+    reason: str
+    scope: list[str] | None
+    forget_facts: list[dict[str, Any]] | None
+    idempotency_key: str | None
+
+
+def ensure_subject(session: Session, ref: str) -> None:
+    session.execute(insert(DataSubject).values(subject_ref=ref).on_conflict_do_nothing())
+
+
+def _payload_hash(ref: str, new: NewRequest) -> str:
+    body = {"subject": ref, "scope": new.scope, "reason": new.reason, "facts": new.forget_facts}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def file_request(
+    session: Session, settings: Settings, new: NewRequest, actor: str
+) -> tuple[ErasureRequest, bool]:
+    """Returns (request, created). The same idempotency key returns the same request."""
+    ref = subject_ref(settings, new.subject_identifier)
+    payload_hash = _payload_hash(ref, new)
+    if new.idempotency_key is not None:
+        existing = session.scalar(
+            select(ErasureRequest).where(ErasureRequest.idempotency_key == new.idempotency_key)
+        )
+        if existing is not None:
+            if existing.payload_hash != payload_hash:
+                raise conflict(
+                    "idempotency_key_reused",
+                    "this idempotency key was used for a different request",
+                )
+            return existing, False
+    if new.scope is not None:
+        known = set(session.scalars(select(MlModel.name).where(MlModel.name.in_(new.scope))))
+        unknown = sorted(set(new.scope) - known)
+        if unknown:
+            raise invalid("unknown_model", "scope names models that are not registered",
+                          models=unknown)
+    ensure_subject(session, ref)
+    now = utcnow()
+    request = ErasureRequest(
+        id=uuid.uuid4(),
+        subject_ref=ref,
+        scope=new.scope,
+        reason=new.reason,
+        forget_content=(
+            encrypt(settings, json.dumps(new.forget_facts).encode()) if new.forget_facts else None
+        ),
+        status=RequestStatus.received,
+        idempotency_key=new.idempotency_key,
+        payload_hash=payload_hash,
+        filed_by=actor,
+        received_at=now,
+        due_at=now + timedelta(days=settings.deadline_days),
+    )
+    session.add(request)
+    session.flush()
+    append_event(
+        session,
+        actor=actor,
+        action="request.received",
+        target_type="request",
+        target_id=str(request.id),
+        request_id=request.id,
+        details={
+            "subject_ref": ref,
+            "scope": new.scope or "all",
+            "due_at": request.due_at.isoformat(),
+            "has_forget_facts": bool(new.forget_facts),
+        },
+    )
+    if settings.auto_approve:
+        approve_request(session, settings, request, actor="system", reason="auto-approval policy")
+    return request, True
+
+
+def get_request(session: Session, request_id: uuid.UUID, *, lock: bool = False) -> ErasureRequest:
+    stmt = select(ErasureRequest).where(ErasureRequest.id == request_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    request = session.scalar(stmt)
+    if request is None:
+        raise not_found("request_not_found", "no erasure request with this id")
+    return request
+
+
+def _decide(
+    session: Session, request: ErasureRequest, target: RequestStatus, actor: str, reason: str
+) -> None:
+    check_transition(request.status, target)
+    request.status = target
+    request.decided_at = utcnow()
+    request.decided_by = actor
+    request.decision_reason = reason
+    session.flush()
+    append_event(
+        session,
+        actor=actor,
+        action=f"request.{target.value}",
+        target_type="request",
+        target_id=str(request.id),
+        request_id=request.id,
+        # The reason is free text typed by a DPO: kept on the request, not copied into the log.
+        details={"reason_sha256": hashlib.sha256(reason.encode()).hexdigest()},
+    )
+
+
+def approve_request(
+    session: Session, settings: Settings, request: ErasureRequest, actor: str, reason: str
+) -> None:
+    _decide(session, request, RequestStatus.approved, actor, reason)
+    enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request.id)])
+
+
+def reject_request(session: Session, request: ErasureRequest, actor: str, reason: str) -> None:
+    _decide(session, request, RequestStatus.rejected, actor, reason)
+
+
+def cancel_request(session: Session, request: ErasureRequest, actor: str, reason: str) -> None:
+    _decide(session, request, RequestStatus.cancelled, actor, reason)
+
+
+def request_timeline(session: Session, request_id: uuid.UUID) -> list[AuditEvent]:
+    return list(
+        session.scalars(
+            select(AuditEvent).where(AuditEvent.request_id == request_id).order_by(AuditEvent.seq)
+        )
+    )

@@ -1,0 +1,117 @@
+"""Bringing up lethe's processes: database (embedded or configured), migrations, worker, API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from service.config import Settings, get_settings
+from service.embedded import EmbeddedPostgres
+from service.migrate import upgrade
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    database_url: str
+    api_url: str | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The configured database, or an embedded one for the duration of the block."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    os.environ["LETHE_DATABASE_URL"] = embedded.url
+    get_settings.cache_clear()
+    try:
+        yield embedded.url
+    finally:
+        embedded.stop()
+
+
+def worker_command(queues: str, concurrency: int, beat_schedule: Path | None) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker",
+        "-Q", queues, "--concurrency", str(concurrency), "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]
+    if beat_schedule is not None:
+        cmd += ["--beat", "--schedule", str(beat_schedule)]
+    return cmd
+
+
+@contextmanager
+def worker_process(
+    settings: Settings, *, concurrency: int = 2, log_path: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "ab") if log_path else None  # noqa: SIM115
+    proc = subprocess.Popen(
+        worker_command("requests,ml", concurrency, settings.data_dir / "celerybeat-schedule"),
+        env=dict(os.environ),
+        stdout=log_file or None,
+        stderr=subprocess.STDOUT if log_file else None,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log_file:
+            log_file.close()
+
+
+@contextmanager
+def api_server(host: str, port: int) -> Iterator[str]:
+    """The API in a background thread of this process (uvicorn), for the demo."""
+    config = uvicorn.Config(
+        "service.api.app:create_app", factory=True, host=host, port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def full_stack(settings: Settings, *, worker_log: Path | None = None) -> Iterator[Stack]:
+    with database(settings) as url:
+        upgrade(url)
+        settings = get_settings()
+        with worker_process(settings, log_path=worker_log), api_server(
+            "127.0.0.1", free_port()
+        ) as api_url:
+            yield Stack(settings, url, api_url)

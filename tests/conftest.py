@@ -1,0 +1,129 @@
+"""Shared fixtures: a real PostgreSQL with the Alembic schema, rolled back per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/lethe-run-{os.getuid()}")
+os.environ["LETHE_ENVIRONMENT"] = "test"
+
+from service.config import Settings, get_settings  # noqa: E402
+from tests.dbutil import fresh_database, server_url  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with server_url(tmp_path_factory.mktemp("pg")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: str) -> Iterator[str]:
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, artifact_dir: Path) -> Iterator[Settings]:
+    os.environ["LETHE_DATABASE_URL"] = database_url
+    os.environ["LETHE_ARTIFACT_URL"] = str(artifact_dir)
+    os.environ["LETHE_BROKER_URL"] = "memory://"
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def connection(settings: Settings, database_url: str) -> Iterator[Connection]:
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        outer = conn.begin()
+        try:
+            yield conn
+        finally:
+            outer.rollback()
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(connection: Connection) -> sessionmaker[Session]:
+    # Code under test commits; each commit becomes a savepoint inside the test's transaction.
+    return sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+@pytest.fixture
+def session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    with factory() as s:
+        yield s
+
+
+@dataclass
+class SentTasks:
+    """What the outbox sent after commits (the API and tasks send by name, never import)."""
+
+    sent: list[tuple[str, list[Any], float | None]] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.sent]
+
+    def pop(self, name: str) -> list[list[Any]]:
+        matching = [args for n, args, _ in self.sent if n == name]
+        self.sent = [s for s in self.sent if s[0] != name]
+        return matching
+
+
+@pytest.fixture
+def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
+    record = SentTasks()
+
+    def capture(
+        _settings: Settings, name: str, args: list[Any], *, countdown: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        record.sent.append((name, args, countdown))
+
+    monkeypatch.setattr("service.queue.outbox.send_task", capture)
+    return record
+
+
+@pytest.fixture
+def app_client(
+    settings: Settings, factory: sessionmaker[Session], sent_tasks: SentTasks
+) -> Iterator[TestClient]:
+    from service.api.app import create_app
+
+    app = create_app(settings)
+    app.state.session_factory = factory
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def tokens(factory: sessionmaker[Session]) -> dict[str, str]:
+    from service.auth import create_token
+
+    with factory() as s, s.begin():
+        return {
+            role: create_token(s, f"test-{role}", role, actor="test")
+            for role in ("dpo", "ml_engineer", "auditor", "admin")
+        }
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}

@@ -1,0 +1,55 @@
+"""Test databases on a real PostgreSQL: the server named by LETHE_TEST_DATABASE_URL, or an
+embedded one. Each test run gets fresh databases, built by Alembic, dropped at the end."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from service.migrate import upgrade
+
+
+def _admin_dsn(server_url: str) -> str:
+    url = make_url(server_url).set(drivername="postgresql", database="postgres")
+    return url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def server_url(tmp_root: Path) -> Iterator[str]:
+    configured = os.environ.get("LETHE_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from service.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(tmp_root)
+    try:
+        yield embedded.url
+    finally:
+        embedded.stop()
+
+
+@contextmanager
+def fresh_database(server: str, prefix: str = "lethe_t") -> Iterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_admin_dsn(server), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from sqlalchemy import create_engine  # dispose pools holding connections to it
+
+        from service.db.session import get_engine
+
+        get_engine.cache_clear()
+        create_engine(url).dispose()
+        with psycopg.connect(_admin_dsn(server), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

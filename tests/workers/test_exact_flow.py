@@ -1,0 +1,245 @@
+"""From approval to certificate, running the worker tasks directly on the test database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from models.sisa import checkpoint_key
+from service.audit import verify_chain
+from service.db.tables import Job, ModelVersion, TrainingRecord
+from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD
+from service.registry.ml import artifact_store
+from service.security import subject_ref
+from service.config import get_settings
+from tests.conftest import SentTasks, auth
+from tests.sample_data import CANARY_SUBJECT, MODEL_BODY
+from tests.workers.conftest import drain
+
+NAME = MODEL_BODY["name"]
+
+
+def _file_and_approve(client: TestClient, tokens: dict[str, str], subject: str,
+                      key: str | None = None) -> str:
+    h = auth(tokens["dpo"])
+    if key:
+        h["idempotency-key"] = key
+    rid = client.post("/v1/requests", json={"subject_id": subject, "reason": "art 17",
+                                            "scope": [NAME]}, headers=h).json()["id"]
+    r = client.post(f"/v1/requests/{rid}/approve", json={"reason": "ok"},
+                    headers=auth(tokens["dpo"]))
+    assert r.status_code == 200
+    return str(rid)
+
+
+def _train_subject(session: Session, subject: str) -> list[TrainingRecord]:
+    ref = subject_ref(get_settings(), subject)
+    return list(session.scalars(select(TrainingRecord).where(
+        TrainingRecord.subject_ref == ref, TrainingRecord.split == "train")))
+
+
+def _a_trained_subject(session: Session) -> str:
+    for i in range(80):
+        subject = f"S-{i:04d}"
+        if _train_subject(session, subject):
+            return subject
+    raise AssertionError("no subject in the train split")
+
+
+def test_exact_erasure_end_to_end(app_client: TestClient, tokens: dict[str, str],
+                                  sent_tasks: SentTasks, trained_model: dict[str, Any],
+                                  session: Session) -> None:
+    subject = _a_trained_subject(session)
+    rows = _train_subject(session, subject)
+    shard = rows[0].shard
+    assert {r.shard for r in rows} == {shard}  # all of a subject's records in one shard
+    rid = _file_and_approve(app_client, tokens, subject)
+    ran = drain(sent_tasks)
+    assert ran[0] == (TASK_PROCESS_REQUEST, "in_progress")
+    assert [r for r in ran if r[0] == TASK_RETRAIN_SHARD] == [(TASK_RETRAIN_SHARD, "done")]
+
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+    assert request["status"] == "completed"
+    [cert] = request["certificates"]
+    body = cert["body"]
+    assert cert["kind"] == "exact_retrain" and body["determinism_check"] == "bit_exact"
+    [info] = body["shards_retrained"]
+    assert info["shard"] == shard
+    assert info["first_affected_slice"] == min(r.slice for r in rows)
+    assert info["slices_retrained"] == MODEL_BODY["config"]["sisa"]["slices"] - min(
+        r.slice for r in rows)
+    assert info["exactness"]["tensors_compared"] > 0
+    assert body["version_before"] == 1 and body["version_after"] == 2
+    assert body["records_erased"]["train"] == len(rows)
+
+    # The rows' content is gone; the index rows remain as tombstones.
+    session.expire_all()
+    for row in _train_subject(session, subject):
+        assert row.payload is None and row.label is None and row.erased_at is not None
+    # The old checkpoints that saw the subject are deleted, and version 1 is marked purged.
+    store = artifact_store(get_settings())
+    v1 = session.scalar(select(ModelVersion).where(ModelVersion.number == 1,
+                                                   ModelVersion.model_id == rows[0].model_id))
+    assert v1 is not None and v1.purged_at is not None
+    old = v1.manifest["slices"][str(shard)][info["first_affected_slice"]:]
+    assert old and not any(store.exists(checkpoint_key(c)) for c in old)
+    kept = v1.manifest["slices"][str(shard)][: info["first_affected_slice"]]
+    assert all(store.exists(checkpoint_key(c)) for c in kept)
+    assert verify_chain(session).ok
+
+    timeline = [e["action"] for e in app_client.get(
+        f"/v1/requests/{rid}/timeline", headers=auth(tokens["dpo"])).json()]
+    for action in ("request.received", "request.approved", "request.started", "action.planned",
+                   "certificate.issued", "records.erased", "request.completed"):
+        assert action in timeline
+
+
+def test_published_model_serves_the_new_version(app_client: TestClient, tokens: dict[str, str],
+                                                sent_tasks: SentTasks,
+                                                trained_model: dict[str, Any],
+                                                session: Session) -> None:
+    h = auth(tokens["ml_engineer"])
+    row = {"age": 40, "income": 3000.0, "region": "north"}
+    before = app_client.post(f"/v1/models/{NAME}/predict", json={"rows": [row]}, headers=h)
+    assert before.status_code == 200 and before.json()["version"] == 1
+    _file_and_approve(app_client, tokens, _a_trained_subject(session))
+    drain(sent_tasks)
+    after = app_client.post(f"/v1/models/{NAME}/predict", json={"rows": [row]}, headers=h)
+    assert after.json()["version"] == 2
+    assert np.isclose(sum(after.json()["probabilities"][0]), 1.0)
+
+
+def test_coalesced_requests_share_one_retrain(app_client: TestClient, tokens: dict[str, str],
+                                              sent_tasks: SentTasks,
+                                              trained_model: dict[str, Any],
+                                              session: Session) -> None:
+    # Two subjects in the same shard, filed before any retrain ran: one job serves both.
+    by_shard: dict[int, list[str]] = {}
+    for i in range(80):
+        rows = _train_subject(session, f"S-{i:04d}")
+        if rows:
+            by_shard.setdefault(rows[0].shard, []).append(f"S-{i:04d}")
+    shard, subjects = next((s, v) for s, v in by_shard.items() if len(v) >= 2)
+    r1 = _file_and_approve(app_client, tokens, subjects[0])
+    r2 = _file_and_approve(app_client, tokens, subjects[1])
+    ran = drain(sent_tasks)
+    assert [r for r in ran if r[0] == TASK_RETRAIN_SHARD and r[1] == "done"] == [
+        (TASK_RETRAIN_SHARD, "done")]
+    jobs = session.scalars(select(Job).where(Job.kind == "retrain_shard")).all()
+    assert len(jobs) == 1 and jobs[0].shard == shard
+    for rid in (r1, r2):
+        req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+        assert req["status"] == "completed"
+        assert req["certificates"][0]["body"]["determinism_check"] == "bit_exact"
+
+
+def test_redelivered_task_does_not_retrain_twice(app_client: TestClient, tokens: dict[str, str],
+                                                 sent_tasks: SentTasks,
+                                                 trained_model: dict[str, Any],
+                                                 session: Session) -> None:
+    from workers.tasks.requests import process_request
+    from workers.tasks.training import retrain_shard
+
+    rid = _file_and_approve(app_client, tokens, _a_trained_subject(session))
+    drain(sent_tasks)
+    versions = session.scalar(select(func.count()).select_from(ModelVersion))
+    job = session.scalars(select(Job).where(Job.kind == "retrain_shard")).one()
+    # The broker delivers both messages again (acks_late after a lost ack).
+    assert retrain_shard(str(job.id)) == "not_claimed"
+    assert process_request(rid) == "terminal:completed"
+    assert sent_tasks.sent == []
+    assert session.scalar(select(func.count()).select_from(ModelVersion)) == versions
+
+
+def test_worker_death_before_publish_is_reaped_and_resumes_from_checkpoints(
+    app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks,
+    trained_model: dict[str, Any], session: Session, monkeypatch: Any,
+) -> None:
+    import pytest
+
+    import workers.tasks.training as training
+    from workers.tasks.reaper import reap_stuck_jobs
+    from workers.tasks.requests import process_request
+
+    rid = _file_and_approve(app_client, tokens, _a_trained_subject(session))
+    [args] = sent_tasks.pop(TASK_PROCESS_REQUEST)
+    process_request(*args)
+    [job_args] = sent_tasks.pop(TASK_RETRAIN_SHARD)
+
+    def die(*_: Any, **__: Any) -> str:
+        raise SystemExit("worker process killed before publishing")
+
+    with monkeypatch.context() as m:
+        m.setattr(training, "_publish", die)
+        with pytest.raises(SystemExit):
+            training.retrain_shard(*job_args)
+    # The broker redelivers (acks_late), but the job still looks taken: nothing runs twice.
+    assert training.retrain_shard(*job_args) == "not_claimed"
+    job = session.get_one(Job, __import__("uuid").UUID(job_args[0]))
+    assert job.status == "running"
+    # The reaper finds the silent job once its heartbeat is stale, and requeues it.
+    session.execute(text("UPDATE jobs SET heartbeat_at = now() - interval '1 day'"))
+    session.commit()
+    assert reap_stuck_jobs() == {"requeued": 1, "failed": 0, "resent": 0}
+    drain(sent_tasks)
+    req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+    assert req["status"] == "completed"
+    [info] = req["certificates"][0]["body"]["shards_retrained"]
+    # Every slice was checkpointed by the first attempt: nothing is trained twice.
+    assert info["slices_retrained"] == 0
+    assert info["exactness"]["status"] == "bit_exact"
+    actions = [e["action"] for e in app_client.get(
+        f"/v1/requests/{rid}/timeline", headers=auth(tokens["dpo"])).json()]
+    assert "request.completed" in actions
+
+
+def test_job_out_of_attempts_fails_the_request(
+    app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks,
+    trained_model: dict[str, Any], session: Session,
+) -> None:
+    from workers.tasks.reaper import reap_stuck_jobs
+    from workers.tasks.requests import process_request
+
+    rid = _file_and_approve(app_client, tokens, _a_trained_subject(session))
+    [args] = sent_tasks.pop(TASK_PROCESS_REQUEST)
+    process_request(*args)
+    sent_tasks.sent.clear()
+    session.execute(text("UPDATE jobs SET status = 'running', attempts = 99, "
+                         "heartbeat_at = now() - interval '1 day' WHERE kind = 'retrain_shard'"))
+    session.commit()
+    assert reap_stuck_jobs()["failed"] == 1
+    req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+    assert req["status"] == "failed" and req["failure_code"] == "worker_lost"
+    assert verify_chain(session).ok
+
+
+def test_subject_without_records_is_skipped(app_client: TestClient, tokens: dict[str, str],
+                                            sent_tasks: SentTasks,
+                                            trained_model: dict[str, Any]) -> None:
+    rid = _file_and_approve(app_client, tokens, "nobody-we-know")
+    drain(sent_tasks)
+    req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+    assert req["status"] == "completed" and req["certificates"] == []
+    assert req["actions"][0]["status"] == "skipped"
+
+
+def test_canary_never_stored_or_exported(app_client: TestClient, tokens: dict[str, str],
+                                         sent_tasks: SentTasks, trained_model: dict[str, Any],
+                                         session: Session) -> None:
+    rid = _file_and_approve(app_client, tokens, CANARY_SUBJECT)
+    drain(sent_tasks)
+    dump = session.execute(text(
+        "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM audit_events) t")).scalar()
+    assert dump and CANARY_SUBJECT not in dump and CANARY_SUBJECT.split("@")[0] not in dump
+    for table in ("erasure_requests", "training_records", "data_subjects", "certificates"):
+        content = session.execute(text(f"SELECT coalesce(string_agg(t::text, ' '), '') "
+                                       f"FROM {table} t")).scalar()
+        assert CANARY_SUBJECT not in (content or "")
+    for fmt in ("json", "csv"):
+        r = app_client.get(f"/v1/requests/{rid}/report", params={"format": fmt},
+                           headers=auth(tokens["auditor"]))
+        assert CANARY_SUBJECT not in r.text

@@ -1,0 +1,41 @@
+"""A database-aware task base: one engine per worker process, a fresh session per unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from celery import Task
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings, get_settings
+from service.db.session import session_factory
+from service.runtime import database_url
+
+# Errors worth a retry: the database or broker blipped, not our logic.
+RETRYABLE = (ConnectionError, TimeoutError)
+
+
+class DbTask(Task):  # type: ignore[misc]
+    abstract = True
+    _factory: sessionmaker[Session] | None = None
+    # Tests inject a factory bound to their own connection.
+    factory_override: sessionmaker[Session] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return get_settings()
+
+    @property
+    def factory(self) -> sessionmaker[Session]:
+        if DbTask.factory_override is not None:
+            return DbTask.factory_override
+        if DbTask._factory is None:
+            DbTask._factory = session_factory(database_url(self.settings))
+        return DbTask._factory
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Short unit of work: commit on success. Never wrap training or inference in it."""
+        with self.factory() as session, session.begin():
+            yield session

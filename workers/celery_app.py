@@ -1,0 +1,62 @@
+"""The Celery app of the workers: queues, reliability settings, the reaper's schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from service.config import get_settings
+from service.observability import configure_logging, correlation_id
+from service.queue.client import celery_config
+from service.queue.names import QUEUE_REQUESTS, TASK_REAP_STUCK_JOBS
+
+# Long ML work: a retrain is killed (and retried by redelivery) past these limits.
+ML_SOFT_TIME_LIMIT_S = 3 * 3600
+ML_TIME_LIMIT_S = ML_SOFT_TIME_LIMIT_S + 300
+# A request message older than this is stale; the reaper re-sends what is still needed.
+TASK_EXPIRES_S = 24 * 3600
+
+
+def create_celery_app() -> Celery:
+    settings = get_settings()
+    app = Celery("lethe")
+    app.conf.update(celery_config(settings))
+    app.conf.update(
+        # At-least-once: a task is acknowledged after it ran, and redelivered if the worker
+        # died mid-way; every task is written to be safe to run twice.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=QUEUE_REQUESTS,
+        task_soft_time_limit=ML_SOFT_TIME_LIMIT_S,
+        task_time_limit=ML_TIME_LIMIT_S,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "reap-stuck-jobs": {
+                "task": TASK_REAP_STUCK_JOBS,
+                "schedule": settings.reaper_interval_seconds,
+                "options": {"expires": settings.reaper_interval_seconds},
+            }
+        },
+    )
+    return app
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    configure_logging(get_settings().log_level)
+
+
+@signals.task_prerun.connect
+def _bind_correlation_id(task: Any = None, **_: Any) -> None:
+    header = getattr(task.request, "correlation_id", None) if task is not None else None
+    correlation_id.set(header or (task.request.id if task is not None else "-"))
+
+
+celery_app = create_celery_app()
+
+# Task modules use shared_task, bound to the app above once imported.
+import workers.tasks.reaper  # noqa: E402, F401
+import workers.tasks.requests  # noqa: E402, F401
+import workers.tasks.training  # noqa: E402, F401
