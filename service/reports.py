@@ -16,8 +16,16 @@ from service.audit import verify_chain
 from service.db.tables import AuditEvent
 
 CSV_COLUMNS = [
-    "seq", "occurred_at", "actor", "action", "target_type", "target_id", "request_id",
-    "details", "prev_hash", "hash",
+    "seq",
+    "occurred_at",
+    "actor",
+    "action",
+    "target_type",
+    "target_id",
+    "request_id",
+    "details",
+    "prev_hash",
+    "hash",
 ]
 
 

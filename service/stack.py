@@ -51,9 +51,20 @@ def database(settings: Settings) -> Iterator[str]:
 
 def worker_command(queues: str, concurrency: int, beat_schedule: Path | None) -> list[str]:
     cmd = [
-        sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker",
-        "-Q", queues, "--concurrency", str(concurrency), "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app:celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
     ]
     if beat_schedule is not None:
         cmd += ["--beat", "--schedule", str(beat_schedule)]
@@ -111,7 +122,8 @@ def full_stack(settings: Settings, *, worker_log: Path | None = None) -> Iterato
     with database(settings) as url:
         upgrade(url)
         settings = get_settings()
-        with worker_process(settings, log_path=worker_log), api_server(
-            "127.0.0.1", free_port()
-        ) as api_url:
+        with (
+            worker_process(settings, log_path=worker_log),
+            api_server("127.0.0.1", free_port()) as api_url,
+        ):
             yield Stack(settings, url, api_url)

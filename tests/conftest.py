@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +18,20 @@ from sqlalchemy.orm import Session, sessionmaker
 os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/lethe-run-{os.getuid()}")
 os.environ["LETHE_ENVIRONMENT"] = "test"
 
-from service.config import Settings, get_settings  # noqa: E402
-from tests.dbutil import fresh_database, server_url  # noqa: E402
+from service.config import Settings, get_settings
+from tests.dbutil import fresh_database, server_url
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with server_url(tmp_path_factory.mktemp("pg")) as url:
-        yield url
+def pg_server() -> Iterator[str]:
+    # Not under pytest's temp tree: pytest resets /tmp/pytest-of-<user> to mode 0700 when any
+    # pytest run starts, which locks out the embedded server's own system user mid-run.
+    root = Path(tempfile.mkdtemp(prefix="lethe-test-pg-"))
+    try:
+        with server_url(root) as url:
+            yield url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +101,11 @@ def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
     record = SentTasks()
 
     def capture(
-        _settings: Settings, name: str, args: list[Any], *, countdown: float | None = None,
+        _settings: Settings,
+        name: str,
+        args: list[Any],
+        *,
+        countdown: float | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         record.sent.append((name, args, countdown))

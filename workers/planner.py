@@ -38,9 +38,7 @@ def plan_model(session: Session, request: ErasureRequest, model: MlModel) -> Pla
         TrainingRecord.subject_ref == request.subject_ref,
         TrainingRecord.erased_at.is_(None),
     )
-    rows = session.execute(
-        subject_rows.group_by(TrainingRecord.split, TrainingRecord.shard)
-    ).all()
+    rows = session.execute(subject_rows.group_by(TrainingRecord.split, TrainingRecord.shard)).all()
     if not rows:
         return PlannedAction(model, None, (), 0)
     shards = tuple(sorted({shard for split, shard, _ in rows if split == "train"}))

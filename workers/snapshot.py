@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from models.sisa import SisaConfig, TrainingRecord
 from models.tabular import FeatureSpec
-from service.db.tables import MlModel, ModelVersion, TrainingRecord as RecordRow
+from service.db.tables import MlModel, ModelVersion
+from service.db.tables import TrainingRecord as RecordRow
 from service.registry.config import ModelPolicy
 from service.registry.ml import feature_spec, sisa_config, to_training_records
 
@@ -94,8 +95,13 @@ def load_retained_by_shard(
     session: Session, model_id: uuid.UUID, spec: FeatureSpec, shards: int
 ) -> dict[int, list[TrainingRecord]]:
     result = session.execute(
-        select(RecordRow.shard, RecordRow.record_key, RecordRow.slice, RecordRow.payload,
-               RecordRow.label)
+        select(
+            RecordRow.shard,
+            RecordRow.record_key,
+            RecordRow.slice,
+            RecordRow.payload,
+            RecordRow.label,
+        )
         .where(
             RecordRow.model_id == model_id,
             RecordRow.split == "train",

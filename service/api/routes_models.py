@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile
 from sqlalchemy import select
 
+from models.sisa import Manifest
 from service.api.deps import MlWrite, ModelRead, SessionDep, SettingsDep
 from service.api.schemas import (
     IngestOut,
@@ -32,7 +33,6 @@ from service.registry.ml import (
 )
 from service.registry.service import current_version, get_job, get_model, register_model
 from service.registry.service import request_training as start_training
-from models.sisa import Manifest
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from service.api.deps import AuditRead, DpoWrite, RequestRead, SessionDep, SettingsDep
 from service.api.schemas import (
@@ -39,7 +40,6 @@ from service.requests.service import (
     reject_request,
     request_timeline,
 )
-from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/v1/requests", tags=["erasure requests"])
 
@@ -75,9 +75,9 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
     for action, model_name in rows:
         jobs = list(
             session.scalars(
-                select(Job).join(ActionJob, ActionJob.job_id == Job.id).where(
-                    ActionJob.action_id == action.id
-                )
+                select(Job)
+                .join(ActionJob, ActionJob.job_id == Job.id)
+                .where(ActionJob.action_id == action.id)
             )
         )
         done = action.status in ("done", "skipped")
@@ -99,8 +99,9 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
         .order_by(MlModel.name)
     ).all()
     out.certificates = [
-        CertificateOut(model=name, kind=c.kind, body=c.body, body_sha256=c.body_hash,
-                       audit_seq=c.audit_seq)
+        CertificateOut(
+            model=name, kind=c.kind, body=c.body, body_sha256=c.body_hash, audit_seq=c.audit_seq
+        )
         for c, name in certs
     ]
     return out
@@ -196,8 +197,14 @@ def timeline(request_id: uuid.UUID, session: SessionDep, _: RequestRead) -> list
     get_request(session, request_id)
     return [
         TimelineEvent(
-            seq=e.seq, occurred_at=e.occurred_at, actor=e.actor, action=e.action,
-            target_type=e.target_type, target_id=e.target_id, details=e.details, hash=e.hash,
+            seq=e.seq,
+            occurred_at=e.occurred_at,
+            actor=e.actor,
+            action=e.action,
+            target_type=e.target_type,
+            target_id=e.target_id,
+            details=e.details,
+            hash=e.hash,
         )
         for e in request_timeline(session, request_id)
     ]

@@ -202,9 +202,7 @@ class ActionJob(Base):
 
     __tablename__ = "action_jobs"
 
-    action_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("request_actions.id"), primary_key=True
-    )
+    action_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("request_actions.id"), primary_key=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"), primary_key=True, index=True)
 
 
@@ -229,9 +227,7 @@ class Certificate(UUIDPrimaryKey, CreatedAt, Base):
     __tablename__ = "certificates"
     __table_args__ = (
         UniqueConstraint("request_id", "model_id"),
-        CheckConstraint(
-            "kind IN ('exact_retrain', 'conformal_risk', 'no_guarantee')", name="kind"
-        ),
+        CheckConstraint("kind IN ('exact_retrain', 'conformal_risk', 'no_guarantee')", name="kind"),
     )
 
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("erasure_requests.id"))

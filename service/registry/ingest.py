@@ -50,11 +50,13 @@ def _parse_value(raw: str) -> float | str | None:
 
 def _infer_spec(rows: list[dict[str, Any]], columns: list[str]) -> FeatureSpec:
     # Column *types* only: no statistic of the data enters the featurizer.
-    numeric = tuple(
-        c for c in columns if all(not isinstance(r[c], str) for r in rows)
-    )
+    numeric = tuple(c for c in columns if all(not isinstance(r[c], str) for r in rows))
     categorical = tuple(c for c in columns if c not in numeric)
     return FeatureSpec(numeric=numeric, categorical=categorical)
+
+
+def partition_salt(model_name: str) -> str:
+    return f"lethe|{model_name}"
 
 
 def is_holdout(ref: str, fraction: float) -> bool:
@@ -102,9 +104,7 @@ def ingest_csv(
             subject = raw[config.subject_column].strip()
             label = raw[config.label_column].strip()
             if not subject or not label:
-                raise invalid(
-                    "invalid_csv", f"line {line_no} has an empty subject or label field"
-                )
+                raise invalid("invalid_csv", f"line {line_no} has an empty subject or label field")
             refs.append(subject_ref(settings, subject))
             labels.append(label)
             rows.append({c: _parse_value(raw[c]) for c in feature_columns})
@@ -127,7 +127,7 @@ def ingest_csv(
         learning_rate=config.sisa.learning_rate,
         batch_size=config.sisa.batch_size,
         seed=config.sisa.seed,
-        partition_salt=f"lethe|{model.name}",
+        partition_salt=partition_salt(model.name),
     )
     class_index = {c: i for i, c in enumerate(classes)}
     occurrences: Counter[str] = Counter()

@@ -39,8 +39,12 @@ def register_model(
         action="model.registered",
         target_type="model",
         target_id=str(model.id),
-        details={"model": name, "kind": model.kind, "sisa": config.sisa.model_dump(),
-                 "policy": model.policy},
+        details={
+            "model": name,
+            "kind": model.kind,
+            "sisa": config.sisa.model_dump(),
+            "policy": model.policy,
+        },
     )
     return model
 
@@ -73,8 +77,9 @@ def request_training(session: Session, settings: Settings, model: MlModel, actor
     if ModelConfig.model_validate(model.config).sisa_config is None:
         raise conflict("no_training_records", "ingest training records before training")
     model.status = ModelStatus.training
-    job = Job(id=uuid.uuid4(), kind=JobKind.train, model_id=model.id, shard=-1,
-              status=JobStatus.pending)
+    job = Job(
+        id=uuid.uuid4(), kind=JobKind.train, model_id=model.id, shard=-1, status=JobStatus.pending
+    )
     session.add(job)
     session.flush()
     append_event(

@@ -42,9 +42,7 @@ def purge_records(session: Session, request_id: uuid.UUID, model_id: uuid.UUID) 
 def records_erased(session: Session, request_id: uuid.UUID, model_id: uuid.UUID) -> dict[str, int]:
     rows = session.execute(
         select(TrainingRecord.split, func.count())
-        .where(
-            TrainingRecord.model_id == model_id, TrainingRecord.erasure_request_id == request_id
-        )
+        .where(TrainingRecord.model_id == model_id, TrainingRecord.erasure_request_id == request_id)
         .group_by(TrainingRecord.split)
     ).all()
     counts = {"train": 0, "holdout": 0}

@@ -64,8 +64,9 @@ def file_request(
         known = set(session.scalars(select(MlModel.name).where(MlModel.name.in_(new.scope))))
         unknown = sorted(set(new.scope) - known)
         if unknown:
-            raise invalid("unknown_model", "scope names models that are not registered",
-                          models=unknown)
+            raise invalid(
+                "unknown_model", "scope names models that are not registered", models=unknown
+            )
     ensure_subject(session, ref)
     now = utcnow()
     request = ErasureRequest(

@@ -40,14 +40,16 @@ def test_same_subject_spelled_differently_maps_to_one_reference(
 ) -> None:
     a = app_client.post("/v1/requests", json=BODY, headers=auth(tokens["dpo"])).json()
     b = app_client.post(
-        "/v1/requests", json={**BODY, "subject_id": "  " + CANARY_SUBJECT.upper()},
+        "/v1/requests",
+        json={**BODY, "subject_id": "  " + CANARY_SUBJECT.upper()},
         headers=auth(tokens["dpo"]),
     ).json()
     assert a["subject_ref"] == b["subject_ref"] and a["id"] != b["id"]
 
 
-def test_idempotent_filing(app_client: TestClient, tokens: dict[str, str],
-                           session: Session) -> None:
+def test_idempotent_filing(
+    app_client: TestClient, tokens: dict[str, str], session: Session
+) -> None:
     headers = {**auth(tokens["dpo"]), "idempotency-key": "k-1"}
     first = app_client.post("/v1/requests", json=BODY, headers=headers)
     before = _counts(session)
@@ -55,8 +57,7 @@ def test_idempotent_filing(app_client: TestClient, tokens: dict[str, str],
     assert first.status_code == 201 and second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
     assert _counts(session) == before
-    other = app_client.post("/v1/requests", json={**BODY, "reason": "different"},
-                            headers=headers)
+    other = app_client.post("/v1/requests", json={**BODY, "reason": "different"}, headers=headers)
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "idempotency_key_reused"
     assert _counts(session) == before
@@ -67,8 +68,9 @@ def test_approve_sends_the_task_after_commit(
 ) -> None:
     rid = app_client.post("/v1/requests", json=BODY, headers=auth(tokens["dpo"])).json()["id"]
     assert sent_tasks.sent == []
-    r = app_client.post(f"/v1/requests/{rid}/approve", json={"reason": "verified"},
-                        headers=auth(tokens["dpo"]))
+    r = app_client.post(
+        f"/v1/requests/{rid}/approve", json={"reason": "verified"}, headers=auth(tokens["dpo"])
+    )
     assert r.status_code == 200 and r.json()["status"] == "approved"
     assert sent_tasks.pop(TASK_PROCESS_REQUEST) == [[rid]]
 
@@ -77,10 +79,12 @@ def test_failed_transaction_sends_nothing(
     app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks
 ) -> None:
     rid = app_client.post("/v1/requests", json=BODY, headers=auth(tokens["dpo"])).json()["id"]
-    app_client.post(f"/v1/requests/{rid}/reject", json={"reason": "no id"},
-                    headers=auth(tokens["dpo"]))
-    r = app_client.post(f"/v1/requests/{rid}/approve", json={"reason": "x"},
-                        headers=auth(tokens["dpo"]))
+    app_client.post(
+        f"/v1/requests/{rid}/reject", json={"reason": "no id"}, headers=auth(tokens["dpo"])
+    )
+    r = app_client.post(
+        f"/v1/requests/{rid}/approve", json={"reason": "x"}, headers=auth(tokens["dpo"])
+    )
     assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_transition"
     assert sent_tasks.sent == []
 
@@ -88,16 +92,23 @@ def test_failed_transaction_sends_nothing(
 @pytest.mark.parametrize(
     ("first", "second", "second_status"),
     [
-        ("reject", "approve", 409), ("cancel", "approve", 409), ("approve", "reject", 409),
-        ("approve", "cancel", 200), ("reject", "cancel", 409), ("cancel", "reject", 409),
+        ("reject", "approve", 409),
+        ("cancel", "approve", 409),
+        ("approve", "reject", 409),
+        ("approve", "cancel", 200),
+        ("reject", "cancel", 409),
+        ("cancel", "reject", 409),
     ],
 )
-def test_decisions_over_http(app_client: TestClient, tokens: dict[str, str], first: str,
-                             second: str, second_status: int) -> None:
+def test_decisions_over_http(
+    app_client: TestClient, tokens: dict[str, str], first: str, second: str, second_status: int
+) -> None:
     h = auth(tokens["dpo"])
     rid = app_client.post("/v1/requests", json=BODY, headers=h).json()["id"]
-    assert app_client.post(f"/v1/requests/{rid}/{first}", json={"reason": "r"},
-                           headers=h).status_code == 200
+    assert (
+        app_client.post(f"/v1/requests/{rid}/{first}", json={"reason": "r"}, headers=h).status_code
+        == 200
+    )
     r = app_client.post(f"/v1/requests/{rid}/{second}", json={"reason": "r"}, headers=h)
     assert r.status_code == second_status
 
@@ -115,8 +126,14 @@ def test_decisions_over_http(app_client: TestClient, tokens: dict[str, str], fir
         ("post", "/v1/tokens", "dpo", 403),
     ],
 )
-def test_roles(app_client: TestClient, tokens: dict[str, str], method: str, path: str,
-               role: str | None, status: int) -> None:
+def test_roles(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    method: str,
+    path: str,
+    role: str | None,
+    status: int,
+) -> None:
     headers = {} if role is None else auth(tokens.get(role, "lethe_not_a_token"))
     r = app_client.request(method, path, json=BODY, headers=headers)
     assert r.status_code == status
@@ -148,18 +165,23 @@ def test_bad_input_is_a_clear_4xx_that_changes_nothing(
 
 def test_malformed_json(app_client: TestClient, tokens: dict[str, str], session: Session) -> None:
     before = _counts(session)
-    r = app_client.post("/v1/requests", content=b'{"subject_id": "' + CANARY_SUBJECT.encode(),
-                        headers={**auth(tokens["dpo"]), "content-type": "application/json"})
+    r = app_client.post(
+        "/v1/requests",
+        content=b'{"subject_id": "' + CANARY_SUBJECT.encode(),
+        headers={**auth(tokens["dpo"]), "content-type": "application/json"},
+    )
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
     assert CANARY_SUBJECT not in r.text
     assert _counts(session) == before
 
 
-def test_oversized_payload(app_client: TestClient, tokens: dict[str, str],
-                           session: Session) -> None:
+def test_oversized_payload(
+    app_client: TestClient, tokens: dict[str, str], session: Session
+) -> None:
     before = _counts(session)
-    r = app_client.post("/v1/requests", json={**BODY, "reason": "x" * 200_000},
-                        headers=auth(tokens["dpo"]))
+    r = app_client.post(
+        "/v1/requests", json={**BODY, "reason": "x" * 200_000}, headers=auth(tokens["dpo"])
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
     assert _counts(session) == before
 
@@ -181,8 +203,9 @@ def test_timeline_and_reports_hold_no_raw_identifier(
     timeline = app_client.get(f"/v1/requests/{rid}/timeline", headers=h).json()
     assert [e["action"] for e in timeline] == ["request.received", "request.approved"]
     for fmt in ("json", "csv"):
-        r = app_client.get(f"/v1/requests/{rid}/report", params={"format": fmt},
-                           headers=auth(tokens["auditor"]))
+        r = app_client.get(
+            f"/v1/requests/{rid}/report", params={"format": fmt}, headers=auth(tokens["auditor"])
+        )
         assert r.status_code == 200 and CANARY_SUBJECT not in r.text
     report = app_client.get(f"/v1/requests/{rid}/report", headers=h).json()
     assert report["summary"]["status"] == "approved" and report["chain"]["ok"]

@@ -12,8 +12,14 @@ from service.audit import append_event, verify_chain
 
 def _append(session: Session, n: int) -> None:
     for i in range(n):
-        append_event(session, actor="test", action="test.event", target_type="test",
-                     target_id=str(i), details={"i": i, "nested": {"x": [1, 2.5, "a"]}})
+        append_event(
+            session,
+            actor="test",
+            action="test.event",
+            target_type="test",
+            target_id=str(i),
+            details={"i": i, "nested": {"x": [1, 2.5, "a"]}},
+        )
 
 
 def _tamper(session: Session, sql: str) -> None:
@@ -37,8 +43,9 @@ def test_update_and_delete_are_refused_by_the_database(session: Session) -> None
 
 
 def _last_seqs(session: Session, n: int) -> list[int]:
-    rows = session.execute(text("SELECT seq FROM audit_events ORDER BY seq DESC LIMIT :n"),
-                           {"n": n})
+    rows = session.execute(
+        text("SELECT seq FROM audit_events ORDER BY seq DESC LIMIT :n"), {"n": n}
+    )
     return sorted(r[0] for r in rows)
 
 
@@ -73,6 +80,8 @@ def test_reordered_rows_are_detected(session: Session) -> None:
 def test_timestamp_alteration_is_detected(session: Session) -> None:
     _append(session, 2)
     seq = _last_seqs(session, 1)[0]
-    _tamper(session, f"UPDATE audit_events SET occurred_at = occurred_at - interval '1 day' "
-                     f"WHERE seq = {seq}")
+    _tamper(
+        session,
+        f"UPDATE audit_events SET occurred_at = occurred_at - interval '1 day' WHERE seq = {seq}",
+    )
     assert verify_chain(session).first_broken_seq == seq

@@ -11,9 +11,14 @@ from service.errors import DomainError
 from service.requests.lifecycle import ALLOWED_TRANSITIONS, can_transition, check_transition
 
 EXPECTED_ALLOWED = {
-    (S.received, S.approved), (S.received, S.rejected), (S.received, S.cancelled),
-    (S.approved, S.in_progress), (S.approved, S.cancelled), (S.approved, S.failed),
-    (S.in_progress, S.completed), (S.in_progress, S.failed),
+    (S.received, S.approved),
+    (S.received, S.rejected),
+    (S.received, S.cancelled),
+    (S.approved, S.in_progress),
+    (S.approved, S.cancelled),
+    (S.approved, S.failed),
+    (S.in_progress, S.completed),
+    (S.in_progress, S.failed),
 }
 
 

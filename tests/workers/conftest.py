@@ -28,8 +28,11 @@ def drain(sent: SentTasks) -> list[tuple[str, Any]]:
     from workers.tasks.requests import process_request
     from workers.tasks.training import retrain_shard, train_model
 
-    tasks = {TASK_PROCESS_REQUEST: process_request, TASK_RETRAIN_SHARD: retrain_shard,
-             TASK_TRAIN_MODEL: train_model}
+    tasks = {
+        TASK_PROCESS_REQUEST: process_request,
+        TASK_RETRAIN_SHARD: retrain_shard,
+        TASK_TRAIN_MODEL: train_model,
+    }
     ran = []
     while sent.sent:
         name, args, _ = sent.sent.pop(0)
@@ -38,12 +41,16 @@ def drain(sent: SentTasks) -> list[tuple[str, Any]]:
 
 
 @pytest.fixture
-def trained_model(app_client: TestClient, tokens: dict[str, str],
-                  sent_tasks: SentTasks) -> dict[str, Any]:
+def trained_model(
+    app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks
+) -> dict[str, Any]:
     h = auth(tokens["ml_engineer"])
     assert app_client.post("/v1/models", json=MODEL_BODY, headers=h).status_code == 201
-    r = app_client.post(f"/v1/models/{MODEL_BODY['name']}/records",
-                        files={"file": ("d.csv", synthetic_csv(), "text/csv")}, headers=h)
+    r = app_client.post(
+        f"/v1/models/{MODEL_BODY['name']}/records",
+        files={"file": ("d.csv", synthetic_csv(), "text/csv")},
+        headers=h,
+    )
     assert r.status_code == 201, r.text
     job = app_client.post(f"/v1/models/{MODEL_BODY['name']}/train", headers=h).json()
     assert drain(sent_tasks) == [(TASK_TRAIN_MODEL, "done")]

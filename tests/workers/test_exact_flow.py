@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 
 from models.sisa import checkpoint_key
 from service.audit import verify_chain
+from service.config import get_settings
 from service.db.tables import Job, ModelVersion, TrainingRecord
 from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD
 from service.registry.ml import artifact_store
 from service.security import subject_ref
-from service.config import get_settings
 from tests.conftest import SentTasks, auth
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY
 from tests.workers.conftest import drain
@@ -23,23 +23,31 @@ from tests.workers.conftest import drain
 NAME = MODEL_BODY["name"]
 
 
-def _file_and_approve(client: TestClient, tokens: dict[str, str], subject: str,
-                      key: str | None = None) -> str:
+def _file_and_approve(
+    client: TestClient, tokens: dict[str, str], subject: str, key: str | None = None
+) -> str:
     h = auth(tokens["dpo"])
     if key:
         h["idempotency-key"] = key
-    rid = client.post("/v1/requests", json={"subject_id": subject, "reason": "art 17",
-                                            "scope": [NAME]}, headers=h).json()["id"]
-    r = client.post(f"/v1/requests/{rid}/approve", json={"reason": "ok"},
-                    headers=auth(tokens["dpo"]))
+    rid = client.post(
+        "/v1/requests", json={"subject_id": subject, "reason": "art 17", "scope": [NAME]}, headers=h
+    ).json()["id"]
+    r = client.post(
+        f"/v1/requests/{rid}/approve", json={"reason": "ok"}, headers=auth(tokens["dpo"])
+    )
     assert r.status_code == 200
     return str(rid)
 
 
 def _train_subject(session: Session, subject: str) -> list[TrainingRecord]:
     ref = subject_ref(get_settings(), subject)
-    return list(session.scalars(select(TrainingRecord).where(
-        TrainingRecord.subject_ref == ref, TrainingRecord.split == "train")))
+    return list(
+        session.scalars(
+            select(TrainingRecord).where(
+                TrainingRecord.subject_ref == ref, TrainingRecord.split == "train"
+            )
+        )
+    )
 
 
 def _a_trained_subject(session: Session) -> str:
@@ -50,9 +58,13 @@ def _a_trained_subject(session: Session) -> str:
     raise AssertionError("no subject in the train split")
 
 
-def test_exact_erasure_end_to_end(app_client: TestClient, tokens: dict[str, str],
-                                  sent_tasks: SentTasks, trained_model: dict[str, Any],
-                                  session: Session) -> None:
+def test_exact_erasure_end_to_end(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
+) -> None:
     subject = _a_trained_subject(session)
     rows = _train_subject(session, subject)
     shard = rows[0].shard
@@ -71,7 +83,8 @@ def test_exact_erasure_end_to_end(app_client: TestClient, tokens: dict[str, str]
     assert info["shard"] == shard
     assert info["first_affected_slice"] == min(r.slice for r in rows)
     assert info["slices_retrained"] == MODEL_BODY["config"]["sisa"]["slices"] - min(
-        r.slice for r in rows)
+        r.slice for r in rows
+    )
     assert info["exactness"]["tensors_compared"] > 0
     assert body["version_before"] == 1 and body["version_after"] == 2
     assert body["records_erased"]["train"] == len(rows)
@@ -82,26 +95,41 @@ def test_exact_erasure_end_to_end(app_client: TestClient, tokens: dict[str, str]
         assert row.payload is None and row.label is None and row.erased_at is not None
     # The old checkpoints that saw the subject are deleted, and version 1 is marked purged.
     store = artifact_store(get_settings())
-    v1 = session.scalar(select(ModelVersion).where(ModelVersion.number == 1,
-                                                   ModelVersion.model_id == rows[0].model_id))
+    v1 = session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.number == 1, ModelVersion.model_id == rows[0].model_id
+        )
+    )
     assert v1 is not None and v1.purged_at is not None
-    old = v1.manifest["slices"][str(shard)][info["first_affected_slice"]:]
+    old = v1.manifest["slices"][str(shard)][info["first_affected_slice"] :]
     assert old and not any(store.exists(checkpoint_key(c)) for c in old)
     kept = v1.manifest["slices"][str(shard)][: info["first_affected_slice"]]
     assert all(store.exists(checkpoint_key(c)) for c in kept)
     assert verify_chain(session).ok
 
-    timeline = [e["action"] for e in app_client.get(
-        f"/v1/requests/{rid}/timeline", headers=auth(tokens["dpo"])).json()]
-    for action in ("request.received", "request.approved", "request.started", "action.planned",
-                   "certificate.issued", "records.erased", "request.completed"):
+    timeline = [
+        e["action"]
+        for e in app_client.get(f"/v1/requests/{rid}/timeline", headers=auth(tokens["dpo"])).json()
+    ]
+    for action in (
+        "request.received",
+        "request.approved",
+        "request.started",
+        "action.planned",
+        "certificate.issued",
+        "records.erased",
+        "request.completed",
+    ):
         assert action in timeline
 
 
-def test_published_model_serves_the_new_version(app_client: TestClient, tokens: dict[str, str],
-                                                sent_tasks: SentTasks,
-                                                trained_model: dict[str, Any],
-                                                session: Session) -> None:
+def test_published_model_serves_the_new_version(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
+) -> None:
     h = auth(tokens["ml_engineer"])
     row = {"age": 40, "income": 3000.0, "region": "north"}
     before = app_client.post(f"/v1/models/{NAME}/predict", json={"rows": [row]}, headers=h)
@@ -113,10 +141,13 @@ def test_published_model_serves_the_new_version(app_client: TestClient, tokens: 
     assert np.isclose(sum(after.json()["probabilities"][0]), 1.0)
 
 
-def test_coalesced_requests_share_one_retrain(app_client: TestClient, tokens: dict[str, str],
-                                              sent_tasks: SentTasks,
-                                              trained_model: dict[str, Any],
-                                              session: Session) -> None:
+def test_coalesced_requests_share_one_retrain(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
+) -> None:
     # Two subjects in the same shard, filed before any retrain ran: one job serves both.
     by_shard: dict[int, list[str]] = {}
     for i in range(80):
@@ -128,7 +159,8 @@ def test_coalesced_requests_share_one_retrain(app_client: TestClient, tokens: di
     r2 = _file_and_approve(app_client, tokens, subjects[1])
     ran = drain(sent_tasks)
     assert [r for r in ran if r[0] == TASK_RETRAIN_SHARD and r[1] == "done"] == [
-        (TASK_RETRAIN_SHARD, "done")]
+        (TASK_RETRAIN_SHARD, "done")
+    ]
     jobs = session.scalars(select(Job).where(Job.kind == "retrain_shard")).all()
     assert len(jobs) == 1 and jobs[0].shard == shard
     for rid in (r1, r2):
@@ -137,10 +169,13 @@ def test_coalesced_requests_share_one_retrain(app_client: TestClient, tokens: di
         assert req["certificates"][0]["body"]["determinism_check"] == "bit_exact"
 
 
-def test_redelivered_task_does_not_retrain_twice(app_client: TestClient, tokens: dict[str, str],
-                                                 sent_tasks: SentTasks,
-                                                 trained_model: dict[str, Any],
-                                                 session: Session) -> None:
+def test_redelivered_task_does_not_retrain_twice(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
+) -> None:
     from workers.tasks.requests import process_request
     from workers.tasks.training import retrain_shard
 
@@ -156,8 +191,12 @@ def test_redelivered_task_does_not_retrain_twice(app_client: TestClient, tokens:
 
 
 def test_worker_death_before_publish_is_reaped_and_resumes_from_checkpoints(
-    app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks,
-    trained_model: dict[str, Any], session: Session, monkeypatch: Any,
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
+    monkeypatch: Any,
 ) -> None:
     import pytest
 
@@ -192,14 +231,19 @@ def test_worker_death_before_publish_is_reaped_and_resumes_from_checkpoints(
     # Every slice was checkpointed by the first attempt: nothing is trained twice.
     assert info["slices_retrained"] == 0
     assert info["exactness"]["status"] == "bit_exact"
-    actions = [e["action"] for e in app_client.get(
-        f"/v1/requests/{rid}/timeline", headers=auth(tokens["dpo"])).json()]
+    actions = [
+        e["action"]
+        for e in app_client.get(f"/v1/requests/{rid}/timeline", headers=auth(tokens["dpo"])).json()
+    ]
     assert "request.completed" in actions
 
 
 def test_job_out_of_attempts_fails_the_request(
-    app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks,
-    trained_model: dict[str, Any], session: Session,
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
 ) -> None:
     from workers.tasks.reaper import reap_stuck_jobs
     from workers.tasks.requests import process_request
@@ -208,8 +252,12 @@ def test_job_out_of_attempts_fails_the_request(
     [args] = sent_tasks.pop(TASK_PROCESS_REQUEST)
     process_request(*args)
     sent_tasks.sent.clear()
-    session.execute(text("UPDATE jobs SET status = 'running', attempts = 99, "
-                         "heartbeat_at = now() - interval '1 day' WHERE kind = 'retrain_shard'"))
+    session.execute(
+        text(
+            "UPDATE jobs SET status = 'running', attempts = 99, "
+            "heartbeat_at = now() - interval '1 day' WHERE kind = 'retrain_shard'"
+        )
+    )
     session.commit()
     assert reap_stuck_jobs()["failed"] == 1
     req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
@@ -217,9 +265,12 @@ def test_job_out_of_attempts_fails_the_request(
     assert verify_chain(session).ok
 
 
-def test_subject_without_records_is_skipped(app_client: TestClient, tokens: dict[str, str],
-                                            sent_tasks: SentTasks,
-                                            trained_model: dict[str, Any]) -> None:
+def test_subject_without_records_is_skipped(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+) -> None:
     rid = _file_and_approve(app_client, tokens, "nobody-we-know")
     drain(sent_tasks)
     req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
@@ -227,19 +278,26 @@ def test_subject_without_records_is_skipped(app_client: TestClient, tokens: dict
     assert req["actions"][0]["status"] == "skipped"
 
 
-def test_canary_never_stored_or_exported(app_client: TestClient, tokens: dict[str, str],
-                                         sent_tasks: SentTasks, trained_model: dict[str, Any],
-                                         session: Session) -> None:
+def test_canary_never_stored_or_exported(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
+) -> None:
     rid = _file_and_approve(app_client, tokens, CANARY_SUBJECT)
     drain(sent_tasks)
-    dump = session.execute(text(
-        "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM audit_events) t")).scalar()
+    dump = session.execute(
+        text("SELECT string_agg(t::text, ' ') FROM (SELECT * FROM audit_events) t")
+    ).scalar()
     assert dump and CANARY_SUBJECT not in dump and CANARY_SUBJECT.split("@")[0] not in dump
     for table in ("erasure_requests", "training_records", "data_subjects", "certificates"):
-        content = session.execute(text(f"SELECT coalesce(string_agg(t::text, ' '), '') "
-                                       f"FROM {table} t")).scalar()
+        content = session.execute(
+            text(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t")
+        ).scalar()
         assert CANARY_SUBJECT not in (content or "")
     for fmt in ("json", "csv"):
-        r = app_client.get(f"/v1/requests/{rid}/report", params={"format": fmt},
-                           headers=auth(tokens["auditor"]))
+        r = app_client.get(
+            f"/v1/requests/{rid}/report", params={"format": fmt}, headers=auth(tokens["auditor"])
+        )
         assert CANARY_SUBJECT not in r.text

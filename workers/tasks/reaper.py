@@ -26,8 +26,14 @@ log = logging.getLogger(__name__)
 ACTOR = "reaper"
 
 
-@shared_task(name=TASK_REAP_STUCK_JOBS, base=DbTask, bind=True, acks_late=True,
-             autoretry_for=RETRYABLE, max_retries=3)
+@shared_task(
+    name=TASK_REAP_STUCK_JOBS,
+    base=DbTask,
+    bind=True,
+    acks_late=True,
+    autoretry_for=RETRYABLE,
+    max_retries=3,
+)
 def reap_stuck_jobs(self: DbTask) -> dict[str, int]:
     settings = self.settings
     cutoff = utcnow() - timedelta(seconds=settings.stale_job_seconds)
@@ -53,8 +59,12 @@ def reap_stuck_jobs(self: DbTask) -> dict[str, int]:
                 action="job.reaped",
                 target_type="job",
                 target_id=str(job.id),
-                details={"kind": job.kind, "shard": job.shard, "attempts": job.attempts,
-                         "stale_seconds": settings.stale_job_seconds},
+                details={
+                    "kind": job.kind,
+                    "shard": job.shard,
+                    "attempts": job.attempts,
+                    "stale_seconds": settings.stale_job_seconds,
+                },
             )
             task = TASK_TRAIN_MODEL if job.shard < 0 else TASK_RETRAIN_SHARD
             enqueue_after_commit(session, settings, task, [str(job.id)])

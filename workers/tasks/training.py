@@ -120,9 +120,7 @@ def train_model(self: DbTask, job_id: str) -> str:
             return "not_claimed"
         model = session.get_one(MlModel, job.model_id)
         snapshot = load_model_snapshot(session, model)
-        by_shard = load_retained_by_shard(
-            session, model.id, snapshot.spec, snapshot.config.shards
-        )
+        by_shard = load_retained_by_shard(session, model.id, snapshot.spec, snapshot.config.shards)
     try:
         store = artifact_store(self.settings)
         started = time.perf_counter()
@@ -179,8 +177,13 @@ def train_model(self: DbTask, job_id: str) -> str:
             action="model.trained",
             target_type="model",
             target_id=str(model.id),
-            details={"model": model.name, "version": number, "job_id": job_id, **metrics,
-                     "manifest_hash": _manifest_hash(manifest)},
+            details={
+                "model": model.name,
+                "version": number,
+                "job_id": job_id,
+                **metrics,
+                "manifest_hash": _manifest_hash(manifest),
+            },
         )
     return "done"
 
@@ -376,8 +379,12 @@ def _publish(
             action="shard.retrained",
             target_type="model",
             target_id=str(model.id),
-            details={"model": model.name, "job_id": str(job_id), "request_ids": request_ids,
-                     **job.result},
+            details={
+                "model": model.name,
+                "job_id": str(job_id),
+                "request_ids": request_ids,
+                **job.result,
+            },
         )
         if outcome["version_after"] != snapshot.version_number:
             append_event(
@@ -386,8 +393,12 @@ def _publish(
                 action="model.version_published",
                 target_type="model",
                 target_id=str(model.id),
-                details={"model": model.name, "version": model.current_version,
-                         "manifest_hash": _manifest_hash(manifest), "request_ids": request_ids},
+                details={
+                    "model": model.name,
+                    "version": model.current_version,
+                    "manifest_hash": _manifest_hash(manifest),
+                    "request_ids": request_ids,
+                },
             )
         _finish_waiting_actions(session, job_id, model)
     _delete_superseded(task, snapshot, outcome["superseded_checkpoints"])
@@ -486,8 +497,14 @@ def mark_job_failed(session: Session, job: Job, code: str, actor: str) -> None:
         action="job.failed",
         target_type="model",
         target_id=str(model.id),
-        details={"model": model.name, "job_id": str(job.id), "kind": job.kind,
-                 "shard": job.shard, "error_code": code, "attempts": job.attempts},
+        details={
+            "model": model.name,
+            "job_id": str(job.id),
+            "kind": job.kind,
+            "shard": job.shard,
+            "error_code": code,
+            "attempts": job.attempts,
+        },
     )
     if job.shard < 0:
         model.status = ModelStatus.failed

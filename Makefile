@@ -1,0 +1,40 @@
+# lethe — the two commands that matter: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test serve lint typecheck migrations-check test-fast bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: with it installed nothing pulls a CUDA build.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev,demo]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lethe demo
+
+serve: $(STAMP)
+	$(BIN)/lethe serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check service workers models tests bench migrations
+	$(BIN)/ruff format --check service workers models tests bench migrations
+
+typecheck: $(STAMP)
+	$(BIN)/mypy service workers models
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/sisa.py
+
+clean:
+	rm -rf $(VENV) .lethe reports .mypy_cache .ruff_cache

@@ -1,0 +1,208 @@
+"""Byte-blob storage for model artifacts (checkpoints, manifests), keyed by slash-separated names.
+
+Two backends share one protocol: a local folder (the default) and any fsspec URL (S3-compatible
+buckets in production, ``memory://`` in tests). Keys look like relative POSIX paths,
+e.g. ``checkpoints/3f2a...``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "ArtifactNotFound",
+    "ArtifactStore",
+    "FsspecArtifactStore",
+    "LocalArtifactStore",
+    "open_store",
+    "validate_key",
+]
+
+# Writers stage their bytes under names with this prefix; keys may not start a segment with "."
+# so a staged file can never be mistaken for an artifact.
+_TEMP_PREFIX = ".tmp-"
+
+
+class ArtifactNotFound(KeyError):
+    """No artifact is stored under the requested key."""
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``; storing the same key again replaces it."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Return the bytes under ``key``; raise ``ArtifactNotFound`` when there are none."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether something was removed."""
+        ...
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """All stored keys starting with ``prefix`` (a plain string prefix), sorted."""
+        ...
+
+
+def validate_key(key: str) -> str:
+    """Reject keys that could escape the store root or collide with staged writes."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("artifact key must be a non-empty string")
+    if "\\" in key or "\x00" in key:
+        raise ValueError(f"artifact key contains a forbidden character: {key!r}")
+    segments = key.split("/")
+    for segment in segments:
+        if not segment:
+            raise ValueError(f"artifact key has an empty path segment: {key!r}")
+        if segment.startswith("."):
+            raise ValueError(f"artifact key segments may not start with '.': {key!r}")
+    return key
+
+
+class LocalArtifactStore:
+    """Artifacts as files under ``root``; a key's slashes become sub-folders.
+
+    Writes go to a uniquely named temporary file in the target folder followed by
+    ``os.replace``, which is atomic on POSIX and Windows: concurrent readers (other processes
+    too) see either the old bytes or the new ones, never a torn file.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalArtifactStore({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, staged = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staged, target)
+        except BaseException:
+            Path(staged).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ArtifactNotFound(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._path(key).unlink()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return False
+        return True
+
+    def keys(self, prefix: str = "") -> list[str]:
+        # Only walk the folder the prefix points into; a partial last segment filters names.
+        folder, _, _ = prefix.rpartition("/")
+        start = self.root.joinpath(*folder.split("/")) if folder else self.root
+        if not start.is_dir():
+            return []
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+            relative_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                key = name if relative_dir == "." else f"{relative_dir}/{name}"
+                if key.startswith(prefix):
+                    found.append(key)
+        return sorted(found)
+
+
+class FsspecArtifactStore:
+    """Artifacts on any fsspec filesystem, e.g. ``s3://bucket/prefix`` or ``memory://name``.
+
+    Object stores replace whole objects atomically on upload, so ``put`` writes in one call
+    instead of staging; use ``LocalArtifactStore`` for local folders.
+    """
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.url = url
+        fs, root = fsspec.core.url_to_fs(url)
+        self._fs: Any = fs
+        self._root = str(root).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"FsspecArtifactStore({self.url!r})"
+
+    def _path(self, key: str) -> str:
+        return f"{self._root}/{validate_key(key)}"
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        parent = path.rpartition("/")[0]
+        if parent:
+            self._fs.makedirs(parent, exist_ok=True)
+        self._fs.pipe_file(path, bytes(data))
+
+    def get(self, key: str) -> bytes:
+        try:
+            return bytes(self._fs.cat_file(self._path(key)))
+        except (FileNotFoundError, IsADirectoryError):
+            raise ArtifactNotFound(key) from None
+
+    def exists(self, key: str) -> bool:
+        return bool(self._fs.isfile(self._path(key)))
+
+    def delete(self, key: str) -> bool:
+        path = self._path(key)
+        if not self._fs.isfile(path):
+            return False
+        try:
+            self._fs.rm_file(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def keys(self, prefix: str = "") -> list[str]:
+        folder = prefix.rpartition("/")[0]
+        start = f"{self._root}/{folder}" if folder else self._root
+        try:
+            paths = self._fs.find(start, withdirs=False)
+        except FileNotFoundError:
+            return []
+        found: list[str] = []
+        for path in paths:
+            path = str(path)
+            if not path.startswith(self._root + "/"):
+                continue
+            key = path[len(self._root) + 1 :]
+            if key.startswith(prefix) and not any(s.startswith(".") for s in key.split("/")):
+                found.append(key)
+        return sorted(found)
+
+
+def open_store(url_or_path: str | Path) -> ArtifactStore:
+    """A local store for plain paths and ``file://`` URLs, an fsspec store for other URLs."""
+    text = str(url_or_path)
+    if isinstance(url_or_path, Path) or "://" not in text:
+        return LocalArtifactStore(Path(text))
+    if text.startswith("file://"):
+        return LocalArtifactStore(Path(text[len("file://") :]))
+    return FsspecArtifactStore(text)

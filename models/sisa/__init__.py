@@ -1,0 +1,44 @@
+"""Exact unlearning by SISA slice retraining (Bourtoule et al., IEEE S&P 2021).
+
+Records are placed in shards by subject and in slices by record key; each shard model trains
+slice by slice with a content-addressed checkpoint after every slice, so erasing records
+retrains one shard from the checkpoint before the first slice that held them, and the result is
+checkable bit for bit against training from scratch on the retained records.
+"""
+
+from models.sisa.baseline import SingleModel, single_model_baseline
+from models.sisa.checkpoints import Checkpoint, checkpoint_id, checkpoint_key, load_checkpoint
+from models.sisa.classifier import Classifier
+from models.sisa.config import SisaConfig
+from models.sisa.ensemble import Ensemble
+from models.sisa.exactness import ExactnessCheck, verify_bit_exact
+from models.sisa.manifest import Manifest
+from models.sisa.membership import membership_p_values
+from models.sisa.partition import assign_shard, assign_slice
+from models.sisa.records import TrainingRecord
+from models.sisa.training import ShardTrainingResult, train_shard
+from models.sisa.unlearning import ShardUnlearning, UnlearnResult, unlearn
+
+__all__ = [
+    "Checkpoint",
+    "Classifier",
+    "Ensemble",
+    "ExactnessCheck",
+    "Manifest",
+    "ShardTrainingResult",
+    "ShardUnlearning",
+    "SingleModel",
+    "SisaConfig",
+    "TrainingRecord",
+    "UnlearnResult",
+    "assign_shard",
+    "assign_slice",
+    "checkpoint_id",
+    "checkpoint_key",
+    "load_checkpoint",
+    "membership_p_values",
+    "single_model_baseline",
+    "train_shard",
+    "unlearn",
+    "verify_bit_exact",
+]

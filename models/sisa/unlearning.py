@@ -1,0 +1,140 @@
+"""Erasing records from a SISA ensemble: retrain each affected shard once, from its first
+affected slice, and report which checkpoints the erased records can still be found in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from models.artifacts import ArtifactStore
+from models.sisa.checkpoints import checkpoint_ids
+from models.sisa.config import SisaConfig
+from models.sisa.manifest import Manifest
+from models.sisa.records import TrainingRecord, keys_by_slice
+from models.sisa.training import ShardTrainingResult, train_shard
+
+__all__ = ["ShardUnlearning", "UnlearnResult", "unlearn"]
+
+
+@dataclass(frozen=True)
+class ShardUnlearning:
+    shard: int
+    erased_keys: list[str]
+    first_affected_slice: int
+    checkpoint_before: str
+    checkpoint_after: str
+    slices_retrained: int
+    superseded_checkpoints: list[str]
+    """Old checkpoints from the first affected slice on: they were trained on erased records,
+    so the caller deletes them once the new manifest is in service."""
+    training: ShardTrainingResult
+
+    @property
+    def lineage_hash(self) -> str:
+        return self.training.lineage_hash
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "erased_records": len(self.erased_keys),
+            "first_affected_slice": self.first_affected_slice,
+            "checkpoint_before": self.checkpoint_before,
+            "checkpoint_after": self.checkpoint_after,
+            "slices_retrained": self.slices_retrained,
+            "resumed_from_slice": self.training.resumed_from_slice,
+            "superseded_checkpoints": list(self.superseded_checkpoints),
+            "lineage_hash": self.training.lineage_hash,
+            "seconds": self.training.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class UnlearnResult:
+    shards: dict[int, ShardUnlearning]
+    """Only the shards that held at least one erased record."""
+    manifest: Manifest
+    retained_records: dict[int, list[TrainingRecord]]
+    """The records each retrained shard now stands for (input for ``verify_bit_exact``)."""
+    keys_not_found: list[str]
+    """Requested keys held by no shard, e.g. because an earlier run already erased them."""
+    seconds: float
+
+    @property
+    def superseded_checkpoints(self) -> list[str]:
+        return [c for shard in self.shards.values() for c in shard.superseded_checkpoints]
+
+
+def unlearn(
+    config: SisaConfig,
+    shard_records: Mapping[int, Sequence[TrainingRecord]],
+    erase_keys: Collection[str],
+    store: ArtifactStore,
+    manifest: Manifest,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> UnlearnResult:
+    """Erase ``erase_keys`` from the ensemble described by ``manifest``.
+
+    ``shard_records`` are the records the manifest was trained on (erased ones included). Keys
+    are grouped by shard and every affected shard is retrained once however many of its keys
+    are erased, resuming from the checkpoint before its first affected slice (found through
+    content addressing, see ``train_shard``). The result is exactly the ensemble that training
+    on the retained records would give. ``progress(done, total)`` counts retrained shards.
+    """
+    started = time.perf_counter()
+    wanted = set(erase_keys)
+    erased_by_shard: dict[int, list[TrainingRecord]] = {}
+    found: set[str] = set()
+    for shard, records in shard_records.items():
+        for record in records:
+            if record.key in wanted:
+                erased_by_shard.setdefault(shard, []).append(record)
+                found.add(record.key)
+
+    affected = sorted(erased_by_shard)
+    outcomes: dict[int, ShardUnlearning] = {}
+    retained_by_shard: dict[int, list[TrainingRecord]] = {}
+    for done, shard in enumerate(affected):
+        if progress is not None:
+            progress(done, len(affected))
+        records = shard_records[shard]
+        old_ids = checkpoint_ids(config, shard, keys_by_slice(config, records))
+        if shard not in manifest:
+            raise ValueError(f"shard {shard} has no entry in the manifest")
+        if manifest[shard] != old_ids[-1]:
+            # Superseded checkpoints are derived from these records; if they are not the ones
+            # the served checkpoint was trained on, deleting "superseded" ones would be a guess.
+            raise ValueError(
+                f"manifest entry of shard {shard} was not trained on the given records"
+            )
+        erased = erased_by_shard[shard]
+        first_affected = min(record.slice for record in erased)
+        retained = [record for record in records if record.key not in wanted]
+        training = train_shard(config, shard, retained, store)
+        fresh = set(training.checkpoint_ids)
+        outcomes[shard] = ShardUnlearning(
+            shard=shard,
+            erased_keys=sorted(record.key for record in erased),
+            first_affected_slice=first_affected,
+            checkpoint_before=old_ids[-1],
+            checkpoint_after=training.final_checkpoint,
+            slices_retrained=training.slices_trained,
+            superseded_checkpoints=[c for c in old_ids[first_affected:] if c not in fresh],
+            training=training,
+        )
+        retained_by_shard[shard] = retained
+    if progress is not None:
+        progress(len(affected), len(affected))
+
+    new_manifest = manifest.replace(
+        {s: outcome.checkpoint_after for s, outcome in outcomes.items()}
+    )
+    return UnlearnResult(
+        shards=outcomes,
+        manifest=new_manifest,
+        retained_records=retained_by_shard,
+        keys_not_found=sorted(wanted - found),
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,157 @@
+"""End to end with a real Celery worker process, a real broker and a real PostgreSQL.
+
+Broker: the database itself (kombu's SQLAlchemy transport, the embedded default) or the one in
+LETHE_TEST_BROKER_URL (e.g. redis://127.0.0.1:6379/0 — .ci/run runs both).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.stack import worker_command
+from tests.dbutil import fresh_database
+from tests.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
+
+pytestmark = pytest.mark.integration
+NAME = MODEL_BODY["name"]
+
+
+@pytest.fixture(scope="module")
+def stack(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    broker = os.environ.get("LETHE_TEST_BROKER_URL")
+    with fresh_database(pg_server, prefix="lethe_e2e") as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+        env.update(
+            LETHE_ENVIRONMENT="test",
+            LETHE_DATABASE_URL=url,
+            LETHE_ARTIFACT_URL=str(tmp / "artifacts"),
+            LETHE_DATA_DIR=str(tmp),
+            LETHE_LOG_LEVEL="INFO",
+        )
+        if broker:
+            env["LETHE_BROKER_URL"] = broker
+        log_path = tmp / "worker.log"
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(
+                worker_command("requests,ml", 2, None),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            settings = Settings(
+                database_url=url,
+                broker_url=broker,
+                artifact_url=str(tmp / "artifacts"),
+                environment="test",
+            )
+            try:
+                yield {"settings": settings, "url": url, "log": log_path, "worker": worker}
+            finally:
+                worker.terminate()
+                worker.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def client(stack: dict[str, Any]) -> Iterator[TestClient]:
+    from service.api.app import create_app
+
+    with TestClient(create_app(stack["settings"])) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tokens(stack: dict[str, Any]) -> dict[str, str]:
+    from service.auth import create_token
+    from service.db.session import session_factory, transaction
+
+    with transaction(session_factory(stack["url"])) as s:
+        return {
+            r: create_token(s, f"e2e-{r}", r, actor="test")
+            for r in ("dpo", "ml_engineer", "auditor")
+        }
+
+
+def _h(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def _poll(
+    fetch: Any, done: Any, worker: subprocess.Popen[bytes], log: Path, timeout: float = 300
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = fetch()
+        if done(state):
+            return state
+        if worker.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(
+                f"worker did not finish (exit={worker.poll()}):\n" + log.read_text()[-4000:]
+            )
+        time.sleep(0.3)
+
+
+def test_file_approve_retrain_complete_export(
+    client: TestClient, tokens: dict[str, str], stack: dict[str, Any], tmp_path: Path
+) -> None:
+    ml, dpo, aud = _h(tokens["ml_engineer"]), _h(tokens["dpo"]), _h(tokens["auditor"])
+    worker, log = stack["worker"], stack["log"]
+    assert client.post("/v1/models", json=MODEL_BODY, headers=ml).status_code == 201
+    r = client.post(
+        f"/v1/models/{NAME}/records",
+        headers=ml,
+        files={"file": ("d.csv", synthetic_csv(), "text/csv")},
+    )
+    assert r.status_code == 201
+    job = client.post(f"/v1/models/{NAME}/train", headers=ml).json()
+    job = _poll(
+        lambda: client.get(f"/v1/jobs/{job['id']}", headers=ml).json(),
+        lambda j: j["status"] in ("done", "failed"),
+        worker,
+        log,
+    )
+    assert job["status"] == "done", job
+
+    rids = []
+    for subject in (CANARY_SUBJECT, "S-0001", "S-0002"):
+        rid = client.post(
+            "/v1/requests",
+            headers={**dpo, "idempotency-key": f"e2e-{subject}"},
+            json={"subject_id": subject, "reason": "art 17"},
+        ).json()["id"]
+        assert (
+            client.post(
+                f"/v1/requests/{rid}/approve", json={"reason": "ok"}, headers=dpo
+            ).status_code
+            == 200
+        )
+        rids.append(rid)
+    for rid in rids:
+        req = _poll(
+            lambda rid=rid: client.get(f"/v1/requests/{rid}", headers=dpo).json(),
+            lambda q: q["status"] in ("completed", "failed"),
+            worker,
+            log,
+        )
+        assert req["status"] == "completed", req
+        for cert in req["certificates"]:
+            assert cert["kind"] == "exact_retrain"
+            assert cert["body"]["determinism_check"] in ("bit_exact", "not_applicable")
+        for fmt in ("json", "csv"):
+            rep = client.get(f"/v1/requests/{rid}/report", params={"format": fmt}, headers=aud)
+            assert rep.status_code == 200 and CANARY_SUBJECT not in rep.text
+            (tmp_path / f"{rid}.{fmt}").write_text(rep.text)
+    assert client.get("/v1/audit/verify", headers=aud).json()["ok"]
+    versions = client.get(f"/v1/models/{NAME}/versions", headers=ml).json()
+    assert versions[0]["cause"] == "training"
+    # The worker's logs never carry the raw identifier either.
+    assert CANARY_SUBJECT not in log.read_text()
