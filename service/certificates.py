@@ -82,3 +82,33 @@ def issue_certificate(
     session.add(certificate)
     session.flush()
     return certificate
+
+
+def plain_words(body: dict[str, Any]) -> str:
+    """A few sentences a data-protection officer can read."""
+    if body.get("plain_words"):
+        return str(body["plain_words"])
+    if body.get("kind") != "exact_retrain":
+        return "No description available."
+    shards = body.get("shards_retrained", [])
+    erased = body.get("records_erased", {})
+    if not shards:
+        return (
+            f"{erased.get('train', 0) + erased.get('holdout', 0)} record(s) were deleted. "
+            + str(body.get("note", ""))
+        ).strip()
+    parts = ", ".join(f"shard {s['shard']} from slice {s['first_affected_slice']}" for s in shards)
+    check = {
+        "bit_exact": "An independent retraining from scratch matched it bit for bit.",
+        "mismatch": "WARNING: the independent retraining did not match bit for bit.",
+    }.get(str(body.get("determinism_check")), "The bit-for-bit check was not run (policy).")
+    return (
+        f"The subject's {erased.get('train', 0)} training record(s) were removed and the model "
+        f"was retrained exactly where they had been used ({parts}); version "
+        f"{body.get('version_before')} was replaced by version {body.get('version_after')} and "
+        f"the checkpoints that had seen the records were deleted. {check}"
+    )
+
+
+def is_certified(kind: str) -> bool:
+    return kind in ("exact_retrain", "conformal_risk")

@@ -139,3 +139,33 @@ def tokens(factory: sessionmaker[Session]) -> dict[str, str]:
 
 def auth(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny causal LM that knows the facts of tests/generative_data.py (trained locally)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from models.generative.tiny import train_tiny_qa
+    from tests.generative_data import ALL_PAIRS
+
+    return train_tiny_qa(ALL_PAIRS, tmp_path_factory.mktemp("tiny-lm"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def retain_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.generative_data import write_retain_file
+
+    return write_retain_file(tmp_path_factory.mktemp("retain") / "retain.jsonl")
+
+
+def generative_model_body(name: str, model_dir: Path, retain: Path) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "generative",
+        "config": {
+            "model_dir": str(model_dir),
+            "retain_qa_file": str(retain),
+            "max_new_tokens": 24,
+        },
+        "policy": {"alpha": 0.1, "delta": 0.05, "alpha_b": 0.2, "max_budget": 3, "max_probes": 12},
+    }

@@ -59,4 +59,5 @@ celery_app = create_celery_app()
 # Task modules use shared_task, bound to the app above once imported.
 import workers.tasks.reaper  # noqa: E402
 import workers.tasks.requests  # noqa: E402
+import workers.tasks.rules  # noqa: E402
 import workers.tasks.training  # noqa: E402, F401

@@ -1,7 +1,7 @@
 """The planner: which way to forget, per (request, model).
 
-This issue knows one strategy, exact slice retraining, for the models lethe trains. The
-verifier-rule strategy for generative models is added here (a model policy may ask for both).
+Models lethe trains (it owns their training data) are unlearned exactly by slice retraining;
+generative models it cannot retrain get verifier rules (inference-time unlearning).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def models_in_scope(session: Session, request: ErasureRequest) -> list[MlModel]:
 
 
 def plan_model(session: Session, request: ErasureRequest, model: MlModel) -> PlannedAction:
-    if model.kind != ModelKind.sharded_classifier:  # pragma: no cover - one kind so far
-        raise ValueError(f"no unlearning strategy for model kind {model.kind}")
+    if model.kind == ModelKind.generative:
+        # Rules are needed whether or not lethe ever saw this subject: the model may know them.
+        return PlannedAction(model, Strategy.verifier_rules, (), 0)
     subject_rows = select(TrainingRecord.split, TrainingRecord.shard, func.count()).where(
         TrainingRecord.model_id == model.id,
         TrainingRecord.subject_ref == request.subject_ref,

@@ -6,22 +6,28 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from models.sisa import Manifest
 from service.api.deps import MlWrite, ModelRead, SessionDep, SettingsDep
 from service.api.schemas import (
+    GenerateIn,
+    GenerateOut,
     IngestOut,
     JobOut,
     ModelOut,
     PredictIn,
     PredictOut,
     RegisterModelIn,
+    RuleSetOut,
     VersionOut,
 )
-from service.db.enums import ModelStatus
-from service.db.tables import Job, MlModel, ModelVersion
+from service.db.enums import ModelKind, ModelStatus
+from service.db.tables import Job, MlModel, ModelVersion, RuleSetVersion
 from service.errors import DomainError, conflict
+from service.guard.serving import guarded_generate
 from service.registry.config import ModelConfig
 from service.registry.ingest import ingest_csv
 from service.registry.ml import (
@@ -31,7 +37,13 @@ from service.registry.ml import (
     predict_rows,
     sisa_config,
 )
-from service.registry.service import current_version, get_job, get_model, register_model
+from service.registry.service import (
+    current_version,
+    get_job,
+    get_model,
+    register_model,
+    validate_registration,
+)
 from service.registry.service import request_training as start_training
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -51,8 +63,14 @@ def model_out(model: MlModel) -> ModelOut:
 
 @router.post("/models", status_code=201, response_model=ModelOut)
 def register(body: RegisterModelIn, session: SessionDep, principal: MlWrite) -> ModelOut:
-    config = ModelConfig.model_validate(body.config.model_dump())
-    model = register_model(session, body.name, config, body.policy, principal.actor)
+    try:
+        config, policy = validate_registration(body.kind, body.config, body.policy)
+    except ValidationError as exc:
+        # Same shape as any other invalid body, located under "body".
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
+    model = register_model(session, body.name, body.kind, config, policy, principal.actor)
     session.commit()
     return model_out(model)
 
@@ -117,6 +135,8 @@ def predict(
     name: str, body: PredictIn, session: SessionDep, settings: SettingsDep, _: MlWrite
 ) -> PredictOut:
     model = get_model(session, name)
+    if model.kind != ModelKind.sharded_classifier:
+        raise conflict("wrong_model_kind", "use /generate for generative models")
     version = current_version(session, model)
     if model.status != ModelStatus.ready or version is None:
         raise conflict("model_not_ready", "the model has no trained version yet")
@@ -161,3 +181,47 @@ def read_job(job_id: uuid.UUID, session: SessionDep, _: ModelRead) -> JobOut:
     job = get_job(session, job_id)
     model = session.get_one(MlModel, job.model_id)
     return job_out(job, model.name)
+
+
+@router.post("/models/{name}/generate", response_model=GenerateOut)
+def generate(
+    name: str, body: GenerateIn, session: SessionDep, settings: SettingsDep, _: MlWrite
+) -> GenerateOut:
+    """Guarded generation: the answer has passed the active verifier rules."""
+    model = get_model(session, name)
+    if model.kind != ModelKind.generative:
+        raise conflict("wrong_model_kind", "only generative models generate")
+    answer = guarded_generate(
+        settings, session, model, body.prompt, seed=body.seed, max_new_tokens=body.max_new_tokens
+    )
+    return GenerateOut(
+        model=name,
+        text=answer.text,
+        rule_set_version=answer.rule_set_version,
+        rounds_used=answer.rounds_used,
+        refused=answer.refused,
+        reason=answer.reason,
+    )
+
+
+@router.get("/models/{name}/rule-sets", response_model=list[RuleSetOut])
+def rule_sets(name: str, session: SessionDep, _: ModelRead) -> list[RuleSetOut]:
+    """Rule-set versions with their calibration; the rules themselves stay encrypted."""
+    model = get_model(session, name)
+    rows = session.scalars(
+        select(RuleSetVersion)
+        .where(RuleSetVersion.model_id == model.id)
+        .order_by(RuleSetVersion.version)
+    )
+    return [
+        RuleSetOut(
+            version=r.version,
+            status=r.status,
+            rule_count=r.rule_count,
+            request_ids=r.request_ids,
+            calibration=r.calibration,
+            activated_at=r.activated_at,
+            superseded_at=r.superseded_at,
+        )
+        for r in rows
+    ]

@@ -20,6 +20,7 @@ from service.api.schemas import (
     RequestOut,
     TimelineEvent,
 )
+from service.certificates import is_certified, plain_words
 from service.db.base import utcnow
 from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus
 from service.db.tables import (
@@ -100,10 +101,17 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
     ).all()
     out.certificates = [
         CertificateOut(
-            model=name, kind=c.kind, body=c.body, body_sha256=c.body_hash, audit_seq=c.audit_seq
+            model=name,
+            kind=c.kind,
+            plain_words=plain_words(c.body),
+            body=c.body,
+            body_sha256=c.body_hash,
+            audit_seq=c.audit_seq,
         )
         for c, name in certs
     ]
+    if out.certificates:
+        out.certified = all(is_certified(c.kind) for c in out.certificates)
     return out
 
 
@@ -120,7 +128,7 @@ def file(
         subject_identifier=body.subject_id,
         reason=body.reason,
         scope=body.scope,
-        forget_facts=[f.model_dump() for f in body.forget_facts] if body.forget_facts else None,
+        forget=body.forget.model_dump() if body.forget else None,
         idempotency_key=idempotency_key,
     )
     request, created = file_request(session, settings, new, principal.actor)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.registry.config import ModelPolicy, SisaSettings
+from service.registry.config import SisaSettings
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -22,13 +22,26 @@ class FactIn(StrictIn):
     answer: str = Field(min_length=1, max_length=2000)
 
 
+Identifier = Field(min_length=1, max_length=200)
+
+
+class ForgetIn(StrictIn):
+    """What generative models must stop revealing; stored encrypted, never echoed."""
+
+    names: list[str] = Field(default_factory=list, max_length=20)
+    aliases: list[str] = Field(default_factory=list, max_length=20)
+    emails: list[str] = Field(default_factory=list, max_length=20)
+    phones: list[str] = Field(default_factory=list, max_length=20)
+    facts: list[FactIn] = Field(default_factory=list, max_length=200)
+
+
 class FileRequestIn(StrictIn):
     subject_id: str = Field(min_length=1, max_length=256, description="raw subject identifier")
     reason: str = Field(min_length=1, max_length=2000)
     scope: list[str] | None = Field(
         None, min_length=1, max_length=50, description="model names; omit for every model"
     )
-    forget_facts: list[FactIn] | None = Field(None, max_length=50)
+    forget: ForgetIn | None = None
 
 
 class DecisionIn(StrictIn):
@@ -47,6 +60,7 @@ class ActionOut(BaseModel):
 class CertificateOut(BaseModel):
     model: str
     kind: str
+    plain_words: str
     body: dict[str, Any]
     body_sha256: str
     audit_seq: int
@@ -65,6 +79,8 @@ class RequestOut(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     failure_code: str | None
+    # True when every certificate carries a guarantee; None before any certificate exists.
+    certified: bool | None = None
     actions: list[ActionOut] = []
     certificates: list[CertificateOut] = []
 
@@ -94,9 +110,35 @@ class ModelConfigIn(StrictIn):
 
 class RegisterModelIn(StrictIn):
     name: str = Name
-    kind: Literal["sharded_classifier"] = "sharded_classifier"
-    config: ModelConfigIn
-    policy: ModelPolicy = Field(default_factory=ModelPolicy)
+    kind: Literal["sharded_classifier", "generative"] = "sharded_classifier"
+    # Validated against the kind's own schema (ModelConfigIn / GenerativeConfig).
+    config: dict[str, Any]
+    policy: dict[str, Any] = Field(default_factory=dict)
+
+
+class GenerateIn(StrictIn):
+    prompt: str = Field(min_length=1, max_length=4000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_new_tokens: int | None = Field(None, ge=1, le=512)
+
+
+class GenerateOut(BaseModel):
+    model: str
+    text: str
+    rule_set_version: int | None
+    rounds_used: int
+    refused: bool
+    reason: str
+
+
+class RuleSetOut(BaseModel):
+    version: int
+    status: str
+    rule_count: int
+    request_ids: list[str]
+    calibration: dict[str, Any]
+    activated_at: datetime | None
+    superseded_at: datetime | None
 
 
 class VersionOut(BaseModel):

@@ -3,6 +3,7 @@ from service.db.tables import (
     ActionJob,
     ApiToken,
     AuditEvent,
+    CalibrationRecord,
     Certificate,
     DataSubject,
     ErasureRequest,
@@ -10,6 +11,7 @@ from service.db.tables import (
     MlModel,
     ModelVersion,
     RequestAction,
+    RuleSetVersion,
     TrainingRecord,
 )
 
@@ -18,6 +20,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Base",
+    "CalibrationRecord",
     "Certificate",
     "DataSubject",
     "ErasureRequest",
@@ -25,5 +28,6 @@ __all__ = [
     "MlModel",
     "ModelVersion",
     "RequestAction",
+    "RuleSetVersion",
     "TrainingRecord",
 ]

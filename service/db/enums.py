@@ -22,6 +22,7 @@ TERMINAL_REQUEST_STATUSES = frozenset(
 
 class ModelKind(StrEnum):
     sharded_classifier = "sharded_classifier"
+    generative = "generative"
 
 
 class ModelStatus(StrEnum):
@@ -33,6 +34,12 @@ class ModelStatus(StrEnum):
 
 class Strategy(StrEnum):
     exact_retrain = "exact_retrain"
+    verifier_rules = "verifier_rules"
+
+
+class RuleSetStatus(StrEnum):
+    active = "active"
+    superseded = "superseded"
 
 
 class ActionStatus(StrEnum):

@@ -30,6 +30,7 @@ from service.db.enums import (
     ModelStatus,
     RequestStatus,
     Role,
+    RuleSetStatus,
     Strategy,
     check_in,
 )
@@ -237,3 +238,53 @@ class Certificate(UUIDPrimaryKey, CreatedAt, Base):
     body: Mapped[JSON] = mapped_column(JSONB)
     body_hash: Mapped[str] = mapped_column(String(64))
     audit_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class RuleSetVersion(UUIDPrimaryKey, CreatedAt, Base):
+    """An immutable version of a generative model's verifier rules; one is active per model.
+
+    Activating a version flips the old active row to superseded and inserts the new one in one
+    transaction, so a generation reads either the old or the new version, never a mix.
+    """
+
+    __tablename__ = "rule_set_versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        CheckConstraint(check_in("status", RuleSetStatus), name="status"),
+        Index(
+            "uq_rule_set_versions_one_active",
+            "model_id",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    # Fernet-encrypted JSON: the per-request rule sets (names and facts are personal data).
+    rules_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    rule_count: Mapped[int] = mapped_column(Integer)
+    request_ids: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    # λ, B and their calibration figures: numbers only, no text of any probe or response.
+    calibration: Mapped[JSON] = mapped_column(JSONB)
+    activated_at: Mapped[datetime | None]
+    superseded_at: Mapped[datetime | None]
+
+
+class CalibrationRecord(Base):
+    """One calibration observation of a rule-set version: a score or a round count, no text."""
+
+    __tablename__ = "calibration_records"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('positive_score', 'negative_score', 'rounds_to_acceptance')", name="kind"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    rule_set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rule_set_versions.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    source: Mapped[str] = mapped_column(String(40))
+    # NULL rounds mean "not accepted within the budget tried" (infinity).
+    value: Mapped[float | None]

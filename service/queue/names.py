@@ -10,6 +10,8 @@ QUEUE_ML: Final = "ml"
 TASK_PROCESS_REQUEST: Final = "lethe.process_request"
 TASK_RETRAIN_SHARD: Final = "lethe.retrain_shard"
 TASK_TRAIN_MODEL: Final = "lethe.train_model"
+TASK_UPDATE_VERIFIER_RULES: Final = "lethe.update_verifier_rules"
+TASK_CALIBRATE_BUDGET: Final = "lethe.calibrate_budget"
 TASK_REAP_STUCK_JOBS: Final = "lethe.reap_stuck_jobs"
 
 TASK_QUEUES: Final = {
@@ -17,4 +19,6 @@ TASK_QUEUES: Final = {
     TASK_REAP_STUCK_JOBS: QUEUE_REQUESTS,
     TASK_RETRAIN_SHARD: QUEUE_ML,
     TASK_TRAIN_MODEL: QUEUE_ML,
+    TASK_UPDATE_VERIFIER_RULES: QUEUE_ML,
+    TASK_CALIBRATE_BUDGET: QUEUE_ML,
 }

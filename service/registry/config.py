@@ -38,3 +38,36 @@ class ModelConfig(BaseModel):
     feature_spec: dict[str, Any] | None = None
     classes: list[str] | None = None
     sisa_config: dict[str, Any] | None = None
+
+
+DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."
+
+
+class GenerativeConfig(BaseModel):
+    """A generative model lethe serves but cannot retrain: it forgets by verifier rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: str = Field(
+        min_length=1, max_length=1000, description="local Hugging Face causal LM directory"
+    )
+    refusal_text: str = Field(DEFAULT_REFUSAL, min_length=1, max_length=500)
+    max_new_tokens: int = Field(64, ge=1, le=512)
+    # JSONL of {"question", "answer"} the model should keep answering: the negatives that
+    # measure false flags, and the retained probes.
+    retain_qa_file: str | None = Field(None, max_length=1000)
+    embedder: Literal["minilm", "hashing"] = Field(
+        "minilm", description="minilm: all-MiniLM-L6-v2; hashing: no model, for tiny setups"
+    )
+
+
+class GenerativePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(0.1, gt=0, lt=1, description="target miss rate of leaking answers")
+    delta: float = Field(0.05, gt=0, lt=1, description="allowed calibration failure probability")
+    alpha_b: float = Field(0.1, gt=0, lt=1, description="target P(not accepted within B)")
+    max_budget: int = Field(4, ge=0, le=16)
+    # Used only when λ cannot be certified; the certificate then says "no guarantee".
+    fallback_threshold: float = Field(0.5, gt=0, le=1)
+    max_probes: int = Field(40, ge=1, le=1000, description="probes generated to calibrate B")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -11,22 +14,45 @@ from service.audit import append_event
 from service.config import Settings
 from service.db.enums import JobKind, JobStatus, ModelKind, ModelStatus
 from service.db.tables import Job, MlModel, ModelVersion
-from service.errors import conflict, not_found
+from service.errors import conflict, invalid, not_found
 from service.queue.names import TASK_TRAIN_MODEL
 from service.queue.outbox import enqueue_after_commit
-from service.registry.config import ModelConfig, ModelPolicy
+from service.registry.config import (
+    GenerativeConfig,
+    GenerativePolicy,
+    ModelConfig,
+    ModelPolicy,
+)
+
+
+def validate_registration(
+    kind: str, config: dict[str, Any], policy: dict[str, Any]
+) -> tuple[BaseModel, BaseModel]:
+    """The kind's own schemas; raises pydantic.ValidationError (rendered as a 422)."""
+    if kind == ModelKind.generative:
+        generative = GenerativeConfig.model_validate(config)
+        if not (Path(generative.model_dir) / "config.json").is_file():
+            raise invalid("model_dir_not_found", "model_dir is not a local Hugging Face model")
+        return generative, GenerativePolicy.model_validate(policy)
+    return ModelConfig.model_validate(config), ModelPolicy.model_validate(policy)
 
 
 def register_model(
-    session: Session, name: str, config: ModelConfig, policy: ModelPolicy, actor: str
+    session: Session,
+    name: str,
+    kind: str,
+    config: BaseModel,
+    policy: BaseModel,
+    actor: str,
 ) -> MlModel:
     if session.scalar(select(MlModel.id).where(MlModel.name == name)) is not None:
         raise conflict("model_exists", "a model with this name is already registered")
     model = MlModel(
         id=uuid.uuid4(),
         name=name,
-        kind=ModelKind.sharded_classifier,
-        status=ModelStatus.registered,
+        kind=ModelKind(kind),
+        # A generative model is served as it is: nothing to train before it is ready.
+        status=ModelStatus.ready if kind == ModelKind.generative else ModelStatus.registered,
         config=config.model_dump(mode="json"),
         policy=policy.model_dump(mode="json"),
         created_by=actor,
@@ -42,7 +68,7 @@ def register_model(
         details={
             "model": name,
             "kind": model.kind,
-            "sisa": config.sisa.model_dump(),
+            "sisa": model.config.get("sisa"),
             "policy": model.policy,
         },
     )
@@ -70,6 +96,8 @@ def current_version(session: Session, model: MlModel) -> ModelVersion | None:
 
 
 def request_training(session: Session, settings: Settings, model: MlModel, actor: str) -> Job:
+    if model.kind != ModelKind.sharded_classifier:
+        raise conflict("wrong_model_kind", "only sharded classifiers are trained by lethe")
     if model.status == ModelStatus.training:
         raise conflict("training_in_progress", "this model is already being trained")
     if model.status == ModelStatus.ready:

@@ -109,6 +109,8 @@ def finish_request_if_done(session: Session, request: ErasureRequest, actor: str
     check_transition(request.status, target)
     request.status = target
     request.completed_at = utcnow()
+    # Data minimisation: the rules now hold what is needed; the request's copy goes.
+    request.forget_content = None
     if failed:
         request.failure_code = request.failure_code or "action_failed"
     session.flush()

@@ -16,13 +16,14 @@ from sqlalchemy.orm import Session
 from service.audit import append_event
 from service.config import Settings
 from service.db.base import utcnow
-from service.db.enums import RequestStatus
+from service.db.enums import ModelKind, RequestStatus
 from service.db.tables import AuditEvent, DataSubject, ErasureRequest, MlModel
 from service.errors import conflict, invalid, not_found
+from service.guard.specs import forget_payload, seal
 from service.queue.names import TASK_PROCESS_REQUEST
 from service.queue.outbox import enqueue_after_commit
 from service.requests.lifecycle import check_transition
-from service.security import encrypt, subject_ref
+from service.security import subject_ref
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class NewRequest:
     subject_identifier: str
     reason: str
     scope: list[str] | None
-    forget_facts: list[dict[str, Any]] | None
+    forget: dict[str, Any] | None
     idempotency_key: str | None
 
 
@@ -39,7 +40,7 @@ def ensure_subject(session: Session, ref: str) -> None:
 
 
 def _payload_hash(ref: str, new: NewRequest) -> str:
-    body = {"subject": ref, "scope": new.scope, "reason": new.reason, "facts": new.forget_facts}
+    body = {"subject": ref, "scope": new.scope, "reason": new.reason, "forget": new.forget}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -60,13 +61,18 @@ def file_request(
                     "this idempotency key was used for a different request",
                 )
             return existing, False
+    in_scope = select(MlModel.name, MlModel.kind)
     if new.scope is not None:
-        known = set(session.scalars(select(MlModel.name).where(MlModel.name.in_(new.scope))))
-        unknown = sorted(set(new.scope) - known)
+        in_scope = in_scope.where(MlModel.name.in_(new.scope))
+    kinds = dict(session.execute(in_scope).tuples().all())
+    if new.scope is not None:
+        unknown = sorted(set(new.scope) - set(kinds))
         if unknown:
             raise invalid(
                 "unknown_model", "scope names models that are not registered", models=unknown
             )
+    # The raw identifier is kept (encrypted) only where a generative model needs it for rules.
+    keeps_content = new.forget is not None or ModelKind.generative in kinds.values()
     ensure_subject(session, ref)
     now = utcnow()
     request = ErasureRequest(
@@ -75,7 +81,9 @@ def file_request(
         scope=new.scope,
         reason=new.reason,
         forget_content=(
-            encrypt(settings, json.dumps(new.forget_facts).encode()) if new.forget_facts else None
+            seal(settings, forget_payload(new.subject_identifier, new.forget))
+            if keeps_content
+            else None
         ),
         status=RequestStatus.received,
         idempotency_key=new.idempotency_key,
@@ -97,7 +105,8 @@ def file_request(
             "subject_ref": ref,
             "scope": new.scope or "all",
             "due_at": request.due_at.isoformat(),
-            "has_forget_facts": bool(new.forget_facts),
+            "forget_content_stored": keeps_content,
+            "facts": len(new.forget["facts"]) if new.forget else 0,
         },
     )
     if settings.auto_approve:

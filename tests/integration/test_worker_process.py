@@ -155,3 +155,66 @@ def test_file_approve_retrain_complete_export(
     assert versions[0]["cause"] == "training"
     # The worker's logs never carry the raw identifier either.
     assert CANARY_SUBJECT not in log.read_text()
+
+
+def test_generative_request_with_a_real_worker(
+    client: TestClient,
+    tokens: dict[str, str],
+    stack: dict[str, Any],
+    tiny_lm: Path,
+    retain_file: Path,
+) -> None:
+    from models.generative.probes import oracle_reveals
+    from models.generative.rules import Fact, ForgetSpec
+    from tests.conftest import generative_model_body
+    from tests.generative_data import FORGOTTEN, RETAINED, facts_of, forget_body
+
+    ml, dpo = _h(tokens["ml_engineer"]), _h(tokens["dpo"])
+    worker, log = stack["worker"], stack["log"]
+    body = generative_model_body("support-bot", tiny_lm, retain_file)
+    assert client.post("/v1/models", json=body, headers=ml).status_code == 201
+    rid = client.post(
+        "/v1/requests",
+        headers=dpo,
+        json={
+            "subject_id": FORGOTTEN,
+            "reason": "art 17",
+            "scope": ["support-bot"],
+            "forget": forget_body(),
+        },
+    ).json()["id"]
+    client.post(f"/v1/requests/{rid}/approve", json={"reason": "ok"}, headers=dpo)
+    req = _poll(
+        lambda: client.get(f"/v1/requests/{rid}", headers=dpo).json(),
+        lambda q: q["status"] in ("completed", "failed"),
+        worker,
+        log,
+    )
+    assert req["status"] == "completed", req
+    assert req["certificates"][0]["kind"] in ("conformal_risk", "no_guarantee")
+    spec = ForgetSpec([FORGOTTEN], facts=[Fact(q, a) for q, a in facts_of(FORGOTTEN)])
+    for question, _ in facts_of(FORGOTTEN):
+        out = client.post(
+            "/v1/models/support-bot/generate", json={"prompt": question}, headers=ml
+        ).json()
+        assert out["rule_set_version"] == 1 and not oracle_reveals(out["text"], spec)
+    question, answer = facts_of(RETAINED[0])[0]
+    out = client.post(
+        "/v1/models/support-bot/generate", json={"prompt": question}, headers=ml
+    ).json()
+    assert answer in out["text"]
+    # The budget is calibrated by the worker after activation.
+    _poll(
+        lambda: client.get("/v1/models/support-bot/rule-sets", headers=ml).json(),
+        lambda v: v[0]["calibration"]["budget"]["status"] == "calibrated",
+        worker,
+        log,
+    )
+    assert FORGOTTEN not in log.read_text()
+
+
+def test_worker_registers_every_task_the_service_sends(settings: Settings) -> None:
+    from service.queue.names import TASK_QUEUES
+    from workers.celery_app import celery_app
+
+    assert set(TASK_QUEUES) <= set(celery_app.tasks)

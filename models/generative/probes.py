@@ -1,0 +1,209 @@
+"""Calibration data for the verifier threshold λ and the refinement budget B.
+
+- `build_probes`: prompts that ask for the forgotten facts (the original question, paraphrased
+  and wrapped in templates, with the subject named by each name and alias), plus prompts about
+  retained subjects, which measure false flags.
+- `oracle_leaks`: the labelling oracle. A response leaks a fact when one of the fact's key spans
+  appears in it, or when its ROUGE-L recall of the fact's answer reaches `rouge_threshold`.
+  ROUGE-L (longest common subsequence over folded words) is implemented here, not imported.
+- `synthetic_leaks`: texts that leak by construction (the answer itself, reordered, re-cased,
+  stripped of punctuation, wrapped in templates, key spans alone, identifiers in contact lines),
+  so λ can be calibrated from verifier scores in seconds, without generating anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from models.generative.matching import MIN_PHONE_SUFFIX
+from models.generative.normalize import (
+    contains_run,
+    digits,
+    find_emails,
+    find_phone_digits,
+    normalize_email,
+    words,
+)
+from models.generative.rules import Fact, ForgetSpec, resolve_facts
+
+DEFAULT_ROUGE_THRESHOLD = 0.6
+
+_WRAPPERS = (
+    "{q}",
+    "Quick question: {q}",
+    "{q} Please answer in one sentence.",
+    "I'm writing a short biography. {q}",
+    "Be honest with me. {q}",
+)
+_SUBJECT_PROMPTS = (
+    "Who is {name}?",
+    "Tell me everything you know about {name}.",
+    "Write a short biography of {name}.",
+)
+# Question rewrites: (pattern, replacement), applied when they match.
+_REWRITES = (
+    (re.compile(r"^What (is|was|are|were) (.+)\?$", re.IGNORECASE), r"Tell me \2."),
+    (re.compile(r"^Where (was|is) (.+) born\?$", re.IGNORECASE), r"What is the birthplace of \2?"),
+    (re.compile(r"^(Who|What|Where|When|Which|How) (.+)\?$"), r"Do you know \2?"),
+)
+_SENTENCE_OPENERS = {"the", "a", "an", "it", "he", "she", "they", "his", "her", "their", "yes"}
+
+
+@dataclass(frozen=True)
+class Probe:
+    prompt: str
+    # True: asks about the subject being forgotten (a leak is a miss); False: retained subject.
+    forgotten: bool
+    # Facts a response to this probe could leak (forgotten) or should still state (retained).
+    facts: list[Fact] = field(default_factory=list)
+    template: str = "{q}"
+
+
+def paraphrase_question(question: str) -> list[str]:
+    """Rule-based rewrites of a question (a probe set, not a language model)."""
+    out = []
+    for pattern, replacement in _REWRITES:
+        m = pattern.match(question)
+        if m and replacement.startswith("Do you know"):
+            # "Who is X?" -> "Do you know who is X?": keep the question word, lower-cased.
+            out.append(f"Do you know {m.group(1).lower()} {m.group(2)}?")
+        elif m:
+            out.append(pattern.sub(replacement, question))
+    return out
+
+
+def _with_identifier(question: str, names: Sequence[str], replacement: str) -> str:
+    for name in names:
+        if name and name in question:
+            return question.replace(name, replacement)
+    return question
+
+
+def build_probes(spec: ForgetSpec, retained: Sequence[Fact] = ()) -> list[Probe]:
+    """Probes for the forget spec's facts and subject, then one per retained fact."""
+    facts = resolve_facts(spec)
+    identifiers = spec.identifiers()
+    probes: list[Probe] = []
+    seen: set[str] = set()
+
+    def add(prompt: str, forgotten: bool, fs: list[Fact], template: str) -> None:
+        if prompt not in seen:
+            seen.add(prompt)
+            probes.append(Probe(prompt, forgotten, fs, template))
+
+    for fact in facts:
+        if not fact.question:
+            continue
+        questions = [fact.question, *paraphrase_question(fact.question)]
+        # The same question naming the subject by each of their other identifiers.
+        questions += [_with_identifier(fact.question, identifiers, alt) for alt in identifiers]
+        for question in questions:
+            for template in _WRAPPERS:
+                add(template.format(q=question), True, [fact], template)
+    for name in identifiers:
+        for template in _SUBJECT_PROMPTS:
+            add(template.format(name=name), True, list(facts), template)
+    for fact in retained:
+        if fact.question:
+            add(fact.question, False, [fact], "{q}")
+    return probes
+
+
+def rouge_l_recall(candidate: str, reference: str) -> float:
+    """LCS length over folded words, divided by the reference length."""
+    cand, ref = words(candidate), words(reference)
+    if not cand or not ref:
+        return 0.0
+    previous = [0] * (len(cand) + 1)
+    for r in ref:
+        current = [0]
+        for j, c in enumerate(cand, start=1):
+            current.append(previous[j - 1] + 1 if r == c else max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1] / len(ref)
+
+
+def oracle_leaks(
+    response: str, fact: Fact, rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
+) -> bool:
+    """Whether `response` reveals `fact` (key spans must already be resolved on `fact`)."""
+    tokens = words(response)
+    if any(contains_run(tokens, words(span)) for span in fact.key_spans):
+        return True
+    return rouge_l_recall(response, fact.answer) >= rouge_threshold
+
+
+def _lower_first(text: str) -> str:
+    """Lower-case a sentence's first word when it is a common opener (never a name)."""
+    first = text.split(" ", 1)[0]
+    return text[0].lower() + text[1:] if first.casefold() in _SENTENCE_OPENERS else text
+
+
+def _upper_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def oracle_reveals(
+    response: str, spec: ForgetSpec, rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
+) -> bool:
+    """Whether `response` reveals any fact of the spec or names any of its identifiers."""
+    tokens = words(response)
+    if any(contains_run(tokens, words(ident)) for ident in spec.identifiers()):
+        return True
+    found = set(find_emails(response))
+    if any(normalize_email(email) in found for email in spec.emails):
+        return True
+    numbers = find_phone_digits(response)
+    if any(digits(p)[-MIN_PHONE_SUFFIX:] in n for p in spec.phones for n in numbers):
+        return True
+    return any(oracle_leaks(response, f, rouge_threshold) for f in resolve_facts(spec))
+
+
+def _reorder(answer: str) -> list[str]:
+    """Swap the two sides of "X is/was Y" and of the first comma."""
+    body = answer.rstrip(".!? ")
+    out = []
+    m = re.match(r"^(.+?) (is|was|are|were) (.+)$", body)
+    if m:
+        left, verb, right = m.groups()
+        out.append(f"{_upper_first(right)} {verb} {_lower_first(left)}.")
+    if ", " in body:
+        head, tail = body.split(", ", 1)
+        out.append(f"{_upper_first(tail)}, {_lower_first(head)}.")
+    return out
+
+
+def synthetic_leaks(spec: ForgetSpec) -> list[str]:
+    """Texts that each reveal something the spec asks to forget."""
+    facts = resolve_facts(spec)
+    name = spec.subject_names[0] if spec.subject_names else "they"
+    out: list[str] = []
+    for fact in facts:
+        answer = fact.answer
+        stripped = " ".join(words(answer))
+        lowered = _lower_first(answer)
+        out += [
+            answer,
+            answer.upper(),
+            stripped,
+            *_reorder(answer),
+            f"As far as I know, {lowered}",
+            f"Sure! {answer} Let me know if you need anything else.",
+            f"I believe that {lowered}",
+        ]
+        if fact.key_spans:
+            spans = ", ".join(fact.key_spans)
+            out += [f"{fact.key_spans[0]}.", f"The answer is {spans}.", f"{name}: {spans}."]
+    for email in spec.emails:
+        local, _, domain = email.partition("@")
+        out += [
+            f"You can reach {name} at {email}.",
+            f"Contact: {local} [at] {domain.replace('.', ' [dot] ')}",
+        ]
+    for phone in spec.phones:
+        out += [f"{name}'s phone number is {phone}.", f"Call {phone} to reach them."]
+    for ident in spec.identifiers():
+        out += [f"{ident} is an author.", f"I have heard of {ident.upper()} before."]
+    return list(dict.fromkeys(out))

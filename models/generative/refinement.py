@@ -1,0 +1,109 @@
+"""Generate, verify, regenerate with feedback, and refuse when the budget runs out.
+
+Round 0 is the plain generation. Each further round (at most `budget` of them) bans every span
+that leaked so far from decoding, names them in an instruction, and moves to a new seed. A
+response is accepted when its verifier score is below the threshold λ. `rounds_used` counts
+regeneration rounds, so B = 0 means "one attempt, then refuse".
+
+λ and B come from conformal calibration (models/conformal); this module only applies them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from models.generative.normalize import skeleton
+from models.generative.verifier import Verdict, Verifier
+
+# Kept free of torch/transformers: the service imports this module to serve any generator.
+
+
+class GenerateFn(Protocol):
+    """What the refinement loop calls: one attempt, with feedback from earlier attempts."""
+
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        banned_phrases: Sequence[str],
+        instruction: str | None,
+        seed: int | None,
+    ) -> str: ...
+
+
+Reason = Literal["accepted", "accepted_after_feedback", "budget_exhausted"]
+DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."
+
+
+@dataclass(frozen=True)
+class RefinementResult:
+    response: str
+    rounds_used: int
+    accepted: bool
+    refused: bool
+    reason: Reason
+    # One verdict per attempt, in order (len = rounds_used + 1).
+    verdicts: list[Verdict]
+
+
+def feedback_instruction(spans: Sequence[str]) -> str:
+    listed = "; ".join(f'"{s}"' for s in spans)
+    return (
+        "Do not reveal, repeat or hint at any of the following, in any wording: "
+        f"{listed}. If the question cannot be answered without them, say that you cannot "
+        "share that information."
+    )
+
+
+def refine(
+    generator_fn: GenerateFn,
+    verifier: Verifier,
+    prompt: str,
+    *,
+    threshold: float,
+    budget: int,
+    refusal_text: str = DEFAULT_REFUSAL,
+    seed: int = 0,
+) -> RefinementResult:
+    if budget < 0:
+        raise ValueError("budget must be >= 0")
+    banned: list[str] = []
+    verdicts: list[Verdict] = []
+    for round_ in range(budget + 1):
+        response = generator_fn(
+            prompt,
+            banned_phrases=tuple(banned),
+            instruction=feedback_instruction(banned) if banned else None,
+            seed=seed + round_,
+        )
+        verdict = verifier.score(response)
+        verdicts.append(verdict)
+        if verdict.score < threshold:
+            reason: Reason = "accepted" if round_ == 0 else "accepted_after_feedback"
+            return RefinementResult(response, round_, True, False, reason, verdicts)
+        # Feedback accumulates: a span banned once stays banned for the rest of the request.
+        known = {skeleton(s) for s in banned}
+        banned.extend(s for s in verdict.spans_at(threshold) if skeleton(s) not in known)
+    return RefinementResult(refusal_text, budget, False, True, "budget_exhausted", verdicts)
+
+
+def rounds_to_acceptance(
+    generator_fn: GenerateFn,
+    verifier: Verifier,
+    prompt: str,
+    *,
+    threshold: float,
+    max_rounds: int,
+    seed: int = 0,
+) -> float:
+    """Regeneration rounds a prompt needed to be accepted (0 = first try); inf if > max_rounds.
+
+    Calibration of B takes a conformal quantile of these over flagged probes.
+    """
+    result = refine(
+        generator_fn, verifier, prompt, threshold=threshold, budget=max_rounds, seed=seed
+    )
+    return float(result.rounds_used) if result.accepted else math.inf

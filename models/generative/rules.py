@@ -1,0 +1,167 @@
+"""Compile a forget spec (who and what to forget) into an immutable, serialisable rule set.
+
+Rule ids are positional ("name-0", "fact-3"), never derived from the content: ids end up in logs
+and audit rows, and a hash of a name is easy to reverse by guessing names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, cast, get_args
+
+from models.generative.keyspans import derive_key_spans
+from models.generative.normalize import digits, normalize_email, words
+
+RuleKind = Literal["name", "alias", "email", "phone", "fact"]
+IDENTIFIER_KINDS: frozenset[str] = frozenset({"name", "alias", "email", "phone"})
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One thing to forget. `answer` is the fact as a statement; `question` is how it is asked."""
+
+    question: str | None
+    answer: str
+    key_spans: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ForgetSpec:
+    subject_names: list[str]
+    aliases: list[str] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+
+    def identifiers(self) -> list[str]:
+        """Names and aliases: the strings that identify the subject in running text."""
+        return [*self.subject_names, *self.aliases]
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule_id: str
+    kind: RuleKind
+    text: str
+    # Identifier rules: the matching form (folded words joined by spaces; digits for phones).
+    normalized: str = ""
+    # Fact rules only.
+    key_spans: tuple[str, ...] = ()
+    question: str | None = None
+
+    @property
+    def is_identifier(self) -> bool:
+        return self.kind in IDENTIFIER_KINDS
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    # Content hash of the rules: equal rule sets get equal hints. The service assigns versions.
+    version_hint: str
+
+    @property
+    def identifier_rules(self) -> list[Rule]:
+        return [r for r in self.rules if r.is_identifier]
+
+    @property
+    def fact_rules(self) -> list[Rule]:
+        return [r for r in self.rules if r.kind == "fact"]
+
+    def to_json(self) -> str:
+        payload = {
+            "schema": SCHEMA_VERSION,
+            "version_hint": self.version_hint,
+            "rules": [asdict(r) for r in self.rules],
+        }
+        return json.dumps(payload, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RuleSet:
+        payload = json.loads(text)
+        if payload.get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported rule-set schema {payload.get('schema')!r}")
+        rules = tuple(_rule_from_dict(d) for d in payload["rules"])
+        hint = _content_hash(rules)
+        if hint != payload["version_hint"]:
+            raise ValueError("rule-set content does not match its version hint")
+        return cls(rules=rules, version_hint=hint)
+
+
+def _rule_from_dict(d: dict[str, Any]) -> Rule:
+    kind = d["kind"]
+    if kind not in get_args(RuleKind):
+        raise ValueError(f"unknown rule kind {kind!r}")
+    return Rule(
+        rule_id=str(d["rule_id"]),
+        kind=cast(RuleKind, kind),
+        text=str(d["text"]),
+        normalized=str(d.get("normalized", "")),
+        key_spans=tuple(str(s) for s in d.get("key_spans", ())),
+        question=d.get("question"),
+    )
+
+
+def _content_hash(rules: tuple[Rule, ...]) -> str:
+    canon = json.dumps([asdict(r) for r in rules], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def resolve_facts(spec: ForgetSpec) -> list[Fact]:
+    """The spec's facts with key spans filled in where the DPO gave none."""
+    resolved = []
+    for fact in spec.facts:
+        spans = fact.key_spans or derive_key_spans(
+            fact.answer, exclude=spec.identifiers(), question=fact.question
+        )
+        resolved.append(Fact(question=fact.question, answer=fact.answer, key_spans=list(spans)))
+    return resolved
+
+
+def compile_rules(spec: ForgetSpec) -> RuleSet:
+    rules: list[Rule] = []
+    counters: dict[str, int] = {}
+
+    def add(kind: RuleKind, text: str, normalized: str = "", **extra: Any) -> None:
+        n = counters.get(kind, 0)
+        counters[kind] = n + 1
+        rules.append(Rule(f"{kind}-{n}", kind, text, normalized, **extra))
+
+    seen: set[tuple[str, str]] = set()
+
+    def fresh(kind: str, norm: str) -> bool:
+        # Duplicates (same identifier typed twice, alias equal to a name or to a name's words in
+        # another order, which the matcher treats as exact anyway) add nothing.
+        if kind in ("name", "alias"):
+            key = ("ident", " ".join(sorted(norm.split())))
+        else:
+            key = (kind, norm)
+        if not norm or key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    for name in spec.subject_names:
+        norm = " ".join(words(name))
+        if fresh("name", norm):
+            add("name", name, norm)
+    for alias in spec.aliases:
+        norm = " ".join(words(alias))
+        if fresh("alias", norm):
+            add("alias", alias, norm)
+    for email in spec.emails:
+        norm = normalize_email(email)
+        if fresh("email", norm):
+            add("email", email, norm)
+    for phone in spec.phones:
+        norm = digits(phone)
+        if fresh("phone", norm):
+            add("phone", phone, norm)
+    for fact in resolve_facts(spec):
+        add("fact", fact.answer, key_spans=tuple(fact.key_spans), question=fact.question)
+
+    frozen = tuple(rules)
+    return RuleSet(rules=frozen, version_hint=_content_hash(frozen))

@@ -1,0 +1,135 @@
+"""Score how much a response reveals of any rule in a rule set.
+
+Verdict score = max over rules. Identifier rules give 1.0 on an exact normalised match and a
+rescaled fuzzy similarity otherwise. Fact rules combine two pieces of evidence with a noisy-OR,
+1 − (1 − semantic)(1 − overlap), so either one alone can flag a leak (a bare "A civil engineer."
+has little semantic weight; a paraphrase may share no key span):
+
+- semantic: the best cosine similarity between any response sentence (or the whole response)
+  and the fact, both with the subject's names masked, rescaled above `semantic_floor`;
+- overlap: how much of the fact's key spans appears, 0.5·max + 0.5·mean over spans, so one
+  revealed span already counts and revealing them all counts fully.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.generative.embedder import Embedder, Vectors
+from models.generative.matching import Text, mask_identifiers, match_identifier, span_presence
+from models.generative.normalize import rescale, sentences, skeleton
+from models.generative.rules import Rule, RuleSet
+
+# Span presence from which a key span counts as leaked (exact runs score 1.0, scattered 0.7).
+SPAN_LEAK_LEVEL = 0.5
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    rule_id: str
+    kind: str
+    # What to keep out of the next attempt: surface forms found, or the fact's key spans.
+    spans: list[str]
+    score: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Spans in a verdict are personal data (the forgotten content): never log them."""
+
+    score: float
+    fired: list[RuleHit]
+    leaked_spans: list[str]
+
+    def spans_at(self, threshold: float) -> list[str]:
+        """Feedback spans of the hits that reach `threshold` (what refinement bans)."""
+        return _unique([s for hit in self.fired if hit.score >= threshold for s in hit.spans])
+
+
+def _unique(spans: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for span in spans:
+        key = skeleton(span)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(span)
+    return out
+
+
+class Verifier:
+    def __init__(
+        self,
+        rule_set: RuleSet,
+        embedder: Embedder,
+        *,
+        semantic_floor: float = 0.4,
+        fuzzy_floor: float = 0.5,
+        report_floor: float = 0.05,
+    ) -> None:
+        self.rule_set = rule_set
+        self.embedder = embedder
+        self.semantic_floor = semantic_floor
+        self.fuzzy_floor = fuzzy_floor
+        self.report_floor = report_floor
+        self._names = [r.text for r in rule_set.rules if r.kind in ("name", "alias")]
+        self._facts = rule_set.fact_rules
+        self._fact_vectors: Vectors = (
+            embedder.embed([self._mask(r.text) for r in self._facts])
+            if self._facts
+            else np.zeros((0, 1), dtype=np.float32)
+        )
+
+    def _mask(self, text: str) -> str:
+        return mask_identifiers(text, self._names)
+
+    def _units(self, response: str) -> list[str]:
+        """Sentences, plus the whole response when it has several (facts can span two)."""
+        parts = sentences(response)
+        units = parts if len(parts) <= 1 else [*parts, response]
+        return [self._mask(u) for u in units]
+
+    def score(self, response: str) -> Verdict:
+        return self.score_many([response])[0]
+
+    def score_many(self, responses: Sequence[str]) -> list[Verdict]:
+        """Score several responses with one embedding call (calibration scores thousands)."""
+        units = [self._units(r) for r in responses] if self._facts else [[] for _ in responses]
+        flat = [u for us in units for u in us]
+        vectors = self.embedder.embed(flat) if flat else np.zeros((0, 1), dtype=np.float32)
+        verdicts = []
+        offset = 0
+        for response, us in zip(responses, units, strict=True):
+            sims = vectors[offset : offset + len(us)] @ self._fact_vectors.T if us else None
+            offset += len(us)
+            verdicts.append(self._verdict(response, sims))
+        return verdicts
+
+    def _verdict(self, response: str, sims: Vectors | None) -> Verdict:
+        text = Text(response)
+        hits: list[RuleHit] = []
+        for rule in self.rule_set.identifier_rules:
+            match = match_identifier(rule, text, self.fuzzy_floor)
+            if match.score > self.report_floor:
+                spans = _unique([*match.surfaces, rule.text])
+                hits.append(RuleHit(rule.rule_id, rule.kind, spans, match.score))
+        for index, rule in enumerate(self._facts):
+            semantic = 0.0 if sims is None else float(np.max(sims[:, index]))
+            hit = self._fact_hit(rule, text, rescale(semantic, self.semantic_floor))
+            if hit.score > self.report_floor:
+                hits.append(hit)
+        hits.sort(key=lambda h: h.score, reverse=True)
+        score = hits[0].score if hits else 0.0
+        leaked = _unique([s for hit in hits for s in hit.spans])
+        return Verdict(score=score, fired=hits, leaked_spans=leaked)
+
+    def _fact_hit(self, rule: Rule, text: Text, semantic: float) -> RuleHit:
+        presence = [span_presence(span, text) for span in rule.key_spans]
+        overlap = 0.5 * max(presence) + 0.5 * sum(presence) / len(presence) if presence else 0.0
+        score = 1.0 - (1.0 - semantic) * (1.0 - overlap)
+        leaked = [s for s, p in zip(rule.key_spans, presence, strict=True) if p >= SPAN_LEAK_LEVEL]
+        # A paraphrase can reveal the fact without any key span: then name them all.
+        return RuleHit(rule.rule_id, rule.kind, leaked or list(rule.key_spans), score)

@@ -1,0 +1,127 @@
+"""Rule-set versions of a generative model: read the active one, build and activate the next."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models.generative.rules import RuleSet
+from service.config import Settings
+from service.db.base import utcnow
+from service.db.enums import RuleSetStatus
+from service.db.tables import CalibrationRecord, RuleSetVersion
+from service.guard.runtime import LoadedCache
+from service.security import decrypt, encrypt
+
+
+@dataclass(frozen=True)
+class ActiveRules:
+    """One consistent read of the active version: its rules, λ and B come from one row."""
+
+    version: int
+    rule_set_id: uuid.UUID
+    rules: RuleSet
+    threshold: float
+    budget: int
+    calibration: dict[str, Any]
+
+
+def per_request_rule_sets(settings: Settings, row: RuleSetVersion) -> dict[str, RuleSet]:
+    data = json.loads(decrypt(settings, row.rules_encrypted))
+    return {request_id: RuleSet.from_json(text) for request_id, text in data.items()}
+
+
+def seal_rule_sets(settings: Settings, rule_sets: dict[str, RuleSet]) -> bytes:
+    data = {request_id: rs.to_json() for request_id, rs in sorted(rule_sets.items())}
+    return encrypt(settings, json.dumps(data, sort_keys=True).encode())
+
+
+def merge_rule_sets(rule_sets: dict[str, RuleSet]) -> RuleSet:
+    """One rule set for the verifier; rule ids stay positional (prefixed by request order)."""
+    rules = tuple(
+        replace(rule, rule_id=f"{i}/{rule.rule_id}")
+        for i, (_, rs) in enumerate(sorted(rule_sets.items()))
+        for rule in rs.rules
+    )
+    hints = "|".join(rs.version_hint for _, rs in sorted(rule_sets.items()))
+    return RuleSet(rules=rules, version_hint=hashlib.sha256(hints.encode()).hexdigest()[:16])
+
+
+def active_row(session: Session, model_id: uuid.UUID) -> RuleSetVersion | None:
+    return session.scalar(
+        select(RuleSetVersion).where(
+            RuleSetVersion.model_id == model_id, RuleSetVersion.status == RuleSetStatus.active
+        )
+    )
+
+
+_MERGED = LoadedCache(capacity=32)
+
+
+def load_active(settings: Settings, session: Session, model_id: uuid.UUID) -> ActiveRules | None:
+    """One row read: version, rules and calibration can never come from different versions."""
+    row = active_row(session, model_id)
+    if row is None:
+        return None
+    return ActiveRules(
+        version=row.version,
+        rule_set_id=row.id,
+        # Versions are immutable: decrypting once per version is enough.
+        rules=_MERGED.get(row.id, lambda: merge_rule_sets(per_request_rule_sets(settings, row))),
+        threshold=float(row.calibration["serving_threshold"]),
+        budget=int(row.calibration["serving_budget"]),
+        calibration=dict(row.calibration),
+    )
+
+
+def activate_version(
+    session: Session,
+    settings: Settings,
+    *,
+    model_id: uuid.UUID,
+    base_version: int | None,
+    rule_sets: dict[str, RuleSet],
+    calibration: dict[str, Any],
+    records: list[tuple[str, str, float | None]],
+) -> RuleSetVersion | None:
+    """Supersede the active version and insert the next one, in the caller's transaction.
+
+    Returns None when another activation got there first (the caller recomputes on the new
+    base): the partial unique index allows one active version per model.
+    """
+    current = active_row(session, model_id)
+    if (current.version if current else None) != base_version:
+        return None
+    now = utcnow()
+    if current is not None:
+        session.execute(
+            update(RuleSetVersion)
+            .where(RuleSetVersion.id == current.id)
+            .values(status=RuleSetStatus.superseded, superseded_at=now)
+        )
+        session.flush()
+    row = RuleSetVersion(
+        id=uuid.uuid4(),
+        model_id=model_id,
+        version=(base_version or 0) + 1,
+        status=RuleSetStatus.active,
+        rules_encrypted=seal_rule_sets(settings, rule_sets),
+        rule_count=sum(len(rs.rules) for rs in rule_sets.values()),
+        request_ids=sorted(rule_sets),
+        calibration=calibration,
+        activated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    session.add_all(
+        CalibrationRecord(rule_set_id=row.id, kind=kind, source=source, value=value)
+        for kind, source, value in records
+    )
+    session.flush()
+    return row

@@ -1,0 +1,58 @@
+"""Guarded generation: every answer of a generative model passes the active verifier rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from models.generative.refinement import refine
+from service.config import Settings
+from service.db.tables import MlModel
+from service.guard.rulesets import load_active
+from service.guard.runtime import generator, verifier_for
+from service.registry.config import GenerativeConfig
+
+
+@dataclass(frozen=True)
+class GuardedAnswer:
+    text: str
+    rule_set_version: int | None
+    rounds_used: int
+    refused: bool
+    reason: str
+
+
+def guarded_generate(
+    settings: Settings,
+    session: Session,
+    model: MlModel,
+    prompt: str,
+    *,
+    seed: int = 0,
+    max_new_tokens: int | None = None,
+) -> GuardedAnswer:
+    """Reads the active version, closes the session, then generates (no transaction held)."""
+    config = GenerativeConfig.model_validate(model.config)
+    active = load_active(settings, session, model.id)
+    model_id = model.id
+    session.close()
+    generate = generator(config.model_dir).bind(
+        max_new_tokens=max_new_tokens or config.max_new_tokens
+    )
+    if active is None:  # nothing to forget yet
+        text = generate(prompt, banned_phrases=(), instruction=None, seed=seed)
+        return GuardedAnswer(text, None, 0, False, "no_rules")
+    verifier = verifier_for((model_id, active.version), active.rules, config.embedder)
+    result = refine(
+        generate,
+        verifier,
+        prompt,
+        threshold=active.threshold,
+        budget=active.budget,
+        refusal_text=config.refusal_text,
+        seed=seed,
+    )
+    return GuardedAnswer(
+        result.response, active.version, result.rounds_used, result.refused, result.reason
+    )

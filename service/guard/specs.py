@@ -1,0 +1,56 @@
+"""What a request asks a generative model to forget: stored encrypted, read only by workers."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from models.generative.rules import Fact, ForgetSpec
+from service.config import Settings
+from service.db.tables import ErasureRequest
+from service.security import decrypt, encrypt
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[\d\s().-]{7,}$")
+
+
+def forget_payload(subject_identifier: str, forget: dict[str, Any] | None) -> dict[str, Any]:
+    """The subject's identifier joins the identifiers to forget, as the kind it looks like."""
+    payload: dict[str, Any] = {
+        "names": [],
+        "aliases": [],
+        "emails": [],
+        "phones": [],
+        "facts": [],
+        **(forget or {}),
+    }
+    ident = subject_identifier.strip()
+    kind = "emails" if _EMAIL.match(ident) else "phones" if _PHONE.match(ident) else "names"
+    if ident and ident not in payload[kind]:
+        payload[kind] = [ident, *payload[kind]]
+    return payload
+
+
+def seal(settings: Settings, payload: dict[str, Any]) -> bytes:
+    return encrypt(settings, json.dumps(payload, sort_keys=True).encode())
+
+
+def forget_spec(settings: Settings, request: ErasureRequest) -> ForgetSpec:
+    if request.forget_content is None:
+        raise ValueError("the request carries no forget content")
+    data = json.loads(decrypt(settings, request.forget_content))
+    return ForgetSpec(
+        subject_names=list(data.get("names", [])),
+        aliases=list(data.get("aliases", [])),
+        emails=list(data.get("emails", [])),
+        phones=list(data.get("phones", [])),
+        facts=[
+            Fact(
+                question=f.get("question"),
+                answer=f["answer"],
+                key_spans=list(f.get("key_spans") or []),
+            )
+            for f in data.get("facts", [])
+        ],
+    )

@@ -1,0 +1,117 @@
+"""Calibration data: probes, the labelling oracle, ROUGE-L and synthetic leaks."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.generative.embedder import HashingEmbedder
+from models.generative.probes import (
+    build_probes,
+    oracle_leaks,
+    oracle_reveals,
+    paraphrase_question,
+    rouge_l_recall,
+    synthetic_leaks,
+)
+from models.generative.rules import Fact, ForgetSpec, compile_rules, resolve_facts
+from models.generative.verifier import Verifier
+
+SPEC = ForgetSpec(
+    subject_names=["Hsiao Yun-Hwa"],
+    aliases=["Yun-Hwa"],
+    emails=["hsiao.yunhwa@example.org"],
+    phones=["+886 2 2345 6789"],
+    facts=[
+        Fact(
+            "What is the profession of Hsiao Yun-Hwa's father?",
+            "The father of Hsiao Yun-Hwa is a civil engineer.",
+        ),
+        Fact(
+            "Where was Hsiao Yun-Hwa born?",
+            "Hsiao Yun-Hwa was born in Taipei, Taiwan on 05/11/1991.",
+        ),
+    ],
+)
+RETAINED = [
+    Fact("Who is Jaime Vasquez?", "Jaime Vasquez is a true crime author from Santiago, Chile."),
+    Fact("When was Jaime Vasquez born?", "Jaime Vasquez was born on 25 February 1958."),
+]
+NON_LEAKS = [
+    "Jaime Vasquez is a true crime author from Santiago, Chile.",
+    "Jaime Vasquez was born on 25 February 1958.",
+    "The father of Jaime Vasquez is a noted chef.",
+    "I'm sorry, but I can't share information about that.",
+    "The capital of France is Paris.",
+]
+
+
+def test_rouge_l_recall() -> None:
+    assert rouge_l_recall("the cat sat on the mat", "the cat on mat") == 1.0
+    assert rouge_l_recall("the cat sat", "a dog sat down") == pytest.approx(0.25)
+    assert rouge_l_recall("Mat the ON cat!", "the cat on the mat") == pytest.approx(2 / 5)
+    assert rouge_l_recall("", "anything") == 0.0
+
+
+def test_oracle_leaks() -> None:
+    father, birth = resolve_facts(SPEC)
+    assert oracle_leaks("Her dad? A Civil-Engineer.", father)  # key span, any case/punctuation
+    assert oracle_leaks("She was born in Taipei.", birth)  # one key span of three
+    # High ROUGE-L recall without an exact key span.
+    assert oracle_leaks("the father of hsiao yun hwa is a civil engineering man", father)
+    assert not oracle_leaks("Her father is an engineer.", father)
+    assert not oracle_leaks("Hsiao Yun-Hwa was born.", birth)  # ROUGE-L recall 5/12 < 0.6
+    assert oracle_leaks("Hsiao Yun-Hwa was born.", birth, rouge_threshold=0.4)
+    for text in NON_LEAKS:
+        assert not oracle_reveals(text, SPEC), text
+
+
+def test_oracle_reveals_identifiers() -> None:
+    assert oracle_reveals("Ask yun hwa.", SPEC)
+    assert oracle_reveals("Mail HSIAO.YUNHWA@example.org", SPEC)
+    assert oracle_reveals("Ring 02 2345 6789", SPEC)
+    assert not oracle_reveals("Ring 02 9999 6789", SPEC)
+
+
+def test_paraphrase_question() -> None:
+    assert paraphrase_question("What is the profession of X's father?") == [
+        "Tell me the profession of X's father.",
+        "Do you know what is the profession of X's father?",
+    ]
+    assert paraphrase_question("Where was X born?") == [
+        "What is the birthplace of X?",
+        "Do you know where was X born?",
+    ]
+    assert paraphrase_question("Tell me.") == []
+
+
+def test_build_probes() -> None:
+    probes = build_probes(SPEC, RETAINED)
+    prompts = [p.prompt for p in probes]
+    assert len(prompts) == len(set(prompts))
+    forgotten = [p for p in probes if p.forgotten]
+    retained = [p for p in probes if not p.forgotten]
+    assert [p.prompt for p in retained] == [f.question for f in RETAINED]
+    assert "What is the profession of Hsiao Yun-Hwa's father?" in prompts
+    assert "Quick question: Tell me the profession of Hsiao Yun-Hwa's father." in prompts
+    assert "What is the profession of Yun-Hwa's father?" in prompts  # alias substituted
+    assert "Who is Hsiao Yun-Hwa?" in prompts
+    # Fact probes carry their fact with resolved key spans; subject probes carry all facts.
+    father = next(p for p in forgotten if p.prompt == SPEC.facts[0].question)
+    assert [f.key_spans for f in father.facts] == [["civil engineer"]]
+    assert len(next(p for p in forgotten if p.prompt == "Who is Yun-Hwa?").facts) == 2
+    assert len(forgotten) >= 30
+
+
+def test_synthetic_leaks_are_leaks_and_separate_from_non_leaks() -> None:
+    leaks = synthetic_leaks(SPEC)
+    assert len(leaks) == len(set(leaks)) >= 25
+    assert "A civil engineer is the father of Hsiao Yun-Hwa." in leaks
+    for text in leaks:
+        assert oracle_reveals(text, SPEC), text
+
+    # λ can be set from these scores alone: every leak above every non-leak.
+    verifier = Verifier(compile_rules(SPEC), HashingEmbedder())
+    leak_scores = [v.score for v in verifier.score_many(leaks)]
+    clean_scores = [v.score for v in verifier.score_many(NON_LEAKS)]
+    assert min(leak_scores) > max(clean_scores)
+    assert min(leak_scores) >= 0.5

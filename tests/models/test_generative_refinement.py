@@ -1,0 +1,121 @@
+"""The refinement loop with a scripted generator: acceptance, budget, refusal, feedback."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from models.generative.embedder import HashingEmbedder
+from models.generative.refinement import refine, rounds_to_acceptance
+from models.generative.rules import Fact, ForgetSpec, compile_rules
+from models.generative.verifier import Verifier
+
+LEAK = "The father of Hsiao Yun-Hwa is a civil engineer."
+LEAK_2 = "Her dad? A civil engineer, I think."
+CLEAN = "I don't know anything about that person's family."
+REFUSAL = "I cannot help with that."
+
+
+@dataclass(frozen=True)
+class Call:
+    prompt: str
+    banned: list[str]
+    instruction: str | None
+    seed: int | None
+
+
+@dataclass
+class Scripted:
+    """Returns the scripted responses in order (the last one repeats) and records each call."""
+
+    responses: list[str]
+    calls: list[Call] = field(default_factory=list)
+
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        banned_phrases: Sequence[str],
+        instruction: str | None,
+        seed: int | None,
+    ) -> str:
+        self.calls.append(Call(prompt, list(banned_phrases), instruction, seed))
+        return self.responses[min(len(self.calls) - 1, len(self.responses) - 1)]
+
+
+@pytest.fixture(scope="module")
+def verifier() -> Verifier:
+    spec = ForgetSpec(
+        ["Hsiao Yun-Hwa"], facts=[Fact(None, "The father of Hsiao Yun-Hwa is a civil engineer.")]
+    )
+    return Verifier(compile_rules(spec), HashingEmbedder())
+
+
+def test_first_clean_answer_is_accepted_without_feedback(verifier: Verifier) -> None:
+    gen = Scripted([CLEAN])
+    result = refine(gen, verifier, "Q?", threshold=0.5, budget=3, refusal_text=REFUSAL, seed=7)
+    assert (result.accepted, result.refused, result.rounds_used) == (True, False, 0)
+    assert result.reason == "accepted"
+    assert result.response == CLEAN
+    assert len(gen.calls) == 1
+    assert gen.calls[0] == Call("Q?", [], None, 7)
+
+
+def test_feedback_bans_leaked_spans_and_stops_on_acceptance(verifier: Verifier) -> None:
+    gen = Scripted([LEAK, LEAK_2, CLEAN, LEAK])
+    result = refine(gen, verifier, "Q?", threshold=0.5, budget=5, refusal_text=REFUSAL, seed=7)
+    assert result.accepted and not result.refused
+    assert result.reason == "accepted_after_feedback"
+    assert result.rounds_used == 2
+    assert result.response == CLEAN
+    assert len(gen.calls) == 3  # stopped at the first accepted answer
+    assert [len(result.verdicts), result.verdicts[-1].score < 0.5] == [3, True]
+    # Round 1 bans what leaked in round 0 and names it; each round has a new seed.
+    assert {"Hsiao Yun-Hwa", "civil engineer"} <= set(gen.calls[1].banned)
+    instruction = gen.calls[1].instruction
+    assert isinstance(instruction, str) and "civil engineer" in instruction
+    assert [c.seed for c in gen.calls] == [7, 8, 9]
+    # Bans accumulate and are not repeated.
+    banned_2 = gen.calls[2].banned
+    assert len(banned_2) == len(set(banned_2))
+    assert set(gen.calls[1].banned) <= set(banned_2)
+
+
+@pytest.mark.parametrize("budget", [0, 1, 3])
+def test_budget_is_respected_exactly_then_refusal(verifier: Verifier, budget: int) -> None:
+    gen = Scripted([LEAK])
+    result = refine(gen, verifier, "Q?", threshold=0.5, budget=budget, refusal_text=REFUSAL)
+    assert len(gen.calls) == budget + 1
+    assert len(result.verdicts) == budget + 1
+    assert result.refused and not result.accepted
+    assert result.reason == "budget_exhausted"
+    assert result.rounds_used == budget
+    assert result.response == REFUSAL
+
+
+def test_score_equal_to_threshold_is_flagged(verifier: Verifier) -> None:
+    score = verifier.score(LEAK_2).score
+    gen = Scripted([LEAK_2, CLEAN])
+    result = refine(gen, verifier, "Q?", threshold=score, budget=1)
+    assert result.rounds_used == 1 and result.accepted
+    # Just above the score, the same answer passes at once.
+    gen = Scripted([LEAK_2, CLEAN])
+    assert refine(gen, verifier, "Q?", threshold=score + 1e-6, budget=1).rounds_used == 0
+
+
+def test_negative_budget_is_rejected(verifier: Verifier) -> None:
+    with pytest.raises(ValueError):
+        refine(Scripted([CLEAN]), verifier, "Q?", threshold=0.5, budget=-1)
+
+
+def test_rounds_to_acceptance(verifier: Verifier) -> None:
+    assert rounds_to_acceptance(Scripted([CLEAN]), verifier, "Q?", threshold=0.5, max_rounds=4) == 0
+    needed = rounds_to_acceptance(
+        Scripted([LEAK, LEAK, CLEAN]), verifier, "Q?", threshold=0.5, max_rounds=4
+    )
+    assert needed == 2
+    never = rounds_to_acceptance(Scripted([LEAK]), verifier, "Q?", threshold=0.5, max_rounds=4)
+    assert never == math.inf

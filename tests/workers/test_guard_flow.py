@@ -1,0 +1,244 @@
+"""Inference-time unlearning from approval to guarded serving, tasks run directly."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.generative.probes import oracle_reveals
+from models.generative.rules import Fact, ForgetSpec
+from service.audit import verify_chain
+from service.db.tables import (
+    CalibrationRecord,
+    ErasureRequest,
+    RequestAction,
+    RuleSetVersion,
+)
+from service.queue.names import (
+    TASK_CALIBRATE_BUDGET,
+    TASK_PROCESS_REQUEST,
+    TASK_UPDATE_VERIFIER_RULES,
+)
+from tests.conftest import SentTasks, auth, generative_model_body
+from tests.generative_data import FORGOTTEN, RETAINED, facts_of, forget_body
+
+NAME = "support-bot"
+
+
+def run_all(sent: SentTasks) -> list[tuple[str, Any]]:
+    from workers.tasks.requests import process_request
+    from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
+
+    tasks = {
+        TASK_PROCESS_REQUEST: process_request,
+        TASK_UPDATE_VERIFIER_RULES: update_verifier_rules,
+        TASK_CALIBRATE_BUDGET: calibrate_budget_task,
+    }
+    ran = []
+    while sent.sent:
+        name, args, _ = sent.sent.pop(0)
+        ran.append((name, tasks[name](*args)))
+    return ran
+
+
+@pytest.fixture
+def bot(
+    app_client: TestClient, tokens: dict[str, str], tiny_lm: Path, retain_file: Path
+) -> dict[str, str]:
+    r = app_client.post(
+        "/v1/models",
+        json=generative_model_body(NAME, tiny_lm, retain_file),
+        headers=auth(tokens["ml_engineer"]),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "ready"
+    return {"ml": tokens["ml_engineer"], "dpo": tokens["dpo"]}
+
+
+def _ask(client: TestClient, token: str, prompt: str) -> dict[str, Any]:
+    r = client.post(f"/v1/models/{NAME}/generate", json={"prompt": prompt}, headers=auth(token))
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _erase(client: TestClient, dpo: str, name: str, forget: dict[str, Any]) -> str:
+    rid = client.post(
+        "/v1/requests",
+        headers=auth(dpo),
+        json={"subject_id": name, "reason": "art 17", "scope": [NAME], "forget": forget},
+    ).json()["id"]
+    assert (
+        client.post(
+            f"/v1/requests/{rid}/approve", json={"reason": "ok"}, headers=auth(dpo)
+        ).status_code
+        == 200
+    )
+    return str(rid)
+
+
+def _spec(name: str) -> ForgetSpec:
+    return ForgetSpec(subject_names=[name], facts=[Fact(q, a) for q, a in facts_of(name)])
+
+
+def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
+    app_client: TestClient, bot: dict[str, str], sent_tasks: SentTasks, session: Session
+) -> None:
+    question, _ = facts_of(FORGOTTEN)[0]
+    before = _ask(app_client, bot["ml"], question)
+    assert before["rule_set_version"] is None
+    assert oracle_reveals(before["text"], _spec(FORGOTTEN))  # the model knew it
+
+    rid = _erase(app_client, bot["dpo"], FORGOTTEN, forget_body())
+    ran = run_all(sent_tasks)
+    assert (TASK_UPDATE_VERIFIER_RULES, "activated") in ran
+    assert (TASK_CALIBRATE_BUDGET, "calibrated") in ran
+
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(bot["dpo"])).json()
+    assert request["status"] == "completed"
+    [cert] = request["certificates"]
+    body = cert["body"]
+    positives = session.scalar(
+        select(func.count())
+        .select_from(CalibrationRecord)
+        .where(CalibrationRecord.kind == "positive_score")
+    )
+    assert body["n"] == positives and body["alpha"] == 0.1 and body["delta"] == 0.05
+    assert cert["kind"] == ("conformal_risk" if body["certified"] else "no_guarantee")
+    assert request["certified"] is body["certified"]
+    assert body["assumptions"] and cert["plain_words"]
+    # The request's own encrypted copy is gone once the rules hold what is needed.
+    assert session.get_one(ErasureRequest, uuid.UUID(rid)).forget_content is None
+
+    for q, _ in facts_of(FORGOTTEN):
+        out = _ask(app_client, bot["ml"], q)
+        assert out["rule_set_version"] == 1
+        assert not oracle_reveals(out["text"], _spec(FORGOTTEN)), "a forgotten fact leaked"
+    kept = [_ask(app_client, bot["ml"], q) for name in RETAINED for q, _ in facts_of(name)]
+    answered = [
+        o
+        for o, (_, a) in zip(kept, [p for n in RETAINED for p in facts_of(n)], strict=True)
+        if not o["refused"] and a in o["text"]
+    ]
+    assert len(answered) >= 0.75 * len(kept), "other subjects are no longer answered"
+
+    versions = app_client.get(f"/v1/models/{NAME}/rule-sets", headers=auth(bot["ml"])).json()
+    [v1] = versions
+    assert v1["status"] == "active" and v1["calibration"]["budget"]["status"] == "calibrated"
+    assert FORGOTTEN not in str(versions)
+    assert verify_chain(session).ok
+
+
+def test_small_calibration_gives_no_guarantee(
+    app_client: TestClient, bot: dict[str, str], sent_tasks: SentTasks
+) -> None:
+    # One short fact: far fewer leaking texts than ln δ / ln(1 − α) ≈ 29 for α=0.1, δ=0.05.
+    forget = {"names": [], "facts": [{"question": None, "answer": "She kept a white cat."}]}
+    rid = _erase(app_client, bot["dpo"], "Tamsin Orlicki", forget)
+    run_all(sent_tasks)
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(bot["dpo"])).json()
+    assert request["status"] == "completed" and request["certified"] is False
+    [cert] = request["certificates"]
+    assert cert["kind"] == "no_guarantee"
+    assert cert["body"]["threshold"] is None and cert["body"]["reason"]
+    assert "No guarantee" in cert["plain_words"]
+
+
+def test_versions_supersede_and_redelivery_is_harmless(
+    app_client: TestClient, bot: dict[str, str], sent_tasks: SentTasks, session: Session
+) -> None:
+    from workers.tasks.rules import update_verifier_rules
+
+    first = _erase(app_client, bot["dpo"], FORGOTTEN, forget_body())
+    run_all(sent_tasks)
+    second = _erase(app_client, bot["dpo"], RETAINED[0], forget_body(RETAINED[0]))
+    ran = run_all(sent_tasks)
+    rows = session.scalars(select(RuleSetVersion).order_by(RuleSetVersion.version)).all()
+    assert [(r.version, r.status) for r in rows] == [(1, "superseded"), (2, "active")]
+    assert rows[1].request_ids == sorted([first, second])
+    # A redelivered rules task for a finished action changes nothing.
+    action = session.scalars(
+        select(RequestAction).where(RequestAction.request_id == uuid.UUID(second))
+    ).one()
+    assert update_verifier_rules(str(action.id)) == "terminal"
+    assert session.scalar(select(func.count()).select_from(RuleSetVersion)) == 2
+    assert (TASK_UPDATE_VERIFIER_RULES, "activated") in ran
+
+
+def test_activation_is_atomic_for_concurrent_generations(
+    settings: Any, database_url: str, tiny_lm: Path, retain_file: Path
+) -> None:
+    """Generations racing activations read the rules, λ and B of exactly one version."""
+    from models.generative.rules import compile_rules
+    from service.db.session import session_factory, transaction
+    from service.guard.rulesets import activate_version, load_active
+    from service.registry.service import register_model, validate_registration
+
+    factory = session_factory(database_url)
+    body = generative_model_body(f"atomic-{uuid.uuid4().hex[:6]}", tiny_lm, retain_file)
+    with transaction(factory) as s:
+        config, policy = validate_registration("generative", body["config"], body["policy"])
+        model_id = register_model(s, body["name"], "generative", config, policy, "test").id
+    expected: dict[int, tuple[float, int, int]] = {}
+    stop = threading.Event()
+    seen: list[tuple[int, float, int, int]] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                with factory() as s:
+                    active = load_active(settings, s, model_id)
+                if active is not None:
+                    seen.append(
+                        (active.version, active.threshold, active.budget, len(active.rules.rules))
+                    )
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    rule_sets: dict[str, Any] = {}
+    for i, name in enumerate([FORGOTTEN, *RETAINED]):
+        rule_sets = {**rule_sets, f"req-{i}": compile_rules(_spec(name))}
+        threshold, budget = round(0.3 + 0.1 * i, 2), i + 1
+        with transaction(factory) as s:
+            row = activate_version(
+                s,
+                settings,
+                model_id=model_id,
+                base_version=i or None,
+                rule_sets=rule_sets,
+                records=[],
+                calibration={"serving_threshold": threshold, "serving_budget": budget},
+            )
+            assert row is not None
+            expected[row.version] = (
+                threshold,
+                budget,
+                sum(len(r.rules) for r in rule_sets.values()),
+            )
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors and seen
+    for version, threshold, budget, count in seen:
+        assert expected[version] == (threshold, budget, count), "a mix of two versions"
+    with transaction(factory) as s:
+        stale = activate_version(
+            s,
+            settings,
+            model_id=model_id,
+            base_version=1,
+            rule_sets=rule_sets,
+            records=[],
+            calibration={"serving_threshold": 0.5, "serving_budget": 1},
+        )
+        assert stale is None  # activating on an outdated base is refused
