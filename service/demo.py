@@ -20,6 +20,8 @@ from tqdm import tqdm
 from service.config import get_settings
 
 DEMO_DATA_DIR = Path(".lethe/demo")
+# Model weights built from installed packages (SmolLM2, its fine-tune): kept across demo runs.
+CACHE_DIR = Path(".lethe/cache")
 MODEL = "credit-risk"
 SHARDS, SLICES, HOLDOUT = 8, 4, 0.2
 
@@ -83,6 +85,7 @@ def _wait(poll: Any, describe: str, done: Any, timeout: float = 1800) -> Any:
 
 def run_demo(reports_dir: Path) -> int:
     from service.demo_data import credit_csv
+    from service.demo_guard import run_guard_demo
     from service.stack import full_stack
 
     if os.environ.get("LETHE_DATABASE_URL") is None:
@@ -180,16 +183,21 @@ def run_demo(reports_dir: Path) -> int:
             )
             csv_path = reports_dir / f"request-{request['id']}.csv"
             csv_path.write_text(csv_resp.text)
-            chain = _check(http.get("/v1/audit/verify", headers=auditor))
             versions = _check(http.get(f"/v1/models/{MODEL}/versions", headers=ml))
-    print(_summary(request, job, chain, versions, [json_path, csv_path]))
-    return 0 if request["status"] == "completed" and chain["ok"] else 1
+            print(_summary(request, job, versions, [json_path, csv_path]))
+            guard_ok, guard_lines = run_guard_demo(
+                http, tokens, Path(get_settings().data_dir), CACHE_DIR
+            )
+            print("\n".join(guard_lines))
+            chain = _check(http.get("/v1/audit/verify", headers=auditor))
+    state = "verified" if chain["ok"] else f"BROKEN at seq {chain['first_broken_seq']}"
+    print(f"\naudit chain        {state} ({chain['events_checked']} events)")
+    return 0 if request["status"] == "completed" and chain["ok"] and guard_ok else 1
 
 
 def _summary(
     request: dict[str, Any],
     train_job: dict[str, Any],
-    chain: dict[str, Any],
     versions: list[dict[str, Any]],
     paths: list[Path],
 ) -> str:
@@ -231,10 +239,8 @@ def _summary(
                     "(erased rows vs held-out non-members; evidence only)"
                 )
         lines.append(f"bit-exact check    {body['determinism_check']}")
-    chain_state = "verified" if chain["ok"] else f"BROKEN at seq {chain['first_broken_seq']}"
     history = [(v["number"], v["cause"], "purged" if v["purged"] else "live") for v in versions]
     lines += [
-        f"audit chain        {chain_state} ({chain['events_checked']} events)",
         f"versions           {history}",
         "reports            " + ", ".join(str(p) for p in paths),
     ]

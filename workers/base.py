@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from celery import Task
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,3 +40,16 @@ class DbTask(Task):  # type: ignore[misc]
         """Short unit of work: commit on success. Never wrap training or inference in it."""
         with self.factory() as session, session.begin():
             yield session
+
+
+def db_task_options(max_retries: int = 5) -> dict[str, Any]:
+    """Options every lethe task shares: a DB session per run, at-least-once delivery (so the
+    task must be safe to run twice), and retries with backoff on connection errors only."""
+    return {
+        "base": DbTask,
+        "bind": True,
+        "acks_late": True,
+        "autoretry_for": RETRYABLE,
+        "retry_backoff": True,
+        "max_retries": max_retries,
+    }

@@ -157,7 +157,12 @@ def _has_word(word: str, text: Text) -> bool:
         return True
     if len(word) < 5 or word.isdigit():
         return False
-    return any(ratio(word, other) >= WORD_SIMILARITY for other in text.vocabulary)
+    # ratio = 2·matches/(len a + len b) ≤ 2·min/(sum): skip words whose lengths alone rule it out.
+    return any(
+        ratio(word, other) >= WORD_SIMILARITY
+        for other in text.vocabulary
+        if 2 * min(len(word), len(other)) >= WORD_SIMILARITY * (len(word) + len(other)) - 1e-9
+    )
 
 
 def span_presence(span: str, text: Text) -> float:

@@ -9,7 +9,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
+from service.queue.names import (
+    TASK_CALIBRATE_BUDGET,
+    TASK_PROCESS_REQUEST,
+    TASK_RETRAIN_SHARD,
+    TASK_TRAIN_MODEL,
+    TASK_UPDATE_VERIFIER_RULES,
+)
 from tests.conftest import SentTasks, auth
 from tests.sample_data import MODEL_BODY, synthetic_csv
 
@@ -26,12 +32,15 @@ def task_factory(factory: sessionmaker[Session]) -> Iterator[None]:
 def drain(sent: SentTasks) -> list[tuple[str, Any]]:
     """Run every task the outbox sent, as a worker would, until none is left."""
     from workers.tasks.requests import process_request
+    from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
     from workers.tasks.training import retrain_shard, train_model
 
     tasks = {
         TASK_PROCESS_REQUEST: process_request,
         TASK_RETRAIN_SHARD: retrain_shard,
         TASK_TRAIN_MODEL: train_model,
+        TASK_UPDATE_VERIFIER_RULES: update_verifier_rules,
+        TASK_CALIBRATE_BUDGET: calibrate_budget_task,
     }
     ran = []
     while sent.sent:

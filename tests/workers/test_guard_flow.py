@@ -21,31 +21,12 @@ from service.db.tables import (
     RequestAction,
     RuleSetVersion,
 )
-from service.queue.names import (
-    TASK_CALIBRATE_BUDGET,
-    TASK_PROCESS_REQUEST,
-    TASK_UPDATE_VERIFIER_RULES,
-)
+from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULES
 from tests.conftest import SentTasks, auth, generative_model_body
 from tests.generative_data import FORGOTTEN, RETAINED, facts_of, forget_body
+from tests.workers.conftest import drain
 
 NAME = "support-bot"
-
-
-def run_all(sent: SentTasks) -> list[tuple[str, Any]]:
-    from workers.tasks.requests import process_request
-    from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
-
-    tasks = {
-        TASK_PROCESS_REQUEST: process_request,
-        TASK_UPDATE_VERIFIER_RULES: update_verifier_rules,
-        TASK_CALIBRATE_BUDGET: calibrate_budget_task,
-    }
-    ran = []
-    while sent.sent:
-        name, args, _ = sent.sent.pop(0)
-        ran.append((name, tasks[name](*args)))
-    return ran
 
 
 @pytest.fixture
@@ -96,7 +77,7 @@ def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
     assert oracle_reveals(before["text"], _spec(FORGOTTEN))  # the model knew it
 
     rid = _erase(app_client, bot["dpo"], FORGOTTEN, forget_body())
-    ran = run_all(sent_tasks)
+    ran = drain(sent_tasks)
     assert (TASK_UPDATE_VERIFIER_RULES, "activated") in ran
     assert (TASK_CALIBRATE_BUDGET, "calibrated") in ran
 
@@ -141,7 +122,7 @@ def test_small_calibration_gives_no_guarantee(
     # One short fact: far fewer leaking texts than ln δ / ln(1 − α) ≈ 29 for α=0.1, δ=0.05.
     forget = {"names": [], "facts": [{"question": None, "answer": "She kept a white cat."}]}
     rid = _erase(app_client, bot["dpo"], "Tamsin Orlicki", forget)
-    run_all(sent_tasks)
+    drain(sent_tasks)
     request = app_client.get(f"/v1/requests/{rid}", headers=auth(bot["dpo"])).json()
     assert request["status"] == "completed" and request["certified"] is False
     [cert] = request["certificates"]
@@ -156,9 +137,9 @@ def test_versions_supersede_and_redelivery_is_harmless(
     from workers.tasks.rules import update_verifier_rules
 
     first = _erase(app_client, bot["dpo"], FORGOTTEN, forget_body())
-    run_all(sent_tasks)
+    drain(sent_tasks)
     second = _erase(app_client, bot["dpo"], RETAINED[0], forget_body(RETAINED[0]))
-    ran = run_all(sent_tasks)
+    ran = drain(sent_tasks)
     rows = session.scalars(select(RuleSetVersion).order_by(RuleSetVersion.version)).all()
     assert [(r.version, r.status) for r in rows] == [(1, "superseded"), (2, "active")]
     assert rows[1].request_ids == sorted([first, second])

@@ -19,21 +19,14 @@ from service.queue.names import (
     TASK_TRAIN_MODEL,
 )
 from service.queue.outbox import enqueue_after_commit
-from workers.base import RETRYABLE, DbTask
+from workers.base import DbTask, db_task_options
 from workers.tasks.training import mark_job_failed
 
 log = logging.getLogger(__name__)
 ACTOR = "reaper"
 
 
-@shared_task(
-    name=TASK_REAP_STUCK_JOBS,
-    base=DbTask,
-    bind=True,
-    acks_late=True,
-    autoretry_for=RETRYABLE,
-    max_retries=3,
-)
+@shared_task(name=TASK_REAP_STUCK_JOBS, **db_task_options(max_retries=3))
 def reap_stuck_jobs(self: DbTask) -> dict[str, int]:
     settings = self.settings
     cutoff = utcnow() - timedelta(seconds=settings.stale_job_seconds)

@@ -37,7 +37,7 @@ from service.queue.outbox import enqueue_after_commit
 from service.requests.completion import finish_exact_action, finish_request_if_done
 from service.requests.lifecycle import check_transition
 from service.requests.service import get_request
-from workers.base import RETRYABLE, DbTask
+from workers.base import DbTask, db_task_options
 from workers.planner import PlannedAction, models_in_scope, plan_model
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,7 @@ ACTOR = "worker"
 TRAINING_RETRY_S = 15
 
 
-@shared_task(
-    name=TASK_PROCESS_REQUEST,
-    base=DbTask,
-    bind=True,
-    acks_late=True,
-    autoretry_for=RETRYABLE,
-    retry_backoff=True,
-    max_retries=10,
-)
+@shared_task(name=TASK_PROCESS_REQUEST, **db_task_options(max_retries=10))
 def process_request(self: DbTask, request_id: str) -> str:
     rid = uuid.UUID(request_id)
     with self.transaction() as session:
@@ -137,8 +129,9 @@ def _plan_action(
         .values(erasure_request_id=request.id)
     )
     _audit_planned(session, request, planned, action)
-    if not planned.train_shards:
-        # Only held-out rows: the model never trained on them, so deleting them is the erasure.
+    nothing_trained = _nothing_to_retrain(planned, model)
+    if nothing_trained is not None:
+        # Deleting the rows is the whole erasure: no model version ever learned from them.
         finish_exact_action(
             session,
             action,
@@ -148,22 +141,7 @@ def _plan_action(
             version_before=model.current_version,
             version_after=model.current_version,
             actor=ACTOR,
-            note="The subject's records were held out for evaluation and never trained on; "
-            "they were deleted and no shard needed retraining.",
-        )
-        return
-    if model.current_version is None:
-        # Never trained: deleting the rows before the first training is the whole erasure.
-        finish_exact_action(
-            session,
-            action,
-            request,
-            model,
-            shards=[],
-            version_before=None,
-            version_after=None,
-            actor=ACTOR,
-            note="The model had not been trained yet; the records were deleted before training.",
+            note=nothing_trained,
         )
         return
     action.status = ActionStatus.running
@@ -172,6 +150,18 @@ def _plan_action(
         session.add(ActionJob(action_id=action.id, job_id=job.id))
     session.flush()
     _resend_pending_jobs(task, session, action)
+
+
+def _nothing_to_retrain(planned: PlannedAction, model: MlModel) -> str | None:
+    """Why no shard needs retraining, or None when some does."""
+    if not planned.train_shards:
+        return (
+            "The subject's records were held out for evaluation and never trained on; "
+            "they were deleted and no shard needed retraining."
+        )
+    if model.current_version is None:
+        return "The model had not been trained yet; the records were deleted before training."
+    return None
 
 
 def _audit_planned(

@@ -45,7 +45,7 @@ from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULE
 from service.queue.outbox import enqueue_after_commit
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.requests.completion import TERMINAL_ACTION, fail_action, finish_request_if_done
-from workers.base import RETRYABLE, DbTask
+from workers.base import DbTask, db_task_options
 
 log = logging.getLogger(__name__)
 ACTOR = "worker"
@@ -53,15 +53,7 @@ ACTOR = "worker"
 MAX_ACTIVATION_ATTEMPTS = 5
 
 
-@shared_task(
-    name=TASK_UPDATE_VERIFIER_RULES,
-    base=DbTask,
-    bind=True,
-    acks_late=True,
-    autoretry_for=RETRYABLE,
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name=TASK_UPDATE_VERIFIER_RULES, **db_task_options(max_retries=5))
 def update_verifier_rules(self: DbTask, action_id: str) -> str:
     aid = uuid.UUID(action_id)
     settings = self.settings
@@ -169,15 +161,7 @@ def _record_activation(
     finish_request_if_done(session, request, ACTOR)
 
 
-@shared_task(
-    name=TASK_CALIBRATE_BUDGET,
-    base=DbTask,
-    bind=True,
-    acks_late=True,
-    autoretry_for=RETRYABLE,
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name=TASK_CALIBRATE_BUDGET, **db_task_options(max_retries=5))
 def calibrate_budget_task(self: DbTask, rule_set_id: str) -> str:
     rid = uuid.UUID(rule_set_id)
     settings = self.settings

@@ -51,7 +51,7 @@ from service.requests.completion import (
     finish_request_if_done,
     job_results_for_action,
 )
-from workers.base import RETRYABLE, DbTask
+from workers.base import DbTask, db_task_options
 from workers.progress import progress_reporter
 from workers.snapshot import (
     ModelSnapshot,
@@ -103,15 +103,7 @@ def _manifest_hash(manifest: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- train_model
 
 
-@shared_task(
-    name=TASK_TRAIN_MODEL,
-    base=DbTask,
-    bind=True,
-    acks_late=True,
-    autoretry_for=RETRYABLE,
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name=TASK_TRAIN_MODEL, **db_task_options(max_retries=5))
 def train_model(self: DbTask, job_id: str) -> str:
     jid = uuid.UUID(job_id)
     with self.transaction() as session:
@@ -191,15 +183,7 @@ def train_model(self: DbTask, job_id: str) -> str:
 # ------------------------------------------------------------------------- retrain_shard
 
 
-@shared_task(
-    name=TASK_RETRAIN_SHARD,
-    base=DbTask,
-    bind=True,
-    acks_late=True,
-    autoretry_for=RETRYABLE,
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name=TASK_RETRAIN_SHARD, **db_task_options(max_retries=5))
 def retrain_shard(self: DbTask, job_id: str) -> str:
     jid = uuid.UUID(job_id)
     try:
