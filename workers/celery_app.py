@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import Celery, signals
@@ -46,6 +47,15 @@ def create_celery_app() -> Celery:
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     configure_logging(get_settings().log_level)
+
+
+@signals.worker_process_init.connect
+def _warm_verifier_embedder(**_: Any) -> None:
+    # Loading all-MiniLM-L6-v2 takes seconds: do it when the process starts, in the background,
+    # so that the first erasure request's rules still go live within seconds of approval.
+    from service.guard.runtime import embedder
+
+    threading.Thread(target=embedder, args=("minilm",), daemon=True).start()
 
 
 @signals.task_prerun.connect
