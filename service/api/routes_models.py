@@ -1,4 +1,5 @@
-"""Models lethe trains: register, ingest records, train, versions, predict; jobs."""
+"""Models: register (sharded classifiers lethe trains, generative models it serves), ingest
+records, train, versions, predict, guarded generation, rule-set versions; jobs."""
 
 from __future__ import annotations
 

@@ -15,8 +15,14 @@ from dataclasses import asdict
 from typing import Any
 
 from celery import shared_task
+from sqlalchemy.orm import Session
 
-from models.conformal import build_certificate, calibrate_budget, describe_certificate
+from models.conformal import (
+    ThresholdCalibration,
+    build_certificate,
+    calibrate_budget,
+    describe_certificate,
+)
 from models.generative.probes import build_probes
 from models.generative.refinement import rounds_to_acceptance
 from models.generative.rules import compile_rules
@@ -111,14 +117,16 @@ def update_verifier_rules(self: DbTask, action_id: str) -> str:
 
 
 def _record_activation(
-    session: Any,
+    session: Session,
     model: MlModel,
     request: ErasureRequest,
     action: RequestAction,
     row: RuleSetVersion,
-    threshold_cal: Any,
+    threshold_cal: ThresholdCalibration,
     calibration: dict[str, Any],
 ) -> None:
+    """The activation's audit trail, certificate and action/request completion, written in the
+    activating transaction."""
     append_event(
         session,
         actor=ACTOR,
