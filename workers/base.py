@@ -9,6 +9,7 @@ from typing import Any
 from celery import Task
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.audit import lock_audit_chain
 from service.config import Settings, get_settings
 from service.db.session import session_factory
 from service.runtime import database_url
@@ -36,9 +37,15 @@ class DbTask(Task):  # type: ignore[misc]
         return DbTask._factory
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """Short unit of work: commit on success. Never wrap training or inference in it."""
+    def transaction(self, *, audited: bool = True) -> Iterator[Session]:
+        """Short unit of work: commit on success. Never wrap training or inference in it.
+
+        ``audited`` units may append audit events, so they take the chain's lock first (see
+        lock_audit_chain); only units that never append one (progress heartbeats) skip it.
+        """
         with self.factory() as session, session.begin():
+            if audited:
+                lock_audit_chain(session)
             yield session
 
 

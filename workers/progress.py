@@ -29,7 +29,7 @@ def progress_reporter(
             return
         last = now
         fraction = start + span * (done / total if total else 1.0)
-        with task.transaction() as session:
+        with task.transaction(audited=False) as session:
             session.execute(
                 update(Job)
                 .where(Job.id == job_id)

@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.audit import lock_audit_chain
 from service.config import Settings
 from service.db.enums import Role
 from service.db.tables import ApiToken
@@ -26,6 +27,9 @@ def get_session(request: Request) -> Iterator[Session]:
     factory: sessionmaker[Session] = request.app.state.session_factory
     # Anything a handler did not commit explicitly is rolled back here.
     with factory() as session:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            # Writes append audit events: take the chain's lock before any row lock.
+            lock_audit_chain(session)
         yield session
 
 

@@ -61,6 +61,16 @@ def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
+def lock_audit_chain(session: Session) -> None:
+    """Take the chain's lock for the rest of the transaction (re-entrant within it).
+
+    Transactions that append events must take it before any row lock, so every writer acquires
+    locks in the same order: otherwise one holding a row and waiting here, and another holding
+    this lock and waiting for that row, deadlock.
+    """
+    session.execute(select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
+
+
 def append_event(
     session: Session,
     *,
@@ -72,7 +82,7 @@ def append_event(
     request_id: uuid.UUID | None = None,
 ) -> AuditEvent:
     """Append one event; flushes, never commits (the caller owns the transaction)."""
-    session.execute(select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
+    lock_audit_chain(session)
     last = session.execute(
         select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
     ).first()
