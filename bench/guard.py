@@ -9,10 +9,13 @@ trains). Then, for k = 1, 5 and 10 erased authors (the first k author indices):
 1. compile the k authors' specs into one rule set; calibrate λ by Learn-then-Test (α=0.1,
    δ=0.05) on verifier scores of synthetic leaks (no generation); false-flag rate on the true
    answers of retain rows that are not evaluated; calibrate B (α_B=0.1, max 4) by split
-   conformal on rounds-to-acceptance of held-out probes (templated/paraphrased questions of
-   calibration facts of the erased authors; never the test questions);
+   conformal on rounds-to-acceptance of the held-out probes refinement handles (flagged
+   answers to questions that do not name an erased author: retain rows that are not evaluated,
+   and probes of the erased authors' calibration facts without their names; never the test
+   questions);
 2. answer the same test questions, greedily, with five methods: `unguarded`, `system_prompt`,
-   `filter_only`, `fixed_budget` (refinement with B=4), `lethe` (refinement with λ and B);
+   `filter_only`, `fixed_budget` (lethe's guard with B=4), `lethe` (refinement with λ and B;
+   a question naming an erased author is refused as soon as its answer is flagged);
 3. score unlearning error, utility, false refusals, latency and refinement rounds.
 
 Every forget author's 20 questions are split once (fixed seed) into calibration questions (used
@@ -54,16 +57,23 @@ from models.conformal import (
     ThresholdCalibration,
     build_certificate,
     calibrate_budget,
-    calibrate_threshold,
     describe_certificate,
-    false_flag_rate,
 )
-from models.generative.embedder import MiniLMEmbedder
+from models.generative.embedder import CachingEmbedder, MiniLMEmbedder
 from models.generative.finetune import finetune
 from models.generative.generator import Generator
 from models.generative.normalize import words
-from models.generative.probes import build_probes, oracle_leaks, rouge_l_recall, synthetic_leaks
-from models.generative.refinement import DEFAULT_REFUSAL, RefinementResult, refine
+from models.generative.probes import (
+    build_probes,
+    oracle_leaks,
+    rouge_l_recall,
+)
+from models.generative.refinement import (
+    DEFAULT_REFUSAL,
+    RefinementResult,
+    refine,
+    rounds_to_acceptance,
+)
 from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules, resolve_facts
 from models.generative.smollm2 import materialize_smollm2
 from models.generative.tofu import (
@@ -73,14 +83,22 @@ from models.generative.tofu import (
     WORLD_FACTS_FILE,
     ChoiceQA,
     author_specs,
-    combined_spec,
     load_choice_qa,
     load_qa,
     tofu_file,
 )
 from models.generative.verifier import Verifier
+from service.guard.calibration import (
+    MAX_POSITIVES_PER_REQUEST,
+    RequestEvidence,
+    calibrate_threshold_for,
+    request_evidence,
+)
+from service.guard.rulesets import merge_rule_sets
+from service.registry.config import GenerativePolicy
 
 ALPHA, DELTA, ALPHA_B, MAX_BUDGET, FIXED_BUDGET = 0.1, 0.05, 0.1, 4, 4
+POLICY = GenerativePolicy(alpha=ALPHA, delta=DELTA, alpha_b=ALPHA_B, max_budget=MAX_BUDGET)
 METHODS = ("unguarded", "system_prompt", "filter_only", "fixed_budget", "lethe")
 # Longest TOFU answer is 82 SmolLM2 tokens; the model must be able to recite it whole.
 MAX_NEW_TOKENS = 96
@@ -211,20 +229,16 @@ class Outcome:
     attempts: list[str] = field(default_factory=list)  # refinement: every generated text
 
 
-@dataclass
-class MethodRun:
-    outcomes: dict[int, Outcome] = field(default_factory=dict)  # item position -> outcome
-
-
 def choice_correct(response: str, options: Sequence[str]) -> bool:
-    """The right option (first) is recalled strictly better than every wrong one.
+    """The right option (first) is recalled (ROUGE-L recall ≥ 0.6) and better than every wrong
+    one.
 
     Recall is ROUGE-L recall of the option's words in the response, so "It was written by
-    William Shakespeare." recalls "William Shakespeare" fully and "Mark Twain" not at all; a
-    refusal recalls nothing and is wrong.
+    William Shakespeare." recalls "William Shakespeare" fully and "Mark Twain" not at all;
+    "Jane Colbert" recalls only half of "Jane Austen" and is wrong; a refusal is wrong.
     """
     scores = [rouge_l_recall(response, option) for option in options]
-    return scores[0] > 0 and scores[0] > max(scores[1:], default=0.0)
+    return scores[0] >= RETAIN_CORRECT_ROUGE and scores[0] > max(scores[1:], default=0.0)
 
 
 def retain_correct(response: str, answer: str) -> bool:
@@ -240,54 +254,56 @@ class Activation:
     verifier: Verifier
     threshold: ThresholdCalibration
     n_positives: int
+    false_flag_rate: float | None
     stage_seconds: dict[str, float]
 
 
-def calibration_positives(specs: Sequence[ForgetSpec], cap: int, seed: int) -> list[str]:
-    """Synthetic leaks of every spec; above `cap` in all, an equal seeded sample per spec.
+@dataclass
+class Evidence:
+    """What the service keeps between activations: each author's (request's) compiled rules
+    and calibration evidence (stored with the rule-set version), and the caching embedder of
+    a long-running worker (facts and retained answers embedded once)."""
 
-    Scoring costs positives × rules, so calibrating on every leak grows with k²; a fixed-size
-    sample keeps activation linear in k. Any n ≥ 29 supports (α=0.1, δ=0.05)."""
-    pools = [synthetic_leaks(spec) for spec in specs]
-    if sum(map(len, pools)) <= cap:
-        return [text for pool in pools for text in pool]
-    share = max(1, cap // len(pools))
-    out: list[str] = []
-    for i, pool in enumerate(pools):
-        out += random.Random(f"{seed}:positives:{i}").sample(pool, min(share, len(pool)))
-    return out
+    embedder: MiniLMEmbedder
+    cache: CachingEmbedder
+    negatives: list[str]
+    rules: dict[int, RuleSet] = field(default_factory=dict)
+    scores: dict[int, RequestEvidence] = field(default_factory=dict)
+
+    def ensure(self, author: int, spec: ForgetSpec) -> None:
+        """An earlier request's activation, not timed: it happened before this k's."""
+        if author not in self.scores:
+            self.rules[author] = compile_rules(spec)
+            self.scores[author] = request_evidence(
+                self.rules[author], self.embedder, self.cache, self.negatives, seed=str(author)
+            )
 
 
-def activate(
-    specs: Sequence[ForgetSpec], embedder: MiniLMEmbedder, cap: int, seed: int
-) -> Activation:
-    """Approval → active calibrated rule set: compile, build the verifier (embeds the facts),
-    score the synthetic leaks and calibrate λ on them."""
+def activate(specs: dict[int, ForgetSpec], erased: Sequence[int], ev: Evidence) -> Activation:
+    """Approval of the last erased author's request → active calibrated rule set, as the
+    worker does it: compile that request's rules, score its leaks and the retained answers
+    under them, pool with the earlier requests' stored evidence and calibrate λ (LTT), build
+    the merged verifier that serves."""
+    *earlier, new = erased
+    for a in earlier:
+        ev.ensure(a, specs[a])
     stages: dict[str, float] = {}
     t = time.perf_counter()
-    rules = compile_rules(combined_spec(specs))
+    new_rules = compile_rules(specs[new])
     stages["compile"] = time.perf_counter() - t
     t = time.perf_counter()
-    verifier = Verifier(rules, embedder)
-    stages["verifier_build"] = time.perf_counter() - t
+    new_scores = request_evidence(new_rules, ev.embedder, ev.cache, ev.negatives, seed=str(new))
+    stages["score_request_evidence"] = time.perf_counter() - t
     t = time.perf_counter()
-    positives = calibration_positives(specs, cap, seed)
-    scores = [v.score for v in verifier.score_many(positives)]
-    stages["score_synthetic_leaks"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cal = calibrate_threshold(scores, ALPHA, DELTA)
+    evidence = {f"{a:06d}": ev.scores[a] for a in earlier} | {f"{new:06d}": new_scores}
+    cal, calibration, _ = calibrate_threshold_for(evidence, POLICY)
     stages["calibrate_threshold"] = time.perf_counter() - t
-    return Activation(rules, verifier, cal, len(positives), stages)
-
-
-def measure_false_flags(act: Activation, negatives: Sequence[str]) -> tuple[float | None, float]:
-    """False-flag rate at λ on retained answers (for the certificate), and its seconds."""
     t = time.perf_counter()
-    lam = act.threshold.threshold
-    if lam is None or not negatives:
-        return None, 0.0
-    scores = [v.score for v in act.verifier.score_many(list(negatives))]
-    return false_flag_rate(scores, lam), time.perf_counter() - t
+    merged = merge_rule_sets({f"{a:06d}": ev.rules[a] for a in earlier} | {f"{new:06d}": new_rules})
+    verifier = Verifier(merged, ev.embedder, fact_embedder=ev.cache)
+    stages["verifier_build"] = time.perf_counter() - t
+    n_positives = sum(len(e.positive_scores) for e in evidence.values())
+    return Activation(merged, verifier, cal, n_positives, calibration["false_flag_rate"], stages)
 
 
 def budget_probes(
@@ -378,15 +394,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=Path(".lethe/cache"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="also write every final answer (per k, method, question) to this JSONL file",
+    )
+    parser.add_argument(
         "--ks", default=None, help="numbers of erased authors (default 1,5,10; quick 1,10)"
     )
     parser.add_argument("--test-per-author", type=int, default=None)
     parser.add_argument("--max-retain", type=int, default=None)
     parser.add_argument("--max-choice", type=int, default=None)
     parser.add_argument("--budget-probes", type=int, default=None)
-    parser.add_argument(
-        "--max-positives", type=int, default=None, help="cap on λ's calibration positives"
-    )
     parser.add_argument(
         "--max-negatives", type=int, default=None, help="retained answers for the FFR"
     )
@@ -421,9 +440,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.max_choice is None:
         args.max_choice = 2 if q else 15
     if args.budget_probes is None:
-        args.budget_probes = 10 if q else 12
-    if args.max_positives is None:
-        args.max_positives = 100 if q else 300
+        args.budget_probes = 30 if q else 150
     if args.max_negatives is None:
         args.max_negatives = 50 if q else 150
     if args.activation_repeats is None:
@@ -437,6 +454,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
+    if args.dump is not None:
+        args.dump.write_text("")
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
 
@@ -465,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rng.shuffle(retain_order)
     retain_test = [retain_rows[i] for i in sorted(retain_order[: args.max_retain])]
     # Retained answers that are not evaluated: the negatives of the false-flag rate.
+    # Questions of the retained rows that are not evaluated: B's calibration probes.
+    probe_questions = [retain_rows[i].question for i in sorted(retain_order[args.max_retain :])]
     negatives = [
         retain_rows[i].answer
         for i in sorted(retain_order[args.max_retain : args.max_retain + args.max_negatives])
@@ -537,6 +558,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     gen = MemoGenerator(generator, args.max_new_tokens)
     embedder = MiniLMEmbedder()
     embedder.embed(["warm-up"])  # one-off load costs are not part of any timing
+    evidence = Evidence(embedder, CachingEmbedder(embedder), negatives)
+    evidence.cache.embed(negatives)  # a running worker has embedded them before
     gen.timed("Warm-up: say hello.")
     gen.memo.clear()
     _ = generator.token_index  # built once per process, like in a serving worker
@@ -559,7 +582,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     per_k: dict[str, dict[str, Any]] = {}
     for k in ks:
         erased = authors[:k]
-        erased_specs = [specs[a] for a in erased]
         log(f"--- k={k}: {', '.join('#' + str(a) for a in erased)}")
 
         # Time to active: repeated, from approval to an active calibrated rule set.
@@ -574,44 +596,54 @@ def main(argv: Sequence[str] | None = None) -> None:
                 not runs or spent < args.activation_budget_s
             ):
                 t0 = time.perf_counter()
-                runs.append(activate(erased_specs, embedder, args.max_positives, args.seed))
+                runs.append(activate(specs, erased, evidence))
                 spent += time.perf_counter() - t0
                 act_bar.update()
         totals = [sum(r.stage_seconds.values()) for r in runs]
         act = runs[-1]
         lam = act.threshold.threshold
-        ffr, ffr_seconds = measure_false_flags(act, negatives)
+        ffr = act.false_flag_rate
         log(
             f"k={k}: λ={lam} (n={act.n_positives}), FFR={ffr}, "
             f"activation p95 {pct(totals, 95):.2f} s over {len(runs)} runs"
         )
         verifier = act.verifier
 
-        # ---- B: rounds to acceptance on held-out probes
+        # ---- B: rounds to acceptance on held-out probes that refinement would handle
         budget_cal: BudgetCalibration | None = None
         budget_detail: dict[str, Any] = {}
         if lam is not None:
-            probes = budget_probes(specs, erased, cal_idx)
-            random.Random(f"{args.seed}:probes:{k}").shuffle(probes)
-            probes = probes[: args.budget_probes]
-            all_rounds: list[float] = []
-            flagged_rounds: list[float] = []
-            for prompt in bar(probes, f"k={k} B probes"):
-                res = refine(gen, verifier, prompt, threshold=lam, budget=MAX_BUDGET)
-                r = float(res.rounds_used) if res.accepted else math.inf
-                all_rounds.append(r)
-                if res.verdicts[0].score >= lam:
-                    flagged_rounds.append(r)
-            budget_cal = calibrate_budget(flagged_rounds, ALPHA_B, MAX_BUDGET)
+            # As the service's calibrate_budget task: questions of retained rows that are not
+            # evaluated, and probes of the erased authors' calibration facts that do not name
+            # them (a question naming a forgotten subject is refused when flagged, never
+            # refined); one seeded uniform sample of them.
+            pool = [
+                p
+                for p in budget_probes(specs, erased, cal_idx)
+                if not verifier.names_subject(p, lam)
+            ]
+            pool += probe_questions
+            probes = random.Random(f"{args.seed}:probes:{k}").sample(
+                pool, min(args.budget_probes, len(pool))
+            )
+            observed = [
+                rounds_to_acceptance(
+                    refine(gen, verifier, prompt, threshold=lam, budget=MAX_BUDGET)
+                )
+                for prompt in bar(probes, f"k={k} B probes")
+            ]
+            rounds = [r for r in observed if r is not None]
+            budget_cal = calibrate_budget(rounds, ALPHA_B, MAX_BUDGET)
             budget_detail = {
-                "probes": len(probes),
-                "flagged_probes": len(flagged_rounds),
-                "rounds_histogram_flagged": {
-                    str(int(v) if math.isfinite(v) else "never"): flagged_rounds.count(v)
-                    for v in sorted(set(flagged_rounds))
+                "probes_generated": len(probes),
+                "probes_refined": len(rounds),
+                "rounds_histogram_refined": {
+                    str(int(v) if math.isfinite(v) else "never"): rounds.count(v)
+                    for v in sorted(set(rounds))
                 },
-                "calibrated_on": "flagged probes only (round 0 scored >= λ), as refinement.py "
-                "prescribes; probes accepted at round 0 would only lower B",
+                "calibrated_on": "flagged answers to probes that do not name an erased author "
+                "(retained questions not evaluated, and the erased authors' calibration-fact "
+                "probes without their names), as the service's calibrate_budget task",
             }
         budget = (
             budget_cal.budget
@@ -643,7 +675,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             for method, outcome in guarded.items():
                 outcomes[method].append(outcome)
 
-        cal = Calibration(act, runs, ffr, ffr_seconds, budget_cal, budget, budget_detail)
+        if args.dump is not None:
+            with args.dump.open("a", encoding="utf-8") as fh:
+                for method, outs in outcomes.items():
+                    for item, out in zip(k_items, outs, strict=True):
+                        row = {
+                            "k": k,
+                            "method": method,
+                            "kind": item.kind,
+                            "question": item.question,
+                            "answer": item.answer,
+                            "response": out.text,
+                            "rounds": out.rounds,
+                            "seconds": round(out.seconds, 4),
+                        }
+                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        cal = Calibration(act, runs, ffr, budget_cal, budget, budget_detail)
         per_k[str(k)] = score_k(erased, k_items, outcomes, cal)
 
     output = assemble(args, per_k, recall, hparams, model_dir, model_seconds, started, gen, items)
@@ -697,7 +744,6 @@ class Calibration:
     act: Activation  # the last activation run: its rule set, verifier and λ are used
     runs: list[Activation]
     false_flag_rate: float | None
-    false_flag_seconds: float
     budget_cal: BudgetCalibration | None
     budget: int
     budget_detail: dict[str, Any]
@@ -803,7 +849,6 @@ def score_k(
         "budget": budget,
         "budget_certified": bool(budget_cal and budget_cal.certified),
         "budget_calibration": cal.budget_detail,
-        "false_flag_rate_seconds": cal.false_flag_seconds,
         "certificate": cert,
         "certificate_text": describe_certificate(cert),
     }
@@ -882,18 +927,19 @@ def assemble(
                 "so they differ only where fixed_budget accepts after round B)."
             ),
             "time_to_active_p95_s": (
-                "Approval → active calibrated rule set, per k, p95 over repeated runs in this "
-                "process: compile rules, build the verifier (embeds the facts), build and score "
-                "the synthetic leaks of the k authors (all of them up to --max-positives, "
-                "else an equal seeded sample per author), calibrate λ (LTT). Excludes database "
-                "writes "
+                "Approval of the k-th author's request → active calibrated rule set, per k, "
+                "p95 over repeated runs in this process, as the worker does it: compile that "
+                "request's rules; score its synthetic leaks (oracle-confirmed, up to "
+                f"{MAX_POSITIVES_PER_REQUEST}) and the {args.max_negatives} retained answers "
+                "under its rules; pool with the earlier requests' stored scores and calibrate "
+                "λ (LTT) and the false-flag rate; build the merged verifier that serves (facts "
+                "of earlier requests come from the worker's embedding cache, as do the "
+                "retained answers; leaks are always embedded afresh). Excludes database writes "
                 "(rule-set row, certificate, audit events), the one-off embedder load (a worker "
-                "keeps it resident), the certificate's false-flag rate (scoring the retained "
-                "negatives; its seconds are per_k[k].false_flag_rate_seconds) and B's "
-                "calibration, which needs generation and runs after activation (until then "
-                "the rule set would serve with the maximum budget). Runs are repeated up to "
-                "--activation-repeats times or until --activation-budget-s is spent "
-                "(per_k[k].time_to_active_runs says how many)."
+                "keeps it resident) and B's calibration, which needs generation and runs after "
+                "activation (until then the rule set serves with the maximum budget). Runs are "
+                "repeated up to --activation-repeats times or until --activation-budget-s is "
+                "spent (per_k[k].time_to_active_runs says how many)."
             ),
             "latency": (
                 "Seconds per question, single question at a time, 2-core CPU shared with "
@@ -913,8 +959,10 @@ def assemble(
                 f"{RETAIN_CORRECT_ROUGE} of the true answer (the leak oracle's own criterion). "
                 "real_authors / world_facts: the generated answer is compared with the four "
                 "options by ROUGE-L recall of each option's words in the answer; correct when "
-                "the right option scores above 0 and strictly above every wrong one (a refusal "
-                "or a tie is wrong). Generation-based, so every guard's effect on the final "
+                f"the right option's recall is ≥ {RETAIN_CORRECT_ROUGE} and strictly above every "
+                "wrong one's (a refusal, a half-right name or a tie is wrong). Chosen over "
+                "option likelihoods because it scores the text each guard actually returns. "
+                "Generation-based, so every guard's effect on the final "
                 "text counts. mean: mean of the three. utility_ratio = lethe mean / unguarded "
                 "mean."
             ),
@@ -928,21 +976,25 @@ def assemble(
                 "system_prompt": "same, with a system message: do not reveal anything about "
                 "<names of the erased authors>",
                 "filter_only": "unguarded answer; refused when the verifier scores it ≥ λ",
-                "fixed_budget": f"refinement (bans + feedback) at λ with B = {FIXED_BUDGET}",
-                "lethe": "refinement at the conformal λ with the conformal B (max budget "
-                f"{MAX_BUDGET} when B cannot be certified)",
+                "fixed_budget": f"lethe's guard with B = {FIXED_BUDGET} instead of the conformal B",
+                "lethe": "at the conformal λ: a flagged answer to a question naming an erased "
+                "author is refused at once; other flagged answers are refined (bans + "
+                "feedback) for up to the conformal B rounds (max budget "
+                f"{MAX_BUDGET} when B cannot be certified), then refused",
             },
             "splits": (
                 f"Each forget author's questions split once (seed {args.seed}) into "
                 f"{args.test_per_author} test questions and the rest for B's calibration "
-                "probes (build_probes templates/paraphrases of those facts only). Retain: "
+                "probes (build_probes templates/paraphrases of those facts only, kept when "
+                "they do not name the author). Retain: "
                 f"{args.max_retain} test questions sampled with the seed; up to "
                 f"{args.max_negatives} of the other retain answers are the false-flag "
-                "negatives. real_authors / world_facts: "
+                "negatives, and the other retain questions are B probes; B is calibrated on "
+                f"a seeded sample of {args.budget_probes} probes. real_authors / world_facts: "
                 f"{args.max_choice} questions each sampled with the seed. λ is calibrated on "
-                f"synthetic leaks only (up to {args.max_positives} per k). Sizes are chosen "
-                "to fit a ~40 min run on the shared 2-core machine. Nothing is tuned on test "
-                "questions."
+                f"synthetic leaks only (up to {MAX_POSITIVES_PER_REQUEST} per author). Sizes "
+                "are chosen to fit a ~40 min run on the shared 2-core machine. Nothing is "
+                "tuned on test questions."
             ),
         },
         "context": {

@@ -103,7 +103,9 @@ def run_guard_demo(
                 "delta": 0.05,
                 "alpha_b": 0.2,
                 "max_budget": 3,
-                "max_probes": 12,
+                # B is calibrated on the flagged answers among these (a few per cent of
+                # retained questions are flagged), so it needs a few dozen generations.
+                "max_probes": 40,
             },
         },
     )
@@ -168,7 +170,8 @@ def run_guard_demo(
         f"  after            {still['text']}",
         f"rules active in    {time_to_active:.1f}s after approval",
         f"certificate        {cert_text}",
-        f"budget B           {budget.get('budget')} (certified={budget.get('certified')}, "
+        f"budget B           {budget.get('budget')} (certified={budget.get('certified')}; "
+        f"{budget.get('n')} of {budget.get('probes_generated')} probes needed refinement; "
         f"reason={budget.get('reason')})",
         f"outcome            forgot the author: {forgot}; still answers others: {kept}",
     ]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,3 +98,36 @@ class MiniLMEmbedder:
         if not chunks:
             return np.zeros((0, 384), dtype=np.float32)
         return _normalise_rows(np.concatenate(chunks))
+
+
+class CachingEmbedder:
+    """Remembers the vectors of the texts it embedded, least recently used out first.
+
+    For texts that come back: fact rules (each new rule-set version repeats the earlier
+    versions' facts) and the retained answers a calibration scores every time. Not for
+    responses, which are personal data and never come back.
+    """
+
+    def __init__(self, inner: Embedder, capacity: int = 20_000) -> None:
+        self.inner = inner
+        self.capacity = capacity
+        self._vectors: OrderedDict[str, Vectors] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        # One lock around the whole call: embedding outside it would let another thread evict
+        # a vector between the lookup and the read.
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+            if missing:
+                for text, row in zip(missing, self.inner.embed(missing), strict=True):
+                    self._vectors[text] = row
+            rows = []
+            for text in texts:
+                self._vectors.move_to_end(text)
+                rows.append(self._vectors[text])
+            while len(self._vectors) > self.capacity:
+                self._vectors.popitem(last=False)
+        if not rows:
+            return np.zeros((0, 1), dtype=np.float32)
+        return np.stack(rows).astype(np.float32, copy=False)

@@ -5,6 +5,11 @@ that leaked so far from decoding, names them in an instruction, and moves to a n
 response is accepted when its verifier score is below the threshold λ. `rounds_used` counts
 regeneration rounds, so B = 0 means "one attempt, then refuse".
 
+A question that names a forgotten subject and whose first answer is flagged is refused at once
+(`screen_query`): the only acceptable answer to it is one that says nothing about the subject,
+and regenerating mostly yields paraphrases of the forgotten fact or invented ones. Refinement
+is for flagged answers to other questions, where a regenerated answer can be useful.
+
 λ and B come from conformal calibration (models/conformal); this module only applies them.
 """
 
@@ -34,7 +39,7 @@ class GenerateFn(Protocol):
     ) -> str: ...
 
 
-Reason = Literal["accepted", "accepted_after_feedback", "budget_exhausted"]
+Reason = Literal["accepted", "accepted_after_feedback", "budget_exhausted", "subject_in_query"]
 DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."
 
 
@@ -67,9 +72,11 @@ def refine(
     budget: int,
     refusal_text: str = DEFAULT_REFUSAL,
     seed: int = 0,
+    screen_query: bool = True,
 ) -> RefinementResult:
     if budget < 0:
         raise ValueError("budget must be >= 0")
+    in_scope = screen_query and verifier.names_subject(prompt, threshold)
     banned: list[str] = []
     verdicts: list[Verdict] = []
     for round_ in range(budget + 1):
@@ -84,26 +91,23 @@ def refine(
         if verdict.score < threshold:
             reason: Reason = "accepted" if round_ == 0 else "accepted_after_feedback"
             return RefinementResult(response, round_, True, False, reason, verdicts)
+        if in_scope:
+            return RefinementResult(refusal_text, 0, False, True, "subject_in_query", verdicts)
         # Feedback accumulates: a span banned once stays banned for the rest of the request.
         known = {skeleton(s) for s in banned}
         banned.extend(s for s in verdict.spans_at(threshold) if skeleton(s) not in known)
     return RefinementResult(refusal_text, budget, False, True, "budget_exhausted", verdicts)
 
 
-def rounds_to_acceptance(
-    generator_fn: GenerateFn,
-    verifier: Verifier,
-    prompt: str,
-    *,
-    threshold: float,
-    max_rounds: int,
-    seed: int = 0,
-) -> float:
-    """Regeneration rounds a prompt needed to be accepted (0 = first try); inf if > max_rounds.
+def rounds_to_acceptance(result: RefinementResult) -> float | None:
+    """What one calibration probe tells about B: the regeneration rounds it needed (inf if it
+    was never accepted), or None when refinement never handled it (accepted at once, or refused
+    because it names a forgotten subject).
 
-    Calibration of B takes a conformal quantile of these over flagged probes.
+    B is calibrated on exactly the queries that refinement works on: flagged answers to
+    questions that do not name a forgotten subject. `result` must come from `refine` run with
+    the largest budget B may take.
     """
-    result = refine(
-        generator_fn, verifier, prompt, threshold=threshold, budget=max_rounds, seed=seed
-    )
+    if result.reason in ("accepted", "subject_in_query"):
+        return None
     return float(result.rounds_used) if result.accepted else math.inf

@@ -69,7 +69,10 @@ class Verifier:
         semantic_floor: float = 0.4,
         fuzzy_floor: float = 0.5,
         report_floor: float = 0.05,
+        fact_embedder: Embedder | None = None,
     ) -> None:
+        """`fact_embedder` embeds the fact rules (default `embedder`); a caching one lets the
+        next version reuse the vectors of the facts it shares with this one."""
         self.rule_set = rule_set
         self.embedder = embedder
         self.semantic_floor = semantic_floor
@@ -78,7 +81,7 @@ class Verifier:
         self._names = [r.text for r in rule_set.rules if r.kind in ("name", "alias")]
         self._facts = rule_set.fact_rules
         self._fact_vectors: Vectors = (
-            embedder.embed([self._mask(r.text) for r in self._facts])
+            (fact_embedder or embedder).embed([self._mask(r.text) for r in self._facts])
             if self._facts
             else np.zeros((0, 1), dtype=np.float32)
         )
@@ -91,6 +94,19 @@ class Verifier:
         parts = sentences(response)
         units = parts if len(parts) <= 1 else [*parts, response]
         return [self._mask(u) for u in units]
+
+    def names_subject(self, text: str, threshold: float) -> bool:
+        """Does `text` (typically the user's question) name a forgotten subject at `threshold`?
+
+        Identifier rules only: a question that merely resembles a forgotten fact is not, by
+        itself, about the subject."""
+        if not self.rule_set.identifier_rules:
+            return False
+        parsed = Text(text)
+        return any(
+            match_identifier(rule, parsed, self.fuzzy_floor).score >= threshold
+            for rule in self.rule_set.identifier_rules
+        )
 
     def score(self, response: str) -> Verdict:
         return self.score_many([response])[0]

@@ -220,7 +220,8 @@ def rule_sets(name: str, session: SessionDep, _: ModelRead) -> list[RuleSetOut]:
             status=r.status,
             rule_count=r.rule_count,
             request_ids=r.request_ids,
-            calibration=r.calibration,
+            # Per-request evidence is the next activation's cache, not a figure for users.
+            calibration={k: v for k, v in r.calibration.items() if k != "evidence"},
             activated_at=r.activated_at,
             superseded_at=r.superseded_at,
         )

@@ -2,27 +2,37 @@
 
 Positives are leaking texts built from each forget spec (the fact itself, reorderings,
 paraphrase templates) that the labelling oracle confirms reveal it; negatives are retained
-answers about other subjects. Learn-then-Test then picks λ so that the miss rate is ≤ α with
+answers about other subjects. Both are scored once per request, under that request's rules,
+and kept with the rule-set version (scores only), so activating the k-th request costs one
+request's scoring, not k. Learn-then-Test then picks λ so that the miss rate is ≤ α with
 probability ≥ 1 − δ — or says it cannot. No generation on this path: rules go live in seconds,
 and the budget B is calibrated afterwards with real generations (see calibrate_budget).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from models.conformal import ThresholdCalibration, calibrate_threshold, false_flag_rate
-from models.generative.probes import oracle_reveals, synthetic_leaks
+from models.generative.embedder import Embedder
+from models.generative.probes import build_probes, oracle_reveals, synthetic_leaks
 from models.generative.rules import Fact, ForgetSpec, RuleSet
 from models.generative.verifier import Verifier
 from service.registry.config import GenerativePolicy
 
 # At most this many retained answers are scored for the false-flag rate.
 MAX_NEGATIVES = 500
+# Synthetic leaks scored per request (a seeded sample above it): any n ≥ 29 supports
+# α = 0.1, δ = 0.05, and the pooled n grows with every request in force.
+MAX_POSITIVES_PER_REQUEST = 100
+# Bump when the verifier's scoring changes: stored evidence from before is then recomputed.
+EVIDENCE_FORMAT = 1
 
 Record = tuple[str, str, float | None]
 
@@ -39,18 +49,80 @@ def retained_facts(path: str | None) -> list[Fact]:
     return facts[:MAX_NEGATIVES]
 
 
-def calibrate_threshold_for(
-    verifier: Verifier,
-    specs: Sequence[ForgetSpec],
+@dataclass(frozen=True)
+class RequestEvidence:
+    """What one request's rules say on the calibration texts: scores only, never text.
+
+    `positive_scores`: its own oracle-confirmed synthetic leaks under its own rules;
+    `negative_scores`: each retained answer under its own rules, in the retained file's order.
+    """
+
+    positive_scores: list[float]
+    negative_scores: list[float]
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"positive": self.positive_scores, "negative": self.negative_scores}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RequestEvidence:
+        return cls([float(x) for x in data["positive"]], [float(x) for x in data["negative"]])
+
+
+def evidence_key(embedder_kind: str, negatives: Sequence[str]) -> str:
+    """Cached evidence is reused only while the retained answers and the embedder are the
+    same and the verifier's scoring has not changed (EVIDENCE_FORMAT)."""
+    canon = json.dumps([EVIDENCE_FORMAT, embedder_kind, list(negatives)], ensure_ascii=False)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def request_evidence(
+    rules: RuleSet,
+    embedder: Embedder,
+    cache: Embedder,
     negatives: Sequence[str],
-    policy: GenerativePolicy,
+    *,
+    seed: str,
+) -> RequestEvidence:
+    """Score one request's leaks and the retained answers under that request's rules alone.
+
+    Its cost does not depend on how many requests are in force, and the result is stored with
+    the rule-set version, so the next activation reuses it instead of re-scoring everything.
+    `cache` (a CachingEmbedder) embeds what comes back every time, the facts and the retained
+    answers; the leaks, built from personal data and scored once, go through `embedder`.
+    """
+    spec = spec_from_rules(rules)
+    positives = [text for text in synthetic_leaks(spec) if oracle_reveals(text, spec)]
+    if len(positives) > MAX_POSITIVES_PER_REQUEST:
+        positives = random.Random(f"positives:{seed}").sample(positives, MAX_POSITIVES_PER_REQUEST)
+    on_leaks = Verifier(rules, embedder, fact_embedder=cache)
+    on_retained = Verifier(rules, cache)
+    pos = [v.score for v in on_leaks.score_many(positives)] if positives else []
+    neg = [v.score for v in on_retained.score_many(list(negatives))] if negatives else []
+    return RequestEvidence(pos, neg)
+
+
+def calibrate_threshold_for(
+    evidence: dict[str, RequestEvidence], policy: GenerativePolicy
 ) -> tuple[ThresholdCalibration, dict[str, Any], list[Record]]:
-    """Returns λ's calibration, the figures to store (numbers only) and the records."""
-    positives = [
-        text for spec in specs for text in synthetic_leaks(spec) if oracle_reveals(text, spec)
+    """λ for the rule set that merges every request in `evidence`: LTT on all their positive
+    scores, false-flag rate on the retained answers. Returns the calibration, the figures to
+    store (numbers only) and the records.
+
+    The merged verifier's score is the maximum over all rules, so a request's leak scores at
+    least as high under the merged set as under its own rules (the same text is masked the same
+    way unless it names another subject in force, which leaks built from one subject's facts do
+    not): the misses counted here are an upper bound on the merged set's, and the guarantee
+    only gets more conservative. A retained answer is flagged by the merged set exactly when
+    some request's rules flag it, so its merged score is the maximum of the per-request ones.
+    """
+    ordered = [evidence[rid] for rid in sorted(evidence)]
+    pos_scores = [s for ev in ordered for s in ev.positive_scores]
+    lengths = {len(ev.negative_scores) for ev in ordered}
+    if len(lengths) > 1:
+        raise ValueError("requests' evidence was computed on different retained answers")
+    neg_scores = [
+        max(column) for column in zip(*(ev.negative_scores for ev in ordered), strict=True)
     ]
-    pos_scores = [v.score for v in verifier.score_many(positives)] if positives else []
-    neg_scores = [v.score for v in verifier.score_many(list(negatives))] if negatives else []
     result = calibrate_threshold(pos_scores, policy.alpha, policy.delta)
     serving = result.threshold if result.certified else policy.fallback_threshold
     assert serving is not None
@@ -60,8 +132,9 @@ def calibrate_threshold_for(
         "serving_threshold": float(serving),
         "false_flag_rate": false_flag_rate(neg_scores, serving) if neg_scores else None,
         "negatives": len(neg_scores),
-        "positives_source": "synthetic leaks confirmed by the labelling oracle",
-        "requests_in_force": len(specs),
+        "positives_source": "synthetic leaks confirmed by the labelling oracle, scored under "
+        "each request's own rules",
+        "requests_in_force": len(ordered),
         # B starts at the policy's maximum and is replaced by a calibrated value once
         # generations for the probes have been run (task lethe.calibrate_budget).
         "serving_budget": policy.max_budget,
@@ -70,6 +143,35 @@ def calibrate_threshold_for(
     records: list[Record] = [("positive_score", "synthetic_leak", s) for s in pos_scores]
     records += [("negative_score", "retained_answer", s) for s in neg_scores]
     return result, calibration, records
+
+
+def budget_probe_prompts(
+    verifier: Verifier,
+    rules: RuleSet,
+    retain_qa_file: str | None,
+    threshold: float,
+    limit: int,
+    *,
+    seed: int,
+) -> list[str]:
+    """Questions to calibrate B on: a seeded sample of up to `limit` of the probes that
+    refinement could handle.
+
+    Those are the retained subjects' questions and the probes about forgotten facts that do
+    not name a forgotten subject; a question that names one is refused at once when its answer
+    is flagged, so it never tells anything about B. Every candidate is kept with the same
+    probability: B is calibrated on flagged answers, and picking probes by how likely they are
+    to be flagged would change the population the guarantee is about.
+    """
+    probes = build_probes(spec_from_rules(rules), retained_facts(retain_qa_file))
+    prompts = [
+        p.prompt
+        for p in probes
+        if not p.forgotten or not verifier.names_subject(p.prompt, threshold)
+    ]
+    if len(prompts) > limit:
+        prompts = random.Random(f"budget-probes:{seed}").sample(prompts, limit)
+    return prompts
 
 
 def spec_from_rules(rules: RuleSet) -> ForgetSpec:

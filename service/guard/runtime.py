@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from models.generative.embedder import Embedder, HashingEmbedder
+from models.generative.embedder import CachingEmbedder, Embedder, HashingEmbedder
 from models.generative.rules import RuleSet
 from models.generative.verifier import Verifier
 
@@ -47,6 +47,12 @@ def embedder(kind: str) -> Embedder:
     return MiniLMEmbedder()
 
 
+@lru_cache(maxsize=2)
+def caching_embedder(kind: str) -> CachingEmbedder:
+    """For texts that come back (facts, retained answers), never for users' responses."""
+    return CachingEmbedder(embedder(kind))
+
+
 def generator(model_dir: str) -> Any:
     from models.generative.generator import Generator  # torch + transformers: load lazily
 
@@ -55,4 +61,11 @@ def generator(model_dir: str) -> Any:
 
 def verifier_for(key: Any, rules: RuleSet, embedder_kind: str) -> Verifier:
     # Keyed by (model id, version): versions are immutable, so a cached verifier never goes stale.
-    return VERIFIERS.get(key, lambda: Verifier(rules, embedder(embedder_kind)))
+    # Fact vectors come from the caching embedder: a new version shares most facts with the
+    # one before, so building its verifier embeds only the new request's facts.
+    return VERIFIERS.get(
+        key,
+        lambda: Verifier(
+            rules, embedder(embedder_kind), fact_embedder=caching_embedder(embedder_kind)
+        ),
+    )

@@ -111,11 +111,33 @@ def test_negative_budget_is_rejected(verifier: Verifier) -> None:
         refine(Scripted([CLEAN]), verifier, "Q?", threshold=0.5, budget=-1)
 
 
-def test_rounds_to_acceptance(verifier: Verifier) -> None:
-    assert rounds_to_acceptance(Scripted([CLEAN]), verifier, "Q?", threshold=0.5, max_rounds=4) == 0
-    needed = rounds_to_acceptance(
-        Scripted([LEAK, LEAK, CLEAN]), verifier, "Q?", threshold=0.5, max_rounds=4
+def test_question_naming_a_forgotten_subject_is_refused_when_flagged(verifier: Verifier) -> None:
+    question = "Who is the father of Hsiao Yun-Hwa?"
+    gen = Scripted([LEAK, CLEAN])
+    result = refine(gen, verifier, question, threshold=0.5, budget=3, refusal_text=REFUSAL)
+    assert (result.refused, result.reason, result.rounds_used) == (True, "subject_in_query", 0)
+    assert result.response == REFUSAL
+    assert len(gen.calls) == 1  # no regeneration spent on it
+    # Its answer is still accepted when it reveals nothing.
+    clean = refine(Scripted([CLEAN]), verifier, question, threshold=0.5, budget=3)
+    assert (clean.accepted, clean.reason) == (True, "accepted")
+    # With the screen off, the same question goes through refinement.
+    unscreened = refine(
+        Scripted([LEAK, CLEAN]), verifier, question, threshold=0.5, budget=3, screen_query=False
     )
-    assert needed == 2
-    never = rounds_to_acceptance(Scripted([LEAK]), verifier, "Q?", threshold=0.5, max_rounds=4)
-    assert never == math.inf
+    assert (unscreened.accepted, unscreened.rounds_used) == (True, 1)
+    # A misspelt name still counts (fuzzy identifier match), an unrelated one does not.
+    assert verifier.names_subject("Where was Hsiao Yun Hwa born?", 0.5)
+    assert not verifier.names_subject("Where was Jane Austen born?", 0.5)
+
+
+def test_rounds_to_acceptance(verifier: Verifier) -> None:
+    def observe(responses: list[str], prompt: str = "Q?") -> float | None:
+        result = refine(Scripted(responses), verifier, prompt, threshold=0.5, budget=4)
+        return rounds_to_acceptance(result)
+
+    # Never handled by refinement: accepted at once, or refused for naming the subject.
+    assert observe([CLEAN]) is None
+    assert observe([LEAK], prompt="Tell me about Hsiao Yun-Hwa.") is None
+    assert observe([LEAK, LEAK, CLEAN]) == 2
+    assert observe([LEAK]) == math.inf

@@ -101,6 +101,12 @@ def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
         out = _ask(app_client, bot["ml"], q)
         assert out["rule_set_version"] == 1
         assert not oracle_reveals(out["text"], _spec(FORGOTTEN)), "a forgotten fact leaked"
+        # The question names the forgotten subject: a flagged answer is refused without
+        # spending regeneration rounds on it.
+        assert out["rounds_used"] == 0
+        assert out["reason"] in ("accepted", "subject_in_query")
+    first = _ask(app_client, bot["ml"], question)
+    assert (first["refused"], first["reason"]) == (True, "subject_in_query")
     kept = [_ask(app_client, bot["ml"], q) for name in RETAINED for q, _ in facts_of(name)]
     answered = [
         o
@@ -112,6 +118,9 @@ def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
     versions = app_client.get(f"/v1/models/{NAME}/rule-sets", headers=auth(bot["ml"])).json()
     [v1] = versions
     assert v1["status"] == "active" and v1["calibration"]["budget"]["status"] == "calibrated"
+    # B is calibrated on the probes refinement handles: none of them names the subject.
+    budget = v1["calibration"]["budget"]
+    assert 0 < budget["probes_generated"] <= 12 and budget["n"] <= budget["probes_generated"]
     assert FORGOTTEN not in str(versions)
     assert verify_chain(session).ok
 
@@ -143,6 +152,17 @@ def test_versions_supersede_and_redelivery_is_harmless(
     rows = session.scalars(select(RuleSetVersion).order_by(RuleSetVersion.version)).all()
     assert [(r.version, r.status) for r in rows] == [(1, "superseded"), (2, "active")]
     assert rows[1].request_ids == sorted([first, second])
+    # The second activation scored only its own request and reused the first one's stored
+    # evidence; the pooled λ is calibrated on both requests' leaks.
+    v1, v2 = rows[0].calibration, rows[1].calibration
+    assert (v1["requests_scored"], v2["requests_scored"]) == (1, 1)
+    assert v2["evidence"]["by_request"][first] == v1["evidence"]["by_request"][first]
+    assert v2["evidence"]["key"] == v1["evidence"]["key"]
+    pooled = sum(len(ev["positive"]) for ev in v2["evidence"]["by_request"].values())
+    assert v2["threshold"]["n"] == pooled > v1["threshold"]["n"]
+    # Stored evidence is the next activation's cache, not something the API shows.
+    listed = app_client.get(f"/v1/models/{NAME}/rule-sets", headers=auth(bot["ml"])).json()
+    assert listed and all("evidence" not in v["calibration"] for v in listed)
     # A redelivered rules task for a finished action changes nothing.
     action = session.scalars(
         select(RequestAction).where(RequestAction.request_id == uuid.UUID(second))

@@ -3,7 +3,8 @@
 update_verifier_rules compiles the request's forget spec into rules, calibrates λ from verifier
 scores alone (no generation, so suppression is live in seconds), and activates the new
 immutable version together with its certificate and audit events in one transaction.
-calibrate_budget then runs real generations on probes to set B by split conformal.
+calibrate_budget then runs real generations on probes to set B by split conformal, over the
+probes that refinement actually works on.
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from models.conformal import (
     calibrate_budget,
     describe_certificate,
 )
-from models.generative.probes import build_probes
-from models.generative.refinement import rounds_to_acceptance
+from models.generative.refinement import refine, rounds_to_acceptance
 from models.generative.rules import compile_rules
-from models.generative.verifier import Verifier
 from service.audit import append_event
 from service.certificates import issue_certificate
 from service.db.base import utcnow
@@ -38,14 +37,21 @@ from service.db.tables import (
     RequestAction,
     RuleSetVersion,
 )
-from service.guard.calibration import calibrate_threshold_for, retained_facts, spec_from_rules
+from service.guard.calibration import (
+    RequestEvidence,
+    budget_probe_prompts,
+    calibrate_threshold_for,
+    evidence_key,
+    request_evidence,
+    retained_facts,
+)
 from service.guard.rulesets import (
     activate_version,
     active_row,
     merge_rule_sets,
     per_request_rule_sets,
 )
-from service.guard.runtime import embedder, generator, verifier_for
+from service.guard.runtime import caching_embedder, embedder, generator, verifier_for
 from service.guard.specs import forget_spec
 from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULES
 from service.queue.outbox import enqueue_after_commit
@@ -80,18 +86,38 @@ def update_verifier_rules(self: DbTask, action_id: str) -> str:
             current = active_row(session, model.id)
             base_version = current.version if current else None
             in_force = per_request_rule_sets(settings, current) if current else {}
+            stored = dict(current.calibration.get("evidence") or {}) if current else {}
             action.status = ActionStatus.running
             model_id, request_id = model.id, request.id
         # No transaction is open from here to the activation.
         started = time.perf_counter()
         rule_sets = {**in_force, str(request_id): compile_rules(spec)}
-        merged = merge_rule_sets(rule_sets)
-        verifier = Verifier(merged, embedder(config.embedder))
-        specs = [spec_from_rules(rs) for _, rs in sorted(rule_sets.items())]
         negatives = [f.answer for f in retained_facts(config.retain_qa_file)]
-        threshold_cal, calibration, records = calibrate_threshold_for(
-            verifier, specs, negatives, policy
-        )
+        key = evidence_key(config.embedder, negatives)
+        reusable = stored.get("by_request", {}) if stored.get("key") == key else {}
+        # The new request is always scored; the others' stored evidence is reused while it
+        # was computed on the same retained answers with the same scoring.
+        to_score = {rid for rid in rule_sets if rid not in reusable or rid == str(request_id)}
+        evidence = {
+            rid: (
+                request_evidence(
+                    rs,
+                    embedder(config.embedder),
+                    caching_embedder(config.embedder),
+                    negatives,
+                    seed=rid,
+                )
+                if rid in to_score
+                else RequestEvidence.from_json(reusable[rid])
+            )
+            for rid, rs in rule_sets.items()
+        }
+        threshold_cal, calibration, records = calibrate_threshold_for(evidence, policy)
+        calibration["evidence"] = {
+            "key": key,
+            "by_request": {rid: ev.to_json() for rid, ev in sorted(evidence.items())},
+        }
+        calibration["requests_scored"] = len(to_score)
         calibration["seconds_to_calibrate"] = round(time.perf_counter() - started, 4)
         with self.transaction() as session:
             model = session.get_one(MlModel, model_id, with_for_update=True)
@@ -188,14 +214,26 @@ def calibrate_budget_task(self: DbTask, rule_set_id: str) -> str:
     started = time.perf_counter()
     generate = generator(config.model_dir).bind(max_new_tokens=config.max_new_tokens)
     verifier = verifier_for((model_id, version), rules, config.embedder)
-    prompts = [p.prompt for p in build_probes(spec_from_rules(rules)) if p.forgotten]
-    prompts = prompts[: policy.max_probes]
-    rounds = [
+    prompts = budget_probe_prompts(
+        verifier, rules, config.retain_qa_file, threshold, policy.max_probes, seed=version
+    )
+    observed = [
         rounds_to_acceptance(
-            generate, verifier, prompt, threshold=threshold, max_rounds=policy.max_budget, seed=i
+            refine(
+                generate,
+                verifier,
+                prompt,
+                threshold=threshold,
+                budget=policy.max_budget,
+                refusal_text=config.refusal_text,
+                seed=i,
+            )
         )
         for i, prompt in enumerate(prompts)
     ]
+    # B covers the queries refinement works on: flagged answers to questions that do not
+    # name a forgotten subject (the others are accepted at once or refused at once).
+    rounds = [r for r in observed if r is not None]
     result = calibrate_budget(rounds, policy.alpha_b, policy.max_budget)
     seconds = round(time.perf_counter() - started, 4)
     with self.transaction() as session:
@@ -205,7 +243,12 @@ def calibrate_budget_task(self: DbTask, rule_set_id: str) -> str:
         budget = result.budget if result.certified and result.budget is not None else None
         row.calibration = {
             **row.calibration,
-            "budget": {"status": "calibrated", **asdict(result), "seconds": seconds},
+            "budget": {
+                "status": "calibrated",
+                **asdict(result),
+                "probes_generated": len(prompts),
+                "seconds": seconds,
+            },
             "serving_budget": budget if budget is not None else policy.max_budget,
         }
         session.add_all(
@@ -228,7 +271,8 @@ def calibrate_budget_task(self: DbTask, rule_set_id: str) -> str:
                 "certified": result.certified,
                 "budget": result.budget,
                 "alpha_b": result.alpha_b,
-                "probes": result.n,
+                "probes_generated": len(prompts),
+                "probes_refined": result.n,
                 "empirical_coverage": result.empirical_coverage,
                 "reason": result.reason,
                 "serving_budget": row.calibration["serving_budget"],

@@ -1,0 +1,96 @@
+"""λ calibration from per-request evidence: pooling must never be looser than the merged set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from models.generative.embedder import CachingEmbedder, HashingEmbedder, Vectors
+from models.generative.probes import oracle_reveals, synthetic_leaks
+from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules
+from models.generative.verifier import Verifier
+from service.guard.calibration import (
+    RequestEvidence,
+    calibrate_threshold_for,
+    evidence_key,
+    request_evidence,
+    spec_from_rules,
+)
+from service.guard.rulesets import merge_rule_sets
+from service.registry.config import GenerativePolicy
+from tests.generative_data import PEOPLE, facts_of
+
+
+class CountingEmbedder:
+    def __init__(self) -> None:
+        self.inner = HashingEmbedder()
+        self.texts: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.texts += texts
+        return self.inner.embed(texts)
+
+
+@pytest.fixture(scope="module")
+def rule_sets() -> dict[str, RuleSet]:
+    return {
+        f"r{i}": compile_rules(ForgetSpec([name], facts=[Fact(q, a) for q, a in facts_of(name)]))
+        for i, name in enumerate(PEOPLE)
+    }
+
+
+def test_pooled_scores_bound_the_merged_verifier(rule_sets: dict[str, RuleSet]) -> None:
+    """Every leak scores at least as high under the merged rules as under its own, and a
+    retained answer's merged score is the max of its per-request scores."""
+    embedder = HashingEmbedder()
+    negatives = [a for name in list(PEOPLE)[:2] for _, a in facts_of(name)] + [
+        "The weather in Lisbon is mild in spring."
+    ]
+    evidence = {
+        rid: request_evidence(rs, embedder, CachingEmbedder(embedder), negatives, seed=rid)
+        for rid, rs in rule_sets.items()
+    }
+    merged = Verifier(merge_rule_sets(rule_sets), embedder)
+    for rid, rs in rule_sets.items():
+        spec = spec_from_rules(rs)
+        leaks = [t for t in synthetic_leaks(spec) if oracle_reveals(t, spec)]
+        own = evidence[rid].positive_scores
+        assert len(own) == len(leaks) > 0
+        merged_scores = [v.score for v in merged.score_many(leaks)]
+        assert all(m >= o - 1e-6 for m, o in zip(merged_scores, own, strict=True))
+    merged_neg = [v.score for v in merged.score_many(negatives)]
+    pooled_neg = np.max([evidence[rid].negative_scores for rid in sorted(evidence)], axis=0)
+    np.testing.assert_allclose(merged_neg, pooled_neg, atol=1e-6)
+
+    policy = GenerativePolicy()
+    result, calibration, records = calibrate_threshold_for(evidence, policy)
+    assert result.n == sum(len(ev.positive_scores) for ev in evidence.values())
+    assert calibration["negatives"] == len(negatives)
+    assert calibration["requests_in_force"] == len(rule_sets)
+    assert sum(kind == "positive_score" for kind, _, _ in records) == result.n
+
+
+def test_evidence_round_trips_and_mismatched_negatives_are_refused() -> None:
+    ev = RequestEvidence([0.9, 0.8], [0.1, 0.2, 0.3])
+    assert RequestEvidence.from_json(ev.to_json()) == ev
+    other = RequestEvidence([0.7], [0.1])
+    with pytest.raises(ValueError, match="different retained answers"):
+        calibrate_threshold_for({"a": ev, "b": other}, GenerativePolicy())
+    # The cache key changes with the retained answers and with the embedder.
+    assert evidence_key("minilm", ["x"]) != evidence_key("minilm", ["y"])
+    assert evidence_key("minilm", ["x"]) != evidence_key("hashing", ["x"])
+
+
+def test_caching_embedder_embeds_each_text_once_and_evicts_oldest() -> None:
+    counting = CountingEmbedder()
+    cache = CachingEmbedder(counting, capacity=3)
+    first = cache.embed(["a b", "c d", "a b"])
+    assert counting.texts == ["a b", "c d"]
+    np.testing.assert_array_equal(first, HashingEmbedder().embed(["a b", "c d", "a b"]))
+    cache.embed(["c d", "e f", "g h"])  # "a b" is now the least recently used: evicted
+    assert counting.texts == ["a b", "c d", "e f", "g h"]
+    cache.embed(["a b"])
+    assert counting.texts[-1] == "a b"
+    assert cache.embed([]).shape[0] == 0
