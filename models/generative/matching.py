@@ -18,6 +18,7 @@ from models.generative.normalize import (
     find_emails,
     find_phone_digits,
     ratio,
+    ratio_above,
     rescale,
     words,
 )
@@ -65,6 +66,8 @@ class Text:
         ]
         self.folded = [w.folded for w in self.words]
         self.vocabulary = set(self.folded)
+        # Key-span word → whether a similar word occurs here (many rules share words).
+        self.similar: dict[str, bool] = {}
 
     def surface(self, start: int, stop: int) -> str:
         return self.raw[self.words[start].start : self.words[stop - 1].end]
@@ -90,13 +93,17 @@ def match_name(rule: Rule, text: Text, fuzzy_floor: float) -> Match:
     n = len(target)
     # Every order of the identifier's words, separators dropped: "yunhwa.hsiao" is exact too.
     spellings = _spellings(tuple(target))
-    best, where = 0.0, (0, 0)
+    # Similarities at or below the floor rescale to 0, so only those above it are computed.
+    best, where = fuzzy_floor, (0, 0)
     for size in range(max(1, n - 1), n + 2):
         for start in range(0, len(text.words) - size + 1):
             window = text.folded[start : start + size]
             if "".join(window) in spellings:
                 return Match(1.0, (text.surface(start, start + size),))
-            sim = max(ratio("".join(window), joined), ratio(" ".join(sorted(window)), ordered))
+            sim = max(
+                ratio_above("".join(window), joined, best),
+                ratio_above(" ".join(sorted(window)), ordered, best),
+            )
             if sim > best:
                 best, where = sim, (start, start + size)
     score = rescale(best, fuzzy_floor)
@@ -152,17 +159,28 @@ def match_identifier(rule: Rule, text: Text, fuzzy_floor: float) -> Match:
     return match_name(rule, text, fuzzy_floor)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _similar_words(word: str, other: str) -> bool:
+    # Cached: the same pairs of words come back across responses and rules.
+    return ratio_above(word, other, WORD_SIMILARITY - 1e-9) > 0.0
+
+
 def _has_word(word: str, text: Text) -> bool:
     if word in text.vocabulary:
         return True
     if len(word) < 5 or word.isdigit():
         return False
-    # ratio = 2·matches/(len a + len b) ≤ 2·min/(sum): skip words whose lengths alone rule it out.
-    return any(
-        ratio(word, other) >= WORD_SIMILARITY
-        for other in text.vocabulary
-        if 2 * min(len(word), len(other)) >= WORD_SIMILARITY * (len(word) + len(other)) - 1e-9
-    )
+    known = text.similar.get(word)
+    if known is None:
+        # ratio = 2·matches/(len a + len b) ≤ 2·min/(sum): skip words whose lengths alone
+        # rule it out.
+        known = any(
+            _similar_words(word, other)
+            for other in text.vocabulary
+            if 2 * min(len(word), len(other)) >= WORD_SIMILARITY * (len(word) + len(other)) - 1e-9
+        )
+        text.similar[word] = known
+    return known
 
 
 def span_presence(span: str, text: Text) -> float:

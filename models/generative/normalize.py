@@ -71,6 +71,22 @@ def ratio(a: str, b: str) -> float:
     return SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
+def ratio_above(a: str, b: str, floor: float) -> float:
+    """`ratio(a, b)` when it is above `floor`, else 0.0.
+
+    difflib's quick ratios are upper bounds of the ratio and far cheaper: most pairs of
+    unrelated words are ruled out by them, which is what makes scoring a response against
+    hundreds of rules affordable.
+    """
+    if not a or not b:
+        return 0.0
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    if matcher.real_quick_ratio() <= floor or matcher.quick_ratio() <= floor:
+        return 0.0
+    value = matcher.ratio()
+    return value if value > floor else 0.0
+
+
 def rescale(value: float, floor: float) -> float:
     """Map [floor, 1] onto [0, 1] and clip: similarities below `floor` are noise, not evidence."""
     if value <= floor:
