@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules
 from models.generative.verifier import Verifier
 from service.guard.calibration import (
     RequestEvidence,
+    budget_probe_prompts,
     calibrate_threshold_for,
     evidence_key,
     request_evidence,
@@ -94,3 +96,22 @@ def test_caching_embedder_embeds_each_text_once_and_evicts_oldest() -> None:
     cache.embed(["a b"])
     assert counting.texts[-1] == "a b"
     assert cache.embed([]).shape[0] == 0
+
+
+def test_budget_probes_are_the_questions_refinement_handles(
+    rule_sets: dict[str, RuleSet], tmp_path: Path
+) -> None:
+    from tests.generative_data import RETAINED, write_retain_file
+
+    rules = rule_sets["r0"]
+    verifier = Verifier(rules, HashingEmbedder())
+    retain = write_retain_file(tmp_path / "retain.jsonl")
+    prompts = budget_probe_prompts(verifier, rules, str(retain), 0.5, 1000, seed=1)
+    retained_questions = {q for name in RETAINED for q, _ in facts_of(name)}
+    # Every retained question, and no probe that names the forgotten subject.
+    assert retained_questions <= set(prompts)
+    assert not any(verifier.names_subject(p, 0.5) for p in prompts)
+    # A seeded uniform sample below the limit, the same every time.
+    few = budget_probe_prompts(verifier, rules, str(retain), 0.5, 5, seed=1)
+    assert len(few) == 5 and set(few) <= set(prompts)
+    assert few == budget_probe_prompts(verifier, rules, str(retain), 0.5, 5, seed=1)
