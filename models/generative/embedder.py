@@ -84,9 +84,13 @@ class MiniLMEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         torch = self._torch
+        # Batches of similar lengths: a batch is padded to its longest text, so mixing one long
+        # text with short ones wastes most of the work. Rows are put back in input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ordered = [texts[i] for i in order]
         chunks: list[Vectors] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
+        for start in range(0, len(ordered), self.batch_size):
+            batch = ordered[start : start + self.batch_size]
             enc = self._tokenizer(
                 batch, padding=True, truncation=True, max_length=256, return_tensors="pt"
             )
@@ -97,7 +101,10 @@ class MiniLMEmbedder:
             chunks.append(pooled.numpy().astype(np.float32))
         if not chunks:
             return np.zeros((0, 384), dtype=np.float32)
-        return _normalise_rows(np.concatenate(chunks))
+        rows = _normalise_rows(np.concatenate(chunks))
+        out: Vectors = np.empty_like(rows)
+        out[order] = rows
+        return out
 
 
 class CachingEmbedder:
