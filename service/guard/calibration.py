@@ -112,8 +112,9 @@ def calibrate_threshold_for(
     least as high under the merged set as under its own rules (the same text is masked the same
     way unless it names another subject in force, which leaks built from one subject's facts do
     not): the misses counted here are an upper bound on the merged set's, and the guarantee
-    only gets more conservative. A retained answer is flagged by the merged set exactly when
-    some request's rules flag it, so its merged score is the maximum of the per-request ones.
+    only gets more conservative. A retained answer is flagged by the merged set when some
+    request's rules flag it, so its merged score is taken as the maximum of the per-request
+    ones (exact under the same masking caveat).
     """
     ordered = [evidence[rid] for rid in sorted(evidence)]
     pos_scores = [s for ev in ordered for s in ev.positive_scores]
