@@ -432,22 +432,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--ft-extra-lr", type=float, default=1e-4)
     args = parser.parse_args(argv)
-    q = args.quick
-    if args.test_per_author is None:
-        args.test_per_author = 1 if q else 5
-    if args.max_retain is None:
-        args.max_retain = 4 if q else 30
-    if args.max_choice is None:
-        args.max_choice = 2 if q else 15
-    if args.budget_probes is None:
-        args.budget_probes = 30 if q else 150
-    if args.max_negatives is None:
-        args.max_negatives = 50 if q else 150
-    if args.activation_repeats is None:
-        args.activation_repeats = 2 if q else 7
-    if args.activation_budget_s is None:
-        args.activation_budget_s = 20.0 if q else 150.0
-    args.ks = [int(k) for k in (args.ks or ("1,10" if q else "1,5,10")).split(",")]
+    # Sizes left unset on the command line: (quick run, full run).
+    sizes: dict[str, tuple[float, float]] = {
+        "test_per_author": (1, 5),
+        "max_retain": (4, 30),
+        "max_choice": (2, 15),
+        "budget_probes": (30, 150),
+        "max_negatives": (50, 150),
+        "activation_repeats": (2, 7),
+        "activation_budget_s": (20.0, 150.0),
+    }
+    for name, (quick, full) in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    args.ks = [int(k) for k in (args.ks or ("1,10" if args.quick else "1,5,10")).split(",")]
     return args
 
 
