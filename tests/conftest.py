@@ -145,7 +145,7 @@ def auth(token: str) -> dict[str, str]:
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny causal LM that knows the facts of tests/generative_data.py (trained locally)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from models.generative.tiny import train_tiny_qa
+    from models.assets.tiny import train_tiny_qa
     from tests.generative_data import ALL_PAIRS
 
     return train_tiny_qa(ALL_PAIRS, tmp_path_factory.mktemp("tiny-lm"), seed=0)

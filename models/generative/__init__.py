@@ -6,7 +6,8 @@ each response against them (`verifier`, with `matching` for identifiers and key 
 banned from decoding by `banning`, named in an instruction) up to a budget B, then refused
 (`refinement`). `probes` provides calibration data; λ and B are calibrated in models/conformal.
 
-`generator` wraps a local Hugging Face causal LM; `smollm2` and `finetune` build the demo model;
-`tiny` builds a small model for tests. Modules are imported directly (no re-exports here), so
-that importing `rules` or `verifier` does not pull in torch and transformers.
+`generator` wraps a local Hugging Face causal LM and `qa_data` turns question/answer pairs into
+training examples; the demo, benchmark and test models are built in `models.assets`. Modules
+are imported directly (no re-exports here), so that importing `rules` or `verifier` does not
+pull in torch and transformers.
 """

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from models.generative.cache import META_FILE
+from models.assets.cache import META_FILE
+from models.assets.smollm2 import materialize_smollm2
 from models.generative.generator import Generator
 from models.generative.normalize import skeleton
-from models.generative.smollm2 import materialize_smollm2
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 

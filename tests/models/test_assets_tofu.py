@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.generative.normalize import skeleton, words
-from models.generative.tofu import (
+from models.assets.tofu import (
     FORGET_FILE,
     QA,
     REAL_AUTHORS_FILE,
@@ -21,6 +20,7 @@ from models.generative.tofu import (
     name_candidates,
     tofu_file,
 )
+from models.generative.normalize import skeleton, words
 
 needs_data = pytest.mark.skipif(
     not tofu_file(FORGET_FILE).is_file(), reason="shared TOFU data not found"

