@@ -88,14 +88,14 @@ from models.generative.refinement import (
 )
 from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules, resolve_facts
 from models.generative.verifier import Verifier
-from service.guard.calibration import (
+from service.registry.config import GenerativePolicy
+from service.rules.calibration import (
     MAX_POSITIVES_PER_REQUEST,
     RequestEvidence,
     calibrate_threshold_for,
     request_evidence,
 )
-from service.guard.rulesets import merge_rule_sets
-from service.registry.config import GenerativePolicy
+from service.rules.rulesets import merge_rule_sets
 
 ALPHA, DELTA, ALPHA_B, MAX_BUDGET, FIXED_BUDGET = 0.1, 0.05, 0.1, 4, 4
 POLICY = GenerativePolicy(alpha=ALPHA, delta=DELTA, alpha_b=ALPHA_B, max_budget=MAX_BUDGET)

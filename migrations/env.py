@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from service.config import get_settings
+from service.core.config import get_settings
 from service.db import Base
-from service.runtime import database_url
+from service.db.session import database_url
 
 config = context.config
 target_metadata = Base.metadata

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from service.config import get_settings
+from service.core.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="lethe: right-to-be-forgotten for ML models.")
 token_app = typer.Typer(help="API tokens.")
@@ -23,8 +23,8 @@ app.add_typer(audit_app, name="audit")
 @app.command()
 def migrate() -> None:
     """Apply the database migrations (alembic upgrade head)."""
-    from service.migrate import upgrade
-    from service.stack import database
+    from service.stack.migrate import upgrade
+    from service.stack.processes import database
 
     with database(get_settings()) as url:
         upgrade(url)
@@ -42,8 +42,8 @@ def serve(
     """Run the API (and, by default, a worker beside it) until interrupted."""
     import uvicorn
 
-    from service.migrate import upgrade
-    from service.stack import database, worker_process
+    from service.stack.migrate import upgrade
+    from service.stack.processes import database, worker_process
 
     settings = get_settings()
     embedded = settings.database_url is None
@@ -62,7 +62,7 @@ def serve(
 @app.command()
 def worker(queues: str = "requests,ml", concurrency: int = 2, beat: bool = False) -> None:
     """Run a Celery worker against the configured database and broker."""
-    from service.stack import worker_command
+    from service.stack.processes import worker_command
 
     settings = get_settings()
     if settings.database_url is None:
@@ -95,7 +95,7 @@ def demo(
     ),
 ) -> None:
     """Run the main job end to end on the embedded default (see README)."""
-    from service.demo import run_demo
+    from service.demo.run import run_demo
 
     raise typer.Exit(run_demo(reports_dir))
 
@@ -136,10 +136,9 @@ def token_create(
     name: str, role: Annotated[str, typer.Option(help="dpo | ml_engineer | auditor | admin")]
 ) -> None:
     """Create an API token; it is printed once and only its hash is stored."""
-    from service.auth import create_token
+    from service.api.tokens import create_token
     from service.db.enums import Role
-    from service.db.session import session_factory, transaction
-    from service.runtime import database_url
+    from service.db.session import database_url, session_factory, transaction
 
     if role not in {r.value for r in Role}:
         raise typer.BadParameter(f"unknown role {role!r}")
@@ -153,8 +152,7 @@ def token_create(
 def audit_verify() -> None:
     """Recompute the audit hash chain; names the first broken row."""
     from service.audit import verify_chain
-    from service.db.session import session_factory
-    from service.runtime import database_url
+    from service.db.session import database_url, session_factory
 
     with session_factory(database_url(get_settings()))() as session:
         result = verify_chain(session)

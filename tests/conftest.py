@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/lethe-run-{os.getuid()}")
 os.environ["LETHE_ENVIRONMENT"] = "test"
 
-from service.config import Settings, get_settings
+from service.core.config import Settings, get_settings
 from tests.dbutil import fresh_database, server_url
 
 
@@ -110,7 +110,7 @@ def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
     ) -> None:
         record.sent.append((name, args, countdown))
 
-    monkeypatch.setattr("service.queue.outbox.send_task", capture)
+    monkeypatch.setattr("service.queue.after_commit.send_task", capture)
     return record
 
 
@@ -128,7 +128,7 @@ def app_client(
 
 @pytest.fixture
 def tokens(factory: sessionmaker[Session]) -> dict[str, str]:
-    from service.auth import create_token
+    from service.api.tokens import create_token
 
     with factory() as s, s.begin():
         return {

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from service.migrate import upgrade
+from service.stack.migrate import upgrade
 
 
 def _admin_dsn(server_url: str) -> str:
@@ -26,7 +26,7 @@ def server_url(tmp_root: Path) -> Iterator[str]:
     if configured:
         yield configured
         return
-    from service.embedded import EmbeddedPostgres
+    from service.stack.embedded import EmbeddedPostgres
 
     embedded = EmbeddedPostgres(tmp_root)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import command
 
-from service.migrate import alembic_config, check
+from service.stack.migrate import alembic_config, check
 from tests.dbutil import fresh_database
 
 

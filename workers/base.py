@@ -10,9 +10,8 @@ from celery import Task
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit import lock_audit_chain
-from service.config import Settings, get_settings
-from service.db.session import session_factory
-from service.runtime import database_url
+from service.core.config import Settings, get_settings
+from service.db.session import database_url, session_factory
 
 # Errors worth a retry: the database or broker blipped, not our logic.
 RETRYABLE = (ConnectionError, TimeoutError)

@@ -7,8 +7,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from service.config import get_settings
-from service.observability import configure_logging, correlation_id
+from service.core.config import get_settings
+from service.core.observability import configure_logging, correlation_id
 from service.queue.client import celery_config
 from service.queue.names import QUEUE_REQUESTS, TASK_REAP_STUCK_JOBS
 
@@ -53,7 +53,7 @@ def _setup_logging(**_: Any) -> None:
 def _warm_verifier_embedder(**_: Any) -> None:
     # Loading all-MiniLM-L6-v2 takes seconds: do it when the process starts, in the background,
     # so that the first erasure request's rules still go live within seconds of approval.
-    from service.guard.runtime import embedder
+    from service.rules.runtime import embedder
 
     threading.Thread(target=embedder, args=("minilm",), daemon=True).start()
 

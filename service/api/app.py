@@ -12,10 +12,9 @@ from service.api.limits import BodySizeLimit
 from service.api.routes_audit import router as audit_router
 from service.api.routes_models import router as models_router
 from service.api.routes_requests import router as requests_router
-from service.config import Settings, get_settings
-from service.db.session import session_factory
-from service.observability import correlation_id
-from service.runtime import database_url
+from service.core.config import Settings, get_settings
+from service.core.observability import correlation_id
+from service.db.session import database_url, session_factory
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit import lock_audit_chain
-from service.config import Settings
+from service.core.config import Settings
+from service.core.errors import DomainError
+from service.core.security import hash_token
 from service.db.enums import Role
 from service.db.tables import ApiToken
-from service.errors import DomainError
-from service.security import hash_token
 
 
 def get_settings_dep(request: Request) -> Settings:

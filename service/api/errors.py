@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import DomainError
+from service.core.errors import DomainError
 
 log = logging.getLogger(__name__)
 

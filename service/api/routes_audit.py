@@ -11,9 +11,9 @@ from sqlalchemy import text
 
 from service.api.deps import AdminOnly, AuditRead, SessionDep
 from service.api.schemas import TokenIn, TokenOut
+from service.api.tokens import create_token
 from service.audit import verify_chain
-from service.auth import create_token
-from service.reports import events_csv, period_report
+from service.audit.reports import events_csv, period_report
 
 router = APIRouter(tags=["audit"])
 

@@ -25,19 +25,18 @@ from service.api.schemas import (
     RuleSetOut,
     VersionOut,
 )
+from service.core.errors import DomainError, conflict
 from service.db.enums import ModelKind, ModelStatus
 from service.db.tables import Job, MlModel, ModelVersion, RuleSetVersion
-from service.errors import DomainError, conflict
-from service.guard.serving import guarded_generate
-from service.registry.config import ModelConfig
-from service.registry.ingest import ingest_csv
-from service.registry.ml import (
+from service.exact.ingest import ingest_csv
+from service.exact.ml import (
     ENSEMBLES,
     artifact_store,
     feature_spec,
     predict_rows,
     sisa_config,
 )
+from service.registry.config import ModelConfig
 from service.registry.service import (
     current_version,
     get_job,
@@ -46,6 +45,7 @@ from service.registry.service import (
     validate_registration,
 )
 from service.registry.service import request_training as start_training
+from service.rules.serving import guarded_generate
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

@@ -20,7 +20,7 @@ from service.api.schemas import (
     RequestOut,
     TimelineEvent,
 )
-from service.certificates import is_certified, plain_words
+from service.audit.reports import events_csv, request_report
 from service.db.base import utcnow
 from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus
 from service.db.tables import (
@@ -31,8 +31,8 @@ from service.db.tables import (
     MlModel,
     RequestAction,
 )
-from service.reports import events_csv, request_report
-from service.requests.service import (
+from service.erasure.certificates import is_certified, plain_words
+from service.erasure.filing import (
     NewRequest,
     approve_request,
     cancel_request,

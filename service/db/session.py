@@ -1,4 +1,4 @@
-"""Engines and sessions: one engine per process and URL."""
+"""Engines and sessions: one engine per process and URL; where the database is."""
 
 from __future__ import annotations
 
@@ -9,10 +9,28 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.core.config import Settings
+
+
+class DatabaseNotConfigured(RuntimeError):
+    pass
+
+
+def database_url(settings: Settings) -> str:
+    """The configured server, or the embedded one the CLI started (it sets the variable)."""
+    if settings.database_url is None:
+        raise DatabaseNotConfigured(
+            "LETHE_DATABASE_URL is not set; start lethe through its CLI (lethe serve / demo), "
+            "which runs an embedded PostgreSQL, or point it at a server"
+        )
+    return settings.database_url
+
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # hide_parameters: a database error's message must never carry row values into logs
+    # (free-text reasons, idempotency keys).
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

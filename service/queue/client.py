@@ -7,9 +7,9 @@ from typing import Any
 
 from celery import Celery
 
-from service.config import Settings
+from service.core.config import Settings
+from service.db.session import database_url
 from service.queue.names import TASK_QUEUES
-from service.runtime import database_url
 
 
 def broker_url(settings: Settings) -> str:

@@ -11,12 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
-from service.config import Settings
+from service.core.config import Settings
+from service.core.errors import conflict, invalid, not_found
 from service.db.enums import JobKind, JobStatus, ModelKind, ModelStatus
 from service.db.tables import Job, MlModel, ModelVersion
-from service.errors import conflict, invalid, not_found
+from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_TRAIN_MODEL
-from service.queue.outbox import enqueue_after_commit
 from service.registry.config import (
     GenerativeConfig,
     GenerativePolicy,

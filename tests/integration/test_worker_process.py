@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.stack import worker_command
+from service.core.config import Settings
+from service.stack.processes import worker_command
 from tests.dbutil import fresh_database
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
 
@@ -71,7 +71,7 @@ def client(stack: dict[str, Any]) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def tokens(stack: dict[str, Any]) -> dict[str, str]:
-    from service.auth import create_token
+    from service.api.tokens import create_token
     from service.db.session import session_factory, transaction
 
     with transaction(session_factory(stack["url"])) as s:

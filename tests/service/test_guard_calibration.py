@@ -12,7 +12,8 @@ from models.generative.embedder import CachingEmbedder, HashingEmbedder, Vectors
 from models.generative.probes import oracle_reveals, synthetic_leaks
 from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules
 from models.generative.verifier import Verifier
-from service.guard.calibration import (
+from service.registry.config import GenerativePolicy
+from service.rules.calibration import (
     RequestEvidence,
     budget_probe_prompts,
     calibrate_threshold_for,
@@ -20,8 +21,7 @@ from service.guard.calibration import (
     request_evidence,
     spec_from_rules,
 )
-from service.guard.rulesets import merge_rule_sets
-from service.registry.config import GenerativePolicy
+from service.rules.rulesets import merge_rule_sets
 from tests.generative_data import PEOPLE, facts_of
 
 

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
+from service.core.errors import DomainError
 from service.db.enums import RequestStatus as S
-from service.errors import DomainError
-from service.requests.lifecycle import ALLOWED_TRANSITIONS, can_transition, check_transition
+from service.erasure.lifecycle import ALLOWED_TRANSITIONS, can_transition, check_transition
 
 EXPECTED_ALLOWED = {
     (S.received, S.approved),

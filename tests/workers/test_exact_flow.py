@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 
 from models.sisa import checkpoint_key
 from service.audit import verify_chain
-from service.config import get_settings
+from service.core.config import get_settings
+from service.core.security import subject_ref
 from service.db.tables import Job, ModelVersion, TrainingRecord
+from service.exact.ml import artifact_store
 from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD
-from service.registry.ml import artifact_store
-from service.security import subject_ref
 from tests.conftest import SentTasks, auth
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY
 from tests.workers.conftest import drain

@@ -178,8 +178,8 @@ def test_activation_is_atomic_for_concurrent_generations(
     """Generations racing activations read the rules, λ and B of exactly one version."""
     from models.generative.rules import compile_rules
     from service.db.session import session_factory, transaction
-    from service.guard.rulesets import activate_version, load_active
     from service.registry.service import register_model, validate_registration
+    from service.rules.rulesets import activate_version, load_active
 
     factory = session_factory(database_url)
     body = generative_model_body(f"atomic-{uuid.uuid4().hex[:6]}", tiny_lm, retain_file)

@@ -12,13 +12,13 @@ from service.audit import append_event
 from service.db.base import utcnow
 from service.db.enums import JobStatus, RequestStatus
 from service.db.tables import ErasureRequest, Job
+from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import (
     TASK_PROCESS_REQUEST,
     TASK_REAP_STUCK_JOBS,
     TASK_RETRAIN_SHARD,
     TASK_TRAIN_MODEL,
 )
-from service.queue.outbox import enqueue_after_commit
 from workers.base import DbTask, db_task_options
 from workers.tasks.training import mark_job_failed
 

@@ -28,17 +28,17 @@ from service.db.tables import (
     RequestAction,
     TrainingRecord,
 )
+from service.erasure.completion import finish_exact_action, finish_request_if_done
+from service.erasure.filing import get_request
+from service.erasure.lifecycle import check_transition
+from service.erasure.planning import PlannedAction, models_in_scope, plan_model
+from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import (
     TASK_PROCESS_REQUEST,
     TASK_RETRAIN_SHARD,
     TASK_UPDATE_VERIFIER_RULES,
 )
-from service.queue.outbox import enqueue_after_commit
-from service.requests.completion import finish_exact_action, finish_request_if_done
-from service.requests.lifecycle import check_transition
-from service.requests.service import get_request
 from workers.base import DbTask, db_task_options
-from workers.planner import PlannedAction, models_in_scope, plan_model
 
 log = logging.getLogger(__name__)
 ACTOR = "worker"

@@ -27,7 +27,6 @@ from models.conformal import (
 from models.generative.refinement import refine, rounds_to_acceptance
 from models.generative.rules import compile_rules
 from service.audit import append_event
-from service.certificates import issue_certificate
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, RuleSetStatus
 from service.db.tables import (
@@ -37,7 +36,13 @@ from service.db.tables import (
     RequestAction,
     RuleSetVersion,
 )
-from service.guard.calibration import (
+from service.erasure.certificates import issue_certificate
+from service.erasure.completion import TERMINAL_ACTION, fail_action, finish_request_if_done
+from service.erasure.forget_content import forget_spec
+from service.queue.after_commit import enqueue_after_commit
+from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULES
+from service.registry.config import GenerativeConfig, GenerativePolicy
+from service.rules.calibration import (
     RequestEvidence,
     budget_probe_prompts,
     calibrate_threshold_for,
@@ -45,18 +50,13 @@ from service.guard.calibration import (
     request_evidence,
     retained_facts,
 )
-from service.guard.rulesets import (
+from service.rules.rulesets import (
     activate_version,
     active_row,
     merge_rule_sets,
     per_request_rule_sets,
 )
-from service.guard.runtime import caching_embedder, embedder, generator, verifier_for
-from service.guard.specs import forget_spec
-from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULES
-from service.queue.outbox import enqueue_after_commit
-from service.registry.config import GenerativeConfig, GenerativePolicy
-from service.requests.completion import TERMINAL_ACTION, fail_action, finish_request_if_done
+from service.rules.runtime import caching_embedder, embedder, generator, verifier_for
 from workers.base import DbTask, db_task_options
 
 log = logging.getLogger(__name__)

@@ -41,19 +41,15 @@ from service.db.tables import (
     RequestAction,
     TrainingRecord,
 )
-from service.queue.names import TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
-from service.queue.outbox import enqueue_after_commit
-from service.registry.ml import artifact_store
-from service.requests.completion import (
+from service.erasure.completion import (
     all_jobs_done,
     fail_action,
     finish_exact_action,
     finish_request_if_done,
     job_results_for_action,
 )
-from workers.base import DbTask, db_task_options
-from workers.progress import progress_reporter
-from workers.snapshot import (
+from service.exact.ml import artifact_store
+from service.exact.snapshot import (
     ModelSnapshot,
     load_model_snapshot,
     load_pending_erasure,
@@ -61,6 +57,10 @@ from workers.snapshot import (
     load_retained_by_shard,
     stack_x,
 )
+from service.queue.after_commit import enqueue_after_commit
+from service.queue.names import TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
+from workers.base import DbTask, db_task_options
+from workers.progress import progress_reporter
 
 log = logging.getLogger(__name__)
 ACTOR = "worker"

@@ -9,7 +9,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
-from service.certificates import exact_retrain_body, issue_certificate
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, JobStatus, RequestStatus
 from service.db.tables import (
@@ -20,7 +19,8 @@ from service.db.tables import (
     RequestAction,
     TrainingRecord,
 )
-from service.requests.lifecycle import check_transition
+from service.erasure.certificates import exact_retrain_body, issue_certificate
+from service.erasure.lifecycle import check_transition
 
 TERMINAL_ACTION = (ActionStatus.done, ActionStatus.skipped, ActionStatus.failed)
 

@@ -7,9 +7,9 @@ import re
 from typing import Any
 
 from models.generative.rules import Fact, ForgetSpec
-from service.config import Settings
+from service.core.config import Settings
+from service.core.security import decrypt, encrypt
 from service.db.tables import ErasureRequest
-from service.security import decrypt, encrypt
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[\d\s().-]{7,}$")

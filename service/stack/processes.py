@@ -16,9 +16,9 @@ from pathlib import Path
 
 import uvicorn
 
-from service.config import Settings, get_settings
-from service.embedded import EmbeddedPostgres
-from service.migrate import upgrade
+from service.core.config import Settings, get_settings
+from service.stack.embedded import EmbeddedPostgres
+from service.stack.migrate import upgrade
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from service.config import Settings
-from service.observability import correlation_id
+from service.core.config import Settings
+from service.core.observability import correlation_id
 from service.queue.client import send_task
 
 _KEY = "lethe_outbox"

@@ -14,16 +14,16 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
-from service.config import Settings
+from service.core.config import Settings
+from service.core.errors import conflict, invalid, not_found
+from service.core.security import subject_ref
 from service.db.base import utcnow
 from service.db.enums import ModelKind, RequestStatus
 from service.db.tables import AuditEvent, DataSubject, ErasureRequest, MlModel
-from service.errors import conflict, invalid, not_found
-from service.guard.specs import forget_payload, seal
+from service.erasure.forget_content import forget_payload, seal
+from service.erasure.lifecycle import check_transition
+from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_PROCESS_REQUEST
-from service.queue.outbox import enqueue_after_commit
-from service.requests.lifecycle import check_transition
-from service.security import subject_ref
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import numpy as np
 from models.artifacts import ArtifactStore, open_store
 from models.sisa import Ensemble, Manifest, SisaConfig, TrainingRecord
 from models.tabular import FeatureSpec, featurize
-from service.config import Settings
-from service.errors import invalid
+from service.core.config import Settings
+from service.core.errors import invalid
 from service.registry.config import ModelConfig
 
 

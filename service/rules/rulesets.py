@@ -12,12 +12,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models.generative.rules import RuleSet
-from service.config import Settings
+from service.core.config import Settings
+from service.core.security import decrypt, encrypt
 from service.db.base import utcnow
 from service.db.enums import RuleSetStatus
 from service.db.tables import CalibrationRecord, RuleSetVersion
-from service.guard.runtime import LoadedCache
-from service.security import decrypt, encrypt
+from service.rules.runtime import LoadedCache
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from service.config import get_settings
+from service.core.config import get_settings
 
 DEMO_DATA_DIR = Path(".lethe/demo")
 # Model weights built from installed packages (SmolLM2, its fine-tune): kept across demo runs.
@@ -30,8 +30,8 @@ def pick_subject(subjects: list[str]) -> str:
     """An applicant whose row was trained on, in a later slice: the demo then shows SISA's
     point, retraining only the slices from that one on (any trained applicant would do)."""
     from models.sisa import SisaConfig, assign_slice
-    from service.registry.ingest import is_holdout, partition_salt, record_key
-    from service.security import subject_ref
+    from service.core.security import subject_ref
+    from service.exact.ingest import is_holdout, partition_salt, record_key
 
     # Placement depends on the slice count and salt only, not on the network's shape.
     config = SisaConfig(
@@ -49,7 +49,7 @@ def pick_subject(subjects: list[str]) -> str:
 
 
 def _tokens(database_url: str) -> dict[str, str]:
-    from service.auth import create_token
+    from service.api.tokens import create_token
     from service.db.session import session_factory, transaction
 
     with transaction(session_factory(database_url)) as session:
@@ -84,9 +84,9 @@ def _wait(poll: Any, describe: str, done: Any, timeout: float = 1800) -> Any:
 
 
 def run_demo(reports_dir: Path) -> int:
-    from service.demo_data import credit_csv
-    from service.demo_guard import run_guard_demo
-    from service.stack import full_stack
+    from service.demo.credit import credit_csv
+    from service.demo.support_bot import run_guard_demo
+    from service.stack.processes import full_stack
 
     if os.environ.get("LETHE_DATABASE_URL") is None:
         shutil.rmtree(DEMO_DATA_DIR, ignore_errors=True)  # a fresh embedded database each run

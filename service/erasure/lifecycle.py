@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from service.core.errors import conflict
 from service.db.enums import RequestStatus as S
-from service.errors import conflict
 
 ALLOWED_TRANSITIONS: dict[S, frozenset[S]] = {
     S.received: frozenset({S.approved, S.rejected, S.cancelled}),

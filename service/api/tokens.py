@@ -7,9 +7,9 @@ import uuid
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
+from service.core.security import hash_token, new_api_token
 from service.db.enums import Role
 from service.db.tables import ApiToken
-from service.security import hash_token, new_api_token
 
 
 def create_token(session: Session, name: str, role: str, actor: str) -> str:

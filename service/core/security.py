@@ -9,7 +9,7 @@ import unicodedata
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from service.config import Settings
+from service.core.config import Settings
 
 
 def normalise_identifier(raw: str) -> str:

@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 from models.sisa import SisaConfig, assign_shard, assign_slice
 from models.tabular import FeatureSpec
 from service.audit import append_event
-from service.config import Settings
+from service.core.config import Settings
+from service.core.errors import conflict, invalid
+from service.core.security import subject_ref
 from service.db.enums import ModelStatus
 from service.db.tables import DataSubject, MlModel, TrainingRecord
-from service.errors import conflict, invalid
 from service.registry.config import ModelConfig
-from service.security import subject_ref
 
 MAX_COLUMNS = 200
 

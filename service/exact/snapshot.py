@@ -14,8 +14,8 @@ from models.sisa import SisaConfig, TrainingRecord
 from models.tabular import FeatureSpec
 from service.db.tables import MlModel, ModelVersion
 from service.db.tables import TrainingRecord as RecordRow
+from service.exact.ml import feature_spec, sisa_config, to_training_records
 from service.registry.config import ModelPolicy
-from service.registry.ml import feature_spec, sisa_config, to_training_records
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from models.generative.refinement import refine
-from service.config import Settings
+from service.core.config import Settings
 from service.db.tables import MlModel
-from service.guard.rulesets import load_active
-from service.guard.runtime import generator, verifier_for
 from service.registry.config import GenerativeConfig
+from service.rules.rulesets import load_active
+from service.rules.runtime import generator, verifier_for
 
 
 @dataclass(frozen=True)

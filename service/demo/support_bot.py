@@ -20,7 +20,7 @@ from models.assets.tofu import QA, author_name, group_by_author, load_qa
 from models.generative.probes import oracle_leaks
 from models.generative.rules import Fact
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOFU_DIR = REPO_ROOT / "data" / "tofu"
 BOT = "support-bot"
 AUTHORS = 3  # fine-tuned on; the first one is forgotten
