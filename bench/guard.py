@@ -89,15 +89,17 @@ from models.generative.refinement import (
 from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules, resolve_facts
 from models.generative.verifier import Verifier
 from service.registry.config import GenerativePolicy
+from service.rules.activation import calibrate_activation
 from service.rules.calibration import (
     MAX_POSITIVES_PER_REQUEST,
     RequestEvidence,
-    calibrate_threshold_for,
+    evidence_key,
     request_evidence,
 )
 from service.rules.rulesets import merge_rule_sets
 
 ALPHA, DELTA, ALPHA_B, MAX_BUDGET, FIXED_BUDGET = 0.1, 0.05, 0.1, 4, 4
+EMBEDDER_KIND = "minilm"  # the real all-MiniLM-L6-v2, as the worker uses
 POLICY = GenerativePolicy(alpha=ALPHA, delta=DELTA, alpha_b=ALPHA_B, max_budget=MAX_BUDGET)
 METHODS = ("unguarded", "system_prompt", "filter_only", "fixed_budget", "lethe")
 # Longest TOFU answer is 82 SmolLM2 tokens; the model must be able to recite it whole.
@@ -280,10 +282,10 @@ class Evidence:
 
 
 def activate(specs: dict[int, ForgetSpec], erased: Sequence[int], ev: Evidence) -> Activation:
-    """Approval of the last erased author's request → active calibrated rule set, as the
-    worker does it: compile that request's rules, score its leaks and the retained answers
-    under them, pool with the earlier requests' stored evidence and calibrate λ (LTT), build
-    the merged verifier that serves."""
+    """Approval of the last erased author's request → active calibrated rule set, through the
+    worker's own code (service.rules.activation.calibrate_activation): compile that request's
+    rules, score its leaks and the retained answers under them, pool with the earlier requests'
+    stored evidence and calibrate λ (LTT); then build the merged verifier that serves."""
     *earlier, new = erased
     for a in earlier:
         ev.ensure(a, specs[a])
@@ -292,18 +294,35 @@ def activate(specs: dict[int, ForgetSpec], erased: Sequence[int], ev: Evidence) 
     new_rules = compile_rules(specs[new])
     stages["compile"] = time.perf_counter() - t
     t = time.perf_counter()
-    new_scores = request_evidence(new_rules, ev.embedder, ev.cache, ev.negatives, seed=str(new))
-    stages["score_request_evidence"] = time.perf_counter() - t
+    stored = {
+        "key": evidence_key(EMBEDDER_KIND, ev.negatives),
+        "by_request": {f"{a:06d}": ev.scores[a].to_json() for a in earlier},
+    }
+    activation = calibrate_activation(
+        f"{new:06d}",
+        new_rules,
+        {f"{a:06d}": ev.rules[a] for a in earlier},
+        stored,
+        ev.negatives,
+        POLICY,
+        embedder_kind=EMBEDDER_KIND,
+        scoring_embedder=ev.embedder,
+        cache=ev.cache,
+    )
+    stages["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
-    evidence = {f"{a:06d}": ev.scores[a] for a in earlier} | {f"{new:06d}": new_scores}
-    cal, calibration, _ = calibrate_threshold_for(evidence, POLICY)
-    stages["calibrate_threshold"] = time.perf_counter() - t
-    t = time.perf_counter()
-    merged = merge_rule_sets({f"{a:06d}": ev.rules[a] for a in earlier} | {f"{new:06d}": new_rules})
+    merged = merge_rule_sets(activation.rule_sets)
     verifier = Verifier(merged, ev.embedder, fact_embedder=ev.cache)
     stages["verifier_build"] = time.perf_counter() - t
-    n_positives = sum(len(e.positive_scores) for e in evidence.values())
-    return Activation(merged, verifier, cal, n_positives, calibration["false_flag_rate"], stages)
+    n_positives = sum(len(e.positive_scores) for e in activation.evidence.values())
+    return Activation(
+        merged,
+        verifier,
+        activation.threshold,
+        n_positives,
+        activation.calibration["false_flag_rate"],
+        stages,
+    )
 
 
 def budget_probes(

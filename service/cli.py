@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -36,10 +35,12 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     with_worker: Annotated[
-        bool, typer.Option(help="also run a worker (default when the DB is embedded)")
-    ] = True,
+        bool,
+        typer.Option(help="also run a worker beside the API (always, when the DB is embedded)"),
+    ] = False,
 ) -> None:
-    """Run the API (and, by default, a worker beside it) until interrupted."""
+    """Run the API until interrupted; ML work runs in `lethe worker` processes, or beside the
+    API when the database is embedded (the one-command default) or --with-worker is given."""
     import uvicorn
 
     from service.stack.migrate import upgrade
@@ -74,18 +75,11 @@ def worker(queues: str = "requests,ml", concurrency: int = 2, beat: bool = False
 @app.command("beat")
 def beat_cmd() -> None:
     """Run Celery beat (the stuck-job reaper's schedule)."""
+    from service.stack.processes import beat_command
+
     settings = get_settings()
-    cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.celery_app:celery_app",
-        "beat",
-        "--schedule",
-        str(settings.data_dir / "celerybeat-schedule"),
-    ]
-    raise typer.Exit(subprocess.call(cmd))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    raise typer.Exit(subprocess.call(beat_command(settings.data_dir / "celerybeat-schedule")))
 
 
 @app.command()

@@ -36,8 +36,18 @@ SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 # sha256 of compose/config/compose_spec.json in Debian docker-compose 1.29.2-3.
 SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
 
-EXPECTED_SERVICES = {"postgres", "redis", "migrate", "api", "worker", "beat", "flower"}
-APP_SERVICES = {"migrate", "api", "worker", "beat", "flower"}
+EXPECTED_SERVICES = {
+    "postgres",
+    "redis",
+    "migrate",
+    "api",
+    "worker-requests",
+    "worker-ml",
+    "beat",
+    "flower",
+}
+APP_SERVICES = {"migrate", "api", "worker-requests", "worker-ml", "beat", "flower"}
+WORKERS = ("worker-requests", "worker-ml")
 # Variables that must come from the environment, never from a committed default.
 REQUIRED_SECRETS = (
     "POSTGRES_PASSWORD",
@@ -95,7 +105,7 @@ def test_compose_file_is_valid_against_the_compose_spec(
     [
         (("services", "api"), "depend_on", ["postgres"]),  # misspelt key
         (("services", "api", "depends_on", "postgres"), "condition", "service_ready"),
-        (("services", "worker"), "ports", "8000"),  # wrong type
+        (("services", "worker-ml"), "ports", "8000"),  # wrong type
         ((), "unknown_top_level", {}),
     ],
 )
@@ -180,7 +190,7 @@ def test_compose_config_resolves_with_the_required_variables(tmp_path: Path) -> 
         assert environment["LETHE_SECRET_KEY"] == DUMMY_ENV["LETHE_SECRET_KEY"], name
         assert environment["LETHE_ENCRYPTION_KEY"] == DUMMY_ENV["LETHE_ENCRYPTION_KEY"], name
         assert DUMMY_ENV["POSTGRES_PASSWORD"] in environment["LETHE_DATABASE_URL"], name
-    assert resolved["services"]["worker"]["command"][:3] == ["worker", "--queues", "requests,ml"]
+    assert resolved["services"]["worker-ml"]["command"][:3] == ["worker", "--queues", "ml"]
 
 
 @pytest.mark.parametrize("missing", REQUIRED_SECRETS)
@@ -205,7 +215,7 @@ def _depends_on(service: dict[str, Any]) -> dict[str, str]:
     return {name: spec.get("condition", "service_started") for name, spec in deps.items()}
 
 
-@pytest.mark.parametrize("name", ["api", "worker"])
+@pytest.mark.parametrize("name", ["api", *WORKERS])
 def test_api_and_worker_wait_for_healthy_postgres_redis_and_migration(
     compose: dict[str, Any], name: str
 ) -> None:
@@ -257,10 +267,21 @@ def _queues(command: list[str]) -> set[str]:
     return queues
 
 
-def test_worker_consumes_the_ml_and_requests_queues(compose: dict[str, Any]) -> None:
-    command = compose["services"]["worker"]["command"]
-    assert command[0] == "worker"
-    assert {"ml", "requests"} <= _queues(command)
+def test_workers_split_the_requests_and_ml_queues(compose: dict[str, Any]) -> None:
+    requests = compose["services"]["worker-requests"]["command"]
+    ml = compose["services"]["worker-ml"]["command"]
+    assert requests[0] == ml[0] == "worker"
+    assert _queues(requests) == {"requests"} and _queues(ml) == {"ml"}
+
+
+def test_ml_worker_can_scale_out(compose: dict[str, Any]) -> None:
+    # `--scale worker-ml=N` needs no fixed name and no published port.
+    ml = compose["services"]["worker-ml"]
+    assert "container_name" not in ml and "ports" not in ml
+
+
+def test_api_runs_no_worker(compose: dict[str, Any]) -> None:
+    assert "--with-worker" not in compose["services"]["api"]["command"]
 
 
 def _named_mounts(service: dict[str, Any], declared: dict[str, Any]) -> dict[str, str]:
@@ -276,13 +297,16 @@ def _named_mounts(service: dict[str, Any], declared: dict[str, Any]) -> dict[str
     return mounts
 
 
-def test_api_and_worker_share_the_artifact_volume(compose: dict[str, Any]) -> None:
+@pytest.mark.parametrize("worker_name", WORKERS)
+def test_api_and_worker_share_the_artifact_volume(
+    compose: dict[str, Any], worker_name: str
+) -> None:
     declared = compose.get("volumes") or {}
     api = _named_mounts(compose["services"]["api"], declared)
-    worker = _named_mounts(compose["services"]["worker"], declared)
+    worker = _named_mounts(compose["services"][worker_name], declared)
     shared = {name for name in api.keys() & worker.keys() if api[name] == worker[name]}
     assert shared, f"api {api} and worker {worker} share no named volume"
-    for name in ("api", "worker"):
+    for name in ("api", worker_name):
         artifact_url = compose["services"][name]["environment"]["LETHE_ARTIFACT_URL"]
         assert artifact_url in {api[v] for v in shared}, (name, artifact_url)
 

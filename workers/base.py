@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +16,14 @@ from service.db.session import database_url, session_factory
 
 # Errors worth a retry: the database or broker blipped, not our logic.
 RETRYABLE = (ConnectionError, TimeoutError)
+
+_open = threading.local()
+
+
+def open_transactions() -> int:
+    """Units of work open in this thread: zero whenever a task trains or generates (the
+    regression test for "never hold a transaction across ML work" reads it)."""
+    return int(getattr(_open, "depth", 0))
 
 
 class DbTask(Task):  # type: ignore[misc]
@@ -43,9 +52,13 @@ class DbTask(Task):  # type: ignore[misc]
         lock_audit_chain); only units that never append one (progress heartbeats) skip it.
         """
         with self.factory() as session, session.begin():
-            if audited:
-                lock_audit_chain(session)
-            yield session
+            _open.depth = open_transactions() + 1
+            try:
+                if audited:
+                    lock_audit_chain(session)
+                yield session
+            finally:
+                _open.depth = open_transactions() - 1
 
 
 def db_task_options(max_retries: int = 5) -> dict[str, Any]:

@@ -67,7 +67,4 @@ def _bind_correlation_id(task: Any = None, **_: Any) -> None:
 celery_app = create_celery_app()
 
 # Task modules use shared_task, bound to the app above once imported.
-import workers.tasks.reaper  # noqa: E402
-import workers.tasks.requests  # noqa: E402
-import workers.tasks.rules  # noqa: E402
-import workers.tasks.training  # noqa: E402, F401
+from workers.tasks import exact, reaper, requests, rules  # noqa: E402, F401

@@ -12,12 +12,12 @@ from models.sisa.classifier import Classifier
 from models.sisa.config import SisaConfig
 from models.sisa.ensemble import Ensemble
 from models.sisa.exactness import ExactnessCheck, verify_bit_exact
-from models.sisa.manifest import Manifest
+from models.sisa.manifest import Manifest, VersionManifest
 from models.sisa.membership import membership_p_values
 from models.sisa.partition import assign_shard, assign_slice
 from models.sisa.records import TrainingRecord
 from models.sisa.training import ShardTrainingResult, train_shard
-from models.sisa.unlearning import ShardUnlearning, UnlearnResult, unlearn
+from models.sisa.unlearning import ShardUnlearning, UnlearnResult, unlearn, unlearn_shard
 
 __all__ = [
     "Checkpoint",
@@ -31,6 +31,7 @@ __all__ = [
     "SisaConfig",
     "TrainingRecord",
     "UnlearnResult",
+    "VersionManifest",
     "assign_shard",
     "assign_slice",
     "checkpoint_id",
@@ -40,5 +41,6 @@ __all__ = [
     "single_model_baseline",
     "train_shard",
     "unlearn",
+    "unlearn_shard",
     "verify_bit_exact",
 ]

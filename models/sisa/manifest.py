@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from models.sisa.training import ShardTrainingResult
 
-__all__ = ["Manifest"]
+__all__ = ["Manifest", "VersionManifest"]
 
 
 class Manifest(Mapping[int, str]):
@@ -57,3 +58,47 @@ class Manifest(Mapping[int, str]):
         """sha256 of the canonical JSON form: names this exact ensemble."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class VersionManifest:
+    """What one published version of an ensemble is made of: each shard's final checkpoint
+    (what serves) and its per-slice checkpoints (what a later erasure resumes from, and what
+    must be destroyed when a slice is retrained without someone)."""
+
+    finals: Manifest
+    slices: Mapping[int, tuple[str, ...]]
+
+    @classmethod
+    def from_results(cls, results: Iterable[ShardTrainingResult]) -> VersionManifest:
+        ordered = sorted(results, key=lambda r: r.shard)
+        return cls(
+            Manifest.from_results(ordered),
+            {r.shard: tuple(r.checkpoint_ids) for r in ordered},
+        )
+
+    def with_shard(self, shard: int, checkpoint_ids: Sequence[str]) -> VersionManifest:
+        """This version with ``shard`` now served from the last of ``checkpoint_ids``."""
+        return VersionManifest(
+            self.finals.replace({shard: checkpoint_ids[-1]}),
+            {**self.slices, shard: tuple(checkpoint_ids)},
+        )
+
+    def version_hash(self) -> str:
+        return self.finals.version_hash()
+
+    def holds_any(self, shard: int, checkpoints: Collection[str]) -> bool:
+        return any(c in checkpoints for c in self.slices.get(shard, ()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "final": self.finals.to_dict(),
+            "slices": {str(s): list(ids) for s, ids in sorted(self.slices.items())},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VersionManifest:
+        return cls(
+            Manifest.from_dict(data["final"]),
+            {int(s): tuple(str(c) for c in ids) for s, ids in data["slices"].items()},
+        )

@@ -15,7 +15,7 @@ from models.sisa.manifest import Manifest
 from models.sisa.records import TrainingRecord, keys_by_slice
 from models.sisa.training import ShardTrainingResult, train_shard
 
-__all__ = ["ShardUnlearning", "UnlearnResult", "unlearn"]
+__all__ = ["ShardUnlearning", "UnlearnResult", "unlearn", "unlearn_shard"]
 
 
 @dataclass(frozen=True)
@@ -109,20 +109,14 @@ def unlearn(
             raise ValueError(
                 f"manifest entry of shard {shard} was not trained on the given records"
             )
-        erased = erased_by_shard[shard]
-        first_affected = min(record.slice for record in erased)
         retained = [record for record in records if record.key not in wanted]
-        training = train_shard(config, shard, retained, store)
-        fresh = set(training.checkpoint_ids)
-        outcomes[shard] = ShardUnlearning(
-            shard=shard,
-            erased_keys=sorted(record.key for record in erased),
-            first_affected_slice=first_affected,
-            checkpoint_before=old_ids[-1],
-            checkpoint_after=training.final_checkpoint,
-            slices_retrained=training.slices_trained,
-            superseded_checkpoints=[c for c in old_ids[first_affected:] if c not in fresh],
-            training=training,
+        outcomes[shard] = unlearn_shard(
+            config,
+            shard,
+            retained,
+            [record.key for record in erased_by_shard[shard]],
+            old_ids,
+            store,
         )
         retained_by_shard[shard] = retained
     if progress is not None:
@@ -137,4 +131,55 @@ def unlearn(
         retained_records=retained_by_shard,
         keys_not_found=sorted(wanted - found),
         seconds=time.perf_counter() - started,
+    )
+
+
+def unlearn_shard(
+    config: SisaConfig,
+    shard: int,
+    retained: Sequence[TrainingRecord],
+    erased_keys: Collection[str],
+    served_checkpoint_ids: Sequence[str],
+    store: ArtifactStore,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> ShardUnlearning:
+    """Retrain one shard on ``retained`` from the checkpoint before its first affected slice.
+
+    ``served_checkpoint_ids`` are the per-slice checkpoints of the shard as it serves now. The
+    first affected slice is the first whose content address differs between the served
+    checkpoints and the retained records': every earlier checkpoint was trained on exactly the
+    retained prefix and is reused (``train_shard`` finds it in the store). The served
+    checkpoints from that slice on saw erased records, so they are reported as superseded for
+    the caller to destroy once the new checkpoint serves. If the served shard already excludes
+    every erased record (an earlier retrain did it), nothing differs and nothing is trained.
+    ``progress(done, total)`` counts slices.
+    """
+    if len(served_checkpoint_ids) != config.slices:
+        raise ValueError(
+            f"shard {shard}: {len(served_checkpoint_ids)} served checkpoints for "
+            f"{config.slices} slices"
+        )
+    wanted = checkpoint_ids(config, shard, keys_by_slice(config, retained))
+    first_affected = next(
+        (
+            i
+            for i, (old, new) in enumerate(zip(served_checkpoint_ids, wanted, strict=True))
+            if old != new
+        ),
+        config.slices,
+    )
+    training = train_shard(config, shard, retained, store, progress=progress)
+    fresh = set(training.checkpoint_ids)
+    return ShardUnlearning(
+        shard=shard,
+        erased_keys=sorted(erased_keys),
+        first_affected_slice=first_affected,
+        checkpoint_before=served_checkpoint_ids[-1],
+        checkpoint_after=training.final_checkpoint,
+        slices_retrained=training.slices_trained,
+        superseded_checkpoints=[
+            c for c in served_checkpoint_ids[first_affected:] if c not in fresh
+        ],
+        training=training,
     )

@@ -27,10 +27,15 @@ def get_session(request: Request) -> Iterator[Session]:
     factory: sessionmaker[Session] = request.app.state.session_factory
     # Anything a handler did not commit explicitly is rolled back here.
     with factory() as session:
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            # Writes append audit events: take the chain's lock before any row lock.
-            lock_audit_chain(session)
         yield session
+
+
+def audited(session: Session) -> Session:
+    """Called first by every handler that appends audit events (after authentication, which
+    the dependencies did): the chain's lock is taken before any row lock, so all writers take
+    locks in one order. Reads, predictions and generations never take it."""
+    lock_audit_chain(session)
+    return session
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

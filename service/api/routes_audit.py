@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
-from service.api.deps import AdminOnly, AuditRead, SessionDep
+from service.api.deps import AdminOnly, AuditRead, SessionDep, audited
 from service.api.schemas import TokenIn, TokenOut
 from service.api.tokens import create_token
 from service.audit import verify_chain
@@ -43,7 +43,7 @@ def export(
 
 @router.post("/v1/tokens", status_code=201, response_model=TokenOut)
 def new_token(body: TokenIn, session: SessionDep, principal: AdminOnly) -> TokenOut:
-    token = create_token(session, body.name, body.role, principal.actor)
+    token = create_token(audited(session), body.name, body.role, principal.actor)
     session.commit()
     return TokenOut(name=body.name, role=body.role, token=token)
 

@@ -11,8 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from models.sisa import Manifest
-from service.api.deps import MlWrite, ModelRead, SessionDep, SettingsDep
+from service.api.deps import MlWrite, ModelRead, SessionDep, SettingsDep, audited
 from service.api.schemas import (
     GenerateIn,
     GenerateOut,
@@ -26,19 +25,11 @@ from service.api.schemas import (
     VersionOut,
 )
 from service.core.errors import DomainError, conflict
-from service.db.enums import ModelKind, ModelStatus
+from service.db.enums import ModelKind
 from service.db.tables import Job, MlModel, ModelVersion, RuleSetVersion
 from service.exact.ingest import ingest_csv
-from service.exact.ml import (
-    ENSEMBLES,
-    artifact_store,
-    feature_spec,
-    predict_rows,
-    sisa_config,
-)
-from service.registry.config import ModelConfig
+from service.exact.serving import predict as predict_rows
 from service.registry.service import (
-    current_version,
     get_job,
     get_model,
     register_model,
@@ -71,7 +62,7 @@ def register(body: RegisterModelIn, session: SessionDep, principal: MlWrite) -> 
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         ) from None
-    model = register_model(session, body.name, body.kind, config, policy, principal.actor)
+    model = register_model(audited(session), body.name, body.kind, config, policy, principal.actor)
     session.commit()
     return model_out(model)
 
@@ -94,7 +85,7 @@ def ingest(
     principal: MlWrite,
     file: Annotated[UploadFile, File(description="CSV with a header row")],
 ) -> IngestOut:
-    model = get_model(session, name, lock=True)
+    model = get_model(audited(session), name, lock=True)
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise DomainError(413, "payload_too_large", "the upload is too large")
@@ -105,7 +96,7 @@ def ingest(
 
 @router.post("/models/{name}/train", status_code=202, response_model=JobOut)
 def train(name: str, session: SessionDep, settings: SettingsDep, principal: MlWrite) -> JobOut:
-    model = get_model(session, name, lock=True)
+    model = get_model(audited(session), name, lock=True)
     job = start_training(session, settings, model, principal.actor)
     session.commit()
     return job_out(job, model.name)
@@ -135,29 +126,13 @@ def versions(name: str, session: SessionDep, _: ModelRead) -> list[VersionOut]:
 def predict(
     name: str, body: PredictIn, session: SessionDep, settings: SettingsDep, _: MlWrite
 ) -> PredictOut:
-    model = get_model(session, name)
-    if model.kind != ModelKind.sharded_classifier:
-        raise conflict("wrong_model_kind", "use /generate for generative models")
-    version = current_version(session, model)
-    if model.status != ModelStatus.ready or version is None:
-        raise conflict("model_not_ready", "the model has no trained version yet")
-    config = sisa_config(model.config)
-    spec = feature_spec(model.config)
-    classes = list(ModelConfig.model_validate(model.config).classes or [])
-    session.close()  # no transaction held open across inference
-    ensemble = ENSEMBLES.get(
-        version.manifest_hash,
-        config,
-        Manifest.from_dict(version.manifest["final"]),
-        artifact_store(settings),
-    )
-    probabilities = predict_rows(ensemble, spec, body.rows)
+    result = predict_rows(settings, session, get_model(session, name), body.rows)
     return PredictOut(
         model=name,
-        version=version.number,
-        classes=classes,
-        predictions=[classes[int(i)] for i in probabilities.argmax(axis=1)],
-        probabilities=[[round(float(p), 6) for p in row] for row in probabilities],
+        version=result.version,
+        classes=result.classes,
+        predictions=result.predictions,
+        probabilities=result.probabilities,
     )
 
 
@@ -166,7 +141,7 @@ def job_out(job: Job, model_name: str) -> JobOut:
         id=job.id,
         kind=job.kind,
         model=model_name,
-        shard=job.shard if job.shard >= 0 else None,
+        shard=job.shard,
         status=job.status,
         progress=job.progress,
         attempts=job.attempts,

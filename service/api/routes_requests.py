@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.deps import AuditRead, DpoWrite, RequestRead, SessionDep, SettingsDep
+from service.api.deps import AuditRead, DpoWrite, RequestRead, SessionDep, SettingsDep, audited
 from service.api.schemas import (
     ActionOut,
     CertificateOut,
@@ -21,8 +21,7 @@ from service.api.schemas import (
     TimelineEvent,
 )
 from service.audit.reports import events_csv, request_report
-from service.db.base import utcnow
-from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus
+from service.db.enums import ActionStatus, RequestStatus
 from service.db.tables import (
     ActionJob,
     Certificate,
@@ -32,22 +31,11 @@ from service.db.tables import (
     RequestAction,
 )
 from service.erasure.certificates import is_certified, plain_words
-from service.erasure.filing import (
-    NewRequest,
-    approve_request,
-    cancel_request,
-    file_request,
-    get_request,
-    reject_request,
-    request_timeline,
-)
+from service.erasure.deadlines import is_overdue, overdue_clause
+from service.erasure.filing import NewRequest, file_request, get_request, request_timeline
+from service.erasure.lifecycle import approve_request, cancel_request, reject_request
 
 router = APIRouter(prefix="/v1/requests", tags=["erasure requests"])
-
-
-def _overdue(request: ErasureRequest) -> bool:
-    end = request.completed_at if request.status in TERMINAL_REQUEST_STATUSES else None
-    return (end or utcnow()) > request.due_at and request.status != RequestStatus.rejected
 
 
 def request_out(session: Session, request: ErasureRequest, *, detail: bool = True) -> RequestOut:
@@ -58,7 +46,7 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
         scope=request.scope,
         received_at=request.received_at,
         due_at=request.due_at,
-        overdue=_overdue(request),
+        overdue=is_overdue(request),
         decided_at=request.decided_at,
         decided_by=request.decided_by,
         started_at=request.started_at,
@@ -81,7 +69,7 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
                 .where(ActionJob.action_id == action.id)
             )
         )
-        done = action.status in ("done", "skipped")
+        done = action.status in (ActionStatus.done, ActionStatus.skipped)
         progress = 1.0 if done else (sum(j.progress for j in jobs) / len(jobs) if jobs else 0.0)
         out.actions.append(
             ActionOut(
@@ -124,6 +112,7 @@ def file(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> RequestOut:
+    audited(session)
     new = NewRequest(
         subject_identifier=body.subject_id,
         reason=body.reason,
@@ -151,9 +140,7 @@ def list_requests(
     if status is not None:
         stmt = stmt.where(ErasureRequest.status == status)
     if overdue is not None:
-        open_ = ErasureRequest.status.not_in([s.value for s in TERMINAL_REQUEST_STATUSES])
-        late = ErasureRequest.due_at < utcnow()
-        stmt = stmt.where(open_ & late) if overdue else stmt.where(~(open_ & late))
+        stmt = stmt.where(overdue_clause() if overdue else ~overdue_clause())
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(
         stmt.order_by(ErasureRequest.received_at.desc()).limit(limit).offset(offset)
@@ -174,7 +161,7 @@ def approve(
     settings: SettingsDep,
     principal: DpoWrite,
 ) -> RequestOut:
-    request = get_request(session, request_id, lock=True)
+    request = get_request(audited(session), request_id, lock=True)
     approve_request(session, settings, request, principal.actor, body.reason)
     session.commit()  # the worker's task is sent only now, after commit
     return request_out(session, request)
@@ -184,7 +171,7 @@ def approve(
 def reject(
     request_id: uuid.UUID, body: DecisionIn, session: SessionDep, principal: DpoWrite
 ) -> RequestOut:
-    request = get_request(session, request_id, lock=True)
+    request = get_request(audited(session), request_id, lock=True)
     reject_request(session, request, principal.actor, body.reason)
     session.commit()
     return request_out(session, request)
@@ -194,7 +181,7 @@ def reject(
 def cancel(
     request_id: uuid.UUID, body: DecisionIn, session: SessionDep, principal: DpoWrite
 ) -> RequestOut:
-    request = get_request(session, request_id, lock=True)
+    request = get_request(audited(session), request_id, lock=True)
     cancel_request(session, request, principal.actor, body.reason)
     session.commit()
     return request_out(session, request)

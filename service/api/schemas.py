@@ -8,8 +8,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.registry.config import SisaSettings
-
 Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -20,9 +18,6 @@ class StrictIn(BaseModel):
 class FactIn(StrictIn):
     question: str | None = Field(None, max_length=500)
     answer: str = Field(min_length=1, max_length=2000)
-
-
-Identifier = Field(min_length=1, max_length=200)
 
 
 class ForgetIn(StrictIn):
@@ -101,17 +96,10 @@ class TimelineEvent(BaseModel):
     hash: str
 
 
-class ModelConfigIn(StrictIn):
-    subject_column: str = Field(min_length=1, max_length=100)
-    label_column: str = Field(min_length=1, max_length=100)
-    holdout_fraction: float = Field(0.2, ge=0, lt=1)
-    sisa: SisaSettings = Field(default_factory=SisaSettings)
-
-
 class RegisterModelIn(StrictIn):
     name: str = Name
     kind: Literal["sharded_classifier", "generative"] = "sharded_classifier"
-    # Validated against the kind's own schema (ModelConfigIn / GenerativeConfig).
+    # Validated against the kind's own schema (registry.config: ModelConfig / GenerativeConfig).
     config: dict[str, Any]
     policy: dict[str, Any] = Field(default_factory=dict)
 

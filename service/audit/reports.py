@@ -12,8 +12,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.audit import verify_chain
+from service.audit.chain import verify_chain
+from service.db.base import utcnow
+from service.db.enums import RequestStatus
 from service.db.tables import AuditEvent
+from service.erasure.deadlines import is_overdue_at
+from service.erasure.lifecycle import REQUEST_EVENTS
 
 CSV_COLUMNS = [
     "seq",
@@ -44,21 +48,40 @@ def event_dict(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _summary(events: list[AuditEvent]) -> dict[str, Any]:
+_STATUS_OF_EVENT = {event: status.value for status, event in REQUEST_EVENTS.items()}
+_CLOSING_EVENTS = {
+    REQUEST_EVENTS[s]
+    for s in (
+        RequestStatus.completed,
+        RequestStatus.failed,
+        RequestStatus.rejected,
+        RequestStatus.cancelled,
+    )
+}
+
+
+def _summary(events: list[AuditEvent], now: datetime) -> dict[str, Any]:
     """What happened to a request, read back from its events alone."""
     summary: dict[str, Any] = {"status": None, "certificates": []}
+    closed_at: datetime | None = None
     for e in events:
         if e.action == "request.received":
             summary["subject_ref"] = e.details.get("subject_ref")
             summary["received_at"] = e.occurred_at.isoformat()
             summary["due_at"] = e.details.get("due_at")
             summary["scope"] = e.details.get("scope")
-        if e.action.startswith("request."):
-            summary["status"] = e.action.removeprefix("request.")
+        if e.action in _STATUS_OF_EVENT:
+            summary["status"] = _STATUS_OF_EVENT[e.action]
+        if e.action in _CLOSING_EVENTS:
+            closed_at = e.occurred_at
+            summary["closed_at"] = e.occurred_at.isoformat()
         if e.action == "request.completed":
             summary["completed_at"] = e.occurred_at.isoformat()
         if e.action == "certificate.issued":
             summary["certificates"].append(e.details.get("certificate"))
+    if summary.get("due_at"):
+        due = datetime.fromisoformat(summary["due_at"])
+        summary["overdue"] = is_overdue_at(due, closed_at, now)
     return summary
 
 
@@ -71,7 +94,7 @@ def request_report(session: Session, request_id: uuid.UUID) -> dict[str, Any]:
     return {
         "report": "erasure_request",
         "request_id": str(request_id),
-        "summary": _summary(events),
+        "summary": _summary(events, utcnow()),
         "events": [event_dict(e) for e in events],
         "chain": verify_chain(session).as_dict(),
     }
@@ -88,6 +111,7 @@ def period_report(
     events = list(session.scalars(stmt))
     completed = [e for e in events if e.action == "request.completed"]
     return {
+        "requests": _requests_in(session, events),
         "report": "period",
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
@@ -98,6 +122,33 @@ def period_report(
         "events": [event_dict(e) for e in events],
         "chain": verify_chain(session).as_dict(),
     }
+
+
+def _requests_in(session: Session, events: list[AuditEvent]) -> list[dict[str, Any]]:
+    """Each request the period's events touch, summarised from its whole history in the log
+    (so its due date and closing are known even when they fall outside the period)."""
+    ids = sorted({e.request_id for e in events if e.request_id is not None}, key=str)
+    now = utcnow()
+    out = []
+    for request_id in ids:
+        history = list(
+            session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.request_id == request_id)
+                .order_by(AuditEvent.seq)
+            )
+        )
+        summary = _summary(history, now)
+        out.append(
+            {
+                "request_id": str(request_id),
+                "status": summary["status"],
+                "due_at": summary.get("due_at"),
+                "closed_at": summary.get("closed_at"),
+                "overdue": summary.get("overdue"),
+            }
+        )
+    return out
 
 
 def events_csv(events: list[dict[str, Any]]) -> str:

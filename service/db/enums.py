@@ -1,8 +1,13 @@
-"""Enumerations stored as plain strings (CHECK constraints, no PG enum types to migrate)."""
+"""Enumerations, stored as plain strings (CHECK constraints, no PG enum types to migrate) and
+read back as the enum (``EnumString``), so code compares members, never literals."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any, TypeVar
+
+from sqlalchemy import Dialect, String
+from sqlalchemy.types import TypeDecorator
 
 
 class RequestStatus(StrEnum):
@@ -32,7 +37,14 @@ class ModelStatus(StrEnum):
     failed = "failed"
 
 
+class VersionCause(StrEnum):
+    training = "training"
+    erasure = "erasure"
+
+
 class Strategy(StrEnum):
+    """How an action forgets: slice retraining, or verifier rules (inference-time)."""
+
     exact_retrain = "exact_retrain"
     verifier_rules = "verifier_rules"
 
@@ -50,6 +62,9 @@ class ActionStatus(StrEnum):
     failed = "failed"
 
 
+TERMINAL_ACTION_STATUSES = frozenset({ActionStatus.done, ActionStatus.skipped, ActionStatus.failed})
+
+
 class JobStatus(StrEnum):
     pending = "pending"
     running = "running"
@@ -58,8 +73,25 @@ class JobStatus(StrEnum):
 
 
 class JobKind(StrEnum):
+    train = "train"  # a whole model's first training (no shard)
+    retrain_shard = "retrain_shard"  # one shard's slice retraining
+
+
+class RecordSplit(StrEnum):
     train = "train"
-    retrain_shard = "retrain_shard"
+    holdout = "holdout"  # held-out subjects: accuracy and membership evidence, never trained on
+
+
+class CertificateKind(StrEnum):
+    exact_retrain = "exact_retrain"
+    conformal_risk = "conformal_risk"
+    no_guarantee = "no_guarantee"
+
+
+class CalibrationKind(StrEnum):
+    positive_score = "positive_score"
+    negative_score = "negative_score"
+    rounds_to_acceptance = "rounds_to_acceptance"
 
 
 class Role(StrEnum):
@@ -72,3 +104,24 @@ class Role(StrEnum):
 def check_in(column: str, values: type[StrEnum]) -> str:
     quoted = ", ".join(f"'{v.value}'" for v in values)
     return f"{column} IN ({quoted})"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class EnumString(TypeDecorator[E]):
+    """A VARCHAR holding an enum's value; rows come back as members. Alembic compares the
+    underlying VARCHAR, so the schema is exactly what the migrations create."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)

@@ -24,14 +24,19 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from service.db.base import Base, CreatedAt, UUIDPrimaryKey, utcnow
 from service.db.enums import (
     ActionStatus,
+    CalibrationKind,
+    CertificateKind,
+    EnumString,
     JobKind,
     JobStatus,
     ModelKind,
     ModelStatus,
+    RecordSplit,
     RequestStatus,
     Role,
     RuleSetStatus,
     Strategy,
+    VersionCause,
     check_in,
 )
 
@@ -43,7 +48,7 @@ class ApiToken(UUIDPrimaryKey, CreatedAt, Base):
     __table_args__ = (CheckConstraint(check_in("role", Role), name="role"),)
 
     name: Mapped[str] = mapped_column(String(100))
-    role: Mapped[str] = mapped_column(String(20))
+    role: Mapped[Role] = mapped_column(EnumString(Role, 20))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked_at: Mapped[datetime | None]
 
@@ -64,8 +69,10 @@ class MlModel(UUIDPrimaryKey, CreatedAt, Base):
     )
 
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    kind: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(20), default=ModelStatus.registered)
+    kind: Mapped[ModelKind] = mapped_column(EnumString(ModelKind, 40))
+    status: Mapped[ModelStatus] = mapped_column(
+        EnumString(ModelStatus, 20), default=ModelStatus.registered
+    )
     # Training configuration (SISA config, feature spec, label classes): never personal data.
     config: Mapped[JSON] = mapped_column(JSONB)
     policy: Mapped[JSON] = mapped_column(JSONB)
@@ -83,7 +90,7 @@ class ModelVersion(UUIDPrimaryKey, CreatedAt, Base):
     number: Mapped[int] = mapped_column(Integer)
     manifest: Mapped[JSON] = mapped_column(JSONB)
     manifest_hash: Mapped[str] = mapped_column(String(64))
-    cause: Mapped[str] = mapped_column(String(40))
+    cause: Mapped[VersionCause] = mapped_column(EnumString(VersionCause, 40))
     request_ids: Mapped[list[str]] = mapped_column(JSONB, default=list)
     metrics: Mapped[JSON] = mapped_column(JSONB, default=dict)
     # Set when a later erasure deleted checkpoints this version needs: it can no longer load.
@@ -98,7 +105,7 @@ class TrainingRecord(Base):
     __tablename__ = "training_records"
     __table_args__ = (
         UniqueConstraint("model_id", "record_key"),
-        CheckConstraint("split IN ('train', 'holdout')", name="split"),
+        CheckConstraint(check_in("split", RecordSplit), name="split"),
         Index("ix_training_records_model_shard", "model_id", "shard"),
         Index("ix_training_records_model_subject", "model_id", "subject_ref"),
     )
@@ -109,7 +116,7 @@ class TrainingRecord(Base):
     subject_ref: Mapped[str] = mapped_column(ForeignKey("data_subjects.subject_ref"))
     shard: Mapped[int] = mapped_column(Integer)
     slice: Mapped[int] = mapped_column(Integer)
-    split: Mapped[str] = mapped_column(String(10))
+    split: Mapped[RecordSplit] = mapped_column(EnumString(RecordSplit, 10))
     # The row itself; set to NULL once the record is erased.
     payload: Mapped[JSON | None] = mapped_column(JSONB)
     label: Mapped[int | None] = mapped_column(Integer)
@@ -129,7 +136,9 @@ class ErasureRequest(UUIDPrimaryKey, Base):
     reason: Mapped[str] = mapped_column(Text)
     # Facts to forget (for generative models), Fernet-encrypted.
     forget_content: Mapped[bytes | None] = mapped_column(LargeBinary)
-    status: Mapped[str] = mapped_column(String(20), default=RequestStatus.received, index=True)
+    status: Mapped[RequestStatus] = mapped_column(
+        EnumString(RequestStatus, 20), default=RequestStatus.received, index=True
+    )
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     payload_hash: Mapped[str] = mapped_column(String(64))
     filed_by: Mapped[str] = mapped_column(String(100))
@@ -158,8 +167,10 @@ class RequestAction(UUIDPrimaryKey, CreatedAt, Base):
 
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("erasure_requests.id"))
     model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"))
-    strategy: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(20), default=ActionStatus.pending)
+    strategy: Mapped[Strategy] = mapped_column(EnumString(Strategy, 40))
+    status: Mapped[ActionStatus] = mapped_column(
+        EnumString(ActionStatus, 20), default=ActionStatus.pending
+    )
     detail: Mapped[JSON] = mapped_column(JSONB, default=dict)
     error_code: Mapped[str | None] = mapped_column(String(80))
     finished_at: Mapped[datetime | None]
@@ -184,11 +195,13 @@ class Job(UUIDPrimaryKey, CreatedAt, Base):
         ),
     )
 
-    kind: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[JobKind] = mapped_column(EnumString(JobKind, 20))
     model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"), index=True)
-    # -1 for a whole-model training job.
-    shard: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default=JobStatus.pending, index=True)
+    # None for a job about the whole model (JobKind.train).
+    shard: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[JobStatus] = mapped_column(
+        EnumString(JobStatus, 20), default=JobStatus.pending, index=True
+    )
     progress: Mapped[float] = mapped_column(default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[JSON] = mapped_column(JSONB, default=dict)
@@ -228,13 +241,13 @@ class Certificate(UUIDPrimaryKey, CreatedAt, Base):
     __tablename__ = "certificates"
     __table_args__ = (
         UniqueConstraint("request_id", "model_id"),
-        CheckConstraint("kind IN ('exact_retrain', 'conformal_risk', 'no_guarantee')", name="kind"),
+        CheckConstraint(check_in("kind", CertificateKind), name="kind"),
     )
 
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("erasure_requests.id"))
     model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"))
     action_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("request_actions.id"))
-    kind: Mapped[str] = mapped_column(String(30))
+    kind: Mapped[CertificateKind] = mapped_column(EnumString(CertificateKind, 30))
     body: Mapped[JSON] = mapped_column(JSONB)
     body_hash: Mapped[str] = mapped_column(String(64))
     audit_seq: Mapped[int] = mapped_column(BigInteger)
@@ -261,7 +274,7 @@ class RuleSetVersion(UUIDPrimaryKey, CreatedAt, Base):
 
     model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"))
     version: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[RuleSetStatus] = mapped_column(EnumString(RuleSetStatus, 20))
     # Fernet-encrypted JSON: the per-request rule sets (names and facts are personal data).
     rules_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     rule_count: Mapped[int] = mapped_column(Integer)
@@ -276,15 +289,11 @@ class CalibrationRecord(Base):
     """One calibration observation of a rule-set version: a score or a round count, no text."""
 
     __tablename__ = "calibration_records"
-    __table_args__ = (
-        CheckConstraint(
-            "kind IN ('positive_score', 'negative_score', 'rounds_to_acceptance')", name="kind"
-        ),
-    )
+    __table_args__ = (CheckConstraint(check_in("kind", CalibrationKind), name="kind"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     rule_set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rule_set_versions.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(30))
+    kind: Mapped[CalibrationKind] = mapped_column(EnumString(CalibrationKind, 30))
     source: Mapped[str] = mapped_column(String(40))
     # NULL rounds mean "not accepted within the budget tried" (infinity).
     value: Mapped[float | None]

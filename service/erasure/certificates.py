@@ -1,15 +1,30 @@
-"""Certificates: what lethe claims it did for one (request, model), written into the audit log."""
+"""Certificates: what lethe claims it did for one (request, model), written into the audit log.
+
+Both kinds are built here as typed bodies, with their plain words stored in the body when
+issued (so a report built from the audit log alone reads the same words the DPO saw):
+``exact_retrain`` for slice retraining, ``conformal_risk`` (or an honest ``no_guarantee``) for
+verifier rules, whose figures come from ``models.conformal``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypedDict, cast
 
 from sqlalchemy.orm import Session
 
+from models.conformal import (
+    BudgetCalibration,
+    ConformalCertificate,
+    ThresholdCalibration,
+    build_certificate,
+    describe_certificate,
+)
 from service.audit import append_event
+from service.db.enums import CertificateKind
 from service.db.tables import Certificate, ErasureRequest, MlModel, RequestAction
 
 EXACT_CLAIM = (
@@ -19,7 +34,31 @@ EXACT_CLAIM = (
 )
 
 
-def exact_retrain_body(
+class ExactRetrainCertificate(TypedDict, total=False):
+    kind: str
+    request_id: str
+    subject_ref: str
+    model: str
+    claim: str
+    version_before: int | None
+    version_after: int | None
+    records_erased: dict[str, int]
+    shards_retrained: list[dict[str, Any]]
+    determinism_check: str
+    note: str
+    plain_words: str
+
+
+class ConformalRiskCertificate(ConformalCertificate, total=False):
+    request_id: str
+    subject_ref: str
+    model: str
+    serving_threshold: float
+    serving_budget: int
+    plain_words: str
+
+
+def exact_certificate(
     *,
     request: ErasureRequest,
     model: MlModel,
@@ -28,7 +67,7 @@ def exact_retrain_body(
     version_before: int | None,
     version_after: int | None,
     note: str | None = None,
-) -> dict[str, Any]:
+) -> ExactRetrainCertificate:
     checks = [s.get("exactness", {}).get("status") for s in shards]
     if not shards:
         determinism = "not_applicable"
@@ -38,25 +77,62 @@ def exact_retrain_body(
         determinism = "mismatch"
     else:
         determinism = "not_run"
-    body: dict[str, Any] = {
-        "kind": "exact_retrain",
-        "request_id": str(request.id),
-        "subject_ref": request.subject_ref,
-        "model": model.name,
-        "claim": EXACT_CLAIM,
-        "version_before": version_before,
-        "version_after": version_after,
-        "records_erased": records_erased,
-        "shards_retrained": shards,
-        "determinism_check": determinism,
-    }
+    body = ExactRetrainCertificate(
+        kind=CertificateKind.exact_retrain.value,
+        request_id=str(request.id),
+        subject_ref=request.subject_ref,
+        model=model.name,
+        claim=EXACT_CLAIM,
+        version_before=version_before,
+        version_after=version_after,
+        records_erased=records_erased,
+        shards_retrained=shards,
+        determinism_check=determinism,
+    )
     if note:
         body["note"] = note
+    body["plain_words"] = describe_exact(body)
+    return body
+
+
+def conformal_certificate(
+    threshold: ThresholdCalibration,
+    budget: BudgetCalibration | None,
+    *,
+    request: ErasureRequest,
+    model: MlModel,
+    false_flag_rate: float | None,
+    rule_set_version: int,
+    serving_threshold: float,
+    serving_budget: int,
+) -> ConformalRiskCertificate:
+    """``conformal_risk`` when λ is certified, else ``no_guarantee`` (models.conformal)."""
+    body = cast(
+        ConformalRiskCertificate,
+        dict(
+            build_certificate(
+                threshold,
+                budget,
+                false_flag_rate=false_flag_rate,
+                rule_set_version=rule_set_version,
+            )
+        ),
+    )
+    body["request_id"] = str(request.id)
+    body["subject_ref"] = request.subject_ref
+    body["model"] = model.name
+    body["serving_threshold"] = serving_threshold
+    body["serving_budget"] = serving_budget
+    body["plain_words"] = describe_certificate(body)
     return body
 
 
 def issue_certificate(
-    session: Session, action: RequestAction, model: MlModel, body: dict[str, Any], actor: str
+    session: Session,
+    action: RequestAction,
+    model: MlModel,
+    body: ExactRetrainCertificate | ConformalRiskCertificate,
+    actor: str,
 ) -> Certificate:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     body_hash = hashlib.sha256(canonical.encode()).hexdigest()
@@ -74,7 +150,7 @@ def issue_certificate(
         request_id=action.request_id,
         model_id=model.id,
         action_id=action.id,
-        kind=body["kind"],
+        kind=CertificateKind(body["kind"]),
         body=json.loads(canonical),
         body_hash=body_hash,
         audit_seq=event.seq,
@@ -84,12 +160,17 @@ def issue_certificate(
     return certificate
 
 
-def plain_words(body: dict[str, Any]) -> str:
-    """A few sentences a data-protection officer can read."""
+def plain_words(body: Mapping[str, Any]) -> str:
+    """A few sentences a data-protection officer can read: the words stored when the
+    certificate was issued, else derived from its figures."""
     if body.get("plain_words"):
         return str(body["plain_words"])
-    if body.get("kind") != "exact_retrain":
-        return "No description available."
+    if body.get("kind") == CertificateKind.exact_retrain:
+        return describe_exact(body)
+    return describe_certificate(body)
+
+
+def describe_exact(body: Mapping[str, Any]) -> str:
     shards = body.get("shards_retrained", [])
     erased = body.get("records_erased", {})
     if not shards:
@@ -111,4 +192,4 @@ def plain_words(body: dict[str, Any]) -> str:
 
 
 def is_certified(kind: str) -> bool:
-    return kind in ("exact_retrain", "conformal_risk")
+    return kind in (CertificateKind.exact_retrain, CertificateKind.conformal_risk)

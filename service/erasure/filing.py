@@ -1,4 +1,4 @@
-"""Filing and deciding erasure requests. Services flush; the caller commits."""
+"""Filing an erasure request, and reading one back. Services flush; the caller commits."""
 
 from __future__ import annotations
 
@@ -21,9 +21,7 @@ from service.db.base import utcnow
 from service.db.enums import ModelKind, RequestStatus
 from service.db.tables import AuditEvent, DataSubject, ErasureRequest, MlModel
 from service.erasure.forget_content import forget_payload, seal
-from service.erasure.lifecycle import check_transition
-from service.queue.after_commit import enqueue_after_commit
-from service.queue.names import TASK_PROCESS_REQUEST
+from service.erasure.lifecycle import approve_request
 
 
 @dataclass(frozen=True)
@@ -122,42 +120,6 @@ def get_request(session: Session, request_id: uuid.UUID, *, lock: bool = False) 
     if request is None:
         raise not_found("request_not_found", "no erasure request with this id")
     return request
-
-
-def _decide(
-    session: Session, request: ErasureRequest, target: RequestStatus, actor: str, reason: str
-) -> None:
-    check_transition(request.status, target)
-    request.status = target
-    request.decided_at = utcnow()
-    request.decided_by = actor
-    request.decision_reason = reason
-    session.flush()
-    append_event(
-        session,
-        actor=actor,
-        action=f"request.{target.value}",
-        target_type="request",
-        target_id=str(request.id),
-        request_id=request.id,
-        # The reason is free text typed by a DPO: kept on the request, not copied into the log.
-        details={"reason_sha256": hashlib.sha256(reason.encode()).hexdigest()},
-    )
-
-
-def approve_request(
-    session: Session, settings: Settings, request: ErasureRequest, actor: str, reason: str
-) -> None:
-    _decide(session, request, RequestStatus.approved, actor, reason)
-    enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request.id)])
-
-
-def reject_request(session: Session, request: ErasureRequest, actor: str, reason: str) -> None:
-    _decide(session, request, RequestStatus.rejected, actor, reason)
-
-
-def cancel_request(session: Session, request: ErasureRequest, actor: str, reason: str) -> None:
-    _decide(session, request, RequestStatus.cancelled, actor, reason)
 
 
 def request_timeline(session: Session, request_id: uuid.UUID) -> list[AuditEvent]:

@@ -1,9 +1,29 @@
-"""The erasure request's state machine (DESIGN.md, "A request's way through")."""
+"""A request's life: every status change of a request or of one of its actions, with its audit
+event, goes through this module (DESIGN: "A request's way through").
+
+``move_request`` and ``move_action`` are the only places that assign a status; the named
+operations below (approve, start, finish, …) are built on them. The overdue rule lives in
+``service.erasure.deadlines``. Everything here flushes; the caller owns the transaction.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.audit import append_event
+from service.core.config import Settings
 from service.core.errors import conflict
+from service.db.base import utcnow
+from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus
 from service.db.enums import RequestStatus as S
+from service.db.tables import ErasureRequest, RequestAction
+from service.erasure.deadlines import is_overdue
+from service.queue.after_commit import enqueue_after_commit
+from service.queue.names import TASK_PROCESS_REQUEST
 
 ALLOWED_TRANSITIONS: dict[S, frozenset[S]] = {
     S.received: frozenset({S.approved, S.rejected, S.cancelled}),
@@ -15,6 +35,32 @@ ALLOWED_TRANSITIONS: dict[S, frozenset[S]] = {
     S.failed: frozenset(),
     S.rejected: frozenset(),
     S.cancelled: frozenset(),
+}
+
+# Audit action names read entity.verb.
+REQUEST_EVENTS: dict[S, str] = {
+    S.received: "request.received",
+    S.approved: "request.approved",
+    S.in_progress: "request.started",
+    S.completed: "request.completed",
+    S.failed: "request.failed",
+    S.rejected: "request.rejected",
+    S.cancelled: "request.cancelled",
+}
+ACTION_EVENTS: dict[ActionStatus, str] = {
+    ActionStatus.done: "action.completed",
+    ActionStatus.skipped: "action.skipped",
+    ActionStatus.failed: "action.failed",
+}
+
+ACTION_TRANSITIONS: dict[ActionStatus, frozenset[ActionStatus]] = {
+    ActionStatus.pending: frozenset(
+        {ActionStatus.running, ActionStatus.done, ActionStatus.skipped, ActionStatus.failed}
+    ),
+    ActionStatus.running: frozenset({ActionStatus.done, ActionStatus.failed}),
+    ActionStatus.done: frozenset(),
+    ActionStatus.skipped: frozenset(),
+    ActionStatus.failed: frozenset(),
 }
 
 
@@ -30,3 +76,145 @@ def check_transition(current: str, target: S) -> None:
             current=current,
             target=target.value,
         )
+
+
+def move_request(
+    session: Session,
+    request: ErasureRequest,
+    target: S,
+    *,
+    actor: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """The one place a request's status changes: checks the transition, stamps the time that
+    goes with the new status and appends its event (REQUEST_EVENTS)."""
+    check_transition(request.status, target)
+    now = utcnow()
+    request.status = target
+    if target in (S.approved, S.rejected, S.cancelled):
+        request.decided_at = now
+        request.decided_by = actor
+    elif target == S.in_progress:
+        request.started_at = now
+    else:  # completed, failed
+        request.completed_at = now
+    session.flush()
+    event = dict(details or {})
+    if target in (S.completed, S.failed, S.rejected, S.cancelled):
+        # Recorded when the request closes, so reports built from the log alone apply the
+        # same overdue rule as the live views.
+        event["overdue"] = is_overdue(request, now)
+    append_event(
+        session,
+        actor=actor,
+        action=REQUEST_EVENTS[target],
+        target_type="request",
+        target_id=str(request.id),
+        request_id=request.id,
+        details=event,
+    )
+
+
+def _decide(session: Session, request: ErasureRequest, target: S, actor: str, reason: str) -> None:
+    request.decision_reason = reason
+    # The reason is free text typed by a DPO: kept on the request, not copied into the log.
+    reason_hash = hashlib.sha256(reason.encode()).hexdigest()
+    move_request(session, request, target, actor=actor, details={"reason_sha256": reason_hash})
+
+
+def approve_request(
+    session: Session, settings: Settings, request: ErasureRequest, actor: str, reason: str
+) -> None:
+    _decide(session, request, S.approved, actor, reason)
+    enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request.id)])
+
+
+def reject_request(session: Session, request: ErasureRequest, actor: str, reason: str) -> None:
+    _decide(session, request, S.rejected, actor, reason)
+
+
+def cancel_request(session: Session, request: ErasureRequest, actor: str, reason: str) -> None:
+    _decide(session, request, S.cancelled, actor, reason)
+
+
+def start_request(
+    session: Session, request: ErasureRequest, actor: str, models_in_scope: list[str]
+) -> None:
+    move_request(
+        session, request, S.in_progress, actor=actor, details={"models_in_scope": models_in_scope}
+    )
+
+
+def finish_request_if_done(session: Session, request: ErasureRequest, actor: str) -> bool:
+    """Complete (or fail) the request once every action has ended; False while some runs."""
+    statuses = list(
+        session.scalars(select(RequestAction.status).where(RequestAction.request_id == request.id))
+    )
+    if any(s not in TERMINAL_ACTION_STATUSES for s in statuses):
+        return False
+    failed = any(s == ActionStatus.failed for s in statuses)
+    if failed:
+        request.failure_code = request.failure_code or "action_failed"
+    # Data minimisation: the rules now hold what is needed; the request's copy goes.
+    request.forget_content = None
+    details: dict[str, Any] = {"actions": len(statuses)}
+    if failed:
+        details["failure_code"] = request.failure_code
+    move_request(
+        session, request, S.failed if failed else S.completed, actor=actor, details=details
+    )
+    return True
+
+
+def move_action(
+    session: Session,
+    action: RequestAction,
+    target: ActionStatus,
+    *,
+    actor: str,
+    model_name: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """The one place an action's status changes. Ending states are audited (ACTION_EVENTS);
+    pending → running is recorded by the planner's ``action.planned``."""
+    if target not in ACTION_TRANSITIONS[action.status]:
+        raise conflict(
+            "invalid_transition",
+            f"an action in status '{action.status}' cannot become '{target.value}'",
+        )
+    action.status = target
+    if target in TERMINAL_ACTION_STATUSES:
+        action.finished_at = utcnow()
+    session.flush()
+    if target == ActionStatus.running:
+        return
+    append_event(
+        session,
+        actor=actor,
+        action=ACTION_EVENTS[target],
+        target_type="action",
+        target_id=str(action.id),
+        request_id=action.request_id,
+        details={"model": model_name, "strategy": action.strategy.value, **(details or {})},
+    )
+
+
+def fail_action(
+    session: Session,
+    action: RequestAction,
+    request: ErasureRequest,
+    code: str,
+    *,
+    actor: str,
+    model_name: str,
+) -> None:
+    action.error_code = code
+    request.failure_code = code
+    move_action(
+        session,
+        action,
+        ActionStatus.failed,
+        actor=actor,
+        model_name=model_name,
+        details={"error_code": code},
+    )

@@ -1,18 +1,38 @@
-"""The planner: which way to forget, per (request, model).
+"""The planner: which way to forget, per (request, model), and the actions and jobs that do it.
 
 Models lethe trains (it owns their training data) are unlearned exactly by slice retraining;
-generative models it cannot retrain get verifier rules (inference-time unlearning).
+generative models it cannot retrain get verifier rules (inference-time unlearning). Planning
+runs in one short transaction of the ``process_request`` task; the ML work it creates is sent
+only after that transaction commits.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.db.enums import ModelKind, Strategy
-from service.db.tables import ErasureRequest, MlModel, TrainingRecord
+from service.audit import append_event
+from service.core.config import Settings
+from service.db.enums import (
+    TERMINAL_REQUEST_STATUSES,
+    ActionStatus,
+    ModelKind,
+    ModelStatus,
+    RecordSplit,
+    RequestStatus,
+    Strategy,
+)
+from service.db.tables import ActionJob, ErasureRequest, MlModel, RequestAction, TrainingRecord
+from service.erasure.filing import get_request
+from service.erasure.jobs import open_retrain, send_pending_jobs
+from service.erasure.lifecycle import finish_request_if_done, move_action, start_request
+from service.exact.finish import finish_exact_action
+from service.queue.after_commit import enqueue_after_commit
+from service.queue.names import TASK_UPDATE_VERIFIER_RULES
 
 
 @dataclass(frozen=True)
@@ -21,6 +41,14 @@ class PlannedAction:
     strategy: Strategy | None  # None: the model holds nothing of the subject
     train_shards: tuple[int, ...]
     holdout_records: int
+
+
+class PlanOutcome(StrEnum):
+    not_approved = "not_approved"
+    terminal = "terminal"
+    model_training = "model_training"  # a model's record set is in flux: plan again later
+    planned = "planned"  # actions exist; some still run
+    finished = "finished"  # every action ended and the request closed
 
 
 def models_in_scope(session: Session, request: ErasureRequest) -> list[MlModel]:
@@ -42,6 +70,145 @@ def plan_model(session: Session, request: ErasureRequest, model: MlModel) -> Pla
     rows = session.execute(subject_rows.group_by(TrainingRecord.split, TrainingRecord.shard)).all()
     if not rows:
         return PlannedAction(model, None, (), 0)
-    shards = tuple(sorted({shard for split, shard, _ in rows if split == "train"}))
-    holdout = sum(int(n) for split, _, n in rows if split == "holdout")
+    shards = tuple(sorted({shard for split, shard, _ in rows if split == RecordSplit.train}))
+    holdout = sum(int(n) for split, _, n in rows if split == RecordSplit.holdout)
     return PlannedAction(model, Strategy.exact_retrain, shards, holdout)
+
+
+def plan_request(
+    session: Session, settings: Settings, request_id: uuid.UUID, actor: str
+) -> PlanOutcome:
+    """Start an approved request and plan one action per model in scope; on a second run,
+    re-send whatever is still pending (messages can be lost). Safe to run twice."""
+    request = get_request(session, request_id, lock=True)
+    if request.status in TERMINAL_REQUEST_STATUSES:
+        return PlanOutcome.terminal
+    if request.status == RequestStatus.received:
+        return PlanOutcome.not_approved
+    models = models_in_scope(session, request)
+    if any(m.status == ModelStatus.training for m in models):
+        return PlanOutcome.model_training
+    if request.status == RequestStatus.approved:
+        start_request(session, request, actor, [m.name for m in models])
+    existing = {
+        a.model_id: a
+        for a in session.scalars(
+            select(RequestAction).where(RequestAction.request_id == request.id)
+        )
+    }
+    for model in models:
+        action = existing.get(model.id)
+        if action is None:
+            _plan_action(session, settings, request, plan_model(session, request, model), actor)
+        elif action.status in (ActionStatus.pending, ActionStatus.running):
+            _resend(session, settings, action)
+    finished = finish_request_if_done(session, request, actor)
+    return PlanOutcome.finished if finished else PlanOutcome.planned
+
+
+def _plan_action(
+    session: Session,
+    settings: Settings,
+    request: ErasureRequest,
+    planned: PlannedAction,
+    actor: str,
+) -> None:
+    model = planned.model
+    action = RequestAction(
+        id=uuid.uuid4(),
+        request_id=request.id,
+        model_id=model.id,
+        strategy=planned.strategy or Strategy.exact_retrain,
+        status=ActionStatus.pending,
+        detail={"shards": list(planned.train_shards), "holdout_records": planned.holdout_records},
+    )
+    session.add(action)
+    session.flush()
+    if planned.strategy is None:
+        move_action(
+            session,
+            action,
+            ActionStatus.skipped,
+            actor=actor,
+            model_name=model.name,
+            details={"reason": "no_records_of_subject"},
+        )
+        return
+    _audit_planned(session, request, planned, action, actor)
+    if planned.strategy == Strategy.verifier_rules:
+        _resend(session, settings, action)
+        return
+    # Mark the subject's rows: from now on no training of this model includes them.
+    session.execute(
+        update(TrainingRecord)
+        .where(
+            TrainingRecord.model_id == model.id,
+            TrainingRecord.subject_ref == request.subject_ref,
+            TrainingRecord.erasure_request_id.is_(None),
+        )
+        .values(erasure_request_id=request.id)
+    )
+    nothing_trained = _nothing_to_retrain(planned, model)
+    if nothing_trained is not None:
+        # Deleting the rows is the whole erasure: no model version ever learned from them.
+        finish_exact_action(
+            session,
+            action,
+            request,
+            model,
+            shards=[],
+            version_before=model.current_version,
+            version_after=model.current_version,
+            actor=actor,
+            note=nothing_trained,
+        )
+        return
+    move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
+    for shard in planned.train_shards:
+        job = open_retrain(session, model.id, shard)
+        session.add(ActionJob(action_id=action.id, job_id=job.id))
+    session.flush()
+    send_pending_jobs(session, settings, action)
+
+
+def _resend(session: Session, settings: Settings, action: RequestAction) -> None:
+    if action.strategy == Strategy.verifier_rules:
+        # Safe to send twice: the task exits early once the action is done.
+        enqueue_after_commit(session, settings, TASK_UPDATE_VERIFIER_RULES, [str(action.id)])
+    else:
+        send_pending_jobs(session, settings, action)
+
+
+def _nothing_to_retrain(planned: PlannedAction, model: MlModel) -> str | None:
+    """Why no shard needs retraining, or None when some does."""
+    if not planned.train_shards:
+        return (
+            "The subject's records were held out for evaluation and never trained on; "
+            "they were deleted and no shard needed retraining."
+        )
+    if model.current_version is None:
+        return "The model had not been trained yet; the records were deleted before training."
+    return None
+
+
+def _audit_planned(
+    session: Session,
+    request: ErasureRequest,
+    planned: PlannedAction,
+    action: RequestAction,
+    actor: str,
+) -> None:
+    append_event(
+        session,
+        actor=actor,
+        action="action.planned",
+        target_type="model",
+        target_id=str(planned.model.id),
+        request_id=request.id,
+        details={
+            "model": planned.model.name,
+            "strategy": action.strategy.value,
+            "shards": list(planned.train_shards),
+            "holdout_records": planned.holdout_records,
+        },
+    )

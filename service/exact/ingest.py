@@ -20,7 +20,7 @@ from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict, invalid
 from service.core.security import subject_ref
-from service.db.enums import ModelStatus
+from service.db.enums import ModelStatus, RecordSplit
 from service.db.tables import DataSubject, MlModel, TrainingRecord
 from service.registry.config import ModelConfig
 
@@ -142,7 +142,11 @@ def ingest_csv(
                 "subject_ref": ref,
                 "shard": assign_shard(ref, sisa),
                 "slice": assign_slice(key, sisa),
-                "split": "holdout" if is_holdout(ref, config.holdout_fraction) else "train",
+                "split": (
+                    RecordSplit.holdout
+                    if is_holdout(ref, config.holdout_fraction)
+                    else RecordSplit.train
+                ),
                 "payload": row,
                 "label": class_index[label],
             }
@@ -156,7 +160,7 @@ def ingest_csv(
         update={"feature_spec": spec.to_dict(), "classes": classes, "sisa_config": sisa.to_dict()}
     ).model_dump(mode="json")
     session.flush()
-    holdout = sum(1 for r in records if r["split"] == "holdout")
+    holdout = sum(1 for r in records if r["split"] == RecordSplit.holdout)
     summary = IngestSummary(
         records=len(records),
         subjects=len(occurrences),

@@ -1,8 +1,10 @@
-"""Reading what a training job needs in one short transaction, then closing it."""
+"""Reading what a training job needs in one short transaction, then closing it; the bridge
+from rows in PostgreSQL to the pure ML library in ``models``."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,12 +12,46 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.sisa import SisaConfig, TrainingRecord
-from models.tabular import FeatureSpec
+from models.artifacts import ArtifactStore, open_store
+from models.sisa import SisaConfig, TrainingRecord, VersionManifest
+from models.tabular import FeatureSpec, featurize
+from service.core.config import Settings
+from service.core.errors import invalid
+from service.db.enums import RecordSplit
 from service.db.tables import MlModel, ModelVersion
 from service.db.tables import TrainingRecord as RecordRow
-from service.exact.ml import feature_spec, sisa_config, to_training_records
-from service.registry.config import ModelPolicy
+from service.registry.config import ModelConfig, ModelPolicy
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    return open_store(settings.artifact_location)
+
+
+def sisa_config(model_config: Mapping[str, Any]) -> SisaConfig:
+    config = ModelConfig.model_validate(model_config)
+    if config.sisa_config is None:
+        raise invalid("no_training_records", "the model has no training records yet")
+    return SisaConfig.from_dict(config.sisa_config)
+
+
+def feature_spec(model_config: Mapping[str, Any]) -> FeatureSpec:
+    spec = ModelConfig.model_validate(model_config).feature_spec
+    if spec is None:
+        raise invalid("no_training_records", "the model has no training records yet")
+    return FeatureSpec.from_dict(spec)
+
+
+def to_training_records(
+    spec: FeatureSpec, rows: Sequence[tuple[str, int, dict[str, Any], int]]
+) -> list[TrainingRecord]:
+    """rows: (record_key, slice, payload, label)."""
+    if not rows:
+        return []
+    x = featurize(spec, [payload for _, _, payload, _ in rows])
+    return [
+        TrainingRecord(key=key, slice=slice_, x=x[i], y=label)
+        for i, (key, slice_, _, label) in enumerate(rows)
+    ]
 
 
 @dataclass(frozen=True)
@@ -26,7 +62,7 @@ class ModelSnapshot:
     spec: FeatureSpec
     policy: ModelPolicy
     version_number: int | None
-    manifest: dict[str, Any] | None
+    manifest: VersionManifest | None
     holdout_x: np.ndarray
     holdout_y: np.ndarray
 
@@ -54,7 +90,7 @@ def load_model_snapshot(session: Session, model: MlModel) -> ModelSnapshot:
         _rows(
             session,
             RecordRow.model_id == model.id,
-            RecordRow.split == "holdout",
+            RecordRow.split == RecordSplit.holdout,
             RecordRow.erasure_request_id.is_(None),
         ),
     )
@@ -65,7 +101,7 @@ def load_model_snapshot(session: Session, model: MlModel) -> ModelSnapshot:
         spec=spec,
         policy=ModelPolicy.model_validate(model.policy),
         version_number=version.number if version else None,
-        manifest=dict(version.manifest) if version else None,
+        manifest=VersionManifest.from_json(version.manifest) if version else None,
         holdout_x=stack_x(holdout, spec.input_dim),
         holdout_y=np.array([r.y for r in holdout], dtype=np.int64),
     )
@@ -83,7 +119,7 @@ def load_retained(
     """Train-split rows that no erasure request has claimed (all shards when shard is None)."""
     conditions = [
         RecordRow.model_id == model_id,
-        RecordRow.split == "train",
+        RecordRow.split == RecordSplit.train,
         RecordRow.erasure_request_id.is_(None),
     ]
     if shard is not None:
@@ -104,7 +140,7 @@ def load_retained_by_shard(
         )
         .where(
             RecordRow.model_id == model_id,
-            RecordRow.split == "train",
+            RecordRow.split == RecordSplit.train,
             RecordRow.erasure_request_id.is_(None),
         )
         .order_by(RecordRow.shard, RecordRow.record_key)
@@ -125,7 +161,7 @@ def load_pending_erasure(
         _rows(
             session,
             RecordRow.model_id == model_id,
-            RecordRow.split == "train",
+            RecordRow.split == RecordSplit.train,
             RecordRow.shard == shard,
             RecordRow.erasure_request_id.is_not(None),
             RecordRow.erased_at.is_(None),

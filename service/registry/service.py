@@ -106,7 +106,7 @@ def request_training(session: Session, settings: Settings, model: MlModel, actor
         raise conflict("no_training_records", "ingest training records before training")
     model.status = ModelStatus.training
     job = Job(
-        id=uuid.uuid4(), kind=JobKind.train, model_id=model.id, shard=-1, status=JobStatus.pending
+        id=uuid.uuid4(), kind=JobKind.train, model_id=model.id, shard=None, status=JobStatus.pending
     )
     session.add(job)
     session.flush()

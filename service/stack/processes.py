@@ -49,14 +49,21 @@ def database(settings: Settings) -> Iterator[str]:
         embedded.stop()
 
 
+CELERY_APP = "workers.celery_app:celery_app"
+
+
+def _celery(*args: str) -> list[str]:
+    """Every Celery command line lethe runs is built here."""
+    return [sys.executable, "-m", "celery", "-A", CELERY_APP, *args]
+
+
+def beat_command(schedule: Path) -> list[str]:
+    return _celery("beat", "--schedule", str(schedule))
+
+
 def worker_command(queues: str, concurrency: int, beat_schedule: Path | None) -> list[str]:
     cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.celery_app:celery_app",
-        "worker",
+        *_celery("worker"),
         "-Q",
         queues,
         "--concurrency",

@@ -31,9 +31,9 @@ def task_factory(factory: sessionmaker[Session]) -> Iterator[None]:
 
 def drain(sent: SentTasks) -> list[tuple[str, Any]]:
     """Run every task the outbox sent, as a worker would, until none is left."""
+    from workers.tasks.exact import retrain_shard, train_model
     from workers.tasks.requests import process_request
     from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
-    from workers.tasks.training import retrain_shard, train_model
 
     tasks = {
         TASK_PROCESS_REQUEST: process_request,

@@ -14,7 +14,7 @@ from service.audit import verify_chain
 from service.core.config import get_settings
 from service.core.security import subject_ref
 from service.db.tables import Job, ModelVersion, TrainingRecord
-from service.exact.ml import artifact_store
+from service.exact.snapshot import artifact_store
 from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD
 from tests.conftest import SentTasks, auth
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY
@@ -71,7 +71,7 @@ def test_exact_erasure_end_to_end(
     assert {r.shard for r in rows} == {shard}  # all of a subject's records in one shard
     rid = _file_and_approve(app_client, tokens, subject)
     ran = drain(sent_tasks)
-    assert ran[0] == (TASK_PROCESS_REQUEST, "in_progress")
+    assert ran[0] == (TASK_PROCESS_REQUEST, "planned")
     assert [r for r in ran if r[0] == TASK_RETRAIN_SHARD] == [(TASK_RETRAIN_SHARD, "done")]
 
     request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
@@ -176,8 +176,8 @@ def test_redelivered_task_does_not_retrain_twice(
     trained_model: dict[str, Any],
     session: Session,
 ) -> None:
+    from workers.tasks.exact import retrain_shard
     from workers.tasks.requests import process_request
-    from workers.tasks.training import retrain_shard
 
     rid = _file_and_approve(app_client, tokens, _a_trained_subject(session))
     drain(sent_tasks)
@@ -185,7 +185,7 @@ def test_redelivered_task_does_not_retrain_twice(
     job = session.scalars(select(Job).where(Job.kind == "retrain_shard")).one()
     # The broker delivers both messages again (acks_late after a lost ack).
     assert retrain_shard(str(job.id)) == "not_claimed"
-    assert process_request(rid) == "terminal:completed"
+    assert process_request(rid) == "terminal"
     assert sent_tasks.sent == []
     assert session.scalar(select(func.count()).select_from(ModelVersion)) == versions
 
@@ -200,7 +200,7 @@ def test_worker_death_before_publish_is_reaped_and_resumes_from_checkpoints(
 ) -> None:
     import pytest
 
-    import workers.tasks.training as training
+    import workers.tasks.exact as training
     from workers.tasks.reaper import reap_stuck_jobs
     from workers.tasks.requests import process_request
 
@@ -213,7 +213,7 @@ def test_worker_death_before_publish_is_reaped_and_resumes_from_checkpoints(
         raise SystemExit("worker process killed before publishing")
 
     with monkeypatch.context() as m:
-        m.setattr(training, "_publish", die)
+        m.setattr(training, "publish_retrain", die)
         with pytest.raises(SystemExit):
             training.retrain_shard(*job_args)
     # The broker redelivers (acks_late), but the job still looks taken: nothing runs twice.

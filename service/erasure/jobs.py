@@ -1,0 +1,248 @@
+"""ML jobs (a model's training, one shard's retrain): claim, heartbeat, finish, fail, requeue,
+reap. Every job status change is here; failing a job fails the actions waiting for it.
+
+Jobs are claimed pending → running in a short transaction and heartbeat while they work; a job
+whose holder went silent is requeued by the reaper (or failed once out of attempts).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from service.audit import append_event
+from service.core.config import Settings
+from service.db.base import utcnow
+from service.db.enums import ActionStatus, JobKind, JobStatus, ModelStatus, RequestStatus
+from service.db.tables import ActionJob, ErasureRequest, Job, MlModel, RequestAction
+from service.erasure.lifecycle import fail_action, finish_request_if_done
+from service.queue.after_commit import enqueue_after_commit
+from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
+
+log = logging.getLogger(__name__)
+
+# Another retrain of the same shard is running, or a failed attempt is retried: wait this long.
+RETRY_DELAY_S = 5
+
+
+def task_for(job: Job) -> str:
+    return TASK_TRAIN_MODEL if job.kind == JobKind.train else TASK_RETRAIN_SHARD
+
+
+def claim(session: Session, job_id: uuid.UUID) -> Job | None:
+    """pending → running; None when the job is finished or another worker holds it.
+
+    The flush makes the one-running-retrain-per-shard index fire here (IntegrityError).
+    """
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.status != JobStatus.pending:
+        return None
+    job.status = JobStatus.running
+    job.attempts += 1
+    job.started_at = job.heartbeat_at = utcnow()
+    job.progress = 0.0
+    session.flush()
+    return job
+
+
+def heartbeat(session: Session, job_id: uuid.UUID, progress: float) -> None:
+    """Progress and liveness in one statement (its own tiny transaction, never an audited one)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(progress=round(min(progress, 1.0), 4), heartbeat_at=utcnow())
+    )
+
+
+def running_job(session: Session, job_id: uuid.UUID) -> Job | None:
+    """The job, locked, if it is still ours to finish (the reaper may have taken it back)."""
+    job = session.get_one(Job, job_id, with_for_update=True)
+    return job if job.status == JobStatus.running else None
+
+
+def finish(session: Session, job: Job, result: dict[str, object]) -> None:
+    job.status = JobStatus.done
+    job.progress = 1.0
+    job.finished_at = utcnow()
+    job.result = result
+
+
+def requeue(
+    session: Session, settings: Settings, job: Job, *, countdown: float | None = None
+) -> None:
+    """Back to pending and sent again after commit (checkpoints make the rerun cheap)."""
+    job.status = JobStatus.pending
+    enqueue_after_commit(session, settings, task_for(job), [str(job.id)], countdown=countdown)
+
+
+def open_retrain(session: Session, model_id: uuid.UUID, shard: int) -> Job:
+    """Join a retrain of this shard that has not started yet (coalescing), or open one."""
+    job = session.scalar(
+        select(Job)
+        .where(
+            Job.model_id == model_id,
+            Job.shard == shard,
+            Job.kind == JobKind.retrain_shard,
+            Job.status == JobStatus.pending,
+        )
+        .with_for_update()
+        .limit(1)
+    )
+    if job is None:
+        job = Job(
+            id=uuid.uuid4(),
+            kind=JobKind.retrain_shard,
+            model_id=model_id,
+            shard=shard,
+            status=JobStatus.pending,
+        )
+        session.add(job)
+        session.flush()
+    return job
+
+
+def jobs_of_action(session: Session, action_id: uuid.UUID) -> list[Job]:
+    return list(
+        session.scalars(
+            select(Job)
+            .join(ActionJob, ActionJob.job_id == Job.id)
+            .where(ActionJob.action_id == action_id)
+            .order_by(Job.shard)
+        )
+    )
+
+
+def actions_waiting_for(session: Session, job_id: uuid.UUID) -> list[RequestAction]:
+    return list(
+        session.scalars(
+            select(RequestAction)
+            .join(ActionJob, ActionJob.action_id == RequestAction.id)
+            .where(ActionJob.job_id == job_id)
+            .order_by(RequestAction.id)
+            .with_for_update()
+        )
+    )
+
+
+def send_pending_jobs(session: Session, settings: Settings, action: RequestAction) -> None:
+    """(Re)send the action's jobs that no worker has claimed; safe to send twice."""
+    for job in jobs_of_action(session, action.id):
+        if job.status == JobStatus.pending:
+            enqueue_after_commit(
+                session,
+                settings,
+                task_for(job),
+                [str(job.id)],
+                countdown=settings.batching_window_seconds,
+            )
+
+
+def retry_or_fail(
+    session: Session,
+    settings: Settings,
+    job_id: uuid.UUID,
+    code: str,
+    *,
+    retryable: bool,
+    actor: str,
+) -> None:
+    """A job attempt ended in error: run it again while attempts remain, else fail it for good."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.status in (JobStatus.done, JobStatus.failed):
+        return
+    if retryable and job.attempts < settings.max_job_attempts:
+        job.error_code = code
+        requeue(session, settings, job, countdown=RETRY_DELAY_S)
+        return
+    fail(session, job, code, actor)
+
+
+def fail(session: Session, job: Job, code: str, actor: str) -> None:
+    """Fail the job, and with it the model's training or the actions waiting for it."""
+    job.status = JobStatus.failed
+    job.error_code = code
+    job.finished_at = utcnow()
+    model = session.get_one(MlModel, job.model_id, with_for_update=True)
+    append_event(
+        session,
+        actor=actor,
+        action="job.failed",
+        target_type="model",
+        target_id=str(model.id),
+        details={
+            "model": model.name,
+            "job_id": str(job.id),
+            "kind": job.kind.value,
+            "shard": job.shard,
+            "error_code": code,
+            "attempts": job.attempts,
+        },
+    )
+    if job.kind == JobKind.train:
+        model.status = ModelStatus.failed
+        return
+    for action in actions_waiting_for(session, job.id):
+        if action.status != ActionStatus.running:
+            continue
+        request = session.get_one(ErasureRequest, action.request_id, with_for_update=True)
+        fail_action(session, action, request, code, actor=actor, model_name=model.name)
+        finish_request_if_done(session, request, actor)
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    requeued: int
+    failed: int
+    resent: int
+
+
+def reap(session: Session, settings: Settings, actor: str) -> ReapResult:
+    """Requeue running jobs whose worker went silent (or fail them when out of attempts), and
+    re-send approved requests no worker ever picked up (their message was lost)."""
+    cutoff = utcnow() - timedelta(seconds=settings.stale_job_seconds)
+    requeued = failed = resent = 0
+    stuck = session.scalars(
+        select(Job)
+        .where(
+            Job.status == JobStatus.running,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in stuck:
+        if job.attempts >= settings.max_job_attempts:
+            fail(session, job, "worker_lost", actor)
+            failed += 1
+            continue
+        append_event(
+            session,
+            actor=actor,
+            action="job.reaped",
+            target_type="job",
+            target_id=str(job.id),
+            details={
+                "kind": job.kind.value,
+                "shard": job.shard,
+                "attempts": job.attempts,
+                "stale_seconds": settings.stale_job_seconds,
+            },
+        )
+        requeue(session, settings, job)
+        requeued += 1
+    waiting = session.scalars(
+        select(ErasureRequest.id).where(
+            ErasureRequest.status == RequestStatus.approved,
+            ErasureRequest.decided_at < cutoff,
+        )
+    ).all()
+    for request_id in waiting:
+        enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request_id)])
+        resent += 1
+    if requeued or failed or resent:
+        log.warning("reaper: requeued=%d failed=%d resent=%d", requeued, failed, resent)
+    return ReapResult(requeued, failed, resent)

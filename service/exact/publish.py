@@ -1,0 +1,171 @@
+"""Publishing a retrained shard as the model's next version, in one transaction; then destroying
+the checkpoints that saw the erased rows (an old checkpoint left behind undoes the erasure)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.sisa import VersionManifest, checkpoint_key
+from service.audit import append_event
+from service.core.config import Settings
+from service.db.base import utcnow
+from service.db.enums import ActionStatus, JobStatus, VersionCause
+from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
+from service.erasure import jobs
+from service.erasure.lifecycle import finish_request_if_done
+from service.exact.finish import finish_exact_action
+from service.exact.retrain import RetrainInputs
+from service.exact.snapshot import artifact_store
+from service.registry.service import current_version
+
+
+class PublishOutcome:
+    done = "done"
+    requeued = "requeued"  # rows of this shard were claimed while it trained: run again
+    reaped = "reaped"  # the reaper took the job back; the rerun publishes
+
+
+def publish_retrain(
+    session: Session, settings: Settings, inputs: RetrainInputs, outcome: dict[str, Any], actor: str
+) -> str:
+    """Record a retrain: new version, job done, audit events, and every action that was
+    waiting only for this job closed with its certificate."""
+    model = session.get_one(MlModel, inputs.snapshot.model_id, with_for_update=True)
+    job = jobs.running_job(session, inputs.job_id)
+    if job is None:
+        return PublishOutcome.reaped
+    if _claimed_while_training(session, model.id, inputs):
+        # What we trained still holds rows a request claimed meanwhile. Run again: the
+        # unaffected prefix is found in the store.
+        jobs.requeue(session, settings, job)
+        return PublishOutcome.requeued
+    current = current_version(session, model)
+    assert current is not None
+    served = VersionManifest.from_json(current.manifest)
+    manifest = served.with_shard(inputs.shard, outcome["checkpoint_ids"])
+    request_ids = sorted(str(a.request_id) for a in jobs.actions_waiting_for(session, job.id))
+    if manifest != served:
+        number = current.number + 1
+        session.add(
+            ModelVersion(
+                id=uuid.uuid4(),
+                model_id=model.id,
+                number=number,
+                manifest=manifest.to_json(),
+                manifest_hash=manifest.version_hash(),
+                cause=VersionCause.erasure,
+                request_ids=request_ids,
+                metrics={"holdout_accuracy": outcome["accuracy_after"]},
+            )
+        )
+        model.current_version = number
+        _mark_purged_versions(
+            session, model.id, inputs.shard, set(outcome["superseded_checkpoints"])
+        )
+    outcome["version_after"] = model.current_version
+    jobs.finish(session, job, {k: v for k, v in outcome.items() if k != "checkpoint_ids"})
+    session.flush()
+    append_event(
+        session,
+        actor=actor,
+        action="shard.retrained",
+        target_type="model",
+        target_id=str(model.id),
+        details={
+            "model": model.name,
+            "job_id": str(job.id),
+            "request_ids": request_ids,
+            **job.result,
+        },
+    )
+    if outcome["version_after"] != inputs.snapshot.version_number:
+        append_event(
+            session,
+            actor=actor,
+            action="model.version_published",
+            target_type="model",
+            target_id=str(model.id),
+            details={
+                "model": model.name,
+                "version": model.current_version,
+                "manifest_hash": manifest.version_hash(),
+                "request_ids": request_ids,
+            },
+        )
+    _finish_waiting_actions(session, job.id, model, actor)
+    return PublishOutcome.done
+
+
+def _claimed_while_training(session: Session, model_id: uuid.UUID, inputs: RetrainInputs) -> bool:
+    claimed_now = set(
+        session.scalars(
+            select(TrainingRecord.record_key).where(
+                TrainingRecord.model_id == model_id,
+                TrainingRecord.shard == inputs.shard,
+                TrainingRecord.erasure_request_id.is_not(None),
+            )
+        )
+    )
+    return bool(claimed_now & {r.key for r in inputs.retained})
+
+
+def _mark_purged_versions(
+    session: Session, model_id: uuid.UUID, shard: int, superseded: set[str]
+) -> None:
+    """Older versions that need a destroyed checkpoint can no longer be loaded: say so."""
+    if not superseded:
+        return
+    versions = session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.model_id == model_id, ModelVersion.purged_at.is_(None)
+        )
+    )
+    for version in versions:
+        if VersionManifest.from_json(version.manifest).holds_any(shard, superseded):
+            version.purged_at = utcnow()
+
+
+def _finish_waiting_actions(
+    session: Session, job_id: uuid.UUID, model: MlModel, actor: str
+) -> None:
+    for action in jobs.actions_waiting_for(session, job_id):
+        waited = jobs.jobs_of_action(session, action.id)
+        if action.status != ActionStatus.running or any(j.status != JobStatus.done for j in waited):
+            continue
+        request = session.get_one(ErasureRequest, action.request_id, with_for_update=True)
+        shards = [j.result for j in waited]
+        finish_exact_action(
+            session,
+            action,
+            request,
+            model,
+            shards=shards,
+            version_before=min(s["version_before"] for s in shards),
+            version_after=model.current_version,
+            actor=actor,
+        )
+        finish_request_if_done(session, request, actor)
+
+
+def destroy_checkpoints(settings: Settings, checkpoints: list[str]) -> int:
+    """Delete the old checkpoints trained on the erased rows (no transaction open); returns
+    how many were there to delete. Call after the new version serves."""
+    store = artifact_store(settings)
+    return sum(1 for c in checkpoints if store.delete(checkpoint_key(c)))
+
+
+def record_destroyed(
+    session: Session, inputs: RetrainInputs, checkpoints: list[str], deleted: int, actor: str
+) -> None:
+    append_event(
+        session,
+        actor=actor,
+        action="artifacts.deleted",
+        target_type="model",
+        target_id=str(inputs.snapshot.model_id),
+        details={"model": inputs.snapshot.name, "checkpoints": checkpoints, "deleted": deleted},
+    )

@@ -1,0 +1,157 @@
+"""One shard's retrain after an erasure: load (short transaction), compute (none open).
+
+The unlearning itself is ``models.sisa.unlearn_shard``: it finds the first affected slice by
+content address, resumes from the checkpoint before it and names the checkpoints that saw the
+erased rows. Around it this module adds what the certificate reports: the bit-exact check
+(per the model's verify policy), accuracy before/after on held-out subjects and the membership
+evidence. Publishing the result is ``service.exact.publish``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from models.sisa import (
+    Ensemble,
+    TrainingRecord,
+    membership_p_values,
+    unlearn_shard,
+    verify_bit_exact,
+)
+from service.core.config import Settings
+from service.db.tables import MlModel
+from service.erasure import jobs
+from service.exact.snapshot import (
+    ModelSnapshot,
+    artifact_store,
+    load_model_snapshot,
+    load_pending_erasure,
+    load_retained,
+    stack_x,
+)
+
+
+@dataclass(frozen=True)
+class RetrainInputs:
+    job_id: uuid.UUID
+    shard: int
+    snapshot: ModelSnapshot
+    retained: list[TrainingRecord]
+    pending: list[TrainingRecord]
+    """Rows claimed by a request but not purged yet: what the served shard still holds."""
+
+
+def load_retrain(session: Session, job_id: uuid.UUID) -> RetrainInputs | None:
+    """Claim the job and read what it needs; None when it is not ours to run. Raises
+    IntegrityError when another retrain of the shard is running (the caller retries)."""
+    job = jobs.claim(session, job_id)
+    if job is None:
+        return None
+    assert job.shard is not None
+    model = session.get_one(MlModel, job.model_id)
+    snapshot = load_model_snapshot(session, model)
+    return RetrainInputs(
+        job_id=job_id,
+        shard=job.shard,
+        snapshot=snapshot,
+        retained=load_retained(session, model.id, snapshot.spec, job.shard),
+        pending=load_pending_erasure(session, model.id, snapshot.spec, job.shard),
+    )
+
+
+def should_verify(snapshot: ModelSnapshot, job_id: uuid.UUID) -> bool:
+    policy = snapshot.policy
+    if policy.verify_exact == "always":
+        return True
+    if policy.verify_exact == "never":
+        return False
+    # Sampled: decided by the job id so that a redelivery makes the same choice.
+    bucket = int(hashlib.sha256(job_id.bytes).hexdigest()[:8], 16) % 10_000
+    return bucket < policy.verify_sample_rate * 10_000
+
+
+def retrain(
+    settings: Settings, inputs: RetrainInputs, progress: Callable[[float], None]
+) -> dict[str, Any]:
+    """Retrain the shard without the erased rows; the figures for its certificate."""
+    snapshot, shard = inputs.snapshot, inputs.shard
+    if snapshot.manifest is None or snapshot.version_number is None:
+        raise ValueError("the model has no trained version to retrain")
+    store = artifact_store(settings)
+    verify = should_verify(snapshot, inputs.job_id)
+    span = 0.5 if verify else 0.9
+    unlearned = unlearn_shard(
+        snapshot.config,
+        shard,
+        inputs.retained,
+        [r.key for r in inputs.pending],
+        snapshot.manifest.slices[shard],
+        store,
+        progress=lambda done, total: progress(span * done / total if total else span),
+    )
+    exactness: dict[str, Any] = {"status": "not_run", "policy": snapshot.policy.verify_exact}
+    if verify:
+        check = verify_bit_exact(
+            snapshot.config, shard, inputs.retained, unlearned.checkpoint_after, store
+        )
+        exactness = {
+            "status": "bit_exact" if check.bit_exact else "mismatch",
+            "policy": snapshot.policy.verify_exact,
+            "tensors_compared": check.tensors_compared,
+            "mismatched_tensors": list(check.mismatched),
+            "seconds": round(check.seconds, 4),
+        }
+    progress(0.95)
+    old = snapshot.manifest.finals
+    before = Ensemble.load(snapshot.config, old, store)
+    after = Ensemble.load(snapshot.config, old.replace({shard: unlearned.checkpoint_after}), store)
+    accuracy_before = accuracy_after = None
+    if len(snapshot.holdout_y):
+        accuracy_before = float(before.accuracy(snapshot.holdout_x, snapshot.holdout_y))
+        accuracy_after = float(after.accuracy(snapshot.holdout_x, snapshot.holdout_y))
+    return {
+        "shard": shard,
+        "version_before": snapshot.version_number,
+        "checkpoint_before": unlearned.checkpoint_before,
+        "checkpoint_after": unlearned.checkpoint_after,
+        "checkpoint_ids": list(unlearned.training.checkpoint_ids),
+        "first_affected_slice": unlearned.first_affected_slice,
+        "slices_total": snapshot.config.slices,
+        "slices_retrained": unlearned.slices_retrained,
+        "retained_records": len(inputs.retained),
+        "lineage_hash": unlearned.lineage_hash,
+        "retrain_seconds": round(unlearned.training.seconds, 4),
+        "exactness": exactness,
+        "membership": _membership(after, snapshot, inputs.pending),
+        "accuracy_before": accuracy_before,
+        "accuracy_after": accuracy_after,
+        "superseded_checkpoints": list(unlearned.superseded_checkpoints),
+    }
+
+
+def _membership(
+    after: Ensemble, snapshot: ModelSnapshot, pending: list[TrainingRecord]
+) -> dict[str, Any]:
+    if not len(snapshot.holdout_y) or not pending:
+        return {"status": "not_computed", "reason": "no held-out records"}
+    x = stack_x(pending, snapshot.spec.input_dim)
+    y = np.array([r.y for r in pending], dtype=np.int64)
+    p = membership_p_values(after, x, y, snapshot.holdout_x, snapshot.holdout_y)
+    return {
+        "status": "computed",
+        "erased_records": len(p),
+        "non_members": len(snapshot.holdout_y),
+        "p_value_min": round(min(p), 6),
+        "p_value_median": round(statistics.median(p), 6),
+        "meaning": "rank of each erased record's loss among held-out non-members under the "
+        "new model; small values would mean it still looks like a training member. "
+        "Evidence, not the guarantee.",
+    }

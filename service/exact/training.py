@@ -1,0 +1,129 @@
+"""A model's first training: load (short transaction), train every shard (none open), record
+the first version (a fresh transaction)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.sisa import Ensemble, ShardTrainingResult, TrainingRecord, VersionManifest, train_shard
+from service.audit import append_event
+from service.core.config import Settings
+from service.db.enums import ModelStatus, VersionCause
+from service.db.tables import MlModel, ModelVersion
+from service.erasure import jobs
+from service.exact.snapshot import (
+    ModelSnapshot,
+    artifact_store,
+    load_model_snapshot,
+    load_retained_by_shard,
+)
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    job_id: uuid.UUID
+    snapshot: ModelSnapshot
+    by_shard: dict[int, list[TrainingRecord]]
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    manifest: VersionManifest
+    metrics: dict[str, Any]
+
+
+def load_training(session: Session, job_id: uuid.UUID) -> TrainingInputs | None:
+    """Claim the job and read the retained records; None when it is not ours to run."""
+    job = jobs.claim(session, job_id)
+    if job is None:
+        return None
+    model = session.get_one(MlModel, job.model_id)
+    snapshot = load_model_snapshot(session, model)
+    by_shard = load_retained_by_shard(session, model.id, snapshot.spec, snapshot.config.shards)
+    return TrainingInputs(job_id, snapshot, by_shard)
+
+
+def train_all(
+    settings: Settings, inputs: TrainingInputs, progress: Callable[[float], None]
+) -> TrainingOutcome:
+    snapshot = inputs.snapshot
+    store = artifact_store(settings)
+    started = time.perf_counter()
+    results: dict[int, ShardTrainingResult] = {}
+    shards = snapshot.config.shards
+    for shard, records in inputs.by_shard.items():
+        results[shard] = train_shard(
+            snapshot.config, shard, records, store, progress=_share(progress, shard, shards)
+        )
+    seconds = time.perf_counter() - started
+    manifest = VersionManifest.from_results(results.values())
+    accuracy = None
+    if len(snapshot.holdout_y):
+        ensemble = Ensemble.load(snapshot.config, manifest.finals, store)
+        accuracy = float(ensemble.accuracy(snapshot.holdout_x, snapshot.holdout_y))
+    metrics = {
+        "holdout_accuracy": accuracy,
+        "holdout_records": len(snapshot.holdout_y),
+        "train_records": sum(len(r) for r in inputs.by_shard.values()),
+        "training_seconds": round(seconds, 4),
+        "shard_seconds": {str(s): round(r.seconds, 4) for s, r in results.items()},
+    }
+    return TrainingOutcome(manifest, metrics)
+
+
+def record_training(
+    session: Session, inputs: TrainingInputs, outcome: TrainingOutcome, actor: str
+) -> bool:
+    """Publish version 1 (or the next) and mark the model ready; False if the job was reaped."""
+    model = session.get_one(MlModel, inputs.snapshot.model_id, with_for_update=True)
+    job = jobs.running_job(session, inputs.job_id)
+    if job is None:
+        return False
+    number = (model.current_version or 0) + 1
+    session.add(
+        ModelVersion(
+            id=uuid.uuid4(),
+            model_id=model.id,
+            number=number,
+            manifest=outcome.manifest.to_json(),
+            manifest_hash=outcome.manifest.version_hash(),
+            cause=VersionCause.training,
+            request_ids=[],
+            metrics=outcome.metrics,
+        )
+    )
+    model.current_version = number
+    model.status = ModelStatus.ready
+    jobs.finish(session, job, {"version": number, **outcome.metrics})
+    append_event(
+        session,
+        actor=actor,
+        action="model.trained",
+        target_type="model",
+        target_id=str(model.id),
+        details={
+            "model": model.name,
+            "version": number,
+            "job_id": str(job.id),
+            **outcome.metrics,
+            "manifest_hash": outcome.manifest.version_hash(),
+        },
+    )
+    return True
+
+
+def _share(
+    progress: Callable[[float], None], shard: int, shards: int
+) -> Callable[[int, int], None]:
+    """Shard ``shard``'s (slices done, total) as a fraction of the whole training."""
+
+    def report(done: int, total: int) -> None:
+        progress((shard + done / max(total, 1)) / shards)
+
+    return report

@@ -1,0 +1,235 @@
+"""Activating a request's verifier rules: load (short transaction), calibrate (none open),
+activate with its certificate (one transaction).
+
+``calibrate_activation`` is the one implementation of "the k-th request's rules go live": the
+worker's task and bench/guard.py both call it. It compiles the new request's rules, scores its
+leaks and the retained answers under them, pools that with the stored evidence of the requests
+already in force, and calibrates λ by Learn-then-Test; no generation, so suppression is live
+within seconds. B is calibrated afterwards (service.rules.budget).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.conformal import ThresholdCalibration
+from models.generative.embedder import Embedder
+from models.generative.rules import ForgetSpec, RuleSet, compile_rules
+from service.audit import append_event
+from service.core.config import Settings
+from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus
+from service.db.tables import ErasureRequest, MlModel, RequestAction, RuleSetVersion
+from service.erasure.certificates import conformal_certificate, issue_certificate
+from service.erasure.forget_content import forget_spec
+from service.erasure.lifecycle import fail_action, finish_request_if_done, move_action
+from service.queue.after_commit import enqueue_after_commit
+from service.queue.names import TASK_CALIBRATE_BUDGET
+from service.registry.config import GenerativeConfig, GenerativePolicy
+from service.rules.calibration import (
+    Record,
+    RequestEvidence,
+    calibrate_threshold_for,
+    evidence_key,
+    request_evidence,
+    retained_facts,
+)
+from service.rules.rulesets import activate_version, active_row, per_request_rule_sets
+from service.rules.runtime import caching_embedder, embedder
+
+
+@dataclass(frozen=True)
+class ActivationInputs:
+    action_id: uuid.UUID
+    request_id: uuid.UUID
+    model_id: uuid.UUID
+    config: GenerativeConfig
+    policy: GenerativePolicy
+    spec: ForgetSpec
+    base_version: int | None
+    in_force: dict[str, RuleSet]
+    stored_evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A calibrated rule set ready to activate."""
+
+    rule_sets: dict[str, RuleSet]
+    threshold: ThresholdCalibration
+    calibration: dict[str, Any]
+    records: list[Record]
+    evidence: dict[str, RequestEvidence]
+
+
+def load_activation(
+    session: Session, settings: Settings, action_id: uuid.UUID, actor: str
+) -> ActivationInputs | None:
+    """Mark the action running and read what calibration needs; None when there is nothing to
+    do (the action ended, or it failed here for want of forget content)."""
+    action = session.get(RequestAction, action_id, with_for_update=True)
+    if action is None or action.status in TERMINAL_ACTION_STATUSES:
+        return None
+    request = session.get_one(ErasureRequest, action.request_id)
+    model = session.get_one(MlModel, action.model_id)
+    if request.forget_content is None:
+        fail_action(
+            session, action, request, "no_forget_content", actor=actor, model_name=model.name
+        )
+        finish_request_if_done(session, request, actor)
+        return None
+    current = active_row(session, model.id)
+    if action.status == ActionStatus.pending:
+        move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
+    return ActivationInputs(
+        action_id=action.id,
+        request_id=request.id,
+        model_id=model.id,
+        config=GenerativeConfig.model_validate(model.config),
+        policy=GenerativePolicy.model_validate(model.policy),
+        spec=forget_spec(settings, request),
+        base_version=current.version if current else None,
+        in_force=per_request_rule_sets(settings, current) if current else {},
+        stored_evidence=dict(current.calibration.get("evidence") or {}) if current else {},
+    )
+
+
+def calibrate_activation(
+    new_request_id: str,
+    new_rules: RuleSet,
+    in_force: Mapping[str, RuleSet],
+    stored_evidence: Mapping[str, Any],
+    negatives: list[str],
+    policy: GenerativePolicy,
+    *,
+    embedder_kind: str,
+    scoring_embedder: Embedder,
+    cache: Embedder,
+) -> Activation:
+    """Calibrate λ for the rule set of every request in force plus the new one.
+
+    The new request is always scored; the others' stored evidence is reused while it was
+    computed on the same retained answers with the same scoring (``evidence_key``).
+    """
+    started = time.perf_counter()
+    rule_sets = {**in_force, new_request_id: new_rules}
+    key = evidence_key(embedder_kind, negatives)
+    reusable = stored_evidence.get("by_request", {}) if stored_evidence.get("key") == key else {}
+    to_score = {rid for rid in rule_sets if rid not in reusable or rid == new_request_id}
+    evidence = {
+        rid: (
+            request_evidence(rs, scoring_embedder, cache, negatives, seed=rid)
+            if rid in to_score
+            else RequestEvidence.from_json(reusable[rid])
+        )
+        for rid, rs in rule_sets.items()
+    }
+    threshold, calibration, records = calibrate_threshold_for(evidence, policy)
+    calibration["evidence"] = {
+        "key": key,
+        "by_request": {rid: ev.to_json() for rid, ev in sorted(evidence.items())},
+    }
+    calibration["requests_scored"] = len(to_score)
+    calibration["seconds_to_calibrate"] = round(time.perf_counter() - started, 4)
+    return Activation(rule_sets, threshold, calibration, records, evidence)
+
+
+def calibrate(inputs: ActivationInputs) -> Activation:
+    """The worker's call: the model's retained answers and the process's embedders."""
+    kind = inputs.config.embedder
+    return calibrate_activation(
+        str(inputs.request_id),
+        compile_rules(inputs.spec),
+        inputs.in_force,
+        inputs.stored_evidence,
+        [f.answer for f in retained_facts(inputs.config.retain_qa_file)],
+        inputs.policy,
+        embedder_kind=kind,
+        scoring_embedder=embedder(kind),
+        cache=caching_embedder(kind),
+    )
+
+
+class ActivationOutcome:
+    activated = "activated"
+    terminal = "terminal"
+    stale = "stale"  # another request activated first: calibrate again on the new base
+
+
+def record_activation(
+    session: Session,
+    settings: Settings,
+    inputs: ActivationInputs,
+    activation: Activation,
+    actor: str,
+) -> str:
+    """Activate the new version with its audit trail and certificate, close the action, and
+    send the budget calibration after commit — all in the caller's one transaction."""
+    model = session.get_one(MlModel, inputs.model_id, with_for_update=True)
+    action = session.get_one(RequestAction, inputs.action_id, with_for_update=True)
+    if action.status in TERMINAL_ACTION_STATUSES:
+        return ActivationOutcome.terminal
+    row = activate_version(
+        session,
+        settings,
+        model_id=inputs.model_id,
+        base_version=inputs.base_version,
+        rule_sets=activation.rule_sets,
+        calibration=activation.calibration,
+        records=activation.records,
+    )
+    if row is None:
+        return ActivationOutcome.stale
+    request = session.get_one(ErasureRequest, inputs.request_id, with_for_update=True)
+    _audit_and_certify(session, model, request, action, row, activation, actor)
+    enqueue_after_commit(session, settings, TASK_CALIBRATE_BUDGET, [str(row.id)])
+    return ActivationOutcome.activated
+
+
+def _audit_and_certify(
+    session: Session,
+    model: MlModel,
+    request: ErasureRequest,
+    action: RequestAction,
+    row: RuleSetVersion,
+    activation: Activation,
+    actor: str,
+) -> None:
+    calibration = activation.calibration
+    append_event(
+        session,
+        actor=actor,
+        action="rules.activated",
+        target_type="model",
+        target_id=str(model.id),
+        request_id=request.id,
+        details={
+            "model": model.name,
+            "version": row.version,
+            "rule_count": row.rule_count,
+            "requests_in_force": len(row.request_ids),
+            "serving_threshold": calibration["serving_threshold"],
+            "threshold_certified": calibration["threshold_certified"],
+            "calibration_positives": activation.threshold.n,
+            "seconds_to_calibrate": calibration["seconds_to_calibrate"],
+        },
+    )
+    certificate = conformal_certificate(
+        activation.threshold,
+        None,
+        request=request,
+        model=model,
+        false_flag_rate=calibration["false_flag_rate"],
+        rule_set_version=row.version,
+        serving_threshold=calibration["serving_threshold"],
+        serving_budget=calibration["serving_budget"],
+    )
+    issue_certificate(session, action, model, certificate, actor)
+    action.detail = {**action.detail, "rule_set_version": row.version}
+    move_action(session, action, ActionStatus.done, actor=actor, model_name=model.name)
+    finish_request_if_done(session, request, actor)

@@ -1,0 +1,90 @@
+"""ML tasks for models lethe trains, on the ``ml`` queue: a model's first training and one
+shard's retrain after an erasure.
+
+Each task: load (one transaction) → compute in service.exact (no transaction open) → record (one
+transaction). Checkpoints are content-addressed, so a redelivered task finds the slices it
+already trained and does not train them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import shared_task
+from sqlalchemy.exc import IntegrityError
+
+from service.erasure import jobs
+from service.exact.publish import (
+    PublishOutcome,
+    destroy_checkpoints,
+    publish_retrain,
+    record_destroyed,
+)
+from service.exact.retrain import load_retrain, retrain
+from service.exact.training import load_training, record_training, train_all
+from service.queue.names import TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
+from workers.base import DbTask, db_task_options
+from workers.progress import progress_reporter
+
+log = logging.getLogger(__name__)
+ACTOR = "worker"
+
+
+def _give_up_or_retry(
+    task: DbTask, job_id: uuid.UUID, code: str, exc: BaseException | None
+) -> None:
+    """An attempt failed: run the job again while attempts remain (an exception may be
+    transient), or fail it for good (``exc`` None: retrying cannot help)."""
+    # The exception's type only: messages could quote data.
+    log.error("job %s failed: %s (%s)", job_id, code, type(exc).__name__ if exc else "-")
+    with task.transaction() as session:
+        jobs.retry_or_fail(
+            session, task.settings, job_id, code, retryable=exc is not None, actor=ACTOR
+        )
+
+
+@shared_task(name=TASK_TRAIN_MODEL, **db_task_options(max_retries=5))
+def train_model(self: DbTask, job_id: str) -> str:
+    jid = uuid.UUID(job_id)
+    with self.transaction() as session:
+        inputs = load_training(session, jid)
+    if inputs is None:
+        return "not_claimed"
+    try:
+        outcome = train_all(self.settings, inputs, progress_reporter(self, jid))
+    except Exception as exc:
+        _give_up_or_retry(self, jid, "training_error", exc)
+        raise
+    with self.transaction() as session:
+        recorded = record_training(session, inputs, outcome, ACTOR)
+    return "done" if recorded else "reaped"
+
+
+@shared_task(name=TASK_RETRAIN_SHARD, **db_task_options(max_retries=5))
+def retrain_shard(self: DbTask, job_id: str) -> str:
+    jid = uuid.UUID(job_id)
+    try:
+        with self.transaction() as session:
+            inputs = load_retrain(session, jid)
+    except IntegrityError:
+        # Another retrain of this shard is running; this one waits its turn.
+        raise self.retry(countdown=jobs.RETRY_DELAY_S, max_retries=None) from None
+    if inputs is None:
+        return "not_claimed"
+    if inputs.snapshot.manifest is None:
+        _give_up_or_retry(self, jid, "model_not_trained", None)
+        return "failed"
+    try:
+        outcome = retrain(self.settings, inputs, progress_reporter(self, jid))
+    except Exception as exc:
+        _give_up_or_retry(self, jid, "retrain_error", exc)
+        raise
+    with self.transaction() as session:
+        published = publish_retrain(session, self.settings, inputs, outcome, ACTOR)
+    if published == PublishOutcome.done and outcome["superseded_checkpoints"]:
+        superseded = list(outcome["superseded_checkpoints"])
+        deleted = destroy_checkpoints(self.settings, superseded)
+        with self.transaction() as session:
+            record_destroyed(session, inputs, superseded, deleted, ACTOR)
+    return published
