@@ -85,9 +85,9 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
         select(Certificate, MlModel.name)
         .join(MlModel, MlModel.id == Certificate.model_id)
         .where(Certificate.request_id == request.id)
-        .order_by(MlModel.name)
+        .order_by(MlModel.name, Certificate.audit_seq)
     ).all()
-    out.certificates = [
+    history = [
         CertificateOut(
             model=name,
             kind=c.kind,
@@ -95,9 +95,12 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
             body=c.body,
             body_sha256=c.body_hash,
             audit_seq=c.audit_seq,
+            superseded=c.superseded_at is not None,
         )
         for c, name in certs
     ]
+    out.certificates = [c for c in history if not c.superseded]
+    out.certificate_history = history
     if out.certificates:
         out.certified = all(is_certified(c.kind) for c in out.certificates)
     return out

@@ -59,6 +59,8 @@ class CertificateOut(BaseModel):
     body: dict[str, Any]
     body_sha256: str
     audit_seq: int
+    # True once a later certificate for the same model replaced it (both stay in the log).
+    superseded: bool = False
 
 
 class RequestOut(BaseModel):
@@ -77,7 +79,9 @@ class RequestOut(BaseModel):
     # True when every certificate carries a guarantee; None before any certificate exists.
     certified: bool | None = None
     actions: list[ActionOut] = []
+    # The current certificate per model; certificate_history has every one, oldest first.
     certificates: list[CertificateOut] = []
+    certificate_history: list[CertificateOut] = []
 
 
 class RequestList(BaseModel):

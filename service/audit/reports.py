@@ -64,6 +64,7 @@ def _summary(events: list[AuditEvent], now: datetime) -> dict[str, Any]:
     """What happened to a request, read back from its events alone."""
     summary: dict[str, Any] = {"status": None, "certificates": []}
     closed_at: datetime | None = None
+    current: dict[str, Any] = {}
     for e in events:
         if e.action == "request.received":
             summary["subject_ref"] = e.details.get("subject_ref")
@@ -78,7 +79,11 @@ def _summary(events: list[AuditEvent], now: datetime) -> dict[str, Any]:
         if e.action == "request.completed":
             summary["completed_at"] = e.occurred_at.isoformat()
         if e.action == "certificate.issued":
-            summary["certificates"].append(e.details.get("certificate"))
+            certificate = e.details.get("certificate") or {}
+            summary["certificates"].append(certificate)
+            # The last one issued for a model supersedes any before it.
+            current[str(certificate.get("model"))] = certificate
+    summary["current_certificates"] = [current[m] for m in sorted(current)]
     if summary.get("due_at"):
         due = datetime.fromisoformat(summary["due_at"])
         summary["overdue"] = is_overdue_at(due, closed_at, now)

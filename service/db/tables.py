@@ -238,10 +238,21 @@ class AuditEvent(Base):
 
 
 class Certificate(UUIDPrimaryKey, CreatedAt, Base):
+    """What lethe claims for one (request, model). A later certificate may supersede an
+    earlier one (an interim guarantee replaced once calibration or exact removal is done);
+    both stay, here and in the audit log, and exactly one per pair is current."""
+
     __tablename__ = "certificates"
     __table_args__ = (
-        UniqueConstraint("request_id", "model_id"),
         CheckConstraint(check_in("kind", CertificateKind), name="kind"),
+        Index(
+            "uq_certificates_one_current",
+            "request_id",
+            "model_id",
+            unique=True,
+            postgresql_where=text("superseded_at IS NULL"),
+        ),
+        Index("ix_certificates_request_id", "request_id"),
     )
 
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("erasure_requests.id"))
@@ -251,6 +262,8 @@ class Certificate(UUIDPrimaryKey, CreatedAt, Base):
     body: Mapped[JSON] = mapped_column(JSONB)
     body_hash: Mapped[str] = mapped_column(String(64))
     audit_seq: Mapped[int] = mapped_column(BigInteger)
+    supersedes_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("certificates.id"))
+    superseded_at: Mapped[datetime | None]
 
 
 class RuleSetVersion(UUIDPrimaryKey, CreatedAt, Base):

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, TypedDict, cast
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.conformal import (
@@ -24,6 +25,7 @@ from models.conformal import (
     describe_certificate,
 )
 from service.audit import append_event
+from service.db.base import utcnow
 from service.db.enums import CertificateKind
 from service.db.tables import Certificate, ErasureRequest, MlModel, RequestAction
 
@@ -134,8 +136,18 @@ def issue_certificate(
     body: ExactRetrainCertificate | ConformalRiskCertificate,
     actor: str,
 ) -> Certificate:
+    """Issue the (request, model)'s certificate; one issued before is superseded by it (kept,
+    here and in the audit log, with the link)."""
+    previous = current_certificate(session, action.request_id, model.id)
+    if previous is not None:
+        previous.superseded_at = utcnow()
+        session.flush()  # the one-current index sees the old row retired first
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     body_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    details: dict[str, Any] = {"kind": body["kind"], "body_sha256": body_hash}
+    if previous is not None:
+        details["supersedes"] = {"kind": previous.kind.value, "body_sha256": previous.body_hash}
+    details["certificate"] = body
     event = append_event(
         session,
         actor=actor,
@@ -143,7 +155,7 @@ def issue_certificate(
         target_type="model",
         target_id=str(model.id),
         request_id=action.request_id,
-        details={"kind": body["kind"], "body_sha256": body_hash, "certificate": body},
+        details=details,
     )
     certificate = Certificate(
         id=uuid.uuid4(),
@@ -154,10 +166,25 @@ def issue_certificate(
         body=json.loads(canonical),
         body_hash=body_hash,
         audit_seq=event.seq,
+        supersedes_id=previous.id if previous is not None else None,
     )
     session.add(certificate)
     session.flush()
     return certificate
+
+
+def current_certificate(
+    session: Session, request_id: uuid.UUID, model_id: uuid.UUID
+) -> Certificate | None:
+    return session.scalar(
+        select(Certificate)
+        .where(
+            Certificate.request_id == request_id,
+            Certificate.model_id == model_id,
+            Certificate.superseded_at.is_(None),
+        )
+        .with_for_update()
+    )
 
 
 def plain_words(body: Mapping[str, Any]) -> str:

@@ -7,15 +7,23 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.conformal import BudgetCalibration, calibrate_budget
+from models.conformal import BudgetCalibration, ThresholdCalibration, calibrate_budget
 from models.generative.refinement import refine, rounds_to_acceptance
 from models.generative.rules import RuleSet
 from service.audit import append_event
 from service.core.config import Settings
-from service.db.enums import CalibrationKind, RuleSetStatus
-from service.db.tables import CalibrationRecord, MlModel, RuleSetVersion
+from service.db.enums import ActionStatus, CalibrationKind, RuleSetStatus
+from service.db.tables import (
+    CalibrationRecord,
+    ErasureRequest,
+    MlModel,
+    RequestAction,
+    RuleSetVersion,
+)
+from service.erasure.certificates import conformal_certificate, issue_certificate
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.rules.calibration import budget_probe_prompts
 from service.rules.rulesets import merge_rule_sets, per_request_rule_sets
@@ -122,6 +130,7 @@ def record_budget(
         )
         for r in outcome.rounds
     )
+    _reissue_certificates(session, row, result, actor)
     append_event(
         session,
         actor=actor,
@@ -142,3 +151,33 @@ def record_budget(
         },
     )
     return "calibrated"
+
+
+def _reissue_certificates(
+    session: Session, row: RuleSetVersion, budget: BudgetCalibration, actor: str
+) -> None:
+    """Every request in force is now protected by this version's λ and B: its certificate is
+    re-issued with both, superseding the one issued at activation (both stay in the log)."""
+    model = session.get_one(MlModel, row.model_id)
+    threshold = ThresholdCalibration(**row.calibration["threshold"])
+    for request_id in row.request_ids:
+        rid = uuid.UUID(request_id)
+        action = session.scalar(
+            select(RequestAction).where(
+                RequestAction.request_id == rid, RequestAction.model_id == model.id
+            )
+        )
+        request = session.get(ErasureRequest, rid)
+        if action is None or request is None or action.status != ActionStatus.done:
+            continue
+        certificate = conformal_certificate(
+            threshold,
+            budget,
+            request=request,
+            model=model,
+            false_flag_rate=row.calibration.get("false_flag_rate"),
+            rule_set_version=row.version,
+            serving_threshold=float(row.calibration["serving_threshold"]),
+            serving_budget=int(row.calibration["serving_budget"]),
+        )
+        issue_certificate(session, action, model, certificate, actor)

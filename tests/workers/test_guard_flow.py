@@ -124,6 +124,19 @@ def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
     assert FORGOTTEN not in str(versions)
     assert verify_chain(session).ok
 
+    # The activation's certificate was re-issued once B was calibrated: the current one
+    # carries B's figures, the first stays in the history and in the audit log.
+    history = request["certificate_history"]
+    assert [c["superseded"] for c in history] == [True, False]
+    assert history[0]["body"]["budget_reason"] == "the regeneration budget was not calibrated"
+    assert cert["body"]["budget_n"] == budget["n"]
+    assert cert["body"]["budget_reason"] == budget["reason"]
+    report = app_client.get(f"/v1/requests/{rid}/report", headers=auth(bot["dpo"])).json()
+    issued = [e for e in report["events"] if e["action"] == "certificate.issued"]
+    assert len(issued) == 2 and "supersedes" in issued[1]["details"]
+    assert report["summary"]["current_certificates"] == [cert["body"]]
+    assert len(report["summary"]["certificates"]) == 2
+
 
 def test_small_calibration_gives_no_guarantee(
     app_client: TestClient, bot: dict[str, str], sent_tasks: SentTasks
