@@ -11,12 +11,18 @@ from typing import Annotated
 import typer
 
 from service.core.config import get_settings
+from service.ops import audit as ops_audit
+from service.ops import models as ops_models
+from service.ops import requests as ops_requests
 
 app = typer.Typer(no_args_is_help=True, help="lethe: right-to-be-forgotten for ML models.")
 token_app = typer.Typer(help="API tokens.")
 audit_app = typer.Typer(help="The audit log.")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
+app.add_typer(ops_requests.app, name="requests")
+app.add_typer(ops_models.app, name="models")
+audit_app.command("export")(ops_audit.export)
 
 
 @app.command()
