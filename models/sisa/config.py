@@ -19,7 +19,7 @@ __all__ = ["LEGACY_VALUES", "SisaConfig"]
 LEGACY_VALUES: dict[str, Any] = {
     "validation_fraction": 0.0,
     "patience": 5,
-    "max_slice_epochs": 60,
+    "max_rounds": 60,
     "tail_slices": 0,
     "base_hash": "",
 }
@@ -33,9 +33,10 @@ class SisaConfig:
 
     - **early stopping** (``validation_fraction > 0``, the default): a fixed part of each shard's
       records, chosen by a keyed hash of the record key, is held out for validation; after each
-      slice is added, training runs until the validation loss has not improved for ``patience``
-      epochs (at most ``max_slice_epochs``) and keeps the best epoch's model and optimizer. The
-      split and the stopping epoch depend only on the records, so exactness is unaffected.
+      slice is added, training runs in rounds (whole epochs, at least 20 optimizer steps) until
+      the validation loss has not improved for ``patience`` rounds (at most ``max_rounds``) and
+      keeps the best round's model and optimizer. The split and the stopping epoch depend only
+      on the records, so exactness is unaffected.
     - **fixed epochs** (``validation_fraction == 0``, v1): ``epochs`` counts equivalent passes
       over the full data. Slice ``r`` trains on slices ``0..r``, so with ``e'`` epochs per slice a
       shard of size ``|D|`` costs about ``e' * |D| * (R + 1) / 2`` sample passes;
@@ -59,7 +60,7 @@ class SisaConfig:
     partition_salt: str = "lethe"
     validation_fraction: float = 0.15
     patience: int = 5
-    max_slice_epochs: int = 60
+    max_rounds: int = 60
     tail_slices: int = 0
     base_hash: str = ""
 
@@ -79,7 +80,7 @@ class SisaConfig:
             "partition_salt": bool(self.partition_salt),
             "validation_fraction": 0.0 <= self.validation_fraction < 0.5,
             "patience": self.patience >= 1,
-            "max_slice_epochs": self.max_slice_epochs >= 1,
+            "max_rounds": self.max_rounds >= 1,
             "tail_slices": 0 <= self.tail_slices < self.slices,
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -119,7 +120,7 @@ class SisaConfig:
             partition_salt=str(data.get("partition_salt", "lethe")),
             validation_fraction=float(new_field("validation_fraction")),
             patience=int(new_field("patience")),
-            max_slice_epochs=int(new_field("max_slice_epochs")),
+            max_rounds=int(new_field("max_rounds")),
             tail_slices=int(new_field("tail_slices")),
             base_hash=str(new_field("base_hash")),
         )
@@ -139,6 +140,6 @@ class SisaConfig:
                 del data[name]
         if not self.early_stopping:
             data.pop("patience", None)
-            data.pop("max_slice_epochs", None)
+            data.pop("max_rounds", None)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

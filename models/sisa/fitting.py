@@ -4,6 +4,7 @@ improving. Every random draw is seeded from its coordinates, never from a runnin
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from models.sisa.determinism import seeded_generator
 
 __all__ = [
     "MIN_IMPROVEMENT",
+    "MIN_STEPS_PER_ROUND",
     "EarlyStoppingOutcome",
     "build_optimizer",
     "fit_epochs",
@@ -26,6 +28,10 @@ __all__ = [
 # A validation loss must drop by more than this to count as an improvement: without a margin,
 # ever smaller gains on a well-fitted shard would keep training until the epoch cap.
 MIN_IMPROVEMENT = 1e-4
+# Early stopping looks at the validation loss once per round of whole epochs with at least this
+# many optimizer steps. Counting in epochs alone would judge a small shard (one or two steps an
+# epoch) after a handful of steps, long before the loss could have moved.
+MIN_STEPS_PER_ROUND = 20
 
 
 def build_optimizer(config: SisaConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -91,13 +97,14 @@ def fit_with_early_stopping(
     validation_x: torch.Tensor,
     validation_y: torch.Tensor,
     *,
-    max_epochs: int,
+    max_rounds: int,
     patience: int,
     batch_size: int,
     seed_parts: tuple[int | str, ...],
 ) -> EarlyStoppingOutcome:
-    """Train epoch by epoch while the validation loss improves; stop after ``patience`` epochs
-    without improvement (or ``max_epochs``) and restore the best epoch's model *and* optimizer.
+    """Train round by round (see ``MIN_STEPS_PER_ROUND``) while the validation loss improves;
+    stop after ``patience`` rounds without improvement (or ``max_rounds``) and restore the best
+    round's model *and* optimizer.
 
     The incoming model is the first candidate, so adding a slice never makes the validation loss
     worse. Everything here is a function of the inputs, which is what lets a resumed retrain
@@ -111,11 +118,19 @@ def fit_with_early_stopping(
     best_optimizer = copy.deepcopy(optimizer.state_dict())
     if len(y) == 0:
         return EarlyStoppingOutcome(0, 0, best_loss, best_accuracy)
-    for epoch in range(max_epochs):
+    steps_per_epoch = math.ceil(len(y) / batch_size)
+    epochs_per_round = max(1, math.ceil(MIN_STEPS_PER_ROUND / steps_per_epoch))
+    for round_index in range(max_rounds):
         fit_epochs(
-            model, optimizer, x, y, epochs=1, batch_size=batch_size, seed_parts=(*seed_parts, epoch)
+            model,
+            optimizer,
+            x,
+            y,
+            epochs=epochs_per_round,
+            batch_size=batch_size,
+            seed_parts=(*seed_parts, round_index),
         )
-        epochs_run = epoch + 1
+        epochs_run += epochs_per_round
         loss, accuracy = validation_metrics(model, validation_x, validation_y)
         if loss < best_loss - MIN_IMPROVEMENT:
             best_loss, best_accuracy, best_epoch, since_best = loss, accuracy, epochs_run, 0

@@ -59,5 +59,7 @@ def is_validation_record(record_key: str, config: SisaConfig) -> bool:
     """
     if not config.early_stopping:
         return False
-    bucket = _keyed_bucket(config.partition_salt, b"validation\x00", record_key, _VALIDATION_BUCKETS)
+    bucket = _keyed_bucket(
+        config.partition_salt, b"validation\x00", record_key, _VALIDATION_BUCKETS
+    )
     return bucket < round(config.validation_fraction * _VALIDATION_BUCKETS)

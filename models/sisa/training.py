@@ -182,7 +182,7 @@ def _train_slice(
         train_y,
         validation_x,
         validation_y,
-        max_epochs=config.max_slice_epochs,
+        max_rounds=config.max_rounds,
         patience=config.patience,
         batch_size=config.batch_size,
         seed_parts=seed_parts,
