@@ -235,3 +235,19 @@ def test_validation_weights_come_from_each_shard_and_follow_its_retrain(tmp_path
     reweighted = Ensemble.load(CONFIG, after.manifest, store, weighting="validation")
     assert reweighted.weights[0] == after.shards[0].training.validation_accuracy
     assert reweighted.weights[1] == weighted.weights[1]
+
+
+def test_the_fixed_schedule_still_trains_every_record_and_stays_exact(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    fixed = CONFIG.replace(validation_fraction=0.0, epochs=4)
+    data = make_records(fixed, 120)
+    manifest = Manifest.from_results(train_shard(fixed, s, data[s], store) for s in data)
+    target = next(r for r in sorted(data[0], key=lambda r: r.key) if r.slice == 1)
+    result = unlearn(fixed, data, [target.key], store, manifest)
+    outcome = result.shards[0]
+    assert outcome.training.epochs_by_slice == [fixed.slice_epochs] * fixed.slices
+    assert not ShardLayout.build(fixed, data[0]).validation.any()
+    scratch = train_shard_in_memory(fixed, 0, result.retained_records[0])
+    assert_states_equal(
+        scratch.model.state_dict(), load_checkpoint(store, outcome.checkpoint_after).model_state
+    )
