@@ -212,6 +212,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=1.0, help="accuracy budget, points")
     parser.add_argument("--erasure-rate", type=float, default=0.001)
     parser.add_argument("--plan-records", type=int, default=None)
+    parser.add_argument("--base-samples", type=int, default=None, help="public base's data")
+    parser.add_argument("--base-epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-credit", action="store_true", help="skip credit_data")
     parser.add_argument("--no-flchain", action="store_true", help="skip flchain")
@@ -234,8 +236,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.plan_records is None:
         args.plan_records = 4000 if args.quick else 20_000
     args.test_size = 1000 if args.quick else 5000
-    args.base_samples = 8000 if args.quick else 40_000
-    args.base_epochs = 10 if args.quick else 20
+    if args.base_samples is None:
+        args.base_samples = 8000 if args.quick else 40_000
+    if args.base_epochs is None:
+        args.base_epochs = 10 if args.quick else 20
     args.head_hidden = (32,)
     return args
 
