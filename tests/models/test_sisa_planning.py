@@ -65,6 +65,9 @@ def test_the_same_records_in_any_order_give_the_same_plan() -> None:
         assert chosen["per_request_speedup"] == max(p["per_request_speedup"] for p in inside)
     for point in first["frontier"]:
         assert point["per_request_speedup"] > 1
+        assert 0 < point["accuracy_gap_se_points"] < 100
+        one_model = first["one_model_accuracy"]
+        assert point["accuracy_gap_points"] == pytest.approx(100 * (one_model - point["accuracy"]))
         assert point["within_budget"] == (point["accuracy_gap_points"] <= 1.0)
 
 
