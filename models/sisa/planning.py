@@ -200,6 +200,7 @@ def plan_sisa(
     *,
     candidates: Sequence[tuple[int, int]] = DEFAULT_CANDIDATES,
     budget_points: float = 1.0,
+    se_margin: float = 0.0,
     erasure_rate: float = 0.001,
     flagged_erasure_odds: float = 1.0,
     max_records: int = 20_000,
@@ -211,6 +212,9 @@ def plan_sisa(
     ``candidates`` whose held-out accuracy is at most ``budget_points`` below one model.
 
     ``base`` supplies everything but S and R (network, schedule, seed, salt, tail slices).
+    A candidate is within budget when ``gap + se_margin * se <= budget_points``: with the
+    default 0 the point estimate decides; 1 or 2 guard against a small subsample's noise (on
+    a few thousand records the gap's standard error is about a point).
     ``erasure_rate`` is the expected fraction of the model's records erased per retrain (so
     ``max(1, round(rate * len(records)))`` requests are coalesced into one retrain).
     Deterministic: the same records (in any order) give the same plan.
@@ -253,7 +257,14 @@ def plan_sisa(
         gap, gap_se = _paired_gap(one_model_predictions, predictions, test_y)
         points.append(
             FrontierPoint(
-                shards, slices, accuracy, speedup, gap, gap_se, gap <= budget_points, too_small
+                shards,
+                slices,
+                accuracy,
+                speedup,
+                gap,
+                gap_se,
+                gap + se_margin * gap_se <= budget_points,
+                too_small,
             )
         )
     if progress is not None:
