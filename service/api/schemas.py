@@ -117,6 +117,8 @@ class GenerateIn(StrictIn):
 class GenerateOut(BaseModel):
     model: str
     text: str
+    # The model version whose weights answered (models lethe fine-tunes; None otherwise).
+    model_version: int | None = None
     rule_set_version: int | None
     rounds_used: int
     refused: bool
