@@ -50,6 +50,9 @@ class ActionOut(BaseModel):
     progress: float
     shards: list[int]
     error_code: str | None
+    # Policy "both": when exact removal is due, and whether it is late (the rules stay active).
+    exact_due_at: datetime | None = None
+    exact_overdue: bool | None = None
 
 
 class CertificateOut(BaseModel):

@@ -66,7 +66,11 @@ def finetune_config(model_name: str, ft: FinetuneSettings) -> FinetuneConfig:
 
 
 def merged_root(settings: Settings) -> Path:
-    """Where merged serving folders live (derived weights: deleted with their checkpoint)."""
+    """Where merged serving folders live (derived weights: deleted with their checkpoint):
+    beside the checkpoints when the artifact store is a local folder, else under data_dir."""
+    location = settings.artifact_location
+    if "://" not in location:
+        return Path(location).resolve() / "serving"
     return Path(settings.data_dir).resolve() / "finetuned"
 
 
