@@ -45,6 +45,9 @@ class FinetuneResult:
     checkpoint_bytes: dict[str, int]
     """Size of every checkpoint this run wrote."""
     optimizer_steps: int
+    prefix_seconds: float
+    """Time spent computing frozen-prefix activations (once per record and run); the rest of
+    ``seconds`` is model loading, tokenizing, the self-check and the optimizer steps."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,15 +98,18 @@ def _fit_prefix(
     layout: SliceLayout,
     slice_index: int,
     cache: PrefixCache,
-) -> int:
-    """``slice_epochs`` epochs over the records of slices 0..slice_index; returns steps taken.
+) -> tuple[int, float]:
+    """``slice_epochs`` epochs over the records of slices 0..slice_index; returns the steps
+    taken and the seconds spent computing prefix activations.
 
     Epoch e shuffles with a generator seeded by (seed, slice, e) alone, so a run resumed after
     slice r - 1 makes exactly the draws a run from scratch makes at slice r.
     """
     config = model.config
     end = layout.ends[slice_index]
+    started = time.perf_counter()
     hiddens = [model.prefix_hidden(ids, cache) for ids, _ in layout.examples[:end]]
+    prefix_seconds = time.perf_counter() - started
     params = list(model.trainable.values())
     steps = 0
     for epoch in range(config.slice_epochs if end else 0):
@@ -118,7 +124,7 @@ def _fit_prefix(
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             steps += 1
-    return steps
+    return steps, prefix_seconds
 
 
 def _train(
@@ -136,7 +142,7 @@ def _train(
     base = base_id if base_id is not None else base_model_id(base_dir)
     cache = prefix_cache if prefix_cache is not None else PrefixCache()
     written: dict[str, int] = {}
-    steps = 0
+    steps, prefix_seconds = 0, 0.0
     with deterministic_torch(config.num_threads), torch.enable_grad():
         model = AdaptedModel(base_dir, config, base)
         layout = SliceLayout.build(config, records, model.tokenizer, model.eos_id)
@@ -155,7 +161,11 @@ def _train(
         if progress is not None:
             progress(first_slice, config.slices)
         for slice_index in range(first_slice, config.slices):
-            steps += _fit_prefix(model, optimizer, layout, slice_index, cache)
+            slice_steps, slice_prefix_seconds = _fit_prefix(
+                model, optimizer, layout, slice_index, cache
+            )
+            steps += slice_steps
+            prefix_seconds += slice_prefix_seconds
             if store is not None:
                 checkpoint = Checkpoint(
                     model.adapter_state(),
@@ -177,6 +187,7 @@ def _train(
         records_per_slice=[len(keys) for keys in layout.keys_by_slice],
         checkpoint_bytes=written,
         optimizer_steps=steps,
+        prefix_seconds=prefix_seconds,
     )
     return TrainedAdapter(result, model, optimizer)
 
