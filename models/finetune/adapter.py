@@ -95,9 +95,9 @@ class AdaptedModel:
         # Dropout off for good: eval mode changes no gradient of a Llama-style model, and a
         # model without dropout needs no dropout RNG to be reproducible.
         self.peft.train(False)
-        self.causal: Any = self.peft.get_base_model()
-        self.trunk: Any = self.causal.model
-        causal: Any = self.causal
+        causal: Any = self.peft.get_base_model()
+        self.causal = causal
+        self.trunk: Any = causal.model
         self.head: Any = causal.get_output_embeddings()
         self.eos_id = end_of_turn_id(self.causal, self.tokenizer)
         pad = self.tokenizer.pad_token_id

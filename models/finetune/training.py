@@ -39,6 +39,9 @@ class FinetuneResult:
     """First slice actually trained; equals the slice count when every checkpoint was stored."""
     slices_trained: int
     seconds: float
+    cpu_seconds: float
+    """CPU time of this process during the run: on a shared machine a steadier measure of the
+    work done than wall time (training runs on ``num_threads`` threads)."""
     lineage_hash: str
     num_records: int
     records_per_slice: list[int]
@@ -138,7 +141,7 @@ def _train(
     prefix_cache: PrefixCache | None,
     progress: Progress | None,
 ) -> TrainedAdapter:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     base = base_id if base_id is not None else base_model_id(base_dir)
     cache = prefix_cache if prefix_cache is not None else PrefixCache()
     written: dict[str, int] = {}
@@ -182,6 +185,7 @@ def _train(
         resumed_from_slice=first_slice,
         slices_trained=config.slices - first_slice,
         seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu_started,
         lineage_hash=layout.lineage_hash(),
         num_records=layout.num_records,
         records_per_slice=[len(keys) for keys in layout.keys_by_slice],
