@@ -25,6 +25,7 @@ from models.finetune import (
     unlearn_subjects,
     verify_bit_exact,
 )
+from models.finetune.records import tokenize_record
 from models.sisa.exactness import compare_states
 from tests.models.conftest import RECORDS
 
@@ -198,3 +199,19 @@ def test_a_second_run_from_scratch_gives_the_same_bits(tiny_base: Path) -> None:
     assert compare_states(one.model.adapter_state(), two.model.adapter_state())[1] == []
     changed = train_sliced_in_memory(tiny_base, replace(CONFIG, seed=4), few)
     assert compare_states(one.model.adapter_state(), changed.model.adapter_state())[1] != []
+
+
+def test_plain_text_records_train_on_every_token(tiny_base: Path) -> None:
+    texts = [
+        FinetuneRecord(f"t{i}", f"writer-{i}", f"Note {i}: the harbor closes at {i + 5} pm.")
+        for i in range(6)
+    ]
+    config = replace(CONFIG, slices=2)
+    trained = train_sliced_in_memory(tiny_base, config, texts)
+    assert trained.result.num_records == 6 and trained.result.optimizer_steps > 0
+    ids, labels = tokenize_record(trained.model.tokenizer, texts[0], trained.model.eos_id)
+    assert labels == ids and ids[-1] == trained.model.eos_id
+    qa_ids, qa_labels = tokenize_record(trained.model.tokenizer, RECORDS[0], trained.model.eos_id)
+    # Question/answer records take the loss on the answer only.
+    assert qa_labels[0] == -100 and qa_labels[-1] == trained.model.eos_id
+    assert len(qa_ids) == len(qa_labels)

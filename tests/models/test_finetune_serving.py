@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from models.artifacts import LocalArtifactStore
@@ -16,6 +18,7 @@ from models.finetune import (
     load_checkpoint,
     load_generator,
     merged_dir,
+    merged_model,
     train_sliced,
 )
 from models.generative.generator import Generator
@@ -56,3 +59,6 @@ def test_served_model_loads_and_generates(tiny_base: Path, tmp_path: Path) -> No
         base_logits = Generator.from_dir(tiny_base).model(input_ids=batch["input_ids"]).logits
     assert torch.allclose(merged_logits, adapter_logits, atol=1e-4)
     assert not torch.allclose(merged_logits, base_logits, atol=1e-3)
+
+    with pytest.raises(ValueError, match="another configuration"):
+        merged_model(tiny_base, replace(CONFIG, lora_rank=2), result.final_checkpoint, store)
