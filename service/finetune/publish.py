@@ -132,13 +132,14 @@ def destroy_artifacts(settings: Settings, checkpoints: list[str]) -> list[dict[s
 def finish_exact(
     session: Session,
     settings: Settings,
-    inputs: ExactInputs,
+    model_id: uuid.UUID,
+    job_id: uuid.UUID,
     outcome: dict[str, Any],
     destroyed: list[dict[str, Any]],
     actor: str,
 ) -> int:
     """Close every action the job served; returns how many were closed."""
-    model = session.get_one(MlModel, inputs.model_id, with_for_update=True)
+    model = session.get_one(MlModel, model_id, with_for_update=True)
     append_event(
         session,
         actor=actor,
@@ -148,9 +149,10 @@ def finish_exact(
         details={"model": model.name, "artifacts": destroyed},
     )
     version_after = model.current_version
-    shard = {k: v for k, v in outcome.items() if k not in ("checkpoint_ids", "retained_keys")}
+    dropped = ("checkpoint_ids", "retained_keys", "version_after")
+    shard = {k: v for k, v in outcome.items() if k not in dropped}
     closed = []
-    for action in jobs.actions_waiting_for(session, inputs.job_id):
+    for action in jobs.actions_waiting_for(session, job_id):
         if action.status != ActionStatus.running:
             continue
         request = session.get_one(ErasureRequest, action.request_id, with_for_update=True)

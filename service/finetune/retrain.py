@@ -93,6 +93,25 @@ class ExactInputs:
     verify: bool
 
 
+@dataclass(frozen=True)
+class UnfinishedExact:
+    """A retrain published but not closed (its task stopped after publishing): what is left
+    is destroying what saw the subjects and closing the actions."""
+
+    job_id: uuid.UUID
+    model_id: uuid.UUID
+    result: dict[str, Any]
+
+
+def _unfinished(session: Session, job: Job) -> UnfinishedExact | None:
+    if job.status != JobStatus.done or job.kind != JobKind.finetune_retrain:
+        return None
+    waiting = jobs.actions_waiting_for(session, job.id)
+    if not any(a.status == ActionStatus.running for a in waiting):
+        return None
+    return UnfinishedExact(job.id, job.model_id, dict(job.result))
+
+
 def _rules_pending(session: Session, actions: list[RequestAction]) -> bool:
     for action in actions:
         rules = session.scalar(
@@ -114,11 +133,15 @@ def _should_verify(policy: GenerativePolicy, job_id: uuid.UUID) -> bool:
     return policy.verify_exact == "always"
 
 
-def load_exact(session: Session, settings: Settings, job_id: uuid.UUID) -> ExactInputs | str:
+def load_exact(
+    session: Session, settings: Settings, job_id: uuid.UUID
+) -> ExactInputs | UnfinishedExact | str:
     """Claim the job and read the served version and records; a string says why not."""
     pending = session.get(Job, job_id)
-    if pending is None or pending.status != JobStatus.pending:
+    if pending is None:
         return "not_claimed"
+    if pending.status != JobStatus.pending:
+        return _unfinished(session, pending) or "not_claimed"
     if _rules_pending(session, jobs.actions_waiting_for(session, job_id)):
         enqueue_after_commit(
             session, settings, TASK_FINETUNE_RETRAIN, [str(job_id)], countdown=WAIT_FOR_RULES_S

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from models.artifacts import ArtifactNotFound
 from models.finetune import FinetuneConfig, export_merged
 from models.generative.refinement import refine
 from service.core.config import Settings
@@ -92,9 +93,13 @@ def finetuned_generate(
     active = load_active(settings, session, model.id)
     model_id = model.id
     session.close()
-    generate = finetuned_generator(settings, served).bind(
-        max_new_tokens=max_new_tokens or config.max_new_tokens
-    )
+    try:
+        loaded = finetuned_generator(settings, served)
+    except ArtifactNotFound:
+        # This process had not loaded the version it read, and an erasure has since destroyed
+        # its checkpoint: the next read finds the new version.
+        raise conflict("model_version_switched", "the model switched versions; retry") from None
+    generate = loaded.bind(max_new_tokens=max_new_tokens or config.max_new_tokens)
     if active is None or not active.rules.rules:  # nothing to forget, or every rule retired
         text = generate(prompt, banned_phrases=(), instruction=None, seed=seed)
         version = active.version if active else None

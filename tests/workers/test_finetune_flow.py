@@ -262,3 +262,52 @@ def test_failed_exact_step_leaves_the_rules_active(
     assert active.request_ids == [rid]  # still suppressed
     out = _ask(app_client, roles["ml"], model, facts_of(FORGOTTEN)[0][0])
     assert (out["model_version"], out["rule_set_version"]) == (1, 1)
+
+
+def test_a_retrain_stopped_after_publishing_is_finished_on_redelivery(
+    app_client: TestClient,
+    roles: dict[str, str],
+    sent_tasks: SentTasks,
+    settings: Settings,
+    tiny_lm: Path,
+    retain_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery.exceptions import Retry
+
+    from workers.tasks import finetune
+
+    model = _register_and_train(app_client, roles["ml"], sent_tasks, tiny_lm, retain_file)
+    rid = _erase(app_client, roles["dpo"], model)
+    _run(sent_tasks, TASK_PROCESS_REQUEST)
+    _run(sent_tasks, TASK_UPDATE_VERIFIER_RULES)
+    real, calls = finetune.destroy_artifacts, []
+
+    def fails_once(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError("store unreachable")
+        return real(*args)
+
+    monkeypatch.setattr(finetune, "destroy_artifacts", fails_once)
+    [[job_id]] = sent_tasks.pop(TASK_FINETUNE_RETRAIN)
+    with pytest.raises(Retry):
+        finetune.finetune_retrain(job_id)
+    # Published (serving has switched) but not closed: the rules still stand.
+    assert (
+        app_client.get(f"/v1/models/{model}", headers=auth(roles["ml"])).json()["current_version"]
+        == 2
+    )
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    assert request["status"] == "in_progress"
+
+    assert finetune.finetune_retrain(job_id) == "finished"
+    assert finetune.finetune_retrain(job_id) == "not_claimed"  # and again: nothing left to do
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    assert request["status"] == "completed"
+    [final] = request["certificates"]
+    destroyed = final["body"]["destroyed_artifacts"]
+    assert final["kind"] == "exact_retrain" and destroyed
+    assert all(d["deleted"] and d["sha256"] for d in destroyed)
+    store = open_store(settings.artifact_location)
+    assert not any(store.exists(checkpoint_key(d["checkpoint"])) for d in destroyed)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.erasure import jobs
 from service.finetune.publish import ExactOutcome, destroy_artifacts, finish_exact, publish_exact
-from service.finetune.retrain import load_exact, retrain_exact
+from service.finetune.retrain import UnfinishedExact, load_exact, retrain_exact
 from service.finetune.training import load_finetune, record_finetune, run_finetune
 from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN
 from workers.base import DbTask, db_task_options
@@ -61,6 +61,13 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
         raise self.retry(countdown=jobs.RETRY_DELAY_S, max_retries=None) from None
     if isinstance(inputs, str):
         return inputs
+    if isinstance(inputs, UnfinishedExact):  # published before the task stopped: close it
+        destroyed = destroy_artifacts(self.settings, list(inputs.result["superseded_checkpoints"]))
+        with self.transaction() as session:
+            finish_exact(
+                session, self.settings, inputs.model_id, jid, inputs.result, destroyed, ACTOR
+            )
+        return "finished"
     try:
         outcome = retrain_exact(self.settings, inputs, progress_reporter(self, jid))
     except Exception as exc:
@@ -71,7 +78,12 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
     if published != ExactOutcome.done:
         return published
     # The new version serves from here on: what saw the subjects can go.
-    destroyed = destroy_artifacts(self.settings, list(outcome["superseded_checkpoints"]))
+    try:
+        destroyed = destroy_artifacts(self.settings, list(outcome["superseded_checkpoints"]))
+    except Exception as exc:
+        # Published, not closed: the redelivered task finds the job done and finishes it.
+        log.error("job %s: destroying artifacts failed (%s)", jid, type(exc).__name__)
+        raise self.retry(countdown=jobs.RETRY_DELAY_S) from None
     with self.transaction() as session:
-        finish_exact(session, self.settings, inputs, outcome, destroyed, ACTOR)
+        finish_exact(session, self.settings, inputs.model_id, jid, outcome, destroyed, ACTOR)
     return published
