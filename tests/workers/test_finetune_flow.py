@@ -275,13 +275,14 @@ def test_a_retrain_stopped_after_publishing_is_finished_on_redelivery(
 ) -> None:
     from celery.exceptions import Retry
 
+    from service.finetune.publish import destroy_artifacts
     from workers.tasks import finetune
 
     model = _register_and_train(app_client, roles["ml"], sent_tasks, tiny_lm, retain_file)
     rid = _erase(app_client, roles["dpo"], model)
     _run(sent_tasks, TASK_PROCESS_REQUEST)
     _run(sent_tasks, TASK_UPDATE_VERIFIER_RULES)
-    real, calls = finetune.destroy_artifacts, []
+    real, calls = destroy_artifacts, []
 
     def fails_once(*args: Any) -> Any:
         calls.append(args)
