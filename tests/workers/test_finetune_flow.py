@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,17 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     assert interim["plain_words"].startswith("Interim:")
     [exact] = [a for a in request["actions"] if a["strategy"] == "exact_retrain"]
     assert exact["exact_due_at"] and exact["exact_overdue"] is False
+    # Past its date the exact action is flagged once by the reaper, and shown overdue.
+    from service.finetune.deadlines import flag_overdue_exact
+    from workers.tasks.reaper import reap_stuck_jobs
+
+    late = datetime.fromisoformat(exact["exact_due_at"]) + timedelta(seconds=1)
+    assert flag_overdue_exact(session, "test", now=late - timedelta(seconds=2)) == 0
+    assert flag_overdue_exact(session, "test", now=late) == 1
+    session.flush()
+    assert reap_stuck_jobs()["exact_overdue"] == 0  # flagged once
+    events = app_client.get(f"/v1/requests/{rid}/timeline", headers=auth(dpo)).json()
+    assert [e["action"] for e in events].count("action.exact_overdue") == 1
     during = _ask(app_client, ml, model, question)
     assert (during["model_version"], during["rule_set_version"]) == (1, 1)
 
