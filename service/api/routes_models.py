@@ -29,6 +29,9 @@ from service.db.enums import ModelKind
 from service.db.tables import Job, MlModel, ModelVersion, RuleSetVersion
 from service.exact.ingest import ingest_csv
 from service.exact.serving import predict as predict_rows
+from service.finetune.records import ingest_jsonl, is_finetuned
+from service.finetune.serving import finetuned_generate
+from service.finetune.training import request_finetune
 from service.registry.service import (
     get_job,
     get_model,
@@ -89,7 +92,10 @@ def ingest(
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise DomainError(413, "payload_too_large", "the upload is too large")
-    summary = ingest_csv(session, settings, model, data, principal.actor)
+    if is_finetuned(model):  # JSONL of question/answer or text, each with a subject
+        summary: object = ingest_jsonl(session, settings, model, data, principal.actor)
+    else:
+        summary = ingest_csv(session, settings, model, data, principal.actor)
     session.commit()
     return IngestOut(**summary.__dict__)
 
@@ -97,7 +103,10 @@ def ingest(
 @router.post("/models/{name}/train", status_code=202, response_model=JobOut)
 def train(name: str, session: SessionDep, settings: SettingsDep, principal: MlWrite) -> JobOut:
     model = get_model(audited(session), name, lock=True)
-    job = start_training(session, settings, model, principal.actor)
+    if is_finetuned(model):
+        job = request_finetune(session, settings, model, principal.actor)
+    else:
+        job = start_training(session, settings, model, principal.actor)
     session.commit()
     return job_out(job, model.name)
 
@@ -167,6 +176,24 @@ def generate(
     model = get_model(session, name)
     if model.kind != ModelKind.generative:
         raise conflict("wrong_model_kind", "only generative models generate")
+    if is_finetuned(model):
+        tuned = finetuned_generate(
+            settings,
+            session,
+            model,
+            body.prompt,
+            seed=body.seed,
+            max_new_tokens=body.max_new_tokens,
+        )
+        return GenerateOut(
+            model=name,
+            text=tuned.text,
+            model_version=tuned.model_version,
+            rule_set_version=tuned.rule_set_version,
+            rounds_used=tuned.rounds_used,
+            refused=tuned.refused,
+            reason=tuned.reason,
+        )
     answer = guarded_generate(
         settings, session, model, body.prompt, seed=body.seed, max_new_tokens=body.max_new_tokens
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -21,6 +22,7 @@ from service.api.schemas import (
     TimelineEvent,
 )
 from service.audit.reports import events_csv, request_report
+from service.db.base import utcnow
 from service.db.enums import ActionStatus, RequestStatus
 from service.db.tables import (
     ActionJob,
@@ -36,6 +38,16 @@ from service.erasure.filing import NewRequest, file_request, get_request, reques
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
 
 router = APIRouter(prefix="/v1/requests", tags=["erasure requests"])
+
+
+def exact_due(action: RequestAction) -> dict[str, Any]:
+    """Policy "both": the exact action's due date; overdue while not done after it."""
+    due = action.detail.get("exact_due_at")
+    if due is None:
+        return {}
+    due_at = datetime.fromisoformat(due)
+    late = action.finished_at if action.status == ActionStatus.done else utcnow()
+    return {"exact_due_at": due_at, "exact_overdue": late is not None and late > due_at}
 
 
 def request_out(session: Session, request: ErasureRequest, *, detail: bool = True) -> RequestOut:
@@ -79,6 +91,7 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
                 progress=round(progress, 4),
                 shards=list(action.detail.get("shards", [])),
                 error_code=action.error_code,
+                **exact_due(action),
             )
         )
     certs = session.execute(

@@ -50,6 +50,9 @@ class ActionOut(BaseModel):
     progress: float
     shards: list[int]
     error_code: str | None
+    # Policy "both": when exact removal is due, and whether it is late (the rules stay active).
+    exact_due_at: datetime | None = None
+    exact_overdue: bool | None = None
 
 
 class CertificateOut(BaseModel):
@@ -117,6 +120,8 @@ class GenerateIn(StrictIn):
 class GenerateOut(BaseModel):
     model: str
     text: str
+    # The model version whose weights answered (models lethe fine-tunes; None otherwise).
+    model_version: int | None = None
     rule_set_version: int | None
     rounds_used: int
     refused: bool

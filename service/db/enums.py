@@ -75,6 +75,8 @@ class JobStatus(StrEnum):
 class JobKind(StrEnum):
     train = "train"  # a whole model's first training (no shard)
     retrain_shard = "retrain_shard"  # one shard's slice retraining
+    finetune = "finetune"  # a fine-tuned generative model's first (sliced) fine-tune
+    finetune_retrain = "finetune_retrain"  # exact removal of subjects from a fine-tune
 
 
 class RecordSplit(StrEnum):

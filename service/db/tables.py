@@ -160,7 +160,8 @@ class RequestAction(UUIDPrimaryKey, CreatedAt, Base):
 
     __tablename__ = "request_actions"
     __table_args__ = (
-        UniqueConstraint("request_id", "model_id"),
+        # Policy "both": one request, one model, two actions (rules now, exact removal later).
+        UniqueConstraint("request_id", "model_id", "strategy"),
         CheckConstraint(check_in("strategy", Strategy), name="strategy"),
         CheckConstraint(check_in("status", ActionStatus), name="status"),
     )

@@ -26,7 +26,7 @@ from models.conformal import (
 )
 from service.audit import append_event
 from service.db.base import utcnow
-from service.db.enums import CertificateKind
+from service.db.enums import ActionStatus, CertificateKind, Strategy
 from service.db.tables import Certificate, ErasureRequest, MlModel, RequestAction
 
 EXACT_CLAIM = (
@@ -48,6 +48,7 @@ class ExactRetrainCertificate(TypedDict, total=False):
     shards_retrained: list[dict[str, Any]]
     determinism_check: str
     note: str
+    destroyed_artifacts: list[dict[str, Any]]
     plain_words: str
 
 
@@ -57,6 +58,8 @@ class ConformalRiskCertificate(ConformalCertificate, total=False):
     model: str
     serving_threshold: float
     serving_budget: int
+    interim: bool
+    exact_removal_due_at: str
     plain_words: str
 
 
@@ -138,6 +141,8 @@ def issue_certificate(
 ) -> Certificate:
     """Issue the (request, model)'s certificate; one issued before is superseded by it (kept,
     here and in the audit log, with the link)."""
+    if body["kind"] != CertificateKind.exact_retrain:
+        body = _mark_interim(session, action, model, body)
     previous = current_certificate(session, action.request_id, model.id)
     if previous is not None:
         previous.superseded_at = utcnow()
@@ -171,6 +176,34 @@ def issue_certificate(
     session.add(certificate)
     session.flush()
     return certificate
+
+
+def _mark_interim(
+    session: Session,
+    action: RequestAction,
+    model: MlModel,
+    body: ExactRetrainCertificate | ConformalRiskCertificate,
+) -> ExactRetrainCertificate | ConformalRiskCertificate:
+    """Policy ``both``: while the exact removal of the same (request, model) is still to come,
+    the rules certificate is interim and says by when the exact one is due."""
+    exact = session.scalar(
+        select(RequestAction).where(
+            RequestAction.request_id == action.request_id,
+            RequestAction.model_id == model.id,
+            RequestAction.strategy == Strategy.exact_retrain,
+        )
+    )
+    due = exact.detail.get("exact_due_at") if exact is not None else None
+    if exact is None or due is None or exact.status in (ActionStatus.done, ActionStatus.skipped):
+        return body
+    marked = cast(ConformalRiskCertificate, dict(body))
+    marked["interim"] = True
+    marked["exact_removal_due_at"] = str(due)
+    marked["plain_words"] = (
+        f"Interim: {marked.get('plain_words', '')} Exact removal of the subject's data from "
+        f"the model's weights is due by {due}; a further certificate will supersede this one."
+    )
+    return marked
 
 
 def current_certificate(

@@ -22,7 +22,13 @@ from service.db.enums import ActionStatus, JobKind, JobStatus, ModelStatus, Requ
 from service.db.tables import ActionJob, ErasureRequest, Job, MlModel, RequestAction
 from service.erasure.lifecycle import fail_action, finish_request_if_done
 from service.queue.after_commit import enqueue_after_commit
-from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
+from service.queue.names import (
+    TASK_FINETUNE_MODEL,
+    TASK_FINETUNE_RETRAIN,
+    TASK_PROCESS_REQUEST,
+    TASK_RETRAIN_SHARD,
+    TASK_TRAIN_MODEL,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +36,18 @@ log = logging.getLogger(__name__)
 RETRY_DELAY_S = 5
 
 
+TASKS = {
+    JobKind.train: TASK_TRAIN_MODEL,
+    JobKind.retrain_shard: TASK_RETRAIN_SHARD,
+    JobKind.finetune: TASK_FINETUNE_MODEL,
+    JobKind.finetune_retrain: TASK_FINETUNE_RETRAIN,
+}
+# Jobs that train a whole model: failing one fails the model, not a request's action.
+MODEL_TRAINING_JOBS = frozenset({JobKind.train, JobKind.finetune})
+
+
 def task_for(job: Job) -> str:
-    return TASK_TRAIN_MODEL if job.kind == JobKind.train else TASK_RETRAIN_SHARD
+    return TASKS[job.kind]
 
 
 def claim(session: Session, job_id: uuid.UUID) -> Job | None:
@@ -183,7 +199,7 @@ def fail(session: Session, job: Job, code: str, actor: str) -> None:
             "attempts": job.attempts,
         },
     )
-    if job.kind == JobKind.train:
+    if job.kind in MODEL_TRAINING_JOBS:
         model.status = ModelStatus.failed
         return
     for action in actions_waiting_for(session, job.id):

@@ -31,6 +31,7 @@ from service.erasure.filing import get_request
 from service.erasure.jobs import open_retrain, send_pending_jobs
 from service.erasure.lifecycle import finish_request_if_done, move_action, start_request
 from service.exact.finish import finish_exact_action
+from service.finetune.retrain import open_exact
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_UPDATE_VERIFIER_RULES
 
@@ -58,10 +59,29 @@ def models_in_scope(session: Session, request: ErasureRequest) -> list[MlModel]:
     return list(session.scalars(stmt))
 
 
+def is_both(model: MlModel) -> bool:
+    """Policy ``both``: a generative model lethe fine-tunes gets rules now, exact removal later."""
+    return model.kind == ModelKind.generative and model.policy.get("strategy") == "both"
+
+
+def plan_model_actions(
+    session: Session, request: ErasureRequest, model: MlModel
+) -> list[PlannedAction]:
+    """One action per model, or two under policy ``both`` (rules first, exact second)."""
+    if is_both(model):
+        rules = PlannedAction(model, Strategy.verifier_rules, (), 0)
+        return [rules, _plan_records(session, request, model)]
+    return [plan_model(session, request, model)]
+
+
 def plan_model(session: Session, request: ErasureRequest, model: MlModel) -> PlannedAction:
     if model.kind == ModelKind.generative:
         # Rules are needed whether or not lethe ever saw this subject: the model may know them.
         return PlannedAction(model, Strategy.verifier_rules, (), 0)
+    return _plan_records(session, request, model)
+
+
+def _plan_records(session: Session, request: ErasureRequest, model: MlModel) -> PlannedAction:
     subject_rows = select(TrainingRecord.split, TrainingRecord.shard, func.count()).where(
         TrainingRecord.model_id == model.id,
         TrainingRecord.subject_ref == request.subject_ref,
@@ -91,17 +111,18 @@ def plan_request(
     if request.status == RequestStatus.approved:
         start_request(session, request, actor, [m.name for m in models])
     existing = {
-        a.model_id: a
+        (a.model_id, a.strategy): a
         for a in session.scalars(
             select(RequestAction).where(RequestAction.request_id == request.id)
         )
     }
     for model in models:
-        action = existing.get(model.id)
-        if action is None:
-            _plan_action(session, settings, request, plan_model(session, request, model), actor)
-        elif action.status in (ActionStatus.pending, ActionStatus.running):
-            _resend(session, settings, action)
+        for planned in plan_model_actions(session, request, model):
+            action = existing.get((model.id, planned.strategy or Strategy.exact_retrain))
+            if action is None:
+                _plan_action(session, settings, request, planned, actor)
+            elif action.status in (ActionStatus.pending, ActionStatus.running):
+                _resend(session, settings, action)
     finished = finish_request_if_done(session, request, actor)
     return PlanOutcome.finished if finished else PlanOutcome.planned
 
@@ -162,6 +183,9 @@ def _plan_action(
             actor=actor,
             note=nothing_trained,
         )
+        return
+    if model.kind == ModelKind.generative:  # a fine-tune lethe trains (policy "both")
+        open_exact(session, settings, action, model, actor)
         return
     move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
     for shard in planned.train_shards:

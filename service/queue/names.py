@@ -13,6 +13,8 @@ TASK_TRAIN_MODEL: Final = "lethe.train_model"
 TASK_UPDATE_VERIFIER_RULES: Final = "lethe.update_verifier_rules"
 TASK_CALIBRATE_BUDGET: Final = "lethe.calibrate_budget"
 TASK_REAP_STUCK_JOBS: Final = "lethe.reap_stuck_jobs"
+TASK_FINETUNE_MODEL: Final = "lethe.finetune_model"
+TASK_FINETUNE_RETRAIN: Final = "lethe.finetune_retrain"
 
 TASK_QUEUES: Final = {
     TASK_PROCESS_REQUEST: QUEUE_REQUESTS,
@@ -21,4 +23,6 @@ TASK_QUEUES: Final = {
     TASK_TRAIN_MODEL: QUEUE_ML,
     TASK_UPDATE_VERIFIER_RULES: QUEUE_ML,
     TASK_CALIBRATE_BUDGET: QUEUE_ML,
+    TASK_FINETUNE_MODEL: QUEUE_ML,
+    TASK_FINETUNE_RETRAIN: QUEUE_ML,
 }

@@ -43,8 +43,28 @@ class ModelConfig(BaseModel):
 DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."
 
 
+class FinetuneSettings(BaseModel):
+    """A generative model lethe fine-tunes itself (models.finetune): sliced LoRA training on
+    ingested JSONL records, so a subject can also be removed exactly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject_column: str = Field("subject", min_length=1, max_length=100)
+    slices: int = Field(8, ge=1, le=64)
+    epochs: int = Field(4, ge=1, le=100)
+    learning_rate: float = Field(2e-3, gt=0, le=1)
+    batch_size: int = Field(8, ge=1, le=512)
+    seed: int = Field(0, ge=0)
+    lora_rank: int = Field(8, ge=1, le=256)
+    lora_alpha: int = Field(16, ge=1, le=1024)
+    adapter_layers: int = Field(4, ge=1, le=128)
+    placement: Literal["hash", "likely_last"] = "hash"
+    late_slices: int = Field(2, ge=1, le=63)
+
+
 class GenerativeConfig(BaseModel):
-    """A generative model lethe serves but cannot retrain: it forgets by verifier rules."""
+    """A generative model lethe serves. Without ``finetune`` lethe cannot retrain it and it
+    forgets by verifier rules; with it, ``model_dir`` is the base that lethe fine-tunes."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -59,6 +79,7 @@ class GenerativeConfig(BaseModel):
     embedder: Literal["minilm", "hashing"] = Field(
         "minilm", description="minilm: all-MiniLM-L6-v2; hashing: no model, for tiny setups"
     )
+    finetune: FinetuneSettings | None = None
 
 
 class GenerativePolicy(BaseModel):
@@ -71,3 +92,8 @@ class GenerativePolicy(BaseModel):
     # Used only when λ cannot be certified; the certificate then says "no guarantee".
     fallback_threshold: float = Field(0.5, gt=0, le=1)
     max_probes: int = Field(40, ge=1, le=1000, description="probes generated to calibrate B")
+    # "both" (fine-tuned models only): rules at once, then exact removal from the fine-tune.
+    strategy: Literal["rules", "both"] = "rules"
+    exact_deadline_days: int = Field(7, ge=1, le=30, description="rules → exact removal due")
+    verify_exact: Literal["always", "sampled", "never"] = "always"
+    verify_sample_rate: float = Field(0.1, ge=0, le=1)

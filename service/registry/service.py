@@ -33,7 +33,10 @@ def validate_registration(
         generative = GenerativeConfig.model_validate(config)
         if not (Path(generative.model_dir) / "config.json").is_file():
             raise invalid("model_dir_not_found", "model_dir is not a local Hugging Face model")
-        return generative, GenerativePolicy.model_validate(policy)
+        generative_policy = GenerativePolicy.model_validate(policy)
+        if generative_policy.strategy == "both" and generative.finetune is None:
+            raise invalid("both_needs_finetune", "policy 'both' needs a model lethe fine-tunes")
+        return generative, generative_policy
     return ModelConfig.model_validate(config), ModelPolicy.model_validate(policy)
 
 
@@ -51,8 +54,13 @@ def register_model(
         id=uuid.uuid4(),
         name=name,
         kind=ModelKind(kind),
-        # A generative model is served as it is: nothing to train before it is ready.
-        status=ModelStatus.ready if kind == ModelKind.generative else ModelStatus.registered,
+        # A generative model is served as it is (nothing to train before it is ready) unless
+        # lethe fine-tunes it.
+        status=(
+            ModelStatus.ready
+            if kind == ModelKind.generative and config.model_dump().get("finetune") is None
+            else ModelStatus.registered
+        ),
         config=config.model_dump(mode="json"),
         policy=policy.model_dump(mode="json"),
         created_by=actor,

@@ -15,7 +15,7 @@ from models.generative.refinement import refine, rounds_to_acceptance
 from models.generative.rules import RuleSet
 from service.audit import append_event
 from service.core.config import Settings
-from service.db.enums import ActionStatus, CalibrationKind, RuleSetStatus
+from service.db.enums import ActionStatus, CalibrationKind, RuleSetStatus, Strategy
 from service.db.tables import (
     CalibrationRecord,
     ErasureRequest,
@@ -164,7 +164,9 @@ def _reissue_certificates(
         rid = uuid.UUID(request_id)
         action = session.scalar(
             select(RequestAction).where(
-                RequestAction.request_id == rid, RequestAction.model_id == model.id
+                RequestAction.request_id == rid,
+                RequestAction.model_id == model.id,
+                RequestAction.strategy == Strategy.verifier_rules,
             )
         )
         request = session.get(ErasureRequest, rid)

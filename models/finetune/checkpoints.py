@@ -1,0 +1,133 @@
+"""Content-addressed slice checkpoints of a fine-tune: adapter and optimizer state after
+training slices 0..r, in an ``ArtifactStore``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.artifacts import ArtifactNotFound, ArtifactStore
+from models.finetune.config import FinetuneConfig
+from models.sisa.checkpoints import Checkpoint
+from models.sisa.records import encode_keys
+
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "TRAINING_PROCEDURE",
+    "base_model_id",
+    "checkpoint_ids",
+    "checkpoint_key",
+    "destroy_checkpoints",
+    "load_checkpoint",
+    "runtime_tag",
+    "save_checkpoint",
+]
+
+CHECKPOINT_PREFIX = "finetune-checkpoints/"
+
+# Names the training loop. Change it whenever training.py or adapter.py would produce different
+# numbers for the same inputs, so no run resumes from a checkpoint the current code would not
+# have written.
+TRAINING_PROCEDURE = "lethe-finetune-lora/v1"
+
+
+def base_model_id(model_dir: str | Path) -> str:
+    """Content id of a base model folder: sha256 over every file's name and contents.
+
+    The tokenizer files count as much as the weights: they decide the token ids trained on.
+    Dot-files and lethe's own metadata are skipped.
+    """
+    root = Path(model_dir)
+    digest = hashlib.sha256(b"lethe-base-model/v1")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in relative.split("/")) or relative.startswith(
+            "lethe_"
+        ):
+            continue
+        file_digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                file_digest.update(block)
+        digest.update(encode_keys([relative, file_digest.hexdigest()]))
+    return digest.hexdigest()
+
+
+def checkpoint_ids(
+    base_id: str, config: FinetuneConfig, keys_by_slice: Sequence[Sequence[str]]
+) -> list[str]:
+    """Index r: the content address of the checkpoint after slice r.
+
+    sha256 of (training procedure, base model id, config fingerprint, slice index, the ordered
+    record keys of slices 0..r with each slice's length). Equal addresses mean the same records
+    in the same order under the same hyper-parameters on the same base, which is what lets a
+    retrain reuse every checkpoint before the first slice it changes.
+    """
+    header = f"{TRAINING_PROCEDURE}\x1f{base_id}\x1f{config.fingerprint()}"
+    hasher = hashlib.sha256(b"lethe-finetune-prefix/v1")
+    ids: list[str] = []
+    for slice_index, keys in enumerate(keys_by_slice):
+        if isinstance(keys, str):
+            raise TypeError("keys_by_slice must hold one sequence of keys per slice")
+        # The key count marks where a slice ends: moving a key across a boundary changes the
+        # address even though the flat key sequence stays the same.
+        hasher.update(len(keys).to_bytes(8, "big"))
+        hasher.update(encode_keys(keys))
+        text = f"{header}\x1f{slice_index}\x1f{hasher.copy().hexdigest()}"
+        ids.append(hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return ids
+
+
+def checkpoint_key(checkpoint: str) -> str:
+    """Where a checkpoint id lives in the artifact store."""
+    return f"{CHECKPOINT_PREFIX}{checkpoint}"
+
+
+def runtime_tag(num_threads: int) -> dict[str, str]:
+    """What besides the inputs decides the exact bits: kernels differ between torch releases
+    and CPU instruction sets, so a checkpoint is resumed from only on an equal runtime."""
+    return {
+        "procedure": TRAINING_PROCEDURE,
+        "torch": str(torch.__version__),
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "threads": str(num_threads),
+    }
+
+
+def save_checkpoint(store: ArtifactStore, checkpoint: str, value: Checkpoint) -> int:
+    """Store ``value``; returns its size in bytes."""
+    data = value.to_bytes()
+    store.put(checkpoint_key(checkpoint), data)
+    return len(data)
+
+
+def load_checkpoint(store: ArtifactStore, checkpoint: str) -> Checkpoint:
+    return Checkpoint.from_bytes(store.get(checkpoint_key(checkpoint)))
+
+
+def destroy_checkpoints(store: ArtifactStore, checkpoints: Sequence[str]) -> list[dict[str, Any]]:
+    """Delete ``checkpoints`` from ``store``; one entry per id with the sha256 and size of the
+    bytes destroyed (for the certificate), ``deleted`` false when it was already gone."""
+    destroyed: list[dict[str, Any]] = []
+    for checkpoint in checkpoints:
+        key = checkpoint_key(checkpoint)
+        try:
+            data = store.get(key)
+        except ArtifactNotFound:
+            destroyed.append({"checkpoint": checkpoint, "key": key, "deleted": False})
+            continue
+        deleted = store.delete(key)
+        destroyed.append(
+            {
+                "checkpoint": checkpoint,
+                "key": key,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+                "deleted": deleted and not store.exists(key),
+            }
+        )
+    return destroyed

@@ -1,0 +1,158 @@
+"""Erasing subjects from a sliced fine-tune, and the bit-for-bit check of the result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.artifacts import ArtifactStore
+from models.finetune.adapter import PrefixCache
+from models.finetune.checkpoints import base_model_id, checkpoint_ids, load_checkpoint
+from models.finetune.config import FinetuneConfig
+from models.finetune.records import FinetuneRecord, keys_by_slice, slice_of_subjects
+from models.finetune.training import (
+    FinetuneResult,
+    Progress,
+    TrainedAdapter,
+    train_sliced,
+    train_sliced_in_memory,
+)
+from models.sisa.exactness import ExactnessCheck, compare_states
+
+__all__ = ["FinetuneUnlearning", "unlearn_subjects", "verify_bit_exact"]
+
+
+@dataclass(frozen=True)
+class FinetuneUnlearning:
+    erased_subjects: list[str]
+    subjects_not_found: list[str]
+    """Requested subjects no record belongs to (e.g. erased by an earlier run)."""
+    erased_records: int
+    first_affected_slice: int
+    """Equals the slice count when nothing was erased (no retraining)."""
+    slices_retrained: int
+    checkpoint_before: str
+    checkpoint_after: str
+    checkpoints_after: list[str]
+    superseded_checkpoints: list[str]
+    """Old checkpoints from the first affected slice on: they were trained on erased records,
+    so the caller destroys them (and any weights merged from them) once serving has switched."""
+    retained_records: list[FinetuneRecord]
+    training: FinetuneResult
+    seconds: float
+
+    @property
+    def lineage_hash(self) -> str:
+        return self.training.lineage_hash
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "erased_subjects": len(self.erased_subjects),
+            "subjects_not_found": len(self.subjects_not_found),
+            "erased_records": self.erased_records,
+            "first_affected_slice": self.first_affected_slice,
+            "slices_retrained": self.slices_retrained,
+            "checkpoint_before": self.checkpoint_before,
+            "checkpoint_after": self.checkpoint_after,
+            "superseded_checkpoints": list(self.superseded_checkpoints),
+            "lineage_hash": self.lineage_hash,
+            "seconds": self.seconds,
+        }
+
+
+def unlearn_subjects(
+    base_dir: str | Path,
+    config: FinetuneConfig,
+    records: Sequence[FinetuneRecord],
+    erase_subjects: Collection[str],
+    store: ArtifactStore,
+    served_checkpoint: str,
+    *,
+    base_id: str | None = None,
+    prefix_cache: PrefixCache | None = None,
+    progress: Progress | None = None,
+) -> FinetuneUnlearning:
+    """Erase every record of ``erase_subjects`` from the fine-tune serving ``served_checkpoint``.
+
+    ``records`` are the records that checkpoint was trained on (erased ones included). The
+    retrain resumes from the checkpoint before the first slice that held any erased subject
+    (found by content address) and trains the later slices on the retained records only, so
+    the result equals fine-tuning from scratch on the retained records, bit for bit.
+    """
+    started = time.perf_counter()
+    base = base_id if base_id is not None else base_model_id(base_dir)
+    old_ids = checkpoint_ids(base, config, keys_by_slice(config, records))
+    if old_ids[-1] != served_checkpoint:
+        # Superseded checkpoints are derived from these records; if they are not the ones the
+        # served checkpoint was trained on, destroying "superseded" ones would be a guess.
+        raise ValueError("the served checkpoint was not trained on the given records")
+    wanted = set(erase_subjects)
+    slices = slice_of_subjects(config, records)
+    found = sorted(s for s in wanted if s in slices)
+    first_affected = min((slices[s] for s in found), default=config.slices)
+    retained = [r for r in records if r.subject not in wanted]
+    training = train_sliced(
+        base_dir,
+        config,
+        retained,
+        store,
+        base_id=base,
+        prefix_cache=prefix_cache,
+        progress=progress,
+    )
+    fresh = set(training.checkpoint_ids)
+    return FinetuneUnlearning(
+        erased_subjects=found,
+        subjects_not_found=sorted(wanted - set(found)),
+        erased_records=len(records) - len(retained),
+        first_affected_slice=first_affected,
+        slices_retrained=training.slices_trained,
+        checkpoint_before=served_checkpoint,
+        checkpoint_after=training.final_checkpoint,
+        checkpoints_after=list(training.checkpoint_ids),
+        superseded_checkpoints=[c for c in old_ids[first_affected:] if c not in fresh],
+        retained_records=retained,
+        training=training,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def verify_bit_exact(
+    base_dir: str | Path,
+    config: FinetuneConfig,
+    retained_records: Sequence[FinetuneRecord],
+    checkpoint: str,
+    store: ArtifactStore,
+    *,
+    base_id: str | None = None,
+) -> tuple[ExactnessCheck, TrainedAdapter]:
+    """Fine-tune from scratch on ``retained_records`` (fresh activation cache, nothing read or
+    written) and compare every adapter and optimizer tensor with the stored ``checkpoint``.
+
+    Also checks that ``checkpoint`` is the content address of exactly these records. Returns
+    the check and the from-scratch run (the model a fine-tune without the erased subjects
+    gives; its ``result.seconds`` is the cost of a full fine-tune).
+    """
+    started = time.perf_counter()
+    stored = load_checkpoint(store, checkpoint)
+    fresh = train_sliced_in_memory(base_dir, config, retained_records, base_id=base_id)
+    mismatched: list[str] = []
+    if fresh.result.final_checkpoint != checkpoint:
+        mismatched.append("checkpoint_id")
+    model_count, model_bad = compare_states(
+        fresh.model.adapter_state(), stored.model_state, "adapter"
+    )
+    optim_count, optim_bad = compare_states(
+        fresh.optimizer.state_dict(), stored.optimizer_state, "optimizer"
+    )
+    mismatched += model_bad + optim_bad
+    check = ExactnessCheck(
+        bit_exact=not mismatched,
+        tensors_compared=model_count + optim_count,
+        mismatched=mismatched,
+        seconds=time.perf_counter() - started,
+    )
+    return check, fresh

@@ -1,0 +1,189 @@
+"""After an exact retrain of a fine-tune: publish the new weights as the next version (one
+transaction; serving switches on its next read), destroy the checkpoints and merged weights
+that saw the erased subjects (no transaction open), then close the actions (one transaction):
+``exact_retrain`` certificate listing what was destroyed, the subjects' rules retired, the
+records' content deleted."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.finetune import destroy_checkpoints, merged_dir
+from service.audit import append_event
+from service.core.config import Settings
+from service.db.base import utcnow
+from service.db.enums import ActionStatus, VersionCause
+from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
+from service.erasure import jobs
+from service.erasure.certificates import exact_certificate, issue_certificate
+from service.erasure.lifecycle import finish_request_if_done, move_action
+from service.exact.finish import purge_records, records_erased
+from service.exact.snapshot import artifact_store
+from service.finetune.records import merged_root
+from service.finetune.retrain import ExactInputs
+from service.finetune.rules import retire_rules
+from service.finetune.training import manifest_hash, manifest_of
+
+
+class ExactOutcome:
+    done = "done"
+    requeued = "requeued"  # records were claimed while it trained: run again
+    reaped = "reaped"
+
+
+def publish_exact(
+    session: Session, settings: Settings, inputs: ExactInputs, outcome: dict[str, Any], actor: str
+) -> str:
+    model = session.get_one(MlModel, inputs.model_id, with_for_update=True)
+    job = jobs.running_job(session, inputs.job_id)
+    if job is None:
+        return ExactOutcome.reaped
+    claimed = set(
+        session.scalars(
+            select(TrainingRecord.record_key).where(
+                TrainingRecord.model_id == model.id,
+                TrainingRecord.erasure_request_id.is_not(None),
+                TrainingRecord.erased_at.is_(None),
+            )
+        )
+    )
+    if claimed & set(outcome["retained_keys"]):
+        jobs.requeue(session, settings, job)
+        return ExactOutcome.requeued
+    served = inputs.served
+    manifest = manifest_of(served.config, served.base_id, outcome["checkpoint_ids"])
+    number = (model.current_version or 0) + 1
+    session.add(
+        ModelVersion(
+            id=uuid.uuid4(),
+            model_id=model.id,
+            number=number,
+            manifest=manifest,
+            manifest_hash=manifest_hash(manifest),
+            cause=VersionCause.erasure,
+            request_ids=inputs.request_ids,
+            metrics={"lineage_hash": outcome["lineage_hash"]},
+        )
+    )
+    model.current_version = number
+    superseded = set(outcome["superseded_checkpoints"])
+    for version in session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.model_id == model.id, ModelVersion.purged_at.is_(None)
+        )
+    ):
+        if superseded & set(version.manifest.get("checkpoints", [])):
+            version.purged_at = utcnow()
+    result = {k: v for k, v in outcome.items() if k not in ("checkpoint_ids", "retained_keys")}
+    jobs.finish(session, job, {**result, "version_after": number})
+    append_event(
+        session,
+        actor=actor,
+        action="model.version_published",
+        target_type="model",
+        target_id=str(model.id),
+        details={
+            "model": model.name,
+            "version": number,
+            "manifest_hash": manifest_hash(manifest),
+            "request_ids": inputs.request_ids,
+            "job_id": str(job.id),
+            "slices_retrained": outcome["slices_retrained"],
+            "exactness": outcome["exactness"]["status"],
+        },
+    )
+    return ExactOutcome.done
+
+
+def destroy_artifacts(settings: Settings, checkpoints: list[str]) -> list[dict[str, Any]]:
+    """Delete the superseded checkpoints and any merged weights made from them (no
+    transaction open; after the new version serves). One entry per artifact with its sha256
+    and the time it was destroyed."""
+    destroyed = []
+    for entry in destroy_checkpoints(artifact_store(settings), checkpoints):
+        destroyed.append({"type": "checkpoint", **entry, "destroyed_at": utcnow().isoformat()})
+    for checkpoint in checkpoints:
+        folder = merged_dir(merged_root(settings), checkpoint)
+        if not folder.exists():
+            continue
+        weights = hashlib.sha256()
+        for path in sorted(folder.glob("*.safetensors")):
+            weights.update(path.read_bytes())
+        shutil.rmtree(folder)
+        destroyed.append(
+            {
+                "type": "merged_weights",
+                "checkpoint": checkpoint,
+                "key": folder.name,
+                "sha256": weights.hexdigest(),
+                "deleted": not folder.exists(),
+                "destroyed_at": utcnow().isoformat(),
+            }
+        )
+    return destroyed
+
+
+def finish_exact(
+    session: Session,
+    settings: Settings,
+    model_id: uuid.UUID,
+    job_id: uuid.UUID,
+    outcome: dict[str, Any],
+    destroyed: list[dict[str, Any]],
+    actor: str,
+) -> int:
+    """Close every action the job served; returns how many were closed."""
+    model = session.get_one(MlModel, model_id, with_for_update=True)
+    append_event(
+        session,
+        actor=actor,
+        action="artifacts.deleted",
+        target_type="model",
+        target_id=str(model.id),
+        details={"model": model.name, "artifacts": destroyed},
+    )
+    version_after = model.current_version
+    dropped = ("checkpoint_ids", "retained_keys", "version_after")
+    shard = {k: v for k, v in outcome.items() if k not in dropped}
+    closed = []
+    for action in jobs.actions_waiting_for(session, job_id):
+        if action.status != ActionStatus.running:
+            continue
+        request = session.get_one(ErasureRequest, action.request_id, with_for_update=True)
+        body = exact_certificate(
+            request=request,
+            model=model,
+            shards=[shard],
+            records_erased=records_erased(session, request.id, model.id),
+            version_before=outcome["version_before"],
+            version_after=version_after,
+        )
+        body["destroyed_artifacts"] = destroyed
+        body["plain_words"] = (
+            f"{body['plain_words']} {len(destroyed)} artifact(s) that had seen the records "
+            "were destroyed (listed with their hashes and times); the verifier rules that "
+            "suppressed the subject in the meantime are retired."
+        )
+        issue_certificate(session, action, model, body, actor)
+        purged = purge_records(session, request.id, model.id)
+        move_action(session, action, ActionStatus.done, actor=actor, model_name=model.name)
+        append_event(
+            session,
+            actor=actor,
+            action="records.erased",
+            target_type="model",
+            target_id=str(model.id),
+            request_id=request.id,
+            details={"model": model.name, "records": purged},
+        )
+        closed.append(request)
+    retire_rules(session, settings, model, {str(r.id) for r in closed}, actor)
+    for request in closed:
+        finish_request_if_done(session, request, actor)
+    return len(closed)

@@ -1,0 +1,236 @@
+"""Exact removal of subjects from a fine-tune (policy ``both``, the second action): plan the
+job, load it (short transaction), retrain from the checkpoint before the first affected slice
+on the retained records and check it bit for bit (no transaction open)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.finetune import (
+    FinetuneConfig,
+    FinetuneRecord,
+    export_merged,
+    unlearn_subjects,
+    verify_bit_exact,
+)
+from service.core.config import Settings
+from service.db.base import utcnow
+from service.db.enums import (
+    TERMINAL_ACTION_STATUSES,
+    ActionStatus,
+    JobKind,
+    JobStatus,
+    Strategy,
+)
+from service.db.tables import ActionJob, Job, MlModel, RequestAction, TrainingRecord
+from service.erasure import jobs
+from service.erasure.lifecycle import move_action
+from service.exact.snapshot import artifact_store
+from service.finetune.records import load_records, merged_root
+from service.finetune.serving import ServedVersion, served_version
+from service.finetune.training import slices_progress
+from service.queue.after_commit import enqueue_after_commit
+from service.queue.names import TASK_FINETUNE_RETRAIN
+from service.registry.config import GenerativePolicy
+
+# The exact job waits for the request's rules to be active first (suppress, then remove).
+WAIT_FOR_RULES_S = 2.0
+
+
+def open_exact(
+    session: Session, settings: Settings, action: RequestAction, model: MlModel, actor: str
+) -> None:
+    """Start the exact action: due date, then join a retrain that has not started (requests
+    that arrive together are erased by one retrain) or open one, sent after commit."""
+    policy = GenerativePolicy.model_validate(model.policy)
+    due = utcnow() + timedelta(days=policy.exact_deadline_days)
+    action.detail = {**action.detail, "exact_due_at": due.isoformat()}
+    move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
+    job = session.scalar(
+        select(Job)
+        .where(
+            Job.model_id == model.id,
+            Job.kind == JobKind.finetune_retrain,
+            Job.status == JobStatus.pending,
+        )
+        .with_for_update()
+        .limit(1)
+    )
+    if job is None:
+        # shard 0: the one-running-retrain-per-shard index allows one running retrain per model.
+        job = Job(
+            id=uuid.uuid4(),
+            kind=JobKind.finetune_retrain,
+            model_id=model.id,
+            shard=0,
+            status=JobStatus.pending,
+        )
+        session.add(job)
+        session.flush()
+    session.add(ActionJob(action_id=action.id, job_id=job.id))
+    session.flush()
+    jobs.send_pending_jobs(session, settings, action)
+
+
+@dataclass(frozen=True)
+class ExactInputs:
+    job_id: uuid.UUID
+    model_id: uuid.UUID
+    model_name: str
+    served: ServedVersion
+    records: list[FinetuneRecord]
+    erase_subjects: list[str]
+    request_ids: list[str]
+    verify: bool
+
+
+@dataclass(frozen=True)
+class UnfinishedExact:
+    """A retrain published but not closed (its task stopped after publishing): what is left
+    is destroying what saw the subjects and closing the actions."""
+
+    job_id: uuid.UUID
+    model_id: uuid.UUID
+    result: dict[str, Any]
+
+
+def _unfinished(session: Session, job: Job) -> UnfinishedExact | None:
+    if job.status != JobStatus.done or job.kind != JobKind.finetune_retrain:
+        return None
+    waiting = jobs.actions_waiting_for(session, job.id)
+    if not any(a.status == ActionStatus.running for a in waiting):
+        return None
+    return UnfinishedExact(job.id, job.model_id, dict(job.result))
+
+
+def _rules_pending(session: Session, actions: list[RequestAction]) -> bool:
+    for action in actions:
+        rules = session.scalar(
+            select(RequestAction.status).where(
+                RequestAction.request_id == action.request_id,
+                RequestAction.model_id == action.model_id,
+                RequestAction.strategy == Strategy.verifier_rules,
+            )
+        )
+        if rules is not None and rules not in TERMINAL_ACTION_STATUSES:
+            return True
+    return False
+
+
+def _should_verify(policy: GenerativePolicy, job_id: uuid.UUID) -> bool:
+    if policy.verify_exact == "sampled":
+        draw = int(hashlib.sha256(job_id.bytes).hexdigest()[:8], 16) / 0xFFFFFFFF
+        return draw < policy.verify_sample_rate
+    return policy.verify_exact == "always"
+
+
+def load_exact(
+    session: Session, settings: Settings, job_id: uuid.UUID
+) -> ExactInputs | UnfinishedExact | str:
+    """Claim the job and read the served version and records; a string says why not."""
+    pending = session.get(Job, job_id)
+    if pending is None:
+        return "not_claimed"
+    if pending.status != JobStatus.pending:
+        return _unfinished(session, pending) or "not_claimed"
+    if _rules_pending(session, jobs.actions_waiting_for(session, job_id)):
+        enqueue_after_commit(
+            session, settings, TASK_FINETUNE_RETRAIN, [str(job_id)], countdown=WAIT_FOR_RULES_S
+        )
+        return "waiting_for_rules"
+    job = jobs.claim(session, job_id)
+    if job is None:
+        return "not_claimed"
+    model = session.get_one(MlModel, job.model_id)
+    actions = jobs.actions_waiting_for(session, job.id)
+    request_ids = sorted(str(a.request_id) for a in actions)
+    erase = session.scalars(
+        select(TrainingRecord.subject_ref)
+        .where(
+            TrainingRecord.model_id == model.id,
+            TrainingRecord.erasure_request_id.is_not(None),
+            TrainingRecord.erased_at.is_(None),
+        )
+        .distinct()
+    )
+    return ExactInputs(
+        job_id=job.id,
+        model_id=model.id,
+        model_name=model.name,
+        served=served_version(session, model),
+        records=load_records(session, settings, model.id, include_claimed=True),
+        erase_subjects=sorted(erase),
+        request_ids=request_ids,
+        verify=_should_verify(GenerativePolicy.model_validate(model.policy), job.id),
+    )
+
+
+def retrain_exact(
+    settings: Settings, inputs: ExactInputs, progress: Callable[[float], None]
+) -> dict[str, Any]:
+    """Retrain without the subjects, check it, export the new serving folder."""
+    served = inputs.served
+    config: FinetuneConfig = served.config
+    store = artifact_store(settings)
+    unlearning = unlearn_subjects(
+        served.base_dir,
+        config,
+        inputs.records,
+        inputs.erase_subjects,
+        store,
+        served.checkpoint,
+        base_id=served.base_id,
+        progress=slices_progress(progress),
+    )
+    exactness: dict[str, Any] = {"status": "not_run"}
+    if inputs.verify:
+        check, fresh = verify_bit_exact(
+            served.base_dir,
+            config,
+            unlearning.retained_records,
+            unlearning.checkpoint_after,
+            store,
+            base_id=served.base_id,
+        )
+        exactness = {
+            "status": "bit_exact" if check.bit_exact else "mismatch",
+            "tensors_compared": check.tensors_compared,
+            "mismatched": check.mismatched[:20],
+            "seconds": round(check.seconds, 4),
+            "full_finetune_seconds": round(fresh.result.seconds, 4),
+        }
+    started = time.perf_counter()
+    export_merged(
+        served.base_dir,
+        config,
+        unlearning.checkpoint_after,
+        store,
+        merged_root(settings),
+        base_id=served.base_id,
+    )
+    return {
+        "shard": 0,
+        "version_before": served.number,
+        "first_affected_slice": unlearning.first_affected_slice,
+        "slices_retrained": unlearning.slices_retrained,
+        "slices": config.slices,
+        "records_erased": unlearning.erased_records,
+        "checkpoint_before": unlearning.checkpoint_before,
+        "checkpoint_after": unlearning.checkpoint_after,
+        "checkpoint_ids": unlearning.checkpoints_after,
+        "superseded_checkpoints": unlearning.superseded_checkpoints,
+        "retained_keys": sorted(r.key for r in unlearning.retained_records),
+        "lineage_hash": unlearning.lineage_hash,
+        "retrain_seconds": round(unlearning.seconds, 4),
+        "export_seconds": round(time.perf_counter() - started, 4),
+        "exactness": exactness,
+    }

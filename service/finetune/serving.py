@@ -1,0 +1,124 @@
+"""Serving a fine-tuned model: the current version's merged weights, guarded by the active
+verifier rules.
+
+A generation reads the model version and the rule-set version once, then generates with the
+weights of that version only: generators are cached by checkpoint id, and a new version is a
+new checkpoint, so a switch needs no restart and a generation never mixes two versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.artifacts import ArtifactNotFound
+from models.finetune import FinetuneConfig, export_merged
+from models.generative.refinement import refine
+from service.core.config import Settings
+from service.core.errors import conflict
+from service.db.tables import MlModel
+from service.exact.snapshot import artifact_store
+from service.finetune.records import merged_root
+from service.registry.config import GenerativeConfig
+from service.registry.service import current_version
+from service.rules.rulesets import load_active
+from service.rules.runtime import GENERATORS, verifier_for
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    number: int
+    base_dir: str
+    config: FinetuneConfig
+    base_id: str
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class FinetunedAnswer:
+    text: str
+    model_version: int
+    rule_set_version: int | None
+    rounds_used: int
+    refused: bool
+    reason: str
+
+
+def served_version(session: Session, model: MlModel) -> ServedVersion:
+    version = current_version(session, model)
+    if version is None:
+        raise conflict("model_not_trained", "this model has not been fine-tuned yet")
+    manifest = version.manifest
+    return ServedVersion(
+        number=version.number,
+        base_dir=GenerativeConfig.model_validate(model.config).model_dir,
+        config=FinetuneConfig.from_dict(manifest["config"]),
+        base_id=str(manifest["base_id"]),
+        checkpoint=str(manifest["final"]),
+    )
+
+
+def finetuned_generator(settings: Settings, served: ServedVersion) -> Any:
+    """The generator of one version's weights, loaded once per process (keyed by checkpoint)."""
+    from models.generative.generator import Generator  # torch + transformers: load lazily
+
+    def load() -> Generator:
+        folder = export_merged(
+            served.base_dir,
+            served.config,
+            served.checkpoint,
+            artifact_store(settings),
+            merged_root(settings),
+            base_id=served.base_id,
+        )
+        return Generator.from_dir(Path(folder))
+
+    return GENERATORS.get(("finetune", served.checkpoint), load)
+
+
+def finetuned_generate(
+    settings: Settings,
+    session: Session,
+    model: MlModel,
+    prompt: str,
+    *,
+    seed: int = 0,
+    max_new_tokens: int | None = None,
+) -> FinetunedAnswer:
+    """Reads the served version and the active rules, closes the session, then generates."""
+    config = GenerativeConfig.model_validate(model.config)
+    served = served_version(session, model)
+    active = load_active(settings, session, model.id)
+    model_id = model.id
+    session.close()
+    try:
+        loaded = finetuned_generator(settings, served)
+    except ArtifactNotFound:
+        # This process had not loaded the version it read, and an erasure has since destroyed
+        # its checkpoint: the next read finds the new version.
+        raise conflict("model_version_switched", "the model switched versions; retry") from None
+    generate = loaded.bind(max_new_tokens=max_new_tokens or config.max_new_tokens)
+    if active is None or not active.rules.rules:  # nothing to forget, or every rule retired
+        text = generate(prompt, banned_phrases=(), instruction=None, seed=seed)
+        version = active.version if active else None
+        return FinetunedAnswer(text, served.number, version, 0, False, "no_rules")
+    verifier = verifier_for((model_id, active.version), active.rules, config.embedder)
+    result = refine(
+        generate,
+        verifier,
+        prompt,
+        threshold=active.threshold,
+        budget=active.budget,
+        refusal_text=config.refusal_text,
+        seed=seed,
+    )
+    return FinetunedAnswer(
+        result.response,
+        served.number,
+        active.version,
+        result.rounds_used,
+        result.refused,
+        result.reason,
+    )
