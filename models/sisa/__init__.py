@@ -10,11 +10,14 @@ from models.sisa.baseline import SingleModel, single_model_baseline
 from models.sisa.checkpoints import Checkpoint, checkpoint_id, checkpoint_key, load_checkpoint
 from models.sisa.classifier import Classifier
 from models.sisa.config import SisaConfig
-from models.sisa.ensemble import Ensemble
+from models.sisa.ensemble import Ensemble, Weighting
 from models.sisa.exactness import ExactnessCheck, verify_bit_exact
 from models.sisa.manifest import Manifest, VersionManifest
 from models.sisa.membership import membership_p_values
-from models.sisa.partition import assign_shard, assign_slice
+from models.sisa.partition import assign_shard, assign_slice, is_validation_record
+from models.sisa.placement import PlacementReport, compare_placement, expected_retrain_fraction
+from models.sisa.planning import FrontierPoint, SisaPlan, SubjectRecord, plan_sisa
+from models.sisa.public_base import PublicBase
 from models.sisa.records import TrainingRecord
 from models.sisa.training import ShardTrainingResult, train_shard
 from models.sisa.unlearning import ShardUnlearning, UnlearnResult, unlearn, unlearn_shard
@@ -24,20 +27,30 @@ __all__ = [
     "Classifier",
     "Ensemble",
     "ExactnessCheck",
+    "FrontierPoint",
     "Manifest",
+    "PlacementReport",
+    "PublicBase",
     "ShardTrainingResult",
     "ShardUnlearning",
     "SingleModel",
     "SisaConfig",
+    "SisaPlan",
+    "SubjectRecord",
     "TrainingRecord",
     "UnlearnResult",
     "VersionManifest",
+    "Weighting",
     "assign_shard",
     "assign_slice",
     "checkpoint_id",
     "checkpoint_key",
+    "compare_placement",
+    "expected_retrain_fraction",
+    "is_validation_record",
     "load_checkpoint",
     "membership_p_values",
+    "plan_sisa",
     "single_model_baseline",
     "train_shard",
     "unlearn",

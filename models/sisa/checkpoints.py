@@ -16,6 +16,7 @@ from models.sisa.records import encode_keys
 
 __all__ = [
     "CHECKPOINT_PREFIX",
+    "EARLY_STOPPING_PROCEDURE",
     "TRAINING_PROCEDURE",
     "Checkpoint",
     "checkpoint_id",
@@ -31,6 +32,9 @@ CHECKPOINT_PREFIX = "checkpoints/"
 # Names the training loop. Change it whenever training.py would produce different numbers for
 # the same inputs, so no run resumes from a checkpoint the current code would not have written.
 TRAINING_PROCEDURE = "lethe-sisa-train/v1"
+# The early-stopping schedule (SisaConfig.validation_fraction > 0) is a different loop; the
+# fixed-epoch one keeps the v1 name, so checkpoints written before it existed stay resumable.
+EARLY_STOPPING_PROCEDURE = "lethe-sisa-train/early-stopping/v1"
 
 
 def _prefix_hasher() -> Any:
@@ -91,14 +95,15 @@ def checkpoint_key(checkpoint: str) -> str:
     return f"{CHECKPOINT_PREFIX}{checkpoint}"
 
 
-def runtime_tag() -> dict[str, str]:
+def runtime_tag(config: SisaConfig | None = None) -> dict[str, str]:
     """What besides the inputs decides the exact bits of a trained model.
 
     Kernels differ between torch releases and between CPU instruction sets, so a checkpoint is
     only resumed from on a runtime with the same tag; elsewhere training restarts earlier.
     """
+    early = config is not None and config.early_stopping
     return {
-        "procedure": TRAINING_PROCEDURE,
+        "procedure": EARLY_STOPPING_PROCEDURE if early else TRAINING_PROCEDURE,
         "torch": str(torch.__version__),
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
     }

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.sisa.config import SisaConfig
+from models.sisa.partition import is_validation_record
 
 __all__ = ["ShardLayout", "TrainingRecord", "encode_keys", "keys_by_slice"]
 
@@ -51,6 +52,9 @@ class ShardLayout:
     # checkpoint and compared before resuming from it, so a record whose contents changed under
     # the same key can never be served from a stale checkpoint.
     content_digests: tuple[str, ...]
+    # Per record (same order as x/y): held out to validate the shard instead of trained on.
+    # All False under the fixed-epoch schedule.
+    validation: np.ndarray
 
     @classmethod
     def build(cls, config: SisaConfig, records: Sequence[TrainingRecord]) -> ShardLayout:
@@ -82,7 +86,11 @@ class ShardLayout:
             x[i] = row
         y = np.fromiter((int(r.y) for r in ordered), dtype=np.int64, count=len(ordered))
         keys_by_slice = tuple(tuple(r.key for r in bucket) for bucket in by_slice)
-        return cls(keys_by_slice, x, y, tuple(ends), _chained_digests(keys_by_slice, x, y, ends))
+        validation = np.fromiter(
+            (is_validation_record(r.key, config) for r in ordered), dtype=bool, count=len(ordered)
+        )
+        digests = _chained_digests(keys_by_slice, x, y, ends)
+        return cls(keys_by_slice, x, y, tuple(ends), digests, validation)
 
     @property
     def num_records(self) -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional
 
 from models.artifacts import ArtifactNotFound, ArtifactStore
 from models.sisa.checkpoints import (
@@ -20,11 +20,17 @@ from models.sisa.checkpoints import (
     save_checkpoint,
 )
 from models.sisa.config import SisaConfig
-from models.sisa.determinism import deterministic_torch, seeded_generator
+from models.sisa.determinism import deterministic_torch
+from models.sisa.fitting import (
+    build_optimizer,
+    fit_epochs,
+    fit_with_early_stopping,
+)
 from models.sisa.network import build_network
 from models.sisa.records import ShardLayout, TrainingRecord
 
 __all__ = [
+    "MIN_VALIDATION_RECORDS",
     "ShardTrainingResult",
     "TrainedShard",
     "build_optimizer",
@@ -34,6 +40,9 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
+
+# Below this many validation records a shard's accuracy is too noisy to say it learned anything.
+MIN_VALIDATION_RECORDS = 10
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,19 @@ class ShardTrainingResult:
     seconds: float
     lineage_hash: str
     num_records: int
+    epochs_by_slice: list[int] = field(default_factory=list)
+    """Epochs run after adding slice r (cached slices included; -1 where a v1 checkpoint did
+    not record it)."""
+    work_by_slice: list[int] = field(default_factory=list)
+    """Training-record passes (epochs x records trained on) spent on slice r: the cost model
+    for how much of a shard a retrain from slice r redoes."""
+    validation_records: int = 0
+    validation_accuracy: float | None = None
+    """Accuracy of the final model on the shard's own validation records."""
+    majority_accuracy: float | None = None
+    """Accuracy on those records of always answering the shard's most common training label."""
+    too_small: str | None = None
+    """Why this shard cannot be shown to have learned anything (None: it did)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,49 +84,22 @@ class TrainedShard:
     optimizer: torch.optim.Optimizer
 
 
-def build_optimizer(config: SisaConfig, model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-
-
-def fit_epochs(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    epochs: int,
-    batch_size: int,
-    seed_parts: tuple[int | str, ...],
-) -> None:
-    """Mini-batch cross-entropy training; epoch ``e`` shuffles with a generator seeded by
-    ``(*seed_parts, e)`` alone, so the data order never depends on what ran before."""
-    n = len(y)
-    if n == 0:
-        return
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=seeded_generator("shuffle", *seed_parts, epoch))
-        xs, ys = x[order], y[order]
-        for start in range(0, n, batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            loss = functional.cross_entropy(
-                model(xs[start : start + batch_size]), ys[start : start + batch_size]
-            )
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-
-
 def _checkpoint_meta(
     config: SisaConfig, shard: int, slice_index: int, layout: ShardLayout
 ) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed from (its ``outcome`` is not compared)."""
     return {
         "config_fingerprint": config.fingerprint(),
         "shard": shard,
         "slice": slice_index,
         "num_records": layout.ends[slice_index],
         "content_digest": layout.content_digests[slice_index],
-        "runtime": runtime_tag(),
+        "runtime": runtime_tag(config),
     }
+
+
+def _identity(meta: Any) -> dict[str, Any]:
+    return {key: value for key, value in dict(meta).items() if key != "outcome"}
 
 
 def _latest_usable_checkpoint(
@@ -121,9 +116,117 @@ def _latest_usable_checkpoint(
             checkpoint = load_checkpoint(store, ids[slice_index])
         except ArtifactNotFound:
             continue
-        if dict(checkpoint.meta) == _checkpoint_meta(config, shard, slice_index, layout):
+        if _identity(checkpoint.meta) == _checkpoint_meta(config, shard, slice_index, layout):
             return slice_index + 1, checkpoint
     return 0, None
+
+
+def _cached_slices(config: SisaConfig, checkpoint: Checkpoint | None) -> list[dict[str, Any]]:
+    if checkpoint is None:
+        return []
+    outcome = checkpoint.meta.get("outcome")
+    if isinstance(outcome, dict) and "slices" in outcome:
+        return [dict(entry) for entry in outcome["slices"]]
+    # A v1 checkpoint (fixed schedule) recorded no outcome.
+    count = int(checkpoint.meta["slice"]) + 1
+    return [{"epochs": -1, "work": -1, "validation_accuracy": None}] * count
+
+
+def _train_slice(
+    config: SisaConfig,
+    shard: int,
+    slice_index: int,
+    layout: ShardLayout,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Train on slices ``0..slice_index``; returns what happened, for the checkpoint's meta."""
+    end = layout.ends[slice_index]
+    x, y = torch.from_numpy(layout.x[:end]), torch.from_numpy(layout.y[:end])
+    held_out = torch.from_numpy(layout.validation[:end])
+    seed_parts: tuple[int | str, ...] = (config.seed, shard, slice_index)
+    if not config.early_stopping:
+        fit_epochs(
+            model,
+            optimizer,
+            x,
+            y,
+            epochs=config.slice_epochs,
+            batch_size=config.batch_size,
+            seed_parts=seed_parts,
+        )
+        return {"epochs": config.slice_epochs, "work": config.slice_epochs * end}
+    train_x, train_y = x[~held_out], y[~held_out]
+    validation_x, validation_y = x[held_out], y[held_out]
+    if end == layout.start(slice_index) and previous is not None:
+        # The slice added no records: the data, hence the result, are those of the slice before.
+        return {**previous, "epochs": 0, "best_epoch": 0, "work": 0}
+    if len(validation_y) == 0:
+        # Nothing to stop on yet (a tiny prefix): the fixed schedule's epochs.
+        fit_epochs(
+            model,
+            optimizer,
+            train_x,
+            train_y,
+            epochs=config.slice_epochs,
+            batch_size=config.batch_size,
+            seed_parts=seed_parts,
+        )
+        epochs = config.slice_epochs if len(train_y) else 0
+        return {"epochs": epochs, "work": epochs * len(train_y), "validation_accuracy": None}
+    outcome = fit_with_early_stopping(
+        model,
+        optimizer,
+        train_x,
+        train_y,
+        validation_x,
+        validation_y,
+        max_rounds=config.max_rounds,
+        patience=config.patience,
+        batch_size=config.batch_size,
+        seed_parts=seed_parts,
+    )
+    return {
+        "epochs": outcome.epochs_run,
+        "best_epoch": outcome.best_epoch,
+        "work": outcome.epochs_run * len(train_y),
+        "validation_loss": outcome.validation_loss,
+        "validation_accuracy": outcome.validation_accuracy,
+    }
+
+
+def _diagnosis(
+    config: SisaConfig, layout: ShardLayout, validation_accuracy: float | None
+) -> tuple[int, float | None, str | None]:
+    """(validation records, majority-class accuracy on them, why the shard is too small)."""
+    held_out = layout.validation
+    train_y, validation_y = layout.y[~held_out], layout.y[held_out]
+    if len(train_y) == 0:
+        return len(validation_y), None, "no training records"
+    if not config.early_stopping:
+        return 0, None, None
+    majority = None
+    if len(validation_y):
+        majority_label = int(np.bincount(train_y, minlength=config.num_classes).argmax())
+        majority = float((validation_y == majority_label).mean())
+    if len(validation_y) < MIN_VALIDATION_RECORDS:
+        return (
+            len(validation_y),
+            majority,
+            f"only {len(validation_y)} validation records (fewer than "
+            f"{MIN_VALIDATION_RECORDS}): too few to tell whether the shard learned; "
+            "use fewer shards",
+        )
+    assert majority is not None
+    if validation_accuracy is not None and validation_accuracy <= majority:
+        return (
+            len(validation_y),
+            majority,
+            f"validation accuracy {validation_accuracy:.3f} is not above the majority-class "
+            f"rate {majority:.3f}: the shard learned nothing; use fewer shards or more data",
+        )
+    return len(validation_y), majority, None
 
 
 def _train(
@@ -149,30 +252,23 @@ def _train(
         if cached is not None:
             model.load_state_dict(cached.model_state)
             optimizer.load_state_dict(dict(cached.optimizer_state))
+        slices = _cached_slices(config, cached)
         if progress is not None:
             progress(first_slice, config.slices)
-        x = torch.from_numpy(layout.x)
-        y = torch.from_numpy(layout.y)
         for slice_index in range(first_slice, config.slices):
-            end = layout.ends[slice_index]
-            fit_epochs(
-                model,
-                optimizer,
-                x[:end],
-                y[:end],
-                epochs=config.slice_epochs,
-                batch_size=config.batch_size,
-                seed_parts=(config.seed, shard, slice_index),
+            previous = slices[-1] if slices else None
+            slices.append(
+                _train_slice(config, shard, slice_index, layout, model, optimizer, previous)
             )
             if store is not None:
-                checkpoint = Checkpoint(
-                    model.state_dict(),
-                    optimizer.state_dict(),
-                    _checkpoint_meta(config, shard, slice_index, layout),
-                )
+                meta = _checkpoint_meta(config, shard, slice_index, layout)
+                meta["outcome"] = {"slices": list(slices)}
+                checkpoint = Checkpoint(model.state_dict(), optimizer.state_dict(), meta)
                 save_checkpoint(store, ids[slice_index], checkpoint)
             if progress is not None:
                 progress(slice_index + 1, config.slices)
+    validation_accuracy = slices[-1].get("validation_accuracy") if slices else None
+    validation_records, majority, too_small = _diagnosis(config, layout, validation_accuracy)
     result = ShardTrainingResult(
         shard=shard,
         checkpoint_ids=ids,
@@ -182,6 +278,12 @@ def _train(
         seconds=time.perf_counter() - started,
         lineage_hash=layout.lineage_hash(),
         num_records=layout.num_records,
+        epochs_by_slice=[int(entry["epochs"]) for entry in slices],
+        work_by_slice=[int(entry["work"]) for entry in slices],
+        validation_records=validation_records,
+        validation_accuracy=validation_accuracy,
+        majority_accuracy=majority,
+        too_small=too_small,
     )
     return TrainedShard(result, model, optimizer)
 

@@ -23,9 +23,9 @@ from models.sisa.exactness import verify_bit_exact
 from models.sisa.manifest import Manifest
 from models.sisa.partition import assign_shard, assign_slice
 from models.sisa.records import TrainingRecord
-from models.sisa.training import train_shard
+from models.sisa.training import ShardTrainingResult, train_shard
 from models.sisa.unlearning import unlearn
-from models.tabular import featurize, infer_spec
+from models.tabular import KNOT_SPACING, featurize, infer_spec
 
 __all__ = ["run_verify_exact", "subject_ref"]
 
@@ -61,7 +61,7 @@ def _train_all(
     use_cache: bool,
     stage: str,
     progress: StageProgress | None,
-) -> Manifest:
+) -> tuple[Manifest, list[ShardTrainingResult]]:
     results = []
     for shard in range(config.shards):
         if progress is not None:
@@ -71,7 +71,7 @@ def _train_all(
         )
     if progress is not None:
         progress(stage, config.shards, config.shards)
-    return Manifest.from_results(results)
+    return Manifest.from_results(results), results
 
 
 def run_verify_exact(
@@ -82,7 +82,7 @@ def run_verify_exact(
     slices: int,
     forget: list[str],
     *,
-    epochs: int = 20,
+    epochs: int | None = None,
     seed: int = 0,
     holdout_fraction: float = 0.2,
     progress: StageProgress | None = None,
@@ -90,10 +90,17 @@ def run_verify_exact(
     """Train a SISA ensemble on the CSV, erase the ``forget`` subjects, and check every
     retrained shard bit for bit against training from scratch on the retained records.
 
+    ``epochs=None`` (the default) trains with early stopping on each shard's own validation
+    records (``SisaConfig``'s defaults), which converges without tuning; an integer asks for
+    the fixed schedule of that many epochs instead, as before early stopping existed.
+
     Returns ``bit_exact``, ``shards_retrained``, ``retrain_seconds``, ``full_retrain_seconds``
     (all shards retrained from scratch on the retained data, measured), ``accuracy_before`` and
-    ``accuracy_after`` (on held-out subjects). Subject values are hashed on reading and never
-    appear in results or error messages.
+    ``accuracy_after`` (on held-out subjects), ``majority_class_accuracy`` (always answering
+    the most common training label, on the same subjects: the bar a model must clear),
+    ``schedule`` and ``shards_too_small`` (shard number → why it cannot be shown to have
+    learned anything). Subject values are hashed on reading and never appear in results or
+    error messages.
     """
     import pandas as pd
 
@@ -128,7 +135,7 @@ def run_verify_exact(
     label_index = {name: i for i, name in enumerate(class_names)}
     labels = np.array([label_index[name] for name in frame[label_column]], dtype=np.int64)
     features = frame.drop(columns=[subject_column, label_column])
-    spec = infer_spec(features)
+    spec = infer_spec(features, knot_spacing=KNOT_SPACING)
     x = featurize(spec, features.to_dict("records"))
 
     config = SisaConfig(
@@ -136,9 +143,10 @@ def run_verify_exact(
         slices=slices,
         input_dim=spec.input_dim,
         num_classes=max(2, len(class_names)),
-        epochs=epochs,
         seed=seed,
     )
+    if epochs is not None:
+        config = config.replace(epochs=epochs, validation_fraction=0.0)
     shard_records: dict[int, list[TrainingRecord]] = {}
     erase_keys: list[str] = []
     holdout_rows: list[int] = []
@@ -152,10 +160,12 @@ def run_verify_exact(
         if ref in forget_refs:
             erase_keys.append(key)
     holdout_x, holdout_y = x[holdout_rows], labels[holdout_rows]
+    train_labels = np.delete(labels, holdout_rows)
+    majority_label = int(np.bincount(train_labels, minlength=config.num_classes).argmax())
 
     with tempfile.TemporaryDirectory(prefix="lethe-verify-exact-") as scratch:
         store = LocalArtifactStore(Path(scratch))
-        manifest = _train_all(
+        manifest, trained = _train_all(
             config, shard_records, store, use_cache=True, stage="train", progress=progress
         )
         accuracy_before = Ensemble.load(config, manifest, store).accuracy(holdout_x, holdout_y)
@@ -198,4 +208,7 @@ def run_verify_exact(
         "full_retrain_seconds": full_retrain_seconds,
         "accuracy_before": accuracy_before,
         "accuracy_after": accuracy_after,
+        "majority_class_accuracy": float((holdout_y == majority_label).mean()),
+        "schedule": "early_stopping" if config.early_stopping else f"fixed, {epochs} epochs",
+        "shards_too_small": {str(r.shard): r.too_small for r in trained if r.too_small},
     }

@@ -90,7 +90,10 @@ def test_memorised_training_records_get_smaller_p_values(tmp_path: Path) -> None
         return rng.normal(size=(n, CONFIG.input_dim)).astype(np.float32), rng.integers(0, 2, n)
 
     x, y = noise(80)
-    overfit = SisaConfig.from_dict({**CONFIG.to_dict(), "hidden": [128, 64], "epochs": 150})
+    # The fixed schedule: early stopping would (rightly) refuse to memorise random labels.
+    overfit = SisaConfig.from_dict(
+        {**CONFIG.to_dict(), "hidden": [128, 64], "epochs": 150, "validation_fraction": 0.0}
+    )
     model = single_model_baseline(overfit, x, y)
     assert model.accuracy(x, y) == 1.0
     calibration_x, calibration_y = noise(200)

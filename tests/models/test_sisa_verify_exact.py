@@ -41,6 +41,9 @@ def test_erasing_subjects_is_bit_exact(tmp_path: Path) -> None:
         "full_retrain_seconds",
         "accuracy_before",
         "accuracy_after",
+        "majority_class_accuracy",
+        "schedule",
+        "shards_too_small",
     }
     assert result["bit_exact"] is True
     assert 1 <= result["shards_retrained"] <= 3

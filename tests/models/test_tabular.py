@@ -98,3 +98,19 @@ def test_spec_round_trip_and_validation() -> None:
         FeatureSpec(("a",), ("a",))
     with pytest.raises(ValueError):
         FeatureSpec(("a",), (), hash_buckets=0)
+
+
+def test_knots_give_numeric_columns_a_thermometer_and_old_specs_keep_their_layout() -> None:
+    from models.tabular import KNOT_RANGE, KNOT_SPACING
+
+    spec = FeatureSpec(("age",), (), knot_spacing=KNOT_SPACING)
+    knots = int(2 * KNOT_RANGE / KNOT_SPACING)
+    assert spec.input_dim == 2 + knots
+    x = featurize(spec, [{"age": 20}, {"age": 90}, {"age": None}])
+    young, old, missing = x[:, 2:]
+    assert np.all(np.diff(young) <= 0) and np.all((young >= 0) & (young <= 1))
+    assert np.all(old >= young) and np.abs(old - young).sum() > 1.0  # log(90/20) ~ 1.5
+    assert x[2, 1] == 1.0 and not missing.any()
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    stored = {"numeric": ["age"], "categorical": [], "hash_buckets": 8}
+    assert FeatureSpec.from_dict(stored).input_dim == 2

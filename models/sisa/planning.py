@@ -1,0 +1,257 @@
+"""Choosing (S, R) per model: measure the accuracy/speed-up frontier on the model's own data.
+
+More shards make a request cheaper (it retrains one shard of S) but give each shard less data;
+more slices make the restart later but cost checkpoints. ``plan_sisa`` trains a few candidate
+(S, R) on a deterministic subsample of the records it is given, measures each one's held-out
+accuracy against one model trained on the same records, estimates each one's expected
+per-request speed-up from the training work it actually measured, and proposes the fastest
+within an accuracy budget. It reads only the records passed in, skipping ``erased_keys``
+before touching their contents, so erased rows can never shape the proposal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from models.sisa.baseline import single_model_baseline
+from models.sisa.config import SisaConfig
+from models.sisa.ensemble import Ensemble
+from models.sisa.partition import assign_shard, assign_slice
+from models.sisa.records import TrainingRecord
+from models.sisa.training import ShardTrainingResult, train_shard_in_memory
+
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "FrontierPoint",
+    "SisaPlan",
+    "SubjectRecord",
+    "expected_request_speedup",
+    "plan_sisa",
+]
+
+DEFAULT_CANDIDATES: tuple[tuple[int, int], ...] = (
+    (2, 4),
+    (4, 4),
+    (4, 8),
+    (8, 4),
+    (8, 8),
+    (16, 8),
+    (32, 8),
+)
+
+# (stage, done, total): "one_model" then "S=<s>,R=<r>" per candidate.
+PlanProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, eq=False)
+class SubjectRecord:
+    """A record with its subject (for shard placement) and its ingestion flag."""
+
+    subject_ref: str
+    key: str
+    x: np.ndarray
+    y: int
+    likely_erased: bool = False
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    shards: int
+    slices: int
+    accuracy: float
+    per_request_speedup: float
+    accuracy_gap_points: float
+    """Points (percent) below one model; negative: above it."""
+    within_budget: bool
+    shards_too_small: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SisaPlan:
+    one_model_accuracy: float
+    frontier: list[FrontierPoint]
+    chosen: FrontierPoint
+    """The largest speed-up within the budget; if none is within it, the most accurate."""
+    budget_points: float
+    erasure_rate: float
+    requests_per_retrain: int
+    training_records: int
+    test_records: int
+
+    @property
+    def within_budget(self) -> bool:
+        return self.chosen.within_budget
+
+    def config(self, base: SisaConfig) -> SisaConfig:
+        return base.replace(shards=self.chosen.shards, slices=self.chosen.slices)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["within_budget"] = self.within_budget
+        return data
+
+
+def _rank(salt: str, text: str) -> bytes:
+    return hashlib.sha256(f"lethe-plan\x1f{salt}\x1f{text}".encode()).digest()
+
+
+def _subsample(
+    records: Sequence[SubjectRecord], salt: str, max_records: int, test_fraction: float
+) -> tuple[list[SubjectRecord], list[SubjectRecord]]:
+    """Whole subjects in an order fixed by a keyed hash (not by input order), until
+    ``max_records``; a hash of the subject also decides train or test."""
+    by_subject: dict[str, list[SubjectRecord]] = {}
+    for record in records:
+        by_subject.setdefault(record.subject_ref, []).append(record)
+    train: list[SubjectRecord] = []
+    test: list[SubjectRecord] = []
+    for subject in sorted(by_subject, key=lambda s: _rank(salt, s)):
+        if len(train) + len(test) >= max_records:
+            break
+        members = sorted(by_subject[subject], key=lambda r: r.key)
+        in_test = int.from_bytes(_rank(salt, "test\x1f" + subject)[:8], "big") < test_fraction * (
+            2**64
+        )
+        (test if in_test else train).extend(members)
+    return train, test
+
+
+def expected_request_speedup(
+    config: SisaConfig,
+    results: Sequence[ShardTrainingResult],
+    erasure_mass: Sequence[Sequence[float]],
+    requests_per_retrain: int,
+) -> float:
+    """Full retrain work / expected work per request, when ``requests_per_retrain`` requests
+    are coalesced into one retrain (each affected shard retrains once, from its first affected
+    slice). ``erasure_mass[s][k]``: likelihood that a request hits slice ``k`` of shard ``s``.
+    """
+    total_mass = sum(sum(row) for row in erasure_mass)
+    full_work = sum(sum(r.work_by_slice) for r in results)
+    if total_mass <= 0 or full_work <= 0:
+        return 0.0
+    k = requests_per_retrain
+    expected = 0.0
+    for result in results:
+        work = result.work_by_slice
+        mass = [m / total_mass for m in erasure_mass[result.shard]]
+        before = 0.0
+        for slice_index in range(config.slices):
+            through = before + mass[slice_index]
+            # P(no request in slices < k of this shard) - P(none in slices <= k).
+            p_first = (1 - before) ** k - (1 - through) ** k
+            expected += p_first * sum(work[slice_index:])
+            before = through
+    return full_work * k / expected if expected > 0 else float("inf")
+
+
+def _evaluate(
+    config: SisaConfig,
+    train: Sequence[SubjectRecord],
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    flagged_erasure_odds: float,
+    requests_per_retrain: int,
+) -> tuple[float, float, int]:
+    """(accuracy, per-request speed-up, shards too small) of one candidate configuration."""
+    by_shard: dict[int, list[TrainingRecord]] = {s: [] for s in range(config.shards)}
+    mass = [[0.0] * config.slices for _ in range(config.shards)]
+    for record in train:
+        shard = assign_shard(record.subject_ref, config)
+        slice_index = assign_slice(record.key, config, likely_erased=record.likely_erased)
+        by_shard[shard].append(TrainingRecord(record.key, slice_index, record.x, record.y))
+        mass[shard][slice_index] += flagged_erasure_odds if record.likely_erased else 1.0
+    trained = [train_shard_in_memory(config, s, by_shard[s]) for s in range(config.shards)]
+    members = {
+        t.result.shard: t.model for t in trained if t.result.too_small != "no training records"
+    }
+    accuracy = Ensemble(config, members).accuracy(test_x, test_y)
+    results = [t.result for t in trained]
+    speedup = expected_request_speedup(config, results, mass, requests_per_retrain)
+    return accuracy, speedup, sum(1 for r in results if r.too_small)
+
+
+def plan_sisa(
+    base: SisaConfig,
+    records: Sequence[SubjectRecord],
+    *,
+    candidates: Sequence[tuple[int, int]] = DEFAULT_CANDIDATES,
+    budget_points: float = 1.0,
+    erasure_rate: float = 0.001,
+    flagged_erasure_odds: float = 1.0,
+    max_records: int = 20_000,
+    test_fraction: float = 0.2,
+    erased_keys: Collection[str] = (),
+    progress: PlanProgress | None = None,
+) -> SisaPlan:
+    """Propose (S, R) for a model: the largest expected per-request speed-up among
+    ``candidates`` whose held-out accuracy is at most ``budget_points`` below one model.
+
+    ``base`` supplies everything but S and R (network, schedule, seed, salt, tail slices).
+    ``erasure_rate`` is the expected fraction of the model's records erased per retrain (so
+    ``max(1, round(rate * len(records)))`` requests are coalesced into one retrain).
+    Deterministic: the same records (in any order) give the same plan.
+    """
+    if not candidates:
+        raise ValueError("give at least one candidate (S, R)")
+    erased = set(erased_keys)
+    # Filter on the key alone, before anything reads an erased record's features or label.
+    retained = [r for r in records if r.key not in erased]
+    train, test = _subsample(retained, base.partition_salt, max_records, test_fraction)
+    if not train or not test:
+        raise ValueError("too few records to plan: need some to train and some to test on")
+    test_x = np.stack([np.asarray(r.x, dtype=np.float32) for r in test])
+    test_y = np.array([r.y for r in test], dtype=np.int64)
+    requests = max(1, round(erasure_rate * len(retained)))
+    total = len(candidates) + 1
+    if progress is not None:
+        progress("one_model", 0, total)
+    one_model = single_model_baseline(
+        base,
+        np.stack([np.asarray(r.x, dtype=np.float32) for r in train]),
+        np.array([r.y for r in train], dtype=np.int64),
+        keys=[r.key for r in train],
+    ).accuracy(test_x, test_y)
+    points: list[FrontierPoint] = []
+    for done, (shards, slices) in enumerate(candidates, start=1):
+        if progress is not None:
+            progress(f"S={shards},R={slices}", done, total)
+        config = base.replace(shards=shards, slices=slices)
+        accuracy, speedup, too_small = _evaluate(
+            config,
+            train,
+            test_x,
+            test_y,
+            flagged_erasure_odds=flagged_erasure_odds,
+            requests_per_retrain=requests,
+        )
+        gap = 100.0 * (one_model - accuracy)
+        points.append(
+            FrontierPoint(shards, slices, accuracy, speedup, gap, gap <= budget_points, too_small)
+        )
+    if progress is not None:
+        progress("done", total, total)
+    inside = [p for p in points if p.within_budget]
+    if inside:
+        chosen = max(inside, key=lambda p: (p.per_request_speedup, p.accuracy, -p.shards))
+    else:
+        chosen = max(points, key=lambda p: (p.accuracy, p.per_request_speedup))
+    return SisaPlan(
+        one_model_accuracy=one_model,
+        frontier=points,
+        chosen=chosen,
+        budget_points=budget_points,
+        erasure_rate=erasure_rate,
+        requests_per_retrain=requests,
+        training_records=len(train),
+        test_records=len(test),
+    )
