@@ -75,6 +75,7 @@ class JobStatus(StrEnum):
 class JobKind(StrEnum):
     train = "train"  # a whole model's first training (no shard)
     retrain_shard = "retrain_shard"  # one shard's slice retraining
+    plan_sisa = "plan_sisa"  # measure the (S, R) frontier on the model's retained records
 
 
 class RecordSplit(StrEnum):
