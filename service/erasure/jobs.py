@@ -22,7 +22,12 @@ from service.db.enums import ActionStatus, JobKind, JobStatus, ModelStatus, Requ
 from service.db.tables import ActionJob, ErasureRequest, Job, MlModel, RequestAction
 from service.erasure.lifecycle import fail_action, finish_request_if_done
 from service.queue.after_commit import enqueue_after_commit
-from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
+from service.queue.names import (
+    TASK_PLAN_SISA,
+    TASK_PROCESS_REQUEST,
+    TASK_RETRAIN_SHARD,
+    TASK_TRAIN_MODEL,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,11 @@ RETRY_DELAY_S = 5
 
 
 def task_for(job: Job) -> str:
-    return TASK_TRAIN_MODEL if job.kind == JobKind.train else TASK_RETRAIN_SHARD
+    return {
+        JobKind.train: TASK_TRAIN_MODEL,
+        JobKind.retrain_shard: TASK_RETRAIN_SHARD,
+        JobKind.plan_sisa: TASK_PLAN_SISA,
+    }[job.kind]
 
 
 def claim(session: Session, job_id: uuid.UUID) -> Job | None:

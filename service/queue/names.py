@@ -13,6 +13,7 @@ TASK_TRAIN_MODEL: Final = "lethe.train_model"
 TASK_UPDATE_VERIFIER_RULES: Final = "lethe.update_verifier_rules"
 TASK_CALIBRATE_BUDGET: Final = "lethe.calibrate_budget"
 TASK_REAP_STUCK_JOBS: Final = "lethe.reap_stuck_jobs"
+TASK_PLAN_SISA: Final = "lethe.plan_sisa"
 
 TASK_QUEUES: Final = {
     TASK_PROCESS_REQUEST: QUEUE_REQUESTS,
@@ -21,4 +22,5 @@ TASK_QUEUES: Final = {
     TASK_TRAIN_MODEL: QUEUE_ML,
     TASK_UPDATE_VERIFIER_RULES: QUEUE_ML,
     TASK_CALIBRATE_BUDGET: QUEUE_ML,
+    TASK_PLAN_SISA: QUEUE_ML,
 }

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.queue.names import (
     TASK_CALIBRATE_BUDGET,
+    TASK_PLAN_SISA,
     TASK_PROCESS_REQUEST,
     TASK_RETRAIN_SHARD,
     TASK_TRAIN_MODEL,
@@ -32,6 +33,7 @@ def task_factory(factory: sessionmaker[Session]) -> Iterator[None]:
 def drain(sent: SentTasks) -> list[tuple[str, Any]]:
     """Run every task the outbox sent, as a worker would, until none is left."""
     from workers.tasks.exact import retrain_shard, train_model
+    from workers.tasks.planning import plan_sisa_task
     from workers.tasks.requests import process_request
     from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
 
@@ -41,6 +43,7 @@ def drain(sent: SentTasks) -> list[tuple[str, Any]]:
         TASK_TRAIN_MODEL: train_model,
         TASK_UPDATE_VERIFIER_RULES: update_verifier_rules,
         TASK_CALIBRATE_BUDGET: calibrate_budget_task,
+        TASK_PLAN_SISA: plan_sisa_task,
     }
     ran = []
     while sent.sent:

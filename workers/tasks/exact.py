@@ -31,9 +31,7 @@ log = logging.getLogger(__name__)
 ACTOR = "worker"
 
 
-def _give_up_or_retry(
-    task: DbTask, job_id: uuid.UUID, code: str, exc: BaseException | None
-) -> None:
+def give_up_or_retry(task: DbTask, job_id: uuid.UUID, code: str, exc: BaseException | None) -> None:
     """An attempt failed: run the job again while attempts remain (an exception may be
     transient), or fail it for good (``exc`` None: retrying cannot help)."""
     # The exception's type only: messages could quote data.
@@ -54,7 +52,7 @@ def train_model(self: DbTask, job_id: str) -> str:
     try:
         outcome = train_all(self.settings, inputs, progress_reporter(self, jid))
     except Exception as exc:
-        _give_up_or_retry(self, jid, "training_error", exc)
+        give_up_or_retry(self, jid, "training_error", exc)
         raise
     with self.transaction() as session:
         recorded = record_training(session, inputs, outcome, ACTOR)
@@ -73,12 +71,12 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
     if inputs is None:
         return "not_claimed"
     if inputs.snapshot.manifest is None:
-        _give_up_or_retry(self, jid, "model_not_trained", None)
+        give_up_or_retry(self, jid, "model_not_trained", None)
         return "failed"
     try:
         outcome = retrain(self.settings, inputs, progress_reporter(self, jid))
     except Exception as exc:
-        _give_up_or_retry(self, jid, "retrain_error", exc)
+        give_up_or_retry(self, jid, "retrain_error", exc)
         raise
     with self.transaction() as session:
         published = publish_retrain(session, self.settings, inputs, outcome, ACTOR)
