@@ -67,6 +67,10 @@ class FrontierPoint:
     per_request_speedup: float
     accuracy_gap_points: float
     """Points (percent) below one model; negative: above it."""
+    accuracy_gap_se_points: float
+    """Standard error of that gap (paired: both are judged on the same test records, so only
+    the records they disagree on count). A gap within about two of these of the budget is
+    within the subsample's noise."""
     within_budget: bool
     shards_too_small: int
 
@@ -161,8 +165,8 @@ def _evaluate(
     *,
     flagged_erasure_odds: float,
     requests_per_retrain: int,
-) -> tuple[float, float, int]:
-    """(accuracy, per-request speed-up, shards too small) of one candidate configuration."""
+) -> tuple[np.ndarray, float, int]:
+    """(test predictions, per-request speed-up, shards too small) of one candidate."""
     by_shard: dict[int, list[TrainingRecord]] = {s: [] for s in range(config.shards)}
     mass = [[0.0] * config.slices for _ in range(config.shards)]
     for record in train:
@@ -174,10 +178,20 @@ def _evaluate(
     members = {
         t.result.shard: t.model for t in trained if t.result.too_small != "no training records"
     }
-    accuracy = Ensemble(config, members).accuracy(test_x, test_y)
+    predictions = Ensemble(config, members).predict(test_x)
     results = [t.result for t in trained]
     speedup = expected_request_speedup(config, results, mass, requests_per_retrain)
-    return accuracy, speedup, sum(1 for r in results if r.too_small)
+    return predictions, speedup, sum(1 for r in results if r.too_small)
+
+
+def _paired_gap(
+    one_model: np.ndarray, candidate: np.ndarray, labels: np.ndarray
+) -> tuple[float, float]:
+    """(gap, its standard error) in points, from per-record correctness of both models."""
+    difference = (one_model == labels).astype(np.float64) - (candidate == labels)
+    n = len(labels)
+    se = float(np.sqrt(max(difference.var(ddof=1), 0.0) / n)) if n > 1 else float("inf")
+    return 100.0 * float(difference.mean()), 100.0 * se
 
 
 def plan_sisa(
@@ -186,6 +200,7 @@ def plan_sisa(
     *,
     candidates: Sequence[tuple[int, int]] = DEFAULT_CANDIDATES,
     budget_points: float = 1.0,
+    se_margin: float = 0.0,
     erasure_rate: float = 0.001,
     flagged_erasure_odds: float = 1.0,
     max_records: int = 20_000,
@@ -197,6 +212,9 @@ def plan_sisa(
     ``candidates`` whose held-out accuracy is at most ``budget_points`` below one model.
 
     ``base`` supplies everything but S and R (network, schedule, seed, salt, tail slices).
+    A candidate is within budget when ``gap + se_margin * se <= budget_points``: with the
+    default 0 the point estimate decides; 1 or 2 guard against a small subsample's noise (on
+    a few thousand records the gap's standard error is about a point).
     ``erasure_rate`` is the expected fraction of the model's records erased per retrain (so
     ``max(1, round(rate * len(records)))`` requests are coalesced into one retrain).
     Deterministic: the same records (in any order) give the same plan.
@@ -215,18 +233,19 @@ def plan_sisa(
     total = len(candidates) + 1
     if progress is not None:
         progress("one_model", 0, total)
-    one_model = single_model_baseline(
+    one_model_predictions = single_model_baseline(
         base,
         np.stack([np.asarray(r.x, dtype=np.float32) for r in train]),
         np.array([r.y for r in train], dtype=np.int64),
         keys=[r.key for r in train],
-    ).accuracy(test_x, test_y)
+    ).predict(test_x)
+    one_model = float((one_model_predictions == test_y).mean())
     points: list[FrontierPoint] = []
     for done, (shards, slices) in enumerate(candidates, start=1):
         if progress is not None:
             progress(f"S={shards},R={slices}", done, total)
         config = base.replace(shards=shards, slices=slices)
-        accuracy, speedup, too_small = _evaluate(
+        predictions, speedup, too_small = _evaluate(
             config,
             train,
             test_x,
@@ -234,9 +253,19 @@ def plan_sisa(
             flagged_erasure_odds=flagged_erasure_odds,
             requests_per_retrain=requests,
         )
-        gap = 100.0 * (one_model - accuracy)
+        accuracy = float((predictions == test_y).mean())
+        gap, gap_se = _paired_gap(one_model_predictions, predictions, test_y)
         points.append(
-            FrontierPoint(shards, slices, accuracy, speedup, gap, gap <= budget_points, too_small)
+            FrontierPoint(
+                shards,
+                slices,
+                accuracy,
+                speedup,
+                gap,
+                gap_se,
+                gap + se_margin * gap_se <= budget_points,
+                too_small,
+            )
         )
     if progress is not None:
         progress("done", total, total)

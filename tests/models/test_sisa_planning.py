@@ -65,6 +65,9 @@ def test_the_same_records_in_any_order_give_the_same_plan() -> None:
         assert chosen["per_request_speedup"] == max(p["per_request_speedup"] for p in inside)
     for point in first["frontier"]:
         assert point["per_request_speedup"] > 1
+        assert 0 < point["accuracy_gap_se_points"] < 100
+        one_model = first["one_model_accuracy"]
+        assert point["accuracy_gap_points"] == pytest.approx(100 * (one_model - point["accuracy"]))
         assert point["within_budget"] == (point["accuracy_gap_points"] <= 1.0)
 
 
@@ -89,3 +92,15 @@ def test_an_unreachable_budget_falls_back_to_the_most_accurate() -> None:
     assert result["within_budget"] is False
     best = max(p["accuracy"] for p in result["frontier"])
     assert result["chosen"]["accuracy"] == best
+
+
+def test_a_noise_margin_only_ever_narrows_the_budget() -> None:
+    records = make_records()
+    plain = plan(records)
+    careful = plan(records, se_margin=2.0)
+    for loose, strict in zip(plain["frontier"], careful["frontier"], strict=True):
+        assert loose["accuracy"] == strict["accuracy"]
+        assert strict["within_budget"] == (
+            strict["accuracy_gap_points"] + 2.0 * strict["accuracy_gap_se_points"] <= 1.0
+        )
+        assert loose["within_budget"] or not strict["within_budget"]
