@@ -156,6 +156,7 @@ def models_plan(
     run: Annotated[bool, typer.Option(help="start a plan job (a worker runs it) and wait")] = False,
     auto: Annotated[bool, typer.Option(help="apply the proposal if not trained yet")] = False,
     budget: Annotated[float, typer.Option(min=0, max=50, help="accuracy points")] = 1.0,
+    se_margin: Annotated[float, typer.Option(min=0, max=5, help="gap + k·se ≤ budget")] = 0.0,
     erasure_rate: Annotated[float, typer.Option(min=1e-9, max=0.5)] = 0.001,
     max_records: Annotated[int, typer.Option(min=50, max=200_000)] = 20_000,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the job")] = 3600.0,
@@ -172,6 +173,7 @@ def models_plan(
         if run:
             options = PlanOptions(
                 budget_points=budget,
+                se_margin=se_margin,
                 erasure_rate=erasure_rate,
                 auto=auto,
                 max_records=max_records,

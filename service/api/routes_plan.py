@@ -26,6 +26,7 @@ def start_plan(
     model = get_model(audited(session), name, lock=True)
     options = PlanOptions(
         budget_points=body.budget_points,
+        se_margin=body.se_margin,
         erasure_rate=body.erasure_rate,
         auto=body.auto,
         max_records=body.max_records,

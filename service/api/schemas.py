@@ -214,6 +214,9 @@ class PlanIn(StrictIn):
     budget_points: float = Field(
         1.0, ge=0, le=50, allow_inf_nan=False, description="accuracy points below one model"
     )
+    se_margin: float = Field(
+        0.0, ge=0, le=5, allow_inf_nan=False, description="standard errors added to each gap"
+    )
     erasure_rate: float = Field(
         0.001, gt=0, le=0.5, allow_inf_nan=False, description="share of records erased per retrain"
     )

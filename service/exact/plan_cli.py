@@ -55,7 +55,10 @@ def _number(value: Any, digits: int) -> str:
 
 def format_plan(plan: dict[str, Any]) -> str:
     """The frontier as a table, then the proposal in words."""
-    header = f"{'S':>4} {'R':>4} {'accuracy':>9} {'gap (pts)':>10} {'speed-up':>9} {'budget':>7}"
+    header = (
+        f"{'S':>4} {'R':>4} {'accuracy':>9} {'gap (pts)':>10} {'± se':>6} {'speed-up':>9} "
+        f"{'budget':>7}"
+    )
     lines = [
         f"one model: accuracy {_number(plan['one_model_accuracy'], 4)} "
         f"({plan['training_records']} training / {plan['test_records']} test records, "
@@ -78,6 +81,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         lines.append(
             f"{point['shards']:>4} {point['slices']:>4} {_number(point['accuracy'], 4):>9} "
             f"{_number(point['accuracy_gap_points'], 2):>10} "
+            f"{_number(point.get('accuracy_gap_se_points'), 2):>6} "
             f"{_number(point['per_request_speedup'], 1) + 'x':>9} "
             f"{'yes' if point['within_budget'] else 'no':>7}{mark}"
         )

@@ -36,6 +36,7 @@ from service.registry.config import ModelConfig
 @dataclass(frozen=True)
 class PlanOptions:
     budget_points: float = 1.0
+    se_margin: float = 0.0
     erasure_rate: float = 0.001
     auto: bool = False
     max_records: int = 20_000
@@ -50,6 +51,7 @@ class PlanOptions:
     def from_dict(cls, data: dict[str, Any]) -> PlanOptions:
         return cls(
             budget_points=float(data["budget_points"]),
+            se_margin=float(data.get("se_margin", 0.0)),
             erasure_rate=float(data["erasure_rate"]),
             auto=bool(data["auto"]),
             max_records=int(data["max_records"]),
@@ -166,6 +168,7 @@ def compute_plan(inputs: PlanInputs, progress: Callable[[float], None]) -> SisaP
         inputs.records,
         candidates=candidates,
         budget_points=inputs.options.budget_points,
+        se_margin=inputs.options.se_margin,
         erasure_rate=inputs.options.erasure_rate,
         flagged_erasure_odds=inputs.flagged_erasure_odds,
         max_records=inputs.options.max_records,

@@ -253,9 +253,13 @@ def test_auto_plan_applies_the_chosen_shards_and_slices_before_training(
     h = auth(tokens["ml_engineer"])
     name = "auto-planned"
     _register_and_ingest(app_client, h, _body(name, shards=5, slices=5), synthetic_csv())
-    plan = _plan(app_client, h, name, sent_tasks, auto=True)
+    plan = _plan(app_client, h, name, sent_tasks, auto=True, se_margin=2.0)
     chosen = (plan["chosen"]["shards"], plan["chosen"]["slices"])
     assert plan["applied"] is True
+    assert plan["options"]["se_margin"] == 2.0
+    for point in plan["frontier"]:
+        gap, se = point["accuracy_gap_points"], point["accuracy_gap_se_points"]
+        assert point["within_budget"] == (se is not None and gap + 2.0 * se <= 1.0)
     model = session.scalar(select(MlModel).where(MlModel.name == name))
     assert model is not None
     session.refresh(model)
@@ -370,6 +374,7 @@ def test_cli_prints_the_frontier_as_a_table(
     result = CliRunner().invoke(app, ["models", "plan", "cli-planned"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
+    assert "± se" in lines[1]
     rows = [line.split() for line in lines if line.strip()[:1].isdigit()]
     assert [(int(r[0]), int(r[1])) for r in rows] == [tuple(c) for c in CANDIDATES]
     [marked] = [r for r in rows if r[-1] == "<"]
