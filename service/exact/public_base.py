@@ -16,19 +16,21 @@ from service.core.errors import invalid
 from service.registry.config import PublicBaseSettings
 
 _LOCK = threading.Lock()
-_CACHE: dict[tuple[str, str, int], PublicBase] = {}
+_CACHE: dict[tuple[str, str, int, int, int], PublicBase] = {}
 
 
 def load_public_base(settings: PublicBaseSettings, input_dim: int) -> PublicBase:
     """The base, checked against the content hash the model names (cached per process)."""
-    key = (settings.path, settings.content_hash, input_dim)
+    path = Path(settings.path)
+    if not path.is_file():
+        raise invalid("public_base_not_found", "the public base file does not exist")
+    stat = path.stat()
+    # A rewritten file is read and hashed again: the cache never hides a changed base.
+    key = (settings.path, settings.content_hash, input_dim, stat.st_mtime_ns, stat.st_size)
     with _LOCK:
         cached = _CACHE.get(key)
     if cached is not None:
         return cached
-    path = Path(settings.path)
-    if not path.is_file():
-        raise invalid("public_base_not_found", "the public base file does not exist")
     try:
         network = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
         base = PublicBase(

@@ -382,3 +382,31 @@ def test_cli_prints_the_frontier_as_a_table(
     assert lines[-1].startswith(f"proposal: S={plan['chosen']['shards']}")
     unknown = CliRunner().invoke(app, ["models", "plan", "no-such-model"])
     assert unknown.exit_code == 2 and "model_not_found" in unknown.output
+
+
+def test_a_public_base_that_changes_fails_the_training_job(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    tmp_path: Path,
+) -> None:
+    h = auth(tokens["ml_engineer"])
+    path, content_hash = _public_base(tmp_path)
+    body = _body("changed-base")
+    body["config"]["public_base"] = {
+        "path": str(path),
+        "content_hash": content_hash,
+        "name": "b",
+        "provenance": "p",
+        "holds_subject_data": False,
+    }
+    _register_and_ingest(app_client, h, body, synthetic_csv())
+    loaded = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        next(iter(loaded.parameters())).add_(1.0)
+    torch.jit.save(loaded, str(tmp_path / "base.pt"))  # type: ignore[no-untyped-call]
+    job = app_client.post("/v1/models/changed-base/train", headers=h).json()
+    assert drain(sent_tasks) == [(TASK_TRAIN_MODEL, "failed")]
+    job = app_client.get(f"/v1/jobs/{job['id']}", headers=h).json()
+    assert job["status"] == "failed" and job["error_code"] == "public_base_mismatch"
+    assert app_client.get("/v1/models/changed-base", headers=h).json()["status"] == "failed"

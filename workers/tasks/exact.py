@@ -14,6 +14,7 @@ import uuid
 from celery import shared_task
 from sqlalchemy.exc import IntegrityError
 
+from service.core.errors import DomainError
 from service.erasure import jobs
 from service.exact.publish import (
     PublishOutcome,
@@ -45,8 +46,13 @@ def give_up_or_retry(task: DbTask, job_id: uuid.UUID, code: str, exc: BaseExcept
 @shared_task(name=TASK_TRAIN_MODEL, **db_task_options(max_retries=5))
 def train_model(self: DbTask, job_id: str) -> str:
     jid = uuid.UUID(job_id)
-    with self.transaction() as session:
-        inputs = load_training(session, jid)
+    try:
+        with self.transaction() as session:
+            inputs = load_training(session, jid)
+    except DomainError as exc:
+        # The model's inputs are unusable (e.g. its public base changed): retrying cannot help.
+        give_up_or_retry(self, jid, exc.code, None)
+        return "failed"
     if inputs is None:
         return "not_claimed"
     try:
@@ -68,6 +74,9 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
     except IntegrityError:
         # Another retrain of this shard is running; this one waits its turn.
         raise self.retry(countdown=jobs.RETRY_DELAY_S, max_retries=None) from None
+    except DomainError as exc:
+        give_up_or_retry(self, jid, exc.code, None)
+        return "failed"
     if inputs is None:
         return "not_claimed"
     if inputs.snapshot.manifest is None:

@@ -7,6 +7,7 @@ import uuid
 
 from celery import shared_task
 
+from service.core.errors import DomainError
 from service.exact.planning import compute_plan, load_plan, record_plan
 from service.queue.names import TASK_PLAN_SISA
 from workers.base import DbTask, db_task_options
@@ -17,8 +18,12 @@ from workers.tasks.exact import ACTOR, give_up_or_retry
 @shared_task(name=TASK_PLAN_SISA, **db_task_options(max_retries=5))
 def plan_sisa_task(self: DbTask, job_id: str) -> str:
     jid = uuid.UUID(job_id)
-    with self.transaction() as session:
-        inputs = load_plan(session, jid)
+    try:
+        with self.transaction() as session:
+            inputs = load_plan(session, jid)
+    except DomainError as exc:
+        give_up_or_retry(self, jid, exc.code, None)
+        return "failed"
     if inputs is None:
         return "not_claimed"
     try:
