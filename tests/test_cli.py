@@ -47,6 +47,30 @@ def test_verify_exact_on_a_csv(tmp_path: Path) -> None:
         assert 0.0 <= out[key] <= 1.0
 
 
+def test_verify_exact_converges_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(synthetic_csv(n_subjects=60, rows_per_subject=2))
+    result = _run(
+        "verify-exact",
+        "--csv",
+        str(path),
+        "--subject-column",
+        "customer_id",
+        "--label-column",
+        "label",
+        "--shards",
+        "2",
+        "--slices",
+        "2",
+        "--forget",
+        "S-0003",
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["schedule"] == "early_stopping" and out["bit_exact"] is True
+    assert "shards_too_small" in out and "majority_class_accuracy" in out
+
+
 def test_verify_exact_rejects_unknown_subject_without_echoing_it(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_bytes(synthetic_csv(n_subjects=20))

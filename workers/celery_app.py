@@ -67,4 +67,4 @@ def _bind_correlation_id(task: Any = None, **_: Any) -> None:
 celery_app = create_celery_app()
 
 # Task modules use shared_task, bound to the app above once imported.
-from workers.tasks import exact, finetune, reaper, requests, rules  # noqa: E402, F401
+from workers.tasks import exact, finetune, planning, reaper, requests, rules  # noqa: E402, F401

@@ -11,6 +11,7 @@ from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.routes_audit import router as audit_router
 from service.api.routes_models import router as models_router
+from service.api.routes_plan import router as plan_router
 from service.api.routes_requests import router as requests_router
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(requests_router)
     app.include_router(models_router)
+    app.include_router(plan_router)
     app.include_router(audit_router)
 
     @app.middleware("http")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -165,6 +165,8 @@ class IngestOut(BaseModel):
     holdout_records: int
     classes: list[str]
     feature_columns: int
+    # Expected retrain fraction of one request with and without placement (if configured).
+    placement: dict[str, Any] | None = None
 
 
 class JobOut(BaseModel):
@@ -205,3 +207,31 @@ class TokenOut(BaseModel):
     name: str
     role: str
     token: str
+
+
+Candidate = Annotated[
+    tuple[Annotated[int, Field(ge=1, le=256)], Annotated[int, Field(ge=1, le=64)]],
+    Field(description="(shards, slices)"),
+]
+
+
+class PlanIn(StrictIn):
+    budget_points: float = Field(
+        1.0, ge=0, le=50, allow_inf_nan=False, description="accuracy points below one model"
+    )
+    se_margin: float = Field(
+        0.0, ge=0, le=5, allow_inf_nan=False, description="standard errors added to each gap"
+    )
+    erasure_rate: float = Field(
+        0.001, gt=0, le=0.5, allow_inf_nan=False, description="share of records erased per retrain"
+    )
+    auto: bool = Field(False, description="apply the proposal if the model has not trained yet")
+    max_records: int = Field(20_000, ge=50, le=200_000, description="subsample size")
+    candidates: list[Candidate] | None = Field(None, min_length=1, max_length=16)
+
+
+class PlanOut(BaseModel):
+    model: str
+    job_id: uuid.UUID | None
+    job_status: str | None
+    plan: dict[str, Any] | None

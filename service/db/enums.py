@@ -77,6 +77,7 @@ class JobKind(StrEnum):
     retrain_shard = "retrain_shard"  # one shard's slice retraining
     finetune = "finetune"  # a fine-tuned generative model's first (sliced) fine-tune
     finetune_retrain = "finetune_retrain"  # exact removal of subjects from a fine-tune
+    plan_sisa = "plan_sisa"  # measure the (S, R) frontier on the model's retained records
 
 
 class RecordSplit(StrEnum):

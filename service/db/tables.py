@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -120,6 +122,8 @@ class TrainingRecord(Base):
     # The row itself; set to NULL once the record is erased.
     payload: Mapped[JSON | None] = mapped_column(JSONB)
     label: Mapped[int | None] = mapped_column(Integer)
+    # Flagged at ingestion as likely to be erased (placement: the last slices); fixed for good.
+    likely_erased: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     erasure_request_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("erasure_requests.id"), index=True
     )

@@ -47,6 +47,8 @@ class ExactRetrainCertificate(TypedDict, total=False):
     records_erased: dict[str, int]
     shards_retrained: list[dict[str, Any]]
     determinism_check: str
+    public_base: dict[str, Any]
+    warnings: list[str]
     note: str
     destroyed_artifacts: list[dict[str, Any]]
     plain_words: str
@@ -72,6 +74,8 @@ def exact_certificate(
     version_before: int | None,
     version_after: int | None,
     note: str | None = None,
+    public_base: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
 ) -> ExactRetrainCertificate:
     checks = [s.get("exactness", {}).get("status") for s in shards]
     if not shards:
@@ -94,6 +98,10 @@ def exact_certificate(
         shards_retrained=shards,
         determinism_check=determinism,
     )
+    if public_base:
+        body["public_base"] = public_base
+    if warnings:
+        body["warnings"] = warnings
     if note:
         body["note"] = note
     body["plain_words"] = describe_exact(body)
@@ -243,12 +251,21 @@ def describe_exact(body: Mapping[str, Any]) -> str:
         "bit_exact": "An independent retraining from scratch matched it bit for bit.",
         "mismatch": "WARNING: the independent retraining did not match bit for bit.",
     }.get(str(body.get("determinism_check")), "The bit-for-bit check was not run (policy).")
-    return (
+    words = (
         f"The subject's {erased.get('train', 0)} training record(s) were removed and the model "
         f"was retrained exactly where they had been used ({parts}); version "
         f"{body.get('version_before')} was replaced by version {body.get('version_after')} and "
         f"the checkpoints that had seen the records were deleted. {check}"
     )
+    base = body.get("public_base")
+    if base:
+        words += (
+            f" The shards train on features of a frozen public base (sha256 "
+            f"{base['content_hash']}) attested to hold no subject data; erasure does not touch it."
+        )
+    for warning in body.get("warnings", []):
+        words += f" WARNING: {warning}."
+    return words
 
 
 def is_certified(kind: str) -> bool:

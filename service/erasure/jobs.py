@@ -25,6 +25,7 @@ from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import (
     TASK_FINETUNE_MODEL,
     TASK_FINETUNE_RETRAIN,
+    TASK_PLAN_SISA,
     TASK_PROCESS_REQUEST,
     TASK_RETRAIN_SHARD,
     TASK_TRAIN_MODEL,
@@ -41,6 +42,7 @@ TASKS = {
     JobKind.retrain_shard: TASK_RETRAIN_SHARD,
     JobKind.finetune: TASK_FINETUNE_MODEL,
     JobKind.finetune_retrain: TASK_FINETUNE_RETRAIN,
+    JobKind.plan_sisa: TASK_PLAN_SISA,
 }
 # Jobs that train a whole model: failing one fails the model, not a request's action.
 MODEL_TRAINING_JOBS = frozenset({JobKind.train, JobKind.finetune})

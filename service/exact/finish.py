@@ -14,6 +14,8 @@ from service.db.enums import ActionStatus, RecordSplit
 from service.db.tables import ErasureRequest, MlModel, RequestAction, TrainingRecord
 from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import move_action
+from service.exact.public_base import attestation
+from service.registry.config import ModelConfig
 
 
 def purge_records(session: Session, request_id: uuid.UUID, model_id: uuid.UUID) -> int:
@@ -61,6 +63,10 @@ def finish_exact_action(
         version_before=version_before,
         version_after=version_after,
         note=note,
+        public_base=attestation(ModelConfig.model_validate(model.config).public_base),
+        warnings=[
+            f"retrained shard {s['shard']}: {s['too_small']}" for s in shards if s.get("too_small")
+        ],
     )
     issue_certificate(session, action, model, body, actor)
     purged = purge_records(session, request.id, model.id)

@@ -22,7 +22,9 @@ from service.core.errors import conflict, invalid
 from service.core.security import subject_ref
 from service.db.enums import ModelStatus, RecordSplit
 from service.db.tables import DataSubject, MlModel, TrainingRecord
-from service.registry.config import ModelConfig
+from service.exact.placement import flagged_subjects, placement_report
+from service.exact.public_base import load_public_base
+from service.registry.config import ModelConfig, SisaSettings
 
 MAX_COLUMNS = 200
 
@@ -35,6 +37,7 @@ class IngestSummary:
     holdout_records: int
     classes: list[str]
     feature_columns: int
+    placement: dict[str, Any] | None
 
 
 def _parse_value(raw: str) -> float | str | None:
@@ -48,11 +51,40 @@ def _parse_value(raw: str) -> float | str | None:
     return value if math.isfinite(value) else None
 
 
-def _infer_spec(rows: list[dict[str, Any]], columns: list[str]) -> FeatureSpec:
+def _infer_spec(rows: list[dict[str, Any]], columns: list[str], knot_spacing: float) -> FeatureSpec:
     # Column *types* only: no statistic of the data enters the featurizer.
     numeric = tuple(c for c in columns if all(not isinstance(r[c], str) for r in rows))
     categorical = tuple(c for c in columns if c not in numeric)
-    return FeatureSpec(numeric=numeric, categorical=categorical)
+    return FeatureSpec(numeric=numeric, categorical=categorical, knot_spacing=knot_spacing)
+
+
+def build_sisa_config(
+    settings: SisaSettings,
+    *,
+    input_dim: int,
+    num_classes: int,
+    salt: str,
+    tail_slices: int = 0,
+    base_hash: str = "",
+) -> SisaConfig:
+    """The library config from the registry's settings (the library's converging defaults)."""
+    return SisaConfig(
+        shards=settings.shards,
+        slices=settings.slices,
+        input_dim=input_dim,
+        num_classes=num_classes,
+        hidden=tuple(settings.hidden),
+        epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        partition_salt=salt,
+        validation_fraction=settings.validation_fraction,
+        patience=settings.patience,
+        max_rounds=settings.max_rounds,
+        tail_slices=tail_slices,
+        base_hash=base_hash,
+    )
 
 
 def partition_salt(model_name: str) -> str:
@@ -90,13 +122,18 @@ def ingest_csv(
     missing = [c for c in (config.subject_column, config.label_column) if c not in header]
     if missing:
         raise invalid("missing_column", "the CSV lacks a configured column", columns=missing)
-    feature_columns = [c for c in header if c not in (config.subject_column, config.label_column)]
+    placement_column = config.placement.column if config.placement is not None else None
+    if placement_column is not None and placement_column not in header:
+        raise invalid("missing_column", "the CSV lacks a configured column", columns=["placement"])
+    reserved = (config.subject_column, config.label_column, placement_column)
+    feature_columns = [c for c in header if c not in reserved]
     if not feature_columns:
         raise invalid("invalid_csv", "the CSV has no feature columns")
 
     rows: list[dict[str, Any]] = []
     refs: list[str] = []
     labels: list[str] = []
+    hints: list[str] = []
     try:
         for line_no, raw in enumerate(reader, start=2):
             if None in raw or any(v is None for v in raw.values()):
@@ -107,6 +144,8 @@ def ingest_csv(
                 raise invalid("invalid_csv", f"line {line_no} has an empty subject or label field")
             refs.append(subject_ref(settings, subject))
             labels.append(label)
+            if placement_column is not None:
+                hints.append(raw[placement_column])
             rows.append({c: _parse_value(raw[c]) for c in feature_columns})
     except csv.Error as exc:
         raise invalid("invalid_csv", "the upload is not well-formed CSV") from exc
@@ -116,18 +155,21 @@ def ingest_csv(
     if len(classes) < 2:
         raise invalid("invalid_csv", "the label column needs at least two classes")
 
-    spec = _infer_spec(rows, feature_columns)
-    sisa = SisaConfig(
-        shards=config.sisa.shards,
-        slices=config.sisa.slices,
-        input_dim=spec.input_dim,
+    spec = _infer_spec(rows, feature_columns, config.knot_spacing)
+    base_hash, input_dim = "", spec.input_dim
+    if config.public_base is not None:
+        base = load_public_base(config.public_base, spec.input_dim)
+        base_hash, input_dim = base.content_hash, base.feature_dim
+    flagged: set[str] = set()
+    if config.placement is not None:
+        flagged = flagged_subjects(config.placement, refs, hints)
+    sisa = build_sisa_config(
+        config.sisa,
+        input_dim=input_dim,
         num_classes=len(classes),
-        hidden=tuple(config.sisa.hidden),
-        epochs=config.sisa.epochs,
-        learning_rate=config.sisa.learning_rate,
-        batch_size=config.sisa.batch_size,
-        seed=config.sisa.seed,
-        partition_salt=partition_salt(model.name),
+        salt=partition_salt(model.name),
+        tail_slices=config.placement.tail_slices if config.placement is not None else 0,
+        base_hash=base_hash,
     )
     class_index = {c: i for i, c in enumerate(classes)}
     occurrences: Counter[str] = Counter()
@@ -141,7 +183,8 @@ def ingest_csv(
                 "record_key": key,
                 "subject_ref": ref,
                 "shard": assign_shard(ref, sisa),
-                "slice": assign_slice(key, sisa),
+                "slice": assign_slice(key, sisa, likely_erased=ref in flagged),
+                "likely_erased": ref in flagged,
                 "split": (
                     RecordSplit.holdout
                     if is_holdout(ref, config.holdout_fraction)
@@ -156,8 +199,24 @@ def ingest_csv(
         [{"subject_ref": ref} for ref in occurrences],
     )
     session.execute(insert(TrainingRecord), records)
+    report = None
+    if config.placement is not None:
+        report = placement_report(
+            sisa,
+            config.placement,
+            [
+                (r["record_key"], r["likely_erased"])
+                for r in records
+                if r["split"] == RecordSplit.train
+            ],
+        )
     model.config = config.model_copy(
-        update={"feature_spec": spec.to_dict(), "classes": classes, "sisa_config": sisa.to_dict()}
+        update={
+            "feature_spec": spec.to_dict(),
+            "classes": classes,
+            "sisa_config": sisa.to_dict(),
+            "placement_report": report,
+        }
     ).model_dump(mode="json")
     session.flush()
     holdout = sum(1 for r in records if r["split"] == RecordSplit.holdout)
@@ -168,6 +227,7 @@ def ingest_csv(
         holdout_records=holdout,
         classes=classes,
         feature_columns=len(feature_columns),
+        placement=report,
     )
     append_event(
         session,
@@ -181,6 +241,7 @@ def ingest_csv(
             "subjects": summary.subjects,
             "train_records": summary.train_records,
             "holdout_records": summary.holdout_records,
+            "placement": report,
         },
     )
     return summary

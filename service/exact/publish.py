@@ -20,6 +20,7 @@ from service.erasure.lifecycle import finish_request_if_done
 from service.exact.finish import finish_exact_action
 from service.exact.retrain import RetrainInputs
 from service.exact.snapshot import artifact_store
+from service.exact.training import too_small_warnings
 from service.registry.service import current_version
 
 
@@ -59,7 +60,7 @@ def publish_retrain(
                 manifest_hash=manifest.version_hash(),
                 cause=VersionCause.erasure,
                 request_ids=request_ids,
-                metrics={"holdout_accuracy": outcome["accuracy_after"]},
+                metrics=_version_metrics(current.metrics, inputs.shard, outcome),
             )
         )
         model.current_version = number
@@ -98,6 +99,20 @@ def publish_retrain(
         )
     _finish_waiting_actions(session, job.id, model, actor)
     return PublishOutcome.done
+
+
+def _version_metrics(served: Any, shard: int, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The new version's figures; the too-small report carried over, this shard's redone."""
+    too_small = dict((served or {}).get("shards_too_small") or {})
+    too_small.pop(str(shard), None)
+    if outcome.get("too_small"):
+        too_small[str(shard)] = outcome["too_small"]
+    too_small = dict(sorted(too_small.items(), key=lambda item: int(item[0])))
+    return {
+        "holdout_accuracy": outcome["accuracy_after"],
+        "shards_too_small": too_small,
+        "warnings": too_small_warnings(too_small),
+    }
 
 
 def _claimed_while_training(session: Session, model_id: uuid.UUID, inputs: RetrainInputs) -> bool:

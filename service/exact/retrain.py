@@ -32,6 +32,7 @@ from service.erasure import jobs
 from service.exact.snapshot import (
     ModelSnapshot,
     artifact_store,
+    load_ensemble,
     load_model_snapshot,
     load_pending_erasure,
     load_retained,
@@ -62,7 +63,8 @@ def load_retrain(session: Session, job_id: uuid.UUID) -> RetrainInputs | None:
         job_id=job_id,
         shard=job.shard,
         snapshot=snapshot,
-        retained=load_retained(session, model.id, snapshot.spec, job.shard),
+        retained=load_retained(session, model.id, snapshot.spec, job.shard, snapshot.base),
+        # Raw features (not through the base): only keys and membership evidence use them.
         pending=load_pending_erasure(session, model.id, snapshot.spec, job.shard),
     )
 
@@ -111,8 +113,8 @@ def retrain(
         }
     progress(0.95)
     old = snapshot.manifest.finals
-    before = Ensemble.load(snapshot.config, old, store)
-    after = Ensemble.load(snapshot.config, old.replace({shard: unlearned.checkpoint_after}), store)
+    before = load_ensemble(snapshot, old, store)
+    after = load_ensemble(snapshot, old.replace({shard: unlearned.checkpoint_after}), store)
     accuracy_before = accuracy_after = None
     if len(snapshot.holdout_y):
         accuracy_before = float(before.accuracy(snapshot.holdout_x, snapshot.holdout_y))
@@ -133,6 +135,12 @@ def retrain(
         "membership": _membership(after, snapshot, inputs.pending),
         "accuracy_before": accuracy_before,
         "accuracy_after": accuracy_after,
+        "validation_accuracy": unlearned.training.validation_accuracy,
+        "majority_accuracy": unlearned.training.majority_accuracy,
+        "epochs_by_slice": list(unlearned.training.epochs_by_slice),
+        # Why the retrained shard cannot be shown to have learned anything (None: it did).
+        "too_small": unlearned.training.too_small,
+        "public_base": snapshot.config.base_hash or None,
         "superseded_checkpoints": list(unlearned.superseded_checkpoints),
     }
 

@@ -10,13 +10,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from models.artifacts import ArtifactStore
-from models.sisa import Ensemble, SisaConfig, VersionManifest
+from models.sisa import Ensemble, PublicBase, SisaConfig, VersionManifest, Weighting
 from models.tabular import featurize
 from service.core.config import Settings
 from service.core.errors import conflict
 from service.db.enums import ModelKind, ModelStatus
 from service.db.tables import MlModel
-from service.exact.snapshot import artifact_store, feature_spec, sisa_config
+from service.exact.snapshot import artifact_store, feature_spec, public_base, sisa_config
 from service.registry.config import ModelConfig
 from service.registry.service import current_version
 
@@ -30,13 +30,21 @@ class EnsembleCache:
         self._capacity = capacity
 
     def get(
-        self, key: str, config: SisaConfig, manifest: VersionManifest, store: ArtifactStore
+        self,
+        key: str,
+        config: SisaConfig,
+        manifest: VersionManifest,
+        store: ArtifactStore,
+        *,
+        weighting: Weighting = "uniform",
+        base: PublicBase | None = None,
     ) -> Ensemble:
+        key = f"{key}|{weighting}"
         with self._lock:
             cached = self._items.get(key)
         if cached is not None:
             return cached
-        ensemble = Ensemble.load(config, manifest.finals, store)
+        ensemble = Ensemble.load(config, manifest.finals, store, weighting=weighting, base=base)
         with self._lock:
             if len(self._items) >= self._capacity:
                 self._items.pop(next(iter(self._items)))
@@ -66,11 +74,20 @@ def predict(
         raise conflict("model_not_ready", "the model has no trained version yet")
     config = sisa_config(model.config)
     spec = feature_spec(model.config)
-    classes = list(ModelConfig.model_validate(model.config).classes or [])
+    model_settings = ModelConfig.model_validate(model.config)
+    classes = list(model_settings.classes or [])
+    base = public_base(model.config)
     number, key = version.number, version.manifest_hash
     manifest = VersionManifest.from_json(version.manifest)
     session.close()
-    ensemble = ENSEMBLES.get(key, config, manifest, artifact_store(settings))
+    ensemble = ENSEMBLES.get(
+        key,
+        config,
+        manifest,
+        artifact_store(settings),
+        weighting=model_settings.sisa.aggregation,
+        base=base,
+    )
     probabilities = ensemble.predict_proba(featurize(spec, rows))
     return Prediction(
         version=number,

@@ -13,13 +13,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.artifacts import ArtifactStore, open_store
-from models.sisa import SisaConfig, TrainingRecord, VersionManifest
+from models.sisa import (
+    Ensemble,
+    Manifest,
+    PublicBase,
+    SisaConfig,
+    TrainingRecord,
+    VersionManifest,
+    Weighting,
+)
 from models.tabular import FeatureSpec, featurize
 from service.core.config import Settings
 from service.core.errors import invalid
 from service.db.enums import RecordSplit
 from service.db.tables import MlModel, ModelVersion
 from service.db.tables import TrainingRecord as RecordRow
+from service.exact.public_base import base_features, load_public_base
 from service.registry.config import ModelConfig, ModelPolicy
 
 
@@ -41,13 +50,31 @@ def feature_spec(model_config: Mapping[str, Any]) -> FeatureSpec:
     return FeatureSpec.from_dict(spec)
 
 
+def public_base(model_config: Mapping[str, Any]) -> PublicBase | None:
+    """The model's public base, loaded and checked against its content hash (None: none)."""
+    config = ModelConfig.model_validate(model_config)
+    if config.public_base is None:
+        return None
+    return load_public_base(config.public_base, feature_spec(model_config).input_dim)
+
+
+def load_ensemble(snapshot: ModelSnapshot, manifest: Manifest, store: ArtifactStore) -> Ensemble:
+    """The ensemble of ``manifest`` as the model serves it (its aggregation; raw inputs
+    go through the public base when it has one)."""
+    return Ensemble.load(
+        snapshot.config, manifest, store, weighting=snapshot.aggregation, base=snapshot.base
+    )
+
+
 def to_training_records(
-    spec: FeatureSpec, rows: Sequence[tuple[str, int, dict[str, Any], int]]
+    spec: FeatureSpec,
+    rows: Sequence[tuple[str, int, dict[str, Any], int]],
+    base: PublicBase | None = None,
 ) -> list[TrainingRecord]:
-    """rows: (record_key, slice, payload, label)."""
+    """rows: (record_key, slice, payload, label); features through the public base if any."""
     if not rows:
         return []
-    x = featurize(spec, [payload for _, _, payload, _ in rows])
+    x = base_features(base, featurize(spec, [payload for _, _, payload, _ in rows]))
     return [
         TrainingRecord(key=key, slice=slice_, x=x[i], y=label)
         for i, (key, slice_, _, label) in enumerate(rows)
@@ -64,7 +91,10 @@ class ModelSnapshot:
     version_number: int | None
     manifest: VersionManifest | None
     holdout_x: np.ndarray
+    """Raw (featurized, not through the base) held-out inputs: ensembles take raw inputs."""
     holdout_y: np.ndarray
+    base: PublicBase | None = None
+    aggregation: Weighting = "uniform"
 
 
 def _rows(session: Session, *conditions: Any) -> list[tuple[str, int, dict[str, Any], int]]:
@@ -78,6 +108,7 @@ def _rows(session: Session, *conditions: Any) -> list[tuple[str, int, dict[str, 
 
 def load_model_snapshot(session: Session, model: MlModel) -> ModelSnapshot:
     spec = feature_spec(model.config)
+    base = public_base(model.config)
     version = None
     if model.current_version is not None:
         version = session.scalar(
@@ -94,6 +125,7 @@ def load_model_snapshot(session: Session, model: MlModel) -> ModelSnapshot:
             RecordRow.erasure_request_id.is_(None),
         ),
     )
+    settings = ModelConfig.model_validate(model.config)
     return ModelSnapshot(
         model_id=model.id,
         name=model.name,
@@ -104,6 +136,8 @@ def load_model_snapshot(session: Session, model: MlModel) -> ModelSnapshot:
         manifest=VersionManifest.from_json(version.manifest) if version else None,
         holdout_x=stack_x(holdout, spec.input_dim),
         holdout_y=np.array([r.y for r in holdout], dtype=np.int64),
+        base=base,
+        aggregation=settings.sisa.aggregation,
     )
 
 
@@ -114,7 +148,11 @@ def stack_x(records: list[TrainingRecord], dim: int) -> np.ndarray:
 
 
 def load_retained(
-    session: Session, model_id: uuid.UUID, spec: FeatureSpec, shard: int | None
+    session: Session,
+    model_id: uuid.UUID,
+    spec: FeatureSpec,
+    shard: int | None,
+    base: PublicBase | None = None,
 ) -> list[TrainingRecord]:
     """Train-split rows that no erasure request has claimed (all shards when shard is None)."""
     conditions = [
@@ -124,11 +162,15 @@ def load_retained(
     ]
     if shard is not None:
         conditions.append(RecordRow.shard == shard)
-    return to_training_records(spec, _rows(session, *conditions))
+    return to_training_records(spec, _rows(session, *conditions), base)
 
 
 def load_retained_by_shard(
-    session: Session, model_id: uuid.UUID, spec: FeatureSpec, shards: int
+    session: Session,
+    model_id: uuid.UUID,
+    spec: FeatureSpec,
+    shards: int,
+    base: PublicBase | None = None,
 ) -> dict[int, list[TrainingRecord]]:
     result = session.execute(
         select(
@@ -149,11 +191,15 @@ def load_retained_by_shard(
     for shard, key, slice_, payload, label in result:
         if payload is not None and label is not None:
             grouped[shard].append((key, slice_, payload, label))
-    return {shard: to_training_records(spec, rows) for shard, rows in grouped.items()}
+    return {shard: to_training_records(spec, rows, base) for shard, rows in grouped.items()}
 
 
 def load_pending_erasure(
-    session: Session, model_id: uuid.UUID, spec: FeatureSpec, shard: int
+    session: Session,
+    model_id: uuid.UUID,
+    spec: FeatureSpec,
+    shard: int,
+    base: PublicBase | None = None,
 ) -> list[TrainingRecord]:
     """Claimed by a request but not yet purged: used for membership evidence, then deleted."""
     return to_training_records(
@@ -166,4 +212,5 @@ def load_pending_erasure(
             RecordRow.erasure_request_id.is_not(None),
             RecordRow.erased_at.is_(None),
         ),
+        base,
     )

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models.sisa import Ensemble, ShardTrainingResult, TrainingRecord, VersionManifest, train_shard
+from models.sisa import ShardTrainingResult, TrainingRecord, VersionManifest, train_shard
 from service.audit import append_event
 from service.core.config import Settings
 from service.db.enums import ModelStatus, VersionCause
@@ -20,6 +20,7 @@ from service.erasure import jobs
 from service.exact.snapshot import (
     ModelSnapshot,
     artifact_store,
+    load_ensemble,
     load_model_snapshot,
     load_retained_by_shard,
 )
@@ -45,7 +46,9 @@ def load_training(session: Session, job_id: uuid.UUID) -> TrainingInputs | None:
         return None
     model = session.get_one(MlModel, job.model_id)
     snapshot = load_model_snapshot(session, model)
-    by_shard = load_retained_by_shard(session, model.id, snapshot.spec, snapshot.config.shards)
+    by_shard = load_retained_by_shard(
+        session, model.id, snapshot.spec, snapshot.config.shards, snapshot.base
+    )
     return TrainingInputs(job_id, snapshot, by_shard)
 
 
@@ -65,7 +68,7 @@ def train_all(
     manifest = VersionManifest.from_results(results.values())
     accuracy = None
     if len(snapshot.holdout_y):
-        ensemble = Ensemble.load(snapshot.config, manifest.finals, store)
+        ensemble = load_ensemble(snapshot, manifest.finals, store)
         accuracy = float(ensemble.accuracy(snapshot.holdout_x, snapshot.holdout_y))
     metrics = {
         "holdout_accuracy": accuracy,
@@ -73,6 +76,7 @@ def train_all(
         "train_records": sum(len(r) for r in inputs.by_shard.values()),
         "training_seconds": round(seconds, 4),
         "shard_seconds": {str(s): round(r.seconds, 4) for s, r in results.items()},
+        **learning_report(snapshot, list(results.values())),
     }
     return TrainingOutcome(manifest, metrics)
 
@@ -116,6 +120,39 @@ def record_training(
         },
     )
     return True
+
+
+def learning_report(
+    snapshot: ModelSnapshot, results: Sequence[ShardTrainingResult]
+) -> dict[str, Any]:
+    """What the shards learned: schedule, epochs and validation per shard, and a warning for
+    every shard too small to show it learned anything (never published silently)."""
+    shards = {
+        str(r.shard): {
+            "records": r.num_records,
+            "epochs_by_slice": list(r.epochs_by_slice),
+            "validation_records": r.validation_records,
+            "validation_accuracy": r.validation_accuracy,
+            "majority_accuracy": r.majority_accuracy,
+        }
+        for r in results
+    }
+    too_small = {
+        str(r.shard): r.too_small for r in sorted(results, key=lambda r: r.shard) if r.too_small
+    }
+    config = snapshot.config
+    return {
+        "schedule": "early_stopping" if config.early_stopping else "fixed_epochs",
+        "aggregation": snapshot.aggregation,
+        "public_base": config.base_hash or None,
+        "shards": shards,
+        "shards_too_small": too_small,
+        "warnings": too_small_warnings(too_small),
+    }
+
+
+def too_small_warnings(too_small: dict[str, str]) -> list[str]:
+    return [f"shard {shard}: {reason}" for shard, reason in too_small.items()]
 
 
 def _share(

@@ -15,6 +15,7 @@ TASK_CALIBRATE_BUDGET: Final = "lethe.calibrate_budget"
 TASK_REAP_STUCK_JOBS: Final = "lethe.reap_stuck_jobs"
 TASK_FINETUNE_MODEL: Final = "lethe.finetune_model"
 TASK_FINETUNE_RETRAIN: Final = "lethe.finetune_retrain"
+TASK_PLAN_SISA: Final = "lethe.plan_sisa"
 
 TASK_QUEUES: Final = {
     TASK_PROCESS_REQUEST: QUEUE_REQUESTS,
@@ -25,4 +26,5 @@ TASK_QUEUES: Final = {
     TASK_CALIBRATE_BUDGET: QUEUE_ML,
     TASK_FINETUNE_MODEL: QUEUE_ML,
     TASK_FINETUNE_RETRAIN: QUEUE_ML,
+    TASK_PLAN_SISA: QUEUE_ML,
 }

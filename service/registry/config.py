@@ -2,21 +2,71 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Hidden = Annotated[int, Field(ge=1, le=4096)]
 
 
 class SisaSettings(BaseModel):
+    """The SISA training knobs, with the library's converging defaults (``SisaConfig``).
+
+    ``validation_fraction > 0`` (the default) trains each slice with early stopping on a
+    keyed-hash validation part of the shard's own retained records (at most ``max_rounds``
+    rounds, stopping after ``patience`` rounds without improvement); 0 trains ``epochs``
+    fixed epochs instead (the v1 schedule). ``tail_slices`` is set by ``placement``.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     shards: int = Field(8, ge=1, le=256)
     slices: int = Field(4, ge=1, le=64)
-    epochs: int = Field(20, ge=1, le=500)
-    hidden: list[int] = Field(default_factory=lambda: [64, 32], max_length=4)
-    learning_rate: float = Field(0.01, gt=0, le=1)
-    batch_size: int = Field(64, ge=1, le=4096)
-    seed: int = Field(0, ge=0)
+    epochs: int = Field(20, ge=1, le=500, description="fixed schedule only")
+    hidden: list[Hidden] = Field(default_factory=lambda: [64, 32], max_length=4)
+    learning_rate: float = Field(3e-3, gt=0, le=1, allow_inf_nan=False)
+    batch_size: int = Field(32, ge=1, le=4096)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    validation_fraction: float = Field(0.15, ge=0, le=0.4, allow_inf_nan=False)
+    patience: int = Field(5, ge=1, le=100)
+    max_rounds: int = Field(60, ge=1, le=1000)
+    aggregation: Literal["uniform", "validation"] = Field(
+        "uniform", description="validation: weight each shard by its own validation accuracy"
+    )
+
+
+class PlacementSettings(BaseModel):
+    """ARCANE-style placement: records of subjects likely to be erased go to the last slices.
+
+    ``flag_column``: a truthy value (1, true, yes, y) in any of a subject's rows flags the
+    subject. ``recency_column``: the subjects with the largest values (numbers, or ISO dates)
+    in the top ``recent_fraction`` are flagged. The column is a placement hint, not a feature.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    flag_column: str | None = Field(None, min_length=1, max_length=100)
+    recency_column: str | None = Field(None, min_length=1, max_length=100)
+    recent_fraction: float = Field(0.1, gt=0, lt=1, allow_inf_nan=False)
+    tail_slices: int = Field(1, ge=1, le=63)
+    flagged_erasure_odds: float = Field(
+        10.0,
+        gt=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="how much likelier a flagged "
+        "subject is to be erased than another (your estimate)",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PlacementSettings:
+        if (self.flag_column is None) == (self.recency_column is None):
+            raise ValueError("give exactly one of flag_column and recency_column")
+        return self
+
+    @property
+    def column(self) -> str:
+        return self.flag_column or self.recency_column or ""
 
 
 class ModelPolicy(BaseModel):
@@ -27,6 +77,21 @@ class ModelPolicy(BaseModel):
     verify_sample_rate: float = Field(0.1, ge=0, le=1)
 
 
+class PublicBaseSettings(BaseModel):
+    """A frozen public feature extractor under the per-shard heads (models.sisa.public_base):
+    a TorchScript file, identified by its content hash, that holds no subject data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=1000, description="local TorchScript file")
+    content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    name: str = Field(min_length=1, max_length=100)
+    provenance: str = Field(min_length=1, max_length=500, description="where the weights come from")
+    holds_subject_data: Literal[False] = Field(
+        description="attestation: the base was trained on no data subject's records"
+    )
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -34,10 +99,29 @@ class ModelConfig(BaseModel):
     label_column: str = Field(min_length=1, max_length=100)
     holdout_fraction: float = Field(0.2, ge=0, lt=1)
     sisa: SisaSettings = Field(default_factory=SisaSettings)
-    # Filled at ingestion: column types, label classes, the full SISA config.
+    placement: PlacementSettings | None = None
+    # Thermometer knots for numeric columns (models.tabular; 0: none, the v1 encoding).
+    knot_spacing: float = Field(1.0, ge=0, le=14, allow_inf_nan=False)
+    public_base: PublicBaseSettings | None = None
+    # Filled at ingestion: column types, label classes, the full SISA config, and the expected
+    # retrain fraction with and without placement.
     feature_spec: dict[str, Any] | None = None
     classes: list[str] | None = None
     sisa_config: dict[str, Any] | None = None
+    placement_report: dict[str, Any] | None = None
+    # Filled by a plan job (service.exact.planning): the (S, R) frontier and the proposal.
+    sisa_plan: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if self.knot_spacing and self.knot_spacing < 0.05:
+            raise ValueError("knot_spacing must be 0 or at least 0.05")
+        if self.placement is not None:
+            if self.placement.tail_slices >= self.sisa.slices:
+                raise ValueError("placement.tail_slices must be below sisa.slices")
+            if self.placement.column in (self.subject_column, self.label_column):
+                raise ValueError("the placement column must not be the subject or label column")
+        return self
 
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."

@@ -13,6 +13,7 @@ from service.queue.names import (
     TASK_CALIBRATE_BUDGET,
     TASK_FINETUNE_MODEL,
     TASK_FINETUNE_RETRAIN,
+    TASK_PLAN_SISA,
     TASK_PROCESS_REQUEST,
     TASK_RETRAIN_SHARD,
     TASK_TRAIN_MODEL,
@@ -35,6 +36,7 @@ def drain(sent: SentTasks) -> list[tuple[str, Any]]:
     """Run every task the outbox sent, as a worker would, until none is left."""
     from workers.tasks.exact import retrain_shard, train_model
     from workers.tasks.finetune import finetune_model, finetune_retrain
+    from workers.tasks.planning import plan_sisa_task
     from workers.tasks.requests import process_request
     from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
 
@@ -46,6 +48,7 @@ def drain(sent: SentTasks) -> list[tuple[str, Any]]:
         TASK_CALIBRATE_BUDGET: calibrate_budget_task,
         TASK_FINETUNE_MODEL: finetune_model,
         TASK_FINETUNE_RETRAIN: finetune_retrain,
+        TASK_PLAN_SISA: plan_sisa_task,
     }
     ran = []
     while sent.sent:

@@ -14,6 +14,7 @@ import uuid
 from celery import shared_task
 from sqlalchemy.exc import IntegrityError
 
+from service.core.errors import DomainError
 from service.erasure import jobs
 from service.exact.publish import (
     PublishOutcome,
@@ -31,9 +32,7 @@ log = logging.getLogger(__name__)
 ACTOR = "worker"
 
 
-def _give_up_or_retry(
-    task: DbTask, job_id: uuid.UUID, code: str, exc: BaseException | None
-) -> None:
+def give_up_or_retry(task: DbTask, job_id: uuid.UUID, code: str, exc: BaseException | None) -> None:
     """An attempt failed: run the job again while attempts remain (an exception may be
     transient), or fail it for good (``exc`` None: retrying cannot help)."""
     # The exception's type only: messages could quote data.
@@ -47,14 +46,19 @@ def _give_up_or_retry(
 @shared_task(name=TASK_TRAIN_MODEL, **db_task_options(max_retries=5))
 def train_model(self: DbTask, job_id: str) -> str:
     jid = uuid.UUID(job_id)
-    with self.transaction() as session:
-        inputs = load_training(session, jid)
+    try:
+        with self.transaction() as session:
+            inputs = load_training(session, jid)
+    except DomainError as exc:
+        # The model's inputs are unusable (e.g. its public base changed): retrying cannot help.
+        give_up_or_retry(self, jid, exc.code, None)
+        return "failed"
     if inputs is None:
         return "not_claimed"
     try:
         outcome = train_all(self.settings, inputs, progress_reporter(self, jid))
     except Exception as exc:
-        _give_up_or_retry(self, jid, "training_error", exc)
+        give_up_or_retry(self, jid, "training_error", exc)
         raise
     with self.transaction() as session:
         recorded = record_training(session, inputs, outcome, ACTOR)
@@ -70,15 +74,18 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
     except IntegrityError:
         # Another retrain of this shard is running; this one waits its turn.
         raise self.retry(countdown=jobs.RETRY_DELAY_S, max_retries=None) from None
+    except DomainError as exc:
+        give_up_or_retry(self, jid, exc.code, None)
+        return "failed"
     if inputs is None:
         return "not_claimed"
     if inputs.snapshot.manifest is None:
-        _give_up_or_retry(self, jid, "model_not_trained", None)
+        give_up_or_retry(self, jid, "model_not_trained", None)
         return "failed"
     try:
         outcome = retrain(self.settings, inputs, progress_reporter(self, jid))
     except Exception as exc:
-        _give_up_or_retry(self, jid, "retrain_error", exc)
+        give_up_or_retry(self, jid, "retrain_error", exc)
         raise
     with self.transaction() as session:
         published = publish_retrain(session, self.settings, inputs, outcome, ACTOR)
