@@ -142,22 +142,65 @@ def token_create(
 
     if role not in {r.value for r in Role}:
         raise typer.BadParameter(f"unknown role {role!r}")
-    url = database_url(get_settings())
-    with transaction(session_factory(url)) as session:
+    from service.audit.anchor import Anchor, anchored
+
+    settings = get_settings()
+    factory = anchored(session_factory(database_url(settings)), Anchor.from_settings(settings))
+    with transaction(factory) as session:
         token = create_token(session, name, role, actor="cli")
     typer.echo(token)
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the audit hash chain; names the first broken row."""
+def audit_verify(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="a signed checkpoint (or an exported report) you kept: file or URL"),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="the signing public key you kept (PEM); default: this service's"),
+    ] = None,
+) -> None:
+    """Recompute the audit hash chain (names the first broken row); with --checkpoint, also
+    prove that the rows up to the checkpoint are unchanged and still present."""
     from service.audit import verify_chain
+    from service.audit.anchor import Anchor, load_public_key, read_checkpoint, verify_against
     from service.db.session import database_url, session_factory
 
-    with session_factory(database_url(get_settings()))() as session:
-        result = verify_chain(session)
+    settings = get_settings()
+    with session_factory(database_url(settings))() as session:
+        if checkpoint is None:
+            result = verify_chain(session)
+        else:
+            key = (
+                load_public_key(public_key.read_bytes())
+                if public_key is not None
+                else Anchor.from_settings(settings).public_key
+            )
+            result = verify_against(session, read_checkpoint(checkpoint), key)
     typer.echo(json.dumps(result.as_dict()))
     raise typer.Exit(0 if result.ok else 1)
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the Ed25519 public key that signs audit checkpoints (PEM), for offline checks."""
+    from service.audit.anchor import Anchor
+
+    typer.echo(Anchor.from_settings(get_settings()).public_key_pem(), nl=False)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign and store a checkpoint of the chain's current head, and print it."""
+    from service.audit.anchor import Anchor
+    from service.db.session import database_url, session_factory
+
+    settings = get_settings()
+    with session_factory(database_url(settings))() as session:
+        checkpoint = Anchor.from_settings(settings).checkpoint_head(session)
+    typer.echo(json.dumps(checkpoint.as_dict() if checkpoint else None))
 
 
 def main() -> None:  # pragma: no cover

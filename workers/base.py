@@ -11,6 +11,7 @@ from celery import Task
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit import lock_audit_chain
+from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.db.session import database_url, session_factory
 
@@ -41,7 +42,10 @@ class DbTask(Task):  # type: ignore[misc]
         if DbTask.factory_override is not None:
             return DbTask.factory_override
         if DbTask._factory is None:
-            DbTask._factory = session_factory(database_url(self.settings))
+            # Commits that append audit events are checkpointed (signed, outside the database).
+            DbTask._factory = anchored(
+                session_factory(database_url(self.settings)), Anchor.from_settings(self.settings)
+            )
         return DbTask._factory
 
     @contextmanager

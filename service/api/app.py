@@ -12,6 +12,7 @@ from service.api.limits import BodySizeLimit
 from service.api.routes_audit import router as audit_router
 from service.api.routes_models import router as models_router
 from service.api.routes_requests import router as requests_router
+from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
 from service.db.session import database_url, session_factory
@@ -25,7 +26,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Right-to-be-forgotten requests against machine-learning models, with proof.",
     )
     app.state.settings = settings
-    app.state.session_factory = session_factory(database_url(settings))
+    # Sessions checkpoint the audit chain after every commit that appended events.
+    app.state.anchor = Anchor.from_settings(settings)
+    app.state.session_factory = anchored(session_factory(database_url(settings)), app.state.anchor)
     install_error_handlers(app)
     app.include_router(requests_router)
     app.include_router(models_router)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit import lock_audit_chain
+from service.audit.anchor import Anchor
 from service.core.config import Settings
 from service.core.errors import DomainError
 from service.core.security import hash_token
@@ -38,7 +39,13 @@ def audited(session: Session) -> Session:
     return session
 
 
+def get_anchor(request: Request) -> Anchor | None:
+    anchor: Anchor | None = getattr(request.app.state, "anchor", None)
+    return anchor
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+AnchorDep = Annotated[Anchor | None, Depends(get_anchor)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
