@@ -39,7 +39,7 @@ def _admin(server: str) -> str:
 def throwaway_database(server: str = LOCAL_SERVER, prefix: str = "lethe_bench") -> Iterator[str]:
     """A fresh database with lethe's schema, dropped afterwards (even after a crash mid-run)."""
     sys.path.insert(0, str(ROOT))
-    from service.migrate import upgrade
+    from service.stack.migrate import upgrade
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(_admin(server), autocommit=True) as conn:

@@ -158,9 +158,9 @@ def _settled_count(database_url: str, like: str, url: str, settle: float) -> tup
 
 def _floor(database_url: str, n: int, run: str) -> float:
     """Filings per second through the service function itself, one transaction each."""
-    from service.config import Settings
+    from service.core.config import Settings
     from service.db.session import session_factory, transaction
-    from service.requests.service import NewRequest, file_request
+    from service.erasure.filing import NewRequest, file_request
 
     settings = Settings(database_url=database_url)
     factory = session_factory(database_url)

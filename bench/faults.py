@@ -428,7 +428,7 @@ def main() -> None:
     db_plan = [(i, k) for i, k in enumerate(kinds) if k != "redis_restart"]
     redis_plan = [(i, k) for i, k in enumerate(kinds) if k == "redis_restart"]
     csv_bytes = training_csv()
-    from service.embedded import EmbeddedPostgres
+    from service.stack.embedded import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="lethe-faults-") as tmp:
         root = Path(tmp)

@@ -49,6 +49,15 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(get_settings().log_level)
 
 
+@signals.worker_ready.connect
+def _announce_presence(sender: Any = None, **_: Any) -> None:
+    # /readyz counts live workers by this connection; it closes when the main process dies.
+    from service.db.session import database_url
+    from service.readiness import announce_worker
+
+    announce_worker(database_url(get_settings()), str(getattr(sender, "hostname", "")))
+
+
 @signals.worker_process_init.connect
 def _warm_verifier_embedder(**_: Any) -> None:
     # Loading all-MiniLM-L6-v2 takes seconds: do it when the process starts, in the background,

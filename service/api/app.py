@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from service.api.errors import install_error_handlers
+from service.api.gate import Gate
 from service.api.limits import BodySizeLimit
 from service.api.routes_audit import router as audit_router
+from service.api.routes_health import router as health_router
 from service.api.routes_models import router as models_router
 from service.api.routes_requests import router as requests_router
 from service.audit.anchor import Anchor, anchored
@@ -33,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(requests_router)
     app.include_router(models_router)
     app.include_router(audit_router)
+    app.include_router(health_router)
 
     @app.middleware("http")
     async def _correlation(
@@ -48,6 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["x-request-id"] = value
         return response
 
+    # Inside the size limit, outside everything else: a request is authenticated and admitted
+    # before its body is read or a database connection is taken.
+    app.add_middleware(
+        Gate,
+        factory_of=lambda: app.state.session_factory,
+        max_inflight=settings.api_max_inflight,
+        max_queued=settings.api_max_queued,
+        queue_timeout_s=settings.api_queue_timeout_seconds,
+    )
     app.add_middleware(
         BodySizeLimit,
         default_limit=settings.max_request_body_bytes,

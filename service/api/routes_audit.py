@@ -1,4 +1,4 @@
-"""Audit: chain verification and period exports; tokens; health."""
+"""Audit: chain verification, period exports, checkpoints and the signing key; tokens."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
 
 from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited
 from service.api.schemas import TokenIn, TokenOut
@@ -68,9 +67,3 @@ def new_token(body: TokenIn, session: SessionDep, principal: AdminOnly) -> Token
     token = create_token(audited(session), body.name, body.role, principal.actor)
     session.commit()
     return TokenOut(name=body.name, role=body.role, token=token)
-
-
-@router.get("/healthz", tags=["health"])
-def health(session: SessionDep) -> dict[str, str]:
-    session.execute(text("SELECT 1"))
-    return {"status": "ok"}

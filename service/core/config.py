@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     max_job_attempts: int = Field(3, ge=1)
     reaper_interval_seconds: float = Field(60.0, gt=0)
     log_level: str = "INFO"
+    api_max_inflight: int = Field(
+        8, ge=1, description="requests holding a database connection at once (below the pool)"
+    )
+    api_max_queued: int = Field(
+        2000, ge=0, description="requests waiting for a slot; beyond it: 503 at once"
+    )
+    api_queue_timeout_seconds: float = Field(
+        30.0, gt=0, description="longest wait for a slot before a 503 with Retry-After"
+    )
     audit_signing_key: str | None = Field(
         None,
         description="Ed25519 private key (base64 of 32 raw bytes, or PEM) that signs audit "
