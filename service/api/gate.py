@@ -47,6 +47,43 @@ PUBLIC_PATHS = frozenset(
 )
 
 
+# A refused request's body is drained up to this size so that its client, still sending, reads
+# the answer instead of a reset connection; a larger body is never read (the connection closes).
+_DRAIN_LIMIT = 64 * 1024
+
+
+async def _drain(scope: Scope, receive: Receive) -> bool:
+    """Read and drop a small request body; False when it is too large to bother."""
+    declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+    if not declared.isdigit() or int(declared) > _DRAIN_LIMIT:
+        return False
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if seen > _DRAIN_LIMIT:
+            return False
+        if not message.get("more_body", False):
+            return True
+
+
+async def refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    extra = dict(headers or {})
+    if scope.get("method") not in ("GET", "HEAD") and not await _drain(scope, receive):
+        extra["connection"] = "close"
+    await send_error(send, status, code, message, extra)
+
+
 async def send_error(
     send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> None:
@@ -118,8 +155,10 @@ class Gate:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        principal = await self._authenticate(headers.get(b"authorization", b""), send)
+        principal, refusal = await self._authenticate(headers.get(b"authorization", b""))
         if principal is None:
+            status, code, message, extra = refusal
+            await refuse(scope, receive, send, status, code, message, extra)
             return
         scope.setdefault("state", {})["principal"] = principal
         if self._queued >= self.max_queued:
@@ -142,17 +181,14 @@ class Gate:
         finally:
             self._slots.release()
 
-    async def _authenticate(self, header: bytes, send: Send) -> Principal | None:
+    async def _authenticate(
+        self, header: bytes
+    ) -> tuple[Principal | None, tuple[int, str, str, dict[str, str]]]:
+        """The principal, or why not: (status, code, message, headers) of the refusal."""
+        challenge = {"www-authenticate": "Bearer"}
         text = header.decode("latin-1")
         if not text.lower().startswith("bearer ") or not text[7:].strip():
-            await send_error(
-                send,
-                401,
-                "unauthenticated",
-                "a bearer token is required",
-                {"www-authenticate": "Bearer"},
-            )
-            return None
+            return None, (401, "unauthenticated", "a bearer token is required", challenge)
         key = hash_token(text[7:].strip())
         cached, principal = self._cache.get(key)
         if not cached:
@@ -162,21 +198,9 @@ class Gate:
                 )
             except (PoolTimeout, DBAPIError) as exc:
                 log.warning("token lookup unavailable: %s", type(exc).__name__)
-                await send_error(
-                    send,
-                    503,
-                    "unavailable",
-                    "authentication is unavailable; retry",
-                    self.retry_after,
-                )
-                return None
+                busy = "authentication is unavailable; retry"
+                return None, (503, "unavailable", busy, self.retry_after)
             self._cache.put(key, principal)
         if principal is None:
-            await send_error(
-                send,
-                401,
-                "unauthenticated",
-                "the token is not valid",
-                {"www-authenticate": "Bearer"},
-            )
-        return principal
+            return None, (401, "unauthenticated", "the token is not valid", challenge)
+        return principal, (200, "", "", {})

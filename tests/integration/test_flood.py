@@ -73,7 +73,11 @@ async def _flood(url: str, token: str) -> tuple[Counter[int], list[int], list[fl
     finals: list[int] = []
     health: list[float] = []
     stop = asyncio.Event()
-    limits = httpx.Limits(max_connections=UNAUTHENTICATED + FILINGS + 4)
+    # No keep-alive: a reused connection the server is closing for idleness would be a client
+    # race (a reset POST), not the server's answer.
+    limits = httpx.Limits(
+        max_connections=UNAUTHENTICATED + FILINGS + 4, max_keepalive_connections=0
+    )
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
 
         async def probe() -> None:
