@@ -23,7 +23,7 @@ from service.db.tables import AuditEvent
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant naming "the audit chain" among advisory locks.
-AUDIT_LOCK_KEY = 0x1E7E_A0D1
+_AUDIT_LOCK_KEY = 0x1E7E_A0D1
 # session.info key: the (seq, hash) this session appended last; the anchor signs it after commit.
 HEAD_INFO_KEY = "lethe_audit_head"
 
@@ -70,7 +70,7 @@ def lock_audit_chain(session: Session) -> None:
     locks in the same order: otherwise one holding a row and waiting here, and another holding
     this lock and waiting for that row, deadlock.
     """
-    session.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+    session.execute(select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
 
 
 def append_event(
