@@ -53,7 +53,7 @@ def _setup_logging(**_: Any) -> None:
 def _announce_presence(sender: Any = None, **_: Any) -> None:
     # /readyz counts live workers by this connection; it closes when the main process dies.
     from service.db.session import database_url
-    from service.readiness import announce_worker
+    from service.queue.presence import announce_worker
 
     announce_worker(database_url(get_settings()), str(getattr(sender, "hostname", "")))
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.readiness import readiness
+from service.queue.presence import readiness
 
 router = APIRouter(tags=["health"])
 _CACHE_S = 1.0

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     max_job_attempts: int = Field(3, ge=1)
     reaper_interval_seconds: float = Field(60.0, gt=0)
+    redispatch_seconds: float = Field(
+        30.0, ge=1, description="re-send pending jobs and approved requests unclaimed this long"
+    )
     log_level: str = "INFO"
     api_max_inflight: int = Field(
         8, ge=1, description="requests holding a database connection at once (below the pool)"
