@@ -347,7 +347,22 @@ def run_trials(
     rows = []
     for index, kind in plan:
         name, subject = f"m{index:02d}", f"S-{(37 * index) % SUBJECTS:05d}"
-        stack.train(name, 1000 + index, data, 600)
+        try:
+            stack.train(name, 1000 + index, data, 300)
+        except (TimeoutError, AssertionError, httpx.HTTPError) as exc:
+            # A disturbed stack may not even train the next model: that trial counts as failed.
+            rows.append(
+                {
+                    "trial": index,
+                    "fault": kind if faults else None,
+                    "status": f"setup_failed:{type(exc).__name__}",
+                    "completed_exactly_once": False,
+                    "duplicate_audit_events": 0,
+                }
+            )
+            print(json.dumps(rows[-1]), file=sys.stderr)
+            stack.restart_worker()
+            continue
         started = time.monotonic()
         rid = stack.file_and_approve(name, subject)
         row: dict[str, Any] = {"trial": index, "fault": kind if faults else None}

@@ -67,15 +67,29 @@ def serve(
 
 
 @app.command()
-def worker(queues: str = "requests,ml", concurrency: int = 2, beat: bool = False) -> None:
-    """Run a Celery worker against the configured database and broker."""
+def worker(
+    queues: str = "requests,ml",
+    concurrency: int = 2,
+    beat: Annotated[
+        bool,
+        typer.Option(
+            help="run the reaper's schedule in this worker (safe to run in several: the reaper "
+            "skips what another holds)"
+        ),
+    ] = True,
+) -> None:
+    """Run a Celery worker against the configured database and broker (with the reaper)."""
+    import tempfile
+
     from service.stack.processes import worker_command
 
     settings = get_settings()
     if settings.database_url is None:
         raise typer.BadParameter("set LETHE_DATABASE_URL (use `lethe serve` for the embedded DB)")
-    schedule = settings.data_dir / "celerybeat-schedule" if beat else None
-    raise typer.Exit(subprocess.call(worker_command(queues, concurrency, schedule)))
+    with tempfile.TemporaryDirectory(prefix="lethe-beat-") as tmp:
+        # One schedule file per worker: beat's file is not safe to share between processes.
+        schedule = Path(tmp) / "celerybeat-schedule" if beat else None
+        raise typer.Exit(subprocess.call(worker_command(queues, concurrency, schedule)))
 
 
 @app.command("beat")

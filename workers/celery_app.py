@@ -56,6 +56,9 @@ def _announce_presence(sender: Any = None, **_: Any) -> None:
     from service.queue.presence import announce_worker
 
     announce_worker(database_url(get_settings()), str(getattr(sender, "hostname", "")))
+    # A worker that (re)starts reaps at once: jobs whose holder died with the previous worker
+    # and messages lost with it are sent again now, not at the next tick.
+    celery_app.send_task(TASK_REAP_STUCK_JOBS, queue=QUEUE_REQUESTS)
 
 
 @signals.worker_process_init.connect

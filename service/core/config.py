@@ -52,9 +52,9 @@ class Settings(BaseSettings):
         600, ge=10, description="a running job without heartbeat this long is reaped"
     )
     max_job_attempts: int = Field(3, ge=1)
-    reaper_interval_seconds: float = Field(60.0, gt=0)
+    reaper_interval_seconds: float = Field(15.0, gt=0)
     redispatch_seconds: float = Field(
-        30.0, ge=1, description="re-send pending jobs and approved requests unclaimed this long"
+        15.0, ge=1, description="re-send pending jobs and approved requests unclaimed this long"
     )
     log_level: str = "INFO"
     api_max_inflight: int = Field(
