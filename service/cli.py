@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Annotated
@@ -54,16 +55,34 @@ def serve(
 
     settings = get_settings()
     embedded = settings.database_url is None
-    with database(settings) as url:
-        upgrade(url)
-        settings = get_settings()
-        if embedded:
-            typer.echo(f"embedded PostgreSQL: {url}")
-        if with_worker or embedded:
-            with worker_process(settings):
+    # uvicorn shuts down on SIGTERM/SIGINT and then re-raises the signal: turn it into an
+    # exception so that the worker and the embedded PostgreSQL below are stopped too.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _raise_stop)
+    try:
+        with database(settings) as url:
+            upgrade(url)
+            settings = get_settings()
+            if embedded:
+                typer.echo(f"embedded PostgreSQL: {url}")
+            if with_worker or embedded:
+                with worker_process(settings):
+                    uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port)
+            else:
                 uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port)
-        else:
-            uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port)
+    except _Stop:
+        pass
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    # Once: a second signal must not interrupt the shutdown it started.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stop
 
 
 @app.command()
