@@ -22,6 +22,7 @@ import platform
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -77,20 +78,18 @@ def _plan(level: int, run: str) -> tuple[list[tuple[str, dict[str, Any]]], int]:
     return plan, distinct
 
 
-async def _probe_health(
-    url: str, stop: asyncio.Event, worst: list[float], failed: list[int]
-) -> None:
-    async with httpx.AsyncClient(timeout=30) as client:
+def _probe_health(url: str, stop: threading.Event, worst: list[float], failed: list[int]) -> None:
+    """In a thread of its own with its own client: the burst's event loop must not delay it."""
+    with httpx.Client(timeout=30) as client:
         while not stop.is_set():
             start = time.monotonic()
             try:
-                ok = (await client.get(f"{url}/healthz")).status_code == 200
+                ok = client.get(f"{url}/healthz").status_code == 200
             except httpx.HTTPError:
                 ok = False
             worst.append(time.monotonic() - start)
             failed[0] += not ok
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.25)
+            stop.wait(0.25)
 
 
 async def _burst(
@@ -99,7 +98,7 @@ async def _burst(
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=len(requests), max_keepalive_connections=0)
-    stop = asyncio.Event()
+    stop = threading.Event()
     health: list[float] = []
     health_failed = [0]
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
@@ -115,12 +114,13 @@ async def _burst(
                 statuses["error"] += 1
             latencies.append(time.monotonic() - start)
 
-        prober = asyncio.create_task(_probe_health(url, stop, health, health_failed))
+        prober = threading.Thread(target=_probe_health, args=(url, stop, health, health_failed))
+        prober.start()
         start = time.monotonic()
         await asyncio.gather(*(one(h, b) for h, b in requests))
         wall = time.monotonic() - start
         stop.set()
-        await prober
+        prober.join()
     return {
         "status_histogram": dict(sorted(statuses.items())),
         "p50_s": percentile(latencies, 0.5),

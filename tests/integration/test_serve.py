@@ -77,13 +77,12 @@ def test_serve_supervises_its_worker_and_stops_everything_on_sigterm(data_dir: P
         assert healthy()
         postmaster = data_dir / "pgdata" / "postmaster.pid"
         assert postmaster.exists()
+        workers = [psutil.Process(pid) for pid in _celery_mains(parent)]
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=120)
         assert not postmaster.exists(), "the embedded PostgreSQL is still running"
-        assert not any(
-            p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-            for p in [psutil.Process(pid) for pid in _pids_of(parent)]
-        )
+        alive = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, "the worker outlived lethe serve"
     finally:
         if serve.poll() is None:
             serve.kill()
