@@ -158,7 +158,7 @@ def list_requests(
     status: RequestStatus | None = None,
     overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> RequestList:
     stmt = select(ErasureRequest)
     if status is not None:
