@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -50,6 +51,7 @@ def serve(
     API when the database is embedded (the one-command default) or --with-worker is given."""
     import uvicorn
 
+    from service.core.observability import configure_logging
     from service.stack.migrate import upgrade
     from service.stack.processes import database, worker_process
 
@@ -65,11 +67,21 @@ def serve(
             settings = get_settings()
             if embedded:
                 typer.echo(f"embedded PostgreSQL: {url}")
+            # Our log format for uvicorn's loggers too (log_config=None: they reach the root).
+            configure_logging(settings.log_level, settings.log_format)
+            run = partial(
+                uvicorn.run,
+                "service.api.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                log_config=None,
+            )
             if with_worker or embedded:
                 with worker_process(settings):
-                    uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port)
+                    run()
             else:
-                uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port)
+                run()
     except _Stop:
         pass
 

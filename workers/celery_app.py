@@ -46,7 +46,8 @@ def create_celery_app() -> Celery:
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    configure_logging(get_settings().log_level)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @signals.worker_ready.connect

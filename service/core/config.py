@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         15.0, ge=1, description="re-send pending jobs and approved requests unclaimed this long"
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one object per line (time, level, logger, request id)"
+    )
     api_max_inflight: int = Field(
         8, ge=1, description="requests holding a database connection at once (below the pool)"
     )
