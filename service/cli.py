@@ -8,7 +8,7 @@ import signal
 import subprocess
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -176,24 +176,51 @@ def verify_exact(
     typer.echo(json.dumps(result))
 
 
+def _anchored_factory() -> Any:
+    from service.audit.anchor import Anchor, anchored
+    from service.db.session import database_url, session_factory
+
+    settings = get_settings()
+    return anchored(session_factory(database_url(settings)), Anchor.from_settings(settings))
+
+
 @token_app.command("create")
 def token_create(
-    name: str, role: Annotated[str, typer.Option(help="dpo | ml_engineer | auditor | admin")]
+    name: str,
+    role: Annotated[str, typer.Option(help="dpo | ml_engineer | auditor | admin")],
+    expires_days: Annotated[
+        int | None, typer.Option(min=1, max=3650, help="the token stops working after N days")
+    ] = None,
 ) -> None:
     """Create an API token; it is printed once and only its hash is stored."""
     from service.api.tokens import create_token
+    from service.core.errors import DomainError
     from service.db.enums import Role
-    from service.db.session import database_url, session_factory, transaction
+    from service.db.session import transaction
 
     if role not in {r.value for r in Role}:
-        raise typer.BadParameter(f"unknown role {role!r}")
-    from service.audit.anchor import Anchor, anchored
-
-    settings = get_settings()
-    factory = anchored(session_factory(database_url(settings)), Anchor.from_settings(settings))
-    with transaction(factory) as session:
-        token = create_token(session, name, role, actor="cli")
+        raise typer.BadParameter("unknown role")
+    try:
+        with transaction(_anchored_factory()) as session:
+            token = create_token(session, name, role, actor="cli", expires_in_days=expires_days)
+    except DomainError as exc:
+        raise typer.BadParameter(exc.message) from None
     typer.echo(token)
+
+
+@token_app.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke every live token with this name (rotate: create the new one first)."""
+    from service.api.tokens import revoke_tokens
+    from service.core.errors import DomainError
+    from service.db.session import transaction
+
+    try:
+        with transaction(_anchored_factory()) as session:
+            revoked = revoke_tokens(session, name, actor="cli")
+    except DomainError as exc:
+        raise typer.BadParameter(exc.message) from None
+    typer.echo(f"revoked {revoked}")
 
 
 @audit_app.command("verify")

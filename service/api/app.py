@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from service.api.errors import install_error_handlers
-from service.api.gate import Gate
+from service.api.gate import Gate, TokenCache
 from service.api.limits import BodySizeLimit
 from service.api.routes_audit import router as audit_router
 from service.api.routes_health import router as health_router
@@ -53,9 +53,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Inside the size limit, outside everything else: a request is authenticated and admitted
     # before its body is read or a database connection is taken.
+    # Shared with the token routes: a revocation clears it (other API processes: within seconds).
+    app.state.token_cache = TokenCache()
     app.add_middleware(
         Gate,
         factory_of=lambda: app.state.session_factory,
+        cache=app.state.token_cache,
         max_inflight=settings.api_max_inflight,
         max_queued=settings.api_max_queued,
         queue_timeout_s=settings.api_queue_timeout_seconds,

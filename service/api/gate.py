@@ -97,7 +97,7 @@ async def send_error(
     await send({"type": "http.response.body", "body": payload})
 
 
-class _TokenCache:
+class TokenCache:
     def __init__(self) -> None:
         self._entries: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
 
@@ -106,6 +106,9 @@ class _TokenCache:
         if entry is None or entry[0] < time.monotonic():
             return False, None
         return True, entry[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
 
     def put(self, key: str, principal: Principal | None) -> None:
         self._entries[key] = (time.monotonic() + TOKEN_CACHE_S, principal)
@@ -117,11 +120,14 @@ class _TokenCache:
 def lookup_token(factory: sessionmaker[Session], token_hash: str) -> Principal | None:
     with factory() as session:
         row = session.execute(
-            select(ApiToken.name, ApiToken.role, ApiToken.revoked_at).where(
+            select(ApiToken.name, ApiToken.role, ApiToken.revoked_at, ApiToken.expires_at).where(
                 ApiToken.token_hash == token_hash
             )
         ).first()
-    if row is None or (row.revoked_at is not None and row.revoked_at <= utcnow()):
+    now = utcnow()
+    if row is None or (row.revoked_at is not None and row.revoked_at <= now):
+        return None
+    if row.expires_at is not None and row.expires_at <= now:
         return None
     return Principal(row.name, Role(row.role))
 
@@ -134,6 +140,7 @@ class Gate:
         app: ASGIApp,
         *,
         factory_of: Callable[[], sessionmaker[Session]],
+        cache: TokenCache,
         max_inflight: int,
         max_queued: int,
         queue_timeout_s: float,
@@ -146,7 +153,7 @@ class Gate:
         self.retry_after = {"retry-after": str(retry_after_s)}
         self._slots = asyncio.Semaphore(max_inflight)
         self._queued = 0
-        self._cache = _TokenCache()
+        self._cache = cache
         # Token lookups get their own few threads: they never wait behind handlers.
         self._auth_threads = anyio.CapacityLimiter(4)
 

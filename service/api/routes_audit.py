@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited
 from service.api.schemas import TokenIn, TokenOut
-from service.api.tokens import create_token
+from service.api.tokens import create_token, revoke_tokens
 from service.audit import verify_chain
 from service.audit.reports import checkpoint_headers, events_csv, period_report
 from service.core.errors import DomainError
@@ -64,6 +64,27 @@ def latest_checkpoint(anchor: AnchorDep, _: AuditRead) -> dict[str, object]:
 
 @router.post("/v1/tokens", status_code=201, response_model=TokenOut)
 def new_token(body: TokenIn, session: SessionDep, principal: AdminOnly) -> TokenOut:
-    token = create_token(audited(session), body.name, body.role, principal.actor)
+    token = create_token(
+        audited(session),
+        body.name,
+        body.role,
+        principal.actor,
+        expires_in_days=body.expires_in_days,
+    )
     session.commit()
     return TokenOut(name=body.name, role=body.role, token=token)
+
+
+@router.post("/v1/tokens/{name}/revoke")
+def revoke_token(
+    name: Annotated[str, Path(min_length=1, max_length=100)],
+    session: SessionDep,
+    principal: AdminOnly,
+    request: Request,
+) -> dict[str, int]:
+    """Revoke every live token of that name (effective within a few seconds: lookups are
+    cached briefly). Rotation: create the new token, hand it over, then revoke the old name."""
+    revoked = revoke_tokens(audited(session), name, principal.actor)
+    session.commit()
+    request.app.state.token_cache.clear()
+    return {"revoked": revoked}

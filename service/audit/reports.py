@@ -172,6 +172,17 @@ def _requests_in(session: Session, events: list[AuditEvent]) -> list[dict[str, A
     return out
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A spreadsheet must not run a cell as a formula: text starting like one gets a quote.
+    (The hash chain is over the JSON form, which stays unchanged.)"""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def events_csv(events: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
@@ -179,7 +190,7 @@ def events_csv(events: list[dict[str, Any]]) -> str:
     for event in events:
         row = dict(event)
         row["details"] = json.dumps(event["details"], sort_keys=True)
-        writer.writerow(row)
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     return out.getvalue()
 
 
