@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from celery import Task
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit import lock_audit_chain
@@ -15,8 +17,9 @@ from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.db.session import database_url, session_factory
 
-# Errors worth a retry: the database or broker blipped, not our logic.
-RETRYABLE = (ConnectionError, TimeoutError)
+# Errors worth a retry: the database or broker blipped (a restart, a dropped connection), not
+# our logic. The retry finds its job again: a redelivered task reclaims it (leases).
+RETRYABLE = (ConnectionError, TimeoutError, OperationalError, psycopg.OperationalError)
 
 _open = threading.local()
 

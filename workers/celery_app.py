@@ -71,6 +71,13 @@ def _warm_verifier_embedder(**_: Any) -> None:
     threading.Thread(target=embedder, args=("minilm",), daemon=True).start()
 
 
+@signals.task_postrun.connect
+def _release_leases(**_: Any) -> None:
+    from service.erasure.leases import release_all_leases
+
+    release_all_leases()
+
+
 @signals.task_prerun.connect
 def _bind_correlation_id(task: Any = None, **_: Any) -> None:
     header = getattr(task.request, "correlation_id", None) if task is not None else None

@@ -95,9 +95,25 @@ class Leases:
                 except psycopg.Error:
                     self._conn = None  # a new connection holds nothing
 
+    def release_all(self) -> None:
+        for job_id in list(self._held):
+            self.release(job_id)
+
 
 _registry: dict[str, Leases] = {}
 _registry_lock = threading.Lock()
+
+
+def release_all_leases() -> None:
+    """A task ended, however it ended: whatever it held is no longer being worked on here (a
+    worker process runs one task at a time), so a redelivery or the reaper may take it now."""
+    with _registry_lock:
+        registered = list(_registry.values())
+    for leases in registered:
+        try:
+            leases.release_all()
+        except psycopg.Error:
+            log.warning("job leases not released (the connection is gone, and they with it)")
 
 
 def leases_for(session: Session) -> Leases:
