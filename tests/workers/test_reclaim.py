@@ -4,13 +4,14 @@ connection holding the job's lease, as a worker does; closing it is that worker 
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from service.audit import verify_chain
@@ -21,6 +22,19 @@ from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD
 from tests.conftest import SentTasks, auth
 from tests.workers.conftest import drain
 from tests.workers.test_exact_flow import _a_trained_subject, _file_and_approve
+
+
+def _dies(conn: psycopg.Connection[Any], session: Session) -> None:
+    """The other worker's process dies: its connection closes, and its backend (with the lease)
+    goes away a moment later; wait for that moment rather than race it."""
+    pid = conn.info.backend_pid
+    conn.close()
+    deadline = time.monotonic() + 30
+    while session.execute(
+        text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+    ).first():
+        assert time.monotonic() < deadline, "the closed connection's backend did not exit"
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -55,7 +69,7 @@ def test_redelivery_reclaims_a_dead_holders_job_at_once(
     # Alive: a redelivery leaves the job alone.
     assert retrain_shard(*job_args) == "not_claimed"
     # That worker dies (kill -9 closes its connection): the next delivery takes over at once.
-    other_worker.close()
+    _dies(other_worker, session)
     assert retrain_shard(*job_args) == "done"
     drain(sent_tasks)
     session.expire_all()
@@ -91,7 +105,7 @@ def test_reaper_requeues_a_dead_holders_job_without_waiting_for_staleness(
     job.status, job.attempts, job.heartbeat_at = "running", 1, utcnow()
     session.commit()
     assert reap_stuck_jobs()["requeued"] == 0  # heartbeat fresh, holder alive
-    other_worker.close()
+    _dies(other_worker, session)
     assert reap_stuck_jobs()["requeued"] == 1  # holder gone: requeued now, not in 10 minutes
     assert sent_tasks.pop(TASK_RETRAIN_SHARD) == [job_args]
     session.expire_all()
