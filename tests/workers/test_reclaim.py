@@ -30,8 +30,10 @@ def _dies(conn: psycopg.Connection[Any], session: Session) -> None:
     pid = conn.info.backend_pid
     conn.close()
     deadline = time.monotonic() + 30
+    # pg_stat_activity is a per-transaction snapshot: clear it before every look.
     while session.execute(
-        text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        text("SELECT pg_stat_clear_snapshot(), 1 FROM pg_stat_activity WHERE pid = :pid"),
+        {"pid": pid},
     ).first():
         assert time.monotonic() < deadline, "the closed connection's backend did not exit"
         time.sleep(0.05)
