@@ -33,6 +33,7 @@ def open_transactions() -> int:
 class DbTask(Task):  # type: ignore[misc]
     abstract = True
     _factory: sessionmaker[Session] | None = None
+    _anchor: Anchor | None = None
     # Tests inject a factory bound to their own connection.
     factory_override: sessionmaker[Session] | None = None
 
@@ -41,14 +42,19 @@ class DbTask(Task):  # type: ignore[misc]
         return get_settings()
 
     @property
+    def anchor(self) -> Anchor:
+        """The audit-checkpoint signer (its key never reaches the database)."""
+        if DbTask._anchor is None:
+            DbTask._anchor = Anchor.from_settings(self.settings)
+        return DbTask._anchor
+
+    @property
     def factory(self) -> sessionmaker[Session]:
         if DbTask.factory_override is not None:
             return DbTask.factory_override
         if DbTask._factory is None:
             # Commits that append audit events are checkpointed (signed, outside the database).
-            DbTask._factory = anchored(
-                session_factory(database_url(self.settings)), Anchor.from_settings(self.settings)
-            )
+            DbTask._factory = anchored(session_factory(database_url(self.settings)), self.anchor)
         return DbTask._factory
 
     @contextmanager
