@@ -137,14 +137,18 @@ class FsspecArtifactStore:
     """Artifacts on any fsspec filesystem, e.g. ``s3://bucket/prefix`` or ``memory://name``.
 
     Object stores replace whole objects atomically on upload, so ``put`` writes in one call
-    instead of staging; use ``LocalArtifactStore`` for local folders.
+    instead of staging; use ``LocalArtifactStore`` for local folders. Other processes write to
+    the same bucket, so listings are never answered from fsspec's cache (s3fs keeps one per
+    process, which would otherwise hide their writes and deletes).
+    ``storage_options`` go to the filesystem (e.g. ``client_kwargs={"endpoint_url": ...}``);
+    s3fs also reads ``AWS_ENDPOINT_URL`` and the usual credentials from the environment.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **storage_options: Any) -> None:
         import fsspec
 
         self.url = url
-        fs, root = fsspec.core.url_to_fs(url)
+        fs, root = fsspec.core.url_to_fs(url, **storage_options)
         self._fs: Any = fs
         self._root = str(root).rstrip("/")
 
@@ -167,11 +171,15 @@ class FsspecArtifactStore:
         except (FileNotFoundError, IsADirectoryError):
             raise ArtifactNotFound(key) from None
 
+    def _fresh(self, path: str) -> str:
+        self._fs.invalidate_cache(path)
+        return path
+
     def exists(self, key: str) -> bool:
-        return bool(self._fs.isfile(self._path(key)))
+        return bool(self._fs.isfile(self._fresh(self._path(key))))
 
     def delete(self, key: str) -> bool:
-        path = self._path(key)
+        path = self._fresh(self._path(key))
         if not self._fs.isfile(path):
             return False
         try:
@@ -182,7 +190,7 @@ class FsspecArtifactStore:
 
     def keys(self, prefix: str = "") -> list[str]:
         folder = prefix.rpartition("/")[0]
-        start = f"{self._root}/{folder}" if folder else self._root
+        start = self._fresh(f"{self._root}/{folder}" if folder else self._root)
         try:
             paths = self._fs.find(start, withdirs=False)
         except FileNotFoundError:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,33 +51,76 @@ def serve(
     API when the database is embedded (the one-command default) or --with-worker is given."""
     import uvicorn
 
+    from service.core.observability import configure_logging
     from service.stack.migrate import upgrade
     from service.stack.processes import database, worker_process
 
     settings = get_settings()
     embedded = settings.database_url is None
-    with database(settings) as url:
-        upgrade(url)
-        settings = get_settings()
-        if embedded:
-            typer.echo(f"embedded PostgreSQL: {url}")
-        if with_worker or embedded:
-            with worker_process(settings):
-                uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port)
-        else:
-            uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port)
+    # uvicorn shuts down on SIGTERM/SIGINT and then re-raises the signal: turn it into an
+    # exception so that the worker and the embedded PostgreSQL below are stopped too.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _raise_stop)
+    try:
+        with database(settings) as url:
+            upgrade(url)
+            settings = get_settings()
+            if embedded:
+                typer.echo(f"embedded PostgreSQL: {url}")
+            # Our log format for uvicorn's loggers too (log_config=None: they reach the root).
+            configure_logging(settings.log_level, settings.log_format)
+            run = partial(
+                uvicorn.run,
+                "service.api.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                log_config=None,
+            )
+            if with_worker or embedded:
+                with worker_process(settings):
+                    run()
+            else:
+                run()
+    except _Stop:
+        pass
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    # Once: a second signal must not interrupt the shutdown it started.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stop
 
 
 @app.command()
-def worker(queues: str = "requests,ml", concurrency: int = 2, beat: bool = False) -> None:
-    """Run a Celery worker against the configured database and broker."""
+def worker(
+    queues: str = "requests,ml",
+    concurrency: int = 2,
+    beat: Annotated[
+        bool,
+        typer.Option(
+            help="run the reaper's schedule in this worker (safe to run in several: the reaper "
+            "skips what another holds)"
+        ),
+    ] = True,
+) -> None:
+    """Run a Celery worker against the configured database and broker (with the reaper)."""
+    import tempfile
+
     from service.stack.processes import worker_command
 
     settings = get_settings()
     if settings.database_url is None:
         raise typer.BadParameter("set LETHE_DATABASE_URL (use `lethe serve` for the embedded DB)")
-    schedule = settings.data_dir / "celerybeat-schedule" if beat else None
-    raise typer.Exit(subprocess.call(worker_command(queues, concurrency, schedule)))
+    with tempfile.TemporaryDirectory(prefix="lethe-beat-") as tmp:
+        # One schedule file per worker: beat's file is not safe to share between processes.
+        schedule = Path(tmp) / "celerybeat-schedule" if beat else None
+        raise typer.Exit(subprocess.call(worker_command(queues, concurrency, schedule)))
 
 
 @app.command("beat")
@@ -137,20 +182,35 @@ def verify_exact(
     typer.echo(json.dumps(result))
 
 
+def _anchored_factory() -> Any:
+    from service.audit.anchor import Anchor, anchored
+    from service.db.session import database_url, session_factory
+
+    settings = get_settings()
+    return anchored(session_factory(database_url(settings)), Anchor.from_settings(settings))
+
+
 @token_app.command("create")
 def token_create(
-    name: str, role: Annotated[str, typer.Option(help="dpo | ml_engineer | auditor | admin")]
+    name: str,
+    role: Annotated[str, typer.Option(help="dpo | ml_engineer | auditor | admin")],
+    expires_days: Annotated[
+        int | None, typer.Option(min=1, max=3650, help="the token stops working after N days")
+    ] = None,
 ) -> None:
     """Create an API token; it is printed once and only its hash is stored."""
     from service.api.tokens import create_token
+    from service.core.errors import DomainError
     from service.db.enums import Role
-    from service.db.session import database_url, session_factory, transaction
+    from service.db.session import transaction
 
     if role not in {r.value for r in Role}:
-        raise typer.BadParameter(f"unknown role {role!r}")
-    url = database_url(get_settings())
-    with transaction(session_factory(url)) as session:
-        token = create_token(session, name, role, actor="cli")
+        raise typer.BadParameter("unknown role")
+    try:
+        with transaction(_anchored_factory()) as session:
+            token = create_token(session, name, role, actor="cli", expires_in_days=expires_days)
+    except DomainError as exc:
+        raise typer.BadParameter(exc.message) from None
     typer.echo(token)
 
 
@@ -198,16 +258,71 @@ def models_plan(
     typer.echo(plan_cli.format_plan(plan))
 
 
+@token_app.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke every live token with this name (rotate: create the new one first)."""
+    from service.api.tokens import revoke_tokens
+    from service.core.errors import DomainError
+    from service.db.session import transaction
+
+    try:
+        with transaction(_anchored_factory()) as session:
+            revoked = revoke_tokens(session, name, actor="cli")
+    except DomainError as exc:
+        raise typer.BadParameter(exc.message) from None
+    typer.echo(f"revoked {revoked}")
+
+
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the audit hash chain; names the first broken row."""
+def audit_verify(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="a signed checkpoint (or an exported report) you kept: file or URL"),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="the signing public key you kept (PEM); default: this service's"),
+    ] = None,
+) -> None:
+    """Recompute the audit hash chain (names the first broken row); with --checkpoint, also
+    prove that the rows up to the checkpoint are unchanged and still present."""
     from service.audit import verify_chain
+    from service.audit.anchor import Anchor, load_public_key, read_checkpoint, verify_against
     from service.db.session import database_url, session_factory
 
-    with session_factory(database_url(get_settings()))() as session:
-        result = verify_chain(session)
+    settings = get_settings()
+    with session_factory(database_url(settings))() as session:
+        if checkpoint is None:
+            result = verify_chain(session)
+        else:
+            key = (
+                load_public_key(public_key.read_bytes())
+                if public_key is not None
+                else Anchor.from_settings(settings).public_key
+            )
+            result = verify_against(session, read_checkpoint(checkpoint), key)
     typer.echo(json.dumps(result.as_dict()))
     raise typer.Exit(0 if result.ok else 1)
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the Ed25519 public key that signs audit checkpoints (PEM), for offline checks."""
+    from service.audit.anchor import Anchor
+
+    typer.echo(Anchor.from_settings(get_settings()).public_key_pem(), nl=False)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign and store a checkpoint of the chain's current head, and print it."""
+    from service.audit.anchor import Anchor
+    from service.db.session import database_url, session_factory
+
+    settings = get_settings()
+    with session_factory(database_url(settings))() as session:
+        checkpoint = Anchor.from_settings(settings).checkpoint_head(session)
+    typer.echo(json.dumps(checkpoint.as_dict() if checkpoint else None))
 
 
 def main() -> None:  # pragma: no cover

@@ -46,8 +46,12 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, artifact_dir: Path) -> Iterator[Settings]:
+def settings(
+    database_url: str, artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
     os.environ["LETHE_DATABASE_URL"] = database_url
+    # The audit signing key and checkpoints live in the data folder: never the checkout's.
+    os.environ["LETHE_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
     os.environ["LETHE_ARTIFACT_URL"] = str(artifact_dir)
     os.environ["LETHE_BROKER_URL"] = "memory://"
     get_settings.cache_clear()

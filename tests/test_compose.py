@@ -53,12 +53,14 @@ REQUIRED_SECRETS = (
     "POSTGRES_PASSWORD",
     "LETHE_SECRET_KEY",
     "LETHE_ENCRYPTION_KEY",
+    "LETHE_AUDIT_SIGNING_KEY",
     "FLOWER_BASIC_AUTH",
 )
 DUMMY_ENV = {
     "POSTGRES_PASSWORD": "dummy-db-password",
     "LETHE_SECRET_KEY": "dummy-secret-key",
     "LETHE_ENCRYPTION_KEY": "dummy-fernet-key",
+    "LETHE_AUDIT_SIGNING_KEY": "dummy-signing-key",
     "FLOWER_BASIC_AUTH": "dummy:dummy",
 }
 TORCH_PIN = "torch==2.13.0"
@@ -330,7 +332,7 @@ def test_secrets_are_required_variables_without_defaults(compose: dict[str, Any]
             )
     for name in APP_SERVICES:
         environment = compose["services"][name]["environment"]
-        for key in ("LETHE_SECRET_KEY", "LETHE_ENCRYPTION_KEY"):
+        for key in ("LETHE_SECRET_KEY", "LETHE_ENCRYPTION_KEY", "LETHE_AUDIT_SIGNING_KEY"):
             assert re.fullmatch(rf"\$\{{{key}:\?[^}}]*\}}", environment[key]), (name, key)
     postgres_env = compose["services"]["postgres"]["environment"]
     assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")

@@ -7,15 +7,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from celery import Task
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit import lock_audit_chain
+from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.db.session import database_url, session_factory
 
-# Errors worth a retry: the database or broker blipped, not our logic.
-RETRYABLE = (ConnectionError, TimeoutError)
+# Errors worth a retry: the database or broker blipped (a restart, a dropped connection), not
+# our logic. The retry finds its job again: a redelivered task reclaims it (leases).
+RETRYABLE = (ConnectionError, TimeoutError, OperationalError, psycopg.OperationalError)
 
 _open = threading.local()
 
@@ -29,6 +33,7 @@ def open_transactions() -> int:
 class DbTask(Task):  # type: ignore[misc]
     abstract = True
     _factory: sessionmaker[Session] | None = None
+    _anchor: Anchor | None = None
     # Tests inject a factory bound to their own connection.
     factory_override: sessionmaker[Session] | None = None
 
@@ -37,11 +42,19 @@ class DbTask(Task):  # type: ignore[misc]
         return get_settings()
 
     @property
+    def anchor(self) -> Anchor:
+        """The audit-checkpoint signer (its key never reaches the database)."""
+        if DbTask._anchor is None:
+            DbTask._anchor = Anchor.from_settings(self.settings)
+        return DbTask._anchor
+
+    @property
     def factory(self) -> sessionmaker[Session]:
         if DbTask.factory_override is not None:
             return DbTask.factory_override
         if DbTask._factory is None:
-            DbTask._factory = session_factory(database_url(self.settings))
+            # Commits that append audit events are checkpointed (signed, outside the database).
+            DbTask._factory = anchored(session_factory(database_url(self.settings)), self.anchor)
         return DbTask._factory
 
     @contextmanager

@@ -46,7 +46,20 @@ def create_celery_app() -> Celery:
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    configure_logging(get_settings().log_level)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_ready.connect
+def _announce_presence(sender: Any = None, **_: Any) -> None:
+    # /readyz counts live workers by this connection; it closes when the main process dies.
+    from service.db.session import database_url
+    from service.queue.presence import announce_worker
+
+    announce_worker(database_url(get_settings()), str(getattr(sender, "hostname", "")))
+    # A worker that (re)starts reaps at once: jobs whose holder died with the previous worker
+    # and messages lost with it are sent again now, not at the next tick.
+    celery_app.send_task(TASK_REAP_STUCK_JOBS, queue=QUEUE_REQUESTS)
 
 
 @signals.worker_process_init.connect
@@ -56,6 +69,13 @@ def _warm_verifier_embedder(**_: Any) -> None:
     from service.rules.runtime import embedder
 
     threading.Thread(target=embedder, args=("minilm",), daemon=True).start()
+
+
+@signals.task_postrun.connect
+def _release_leases(**_: Any) -> None:
+    from service.erasure.leases import release_all_leases
+
+    release_all_leases()
 
 
 @signals.task_prerun.connect

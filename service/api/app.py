@@ -8,11 +8,14 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from service.api.errors import install_error_handlers
+from service.api.gate import Gate, TokenCache
 from service.api.limits import BodySizeLimit
 from service.api.routes_audit import router as audit_router
+from service.api.routes_health import router as health_router
 from service.api.routes_models import router as models_router
 from service.api.routes_plan import router as plan_router
 from service.api.routes_requests import router as requests_router
+from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
 from service.db.session import database_url, session_factory
@@ -26,12 +29,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Right-to-be-forgotten requests against machine-learning models, with proof.",
     )
     app.state.settings = settings
-    app.state.session_factory = session_factory(database_url(settings))
+    # Sessions checkpoint the audit chain after every commit that appended events.
+    app.state.anchor = Anchor.from_settings(settings)
+    app.state.session_factory = anchored(session_factory(database_url(settings)), app.state.anchor)
     install_error_handlers(app)
     app.include_router(requests_router)
     app.include_router(models_router)
     app.include_router(plan_router)
     app.include_router(audit_router)
+    app.include_router(health_router)
 
     @app.middleware("http")
     async def _correlation(
@@ -47,6 +53,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["x-request-id"] = value
         return response
 
+    # Inside the size limit, outside everything else: a request is authenticated and admitted
+    # before its body is read or a database connection is taken.
+    # Shared with the token routes: a revocation clears it (other API processes: within seconds).
+    app.state.token_cache = TokenCache()
+    app.add_middleware(
+        Gate,
+        factory_of=lambda: app.state.session_factory,
+        cache=app.state.token_cache,
+        max_inflight=settings.api_max_inflight,
+        max_queued=settings.api_max_queued,
+        queue_timeout_s=settings.api_queue_timeout_seconds,
+    )
     app.add_middleware(
         BodySizeLimit,
         default_limit=settings.max_request_body_bytes,

@@ -7,15 +7,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.audit import lock_audit_chain
+from service.audit.anchor import Anchor
+from service.audit.chain import lock_audit_chain
 from service.core.config import Settings
 from service.core.errors import DomainError
-from service.core.security import hash_token
 from service.db.enums import Role
-from service.db.tables import ApiToken
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -38,7 +36,13 @@ def audited(session: Session) -> Session:
     return session
 
 
+def get_anchor(request: Request) -> Anchor | None:
+    anchor: Anchor | None = getattr(request.app.state, "anchor", None)
+    return anchor
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+AnchorDep = Annotated[Anchor | None, Depends(get_anchor)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
@@ -53,19 +57,14 @@ class Principal:
 
 
 def current_principal(
-    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    if not authorization or not authorization.lower().startswith("bearer "):
+    """Set by the gate (service.api.gate), which authenticated the request before its body was
+    read or a connection taken; the header parameter documents the scheme in OpenAPI."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
         raise DomainError(401, "unauthenticated", "a bearer token is required")
-    token = authorization[7:].strip()
-    row = session.scalar(
-        select(ApiToken).where(
-            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
-        )
-    )
-    if row is None:
-        raise DomainError(401, "unauthenticated", "the token is not valid")
-    return Principal(row.name, Role(row.role))
+    return principal
 
 
 def require(*roles: Role) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.errors import DomainError
@@ -61,6 +61,13 @@ def install_error_handlers(app: FastAPI) -> None:
         # A concurrent duplicate (e.g. the same idempotency key twice at once).
         log.info("integrity conflict: %s", type(exc.orig).__name__)
         return JSONResponse(error_body("conflict", "a conflicting write happened; retry"), 409)
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot store (a NUL byte in text, a number out of range): the
+        # caller's input, so a 4xx, and neither the value nor the statement is echoed or logged.
+        log.info("data error: %s", type(exc.orig).__name__)
+        return JSONResponse(error_body("invalid_value", "a value cannot be stored"), 422)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

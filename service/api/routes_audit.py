@@ -1,19 +1,19 @@
-"""Audit: chain verification and period exports; tokens; health."""
+"""Audit: chain verification, period exports, checkpoints and the signing key; tokens."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
 
-from service.api.deps import AdminOnly, AuditRead, SessionDep, audited
+from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited
 from service.api.schemas import TokenIn, TokenOut
-from service.api.tokens import create_token
+from service.api.tokens import create_token, revoke_tokens
 from service.audit import verify_chain
-from service.audit.reports import events_csv, period_report
+from service.audit.reports import checkpoint_headers, events_csv, period_report
+from service.core.errors import DomainError
 
 router = APIRouter(tags=["audit"])
 
@@ -27,28 +27,64 @@ def verify(session: SessionDep, _: AuditRead) -> dict[str, object]:
 def export(
     session: SessionDep,
     _: AuditRead,
+    anchor: AnchorDep,
     since: datetime | None = None,
     until: datetime | None = None,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
-    data = period_report(session, since, until)
+    data = period_report(session, since, until, anchor)
     if format == "csv":
         return PlainTextResponse(
             events_csv(data["events"]),
             media_type="text/csv",
-            headers={"content-disposition": 'attachment; filename="audit.csv"'},
+            headers={
+                "content-disposition": 'attachment; filename="audit.csv"',
+                **checkpoint_headers(data),
+            },
         )
     return JSONResponse(data)
 
 
+@router.get("/v1/audit/public-key")
+def public_key(anchor: AnchorDep) -> dict[str, str]:
+    """The key that signs audit checkpoints, for auditors who verify offline (public data)."""
+    if anchor is None:
+        raise DomainError(404, "anchor_not_configured", "checkpoint signing is not configured")
+    return anchor.public_info()
+
+
+@router.get("/v1/audit/checkpoint")
+def latest_checkpoint(anchor: AnchorDep, _: AuditRead) -> dict[str, object]:
+    """The newest signed checkpoint of the chain (keep it: it pins every row up to its seq)."""
+    checkpoint = anchor.latest() if anchor is not None else None
+    if checkpoint is None:
+        raise DomainError(404, "no_checkpoint", "no checkpoint has been written yet")
+    return checkpoint.as_dict()
+
+
 @router.post("/v1/tokens", status_code=201, response_model=TokenOut)
 def new_token(body: TokenIn, session: SessionDep, principal: AdminOnly) -> TokenOut:
-    token = create_token(audited(session), body.name, body.role, principal.actor)
+    token = create_token(
+        audited(session),
+        body.name,
+        body.role,
+        principal.actor,
+        expires_in_days=body.expires_in_days,
+    )
     session.commit()
     return TokenOut(name=body.name, role=body.role, token=token)
 
 
-@router.get("/healthz", tags=["health"])
-def health(session: SessionDep) -> dict[str, str]:
-    session.execute(text("SELECT 1"))
-    return {"status": "ok"}
+@router.post("/v1/tokens/{name}/revoke")
+def revoke_token(
+    name: Annotated[str, Path(min_length=1, max_length=100)],
+    session: SessionDep,
+    principal: AdminOnly,
+    request: Request,
+) -> dict[str, int]:
+    """Revoke every live token of that name (effective within a few seconds: lookups are
+    cached briefly). Rotation: create the new token, hand it over, then revoke the old name."""
+    revoked = revoke_tokens(audited(session), name, principal.actor)
+    session.commit()
+    request.app.state.token_cache.clear()
+    return {"revoked": revoked}

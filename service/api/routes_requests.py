@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.deps import AuditRead, DpoWrite, RequestRead, SessionDep, SettingsDep, audited
+from service.api.deps import (
+    AnchorDep,
+    AuditRead,
+    DpoWrite,
+    RequestRead,
+    SessionDep,
+    SettingsDep,
+    audited,
+)
 from service.api.schemas import (
     ActionOut,
     CertificateOut,
@@ -21,7 +29,7 @@ from service.api.schemas import (
     RequestOut,
     TimelineEvent,
 )
-from service.audit.reports import events_csv, request_report
+from service.audit.reports import checkpoint_headers, events_csv, request_report
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, RequestStatus
 from service.db.tables import (
@@ -150,7 +158,7 @@ def list_requests(
     status: RequestStatus | None = None,
     overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> RequestList:
     stmt = select(ErasureRequest)
     if status is not None:
@@ -226,14 +234,18 @@ def report(
     request_id: uuid.UUID,
     session: SessionDep,
     _: AuditRead,
+    anchor: AnchorDep,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
     get_request(session, request_id)
-    data = request_report(session, request_id)
+    data = request_report(session, request_id, anchor)
     if format == "csv":
         return PlainTextResponse(
             events_csv(data["events"]),
             media_type="text/csv",
-            headers={"content-disposition": f'attachment; filename="request-{request_id}.csv"'},
+            headers={
+                "content-disposition": f'attachment; filename="request-{request_id}.csv"',
+                **checkpoint_headers(data),
+            },
         )
     return JSONResponse(data)

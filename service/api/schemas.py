@@ -199,8 +199,13 @@ class PredictOut(BaseModel):
 
 
 class TokenIn(StrictIn):
-    name: str = Field(min_length=1, max_length=100)
+    # Letters, digits and . _ @ - only, starting with a letter or digit: no CR/LF (log lines),
+    # no leading = + - @ (spreadsheet formulas in exports).
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
     role: Literal["dpo", "ml_engineer", "auditor", "admin"]
+    expires_in_days: int | None = Field(
+        None, ge=1, le=3650, description="the token stops working after this many days"
+    )
 
 
 class TokenOut(BaseModel):

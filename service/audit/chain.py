@@ -24,6 +24,8 @@ from service.db.tables import AuditEvent
 GENESIS_HASH = "0" * 64
 # Arbitrary constant naming "the audit chain" among advisory locks.
 _AUDIT_LOCK_KEY = 0x1E7E_A0D1
+# session.info key: the (seq, hash) this session appended last; the anchor signs it after commit.
+HEAD_INFO_KEY = "lethe_audit_head"
 
 
 def canonical(
@@ -113,6 +115,7 @@ def append_event(
     )
     session.add(event)
     session.flush()
+    session.info[HEAD_INFO_KEY] = (event.seq, event.hash)
     return event
 
 
@@ -170,4 +173,9 @@ def verify_chain(session: Session) -> ChainVerification:
     events = session.scalars(
         select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=1000)
     )
-    return verify_events(events)
+    try:
+        return verify_events(events)
+    finally:
+        # A broken chain stops early: close the streaming cursor instead of leaving it open
+        # for the rest of the transaction.
+        events.close()

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.audit.anchor import Anchor, export_block
 from service.audit.chain import verify_chain
 from service.db.base import utcnow
 from service.db.enums import RequestStatus
@@ -90,7 +91,19 @@ def _summary(events: list[AuditEvent], now: datetime) -> dict[str, Any]:
     return summary
 
 
-def request_report(session: Session, request_id: uuid.UUID) -> dict[str, Any]:
+def _chain_and_anchor(session: Session, anchor: Anchor | None) -> dict[str, Any]:
+    """The chain's verification, and (when signing is configured) a signed checkpoint of the
+    verified head plus the check against the newest stored checkpoint."""
+    chain = verify_chain(session)
+    block: dict[str, Any] = {"chain": chain.as_dict()}
+    if anchor is not None:
+        block["anchor"] = export_block(session, anchor, chain)
+    return block
+
+
+def request_report(
+    session: Session, request_id: uuid.UUID, anchor: Anchor | None = None
+) -> dict[str, Any]:
     events = list(
         session.scalars(
             select(AuditEvent).where(AuditEvent.request_id == request_id).order_by(AuditEvent.seq)
@@ -101,12 +114,15 @@ def request_report(session: Session, request_id: uuid.UUID) -> dict[str, Any]:
         "request_id": str(request_id),
         "summary": _summary(events, utcnow()),
         "events": [event_dict(e) for e in events],
-        "chain": verify_chain(session).as_dict(),
+        **_chain_and_anchor(session, anchor),
     }
 
 
 def period_report(
-    session: Session, since: datetime | None, until: datetime | None
+    session: Session,
+    since: datetime | None,
+    until: datetime | None,
+    anchor: Anchor | None = None,
 ) -> dict[str, Any]:
     stmt = select(AuditEvent).order_by(AuditEvent.seq)
     if since is not None:
@@ -125,7 +141,7 @@ def period_report(
         "requests_completed_overdue": sum(bool(e.details.get("overdue")) for e in completed),
         "certificates_issued": sum(e.action == "certificate.issued" for e in events),
         "events": [event_dict(e) for e in events],
-        "chain": verify_chain(session).as_dict(),
+        **_chain_and_anchor(session, anchor),
     }
 
 
@@ -156,6 +172,17 @@ def _requests_in(session: Session, events: list[AuditEvent]) -> list[dict[str, A
     return out
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A spreadsheet must not run a cell as a formula: text starting like one gets a quote.
+    (The hash chain is over the JSON form, which stays unchanged.)"""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def events_csv(events: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
@@ -163,5 +190,13 @@ def events_csv(events: list[dict[str, Any]]) -> str:
     for event in events:
         row = dict(event)
         row["details"] = json.dumps(event["details"], sort_keys=True)
-        writer.writerow(row)
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     return out.getvalue()
+
+
+def checkpoint_headers(report: dict[str, Any]) -> dict[str, str]:
+    """A CSV export carries its signed checkpoint in a header (the body stays plain CSV)."""
+    checkpoint = (report.get("anchor") or {}).get("checkpoint")
+    if not checkpoint:
+        return {}
+    return {"x-audit-checkpoint": json.dumps(checkpoint, sort_keys=True, separators=(",", ":"))}

@@ -52,8 +52,36 @@ class Settings(BaseSettings):
         600, ge=10, description="a running job without heartbeat this long is reaped"
     )
     max_job_attempts: int = Field(3, ge=1)
-    reaper_interval_seconds: float = Field(60.0, gt=0)
+    reaper_interval_seconds: float = Field(15.0, gt=0)
+    redispatch_seconds: float = Field(
+        15.0, ge=1, description="re-send pending jobs and approved requests unclaimed this long"
+    )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one object per line (time, level, logger, request id)"
+    )
+    api_max_inflight: int = Field(
+        8, ge=1, description="requests holding a database connection at once (below the pool)"
+    )
+    api_max_queued: int = Field(
+        2000, ge=0, description="requests waiting for a slot; beyond it: 503 at once"
+    )
+    api_queue_timeout_seconds: float = Field(
+        30.0, gt=0, description="longest wait for a slot before a 503 with Retry-After"
+    )
+    audit_signing_key: str | None = Field(
+        None,
+        description="Ed25519 private key (base64 of 32 raw bytes, or PEM) that signs audit "
+        "checkpoints; never stored in the database. Production: this or the key file.",
+    )
+    audit_signing_key_file: Path | None = Field(
+        None, description="file holding the checkpoint signing key (base64 or PEM)"
+    )
+    audit_checkpoint_url: str | None = Field(
+        None,
+        description="where signed checkpoints are kept (a folder or fsspec URL the database "
+        "admin cannot write); unset: data_dir",
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -64,6 +92,11 @@ class Settings(BaseSettings):
                 raise ValueError("LETHE_ENCRYPTION_KEY must be set outside development")
             if self.database_url is None:
                 raise ValueError("LETHE_DATABASE_URL must be set in production")
+            if not self.audit_signing_key and self.audit_signing_key_file is None:
+                raise ValueError(
+                    "LETHE_AUDIT_SIGNING_KEY or LETHE_AUDIT_SIGNING_KEY_FILE must be set in "
+                    "production"
+                )
         return self
 
     @property

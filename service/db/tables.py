@@ -53,6 +53,7 @@ class ApiToken(UUIDPrimaryKey, CreatedAt, Base):
     role: Mapped[Role] = mapped_column(EnumString(Role, 20))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
 
 
 class DataSubject(CreatedAt, Base):

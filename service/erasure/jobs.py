@@ -1,8 +1,12 @@
 """ML jobs (a model's training, one shard's retrain): claim, heartbeat, finish, fail, requeue,
 reap. Every job status change is here; failing a job fails the actions waiting for it.
 
-Jobs are claimed pending → running in a short transaction and heartbeat while they work; a job
-whose holder went silent is requeued by the reaper (or failed once out of attempts).
+Jobs are claimed pending → running in a short transaction and heartbeat while they work. The
+claiming process also takes the job's lease (service.erasure.leases), which PostgreSQL drops the
+moment that process dies: a redelivered task whose job is still ``running`` but whose holder is
+gone takes it over at once, and the reaper requeues it on its next run; a holder that is alive
+but silent is requeued by the reaper once its heartbeat is stale (or failed when out of
+attempts).
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, JobKind, JobStatus, ModelStatus, RequestStatus
 from service.db.tables import ActionJob, ErasureRequest, Job, MlModel, RequestAction
+from service.erasure.leases import leases_for
 from service.erasure.lifecycle import fail_action, finish_request_if_done
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import (
@@ -52,14 +57,31 @@ def task_for(job: Job) -> str:
     return TASKS[job.kind]
 
 
-def claim(session: Session, job_id: uuid.UUID) -> Job | None:
-    """pending → running; None when the job is finished or another worker holds it.
+def claim(session: Session, job_id: uuid.UUID, actor: str = "worker") -> Job | None:
+    """pending → running, or running → running again when its holder's process is gone; None
+    when the job is finished or a live worker holds it.
 
     The flush makes the one-running-retrain-per-shard index fire here (IntegrityError).
     """
     job = session.get(Job, job_id, with_for_update=True)
-    if job is None or job.status != JobStatus.pending:
+    if job is None or job.status not in (JobStatus.pending, JobStatus.running):
         return None
+    leases = leases_for(session)
+    if not leases.take(job.id):
+        return None  # a live process holds it
+    if job.status == JobStatus.running:
+        # Redelivered after its holder died (the lease was free): take it over now.
+        if job.attempts >= get_settings().max_job_attempts:
+            fail(session, job, "worker_lost", actor)
+            return None
+        append_event(
+            session,
+            actor=actor,
+            action="job.reclaimed",
+            target_type="job",
+            target_id=str(job.id),
+            details={"kind": job.kind.value, "shard": job.shard, "attempts": job.attempts},
+        )
     job.status = JobStatus.running
     job.attempts += 1
     job.started_at = job.heartbeat_at = utcnow()
@@ -78,9 +100,12 @@ def heartbeat(session: Session, job_id: uuid.UUID, progress: float) -> None:
 
 
 def running_job(session: Session, job_id: uuid.UUID) -> Job | None:
-    """The job, locked, if it is still ours to finish (the reaper may have taken it back)."""
+    """The job, locked, if it is still ours to finish (the reaper or a redelivery may have taken
+    it back, or our lease may have been lost while the database was away)."""
     job = session.get_one(Job, job_id, with_for_update=True)
-    return job if job.status == JobStatus.running else None
+    if job.status != JobStatus.running or not leases_for(session).holds(job_id):
+        return None
+    return job
 
 
 def finish(session: Session, job: Job, result: dict[str, object]) -> None:
@@ -88,6 +113,8 @@ def finish(session: Session, job: Job, result: dict[str, object]) -> None:
     job.progress = 1.0
     job.finished_at = utcnow()
     job.result = result
+    # Safe before commit: the row stays locked until then, so nobody sees it free and running.
+    leases_for(session).release(job.id)
 
 
 def requeue(
@@ -95,6 +122,7 @@ def requeue(
 ) -> None:
     """Back to pending and sent again after commit (checkpoints make the rerun cheap)."""
     job.status = JobStatus.pending
+    leases_for(session).release(job.id)
     enqueue_after_commit(session, settings, task_for(job), [str(job.id)], countdown=countdown)
 
 
@@ -185,6 +213,7 @@ def fail(session: Session, job: Job, code: str, actor: str) -> None:
     job.status = JobStatus.failed
     job.error_code = code
     job.finished_at = utcnow()
+    leases_for(session).release(job.id)
     model = session.get_one(MlModel, job.model_id, with_for_update=True)
     append_event(
         session,
@@ -220,19 +249,27 @@ class ReapResult:
 
 
 def reap(session: Session, settings: Settings, actor: str) -> ReapResult:
-    """Requeue running jobs whose worker went silent (or fail them when out of attempts), and
-    re-send approved requests no worker ever picked up (their message was lost)."""
-    cutoff = utcnow() - timedelta(seconds=settings.stale_job_seconds)
+    """Requeue running jobs whose worker died (lease free: at once) or went silent (heartbeat
+    stale), or fail them when out of attempts; re-send pending jobs and approved requests that
+    no worker picked up within ``redispatch_seconds`` (their message may have been lost with a
+    worker; a duplicate is harmless: only one claim wins)."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=settings.stale_job_seconds)
+    redispatch = now - timedelta(seconds=settings.redispatch_seconds)
+    # A new job is sent with the batching window as countdown: re-send only once that passed.
+    job_redispatch = redispatch - timedelta(seconds=settings.batching_window_seconds)
+    leases = leases_for(session)
     requeued = failed = resent = 0
-    stuck = session.scalars(
-        select(Job)
-        .where(
-            Job.status == JobStatus.running,
-            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
-        )
-        .with_for_update(skip_locked=True)
+    running = session.scalars(
+        select(Job).where(Job.status == JobStatus.running).with_for_update(skip_locked=True)
     ).all()
-    for job in stuck:
+    for job in running:
+        stale = job.heartbeat_at is None or job.heartbeat_at < cutoff
+        if leases.holds(job.id) and not stale:
+            continue  # this very process runs it
+        holder_gone = leases.take(job.id)
+        if not (holder_gone or stale):
+            continue
         if job.attempts >= settings.max_job_attempts:
             fail(session, job, "worker_lost", actor)
             failed += 1
@@ -247,15 +284,25 @@ def reap(session: Session, settings: Settings, actor: str) -> ReapResult:
                 "kind": job.kind.value,
                 "shard": job.shard,
                 "attempts": job.attempts,
-                "stale_seconds": settings.stale_job_seconds,
+                "reason": "holder_gone" if holder_gone else "heartbeat_stale",
             },
         )
         requeue(session, settings, job)
         requeued += 1
+    pending = session.scalars(
+        select(Job).where(
+            Job.status == JobStatus.pending,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < job_redispatch),
+            Job.created_at < job_redispatch,
+        )
+    ).all()
+    for job in pending:
+        enqueue_after_commit(session, settings, task_for(job), [str(job.id)])
+        resent += 1
     waiting = session.scalars(
         select(ErasureRequest.id).where(
             ErasureRequest.status == RequestStatus.approved,
-            ErasureRequest.decided_at < cutoff,
+            ErasureRequest.decided_at < redispatch,
         )
     ).all()
     for request_id in waiting:

@@ -119,6 +119,8 @@ def ingest_csv(
     header = reader.fieldnames or []
     if len(header) > MAX_COLUMNS:
         raise invalid("invalid_csv", f"at most {MAX_COLUMNS} columns are accepted")
+    if len(set(header)) != len(header):
+        raise invalid("duplicate_column", "the CSV header names a column twice")
     missing = [c for c in (config.subject_column, config.label_column) if c not in header]
     if missing:
         raise invalid("missing_column", "the CSV lacks a configured column", columns=missing)

@@ -13,7 +13,7 @@ from models.artifacts import ArtifactStore
 from models.sisa import Ensemble, PublicBase, SisaConfig, VersionManifest, Weighting
 from models.tabular import featurize
 from service.core.config import Settings
-from service.core.errors import conflict
+from service.core.errors import conflict, invalid
 from service.db.enums import ModelKind, ModelStatus
 from service.db.tables import MlModel
 from service.exact.snapshot import artifact_store, feature_spec, public_base, sisa_config
@@ -88,7 +88,12 @@ def predict(
         weighting=model_settings.sisa.aggregation,
         base=base,
     )
-    probabilities = ensemble.predict_proba(featurize(spec, rows))
+    try:
+        features = featurize(spec, rows)
+    except ValueError:
+        # The message would quote a column name the caller sent: a stable code only.
+        raise invalid("invalid_rows", "a row does not fit the model's columns") from None
+    probabilities = ensemble.predict_proba(features)
     return Prediction(
         version=number,
         classes=classes,

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+# A hidden layer's width: positive and small enough to allocate (2^31 weights would not be).
 Hidden = Annotated[int, Field(ge=1, le=4096)]
+
+
+def _local_path(value: str) -> str:
+    """A path the OS can look up: no NUL byte, no component longer than a file name may be."""
+    if "\x00" in value or any(len(part.encode()) > 255 for part in value.split("/")):
+        raise ValueError("not a usable path")
+    return value
+
+
+LocalPath = Annotated[str, AfterValidator(_local_path)]
 
 
 class SisaSettings(BaseModel):
@@ -23,7 +34,7 @@ class SisaSettings(BaseModel):
     shards: int = Field(8, ge=1, le=256)
     slices: int = Field(4, ge=1, le=64)
     epochs: int = Field(20, ge=1, le=500, description="fixed schedule only")
-    hidden: list[Hidden] = Field(default_factory=lambda: [64, 32], max_length=4)
+    hidden: list[Hidden] = Field(default_factory=lambda: [64, 32], min_length=1, max_length=4)
     learning_rate: float = Field(3e-3, gt=0, le=1, allow_inf_nan=False)
     batch_size: int = Field(32, ge=1, le=4096)
     seed: int = Field(0, ge=0, le=2**32 - 1)
@@ -152,14 +163,14 @@ class GenerativeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_dir: str = Field(
+    model_dir: LocalPath = Field(
         min_length=1, max_length=1000, description="local Hugging Face causal LM directory"
     )
     refusal_text: str = Field(DEFAULT_REFUSAL, min_length=1, max_length=500)
     max_new_tokens: int = Field(64, ge=1, le=512)
     # JSONL of {"question", "answer"} the model should keep answering: the negatives that
     # measure false flags, and the retained probes.
-    retain_qa_file: str | None = Field(None, max_length=1000)
+    retain_qa_file: LocalPath | None = Field(None, max_length=1000)
     embedder: Literal["minilm", "hashing"] = Field(
         "minilm", description="minilm: all-MiniLM-L6-v2; hashing: no model, for tiny setups"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import uvicorn
 
@@ -49,6 +51,7 @@ def database(settings: Settings) -> Iterator[str]:
         embedded.stop()
 
 
+log = logging.getLogger(__name__)
 CELERY_APP = "workers.celery_app:celery_app"
 
 
@@ -78,27 +81,65 @@ def worker_command(queues: str, concurrency: int, beat_schedule: Path | None) ->
     return cmd
 
 
+class _Supervisor:
+    """Runs the worker command, and starts it again whenever it dies (with a growing pause
+    while it keeps dying at once), until ``stop``."""
+
+    def __init__(self, command: list[str], log_file: IO[bytes] | None) -> None:
+        self.command = command
+        self.log_file = log_file
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self.proc = self._start()
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.command,
+            env=dict(os.environ),
+            stdout=self.log_file or None,
+            stderr=subprocess.STDOUT if self.log_file else None,
+        )
+
+    def _watch(self) -> None:
+        pause = 1.0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            code = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            log.warning("worker exited with %s; starting it again", code)
+            pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
+            if self._stopping.wait(pause):
+                return
+            self.proc = self._start()
+            self.restarts += 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._thread.join(timeout=5)
+
+
 @contextmanager
 def worker_process(
     settings: Settings, *, concurrency: int = 2, log_path: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[_Supervisor]:
+    """A supervised worker (with the reaper's schedule) for the block's duration."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "ab") if log_path else None  # noqa: SIM115
-    proc = subprocess.Popen(
-        worker_command("requests,ml", concurrency, settings.data_dir / "celerybeat-schedule"),
-        env=dict(os.environ),
-        stdout=log_file or None,
-        stderr=subprocess.STDOUT if log_file else None,
-    )
+    command = worker_command("requests,ml", concurrency, settings.data_dir / "celerybeat-schedule")
+    supervisor = _Supervisor(command, log_file)
     try:
-        yield proc
+        yield supervisor
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        supervisor.stop()
         if log_file:
             log_file.close()
 

@@ -1,0 +1,37 @@
+"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: database, broker and
+at least one live worker), both without authentication."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.queue.presence import readiness
+
+router = APIRouter(tags=["health"])
+_CACHE_S = 1.0
+_lock = threading.Lock()
+_last: tuple[float, dict[str, Any]] = (0.0, {})
+
+
+@router.get("/healthz")
+async def health() -> dict[str, str]:
+    """Liveness only: answered on the event loop, never waits for the database or a thread."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "not ready: see the failing checks"}})
+def ready(request: Request) -> JSONResponse:
+    """Database reachable, broker reachable, a worker alive. Probed at most once a second: a
+    flood of probes costs one connection, not one each."""
+    global _last
+    with _lock:
+        at, checks = _last
+        if time.monotonic() - at > _CACHE_S:
+            checks = readiness(request.app.state.settings, request.app.state.session_factory)
+            _last = (time.monotonic(), checks)
+    return JSONResponse(checks, status_code=200 if checks["ready"] else 503)

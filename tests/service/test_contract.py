@@ -1,0 +1,75 @@
+"""Inputs the schemathesis run turned into 500s get a 4xx with a stable code, and the answer
+never quotes them."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import SentTasks, auth
+from tests.sample_data import MODEL_BODY, synthetic_csv
+
+
+def _model(**sisa: Any) -> dict[str, Any]:
+    body = copy.deepcopy(MODEL_BODY)
+    body["name"] = "contract-model"
+    body["config"]["sisa"].update(sisa)
+    return body
+
+
+@pytest.mark.parametrize(
+    "sisa", [{"hidden": [-5]}, {"hidden": [10**9]}, {"hidden": []}, {"seed": 2**70}]
+)
+def test_model_config_out_of_bounds_is_422(
+    app_client: TestClient, tokens: dict[str, str], sisa: dict[str, Any]
+) -> None:
+    r = app_client.post("/v1/models", json=_model(**sisa), headers=auth(tokens["ml_engineer"]))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+    assert str(next(iter(sisa.values()))) not in r.text
+
+
+def test_over_long_model_dir_is_422(app_client: TestClient, tokens: dict[str, str]) -> None:
+    body = {"name": "gen", "kind": "generative", "config": {"model_dir": "/x/" + "a" * 600}}
+    r = app_client.post("/v1/models", json=body, headers=auth(tokens["ml_engineer"]))
+    assert r.status_code == 422, r.text
+    assert "a" * 600 not in r.text
+
+
+def test_nul_bytes_in_text_are_422_and_not_echoed(
+    app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks
+) -> None:
+    r = app_client.post(
+        "/v1/requests",
+        json={"subject_id": "nul-subject", "reason": "secret\x00reason"},
+        headers=auth(tokens["dpo"]),
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_value"
+    assert "secret" not in r.text
+    r = app_client.post(
+        "/v1/tokens", json={"name": "a\x00b", "role": "dpo"}, headers=auth(tokens["admin"])
+    )
+    assert r.status_code == 422
+
+
+def test_offset_beyond_bigint_is_422(app_client: TestClient, tokens: dict[str, str]) -> None:
+    r = app_client.get("/v1/requests", params={"offset": 2**63}, headers=auth(tokens["dpo"]))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+
+
+def test_duplicate_csv_header_is_422(
+    app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks
+) -> None:
+    h = auth(tokens["ml_engineer"])
+    assert app_client.post("/v1/models", json=_model(), headers=h).status_code == 201
+    lines = synthetic_csv(n_subjects=5).decode().splitlines()
+    lines[0] += ",age"
+    lines[1:] = [line + ",1" for line in lines[1:]]
+    r = app_client.post(
+        "/v1/models/contract-model/records",
+        files={"file": ("d.csv", "\n".join(lines).encode(), "text/csv")},
+        headers=h,
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "duplicate_column"
