@@ -86,7 +86,8 @@ def refine(
             instruction=feedback_instruction(banned) if banned else None,
             seed=seed + round_,
         )
-        verdict = verifier.score(response)
+        # The prompt tells the verifier whom the answer is about (fact rules are per subject).
+        verdict = verifier.score(response, prompt)
         verdicts.append(verdict)
         if verdict.score < threshold:
             reason: Reason = "accepted" if round_ == 0 else "accepted_after_feedback"

@@ -1,0 +1,153 @@
+"""Whom a text attributes a fact to: the forgotten subject, someone else, or nobody in particular.
+
+A fact rule must fire when a response reveals the fact *about the forgotten subject*, not when
+a retained person happens to share it ("X's father was a paramedic" is no leak of "Y's father
+was a paramedic"). The context is the prompt and the response together. For each subject (one
+forget spec; see `rules.subject_of`) and each of its facts, the attribution factor in [0, 1] is:
+
+- 1.0 when the context mentions no person other than the subject: the text is about the
+  subject (named), or about nobody named ("A civil engineer." to "What does her father do?"),
+  and the verifier stays conservative there;
+- otherwise the strongest evidence that the subject is meant all the same: its name, alias,
+  e-mail or phone (the identifier score, fuzzy included), or its identifying attributes, the
+  key spans of its *other* facts ("the author born in Taipei on 05/11/1991"), each weighted by
+  specificity and capped at ATTRIBUTE_CAP, since one shared attribute (a genre, a city) is
+  common among people while several together identify one.
+
+Person mentions are found without a tagger: runs of two or more capitalised words containing a
+rare word (wordfreq), or a rare capitalised word with a possessive ("Vasquez's"), outside
+quotation marks (titles). A mention that fuzzily matches the subject's names, or lies inside
+one of the subject's own key spans (a relative's name, a book title), is the subject's own.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from models.generative.matching import Text, match_identifier, span_presence
+from models.generative.normalize import skeleton
+from models.generative.rules import Rule, RuleSet, subject_of
+from models.generative.specificity import is_frequent, span_weight, zipf
+
+# One attribute alone moves attribution at most this far (see the module docstring).
+ATTRIBUTE_CAP = 0.5
+# Span presence from which an attribute counts as present (exact runs 1.0, scattered 0.7).
+ATTRIBUTE_LEVEL = 0.5
+# A capitalised word rarer than this is name-like ("Vasquez" 3.0, "Jaime" 3.5; "Laws" 4.5).
+NAME_WORD_ZIPF = 4.0
+# Own spans shorter than this (in skeleton letters) are too short to claim a mention.
+MIN_OWN_SKELETON = 4
+
+_QUOTED = re.compile(r'"[^"\n]*"|“[^”\n]*”|«[^»\n]*»')
+_CAPITALISED = re.compile(r"[^\W\d_][\w'’\-]*")
+_POSSESSIVE = re.compile(r"['’]s$")
+
+
+def _is_rare(word: str) -> bool:
+    return zipf(word.casefold()) < NAME_WORD_ZIPF
+
+
+def person_mentions(text: str) -> list[str]:
+    """Name-like mentions in `text` (see the module docstring), in order."""
+    clean = _QUOTED.sub(" ", unicodedata.normalize("NFKC", text))
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        words = [_POSSESSIVE.sub("", w) for w in run]
+        # "The", "In", "Her" open sentences and titles, never names.
+        while words and is_frequent(words[0].casefold()):
+            words.pop(0)
+        possessive = bool(run) and _POSSESSIVE.search(run[-1]) is not None
+        if any(_is_rare(w) for w in words) and (len(words) >= 2 or possessive):
+            out.append(" ".join(words))
+        run.clear()
+
+    end = -1
+    for m in _CAPITALISED.finditer(clean):
+        token = m.group()
+        gap = clean[end : m.start()] if end >= 0 else ""
+        if run and (gap != " " or _POSSESSIVE.search(run[-1])):
+            flush()
+        if token[0].isupper():
+            run.append(token)
+        elif run:
+            flush()
+        end = m.end()
+    if run:
+        flush()
+    return out
+
+
+@dataclass(frozen=True)
+class _Subject:
+    identifiers: tuple[Rule, ...]
+    facts: tuple[int, ...]  # indices into the rule set's fact rules
+    own_skeletons: tuple[str, ...]
+
+
+class SubjectIndex:
+    """The rule set's subjects, prepared once per verifier."""
+
+    def __init__(self, rule_set: RuleSet, fuzzy_floor: float) -> None:
+        self.fuzzy_floor = fuzzy_floor
+        self._facts = rule_set.fact_rules
+        groups: dict[str, tuple[list[Rule], list[int]]] = {}
+        for rule in rule_set.identifier_rules:
+            groups.setdefault(subject_of(rule), ([], []))[0].append(rule)
+        for index, rule in enumerate(self._facts):
+            groups.setdefault(subject_of(rule), ([], []))[1].append(index)
+        self._subjects = []
+        for idents, facts in groups.values():
+            spans = {skeleton(s) for i in facts for s in self._facts[i].key_spans}
+            own = tuple(s for s in spans if len(s) >= MIN_OWN_SKELETON)
+            self._subjects.append(_Subject(tuple(idents), tuple(facts), own))
+
+    def _is_own(self, subject: _Subject, mention: str) -> bool:
+        parsed = Text(mention)
+        if any(match_identifier(r, parsed, self.fuzzy_floor).score > 0 for r in subject.identifiers):
+            return True
+        folded = skeleton(mention)
+        return any(folded in own or own in folded for own in subject.own_skeletons)
+
+    def factors(self, context: Sequence[Text]) -> list[float]:
+        """One attribution factor per fact rule (in `RuleSet.fact_rules` order)."""
+        out = [1.0] * len(self._facts)
+        mentions = [m for text in context for m in person_mentions(text.raw)]
+        if not mentions:
+            return out
+        for subject in self._subjects:
+            if all(self._is_own(subject, m) for m in mentions):
+                continue
+            named = max(
+                (
+                    match_identifier(rule, text, self.fuzzy_floor).score
+                    for rule in subject.identifiers
+                    for text in context
+                ),
+                default=0.0,
+            )
+            presence = self._attribute_presence(subject, context) if named < 1.0 else {}
+            for index in subject.facts:
+                own = {skeleton(s) for s in self._facts[index].key_spans}
+                evidence = 1.0
+                for span, found in presence.items():
+                    if skeleton(span) not in own:
+                        evidence *= 1.0 - ATTRIBUTE_CAP * span_weight(span) * found
+                out[index] = max(named, 1.0 - evidence)
+        return out
+
+    def _attribute_presence(self, subject: _Subject, context: Sequence[Text]) -> dict[str, float]:
+        """Each of the subject's key spans found in the context (presence ≥ ATTRIBUTE_LEVEL)."""
+        found: dict[str, float] = {}
+        for index in subject.facts:
+            for span in self._facts[index].key_spans:
+                if span in found:
+                    continue
+                p = max(span_presence(span, text) for text in context)
+                if p >= ATTRIBUTE_LEVEL:
+                    found[span] = p
+        return found
