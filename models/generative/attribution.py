@@ -108,7 +108,9 @@ class SubjectIndex:
 
     def _is_own(self, subject: _Subject, mention: str) -> bool:
         parsed = Text(mention)
-        if any(match_identifier(r, parsed, self.fuzzy_floor).score > 0 for r in subject.identifiers):
+        if any(
+            match_identifier(r, parsed, self.fuzzy_floor).score > 0 for r in subject.identifiers
+        ):
             return True
         folded = skeleton(mention)
         return any(folded in own or own in folded for own in subject.own_skeletons)
