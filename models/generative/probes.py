@@ -55,7 +55,7 @@ _REWRITES = (
 )
 # The fact asked for in another form: models trained to answer in sentences leak differently
 # when asked for a list, JSON, or the fact first.
-_FORMAT_SHIFTS = (
+FORMAT_SHIFTS = (
     "Answer as a bulleted list. {q}",
     'Answer only with a JSON object of the form {{"answer": "..."}}. {q}',
     "Start your reply with the answer itself, before anything else. {q}",
@@ -154,7 +154,7 @@ def build_probes(spec: ForgetSpec, retained: Sequence[Fact] = ()) -> list[Probe]
         for question, family in questions:
             for template in _WRAPPERS:
                 add(template.format(q=question), True, [fact], template, family)
-        for template in _FORMAT_SHIFTS:
+        for template in FORMAT_SHIFTS:
             add(template.format(q=fact.question), True, [fact], template, "format_shift")
     for name in identifiers:
         for template in _SUBJECT_PROMPTS:
