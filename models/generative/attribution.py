@@ -12,7 +12,8 @@ forget spec; see `rules.subject_of`) and each of its facts, the attribution fact
   e-mail or phone (the identifier score, fuzzy included), or its identifying attributes, the
   key spans of its *other* facts ("the author born in Taipei on 05/11/1991"), each weighted by
   specificity and capped at ATTRIBUTE_CAP, since one shared attribute (a genre, a city) is
-  common among people while several together identify one.
+  common among people while several together identify one. An attribute counts when it
+  appears as a run of words (no fuzzy matching: it is evidence about whom, not a leak).
 
 Person mentions are found without a tagger: runs of two or more capitalised words containing a
 rare word (wordfreq), or a rare capitalised word with a possessive ("Vasquez's"), outside
@@ -27,15 +28,13 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.generative.matching import Text, match_identifier, span_presence
-from models.generative.normalize import skeleton
+from models.generative.matching import Text, match_identifier
+from models.generative.normalize import contains_run, skeleton, words
 from models.generative.rules import Rule, RuleSet, subject_of
 from models.generative.specificity import is_frequent, span_weight, zipf
 
 # One attribute alone moves attribution at most this far (see the module docstring).
 ATTRIBUTE_CAP = 0.5
-# Span presence from which an attribute counts as present (exact runs 1.0, scattered 0.7).
-ATTRIBUTE_LEVEL = 0.5
 # A capitalised word rarer than this is name-like ("Vasquez" 3.0, "Jaime" 3.5; "Laws" 4.5).
 NAME_WORD_ZIPF = 4.0
 # Own spans shorter than this (in skeleton letters) are too short to claim a mention.
@@ -87,6 +86,8 @@ class _Subject:
     identifiers: tuple[Rule, ...]
     facts: tuple[int, ...]  # indices into the rule set's fact rules
     own_skeletons: tuple[str, ...]
+    # Each distinct key span of the subject: (span, its folded words, its skeleton, weight).
+    attributes: tuple[tuple[str, tuple[str, ...], str, float], ...]
 
 
 class SubjectIndex:
@@ -102,9 +103,12 @@ class SubjectIndex:
             groups.setdefault(subject_of(rule), ([], []))[1].append(index)
         self._subjects = []
         for idents, facts in groups.values():
-            spans = {skeleton(s) for i in facts for s in self._facts[i].key_spans}
+            spans = {skeleton(s): s for i in facts for s in self._facts[i].key_spans}
             own = tuple(s for s in spans if len(s) >= MIN_OWN_SKELETON)
-            self._subjects.append(_Subject(tuple(idents), tuple(facts), own))
+            attributes = tuple(
+                (span, tuple(words(span)), key, span_weight(span)) for key, span in spans.items()
+            )
+            self._subjects.append(_Subject(tuple(idents), tuple(facts), own, attributes))
 
     def _is_own(self, subject: _Subject, mention: str) -> bool:
         parsed = Text(mention)
@@ -115,8 +119,13 @@ class SubjectIndex:
         folded = skeleton(mention)
         return any(folded in own or own in folded for own in subject.own_skeletons)
 
-    def factors(self, context: Sequence[Text]) -> list[float]:
-        """One attribution factor per fact rule (in `RuleSet.fact_rules` order)."""
+    def factors(
+        self, context: Sequence[Text], known: dict[str, float] | None = None
+    ) -> list[float]:
+        """One attribution factor per fact rule (in `RuleSet.fact_rules` order).
+
+        `known`: identifier scores already computed on part of the context (rule id → score;
+        the verifier matches every identifier in the response anyway)."""
         out = [1.0] * len(self._facts)
         mentions = [m for text in context for m in person_mentions(text.raw)]
         if not mentions:
@@ -124,32 +133,36 @@ class SubjectIndex:
         for subject in self._subjects:
             if all(self._is_own(subject, m) for m in mentions):
                 continue
-            named = max(
-                (
-                    match_identifier(rule, text, self.fuzzy_floor).score
-                    for rule in subject.identifiers
-                    for text in context
-                ),
-                default=0.0,
-            )
-            presence = self._attribute_presence(subject, context) if named < 1.0 else {}
+            named = self._named(subject, context, known or {})
+            present = self._attributes_present(subject, context) if named < 1.0 else []
             for index in subject.facts:
                 own = {skeleton(s) for s in self._facts[index].key_spans}
                 evidence = 1.0
-                for span, found in presence.items():
-                    if skeleton(span) not in own:
-                        evidence *= 1.0 - ATTRIBUTE_CAP * span_weight(span) * found
+                for key, weight in present:
+                    if key not in own:
+                        evidence *= 1.0 - ATTRIBUTE_CAP * weight
                 out[index] = max(named, 1.0 - evidence)
         return out
 
-    def _attribute_presence(self, subject: _Subject, context: Sequence[Text]) -> dict[str, float]:
-        """Each of the subject's key spans found in the context (presence ≥ ATTRIBUTE_LEVEL)."""
-        found: dict[str, float] = {}
-        for index in subject.facts:
-            for span in self._facts[index].key_spans:
-                if span in found:
-                    continue
-                p = max(span_presence(span, text) for text in context)
-                if p >= ATTRIBUTE_LEVEL:
-                    found[span] = p
-        return found
+    def _named(self, subject: _Subject, context: Sequence[Text], known: dict[str, float]) -> float:
+        best = 0.0
+        for rule in subject.identifiers:
+            for i, text in enumerate(context):
+                # The last text of the context is the response, whose scores may be known.
+                cached = known.get(rule.rule_id) if i == len(context) - 1 else None
+                score = (
+                    cached
+                    if cached is not None
+                    else match_identifier(rule, text, self.fuzzy_floor).score
+                )
+                best = max(best, score)
+        return best
+
+    @staticmethod
+    def _attributes_present(subject: _Subject, context: Sequence[Text]) -> list[tuple[str, float]]:
+        """(skeleton, weight) of each of the subject's key spans that occurs in the context."""
+        return [
+            (key, weight)
+            for _, folded, key, weight in subject.attributes
+            if any(contains_run(text.folded, list(folded)) for text in context)
+        ]

@@ -147,14 +147,17 @@ class Verifier:
     def _verdict(self, response: str, prompt: Text | None, sims: Vectors | None) -> Verdict:
         text = Text(response)
         hits: list[RuleHit] = []
+        identifier_scores: dict[str, float] = {}
         for rule in self.rule_set.identifier_rules:
             match = match_identifier(rule, text, self.fuzzy_floor)
+            identifier_scores[rule.rule_id] = match.score
             if match.score > self.report_floor:
                 spans = _unique([*match.surfaces, rule.text])
                 hits.append(RuleHit(rule.rule_id, rule.kind, spans, match.score))
         if self._facts:
+            # The response last: `factors` reuses its identifier scores from above.
             context = [text] if prompt is None else [prompt, text]
-            factors = self._subjects.factors(context)
+            factors = self._subjects.factors(context, identifier_scores)
         for index, rule in enumerate(self._facts):
             semantic = 0.0 if sims is None else float(np.max(sims[:, index]))
             hit = self._fact_hit(rule, text, rescale(semantic, self.semantic_floor), factors[index])
