@@ -65,11 +65,22 @@ def _pct(x: float) -> str:
     return f"{100 * x:.3g} %"
 
 
+def exit_in_force(exit_cal: ExitCalibration | None) -> bool:
+    return (
+        exit_cal is not None
+        and exit_cal.certified
+        and exit_cal.threshold is not None
+        and exit_cal.threshold < 1.0
+    )
+
+
 def refinement_rule(
     budget_cal: BudgetCalibration | None, exit_cal: ExitCalibration | None
 ) -> tuple[RefinementRule, str]:
-    """The rule in force and its guarantee in words; only certified calibrations count."""
-    if exit_cal is not None and exit_cal.certified and exit_cal.threshold is not None:
+    """The rule in force and its guarantee in words; only certified calibrations count, and an
+    exit whose threshold no verifier score exceeds (τ ≥ 1) is not in force: it never fires."""
+    if exit_in_force(exit_cal):
+        assert exit_cal is not None and exit_cal.threshold is not None
         cap = f"{budget_cal.budget}" if budget_cal and budget_cal.certified else "the maximum"
         return "early_exit", (
             f"A flagged first answer whose verifier score is above {exit_cal.threshold:g} is "

@@ -50,6 +50,11 @@ def describe_certificate(cert: Mapping[str, Any]) -> str:
         parts.append(str(cert["refinement_guarantee"]))
     elif cert.get("exit_reason"):
         parts.append(f"No early exit is in force: {cert['exit_reason']}.")
+    elif cert.get("exit_certified"):
+        parts.append(
+            "No early exit is in force: its calibrated threshold is 1, which no verifier score "
+            "exceeds."
+        )
     ffr = cert.get("false_flag_rate")
     if ffr is not None:
         parts.append(

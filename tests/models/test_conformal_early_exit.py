@@ -147,3 +147,11 @@ def test_certificate_states_the_rule_in_force() -> None:
     )
     assert cert["refinement_rule"] == "max_budget"
     assert "No early exit is in force" in describe_certificate(cert)
+    # Certified, but τ = 1 exceeds no score: the exit would never fire, so it is not in force.
+    saturated = calibrate_exit([1.0] * 40, [1.0] * 10, ALPHA_B, DELTA)
+    assert saturated.certified and saturated.threshold == 1.0
+    cert = build_certificate(
+        threshold, None, false_flag_rate=None, rule_set_version=3, exit_cal=saturated
+    )
+    assert cert["refinement_rule"] == "max_budget"
+    assert "no verifier score exceeds" in describe_certificate(cert)
