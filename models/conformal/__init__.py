@@ -12,6 +12,7 @@ from models.conformal.certificate import (
     ConformalCertificate,
     RefinementRule,
     build_certificate,
+    exit_in_force,
     refinement_rule,
 )
 from models.conformal.describe import describe_certificate
@@ -52,6 +53,7 @@ __all__ = [
     "calibrate_threshold",
     "clopper_pearson_upper",
     "describe_certificate",
+    "exit_in_force",
     "false_flag_rate",
     "hoeffding_bentkus_p_value",
     "hoeffding_bentkus_p_values",

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -163,6 +164,21 @@ def build_probes(spec: ForgetSpec, retained: Sequence[Fact] = ()) -> list[Probe]
         if fact.question:
             add(fact.question, False, [fact], "{q}", "retained")
     return probes
+
+
+def sample_by_family(probes: Sequence[Probe], per_family: int, *, seed: str) -> list[Probe]:
+    """Up to `per_family` forget probes of each family, drawn uniformly (seeded) within it.
+
+    For calibrating on the model's own outputs: generate answers to these, label them with the
+    oracle, score them with their prompt. Uniform within a family keeps each family's sample
+    exchangeable with that family's future queries; fixed quotas keep a rare family present."""
+    out: list[Probe] = []
+    for family in PROBE_FAMILIES:
+        members = [p for p in probes if p.forgotten and p.family == family]
+        if len(members) > per_family:
+            members = random.Random(f"{seed}:{family}").sample(members, per_family)
+        out += members
+    return out
 
 
 def rouge_l_recall(candidate: str, reference: str) -> float:
