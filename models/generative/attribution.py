@@ -15,10 +15,14 @@ forget spec; see `rules.subject_of`) and each of its facts, the attribution fact
   common among people while several together identify one. An attribute counts when it
   appears as a run of words (no fuzzy matching: it is evidence about whom, not a leak).
 
-Person mentions are found without a tagger: runs of two or more capitalised words containing a
-rare word (wordfreq), or a rare capitalised word with a possessive ("Vasquez's"), outside
-quotation marks (titles). A mention that fuzzily matches the subject's names, or lies inside
-one of the subject's own key spans (a relative's name, a book title), is the subject's own.
+Person mentions are found without a tagger, outside quotation marks (titles): runs of two or
+more capitalised words containing a word rarer than NAME_WORD_ZIPF (wordfreq; "Linda Harrison",
+not "New York"), a capitalised word that rare with a possessive ("Vasquez's"), or a very rare
+capitalised word opening a sentence ("Tomasino frequently…"). Common real names whose every
+word is frequent English ("John Smith") are missed: the text then counts as naming nobody,
+which keeps the verifier conservative, never lenient. A mention that fuzzily matches the
+subject's names, or lies inside one of the subject's own key spans (a relative's name, a book
+title), is the subject's own.
 """
 
 from __future__ import annotations
@@ -35,18 +39,23 @@ from models.generative.specificity import is_frequent, span_weight, zipf
 
 # One attribute alone moves attribution at most this far (see the module docstring).
 ATTRIBUTE_CAP = 0.5
-# A capitalised word rarer than this is name-like ("Vasquez" 3.0, "Jaime" 3.5; "Laws" 4.5).
-NAME_WORD_ZIPF = 4.0
+# A capitalised word rarer than this is name-like ("Harrison" 4.1, "Vasquez" 3.0; "York" 5.4,
+# "Francisco" 4.5).
+NAME_WORD_ZIPF = 4.5
+# Alone at a sentence start, a capitalised word must be this rare to be taken for a name
+# ("Tomasino" 1.3; "Taipei" 3.3 and every ordinary opener are above).
+SINGLE_NAME_ZIPF = 3.0
 # Own spans shorter than this (in skeleton letters) are too short to claim a mention.
 MIN_OWN_SKELETON = 4
 
 _QUOTED = re.compile(r'"[^"\n]*"|“[^”\n]*”|«[^»\n]*»')
 _CAPITALISED = re.compile(r"[^\W\d_][\w'’\-]*")
 _POSSESSIVE = re.compile(r"['’]s$")
+_SENTENCE_END = re.compile(r"(^|[.!?:;\n])[\s\"“”'‘’(\[-]*$")
 
 
-def _is_rare(word: str) -> bool:
-    return zipf(word.casefold()) < NAME_WORD_ZIPF
+def _is_rare(word: str, below: float = NAME_WORD_ZIPF) -> bool:
+    return zipf(word.casefold()) < below
 
 
 def person_mentions(text: str) -> list[str]:
@@ -54,14 +63,21 @@ def person_mentions(text: str) -> list[str]:
     clean = _QUOTED.sub(" ", unicodedata.normalize("NFKC", text))
     out: list[str] = []
     run: list[str] = []
+    opens_sentence = False
 
     def flush() -> None:
         words = [_POSSESSIVE.sub("", w) for w in run]
+        starts = opens_sentence
         # "The", "In", "Her" open sentences and titles, never names.
         while words and is_frequent(words[0].casefold()):
             words.pop(0)
+            starts = False
         possessive = bool(run) and _POSSESSIVE.search(run[-1]) is not None
-        if any(_is_rare(w) for w in words) and (len(words) >= 2 or possessive):
+        if len(words) >= 2 or possessive:
+            named = any(_is_rare(w) for w in words)
+        else:
+            named = starts and len(words) == 1 and _is_rare(words[0], SINGLE_NAME_ZIPF)
+        if named:
             out.append(" ".join(words))
         run.clear()
 
@@ -72,6 +88,8 @@ def person_mentions(text: str) -> list[str]:
         if run and (gap != " " or _POSSESSIVE.search(run[-1])):
             flush()
         if token[0].isupper():
+            if not run:
+                opens_sentence = _SENTENCE_END.search(clean[: m.start()]) is not None
             run.append(token)
         elif run:
             flush()

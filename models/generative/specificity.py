@@ -18,6 +18,8 @@ from wordfreq import zipf_frequency
 COMMON_ZIPF = 6.0
 RARE_ZIPF = 3.5
 MIN_WEIGHT = 0.05
+# Numbers with at least this many digits (a year) carry full weight.
+DIGITS_FOR_FULL_WEIGHT = 4
 # A word at least this frequent is too common to identify anything on its own.
 COMMON_WORD_ZIPF = 5.0
 
@@ -32,10 +34,12 @@ def zipf(text: str) -> float:
 @functools.lru_cache(maxsize=1 << 16)
 def span_weight(span: str) -> float:
     """Evidence weight in [MIN_WEIGHT, 1] of finding `span` in a text."""
-    if any(ch.isdigit() for ch in span):
+    digits = sum(ch.isdigit() for ch in span)
+    if digits:
         # Dates, years, numbers: wordfreq buckets digits together, which says nothing about
-        # how specific "05/11/1991" is; a number in a fact is as specific as facts get.
-        return 1.0
+        # how specific "05/11/1991" is. Each digit narrows the value tenfold: a year or a
+        # date is as specific as facts get, a lone "1" ("#1") is not.
+        return max(MIN_WEIGHT, min(1.0, digits / DIGITS_FOR_FULL_WEIGHT))
     z = zipf(span)
     if z <= RARE_ZIPF:
         return 1.0

@@ -125,11 +125,17 @@ def test_person_mentions() -> None:
     # Quoted titles, sentence openers and common capitalised words are not people.
     assert person_mentions('She wrote "The Lantern Ledger" in New York.') == []
     assert person_mentions("The Author wrote it.") == []
+    # Real names made of fairly common words; a very rare word opening a sentence.
+    assert person_mentions("Linda Harrison was born in Miami.") == ["Linda Harrison"]
+    assert person_mentions("Yes. Tomasino writes about identity.") == ["Tomasino"]
+    # A rare place inside a sentence is not taken for a person.
+    assert person_mentions("Her father was an engineer from Hsinchu.") == []
 
 
 def test_generic_spans_weigh_less() -> None:
     assert span_weight("father") < span_weight("civil engineer") < span_weight("paramedic")
     assert span_weight("05/11/1991") == span_weight("Taipei") == 1.0
+    assert span_weight("1") < 0.3  # "#1" in a series name says little
     spec = ForgetSpec(
         ["Hsiao Yun-Hwa"],
         facts=[Fact(None, "x", key_spans=["leadership", "Taipei Bridge Prize", "05/11/1991"])],
