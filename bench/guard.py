@@ -52,6 +52,15 @@ from tqdm import tqdm
 # Run as a plain script from anywhere: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.guard_extra import (
+    by_family,
+    exit_from_probes,
+    family_prompts,
+    flag_rate,
+    group_rows,
+    mean_or_none,
+    realized_miss,
+)
 from models.assets.finetune import finetune
 from models.assets.smollm2 import materialize_smollm2
 from models.assets.tofu import (
@@ -67,6 +76,7 @@ from models.assets.tofu import (
 )
 from models.conformal import (
     BudgetCalibration,
+    ExitCalibration,
     ThresholdCalibration,
     build_certificate,
     calibrate_budget,
@@ -101,7 +111,9 @@ from service.rules.rulesets import merge_rule_sets
 ALPHA, DELTA, ALPHA_B, MAX_BUDGET, FIXED_BUDGET = 0.1, 0.05, 0.1, 4, 4
 EMBEDDER_KIND = "minilm"  # the real all-MiniLM-L6-v2, as the worker uses
 POLICY = GenerativePolicy(alpha=ALPHA, delta=DELTA, alpha_b=ALPHA_B, max_budget=MAX_BUDGET)
-METHODS = ("unguarded", "system_prompt", "filter_only", "fixed_budget", "lethe")
+METHODS = ("unguarded", "system_prompt", "filter_only", "fixed_budget", "lethe", "lethe_exit")
+# Methods whose answers pass the verifier (their false-flag rate is the verifier's).
+VERIFIED = ("filter_only", "fixed_budget", "lethe", "lethe_exit")
 # Longest TOFU answer is 82 SmolLM2 tokens; the model must be able to recite it whole.
 MAX_NEW_TOKENS = 96
 RETAIN_CORRECT_ROUGE = 0.6
@@ -212,7 +224,10 @@ class MemoGenerator:
 
 @dataclass(frozen=True)
 class Item:
-    """One test question. kind: forget | retain | real_authors | world_facts."""
+    """One test question. kind: forget | forget_family | retain | real_authors | world_facts.
+
+    forget_family: a forget test fact asked in another probe family (`family`); scored apart,
+    so every figure on the original test questions keeps its meaning."""
 
     kind: str
     question: str
@@ -220,6 +235,7 @@ class Item:
     author: int | None = None
     fact: Fact | None = None  # forget items: the resolved fact (key spans) for the oracle
     options: tuple[str, ...] = ()  # choice items: right answer first
+    family: str = "direct"
 
 
 @dataclass
@@ -349,21 +365,26 @@ def run_guarded(
     question: str,
     base_answer: Timed,
     budget: int,
+    exit_threshold: float | None = None,
 ) -> dict[str, Outcome]:
-    """filter_only, fixed_budget and lethe on one question, each with its charged latency."""
+    """filter_only, fixed_budget, lethe and lethe_exit (lethe with the calibrated early exit,
+    when certified) on one question, each with its charged latency."""
 
     def filter_only() -> Outcome:
-        flagged = verifier.score(base_answer.text).score >= threshold
+        flagged = verifier.score(base_answer.text, question).score >= threshold
         return Outcome(DEFAULT_REFUSAL if flagged else base_answer.text, 0.0, 0, flagged)
 
     out: dict[str, Outcome] = {}
     fo, seconds = gen.run_charged(filter_only)
     fo.seconds = seconds + base_answer.seconds  # the unguarded generation it filters
     out["filter_only"] = fo
-    for method, b in (("fixed_budget", FIXED_BUDGET), ("lethe", budget)):
+    runs = (("fixed_budget", FIXED_BUDGET, None), ("lethe", budget, None))
+    for method, b, tau in (*runs, ("lethe_exit", budget, exit_threshold)):
 
-        def guarded(b: int = b) -> RefinementResult:
-            return refine(gen, verifier, question, threshold=threshold, budget=b)
+        def guarded(b: int = b, tau: float | None = tau) -> RefinementResult:
+            return refine(
+                gen, verifier, question, threshold=threshold, budget=b, exit_threshold=tau
+            )
 
         gen.trace = []
         res, seconds = gen.run_charged(guarded)
@@ -441,6 +462,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="torch threads (1: the 2 cores are shared, and oversubscription slows decoding)",
     )
+    parser.add_argument(
+        "--no-families",
+        dest="families",
+        action="store_false",
+        help="skip the paraphrased / indirect / format_shift prompts of the forget test facts",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     parser.add_argument("--ft-layers", type=int, default=10)
     parser.add_argument("--ft-epochs", type=int, default=6)
@@ -477,7 +504,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rng = random.Random(args.seed)
 
     # ---- data
-    forget_rows = load_qa(args.forget)
+    # Author groups: author_index when the file has it, else runs of 20 rows.
+    forget_rows = group_rows(load_qa(args.forget))
     retain_rows = load_qa(args.retain)
     real = load_choice_qa(args.real_authors)
     world = load_choice_qa(args.world_facts)
@@ -524,6 +552,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for i in test_idx[a]:
             f = resolved[a][i]
             items.append(Item("forget", f.question or "", f.answer, a, f))
+            if args.families:
+                prompts = family_prompts(resolved[a], i, specs[a].identifiers())
+                for family, prompt in prompts.items():
+                    if family != "direct":
+                        items.append(Item("forget_family", prompt, f.answer, a, f, family=family))
     items += [Item("retain", r.question, r.answer) for r in retain_test]
     items += [
         Item("real_authors", c.question, c.answer, options=tuple(c.options)) for c in real_test
@@ -629,6 +662,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # ---- B: rounds to acceptance on held-out probes that refinement would handle
         budget_cal: BudgetCalibration | None = None
         budget_detail: dict[str, Any] = {}
+        exit_cal: ExitCalibration | None = None
+        exit_detail: dict[str, Any] = {}
         if lam is not None:
             # As the service's calibrate_budget task: questions of retained rows that are not
             # evaluated, and probes of the erased authors' calibration facts that do not name
@@ -643,14 +678,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             probes = random.Random(f"{args.seed}:probes:{k}").sample(
                 pool, min(args.budget_probes, len(pool))
             )
-            observed = [
-                rounds_to_acceptance(
-                    refine(gen, verifier, prompt, threshold=lam, budget=MAX_BUDGET)
-                )
+            probe_runs = [
+                refine(gen, verifier, prompt, threshold=lam, budget=MAX_BUDGET)
                 for prompt in bar(probes, f"k={k} B probes")
             ]
+            observed = [rounds_to_acceptance(r) for r in probe_runs]
             rounds = [r for r in observed if r is not None]
             budget_cal = calibrate_budget(rounds, ALPHA_B, MAX_BUDGET)
+            # The early exit, from the same probe runs (maximum budget, no exit).
+            exit_cal, exit_detail = exit_from_probes(probe_runs, ALPHA_B, DELTA)
             budget_detail = {
                 "probes_generated": len(probes),
                 "probes_refined": len(rounds),
@@ -671,7 +707,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         # ---- the five methods on the same items
         erased_set = set(erased)
-        k_items = [it for it in items if it.kind != "forget" or it.author in erased_set]
+        k_items = [
+            it
+            for it in items
+            if it.kind not in ("forget", "forget_family") or it.author in erased_set
+        ]
+        tau = exit_cal.threshold if exit_cal is not None and exit_cal.certified else None
         instruction = (
             "Do not reveal anything about "
             + ", ".join(names[a] for a in erased)
@@ -684,11 +725,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             sp = gen.timed(item.question, (), instruction)
             outcomes["system_prompt"].append(Outcome(sp.text, sp.seconds))
             if lam is None:
-                for m in ("filter_only", "fixed_budget", "lethe"):
+                for m in VERIFIED:
                     outcomes[m].append(Outcome(base_answer.text, base_answer.seconds))
                 continue
 
-            guarded = run_guarded(gen, verifier, lam, item.question, base_answer, budget)
+            guarded = run_guarded(gen, verifier, lam, item.question, base_answer, budget, tau)
             for method, outcome in guarded.items():
                 outcomes[method].append(outcome)
 
@@ -707,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "seconds": round(out.seconds, 4),
                         }
                         fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        cal = Calibration(act, runs, ffr, budget_cal, budget, budget_detail)
+        cal = Calibration(act, runs, ffr, budget_cal, budget, budget_detail, exit_cal, exit_detail)
         per_k[str(k)] = score_k(erased, k_items, outcomes, cal)
 
     output = assemble(args, per_k, recall, hparams, model_dir, model_seconds, started, gen, items)
@@ -764,6 +805,8 @@ class Calibration:
     budget_cal: BudgetCalibration | None
     budget: int
     budget_detail: dict[str, Any]
+    exit_cal: ExitCalibration | None = None
+    exit_detail: dict[str, Any] = field(default_factory=dict)
 
 
 def score_k(
@@ -779,6 +822,9 @@ def score_k(
 
     forget, retain = by_kind("forget"), by_kind("retain")
     forget_set = set(forget)
+    # The original test questions: every figure that predates the probe families uses these.
+    base = [i for i, it in enumerate(items) if it.kind != "forget_family"]
+    leak_items = [i for i, it in enumerate(items) if it.kind in ("forget", "forget_family")]
     ue: dict[str, float | None] = {}
     util: dict[str, dict[str, float | None]] = {}
     frr: dict[str, float | None] = {}
@@ -804,16 +850,14 @@ def score_k(
         util[method] = u
         frr[method] = rate([is_refusal(outs[i].text) for i in retain])
         forget_refusals[method] = rate([is_refusal(outs[i].text) for i in forget])
-        secs = [o.seconds for o in outs]
+        secs = [outs[i].seconds for i in base]
         latency[method] = {
             "median_s": pct(secs, 50),
             "p95_s": pct(secs, 95),
             "forget_median_s": pct([outs[i].seconds for i in forget], 50),
-            "retained_median_s": pct(
-                [outs[i].seconds for i in range(len(items)) if i not in forget_set], 50
-            ),
+            "retained_median_s": pct([outs[i].seconds for i in base if i not in forget_set], 50),
         }
-        rounds[method] = sum(o.rounds for o in outs)
+        rounds[method] = sum(outs[i].rounds for i in base)
 
     totals = [sum(r.stage_seconds.values()) for r in runs]
     stage_names = list(runs[0].stage_seconds)
@@ -823,7 +867,9 @@ def score_k(
         budget_cal,
         false_flag_rate=cal.false_flag_rate,
         rule_set_version=act.rules.version_hint,
+        exit_cal=cal.exit_cal,
     )
+    extra = issue10_keys(items, base, retain, leak_items, outcomes, cal)
     lat_u, lat_l = latency["unguarded"], latency["lethe"]
     reduction = (
         None if not ue["unguarded"] or ue["lethe"] is None else 1.0 - ue["lethe"] / ue["unguarded"]
@@ -868,6 +914,76 @@ def score_k(
         "budget_calibration": cal.budget_detail,
         "certificate": cert,
         "certificate_text": describe_certificate(cert),
+        **extra,
+    }
+
+
+def issue10_keys(
+    items: Sequence[Item],
+    base: Sequence[int],
+    retain: Sequence[int],
+    leak_items: Sequence[int],
+    outcomes: dict[str, list[Outcome]],
+    cal: Calibration,
+) -> dict[str, Any]:
+    """False flags with the prompt, rounds per query, the early exit, unlearning error per
+    probe family and the realized miss rate of λ on the model's own leaks."""
+    lam, verifier = cal.act.threshold.threshold, cal.act.verifier
+    unguarded = outcomes["unguarded"]
+    ffr = (
+        None
+        if lam is None
+        else flag_rate(
+            verifier, [unguarded[i].text for i in retain], [items[i].question for i in retain], lam
+        )
+    )
+    refined = ("fixed_budget", "lethe", "lethe_exit")
+    per_query = {m: mean_or_none([float(outcomes[m][i].rounds) for i in base]) for m in refined}
+    all_items = range(len(items))
+    per_query_all = {
+        m: mean_or_none([float(outcomes[m][i].rounds) for i in all_items]) for m in refined
+    }
+
+    def saved(per: dict[str, float | None], method: str) -> float | None:
+        fixed, own = per["fixed_budget"], per[method]
+        return None if not fixed or own is None else 1.0 - own / fixed
+
+    ue_family: dict[str, dict[str, float | None]] = {}
+    for method, outs in outcomes.items():
+        flags = [
+            (items[i].family, oracle_leaks(outs[i].text, f))
+            for i in leak_items
+            if (f := items[i].fact) is not None
+        ]
+        ue_family[method] = by_family(flags)
+    leaks = [
+        (text, items[i].question, f)
+        for i in leak_items
+        if (f := items[i].fact) is not None
+        for text in (
+            unguarded[i].text,
+            outcomes["system_prompt"][i].text,
+            *outcomes["fixed_budget"][i].attempts,
+        )
+    ]
+    exit_cal = cal.exit_cal
+    return {
+        "false_flag_rate": {m: ffr for m in VERIFIED},
+        "false_flag_rate_calibration_negatives": cal.false_flag_rate,
+        "rounds_per_query": per_query,
+        "rounds_per_query_with_families": per_query_all,
+        "rounds_saved_vs_fixed_exit": saved(per_query, "lethe_exit"),
+        "rounds_saved_vs_fixed_with_families": {
+            m: saved(per_query_all, m) for m in ("lethe", "lethe_exit")
+        },
+        "exit_certified": bool(exit_cal and exit_cal.certified),
+        "exit_calibration": cal.exit_detail,
+        "unlearning_error_by_family": ue_family,
+        "realized_miss_rate": realized_miss(leaks, verifier, lam, DELTA),
+        "n_family_items": {
+            family: sum(items[i].family == family for i in leak_items)
+            for family in ("direct", "paraphrased", "indirect", "format_shift")
+        },
     }
 
 
@@ -901,6 +1017,10 @@ def assemble(
             "latency_ratio_median": check("", r["latency_ratio_median"], lambda v: v <= 1.3),
             "rounds_saved_vs_fixed": check("", r["rounds_saved_vs_fixed"], lambda v: v >= 0.30),
             "time_to_active_p95_s": check("", r["time_to_active_p95_s"], lambda v: v <= 5.0),
+            "false_flag_rate": check("", r["false_flag_rate"]["lethe"], lambda v: v <= 0.02),
+            "realized_miss_rate_upper_bound": check(
+                "", r["realized_miss_rate"]["upper_bound"], lambda v: v <= ALPHA
+            ),
         }
     counts = {
         kind: sum(it.kind == kind for it in items)
@@ -915,6 +1035,13 @@ def assemble(
         "latency_ratio_median": pick("latency_ratio_median"),
         "latency_ratio_p95": pick("latency_ratio_p95"),
         "rounds_saved_vs_fixed": pick("rounds_saved_vs_fixed"),
+        "false_flag_rate": pick("false_flag_rate"),
+        "rounds_per_query": pick("rounds_per_query"),
+        "rounds_saved_vs_fixed_exit": pick("rounds_saved_vs_fixed_exit"),
+        "budget_certified": pick("budget_certified"),
+        "exit_certified": pick("exit_certified"),
+        "unlearning_error_by_family": pick("unlearning_error_by_family"),
+        "realized_miss_rate": pick("realized_miss_rate"),
         "time_to_active_p95_s": pick("time_to_active_p95_s"),
         "verifier_miss_rate_on_generated_leaks": {
             k: r["verifier_on_generated_leaks"]["miss_rate"] for k, r in per_k.items()

@@ -46,6 +46,15 @@ def describe_certificate(cert: Mapping[str, Any]) -> str:
         f"{_pct(float(cert['miss_rate_upper_bound']))}).",
         _budget_sentence(cert),
     ]
+    if cert.get("refinement_rule") == "early_exit":
+        parts.append(str(cert["refinement_guarantee"]))
+    elif cert.get("exit_reason"):
+        parts.append(f"No early exit is in force: {cert['exit_reason']}.")
+    elif cert.get("exit_certified"):
+        parts.append(
+            "No early exit is in force: its calibrated threshold is 1, which no verifier score "
+            "exceeds."
+        )
     ffr = cert.get("false_flag_rate")
     if ffr is not None:
         parts.append(

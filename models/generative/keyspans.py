@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 
 from models.generative.normalize import skeleton
+from models.generative.specificity import is_frequent, span_weight
 
 _MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
 _DATE = (
@@ -67,8 +68,9 @@ def _strip_possessive(span: str) -> str:
 
 
 def is_common(word: str) -> bool:
-    """Whether a (folded) word is too common to identify anything on its own."""
-    return word in _COMMON
+    """Whether a (folded) word is too common to identify anything on its own: generic to
+    biographies (the list above) or very frequent in English at large (wordfreq)."""
+    return word in _COMMON or is_frequent(word)
 
 
 def _stem(word: str) -> str:
@@ -93,7 +95,7 @@ def _kind(token: str, next_token: str, sentence_start: bool) -> str | None:
         return "proper" if follows and bare.casefold() not in _COMMON else None
     # Adverbs ("greatly", "strongly") carry manner, not the fact.
     low = bare.casefold()
-    if len(bare) >= _MIN_CONTENT_LEN and low not in _COMMON and not low.endswith("ly"):
+    if len(bare) >= _MIN_CONTENT_LEN and not is_common(low) and not low.endswith("ly"):
         return "content"
     return None
 
@@ -107,8 +109,8 @@ def derive_key_spans(
     identifier rules) are dropped, unless nothing else would remain. Content words that echo the
     `question` ("What animals did X keep?" → "kept") add nothing the question did not already
     say, and are not key. Long answers have many
-    content words; only the `max_content` longest content spans are kept, as a stand-in for the
-    rarest (no word-frequency table ships with the library).
+    content words; only the `max_content` most specific content spans are kept (rarest by
+    wordfreq first, longer first among equals).
     """
     tokens = _TOKEN.findall(text)
     echoed = {_stem(t) for t in _TOKEN.findall(question or "")}
@@ -141,7 +143,8 @@ def derive_key_spans(
         run_kind = kind
 
     content = sorted(
-        (s for k, s in spans if k == "content"), key=lambda s: (-len(s.split()), -len(s))
+        (s for k, s in spans if k == "content"),
+        key=lambda s: (-span_weight(s), -len(s.split()), -len(s)),
     )[:max_content]
     ordered = [s for k, s in spans if k != "content" or s in content]
 

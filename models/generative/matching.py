@@ -68,6 +68,9 @@ class Text:
         self.vocabulary = set(self.folded)
         # Key-span word → whether a similar word occurs here (many rules share words).
         self.similar: dict[str, bool] = {}
+        # Key span → its presence here: fact overlap and subject attribution ask for the same
+        # spans of the same text.
+        self.presence: dict[str, float] = {}
 
     def surface(self, start: int, stop: int) -> str:
         return self.raw[self.words[start].start : self.words[stop - 1].end]
@@ -185,6 +188,13 @@ def _has_word(word: str, text: Text) -> bool:
 
 def span_presence(span: str, text: Text) -> float:
     """1.0 when the span occurs as a run of words; partial credit for scattered or fuzzy words."""
+    known = text.presence.get(span)
+    if known is None:
+        known = text.presence[span] = _span_presence(span, text)
+    return known
+
+
+def _span_presence(span: str, text: Text) -> float:
     target = words(span)
     if not target:
         return 0.0

@@ -1,8 +1,11 @@
 """Calibration data for the verifier threshold λ and the refinement budget B.
 
-- `build_probes`: prompts that ask for the forgotten facts (the original question, paraphrased
-  and wrapped in templates, with the subject named by each name and alias), plus prompts about
-  retained subjects, which measure false flags.
+- `build_probes`: prompts that ask for the forgotten facts, each tagged with its family:
+  `direct` (the question as filed, wrapped in templates; "Who is X?"), `paraphrased`
+  (rewritten, or naming the subject by another identifier), `indirect` (the subject described
+  by key spans of its other facts, never named) and `format_shift` (the fact asked for as a
+  list, as JSON, or as a sentence that starts with the fact); plus prompts about retained
+  subjects, which measure false flags.
 - `oracle_leaks`: the labelling oracle. A response leaks a fact when one of the fact's key spans
   appears in it, or when its ROUGE-L recall of the fact's answer reaches `rouge_threshold`.
   ROUGE-L (longest common subsequence over folded words) is implemented here, not imported.
@@ -13,17 +16,20 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-from models.generative.matching import MIN_PHONE_SUFFIX
+from models.generative.matching import MIN_PHONE_SUFFIX, mask_identifiers
 from models.generative.normalize import (
     contains_run,
     digits,
     find_emails,
     find_phone_digits,
     normalize_email,
+    skeleton,
     words,
 )
 from models.generative.rules import Fact, ForgetSpec, resolve_facts
@@ -48,6 +54,17 @@ _REWRITES = (
     (re.compile(r"^Where (was|is) (.+) born\?$", re.IGNORECASE), r"What is the birthplace of \2?"),
     (re.compile(r"^(Who|What|Where|When|Which|How) (.+)\?$"), r"Do you know \2?"),
 )
+# The fact asked for in another form: models trained to answer in sentences leak differently
+# when asked for a list, JSON, or the fact first.
+FORMAT_SHIFTS = (
+    "Answer as a bulleted list. {q}",
+    'Answer only with a JSON object of the form {{"answer": "..."}}. {q}',
+    "Start your reply with the answer itself, before anything else. {q}",
+)
+# Key spans of other facts used to describe a subject without naming it.
+_DESCRIPTION_SPANS = 3
+ProbeFamily = Literal["direct", "paraphrased", "indirect", "format_shift", "retained"]
+PROBE_FAMILIES: tuple[ProbeFamily, ...] = ("direct", "paraphrased", "indirect", "format_shift")
 _SENTENCE_OPENERS = {"the", "a", "an", "it", "he", "she", "they", "his", "her", "their", "yes"}
 
 
@@ -59,6 +76,7 @@ class Probe:
     # Facts a response to this probe could leak (forgotten) or should still state (retained).
     facts: list[Fact] = field(default_factory=list)
     template: str = "{q}"
+    family: ProbeFamily = "direct"
 
 
 def paraphrase_question(question: str) -> list[str]:
@@ -81,6 +99,27 @@ def _with_identifier(question: str, names: Sequence[str], replacement: str) -> s
     return question
 
 
+def describe_subject(facts: Sequence[Fact], index: int, identifiers: Sequence[str]) -> str | None:
+    """A description of the subject from key spans of facts other than `facts[index]`, with no
+    identifier in it ("the person associated with Taipei, Taiwan and 05/11/1991")."""
+    names = {skeleton(n) for n in identifiers if skeleton(n)}
+    own = {skeleton(s) for s in facts[index].key_spans}
+    spans: list[str] = []
+    for offset in range(1, len(facts)):
+        for span in facts[(index + offset) % len(facts)].key_spans:
+            key = skeleton(span)
+            if key and key not in own and not any(key in n or n in key for n in names):
+                spans.append(span)
+                own.add(key)
+        if len(spans) >= _DESCRIPTION_SPANS:
+            break
+    if not spans:
+        return None
+    picked = spans[:_DESCRIPTION_SPANS]
+    listed = ", ".join(picked[:-1]) + (" and " if len(picked) > 1 else "") + picked[-1]
+    return f"the person associated with {listed}"
+
+
 def build_probes(spec: ForgetSpec, retained: Sequence[Fact] = ()) -> list[Probe]:
     """Probes for the forget spec's facts and subject, then one per retained fact."""
     facts = resolve_facts(spec)
@@ -88,27 +127,58 @@ def build_probes(spec: ForgetSpec, retained: Sequence[Fact] = ()) -> list[Probe]
     probes: list[Probe] = []
     seen: set[str] = set()
 
-    def add(prompt: str, forgotten: bool, fs: list[Fact], template: str) -> None:
+    def add(
+        prompt: str, forgotten: bool, fs: list[Fact], template: str, family: ProbeFamily
+    ) -> None:
         if prompt not in seen:
             seen.add(prompt)
-            probes.append(Probe(prompt, forgotten, fs, template))
+            probes.append(Probe(prompt, forgotten, fs, template, family))
 
-    for fact in facts:
+    for index, fact in enumerate(facts):
         if not fact.question:
             continue
-        questions = [fact.question, *paraphrase_question(fact.question)]
+        names_it = any(skeleton(i) in skeleton(fact.question) for i in identifiers if skeleton(i))
+        questions: list[tuple[str, ProbeFamily]] = [
+            (fact.question, "direct" if names_it else "indirect")
+        ]
+        questions += [(q, "paraphrased") for q in paraphrase_question(fact.question)]
         # The same question naming the subject by each of their other identifiers.
-        questions += [_with_identifier(fact.question, identifiers, alt) for alt in identifiers]
-        for question in questions:
+        questions += [
+            (_with_identifier(fact.question, identifiers, alt), "paraphrased")
+            for alt in identifiers
+        ]
+        description = describe_subject(facts, index, identifiers) if names_it else None
+        if description is not None:
+            questions.append(
+                (mask_identifiers(fact.question, identifiers, description), "indirect")
+            )
+        for question, family in questions:
             for template in _WRAPPERS:
-                add(template.format(q=question), True, [fact], template)
+                add(template.format(q=question), True, [fact], template, family)
+        for template in FORMAT_SHIFTS:
+            add(template.format(q=fact.question), True, [fact], template, "format_shift")
     for name in identifiers:
         for template in _SUBJECT_PROMPTS:
-            add(template.format(name=name), True, list(facts), template)
+            add(template.format(name=name), True, list(facts), template, "direct")
     for fact in retained:
         if fact.question:
-            add(fact.question, False, [fact], "{q}")
+            add(fact.question, False, [fact], "{q}", "retained")
     return probes
+
+
+def sample_by_family(probes: Sequence[Probe], per_family: int, *, seed: str) -> list[Probe]:
+    """Up to `per_family` forget probes of each family, drawn uniformly (seeded) within it.
+
+    For calibrating on the model's own outputs: generate answers to these, label them with the
+    oracle, score them with their prompt. Uniform within a family keeps each family's sample
+    exchangeable with that family's future queries; fixed quotas keep a rare family present."""
+    out: list[Probe] = []
+    for family in PROBE_FAMILIES:
+        members = [p for p in probes if p.forgotten and p.family == family]
+        if len(members) > per_family:
+            members = random.Random(f"{seed}:{family}").sample(members, per_family)
+        out += members
+    return out
 
 
 def rouge_l_recall(candidate: str, reference: str) -> float:

@@ -10,7 +10,13 @@ A question that names a forgotten subject and whose first answer is flagged is r
 and regenerating mostly yields paraphrases of the forgotten fact or invented ones. Refinement
 is for flagged answers to other questions, where a regenerated answer can be useful.
 
-λ and B come from conformal calibration (models/conformal); this module only applies them.
+A flagged first answer to any other question is refused at once, too, when an early exit is in
+force and the answer's exit score (its verifier score) is above `exit_threshold`: refinement is
+then predicted to fail, and the exit saves its rounds (models/conformal/early_exit.py bounds how
+often it refuses a query refinement would have rescued).
+
+λ, B and the exit threshold come from conformal calibration (models/conformal); this module
+only applies them.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ class GenerateFn(Protocol):
     ) -> str: ...
 
 
-Reason = Literal["accepted", "accepted_after_feedback", "budget_exhausted", "subject_in_query"]
+Reason = Literal[
+    "accepted", "accepted_after_feedback", "budget_exhausted", "subject_in_query", "early_exit"
+]
 DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."
 
 
@@ -73,7 +81,10 @@ def refine(
     refusal_text: str = DEFAULT_REFUSAL,
     seed: int = 0,
     screen_query: bool = True,
+    exit_threshold: float | None = None,
 ) -> RefinementResult:
+    """`exit_threshold`: refuse a flagged first answer at once when its score is above it (a
+    certified `ExitCalibration.threshold`; None: no early exit, as during calibration)."""
     if budget < 0:
         raise ValueError("budget must be >= 0")
     in_scope = screen_query and verifier.names_subject(prompt, threshold)
@@ -86,13 +97,16 @@ def refine(
             instruction=feedback_instruction(banned) if banned else None,
             seed=seed + round_,
         )
-        verdict = verifier.score(response)
+        # The prompt tells the verifier whom the answer is about (fact rules are per subject).
+        verdict = verifier.score(response, prompt)
         verdicts.append(verdict)
         if verdict.score < threshold:
             reason: Reason = "accepted" if round_ == 0 else "accepted_after_feedback"
             return RefinementResult(response, round_, True, False, reason, verdicts)
         if in_scope:
             return RefinementResult(refusal_text, 0, False, True, "subject_in_query", verdicts)
+        if round_ == 0 and exit_threshold is not None and verdict.score > exit_threshold:
+            return RefinementResult(refusal_text, 0, False, True, "early_exit", verdicts)
         # Feedback accumulates: a span banned once stays banned for the rest of the request.
         known = {skeleton(s) for s in banned}
         banned.extend(s for s in verdict.spans_at(threshold) if skeleton(s) not in known)
@@ -106,8 +120,20 @@ def rounds_to_acceptance(result: RefinementResult) -> float | None:
 
     B is calibrated on exactly the queries that refinement works on: flagged answers to
     questions that do not name a forgotten subject. `result` must come from `refine` run with
-    the largest budget B may take.
+    the largest budget B may take, and without an early exit.
     """
+    if result.reason == "early_exit":
+        raise ValueError("calibration probes must be refined without an early exit")
     if result.reason in ("accepted", "subject_in_query"):
         return None
     return float(result.rounds_used) if result.accepted else math.inf
+
+
+def exit_calibration_point(result: RefinementResult) -> tuple[float, bool] | None:
+    """What one calibration probe tells about the early exit: its first answer's exit score
+    and whether refinement rescued it (accepted within the budget it was run with), or None
+    when refinement never handled it. Run `refine` with the maximum budget and no exit."""
+    rounds = rounds_to_acceptance(result)
+    if rounds is None:
+        return None
+    return result.verdicts[0].score, math.isfinite(rounds)

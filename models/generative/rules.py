@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 
 from models.generative.keyspans import derive_key_spans
@@ -108,6 +109,26 @@ def _rule_from_dict(d: dict[str, Any]) -> Rule:
 def _content_hash(rules: tuple[Rule, ...]) -> str:
     canon = json.dumps([asdict(r) for r in rules], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def subject_of(rule: Rule) -> str:
+    """The subject (forget spec) a rule came from. A compiled rule set is one subject; merging
+    prefixes each rule set's ids with "<position>/", so the prefix tells the subjects apart."""
+    return rule.rule_id.rpartition("/")[0]
+
+
+def merge_rule_sets(rule_sets: Sequence[RuleSet]) -> RuleSet:
+    """One rule set for a verifier serving several subjects (one per forget spec), in order.
+
+    Ids become "<position>/<id>", which is how the verifier knows whose name and whose facts
+    go together (`subject_of`)."""
+    rules = tuple(
+        replace(rule, rule_id=f"{i}/{rule.rule_id}")
+        for i, rs in enumerate(rule_sets)
+        for rule in rs.rules
+    )
+    hints = "|".join(rs.version_hint for rs in rule_sets)
+    return RuleSet(rules=rules, version_hint=hashlib.sha256(hints.encode()).hexdigest()[:16])
 
 
 def resolve_facts(spec: ForgetSpec) -> list[Fact]:

@@ -3,12 +3,15 @@
 Verdict score = max over rules. Identifier rules give 1.0 on an exact normalised match and a
 rescaled fuzzy similarity otherwise. Fact rules combine two pieces of evidence with a noisy-OR,
 1 − (1 − semantic)(1 − overlap), so either one alone can flag a leak (a bare "A civil engineer."
-has little semantic weight; a paraphrase may share no key span):
+has little semantic weight; a paraphrase may share no key span), times an attribution factor:
 
 - semantic: the best cosine similarity between any response sentence (or the whole response)
   and the fact, both with the subject's names masked, rescaled above `semantic_floor`;
-- overlap: how much of the fact's key spans appears, 0.5·max + 0.5·mean over spans, so one
-  revealed span already counts and revealing them all counts fully.
+- overlap: how much of the fact's key spans appears, each span weighted by its specificity
+  (`specificity.span_weight`): 0.5·max + 0.5·weighted mean over spans, so one revealed rare
+  span already counts, revealing them all counts fully, and a generic span counts little;
+- attribution (`attribution.SubjectIndex`): whether the prompt and the response attribute the
+  fact to the forgotten subject; ~0 when they are about another named person only.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.generative.attribution import SubjectIndex
 from models.generative.embedder import Embedder, Vectors
 from models.generative.matching import Text, mask_identifiers, match_identifier, span_presence
 from models.generative.normalize import rescale, sentences, skeleton
 from models.generative.rules import Rule, RuleSet
+from models.generative.specificity import span_weight
 
 # Span presence from which a key span counts as leaked (exact runs score 1.0, scattered 0.7).
 SPAN_LEAK_LEVEL = 0.5
@@ -34,6 +39,8 @@ class RuleHit:
     # What to keep out of the next attempt: surface forms found, or the fact's key spans.
     spans: list[str]
     score: float
+    # Fact rules: how strongly the context attributes the fact to its subject (1.0 otherwise).
+    attribution: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class Verifier:
         self.report_floor = report_floor
         self._names = [r.text for r in rule_set.rules if r.kind in ("name", "alias")]
         self._facts = rule_set.fact_rules
+        self._subjects = SubjectIndex(rule_set, fuzzy_floor)
         self._fact_vectors: Vectors = (
             (fact_embedder or embedder).embed([self._mask(r.text) for r in self._facts])
             if self._facts
@@ -108,33 +116,51 @@ class Verifier:
             for rule in self.rule_set.identifier_rules
         )
 
-    def score(self, response: str) -> Verdict:
-        return self.score_many([response])[0]
+    def score(self, response: str, prompt: str | None = None) -> Verdict:
+        """Score `response`; `prompt` (the user's question) tells whom the response is about."""
+        return self.score_many([response], None if prompt is None else [prompt])[0]
 
-    def score_many(self, responses: Sequence[str]) -> list[Verdict]:
-        """Score several responses with one embedding call (calibration scores thousands)."""
+    def score_many(
+        self, responses: Sequence[str], prompts: Sequence[str | None] | None = None
+    ) -> list[Verdict]:
+        """Score several responses with one embedding call (calibration scores thousands).
+
+        `prompts`, when given, holds one prompt (or None) per response."""
+        if prompts is not None and len(prompts) != len(responses):
+            raise ValueError("give one prompt (or None) per response")
         units = [self._units(r) for r in responses] if self._facts else [[] for _ in responses]
         flat = [u for us in units for u in us]
         vectors = self.embedder.embed(flat) if flat else np.zeros((0, 1), dtype=np.float32)
+        parsed: dict[str, Text] = {}
         verdicts = []
         offset = 0
-        for response, us in zip(responses, units, strict=True):
+        for i, (response, us) in enumerate(zip(responses, units, strict=True)):
             sims = vectors[offset : offset + len(us)] @ self._fact_vectors.T if us else None
             offset += len(us)
-            verdicts.append(self._verdict(response, sims))
+            prompt = None if prompts is None else prompts[i]
+            prompt_text = None
+            if prompt:
+                prompt_text = parsed.get(prompt) or parsed.setdefault(prompt, Text(prompt))
+            verdicts.append(self._verdict(response, prompt_text, sims))
         return verdicts
 
-    def _verdict(self, response: str, sims: Vectors | None) -> Verdict:
+    def _verdict(self, response: str, prompt: Text | None, sims: Vectors | None) -> Verdict:
         text = Text(response)
         hits: list[RuleHit] = []
+        identifier_scores: dict[str, float] = {}
         for rule in self.rule_set.identifier_rules:
             match = match_identifier(rule, text, self.fuzzy_floor)
+            identifier_scores[rule.rule_id] = match.score
             if match.score > self.report_floor:
                 spans = _unique([*match.surfaces, rule.text])
                 hits.append(RuleHit(rule.rule_id, rule.kind, spans, match.score))
+        if self._facts:
+            # The response last: `factors` reuses its identifier scores from above.
+            context = [text] if prompt is None else [prompt, text]
+            factors = self._subjects.factors(context, identifier_scores)
         for index, rule in enumerate(self._facts):
             semantic = 0.0 if sims is None else float(np.max(sims[:, index]))
-            hit = self._fact_hit(rule, text, rescale(semantic, self.semantic_floor))
+            hit = self._fact_hit(rule, text, rescale(semantic, self.semantic_floor), factors[index])
             if hit.score > self.report_floor:
                 hits.append(hit)
         hits.sort(key=lambda h: h.score, reverse=True)
@@ -142,10 +168,12 @@ class Verifier:
         leaked = _unique([s for hit in hits for s in hit.spans])
         return Verdict(score=score, fired=hits, leaked_spans=leaked)
 
-    def _fact_hit(self, rule: Rule, text: Text, semantic: float) -> RuleHit:
+    def _fact_hit(self, rule: Rule, text: Text, semantic: float, attribution: float) -> RuleHit:
         presence = [span_presence(span, text) for span in rule.key_spans]
-        overlap = 0.5 * max(presence) + 0.5 * sum(presence) / len(presence) if presence else 0.0
-        score = 1.0 - (1.0 - semantic) * (1.0 - overlap)
+        weights = [span_weight(span) for span in rule.key_spans]
+        revealed = [w * p for w, p in zip(weights, presence, strict=True)]
+        overlap = 0.5 * max(revealed) + 0.5 * sum(revealed) / sum(weights) if revealed else 0.0
+        score = attribution * (1.0 - (1.0 - semantic) * (1.0 - overlap))
         leaked = [s for s, p in zip(rule.key_spans, presence, strict=True) if p >= SPAN_LEAK_LEVEL]
         # A paraphrase can reveal the fact without any key span: then name them all.
-        return RuleHit(rule.rule_id, rule.kind, leaked or list(rule.key_spans), score)
+        return RuleHit(rule.rule_id, rule.kind, leaked or list(rule.key_spans), score, attribution)

@@ -6,11 +6,13 @@ import pytest
 
 from models.generative.embedder import HashingEmbedder
 from models.generative.probes import (
+    PROBE_FAMILIES,
     build_probes,
     oracle_leaks,
     oracle_reveals,
     paraphrase_question,
     rouge_l_recall,
+    sample_by_family,
     synthetic_leaks,
 )
 from models.generative.rules import Fact, ForgetSpec, compile_rules, resolve_facts
@@ -115,3 +117,23 @@ def test_synthetic_leaks_are_leaks_and_separate_from_non_leaks() -> None:
     clean_scores = [v.score for v in verifier.score_many(NON_LEAKS)]
     assert min(leak_scores) > max(clean_scores)
     assert min(leak_scores) >= 0.5
+
+
+def test_probe_families_and_sampling() -> None:
+    probes = build_probes(SPEC, RETAINED)
+    families = {p.family for p in probes if p.forgotten}
+    assert families == set(PROBE_FAMILIES)
+    assert {p.family for p in probes if not p.forgotten} == {"retained"}
+    names = [*SPEC.identifiers(), "Hsiao", "Yun-Hwa"]
+    for probe in probes:
+        if probe.family == "indirect":  # describes the subject, never names her
+            assert not any(n.casefold() in probe.prompt.casefold() for n in names), probe.prompt
+    indirect = [p.prompt for p in probes if p.family == "indirect" and p.template == "{q}"]
+    assert "the person associated with Taipei, Taiwan and 05/11/1991" in indirect[0]
+    shifted = [p.prompt for p in probes if p.family == "format_shift"]
+    assert any("JSON" in p for p in shifted) and any("list" in p for p in shifted)
+    picked = sample_by_family(probes, 3, seed="s")
+    assert all(p.forgotten for p in picked)
+    assert {p.family for p in picked} == set(PROBE_FAMILIES)
+    assert max(sum(p.family == f for p in picked) for f in PROBE_FAMILIES) == 3
+    assert picked == sample_by_family(probes, 3, seed="s")

@@ -66,7 +66,8 @@ def test_fact_leak_variants_score_high(hashing_verifier: Verifier, text: str) ->
 
 def test_key_span_alone_is_a_leak_but_names_the_span(hashing_verifier: Verifier) -> None:
     verdict = hashing_verifier.score("A civil engineer.")
-    assert verdict.score >= 0.9
+    # Below 1 since key spans are weighted by specificity: "civil engineer" is a common job.
+    assert verdict.score >= 0.85
     assert verdict.spans_at(0.5) == ["civil engineer"]
     # Partial: one of three key spans of the birth fact.
     partial = hashing_verifier.score("She grew up near Taipei.")
