@@ -111,6 +111,7 @@ def calibrate_activation(
     scoring_embedder: Embedder,
     cache: Embedder,
     negative_prompts: Sequence[str | None] | None = None,
+    score_negatives: bool = True,
 ) -> Activation:
     """Calibrate λ for the rule set of every request in force plus the new one.
 
@@ -119,7 +120,9 @@ def calibrate_activation(
     `negative_prompts`: the question of each retained answer (serving scores an answer with
     its prompt); scores of the model's own leaks kept from the budget task's recalibration
     are pooled in while their key matches (the merged rule set of more requests scores them
-    at least as high, so pooling them is conservative).
+    at least as high, so pooling them is conservative). `score_negatives=False` (the worker)
+    leaves the new request's retained-answer scores, and so the false-flag rate, to the budget
+    task: λ needs only the leaks.
     """
     started = time.perf_counter()
     rule_sets = {**in_force, new_request_id: new_rules}
@@ -129,7 +132,13 @@ def calibrate_activation(
     evidence = {
         rid: (
             request_evidence(
-                rs, scoring_embedder, cache, negatives, seed=rid, negative_prompts=negative_prompts
+                rs,
+                scoring_embedder,
+                cache,
+                negatives,
+                seed=rid,
+                negative_prompts=negative_prompts,
+                score_negatives=score_negatives,
             )
             if rid in to_score
             else RequestEvidence.from_json(reusable[rid])
@@ -164,6 +173,7 @@ def calibrate(inputs: ActivationInputs) -> Activation:
         scoring_embedder=embedder(kind),
         cache=caching_embedder(kind),
         negative_prompts=[f.question for f in retained],
+        score_negatives=False,
     )
 
 

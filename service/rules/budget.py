@@ -54,10 +54,12 @@ from service.rules.calibration import (
     RequestEvidence,
     budget_probe_prompts,
     calibrate_threshold_for,
+    negative_evidence,
+    retained_facts,
 )
 from service.rules.model_leaks import ModelLeaks, held_apart_probes, model_leaks
 from service.rules.rulesets import merge_rule_sets, per_request_rule_sets
-from service.rules.runtime import generator, verifier_for
+from service.rules.runtime import caching_embedder, generator, verifier_for
 
 # Kept from the activation's calibration when it is replaced (also in the audit log).
 _INTERIM_KEYS = ("threshold", "serving_threshold", "false_flag_rate", "positives_source")
@@ -71,6 +73,7 @@ class BudgetInputs:
     config: GenerativeConfig
     policy: GenerativePolicy
     rules: RuleSet
+    per_request: dict[str, RuleSet]
     evidence: dict[str, RequestEvidence]
 
 
@@ -80,6 +83,7 @@ class BudgetOutcome:
     calibration: dict[str, Any]
     records: list[Record]
     leaks: ModelLeaks
+    evidence: dict[str, RequestEvidence]
     result: BudgetCalibration
     exit: ExitCalibration
     rounds: list[float]
@@ -96,13 +100,15 @@ def load_budget(session: Session, settings: Settings, rule_set_id: uuid.UUID) ->
         return "already_calibrated"
     model = session.get_one(MlModel, row.model_id)
     stored = row.calibration.get("evidence", {}).get("by_request", {})
+    per_request = per_request_rule_sets(settings, row)
     return BudgetInputs(
         rule_set_id=row.id,
         model_id=model.id,
         version=row.version,
         config=GenerativeConfig.model_validate(model.config),
         policy=GenerativePolicy.model_validate(model.policy),
-        rules=merge_rule_sets(per_request_rule_sets(settings, row)),
+        rules=merge_rule_sets(per_request),
+        per_request=per_request,
         evidence={rid: RequestEvidence.from_json(ev) for rid, ev in stored.items()},
     )
 
@@ -113,9 +119,21 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
     config, policy = inputs.config, inputs.policy
     generate = generator(config.model_dir).bind(max_new_tokens=config.max_new_tokens)
     verifier = verifier_for((inputs.model_id, inputs.version), inputs.rules, config.embedder)
+    # Retained-answer scores the activation left for later (the false-flag rate).
+    retained = retained_facts(config.retain_qa_file)
+    evidence = {
+        rid: negative_evidence(
+            ev,
+            inputs.per_request[rid],
+            caching_embedder(config.embedder),
+            [f.answer for f in retained],
+            [f.question for f in retained],
+        )
+        for rid, ev in inputs.evidence.items()
+    }
     held = held_apart_probes(inputs.rules, policy.max_probes, seed=str(inputs.version))
     leaks = model_leaks(generate, verifier, held, seed=10_000)
-    threshold, calibration, records = calibrate_threshold_for(inputs.evidence, policy, leaks.scores)
+    threshold, calibration, records = calibrate_threshold_for(evidence, policy, leaks.scores)
     lam = float(calibration["serving_threshold"])
     prompts = budget_probe_prompts(
         verifier,
@@ -153,6 +171,7 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
         calibration=calibration,
         records=records,
         leaks=leaks,
+        evidence=evidence,
         result=calibrate_budget(rounds, policy.alpha_b, policy.max_budget),
         exit=exit_cal,
         rounds=rounds,
@@ -174,7 +193,11 @@ def final_calibration(
         **current,
         **outcome.calibration,
         "interim": {k: current.get(k) for k in _INTERIM_KEYS},
-        "evidence": {**current.get("evidence", {}), "model_leaks": leaks.scores},
+        "evidence": {
+            **current.get("evidence", {}),
+            "by_request": {rid: ev.to_json() for rid, ev in sorted(outcome.evidence.items())},
+            "model_leaks": leaks.scores,
+        },
         "model_leaks": {
             "probes_generated": leaks.generated,
             "leaking": leaks.leaking,
@@ -206,7 +229,10 @@ def record_budget(
     session.add_all(
         CalibrationRecord(rule_set_id=row.id, kind=kind, source=source, value=value)
         for kind, source, value in outcome.records
+        # The synthetic leaks were recorded at activation; the retained answers only when
+        # the activation left them for later.
         if source == "model_generation"
+        or (kind == "negative_score" and row.calibration["interim"]["false_flag_rate"] is None)
     )
     session.add_all(
         CalibrationRecord(

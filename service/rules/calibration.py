@@ -93,6 +93,7 @@ def request_evidence(
     *,
     seed: str,
     negative_prompts: Sequence[str | None] | None = None,
+    score_negatives: bool = True,
 ) -> RequestEvidence:
     """Score one request's leaks and the retained answers under that request's rules alone.
 
@@ -102,6 +103,8 @@ def request_evidence(
     answers; the leaks, built from personal data and scored once, go through `embedder`.
     `negative_prompts`: the question each retained answer answers (None: scored alone), as
     serving scores an answer with its prompt (the verifier's subject attribution reads it).
+    `score_negatives=False` leaves the retained answers for later (`negative_evidence`): λ
+    needs only the leaks, so the worker scores them off the critical path, in the budget task.
     """
     spec = spec_from_rules(rules)
     positives = [text for text in synthetic_leaks(spec) if oracle_reveals(text, spec)]
@@ -112,10 +115,25 @@ def request_evidence(
     pos = [v.score for v in on_leaks.score_many(positives)] if positives else []
     neg = (
         [v.score for v in on_retained.score_many(list(negatives), negative_prompts)]
-        if negatives
+        if negatives and score_negatives
         else []
     )
     return RequestEvidence(pos, neg)
+
+
+def negative_evidence(
+    evidence: RequestEvidence,
+    rules: RuleSet,
+    cache: Embedder,
+    negatives: Sequence[str],
+    negative_prompts: Sequence[str | None] | None,
+) -> RequestEvidence:
+    """`evidence` with its retained-answer scores, computed now if they were left for later."""
+    if len(evidence.negative_scores) == len(negatives):
+        return evidence
+    on_retained = Verifier(rules, cache)
+    neg = [v.score for v in on_retained.score_many(list(negatives), negative_prompts)]
+    return RequestEvidence(evidence.positive_scores, neg)
 
 
 def calibrate_threshold_for(
@@ -143,11 +161,13 @@ def calibrate_threshold_for(
     result = calibrate_threshold(pos_scores, policy.alpha, policy.delta)
     serving = result.threshold if result.certified else policy.fallback_threshold
     assert serving is not None
+    # None: some request's retained-answer scores are still to come (the budget task).
+    ffr = false_flag_rate(neg_scores, serving) if neg_scores else None
     calibration: dict[str, Any] = {
         "threshold": asdict(result),
         "threshold_certified": result.certified,
         "serving_threshold": float(serving),
-        "false_flag_rate": false_flag_rate(neg_scores, serving) if neg_scores else None,
+        "false_flag_rate": ffr,
         "negatives": len(neg_scores),
         "positives_synthetic": len(synthetic),
         "positives_model": len(model_leaks),
@@ -181,9 +201,12 @@ def evidence_words(synthetic: int, model: int) -> str:
 
 def pooled_scores(evidence: dict[str, RequestEvidence]) -> tuple[list[float], list[float]]:
     """The merged rule set's synthetic-leak scores and retained-answer scores (the maximum
-    over the requests' own scores, see calibrate_threshold_for)."""
+    over the requests' own scores, see calibrate_threshold_for); no retained-answer scores
+    while any request's are still to be computed."""
     ordered = [evidence[rid] for rid in sorted(evidence)]
     pos_scores = [s for ev in ordered for s in ev.positive_scores]
+    if any(not ev.negative_scores for ev in ordered):
+        return pos_scores, []  # left for later by some request: no false-flag rate yet
     lengths = {len(ev.negative_scores) for ev in ordered}
     if len(lengths) > 1:
         raise ValueError("requests' evidence was computed on different retained answers")

@@ -66,3 +66,28 @@ def test_real_leaks_the_verifier_misses_lower_lambda_or_void_the_guarantee() -> 
     assert not pooled.certified or (pooled.threshold is not None and pooled.threshold <= 0.3)
     assert "50 of the model's own answers" in cal["positives_source"]
     assert sum(1 for _, source, _ in records if source == "model_generation") == 50
+
+
+def test_retained_answers_left_for_later_then_scored_off_the_critical_path() -> None:
+    from service.rules.calibration import negative_evidence, request_evidence
+
+    rules = compile_rules(
+        ForgetSpec([FORGOTTEN], facts=[Fact(q, a) for q, a in facts_of(FORGOTTEN)])
+    )
+    embedder = HashingEmbedder()
+    negatives = ["Paris is the capital of France.", "The sky is blue."]
+    prompts = ["What is the capital of France?", "What colour is the sky?"]
+    cache = CachingEmbedder(embedder)
+    later = request_evidence(
+        rules, embedder, cache, negatives, seed="s", negative_prompts=prompts, score_negatives=False
+    )
+    assert later.positive_scores and later.negative_scores == []
+    full = request_evidence(rules, embedder, cache, negatives, seed="s", negative_prompts=prompts)
+    # λ does not depend on the retained answers; the false-flag rate waits for them.
+    pending, cal_pending, _ = calibrate_threshold_for({"a": later, "b": full}, GenerativePolicy())
+    done, cal_done, _ = calibrate_threshold_for({"a": full, "b": full}, GenerativePolicy())
+    assert pending == done
+    assert cal_pending["false_flag_rate"] is None and cal_done["false_flag_rate"] is not None
+    completed = negative_evidence(later, rules, cache, negatives, prompts)
+    assert completed == full
+    assert negative_evidence(full, rules, cache, negatives, prompts) is full

@@ -142,6 +142,11 @@ def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
     assert history[0]["body"]["calibration_stage"] == "interim"
     assert "model's own answers were not part of it" in history[0]["body"]["plain_words"]
     assert body["calibration_stage"] == "final"
+    # Retained answers are scored off the critical path: the false-flag rate comes with the
+    # final certificate, and the interim one does not pretend to have it.
+    assert history[0]["body"]["false_flag_rate"] is None
+    assert v1["calibration"]["interim"]["false_flag_rate"] is None
+    assert body["false_flag_rate"] == v1["calibration"]["false_flag_rate"] is not None
     assert body["calibration_evidence"] == v1["calibration"]["positives_source"]
     assert (
         body["n"] == v1["calibration"]["positives_synthetic"] + v1["calibration"]["positives_model"]
