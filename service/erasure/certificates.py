@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from models.conformal import (
     BudgetCalibration,
     ConformalCertificate,
+    ExitCalibration,
     ThresholdCalibration,
     build_certificate,
     describe_certificate,
@@ -62,6 +63,12 @@ class ConformalRiskCertificate(ConformalCertificate, total=False):
     serving_budget: int
     interim: bool
     exact_removal_due_at: str
+    serving_exit_threshold: float | None
+    # What λ's calibration rests on, and whether this is the certificate issued at activation
+    # (interim: synthetic leaks only, B not calibrated) or the one after calibration on the
+    # model's own outputs (final).
+    calibration_stage: str
+    calibration_evidence: str
     plain_words: str
 
 
@@ -118,8 +125,13 @@ def conformal_certificate(
     rule_set_version: int,
     serving_threshold: float,
     serving_budget: int,
+    exit_cal: ExitCalibration | None = None,
+    serving_exit_threshold: float | None = None,
+    stage: str = "interim",
+    evidence: str = "",
 ) -> ConformalRiskCertificate:
-    """``conformal_risk`` when λ is certified, else ``no_guarantee`` (models.conformal)."""
+    """``conformal_risk`` when λ is certified, else ``no_guarantee`` (models.conformal); the
+    refinement rule in force (early exit, conformal B or the maximum) is stated in words."""
     body = cast(
         ConformalRiskCertificate,
         dict(
@@ -128,6 +140,7 @@ def conformal_certificate(
                 budget,
                 false_flag_rate=false_flag_rate,
                 rule_set_version=rule_set_version,
+                exit_cal=exit_cal,
             )
         ),
     )
@@ -136,7 +149,13 @@ def conformal_certificate(
     body["model"] = model.name
     body["serving_threshold"] = serving_threshold
     body["serving_budget"] = serving_budget
-    body["plain_words"] = describe_certificate(body)
+    body["serving_exit_threshold"] = serving_exit_threshold
+    body["calibration_stage"] = stage
+    body["calibration_evidence"] = evidence
+    words = describe_certificate(body)
+    if evidence:
+        words += f" λ was calibrated on {evidence}."
+    body["plain_words"] = words
     return body
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,29 +110,48 @@ def calibrate_activation(
     embedder_kind: str,
     scoring_embedder: Embedder,
     cache: Embedder,
+    negative_prompts: Sequence[str | None] | None = None,
+    score_negatives: bool = True,
 ) -> Activation:
     """Calibrate λ for the rule set of every request in force plus the new one.
 
     The new request is always scored; the others' stored evidence is reused while it was
     computed on the same retained answers with the same scoring (``evidence_key``).
+    `negative_prompts`: the question of each retained answer (serving scores an answer with
+    its prompt); scores of the model's own leaks kept from the budget task's recalibration
+    are pooled in while their key matches (the merged rule set of more requests scores them
+    at least as high, so pooling them is conservative). `score_negatives=False` (the worker)
+    leaves the new request's retained-answer scores, and so the false-flag rate, to the budget
+    task: λ needs only the leaks.
     """
     started = time.perf_counter()
     rule_sets = {**in_force, new_request_id: new_rules}
-    key = evidence_key(embedder_kind, negatives)
+    key = evidence_key(embedder_kind, negatives, negative_prompts)
     reusable = stored_evidence.get("by_request", {}) if stored_evidence.get("key") == key else {}
     to_score = {rid for rid in rule_sets if rid not in reusable or rid == new_request_id}
     evidence = {
         rid: (
-            request_evidence(rs, scoring_embedder, cache, negatives, seed=rid)
+            request_evidence(
+                rs,
+                scoring_embedder,
+                cache,
+                negatives,
+                seed=rid,
+                negative_prompts=negative_prompts,
+                score_negatives=score_negatives,
+            )
             if rid in to_score
             else RequestEvidence.from_json(reusable[rid])
         )
         for rid, rs in rule_sets.items()
     }
-    threshold, calibration, records = calibrate_threshold_for(evidence, policy)
+    same_key = stored_evidence.get("key") == key
+    real = [float(s) for s in stored_evidence.get("model_leaks", [])] if same_key else []
+    threshold, calibration, records = calibrate_threshold_for(evidence, policy, real)
     calibration["evidence"] = {
         "key": key,
         "by_request": {rid: ev.to_json() for rid, ev in sorted(evidence.items())},
+        "model_leaks": real,
     }
     calibration["requests_scored"] = len(to_score)
     calibration["seconds_to_calibrate"] = round(time.perf_counter() - started, 4)
@@ -142,16 +161,19 @@ def calibrate_activation(
 def calibrate(inputs: ActivationInputs) -> Activation:
     """The worker's call: the model's retained answers and the process's embedders."""
     kind = inputs.config.embedder
+    retained = retained_facts(inputs.config.retain_qa_file)
     return calibrate_activation(
         str(inputs.request_id),
         compile_rules(inputs.spec),
         inputs.in_force,
         inputs.stored_evidence,
-        [f.answer for f in retained_facts(inputs.config.retain_qa_file)],
+        [f.answer for f in retained],
         inputs.policy,
         embedder_kind=kind,
         scoring_embedder=embedder(kind),
         cache=caching_embedder(kind),
+        negative_prompts=[f.question for f in retained],
+        score_negatives=False,
     )
 
 
@@ -228,6 +250,8 @@ def _audit_and_certify(
         rule_set_version=row.version,
         serving_threshold=calibration["serving_threshold"],
         serving_budget=calibration["serving_budget"],
+        stage="interim",
+        evidence=calibration["positives_source"],
     )
     issue_certificate(session, action, model, certificate, actor)
     action.detail = {**action.detail, "rule_set_version": row.version}

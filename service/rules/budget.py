@@ -1,17 +1,41 @@
-"""Calibrating the refinement budget B of an active rule-set version with real generations:
-load (short transaction), generate (none open), record (one transaction)."""
+"""After activation, off the critical path, with real generations: recalibrate λ on the model's
+own leaks, then calibrate the refinement budget B and the early exit at that λ. Load (short
+transaction), generate (none open), record (one transaction).
+
+1. λ: the model's plain answers to held-apart probes of the forgotten facts
+   (service.rules.model_leaks) that the oracle labels as leaking are pooled with the synthetic
+   leaks of activation, and Learn-then-Test runs again on the pool.
+2. B and the early exit: refinement is run with the maximum budget and no exit on a seeded
+   sample of the probes it handles (service.rules.calibration.budget_probe_prompts, the
+   held-apart probes excluded); B by split conformal on rounds to acceptance, the exit
+   threshold by training-conditional split conformal on the first-answer scores of the probes
+   refinement rescued (models.conformal.early_exit).
+3. The active version's calibration is updated in place (its rules do not change; a generation
+   reads λ, B and the exit from one row) and every request in force gets a new certificate
+   superseding the interim one (both stay in the log), stating the rule in force and the
+   evidence it rests on.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.conformal import BudgetCalibration, ThresholdCalibration, calibrate_budget
-from models.generative.refinement import refine, rounds_to_acceptance
+from models.conformal import (
+    BudgetCalibration,
+    ExitCalibration,
+    ThresholdCalibration,
+    calibrate_budget,
+    calibrate_exit,
+    exit_in_force,
+    refinement_rule,
+)
+from models.generative.refinement import exit_calibration_point, refine, rounds_to_acceptance
 from models.generative.rules import RuleSet
 from service.audit import append_event
 from service.core.config import Settings
@@ -25,9 +49,20 @@ from service.db.tables import (
 )
 from service.erasure.certificates import conformal_certificate, issue_certificate
 from service.registry.config import GenerativeConfig, GenerativePolicy
-from service.rules.calibration import budget_probe_prompts
+from service.rules.calibration import (
+    Record,
+    RequestEvidence,
+    budget_probe_prompts,
+    calibrate_threshold_for,
+    negative_evidence,
+    retained_facts,
+)
+from service.rules.model_leaks import ModelLeaks, held_apart_probes, model_leaks
 from service.rules.rulesets import merge_rule_sets, per_request_rule_sets
-from service.rules.runtime import generator, verifier_for
+from service.rules.runtime import caching_embedder, generator, verifier_for
+
+# Kept from the activation's calibration when it is replaced (also in the audit log).
+_INTERIM_KEYS = ("threshold", "serving_threshold", "false_flag_rate", "positives_source")
 
 
 @dataclass(frozen=True)
@@ -38,12 +73,19 @@ class BudgetInputs:
     config: GenerativeConfig
     policy: GenerativePolicy
     rules: RuleSet
-    threshold: float
+    per_request: dict[str, RuleSet]
+    evidence: dict[str, RequestEvidence]
 
 
 @dataclass(frozen=True)
 class BudgetOutcome:
+    threshold: ThresholdCalibration
+    calibration: dict[str, Any]
+    records: list[Record]
+    leaks: ModelLeaks
+    evidence: dict[str, RequestEvidence]
     result: BudgetCalibration
+    exit: ExitCalibration
     rounds: list[float]
     probes_generated: int
     seconds: float
@@ -57,50 +99,122 @@ def load_budget(session: Session, settings: Settings, rule_set_id: uuid.UUID) ->
     if row.calibration.get("budget", {}).get("status") != "pending":
         return "already_calibrated"
     model = session.get_one(MlModel, row.model_id)
+    stored = row.calibration.get("evidence", {}).get("by_request", {})
+    per_request = per_request_rule_sets(settings, row)
     return BudgetInputs(
         rule_set_id=row.id,
         model_id=model.id,
         version=row.version,
         config=GenerativeConfig.model_validate(model.config),
         policy=GenerativePolicy.model_validate(model.policy),
-        rules=merge_rule_sets(per_request_rule_sets(settings, row)),
-        threshold=float(row.calibration["serving_threshold"]),
+        rules=merge_rule_sets(per_request),
+        per_request=per_request,
+        evidence={rid: RequestEvidence.from_json(ev) for rid, ev in stored.items()},
     )
 
 
 def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
-    """Generate answers to the probes refinement handles and set B by split conformal."""
+    """λ on the pooled leaks, then B and the exit at that λ (see the module docstring)."""
     started = time.perf_counter()
     config, policy = inputs.config, inputs.policy
     generate = generator(config.model_dir).bind(max_new_tokens=config.max_new_tokens)
     verifier = verifier_for((inputs.model_id, inputs.version), inputs.rules, config.embedder)
+    # Retained-answer scores the activation left for later (the false-flag rate).
+    retained = retained_facts(config.retain_qa_file)
+    evidence = {
+        rid: negative_evidence(
+            ev,
+            inputs.per_request[rid],
+            caching_embedder(config.embedder),
+            [f.answer for f in retained],
+            [f.question for f in retained],
+        )
+        for rid, ev in inputs.evidence.items()
+    }
+    held = held_apart_probes(inputs.rules, policy.max_probes, seed=str(inputs.version))
+    leaks = model_leaks(generate, verifier, held, seed=10_000)
+    threshold, calibration, records = calibrate_threshold_for(evidence, policy, leaks.scores)
+    lam = float(calibration["serving_threshold"])
     prompts = budget_probe_prompts(
         verifier,
         inputs.rules,
         config.retain_qa_file,
-        inputs.threshold,
+        lam,
         policy.max_probes,
         seed=inputs.version,
+        exclude=set(leaks.prompts),
     )
-    observed = [
-        rounds_to_acceptance(
-            refine(
-                generate,
-                verifier,
-                prompt,
-                threshold=inputs.threshold,
-                budget=policy.max_budget,
-                refusal_text=config.refusal_text,
-                seed=i,
-            )
+    runs = [
+        refine(
+            generate,
+            verifier,
+            prompt,
+            threshold=lam,
+            budget=policy.max_budget,
+            refusal_text=config.refusal_text,
+            seed=i,
         )
         for i, prompt in enumerate(prompts)
     ]
-    # B covers the queries refinement works on: flagged answers to questions that do not
-    # name a forgotten subject (the others are accepted at once or refused at once).
-    rounds = [r for r in observed if r is not None]
-    result = calibrate_budget(rounds, policy.alpha_b, policy.max_budget)
-    return BudgetOutcome(result, rounds, len(prompts), round(time.perf_counter() - started, 4))
+    # B and the exit cover the queries refinement works on: flagged answers to questions that
+    # do not name a forgotten subject (the others are accepted at once or refused at once).
+    rounds = [r for r in (rounds_to_acceptance(run) for run in runs) if r is not None]
+    points = [p for p in (exit_calibration_point(run) for run in runs) if p is not None]
+    exit_cal = calibrate_exit(
+        [s for s, rescued in points if rescued],
+        [s for s, rescued in points if not rescued],
+        policy.alpha_b,
+        policy.delta,
+    )
+    return BudgetOutcome(
+        threshold=threshold,
+        calibration=calibration,
+        records=records,
+        leaks=leaks,
+        evidence=evidence,
+        result=calibrate_budget(rounds, policy.alpha_b, policy.max_budget),
+        exit=exit_cal,
+        rounds=rounds,
+        probes_generated=len(prompts),
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def final_calibration(
+    current: dict[str, Any], outcome: BudgetOutcome, policy: GenerativePolicy
+) -> dict[str, Any]:
+    """The version's calibration once λ, B and the exit are calibrated on generations. An
+    uncertified B or exit is stored with its reason and never served."""
+    result, exit_cal = outcome.result, outcome.exit
+    budget = result.budget if result.certified and result.budget is not None else None
+    rule, guarantee = refinement_rule(result, exit_cal)
+    leaks = outcome.leaks
+    return {
+        **current,
+        **outcome.calibration,
+        "interim": {k: current.get(k) for k in _INTERIM_KEYS},
+        "evidence": {
+            **current.get("evidence", {}),
+            "by_request": {rid: ev.to_json() for rid, ev in sorted(outcome.evidence.items())},
+            "model_leaks": leaks.scores,
+        },
+        "model_leaks": {
+            "probes_generated": leaks.generated,
+            "leaking": leaks.leaking,
+            "by_family": leaks.by_family,
+        },
+        "budget": {
+            "status": "calibrated",
+            **asdict(result),
+            "probes_generated": outcome.probes_generated,
+            "seconds": outcome.seconds,
+        },
+        "serving_budget": budget if budget is not None else policy.max_budget,
+        "exit": asdict(exit_cal),
+        "serving_exit_threshold": exit_cal.threshold if exit_in_force(exit_cal) else None,
+        "refinement_rule": rule,
+        "refinement_guarantee": guarantee,
+    }
 
 
 def record_budget(
@@ -109,18 +223,17 @@ def record_budget(
     row = session.get_one(RuleSetVersion, inputs.rule_set_id, with_for_update=True)
     if row.status != RuleSetStatus.active:
         return "superseded"
-    result = outcome.result
-    budget = result.budget if result.certified and result.budget is not None else None
-    row.calibration = {
-        **row.calibration,
-        "budget": {
-            "status": "calibrated",
-            **asdict(result),
-            "probes_generated": outcome.probes_generated,
-            "seconds": outcome.seconds,
-        },
-        "serving_budget": budget if budget is not None else inputs.policy.max_budget,
-    }
+    if row.calibration.get("budget", {}).get("status") != "pending":
+        return "already_calibrated"
+    row.calibration = final_calibration(dict(row.calibration), outcome, inputs.policy)
+    session.add_all(
+        CalibrationRecord(rule_set_id=row.id, kind=kind, source=source, value=value)
+        for kind, source, value in outcome.records
+        # The synthetic leaks were recorded at activation; the retained answers only when
+        # the activation left them for later.
+        if source == "model_generation"
+        or (kind == "negative_score" and row.calibration["interim"]["false_flag_rate"] is None)
+    )
     session.add_all(
         CalibrationRecord(
             rule_set_id=row.id,
@@ -130,7 +243,36 @@ def record_budget(
         )
         for r in outcome.rounds
     )
-    _reissue_certificates(session, row, result, actor)
+    _audit(session, inputs, row, outcome, actor)
+    reissue_certificates(session, row, actor)
+    return "calibrated"
+
+
+def _audit(
+    session: Session,
+    inputs: BudgetInputs,
+    row: RuleSetVersion,
+    outcome: BudgetOutcome,
+    actor: str,
+) -> None:
+    cal, result, exit_cal = row.calibration, outcome.result, outcome.exit
+    append_event(
+        session,
+        actor=actor,
+        action="rules.recalibrated",
+        target_type="model",
+        target_id=str(inputs.model_id),
+        details={
+            "version": inputs.version,
+            "threshold_certified": cal["threshold_certified"],
+            "serving_threshold": cal["serving_threshold"],
+            "interim_serving_threshold": cal["interim"]["serving_threshold"],
+            "positives_synthetic": cal["positives_synthetic"],
+            "positives_model": cal["positives_model"],
+            "model_leaks": cal["model_leaks"],
+            "false_flag_rate": cal["false_flag_rate"],
+        },
+    )
     append_event(
         session,
         actor=actor,
@@ -146,20 +288,28 @@ def record_budget(
             "probes_refined": result.n,
             "empirical_coverage": result.empirical_coverage,
             "reason": result.reason,
-            "serving_budget": row.calibration["serving_budget"],
+            "serving_budget": cal["serving_budget"],
+            "exit_certified": exit_cal.certified,
+            "exit_threshold": exit_cal.threshold,
+            "exit_rescued": exit_cal.n,
+            "exit_reason": exit_cal.reason,
+            "serving_exit_threshold": cal["serving_exit_threshold"],
+            "refinement_rule": cal["refinement_rule"],
             "seconds": outcome.seconds,
         },
     )
-    return "calibrated"
 
 
-def _reissue_certificates(
-    session: Session, row: RuleSetVersion, budget: BudgetCalibration, actor: str
-) -> None:
-    """Every request in force is now protected by this version's λ and B: its certificate is
-    re-issued with both, superseding the one issued at activation (both stay in the log)."""
+def reissue_certificates(session: Session, row: RuleSetVersion, actor: str) -> None:
+    """Every request in force is now protected by this version's final λ, B and exit: its
+    certificate is re-issued with them, superseding the interim one (both stay in the log)."""
     model = session.get_one(MlModel, row.model_id)
-    threshold = ThresholdCalibration(**row.calibration["threshold"])
+    cal = row.calibration
+    threshold = ThresholdCalibration(**cal["threshold"])
+    budget = BudgetCalibration(
+        **{k: v for k, v in cal["budget"].items() if k in BudgetCalibration.__dataclass_fields__}
+    )
+    exit_cal = ExitCalibration(**cal["exit"])
     for request_id in row.request_ids:
         rid = uuid.UUID(request_id)
         action = session.scalar(
@@ -177,9 +327,13 @@ def _reissue_certificates(
             budget,
             request=request,
             model=model,
-            false_flag_rate=row.calibration.get("false_flag_rate"),
+            false_flag_rate=cal.get("false_flag_rate"),
             rule_set_version=row.version,
-            serving_threshold=float(row.calibration["serving_threshold"]),
-            serving_budget=int(row.calibration["serving_budget"]),
+            serving_threshold=float(cal["serving_threshold"]),
+            serving_budget=int(cal["serving_budget"]),
+            exit_cal=exit_cal,
+            serving_exit_threshold=cal["serving_exit_threshold"],
+            stage="final",
+            evidence=str(cal["positives_source"]),
         )
         issue_certificate(session, action, model, certificate, actor)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,9 @@ MAX_NEGATIVES = 500
 # α = 0.1, δ = 0.05, and the pooled n grows with every request in force.
 MAX_POSITIVES_PER_REQUEST = 100
 # Bump when the verifier's scoring changes: stored evidence from before is then recomputed.
-EVIDENCE_FORMAT = 1
+# 2: fact rules are subject-aware (attribution from the prompt) and key spans are weighted by
+# specificity; retained answers are scored with the question they answer.
+EVIDENCE_FORMAT = 2
 
 Record = tuple[str, str, float | None]
 
@@ -68,10 +70,18 @@ class RequestEvidence:
         return cls([float(x) for x in data["positive"]], [float(x) for x in data["negative"]])
 
 
-def evidence_key(embedder_kind: str, negatives: Sequence[str]) -> str:
-    """Cached evidence is reused only while the retained answers and the embedder are the
-    same and the verifier's scoring has not changed (EVIDENCE_FORMAT)."""
-    canon = json.dumps([EVIDENCE_FORMAT, embedder_kind, list(negatives)], ensure_ascii=False)
+def evidence_key(
+    embedder_kind: str,
+    negatives: Sequence[str],
+    negative_prompts: Sequence[str | None] | None = None,
+) -> str:
+    """Cached evidence is reused only while the retained answers (and the questions they are
+    scored with) and the embedder are the same and the verifier's scoring has not changed
+    (EVIDENCE_FORMAT)."""
+    prompts = None if negative_prompts is None else list(negative_prompts)
+    canon = json.dumps(
+        [EVIDENCE_FORMAT, embedder_kind, list(negatives), prompts], ensure_ascii=False
+    )
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
@@ -82,6 +92,8 @@ def request_evidence(
     negatives: Sequence[str],
     *,
     seed: str,
+    negative_prompts: Sequence[str | None] | None = None,
+    score_negatives: bool = True,
 ) -> RequestEvidence:
     """Score one request's leaks and the retained answers under that request's rules alone.
 
@@ -89,6 +101,10 @@ def request_evidence(
     the rule-set version, so the next activation reuses it instead of re-scoring everything.
     `cache` (a CachingEmbedder) embeds what comes back every time, the facts and the retained
     answers; the leaks, built from personal data and scored once, go through `embedder`.
+    `negative_prompts`: the question each retained answer answers (None: scored alone), as
+    serving scores an answer with its prompt (the verifier's subject attribution reads it).
+    `score_negatives=False` leaves the retained answers for later (`negative_evidence`): λ
+    needs only the leaks, so the worker scores them off the critical path, in the budget task.
     """
     spec = spec_from_rules(rules)
     positives = [text for text in synthetic_leaks(spec) if oracle_reveals(text, spec)]
@@ -97,12 +113,33 @@ def request_evidence(
     on_leaks = Verifier(rules, embedder, fact_embedder=cache)
     on_retained = Verifier(rules, cache)
     pos = [v.score for v in on_leaks.score_many(positives)] if positives else []
-    neg = [v.score for v in on_retained.score_many(list(negatives))] if negatives else []
+    neg = (
+        [v.score for v in on_retained.score_many(list(negatives), negative_prompts)]
+        if negatives and score_negatives
+        else []
+    )
     return RequestEvidence(pos, neg)
 
 
+def negative_evidence(
+    evidence: RequestEvidence,
+    rules: RuleSet,
+    cache: Embedder,
+    negatives: Sequence[str],
+    negative_prompts: Sequence[str | None] | None,
+) -> RequestEvidence:
+    """`evidence` with its retained-answer scores, computed now if they were left for later."""
+    if len(evidence.negative_scores) == len(negatives):
+        return evidence
+    on_retained = Verifier(rules, cache)
+    neg = [v.score for v in on_retained.score_many(list(negatives), negative_prompts)]
+    return RequestEvidence(evidence.positive_scores, neg)
+
+
 def calibrate_threshold_for(
-    evidence: dict[str, RequestEvidence], policy: GenerativePolicy
+    evidence: dict[str, RequestEvidence],
+    policy: GenerativePolicy,
+    model_leaks: Sequence[float] = (),
 ) -> tuple[ThresholdCalibration, dict[str, Any], list[Record]]:
     """λ for the rule set that merges every request in `evidence`: LTT on all their positive
     scores, false-flag rate on the retained answers. Returns the calibration, the figures to
@@ -115,35 +152,68 @@ def calibrate_threshold_for(
     only gets more conservative. A retained answer is flagged by the merged set when some
     request's rules flag it, so its merged score is taken as the maximum of the per-request
     ones (exact under the same masking caveat).
+
+    `model_leaks`: scores of the model's own answers that the oracle says leak
+    (service.rules.model_leaks), pooled with the synthetic ones.
     """
+    synthetic, neg_scores = pooled_scores(evidence)
+    pos_scores = [*synthetic, *model_leaks]
+    result = calibrate_threshold(pos_scores, policy.alpha, policy.delta)
+    serving = result.threshold if result.certified else policy.fallback_threshold
+    assert serving is not None
+    # None: some request's retained-answer scores are still to come (the budget task).
+    ffr = false_flag_rate(neg_scores, serving) if neg_scores else None
+    calibration: dict[str, Any] = {
+        "threshold": asdict(result),
+        "threshold_certified": result.certified,
+        "serving_threshold": float(serving),
+        "false_flag_rate": ffr,
+        "negatives": len(neg_scores),
+        "positives_synthetic": len(synthetic),
+        "positives_model": len(model_leaks),
+        "positives_source": evidence_words(len(synthetic), len(model_leaks)),
+        "requests_in_force": len(evidence),
+        # B starts at the policy's maximum and is replaced by a calibrated value once
+        # generations for the probes have been run (task lethe.calibrate_budget).
+        "serving_budget": policy.max_budget,
+        "budget": {"status": "pending", "max_budget": policy.max_budget},
+    }
+    records: list[Record] = [("positive_score", "synthetic_leak", s) for s in synthetic]
+    records += [("positive_score", "model_generation", s) for s in model_leaks]
+    records += [("negative_score", "retained_answer", s) for s in neg_scores]
+    return result, calibration, records
+
+
+def evidence_words(synthetic: int, model: int) -> str:
+    """What λ's calibration rests on, in words (stored with the version and the certificate)."""
+    words_ = (
+        f"{synthetic} synthetic leaks built from the forget specs and confirmed by the labelling "
+        "oracle, each scored under its own request's rules"
+    )
+    if model:
+        return (
+            f"{words_}, pooled with {model} of the model's own answers to held-apart probes "
+            "(paraphrased, indirect without the name, another format) that the oracle labelled "
+            "as leaking, scored with their prompts"
+        )
+    return words_ + "; the model's own answers were not part of it"
+
+
+def pooled_scores(evidence: dict[str, RequestEvidence]) -> tuple[list[float], list[float]]:
+    """The merged rule set's synthetic-leak scores and retained-answer scores (the maximum
+    over the requests' own scores, see calibrate_threshold_for); no retained-answer scores
+    while any request's are still to be computed."""
     ordered = [evidence[rid] for rid in sorted(evidence)]
     pos_scores = [s for ev in ordered for s in ev.positive_scores]
+    if any(not ev.negative_scores for ev in ordered):
+        return pos_scores, []  # left for later by some request: no false-flag rate yet
     lengths = {len(ev.negative_scores) for ev in ordered}
     if len(lengths) > 1:
         raise ValueError("requests' evidence was computed on different retained answers")
     neg_scores = [
         max(column) for column in zip(*(ev.negative_scores for ev in ordered), strict=True)
     ]
-    result = calibrate_threshold(pos_scores, policy.alpha, policy.delta)
-    serving = result.threshold if result.certified else policy.fallback_threshold
-    assert serving is not None
-    calibration: dict[str, Any] = {
-        "threshold": asdict(result),
-        "threshold_certified": result.certified,
-        "serving_threshold": float(serving),
-        "false_flag_rate": false_flag_rate(neg_scores, serving) if neg_scores else None,
-        "negatives": len(neg_scores),
-        "positives_source": "synthetic leaks confirmed by the labelling oracle, scored under "
-        "each request's own rules",
-        "requests_in_force": len(ordered),
-        # B starts at the policy's maximum and is replaced by a calibrated value once
-        # generations for the probes have been run (task lethe.calibrate_budget).
-        "serving_budget": policy.max_budget,
-        "budget": {"status": "pending", "max_budget": policy.max_budget},
-    }
-    records: list[Record] = [("positive_score", "synthetic_leak", s) for s in pos_scores]
-    records += [("negative_score", "retained_answer", s) for s in neg_scores]
-    return result, calibration, records
+    return pos_scores, neg_scores
 
 
 def budget_probe_prompts(
@@ -154,6 +224,7 @@ def budget_probe_prompts(
     limit: int,
     *,
     seed: int,
+    exclude: Collection[str] = (),
 ) -> list[str]:
     """Questions to calibrate B on: a seeded sample of up to `limit` of the probes that
     refinement could handle.
@@ -162,13 +233,15 @@ def budget_probe_prompts(
     not name a forgotten subject; a question that names one is refused at once when its answer
     is flagged, so it never tells anything about B. Every candidate is kept with the same
     probability: B is calibrated on flagged answers, and picking probes by how likely they are
-    to be flagged would change the population the guarantee is about.
+    to be flagged would change the population the guarantee is about. `exclude`: prompts
+    held apart for another calibration (the real leaks λ is recalibrated on).
     """
     probes = build_probes(spec_from_rules(rules), retained_facts(retain_qa_file))
     prompts = [
         p.prompt
         for p in probes
-        if not p.forgotten or not verifier.names_subject(p.prompt, threshold)
+        if p.prompt not in exclude
+        and (not p.forgotten or not verifier.names_subject(p.prompt, threshold))
     ]
     if len(prompts) > limit:
         prompts = random.Random(f"budget-probes:{seed}").sample(prompts, limit)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from models.conformal import ExitCalibration, exit_in_force
 from models.generative.rules import RuleSet
 from service.core.config import Settings
 from service.core.security import decrypt, encrypt
@@ -30,6 +31,9 @@ class ActiveRules:
     threshold: float
     budget: int
     calibration: dict[str, Any]
+    # The certified early-exit threshold, or None (no exit): the budget task stores one only
+    # when models.conformal.exit_in_force says the calibration certifies it.
+    exit_threshold: float | None = None
 
 
 def per_request_rule_sets(settings: Settings, row: RuleSetVersion) -> dict[str, RuleSet]:
@@ -77,7 +81,18 @@ def load_active(settings: Settings, session: Session, model_id: uuid.UUID) -> Ac
         threshold=float(row.calibration["serving_threshold"]),
         budget=int(row.calibration["serving_budget"]),
         calibration=dict(row.calibration),
+        exit_threshold=_exit_threshold(row.calibration),
     )
+
+
+def _exit_threshold(calibration: dict[str, Any]) -> float | None:
+    """Served only when the stored exit calibration certifies it (never an uncertified exit)."""
+    tau = calibration.get("serving_exit_threshold")
+    stored = calibration.get("exit")
+    if tau is None or not stored:
+        return None
+    exit_cal = ExitCalibration(**stored)
+    return float(tau) if exit_in_force(exit_cal) and exit_cal.threshold == tau else None
 
 
 def activate_version(

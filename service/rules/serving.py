@@ -52,6 +52,9 @@ def guarded_generate(
         budget=active.budget,
         refusal_text=config.refusal_text,
         seed=seed,
+        # The prompt goes to the verifier inside `refine` (subject attribution); the exit is
+        # used only when certified (ActiveRules.exit_threshold is None otherwise).
+        exit_threshold=active.exit_threshold,
     )
     return GuardedAnswer(
         result.response, active.version, result.rounds_used, result.refused, result.reason

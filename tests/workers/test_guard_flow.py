@@ -16,6 +16,7 @@ from models.generative.probes import oracle_reveals
 from models.generative.rules import Fact, ForgetSpec
 from service.audit import verify_chain
 from service.db.tables import (
+    AuditEvent,
     CalibrationRecord,
     ErasureRequest,
     RequestAction,
@@ -136,6 +137,33 @@ def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
     assert len(issued) == 2 and "supersedes" in issued[1]["details"]
     assert report["summary"]["current_certificates"] == [cert["body"]]
     assert len(report["summary"]["certificates"]) == 2
+    # The interim certificate rests on synthetic leaks; the final one on those pooled with the
+    # model's own leaking answers, with λ recalibrated on them and the rule in force named.
+    assert history[0]["body"]["calibration_stage"] == "interim"
+    assert "model's own answers were not part of it" in history[0]["body"]["plain_words"]
+    assert body["calibration_stage"] == "final"
+    # Retained answers are scored off the critical path: the false-flag rate comes with the
+    # final certificate, and the interim one does not pretend to have it.
+    assert history[0]["body"]["false_flag_rate"] is None
+    assert v1["calibration"]["interim"]["false_flag_rate"] is None
+    assert body["false_flag_rate"] == v1["calibration"]["false_flag_rate"] is not None
+    assert body["calibration_evidence"] == v1["calibration"]["positives_source"]
+    assert (
+        body["n"] == v1["calibration"]["positives_synthetic"] + v1["calibration"]["positives_model"]
+    )
+    assert v1["calibration"]["model_leaks"]["probes_generated"] > 0
+    assert body["refinement_rule"] == v1["calibration"]["refinement_rule"]
+    assert body["refinement_rule"] == ("conformal_budget" if budget["certified"] else "max_budget")
+    # 12 probes at most cannot certify an exit at α_B = 0.2, δ = 0.05 (n ≥ 14 rescued needed):
+    # it is stored with its reason and never served.
+    assert body["exit_certified"] is False and body["serving_exit_threshold"] is None
+    assert v1["calibration"]["serving_exit_threshold"] is None
+    assert "No early exit is in force" in cert["plain_words"]
+    recalibrated = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "rules.recalibrated")
+    ).one()
+    assert recalibrated.seq < max(e["seq"] for e in issued)
+    assert recalibrated.details["positives_model"] == v1["calibration"]["positives_model"]
 
 
 def test_small_calibration_gives_no_guarantee(
@@ -172,7 +200,11 @@ def test_versions_supersede_and_redelivery_is_harmless(
     assert v2["evidence"]["by_request"][first] == v1["evidence"]["by_request"][first]
     assert v2["evidence"]["key"] == v1["evidence"]["key"]
     pooled = sum(len(ev["positive"]) for ev in v2["evidence"]["by_request"].values())
-    assert v2["threshold"]["n"] == pooled > v1["threshold"]["n"]
+    # Each version's final λ pools its requests' synthetic leaks with the model's own leaking
+    # answers (the budget task's recalibration).
+    assert v2["threshold"]["n"] == pooled + v2["positives_model"]
+    assert v2["positives_model"] == len(v2["evidence"]["model_leaks"])
+    assert pooled > v1["positives_synthetic"]
     # Stored evidence is the next activation's cache, not something the API shows.
     listed = app_client.get(f"/v1/models/{NAME}/rule-sets", headers=auth(bot["ml"])).json()
     assert listed and all("evidence" not in v["calibration"] for v in listed)

@@ -80,6 +80,7 @@ def test_no_transaction_open_while_calibrating_or_generating(
     seen: list[int] = []
     _watch(monkeypatch, "service.rules.activation.request_evidence", seen)
     _watch(monkeypatch, "service.rules.budget.refine", seen)
+    _watch(monkeypatch, "service.rules.budget.model_leaks", seen)
     body = generative_model_body("bot", tiny_lm, retain_file)
     assert (
         app_client.post("/v1/models", json=body, headers=auth(tokens["ml_engineer"])).status_code

@@ -1,5 +1,6 @@
 """Inference-time unlearning tasks (service.rules): activate a request's verifier rules within
-seconds, then calibrate the refinement budget B with real generations.
+seconds, then, with real generations, recalibrate λ on the model's own leaks and calibrate the
+refinement budget B and the early exit (service.rules.budget), re-issuing the certificates.
 
 Each task: load (one transaction) → calibrate or generate (no transaction open) → record (one
 transaction).
