@@ -29,11 +29,15 @@ def _wait(predicate: object, timeout: float, what: str) -> None:
 
 
 def _celery_mains(serve: psutil.Process) -> list[int]:
-    return [
-        p.pid
-        for p in serve.children()
-        if any("celery" in part for part in p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
-    ]
+    mains = []
+    for p in serve.children():
+        try:
+            # A killed worker is a zombie until the supervisor reaps it: not a worker.
+            if p.status() != psutil.STATUS_ZOMBIE and any("celery" in a for a in p.cmdline()):
+                mains.append(p.pid)
+        except psutil.Error:  # gone or a zombie between the two calls
+            continue
+    return mains
 
 
 @pytest.fixture
