@@ -13,6 +13,7 @@ from service.api.deps import AdminOnly, AuditRead, SessionDep, audited
 from service.api.schemas import TokenIn, TokenOut
 from service.api.tokens import create_token
 from service.audit import verify_chain
+from service.audit.pdf import period_pdf
 from service.audit.reports import events_csv, period_report
 
 router = APIRouter(tags=["audit"])
@@ -29,9 +30,15 @@ def export(
     _: AuditRead,
     since: datetime | None = None,
     until: datetime | None = None,
-    format: Literal["json", "csv"] = "json",
+    format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
     data = period_report(session, since, until)
+    if format == "pdf":
+        return Response(
+            period_pdf(data),
+            media_type="application/pdf",
+            headers={"content-disposition": 'attachment; filename="audit.pdf"'},
+        )
     if format == "csv":
         return PlainTextResponse(
             events_csv(data["events"]),

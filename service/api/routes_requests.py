@@ -21,6 +21,7 @@ from service.api.schemas import (
     RequestOut,
     TimelineEvent,
 )
+from service.audit.pdf import request_pdf
 from service.audit.reports import events_csv, request_report
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, RequestStatus
@@ -226,10 +227,16 @@ def report(
     request_id: uuid.UUID,
     session: SessionDep,
     _: AuditRead,
-    format: Literal["json", "csv"] = "json",
+    format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
     get_request(session, request_id)
     data = request_report(session, request_id)
+    if format == "pdf":
+        return Response(
+            request_pdf(data),
+            media_type="application/pdf",
+            headers={"content-disposition": f'attachment; filename="request-{request_id}.pdf"'},
+        )
     if format == "csv":
         return PlainTextResponse(
             events_csv(data["events"]),

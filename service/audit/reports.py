@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.audit.chain import verify_chain
+from service.audit.csvsafe import neutralise
 from service.db.base import utcnow
 from service.db.enums import RequestStatus
 from service.db.tables import AuditEvent
@@ -163,5 +164,5 @@ def events_csv(events: list[dict[str, Any]]) -> str:
     for event in events:
         row = dict(event)
         row["details"] = json.dumps(event["details"], sort_keys=True)
-        writer.writerow(row)
+        writer.writerow({k: neutralise(v) for k, v in row.items()})
     return out.getvalue()
