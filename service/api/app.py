@@ -16,6 +16,7 @@ from service.api.routes_requests import router as requests_router
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
 from service.db.session import database_url, session_factory
+from service.web import install_console
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models_router)
     app.include_router(plan_router)
     app.include_router(audit_router)
+    install_console(app)
 
     @app.middleware("http")
     async def _correlation(
