@@ -108,9 +108,34 @@ def describe_event(event: Mapping[str, Any]) -> str:
             f"(rule-set version {d.get('version')})."
         )
     if action == "certificate.issued":
-        cert: Mapping[str, Any] = d.get("certificate") or {}
-        return f"{cert.get('model')}: certificate issued ({d.get('kind')})."
+        return _certificate_event(d.get("certificate") or {})
     return _SIMPLE.get(action, action.replace(".", " ").replace("_", " ").capitalize() + ".")
+
+
+def _certificate_event(cert: Mapping[str, Any]) -> str:
+    model, kind = cert.get("model"), cert.get("kind")
+    if kind == "exact_retrain":
+        shards = cert.get("shards_retrained") or []
+        if not shards:
+            return f"{model}: certificate issued; no shard needed retraining."
+        check = {
+            "bit_exact": "identical, bit for bit, to training without this person",
+            "mismatch": "WARNING: NOT identical to training without this person",
+        }.get(str(cert.get("determinism_check")), "bit-for-bit check not run (policy)")
+        parts = "; ".join(
+            f"Shard {s.get('shard')} of {model} retrained from slice "
+            f"{s.get('first_affected_slice')} of {s.get('slices_total')}"
+            for s in shards
+        )
+        return f"{parts} — {check}."
+    if kind == "conformal_risk":
+        return (
+            f"{model} now screens every answer against rule-set version "
+            f"{cert.get('rule_set_version')}; at most {_pct(float(cert.get('alpha', 0)))} of "
+            f"leaking answers can get past, with {_pct(1 - float(cert.get('delta', 0)))} "
+            f"confidence."
+        )
+    return f"{model}: rules active, but no guarantee could be certified ({cert.get('reason')})."
 
 
 def certificate_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -11,9 +11,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.config import Settings
 from tests.conftest import SentTasks
-from tests.workers.conftest import task_factory, trained_model
-
-__all__ = ["task_factory", "trained_model"]
 
 PASSWORD = "correct horse battery staple"
 ROLES = ("dpo", "ml_engineer", "auditor", "admin")

@@ -18,7 +18,7 @@
       .then(function (r) { if (!r.ok) { throw new Error(String(r.status)); } return r.json(); })
       .then(function (data) {
         if (data.status !== known || data.actions.length !== seenActions) {
-          window.location.reload();
+          window.location.replace(window.location.pathname);
           return;
         }
         data.actions.forEach(function (a) {

@@ -1,0 +1,141 @@
+"""A live lethe for the browser tests: its own database (real commits), uvicorn in a thread,
+tasks captured from the outbox and run in process, every log line kept, Debian's chromium."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.core.config import Settings
+from service.db.session import session_factory
+from service.stack.processes import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class Live:
+    url: str
+    factory: sessionmaker[Session]
+    log: io.StringIO
+    sent: list[tuple[str, list[Any]]] = field(default_factory=list)
+
+    def drain(self) -> list[tuple[str, Any]]:
+        """Run every task the outbox sent, as a worker would, until none is left."""
+        from workers.base import DbTask
+        from workers.tasks.requests import process_request
+        from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
+        from workers.tasks.training import retrain_shard, train_model
+
+        tasks = {
+            t.name: t
+            for t in (
+                process_request,
+                retrain_shard,
+                train_model,
+                update_verifier_rules,
+                calibrate_budget_task,
+            )
+        }
+        previous, DbTask.factory_override = DbTask.factory_override, self.factory
+        ran = []
+        try:
+            while self.sent:
+                name, args = self.sent.pop(0)
+                ran.append((name, tasks[name](*args)))
+        finally:
+            DbTask.factory_override = previous
+        return ran
+
+
+def artifacts_dir() -> Path:
+    root = Path(os.environ.get("LETHE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+    path = root / "console"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def chromium_or_skip() -> str:
+    if not Path(CHROMIUM).exists():
+        script = ROOT / "scripts" / "install-browser.sh"
+        subprocess.run([str(script)], check=False, timeout=900)
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed and scripts/install-browser.sh could not install it")
+    return CHROMIUM
+
+
+@contextmanager
+def captured_logs() -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        yield buffer
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+@contextmanager
+def live_lethe(settings: Settings, database_url: str, mp: pytest.MonkeyPatch) -> Iterator[Live]:
+    from service.api.app import create_app
+
+    factory = session_factory(database_url)
+    with captured_logs() as log:
+        live = Live("", factory, log)
+
+        def capture(_settings: Settings, name: str, args: list[Any], **_: Any) -> None:
+            live.sent.append((name, args))
+
+        mp.setattr("service.queue.after_commit.send_task", capture)
+        app = create_app(settings)
+        app.state.session_factory = factory
+        port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=True, log_level="info"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the console did not start")
+            time.sleep(0.05)
+        live.url = f"http://localhost:{port}"
+        try:
+            yield live
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
