@@ -14,6 +14,7 @@ from service.core.config import get_settings
 from service.ops import audit as ops_audit
 from service.ops import models as ops_models
 from service.ops import requests as ops_requests
+from service.web.cli import user_app
 
 app = typer.Typer(no_args_is_help=True, help="lethe: right-to-be-forgotten for ML models.")
 token_app = typer.Typer(help="API tokens.")
@@ -23,6 +24,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(ops_requests.app, name="requests")
 app.add_typer(ops_models.app, name="models")
 audit_app.command("export")(ops_audit.export)
+app.add_typer(user_app, name="user")
 
 
 @app.command()
