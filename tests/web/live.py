@@ -47,10 +47,11 @@ class Live:
 
     def drain(self) -> list[tuple[str, Any]]:
         """Run every task the outbox sent, as a worker would, until none is left."""
+        from workers.tasks.training import retrain_shard, train_model
+
         from workers.base import DbTask
         from workers.tasks.requests import process_request
         from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
-        from workers.tasks.training import retrain_shard, train_model
 
         tasks = {
             t.name: t

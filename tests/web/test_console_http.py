@@ -211,3 +211,37 @@ def test_first_admin_invite_is_one_time(web: TestClient, session: Session) -> No
     assert r.status_code == 303 and web.get("/console/users").status_code == 200
     assert web.get(f"/console/setup/{token}").status_code == 404
     assert first_admin_invite(session) is None
+
+
+def test_api_records_ground_verification_code_and_extension(
+    web: TestClient, tokens: dict[str, str]
+) -> None:
+    h = {"authorization": f"Bearer {tokens['dpo']}"}
+    body = {
+        "subject_id": CANARY_SUBJECT,
+        "reason": "Art. 17",
+        "legal_ground": "c",
+        "identity_verification": {"method": "account_login", "reference": "session 5"},
+    }
+    filed = web.post("/v1/requests", json=body, headers=h).json()
+    assert filed["legal_ground"] == "c" and filed["identity_verified_at"] is not None
+    rid = filed["id"]
+    ext = web.post(f"/v1/requests/{rid}/extend", json={"months": 1, "reason": "complex"}, headers=h)
+    assert ext.status_code == 200 and ext.json()["extended_months"] == 1
+    too_long = web.post(
+        f"/v1/requests/{rid}/extend", json={"months": 2, "reason": "more"}, headers=h
+    )
+    assert too_long.status_code == 422
+    assert too_long.json()["error"]["code"] == "extension_too_long"
+    rej = web.post(
+        f"/v1/requests/{rid}/reject", json={"reason": "x", "code": "legal_claims"}, headers=h
+    )
+    assert rej.json()["rejection_code"] == "legal_claims"
+    report = web.get(f"/v1/requests/{rid}/report", headers=h).json()
+    actions = [e["action"] for e in report["events"]]
+    assert actions == [
+        "request.received",
+        "request.identity_verified",
+        "request.deadline_extended",
+        "request.rejected",
+    ]
