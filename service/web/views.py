@@ -76,7 +76,9 @@ def _filtered(f: Filters) -> Select[ErasureRequest]:
     elif f.status in RequestStatus.__members__:
         stmt = stmt.where(ErasureRequest.status == f.status)
     if f.model:
-        stmt = stmt.where(ErasureRequest.scope.is_(None) | ErasureRequest.scope.contains([f.model]))
+        # "Every model" is stored as JSON null (not SQL NULL) by the JSONB column.
+        every = func.coalesce(func.jsonb_typeof(ErasureRequest.scope), "null") == "null"
+        stmt = stmt.where(every | ErasureRequest.scope.contains([f.model]))
     late = ErasureRequest.status.in_(OPEN_STATUSES) & (ErasureRequest.due_at < utcnow())
     if f.overdue == "yes":
         stmt = stmt.where(late)

@@ -220,7 +220,9 @@ def test_auditor_sees_but_cannot_approve(browser: Browser, live: Live) -> None:
     p.get_by_label("Reference of the check").fill("case 9")
     p.get_by_role("button", name="File the request").click()
     dpo.keep()
+    dpo.shoot("request-received")
     path = p.url.split(live.url, 1)[1].split("?")[0]
+    assert all(not bad for bad in dpo.axe.values()), dpo.axe
     dpo.close()
 
     v = Visit(browser, live)
