@@ -245,3 +245,17 @@ def test_api_records_ground_verification_code_and_extension(
         "request.deadline_extended",
         "request.rejected",
     ]
+
+
+def test_period_export_from_the_console(web: TestClient, accounts: dict[str, str]) -> None:
+    sign_in(web, accounts["auditor"])
+    pdf = web.get("/console/audit/export", params={"format": "pdf", "since": "2020-01-01"})
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    csv = web.get("/console/audit/export", params={"format": "csv", "until": "2999-01-01"})
+    assert csv.status_code == 200 and csv.text.startswith("seq,occurred_at")
+    token = form_token(web, "/console/audit")
+    verified = web.post("/console/audit/verify", data={"csrf_token": token})
+    assert "The chain verifies" in verified.text
+    web.cookies.clear()
+    sign_in(web, accounts["ml_engineer"])
+    assert web.get("/console/audit/export").status_code == 403
