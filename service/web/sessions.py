@@ -97,7 +97,9 @@ def end_session(session: Session, token: str | None) -> None:
         session.flush()
 
 
-def load_principal(session: Session, settings: Settings, token: str | None) -> ConsolePrincipal:
+def load_principal(
+    session: Session, settings: Settings, token: str | None, *, touch: bool = True
+) -> ConsolePrincipal:
     if not token:
         raise SignInRequired
     found = session.execute(
@@ -114,7 +116,7 @@ def load_principal(session: Session, settings: Settings, token: str | None) -> C
         row.ended_at = now
         session.flush()
         raise SignInRequired
-    if row.last_seen_at + _TOUCH_EVERY < now:
+    if touch and row.last_seen_at + _TOUCH_EVERY < now:
         row.last_seen_at = now
         session.flush()
     return ConsolePrincipal(user.id, user.email, Role(user.role), row.csrf_token)
@@ -122,7 +124,9 @@ def load_principal(session: Session, settings: Settings, token: str | None) -> C
 
 def current(request: Request, session: SessionDep) -> ConsolePrincipal:
     settings: Settings = request.app.state.settings
-    return load_principal(session, settings, request.cookies.get(COOKIE))
+    # A page following progress polls by itself: that is not the person being active.
+    touch = not request.url.path.endswith("/progress")
+    return load_principal(session, settings, request.cookies.get(COOKIE), touch=touch)
 
 
 def check_csrf(expected: str, form: Any) -> None:

@@ -259,3 +259,25 @@ def test_period_export_from_the_console(web: TestClient, accounts: dict[str, str
     web.cookies.clear()
     sign_in(web, accounts["ml_engineer"])
     assert web.get("/console/audit/export").status_code == 403
+
+
+def test_progress_polling_does_not_keep_a_session_alive(
+    web: TestClient, accounts: dict[str, str], session: Session
+) -> None:
+    sign_in(web, accounts["dpo"])
+    r = web.post("/console/requests", data=file_form(web), follow_redirects=False)
+    rid = r.headers["location"].split("/")[-1].split("?")[0]
+    session.execute(
+        update(ConsoleSession).values(
+            last_seen_at=ConsoleSession.last_seen_at - timedelta(minutes=25)
+        )
+    )
+    session.commit()
+    before = session.scalars(select(ConsoleSession.last_seen_at)).all()
+    polled = web.get(f"/console/requests/{rid}/progress")
+    assert polled.status_code == 200 and polled.json()["status"] == "received"
+    session.expire_all()
+    assert session.scalars(select(ConsoleSession.last_seen_at)).all() == before
+    web.get("/console/")
+    session.expire_all()
+    assert session.scalars(select(ConsoleSession.last_seen_at)).all() != before
