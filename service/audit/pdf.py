@@ -21,7 +21,6 @@ from service.audit.words import (
     certificate_facts,
     certificate_words,
     describe_event,
-    extensions,
     fmt_time,
 )
 
@@ -111,29 +110,19 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _due(summary: Mapping[str, Any], events: list[Mapping[str, Any]]) -> str | None:
-    ext = extensions(events)
-    return str(ext[-1]["due_at"]) if ext else summary.get("due_at")
+def _legal_ground(summary: Mapping[str, Any]) -> str:
+    ground = summary.get("legal_ground")
+    return LEGAL_GROUNDS.get(str(ground), str(ground)) if ground else "not recorded"
 
 
-def _legal_ground(events: list[Mapping[str, Any]]) -> str:
-    for e in events:
-        if e.get("action") == "request.received":
-            ground = (e.get("details") or {}).get("legal_ground")
-            if ground:
-                return LEGAL_GROUNDS.get(str(ground), str(ground))
-    return "not recorded"
-
-
-def _deadline_text(summary: Mapping[str, Any], due: str | None) -> tuple[bool | None, str]:
-    due_at, done = _ts(due), _ts(summary.get("completed_at"))
+def _deadline_text(summary: Mapping[str, Any]) -> tuple[bool | None, str]:
+    """From the report's summary, which applies lethe's one overdue rule to the log."""
+    due_at = _ts(summary.get("due_at"))
     if due_at is None:
         return None, "unknown"
-    if done is not None:
-        met = done <= due_at
-        return met, "met" if met else "missed"
-    if summary.get("status") in ("rejected", "cancelled", "failed"):
-        return None, f"not applicable ({summary.get('status')})"
+    if summary.get("closed_at"):
+        met = not summary.get("overdue")
+        return met, f"{'met' if met else 'missed'} (answered {fmt_time(summary['closed_at'])})"
     left = (due_at - datetime.now(UTC)).days
     return (left >= 0), (f"open, {left} day(s) left" if left >= 0 else "open and overdue")
 
@@ -244,16 +233,16 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
         f"Built from lethe's hash-chained audit log on "
         f"{fmt_time(datetime.now(UTC))}. The data subject appears only as a keyed hash.",
     )
-    due = _due(summary, events)
-    met, deadline = _deadline_text(summary, due)
+    due = summary.get("due_at")
+    met, deadline = _deadline_text(summary)
     scope = summary.get("scope")
-    ext = extensions(events)
+    ext = summary.get("extensions") or []
     rows = [
         ("Request", str(report["request_id"])),
         ("Subject reference (keyed hash)", str(summary.get("subject_ref"))),
         ("Status", str(summary.get("status"))),
         ("Scope", "every model" if scope in (None, "all") else ", ".join(map(str, scope))),
-        ("Legal ground", _legal_ground(events)),
+        ("Legal ground", _legal_ground(summary)),
         ("Received", fmt_time(summary.get("received_at"))),
         ("Due", fmt_time(due)),
         ("Completed", fmt_time(summary.get("completed_at"))),

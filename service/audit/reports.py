@@ -72,6 +72,13 @@ def _summary(events: list[AuditEvent], now: datetime) -> dict[str, Any]:
             summary["received_at"] = e.occurred_at.isoformat()
             summary["due_at"] = e.details.get("due_at")
             summary["scope"] = e.details.get("scope")
+            summary["legal_ground"] = e.details.get("legal_ground")
+        if e.action == "request.deadline_extended":
+            # GDPR Art. 12(3): the extended due date is the one the request is held to.
+            summary["due_at"] = e.details.get("due_at")
+            summary.setdefault("extensions", []).append(
+                {"months": e.details.get("months"), "due_at": e.details.get("due_at")}
+            )
         if e.action in _STATUS_OF_EVENT:
             summary["status"] = _STATUS_OF_EVENT[e.action]
         if e.action in _CLOSING_EVENTS:

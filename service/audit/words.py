@@ -96,6 +96,9 @@ def describe_event(event: Mapping[str, Any]) -> str:
             shards = ", ".join(str(s) for s in d.get("shards", [])) or "none"
             return f"{d.get('model')}: exact retraining planned (shards {shards})."
         return f"{d.get('model')}: verifier rules planned."
+    if action == "action.completed":
+        how = "exact retraining" if d.get("strategy") == "exact_retrain" else "verifier rules"
+        return f"{d.get('model')}: done ({how})."
     if action == "action.skipped":
         return f"{d.get('model')}: nothing to do (no records of this subject)."
     if action == "action.failed":
@@ -208,11 +211,3 @@ def certificate_words(cert: Mapping[str, Any]) -> str:
     from service.erasure.certificates import plain_words
 
     return plain_words(dict(cert))
-
-
-def extensions(events: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [e["details"] for e in events if e.get("action") == "request.deadline_extended"]
-
-
-def summary_line(rate: float | None) -> str:
-    return "-" if rate is None else _pct(rate)

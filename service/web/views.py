@@ -24,6 +24,7 @@ from service.audit.words import (
 from service.db.base import utcnow
 from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus
 from service.db.tables import ErasureRequest, MlModel
+from service.erasure.deadlines import is_overdue, overdue_clause
 from service.erasure.filing import request_timeline
 
 PAGE_SIZE = 20
@@ -32,14 +33,6 @@ OPEN_STATUSES = [s.value for s in RequestStatus if s not in TERMINAL_REQUEST_STA
 
 def days_left(request: ErasureRequest, now: datetime | None = None) -> int:
     return math.ceil((request.due_at - (now or utcnow())).total_seconds() / 86400)
-
-
-def is_overdue(request: ErasureRequest) -> bool:
-    end = request.completed_at if request.status in TERMINAL_REQUEST_STATUSES else None
-    return (end or utcnow()) > request.due_at and request.status not in (
-        RequestStatus.rejected,
-        RequestStatus.cancelled,
-    )
 
 
 @dataclass
@@ -79,7 +72,7 @@ def _filtered(f: Filters) -> Select[ErasureRequest]:
         # "Every model" is stored as JSON null (not SQL NULL) by the JSONB column.
         every = func.coalesce(func.jsonb_typeof(ErasureRequest.scope), "null") == "null"
         stmt = stmt.where(every | ErasureRequest.scope.contains([f.model]))
-    late = ErasureRequest.status.in_(OPEN_STATUSES) & (ErasureRequest.due_at < utcnow())
+    late = overdue_clause()
     if f.overdue == "yes":
         stmt = stmt.where(late)
     elif f.overdue == "no":

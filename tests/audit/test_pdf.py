@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,12 @@ def _report(events: list[dict[str, Any]], ok: bool = True) -> dict[str, Any]:
             "status": "completed",
             "subject_ref": "sub_abc",
             "received_at": "2026-01-01T10:00:00+00:00",
-            "due_at": "2026-01-31T10:00:00+00:00",
+            "due_at": "2026-03-31T10:00:00+00:00",
             "completed_at": "2026-03-05T10:00:00+00:00",
+            "closed_at": "2026-03-05T10:00:00+00:00",
+            "overdue": False,
+            "legal_ground": "b",
+            "extensions": [{"months": 2, "due_at": "2026-03-31T10:00:00+00:00"}],
             "certificates": [CONFORMAL],
         },
         "events": events,
@@ -186,7 +191,7 @@ def test_conformal_certificate_extension_and_broken_chain() -> None:
     for fact in (
         "consent withdrawn",
         "+2 month(s) to 2026-03-31",
-        "Deadline met",  # against the extended due date, not the first one
+        "Deadline met",
         "α (miss-rate target) 0.1",
         "δ (failure probability) 0.05",
         "n (calibration leaks) 59",
@@ -224,3 +229,21 @@ def test_csv_export_neutralises_formulas(app_client: TestClient, tokens: dict[st
     for line in csv_text.splitlines()[1:]:
         for cell in line.split(","):
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+
+
+def test_the_report_holds_the_request_to_its_extended_due_date(
+    app_client: TestClient, tokens: dict[str, str]
+) -> None:
+    h = auth(tokens["dpo"])
+    body = {"subject_id": CANARY_SUBJECT, "reason": "art 17", "legal_ground": "d"}
+    rid = app_client.post("/v1/requests", json=body, headers=h).json()["id"]
+    extended = app_client.post(
+        f"/v1/requests/{rid}/extend", json={"months": 2, "reason": "many requests"}, headers=h
+    ).json()
+    summary = app_client.get(f"/v1/requests/{rid}/report", headers=h).json()["summary"]
+    assert summary["legal_ground"] == "d"
+    assert datetime.fromisoformat(summary["due_at"]) == datetime.fromisoformat(extended["due_at"])
+    assert [x["months"] for x in summary["extensions"]] == [2]
+    r = app_client.get(f"/v1/requests/{rid}/report", params={"format": "pdf"}, headers=h)
+    text, _ = pdf_text(r.content)
+    assert "processed unlawfully" in text and "+2 month(s)" in text and "day(s) left" in text

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.core.config import Settings
 from service.db.session import session_factory
 from service.stack.processes import free_port
+from tests.conftest import SentTasks
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -43,35 +44,19 @@ class Live:
     url: str
     factory: sessionmaker[Session]
     log: io.StringIO
-    sent: list[tuple[str, list[Any]]] = field(default_factory=list)
+    sent: SentTasks = field(default_factory=SentTasks)
 
     def drain(self) -> list[tuple[str, Any]]:
-        """Run every task the outbox sent, as a worker would, until none is left."""
-        from workers.tasks.training import retrain_shard, train_model
-
+        """Run every task the outbox sent, as a worker would (tests/workers' drain), on the
+        live database."""
+        from tests.workers.conftest import drain
         from workers.base import DbTask
-        from workers.tasks.requests import process_request
-        from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
 
-        tasks = {
-            t.name: t
-            for t in (
-                process_request,
-                retrain_shard,
-                train_model,
-                update_verifier_rules,
-                calibrate_budget_task,
-            )
-        }
         previous, DbTask.factory_override = DbTask.factory_override, self.factory
-        ran = []
         try:
-            while self.sent:
-                name, args = self.sent.pop(0)
-                ran.append((name, tasks[name](*args)))
+            return drain(self.sent)
         finally:
             DbTask.factory_override = previous
-        return ran
 
 
 def artifacts_dir() -> Path:
@@ -117,7 +102,7 @@ def live_lethe(settings: Settings, database_url: str, mp: pytest.MonkeyPatch) ->
         live = Live("", factory, log)
 
         def capture(_settings: Settings, name: str, args: list[Any], **_: Any) -> None:
-            live.sent.append((name, args))
+            live.sent.sent.append((name, args, None))
 
         mp.setattr("service.queue.after_commit.send_task", capture)
         app = create_app(settings)

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from service.core.config import Settings, get_settings
 from service.core.security import subject_ref
 from service.db.tables import TrainingRecord
-from service.queue.names import TASK_PROCESS_REQUEST, TASK_TRAIN_MODEL
+from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
 from tests.dbutil import fresh_database
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
 from tests.web.conftest import PASSWORD, ROLES
@@ -165,7 +165,7 @@ def test_dpo_carries_a_request_from_filing_to_the_pdf(browser: Browser, live: Li
     assert p.locator("#status").get_attribute("data-status") == "approved"
     request_url = p.url.split("?")[0]
     ran = live.drain()
-    assert (TASK_PROCESS_REQUEST, "in_progress") in ran
+    assert ran == [(TASK_PROCESS_REQUEST, "planned"), (TASK_RETRAIN_SHARD, "done")]
     # The page polls its progress and reloads itself when the status changes.
     p.wait_for_selector('#status[data-status="completed"]', timeout=20_000)
     v.keep()
