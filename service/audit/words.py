@@ -63,6 +63,10 @@ def fmt_time(value: str | datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _num(x: object) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else "-"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.3g} %"
 
@@ -168,6 +172,11 @@ def certificate_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
                 ("  checkpoint before", str(s.get("checkpoint_before"))),
                 ("  checkpoint after", str(s.get("checkpoint_after"))),
                 ("  lineage hash", str(s.get("lineage_hash"))),
+                (
+                    "  accuracy before -> after",
+                    f"{_num(s.get('accuracy_before'))} -> {_num(s.get('accuracy_after'))} "
+                    "(held-out subjects)",
+                ),
                 (
                     "  checkpoints destroyed",
                     ", ".join(short_hash(c, 16) for c in s.get("superseded_checkpoints") or [])

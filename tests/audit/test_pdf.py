@@ -99,6 +99,8 @@ def test_request_pdf_states_the_facts(
         "bit_exact",
         shard["lineage_hash"],
         shard["checkpoint_after"],
+        shard["superseded_checkpoints"][0][:16],
+        f"{shard['accuracy_before']:.4f} -> {shard['accuracy_after']:.4f}",
         "The hash chain verifies",
         report["chain"]["last_hash"],
         f"Page 1 of {pages}",
