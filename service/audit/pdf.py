@@ -127,51 +127,74 @@ def _deadline_text(summary: Mapping[str, Any]) -> tuple[bool | None, str]:
     return (left >= 0), (f"open, {left} day(s) left" if left >= 0 else "open and overdue")
 
 
-def _timeline_chart(pdf: _Report, events: list[Mapping[str, Any]], due: str | None) -> None:
-    """Events on a time axis from receipt to the later of the last event and the due date."""
+def _elapsed(seconds: float) -> str:
+    if seconds < 60:
+        return f"+{seconds:.0f} s"
+    if seconds < 3600:
+        return f"+{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"+{seconds / 3600:.1f} h"
+    return f"+{seconds / 86400:.1f} d"
+
+
+def _bar(pdf: _Report, y: float, label: str) -> tuple[float, float]:
+    x0, x1 = pdf.l_margin + 24, pdf.w - pdf.r_margin - 4
+    pdf.font(8, "B")
+    pdf.text(pdf.l_margin, y + 1, pdf.clean(label))
+    pdf.set_draw_color(*_INK)
+    pdf.set_line_width(0.4)
+    pdf.line(x0, y, x1, y)
+    return x0, x1
+
+
+def _timeline_chart(
+    pdf: _Report, events: list[Mapping[str, Any]], summary: Mapping[str, Any]
+) -> None:
+    """Two bars: the deadline (receipt → due date, with the answer marked) and the events in
+    order, numbered by their sequence in the chain, with the time since receipt."""
     times = [_ts(e["occurred_at"]) for e in events]
     moments = [t for t in times if t is not None]
     if not moments:
         pdf.para("No events.")
         return
     start = moments[0]
-    due_at = _ts(due)
-    end = max([*moments, *([due_at] if due_at else [])])
-    span = max((end - start).total_seconds(), 1.0)
-    x0, x1 = pdf.l_margin + 5, pdf.w - pdf.r_margin - 5
-    y = pdf.get_y() + 12
-    pdf.set_draw_color(*_INK)
-    pdf.set_line_width(0.4)
-    pdf.line(x0, y, x1, y)
-    placed: list[float] = []
-    for event, t in zip(events, times, strict=True):
-        if t is None:
-            continue
-        x = x0 + (x1 - x0) * (t - start).total_seconds() / span
+    y = pdf.get_y() + 6
+    due_at, closed = _ts(summary.get("due_at")), _ts(summary.get("closed_at"))
+    if due_at is not None:
+        x0, x1 = _bar(pdf, y, "Deadline")
+        span = max((due_at - start).total_seconds(), 1.0)
+        pdf.font(7)
+        pdf.text(x0, y + 4.5, pdf.clean(f"received {fmt_time(start)}"))
+        pdf.text(x1 - 34, y + 4.5, pdf.clean(f"due {fmt_time(due_at)}"))
+        pdf.set_draw_color(*_BAD)
+        pdf.line(x1, y - 3, x1, y + 1.5)
+        if closed is not None:
+            frac = min((closed - start).total_seconds() / span, 1.08)
+            xc = x0 + (x1 - x0) * max(frac, 0.0)
+            pdf.set_fill_color(*(_GOOD if not summary.get("overdue") else _BAD))
+            pdf.ellipse(xc - 1.6, y - 1.6, 3.2, 3.2, style="F")
+            pdf.text(min(xc + 2, x1 - 40), y - 2.5, pdf.clean(f"answered {fmt_time(closed)}"))
+        y += 14
+    x0, x1 = _bar(pdf, y, "Events")
+    step = (x1 - x0) / max(len(events) - 1, 1)
+    for i, (event, t) in enumerate(zip(events, times, strict=True)):
+        x = x0 + step * i if len(events) > 1 else (x0 + x1) / 2
         bad = str(event.get("action", "")).endswith(("failed", "rejected"))
         pdf.set_fill_color(*(_BAD if bad else _GOOD))
         pdf.ellipse(x - 1.2, y - 1.2, 2.4, 2.4, style="F")
-        lane = sum(1 for p in placed if abs(p - x) < 6) % 4
-        placed.append(x)
         pdf.font(6.5)
-        pdf.text(x - 1.5, y - 3 - 3 * lane, str(event.get("seq")))
-    if due_at is not None:
-        xd = x0 + (x1 - x0) * (due_at - start).total_seconds() / span
-        pdf.set_draw_color(*_BAD)
-        pdf.line(xd, y - 8, xd, y + 4)
-        pdf.font(7)
-        pdf.text(max(x0, xd - 8), y + 8, "due")
+        pdf.text(x - 1.5, y - 2.5, f"#{event.get('seq')}")
+        if t is not None:
+            pdf.text(x - 2, y + 4.5 + 3 * (i % 2), _elapsed((t - start).total_seconds()))
     pdf.set_draw_color(*_INK)
-    pdf.font(7)
-    pdf.set_text_color(*_MUTED)
-    pdf.text(x0, y + 8, pdf.clean(fmt_time(start)))
-    pdf.text(x1 - 28, y + 12, pdf.clean(fmt_time(end)))
-    pdf.set_text_color(*_INK)
-    pdf.set_y(y + 16)
-    pdf.para("Each dot is one audit event, numbered by its sequence in the chain:", 9)
+    pdf.set_y(y + 12)
+    pdf.para("The events in order (times in UTC):", 9)
     pdf.facts(
-        [(f"#{e['seq']}  {fmt_time(e['occurred_at'])}", describe_event(e)) for e in events],
-        label_w=48,
+        [
+            (f"#{e['seq']}  {str(e['occurred_at'])[:19].replace('T', ' ')}", describe_event(e))
+            for e in events
+        ],
+        label_w=54,
     )
 
 
@@ -257,7 +280,7 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
     if met is not None:
         pdf.verdict(met, "Deadline met." if met else "Deadline not met.")
     pdf.heading("Timeline")
-    _timeline_chart(pdf, events, due)
+    _timeline_chart(pdf, events, summary)
     _certificates(pdf, [c for c in summary.get("certificates") or [] if c])
     _chain(pdf, report["chain"])
     return bytes(pdf.output())
@@ -302,7 +325,7 @@ def period_pdf(report: Mapping[str, Any]) -> bytes:
     _certificates(pdf, certs)
     pdf.heading("Events")
     pdf.facts(
-        [(f"#{e['seq']}  {fmt_time(e['occurred_at'])}", describe_event(e)) for e in events], 48
+        [(f"#{e['seq']}  {fmt_time(e['occurred_at'])}", describe_event(e)) for e in events], 54
     )
     _chain(pdf, report["chain"])
     return bytes(pdf.output())

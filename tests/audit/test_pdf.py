@@ -21,6 +21,7 @@ from service.core.security import subject_ref
 from service.db.tables import TrainingRecord
 from tests.conftest import SentTasks, auth
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY
+from tests.web.live import artifacts_dir
 from tests.workers.conftest import drain
 
 NAME = MODEL_BODY["name"]
@@ -110,6 +111,7 @@ def test_request_pdf_states_the_facts(
         assert fact in text, fact
     assert CANARY_SUBJECT not in text
     assert render_first_page(r.content, tmp_path).stat().st_size > 2000
+    (artifacts_dir() / "request-report.pdf").write_bytes(r.content)
 
 
 def test_period_pdf_and_roles(
@@ -118,6 +120,7 @@ def test_period_pdf_and_roles(
     r = app_client.get("/v1/audit/export", params={"format": "pdf"}, headers=auth(tokens["dpo"]))
     assert r.status_code == 200
     text, _ = pdf_text(r.content)
+    (artifacts_dir() / "period-report.pdf").write_bytes(r.content)
     assert "Audit period report" in text and completed_request in text
     assert "Certificates issued 1" in text and "The hash chain verifies" in text
     denied = app_client.get(
