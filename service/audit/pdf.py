@@ -281,7 +281,16 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
         pdf.verdict(met, "Deadline met." if met else "Deadline not met.")
     pdf.heading("Timeline")
     _timeline_chart(pdf, events, summary)
-    _certificates(pdf, [c for c in summary.get("certificates") or [] if c])
+    issued = [c for c in summary.get("certificates") or [] if c]
+    current = [c for c in summary.get("current_certificates", issued) if c]
+    _certificates(pdf, current)
+    if len(issued) > len(current):
+        pdf.para(
+            f"{len(issued) - len(current)} earlier certificate(s) were superseded by the ones "
+            "above (re-issued, e.g. once the regeneration budget B was calibrated); every "
+            "issue is in the audit log and its timeline.",
+            9,
+        )
     _chain(pdf, report["chain"])
     return bytes(pdf.output())
 

@@ -192,7 +192,13 @@ def test_conformal_certificate_extension_and_broken_chain() -> None:
         ),
         _event(3, "2026-03-05T10:00:00+00:00", "request.completed", overdue=False),
     ]
-    text, _ = pdf_text(request_pdf(_report(events, ok=False)))
+    report = _report(events, ok=False)
+    earlier = {**CONFORMAL, "budget": None, "plain_words": "Before B was calibrated."}
+    report["summary"]["certificates"] = [earlier, CONFORMAL]
+    report["summary"]["current_certificates"] = [CONFORMAL]
+    text, _ = pdf_text(request_pdf(report))
+    assert "1 earlier certificate(s) were superseded" in text
+    assert "Before B was calibrated" not in text
     for fact in (
         "consent withdrawn",
         "+2 month(s) to 2026-03-31",
