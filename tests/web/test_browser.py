@@ -31,12 +31,16 @@ WIDTHS = (1280, 390)
 
 
 @pytest.fixture(scope="module")
-def live(settings: Settings, pg_server: str) -> Iterator[Live]:
+def live(
+    settings: Settings, pg_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
     with (
         fresh_database(pg_server, prefix="lethe_web") as url,
         pytest.MonkeyPatch.context() as mp,
         live_lethe(settings, url, mp) as running,
     ):
+        # Its own checkpoint store: content-addressed checkpoints must not leak across suites.
+        mp.setattr(get_settings(), "artifact_url", str(tmp_path_factory.mktemp("web-artifacts")))
         _seed(running)
         yield running
 
