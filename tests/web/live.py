@@ -77,20 +77,29 @@ def chromium_or_skip() -> str:
 
 @contextmanager
 def captured_logs() -> Iterator[io.StringIO]:
+    """Every log line of the process while the live server runs: the root logger's and
+    uvicorn's own (which an earlier in-process uvicorn.run may have set not to propagate)."""
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setLevel(logging.DEBUG)
     root = logging.getLogger()
-    old_level = root.level
+    saved = [(root, root.level, root.propagate, root.disabled)]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    named = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.access", "uvicorn.error")]
+    for logger in named:
+        saved.append((logger, logger.level, logger.propagate, logger.disabled))
+        logger.setLevel(logging.INFO)
+        logger.disabled = False
+        if not logger.propagate:
+            logger.addHandler(handler)
     try:
         yield buffer
     finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
+        for logger, level, _propagate, disabled in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.disabled = disabled
 
 
 @contextmanager
