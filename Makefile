@@ -32,10 +32,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy service workers models
 
 test: $(STAMP) lint typecheck
+	# Debian's chromium for the console's browser tests (idempotent; no browser download).
+	bash scripts/install-browser.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python bench/sisa.py
 
 clean:
-	rm -rf $(VENV) .lethe reports .mypy_cache .ruff_cache
+	rm -rf $(VENV) .lethe reports test-artifacts .mypy_cache .ruff_cache

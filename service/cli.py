@@ -16,6 +16,7 @@ from service.core.config import get_settings
 from service.ops import audit as ops_audit
 from service.ops import models as ops_models
 from service.ops import requests as ops_requests
+from service.web.cli import user_app
 
 app = typer.Typer(no_args_is_help=True, help="lethe: right-to-be-forgotten for ML models.")
 token_app = typer.Typer(help="API tokens.")
@@ -25,6 +26,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(ops_requests.app, name="requests")
 app.add_typer(ops_models.app, name="models")
 audit_app.command("export")(ops_audit.export)
+app.add_typer(user_app, name="user")
 
 
 @app.command()
@@ -67,6 +69,9 @@ def serve(
             settings = get_settings()
             if embedded:
                 typer.echo(f"embedded PostgreSQL: {url}")
+            from service.web.cli import console_banner
+
+            typer.echo(console_banner(url, f"http://{host}:{port}"))
             # Our log format for uvicorn's loggers too (log_config=None: they reach the root).
             configure_logging(settings.log_level, settings.log_format)
             run = partial(

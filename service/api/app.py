@@ -19,6 +19,7 @@ from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
 from service.db.session import database_url, session_factory
+from service.web import install_console
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(plan_router)
     app.include_router(audit_router)
     app.include_router(health_router)
+    install_console(app)
 
     @app.middleware("http")
     async def _correlation(

@@ -12,6 +12,7 @@ from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audite
 from service.api.schemas import TokenIn, TokenOut
 from service.api.tokens import create_token, revoke_tokens
 from service.audit import verify_chain
+from service.audit.pdf import period_pdf
 from service.audit.reports import checkpoint_headers, events_csv, period_report
 from service.core.errors import DomainError
 
@@ -30,9 +31,15 @@ def export(
     anchor: AnchorDep,
     since: datetime | None = None,
     until: datetime | None = None,
-    format: Literal["json", "csv"] = "json",
+    format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
     data = period_report(session, since, until, anchor)
+    if format == "pdf":
+        return Response(
+            period_pdf(data),
+            media_type="application/pdf",
+            headers={"content-disposition": 'attachment; filename="audit.pdf"'},
+        )
     if format == "csv":
         return PlainTextResponse(
             events_csv(data["events"]),

@@ -24,11 +24,15 @@ from service.api.schemas import (
     ActionOut,
     CertificateOut,
     DecisionIn,
+    ExtendIn,
     FileRequestIn,
+    RejectIn,
     RequestList,
     RequestOut,
     TimelineEvent,
+    VerifyIdentityIn,
 )
+from service.audit.pdf import request_pdf
 from service.audit.reports import checkpoint_headers, events_csv, request_report
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, RequestStatus
@@ -42,6 +46,7 @@ from service.db.tables import (
 )
 from service.erasure.certificates import is_certified, plain_words
 from service.erasure.deadlines import is_overdue, overdue_clause
+from service.erasure.decisions import extend_deadline, verify_identity
 from service.erasure.filing import NewRequest, file_request, get_request, request_timeline
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
 
@@ -72,6 +77,11 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
         started_at=request.started_at,
         completed_at=request.completed_at,
         failure_code=request.failure_code,
+        legal_ground=request.legal_ground,
+        identity_required=request.identity_required,
+        identity_verified_at=request.identity_verified_at,
+        rejection_code=request.rejection_code,
+        extended_months=request.extended_months,
     )
     if not detail:
         return out
@@ -143,8 +153,17 @@ def file(
         scope=body.scope,
         forget=body.forget.model_dump() if body.forget else None,
         idempotency_key=idempotency_key,
+        legal_ground=body.legal_ground,
     )
     request, created = file_request(session, settings, new, principal.actor)
+    if created and body.identity_verification is not None:
+        verify_identity(
+            session,
+            request,
+            body.identity_verification.method,
+            body.identity_verification.reference,
+            principal.actor,
+        )
     session.commit()
     if not created:
         response.status_code = 200
@@ -193,10 +212,31 @@ def approve(
 
 @router.post("/{request_id}/reject", response_model=RequestOut)
 def reject(
-    request_id: uuid.UUID, body: DecisionIn, session: SessionDep, principal: DpoWrite
+    request_id: uuid.UUID, body: RejectIn, session: SessionDep, principal: DpoWrite
 ) -> RequestOut:
     request = get_request(audited(session), request_id, lock=True)
-    reject_request(session, request, principal.actor, body.reason)
+    reject_request(session, request, principal.actor, body.reason, body.code)
+    session.commit()
+    return request_out(session, request)
+
+
+@router.post("/{request_id}/verify-identity", response_model=RequestOut)
+def verify(
+    request_id: uuid.UUID, body: VerifyIdentityIn, session: SessionDep, principal: DpoWrite
+) -> RequestOut:
+    request = get_request(audited(session), request_id, lock=True)
+    verify_identity(session, request, body.method, body.reference, principal.actor)
+    session.commit()
+    return request_out(session, request)
+
+
+@router.post("/{request_id}/extend", response_model=RequestOut)
+def extend(
+    request_id: uuid.UUID, body: ExtendIn, session: SessionDep, principal: DpoWrite
+) -> RequestOut:
+    """Extend the deadline by one or two months, two at most in all (GDPR Art. 12(3))."""
+    request = get_request(audited(session), request_id, lock=True)
+    extend_deadline(session, request, body.months, body.reason, principal.actor)
     session.commit()
     return request_out(session, request)
 
@@ -235,10 +275,16 @@ def report(
     session: SessionDep,
     _: AuditRead,
     anchor: AnchorDep,
-    format: Literal["json", "csv"] = "json",
+    format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
     get_request(session, request_id)
     data = request_report(session, request_id, anchor)
+    if format == "pdf":
+        return Response(
+            request_pdf(data),
+            media_type="application/pdf",
+            headers={"content-disposition": f'attachment; filename="request-{request_id}.pdf"'},
+        )
     if format == "csv":
         return PlainTextResponse(
             events_csv(data["events"]),

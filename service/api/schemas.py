@@ -30,6 +30,13 @@ class ForgetIn(StrictIn):
     facts: list[FactIn] = Field(default_factory=list, max_length=200)
 
 
+class VerifyIdentityIn(StrictIn):
+    method: Literal[
+        "id_document", "account_login", "email_confirmation", "knowledge_based", "representative"
+    ]
+    reference: str = Field(min_length=1, max_length=200)
+
+
 class FileRequestIn(StrictIn):
     subject_id: str = Field(min_length=1, max_length=256, description="raw subject identifier")
     reason: str = Field(min_length=1, max_length=2000)
@@ -37,9 +44,37 @@ class FileRequestIn(StrictIn):
         None, min_length=1, max_length=50, description="model names; omit for every model"
     )
     forget: ForgetIn | None = None
+    legal_ground: Literal["a", "b", "c", "d", "e", "f"] | None = Field(
+        None, description="GDPR Art. 17(1) point"
+    )
+    identity_verification: VerifyIdentityIn | None = Field(
+        None, description="how the requester's identity was checked, if it already was"
+    )
 
 
 class DecisionIn(StrictIn):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+RejectionCode = Literal[
+    "identity_not_verified",
+    "manifestly_unfounded",
+    "freedom_of_expression",
+    "legal_obligation",
+    "public_interest_health",
+    "archiving_research",
+    "legal_claims",
+    "no_data_held",
+    "other",
+]
+
+
+class RejectIn(DecisionIn):
+    code: RejectionCode | None = None
+
+
+class ExtendIn(StrictIn):
+    months: int = Field(ge=1, le=2)
     reason: str = Field(min_length=1, max_length=2000)
 
 
@@ -79,6 +114,11 @@ class RequestOut(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     failure_code: str | None
+    legal_ground: str | None = None
+    identity_required: bool = False
+    identity_verified_at: datetime | None = None
+    rejection_code: str | None = None
+    extended_months: int = 0
     # True when every certificate carries a guarantee; None before any certificate exists.
     certified: bool | None = None
     actions: list[ActionOut] = []

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.audit.anchor import Anchor, export_block
 from service.audit.chain import verify_chain
+from service.audit.csvsafe import neutralise
 from service.db.base import utcnow
 from service.db.enums import RequestStatus
 from service.db.tables import AuditEvent
@@ -72,6 +73,13 @@ def _summary(events: list[AuditEvent], now: datetime) -> dict[str, Any]:
             summary["received_at"] = e.occurred_at.isoformat()
             summary["due_at"] = e.details.get("due_at")
             summary["scope"] = e.details.get("scope")
+            summary["legal_ground"] = e.details.get("legal_ground")
+        if e.action == "request.deadline_extended":
+            # GDPR Art. 12(3): the extended due date is the one the request is held to.
+            summary["due_at"] = e.details.get("due_at")
+            summary.setdefault("extensions", []).append(
+                {"months": e.details.get("months"), "due_at": e.details.get("due_at")}
+            )
         if e.action in _STATUS_OF_EVENT:
             summary["status"] = _STATUS_OF_EVENT[e.action]
         if e.action in _CLOSING_EVENTS:
@@ -172,17 +180,6 @@ def _requests_in(session: Session, events: list[AuditEvent]) -> list[dict[str, A
     return out
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> Any:
-    """A spreadsheet must not run a cell as a formula: text starting like one gets a quote.
-    (The hash chain is over the JSON form, which stays unchanged.)"""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def events_csv(events: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
@@ -190,7 +187,7 @@ def events_csv(events: list[dict[str, Any]]) -> str:
     for event in events:
         row = dict(event)
         row["details"] = json.dumps(event["details"], sort_keys=True)
-        writer.writerow({k: _cell(v) for k, v in row.items()})
+        writer.writerow({k: neutralise(v) for k, v in row.items()})
     return out.getvalue()
 
 

@@ -82,6 +82,21 @@ class Settings(BaseSettings):
         description="where signed checkpoints are kept (a folder or fsspec URL the database "
         "admin cannot write); unset: data_dir",
     )
+    console_session_minutes: int = Field(
+        30, ge=1, le=24 * 60, description="console sessions end after this long without use"
+    )
+    console_session_max_hours: int = Field(
+        12, ge=1, le=24 * 7, description="console sessions end this long after sign-in"
+    )
+    console_cookie_secure: bool | None = Field(
+        None, description="Secure flag of the console's cookies; unset: on outside development"
+    )
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.console_cookie_secure is not None:
+            return self.console_cookie_secure
+        return self.environment != "development"
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

@@ -155,6 +155,17 @@ class ErasureRequest(UUIDPrimaryKey, Base):
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     failure_code: Mapped[str | None] = mapped_column(String(80))
+    # GDPR Art. 17(1) point (a)-(f); None for requests filed before it was recorded.
+    legal_ground: Mapped[str | None] = mapped_column(String(1))
+    # When set, the request cannot be approved until the requester's identity is verified.
+    identity_required: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    identity_method: Mapped[str | None] = mapped_column(String(40))
+    identity_reference: Mapped[str | None] = mapped_column(String(200))
+    identity_verified_at: Mapped[datetime | None]
+    identity_verified_by: Mapped[str | None] = mapped_column(String(100))
+    rejection_code: Mapped[str | None] = mapped_column(String(40))
+    # Months added to due_at under Art. 12(3) (at most two).
+    extended_months: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     actions: Mapped[list[RequestAction]] = relationship(back_populates="request", lazy="raise")
@@ -316,3 +327,41 @@ class CalibrationRecord(Base):
     source: Mapped[str] = mapped_column(String(40))
     # NULL rounds mean "not accepted within the budget tried" (infinity).
     value: Mapped[float | None]
+
+
+class ConsoleUser(UUIDPrimaryKey, CreatedAt, Base):
+    """A person who signs in to the console; the password is stored as an argon2 hash."""
+
+    __tablename__ = "console_users"
+    __table_args__ = (CheckConstraint(check_in("role", Role), name="role"),)
+
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    role: Mapped[Role] = mapped_column(EnumString(Role, 20))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    disabled_at: Mapped[datetime | None]
+    created_by: Mapped[str] = mapped_column(String(100))
+
+
+class ConsoleSession(UUIDPrimaryKey, CreatedAt, Base):
+    """A signed-in browser: only the SHA-256 of the cookie's token is stored."""
+
+    __tablename__ = "console_sessions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("console_users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
+class ConsoleInvite(UUIDPrimaryKey, CreatedAt, Base):
+    """A one-time link that lets its holder create an account (the first admin's way in)."""
+
+    __tablename__ = "console_invites"
+    __table_args__ = (CheckConstraint(check_in("role", Role), name="role"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[Role] = mapped_column(EnumString(Role, 20))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

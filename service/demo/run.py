@@ -183,8 +183,14 @@ def run_demo(reports_dir: Path) -> int:
             )
             csv_path = reports_dir / f"request-{request['id']}.csv"
             csv_path.write_text(csv_resp.text)
+            pdf_resp = http.get(
+                f"/v1/requests/{request['id']}/report", params={"format": "pdf"}, headers=auditor
+            )
+            pdf_resp.raise_for_status()
+            pdf_path = reports_dir / f"request-{request['id']}.pdf"
+            pdf_path.write_bytes(pdf_resp.content)
             versions = _check(http.get(f"/v1/models/{MODEL}/versions", headers=ml))
-            print(_summary(request, job, versions, [json_path, csv_path]))
+            print(_summary(request, job, versions, [json_path, csv_path, pdf_path]))
             guard_ok, guard_lines = run_guard_demo(
                 http, tokens, Path(get_settings().data_dir), CACHE_DIR
             )

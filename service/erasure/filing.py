@@ -31,6 +31,9 @@ class NewRequest:
     scope: list[str] | None
     forget: dict[str, Any] | None
     idempotency_key: str | None
+    # GDPR Art. 17(1) point, "a".."f"; and whether approval waits for identity verification.
+    legal_ground: str | None = None
+    identity_required: bool = False
 
 
 def ensure_subject(session: Session, ref: str) -> None:
@@ -39,6 +42,8 @@ def ensure_subject(session: Session, ref: str) -> None:
 
 def _payload_hash(ref: str, new: NewRequest) -> str:
     body = {"subject": ref, "scope": new.scope, "reason": new.reason, "forget": new.forget}
+    if new.legal_ground is not None:
+        body["legal_ground"] = new.legal_ground
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -86,6 +91,8 @@ def file_request(
         status=RequestStatus.received,
         idempotency_key=new.idempotency_key,
         payload_hash=payload_hash,
+        legal_ground=new.legal_ground,
+        identity_required=new.identity_required,
         filed_by=actor,
         received_at=now,
         due_at=now + timedelta(days=settings.deadline_days),
@@ -105,6 +112,8 @@ def file_request(
             "due_at": request.due_at.isoformat(),
             "forget_content_stored": keeps_content,
             "facts": len(new.forget["facts"]) if new.forget else 0,
+            **({"legal_ground": new.legal_ground} if new.legal_ground else {}),
+            **({"identity_required": True} if new.identity_required else {}),
         },
     )
     if settings.auto_approve:

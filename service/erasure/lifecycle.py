@@ -115,22 +115,39 @@ def move_request(
     )
 
 
-def _decide(session: Session, request: ErasureRequest, target: S, actor: str, reason: str) -> None:
+def _decide(
+    session: Session,
+    request: ErasureRequest,
+    target: S,
+    actor: str,
+    reason: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     request.decision_reason = reason
     # The reason is free text typed by a DPO: kept on the request, not copied into the log.
     reason_hash = hashlib.sha256(reason.encode()).hexdigest()
-    move_request(session, request, target, actor=actor, details={"reason_sha256": reason_hash})
+    details = {"reason_sha256": reason_hash, **(extra or {})}
+    move_request(session, request, target, actor=actor, details=details)
 
 
 def approve_request(
     session: Session, settings: Settings, request: ErasureRequest, actor: str, reason: str
 ) -> None:
+    """Requests filed with ``identity_required`` wait for ``decisions.verify_identity``."""
+    if request.identity_required and request.identity_verified_at is None:
+        raise conflict(
+            "identity_not_verified", "the requester's identity must be verified before approval"
+        )
     _decide(session, request, S.approved, actor, reason)
     enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request.id)])
 
 
-def reject_request(session: Session, request: ErasureRequest, actor: str, reason: str) -> None:
-    _decide(session, request, S.rejected, actor, reason)
+def reject_request(
+    session: Session, request: ErasureRequest, actor: str, reason: str, code: str | None = None
+) -> None:
+    """``code``: one of ``service.audit.words.REJECTION_REASONS`` (the callers' schemas check)."""
+    request.rejection_code = code
+    _decide(session, request, S.rejected, actor, reason, {"reason_code": code} if code else None)
 
 
 def cancel_request(session: Session, request: ErasureRequest, actor: str, reason: str) -> None:

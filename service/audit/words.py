@@ -1,0 +1,222 @@
+"""Audit events and certificates in plain words, for the console and the PDF reports.
+
+Everything here reads the JSON-able dicts of the audit log (``reports.event_dict``) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+LEGAL_GROUNDS: dict[str, str] = {
+    "a": "Art. 17(1)(a): the data are no longer necessary for their purpose",
+    "b": "Art. 17(1)(b): consent withdrawn, no other legal ground",
+    "c": "Art. 17(1)(c): objection under Art. 21, no overriding legitimate grounds",
+    "d": "Art. 17(1)(d): the data were processed unlawfully",
+    "e": "Art. 17(1)(e): erasure required by a legal obligation",
+    "f": "Art. 17(1)(f): data of a child collected for information society services",
+}
+
+REJECTION_REASONS: dict[str, str] = {
+    "identity_not_verified": "The requester's identity could not be verified (Art. 12(6))",
+    "manifestly_unfounded": "Manifestly unfounded or excessive (Art. 12(5))",
+    "freedom_of_expression": "Freedom of expression and information (Art. 17(3)(a))",
+    "legal_obligation": "Compliance with a legal obligation (Art. 17(3)(b))",
+    "public_interest_health": "Public interest in public health (Art. 17(3)(c))",
+    "archiving_research": "Archiving, research or statistics (Art. 17(3)(d))",
+    "legal_claims": "Establishment, exercise or defence of legal claims (Art. 17(3)(e))",
+    "no_data_held": "No personal data of this subject are held",
+    "other": "Other (see the recorded reason)",
+}
+
+VERIFICATION_METHODS: dict[str, str] = {
+    "id_document": "Identity document checked",
+    "account_login": "Signed-in account of the data subject",
+    "email_confirmation": "Confirmation from the e-mail address on record",
+    "knowledge_based": "Questions only the data subject can answer",
+    "representative": "Authorised representative with a mandate",
+}
+
+_SIMPLE: dict[str, str] = {
+    "request.received": "Request received",
+    "request.approved": "Request approved",
+    "request.rejected": "Request rejected",
+    "request.cancelled": "Request cancelled",
+    "request.started": "Work started",
+    "request.completed": "Request completed",
+    "request.failed": "Request failed",
+    "request.identity_verified": "Identity of the requester verified",
+    "request.deadline_extended": "Deadline extended",
+}
+
+
+def short_hash(value: object, n: int = 12) -> str:
+    text = str(value or "")
+    return text[:n] + "…" if len(text) > n else text
+
+
+def fmt_time(value: str | datetime | None) -> str:
+    if value is None:
+        return "-"
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _num(x: object) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else "-"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.3g} %"
+
+
+def describe_event(event: Mapping[str, Any]) -> str:
+    """One sentence for one audit event."""
+    action = str(event.get("action", ""))
+    d: Mapping[str, Any] = event.get("details") or {}
+    if action == "request.received":
+        scope = d.get("scope")
+        scope_text = "every model" if scope in (None, "all") else ", ".join(map(str, scope))
+        ground = d.get("legal_ground")
+        ground_text = f"; ground {LEGAL_GROUNDS.get(str(ground), ground)}" if ground else ""
+        return f"Request received for {scope_text}; due {fmt_time(d.get('due_at'))}{ground_text}."
+    if action == "request.rejected" and d.get("reason_code"):
+        code = str(d["reason_code"])
+        return f"Request rejected: {REJECTION_REASONS.get(code, code)}."
+    if action == "request.identity_verified":
+        method = str(d.get("method", ""))
+        return f"Identity verified: {VERIFICATION_METHODS.get(method, method)}."
+    if action == "request.deadline_extended":
+        return (
+            f"Deadline extended by {d.get('months')} month(s) to {fmt_time(d.get('due_at'))} "
+            f"(Art. 12(3))."
+        )
+    if action == "request.completed":
+        late = "after" if d.get("overdue") else "within"
+        return f"Request completed {late} the deadline."
+    if action == "action.planned":
+        if d.get("strategy") == "exact_retrain":
+            shards = ", ".join(str(s) for s in d.get("shards", [])) or "none"
+            return f"{d.get('model')}: exact retraining planned (shards {shards})."
+        return f"{d.get('model')}: verifier rules planned."
+    if action == "action.completed":
+        how = "exact retraining" if d.get("strategy") == "exact_retrain" else "verifier rules"
+        return f"{d.get('model')}: done ({how})."
+    if action == "action.skipped":
+        return f"{d.get('model')}: nothing to do (no records of this subject)."
+    if action == "action.failed":
+        return f"A model's action failed ({d.get('error_code')})."
+    if action == "records.erased":
+        return f"{d.get('model')}: content of {d.get('records')} record(s) deleted."
+    if action == "rules.activated":
+        return (
+            f"{d.get('model')} now screens every answer against {d.get('rule_count')} rules "
+            f"(rule-set version {d.get('version')})."
+        )
+    if action == "certificate.issued":
+        return _certificate_event(d.get("certificate") or {})
+    return _SIMPLE.get(action, action.replace(".", " ").replace("_", " ").capitalize() + ".")
+
+
+def _certificate_event(cert: Mapping[str, Any]) -> str:
+    model, kind = cert.get("model"), cert.get("kind")
+    if kind == "exact_retrain":
+        shards = cert.get("shards_retrained") or []
+        if not shards:
+            return f"{model}: certificate issued; no shard needed retraining."
+        check = {
+            "bit_exact": "identical, bit for bit, to training without this person",
+            "mismatch": "WARNING: NOT identical to training without this person",
+        }.get(str(cert.get("determinism_check")), "bit-for-bit check not run (policy)")
+        parts = "; ".join(
+            f"Shard {s.get('shard')} of {model} retrained from slice "
+            f"{s.get('first_affected_slice')} of {s.get('slices_total')}"
+            for s in shards
+        )
+        return f"{parts} — {check}."
+    if kind == "conformal_risk":
+        return (
+            f"{model} now screens every answer against rule-set version "
+            f"{cert.get('rule_set_version')}; at most {_pct(float(cert.get('alpha', 0)))} of "
+            f"leaking answers can get past, with {_pct(1 - float(cert.get('delta', 0)))} "
+            f"confidence."
+        )
+    return f"{model}: rules active, but no guarantee could be certified ({cert.get('reason')})."
+
+
+def certificate_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The numbers of a certificate as (label, value) rows."""
+    kind = cert.get("kind")
+    rows: list[tuple[str, str]] = [("Kind", str(kind)), ("Model", str(cert.get("model")))]
+    if kind == "exact_retrain":
+        erased = cert.get("records_erased") or {}
+        rows += [
+            (
+                "Records erased",
+                f"{erased.get('train', 0)} train, {erased.get('holdout', 0)} held out",
+            ),
+            ("Version", f"{cert.get('version_before')} -> {cert.get('version_after')}"),
+            ("Bit-exact check", str(cert.get("determinism_check"))),
+        ]
+        for s in cert.get("shards_retrained") or []:
+            total = s.get("slices_total")
+            first = s.get("first_affected_slice")
+            exact = (s.get("exactness") or {}).get("status")
+            rows += [
+                (
+                    f"Shard {s.get('shard')}",
+                    f"retrained from slice {first} of {total} "
+                    f"({s.get('slices_retrained')} slice(s)); check: {exact}",
+                ),
+                ("  checkpoint before", str(s.get("checkpoint_before"))),
+                ("  checkpoint after", str(s.get("checkpoint_after"))),
+                ("  lineage hash", str(s.get("lineage_hash"))),
+                (
+                    "  accuracy before -> after",
+                    f"{_num(s.get('accuracy_before'))} -> {_num(s.get('accuracy_after'))} "
+                    "(held-out subjects)",
+                ),
+                (
+                    "  checkpoints destroyed",
+                    ", ".join(short_hash(c, 16) for c in s.get("superseded_checkpoints") or [])
+                    or "none",
+                ),
+            ]
+        return rows
+    keys = [
+        ("alpha", "α (miss-rate target)"),
+        ("delta", "δ (failure probability)"),
+        ("n", "n (calibration leaks)"),
+        ("threshold", "λ (threshold)"),
+        ("empirical_miss_rate", "Empirical miss rate"),
+        ("miss_rate_upper_bound", "Upper confidence bound"),
+        ("budget", "B (regeneration budget)"),
+        ("alpha_b", "α_B"),
+        ("false_flag_rate", "False-flag rate (retained)"),
+        ("rule_set_version", "Rule-set version"),
+    ]
+    for key, label in keys:
+        if key in cert:
+            value = cert[key]
+            rows.append(
+                (
+                    label,
+                    "-"
+                    if value is None
+                    else f"{value:.4g}"
+                    if isinstance(value, float)
+                    else str(value),
+                )
+            )
+    if cert.get("reason"):
+        rows.append(("Why no guarantee", str(cert["reason"])))
+    return rows
+
+
+def certificate_words(cert: Mapping[str, Any]) -> str:
+    if cert.get("plain_words"):
+        return str(cert["plain_words"])
+    from service.erasure.certificates import plain_words
+
+    return plain_words(dict(cert))

@@ -1,0 +1,91 @@
+"""Identity verification and deadline extensions of an erasure request. Services flush only."""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from service.audit import append_event
+from service.audit.words import VERIFICATION_METHODS
+from service.core.errors import conflict, invalid
+from service.db.base import utcnow
+from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus
+from service.db.tables import ErasureRequest
+
+# GDPR Art. 12(3): "extended by two further months where necessary".
+MAX_EXTENSION_MONTHS = 2
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def verify_identity(
+    session: Session, request: ErasureRequest, method: str, reference: str, actor: str
+) -> None:
+    """Record how the requester's identity was checked; approval needs it when required."""
+    if method not in VERIFICATION_METHODS:
+        raise invalid("unknown_verification_method", "this verification method is not known")
+    if request.status != RequestStatus.received:
+        raise conflict(
+            "invalid_transition", "identity can only be verified before the request is decided"
+        )
+    if request.identity_verified_at is not None:
+        raise conflict("already_verified", "the requester's identity is already verified")
+    request.identity_method = method
+    request.identity_reference = reference
+    request.identity_verified_at = utcnow()
+    request.identity_verified_by = actor
+    session.flush()
+    append_event(
+        session,
+        actor=actor,
+        action="request.identity_verified",
+        target_type="request",
+        target_id=str(request.id),
+        request_id=request.id,
+        # The reference may point at an identity document: only its hash goes into the log.
+        details={"method": method, "reference_sha256": _sha(reference)},
+    )
+
+
+def extend_deadline(
+    session: Session, request: ErasureRequest, months: int, reason: str, actor: str
+) -> None:
+    """Move ``due_at`` by whole months, at most two in all, with a reason (Art. 12(3))."""
+    if request.status in TERMINAL_REQUEST_STATUSES:
+        raise conflict("invalid_transition", "a closed request's deadline cannot be extended")
+    if months < 1 or request.extended_months + months > MAX_EXTENSION_MONTHS:
+        raise invalid(
+            "extension_too_long",
+            "the deadline can be extended by at most two months in all",
+            already_extended_months=request.extended_months,
+        )
+    previous = request.due_at
+    request.due_at = add_months(previous, months)
+    request.extended_months += months
+    session.flush()
+    append_event(
+        session,
+        actor=actor,
+        action="request.deadline_extended",
+        target_type="request",
+        target_id=str(request.id),
+        request_id=request.id,
+        details={
+            "months": months,
+            "previous_due_at": previous.isoformat(),
+            "due_at": request.due_at.isoformat(),
+            "reason_sha256": _sha(reason),
+        },
+    )

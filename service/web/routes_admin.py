@@ -1,0 +1,161 @@
+"""Audit (export, verify the chain), models (read-only) and accounts (admins)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, time, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import PlainTextResponse, RedirectResponse
+from sqlalchemy import select
+
+from service.api.deps import SessionDep, audited
+from service.audit import verify_chain
+from service.audit.pdf import period_pdf
+from service.audit.reports import events_csv, period_report
+from service.core.errors import DomainError
+from service.db.enums import Role
+from service.db.tables import MlModel, ModelVersion, RuleSetVersion
+from service.web.accounts import create_user, disable_user, list_users
+from service.web.forms import Form, accept, text
+from service.web.render import render
+from service.web.sessions import Admin, Anyone, AuditReader
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+ROLES = [r.value for r in Role]
+
+
+@router.get("/audit")
+def audit_page(session: SessionDep, principal: AuditReader) -> Response:
+    session.commit()
+    return render("audit.html", principal, verification=None)
+
+
+@router.post("/audit/verify")
+def audit_verify(session: SessionDep, principal: AuditReader, form: Form) -> Response:
+    accept(form, principal, Role.dpo, Role.auditor)
+    result = verify_chain(session).as_dict()
+    session.commit()
+    return render("audit.html", principal, verification=result)
+
+
+def _day(value: str) -> datetime | None:
+    try:
+        return datetime.combine(datetime.fromisoformat(value).date(), time.min, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@router.get("/audit/export")
+def audit_export(
+    session: SessionDep,
+    _: AuditReader,
+    since: Annotated[str, Query(max_length=10)] = "",
+    until: Annotated[str, Query(max_length=10)] = "",
+    format: Literal["pdf", "csv", "json"] = "pdf",
+) -> Response:
+    start, end = _day(since), _day(until)
+    data = period_report(session, start, end + timedelta(days=1) if end else None)
+    session.commit()
+    disposition = {"content-disposition": f'attachment; filename="audit.{format}"'}
+    if format == "pdf":
+        return Response(period_pdf(data), media_type="application/pdf", headers=disposition)
+    if format == "csv":
+        return PlainTextResponse(
+            events_csv(data["events"]), media_type="text/csv", headers=disposition
+        )
+    return Response(json.dumps(data, indent=2), media_type="application/json", headers=disposition)
+
+
+def _pct(x: object) -> str:
+    return f"{100 * float(x):.3g} %" if isinstance(x, int | float) else "-"
+
+
+def calibration_words(row: RuleSetVersion) -> str:
+    cal = row.calibration
+    th = cal.get("threshold") or {}
+    parts = [
+        f"Rule-set version {row.version} screens every answer against {row.rule_count} "
+        f"rule(s) for {len(row.request_ids)} request(s)."
+    ]
+    if cal.get("threshold_certified"):
+        parts.append(
+            f"At most {_pct(th.get('alpha'))} of leaking answers can get past, with "
+            f"{_pct(1 - float(th.get('delta', 0)))} confidence (threshold "
+            f"{float(cal.get('serving_threshold', 0)):.3g}, from {th.get('n')} calibration "
+            f"leaks)."
+        )
+    else:
+        parts.append(
+            "No guarantee could be certified; serving uses the policy's fallback threshold "
+            f"{float(cal.get('serving_threshold', 0)):.3g}."
+        )
+    parts.append(f"A flagged answer is regenerated at most {cal.get('serving_budget')} times.")
+    if cal.get("false_flag_rate") is not None:
+        parts.append(f"{_pct(cal['false_flag_rate'])} of harmless answers were flagged.")
+    return " ".join(parts)
+
+
+@router.get("/models")
+def models_page(session: SessionDep, principal: Anyone) -> Response:
+    models = []
+    for m in session.scalars(select(MlModel).order_by(MlModel.name)):
+        versions = list(
+            session.scalars(
+                select(ModelVersion)
+                .where(ModelVersion.model_id == m.id)
+                .order_by(ModelVersion.number)
+            )
+        )
+        active = session.scalar(
+            select(RuleSetVersion).where(
+                RuleSetVersion.model_id == m.id, RuleSetVersion.status == "active"
+            )
+        )
+        calibration = calibration_words(active) if active is not None else None
+        models.append({"m": m, "versions": versions, "active": active, "words": calibration})
+    session.commit()
+    return render("models.html", principal, models=models)
+
+
+@router.get("/users")
+def users_page(session: SessionDep, principal: Admin) -> Response:
+    users = list_users(session)
+    session.commit()
+    return render("users.html", principal, users=users, roles=ROLES)
+
+
+@router.post("/users")
+def users_create(session: SessionDep, principal: Admin, form: Form) -> Response:
+    accept(form, principal)
+    audited(session)
+    try:
+        create_user(
+            session,
+            text(form, "email", 254),
+            text(form, "role", 20),
+            text(form, "password", 1000),
+            principal.actor,
+        )
+    except DomainError as exc:
+        session.rollback()
+        return render(
+            "users.html",
+            principal,
+            exc.status,
+            users=list_users(session),
+            roles=ROLES,
+            error=f"{exc.message}.",
+        )
+    session.commit()
+    return RedirectResponse("/console/users", status_code=303)
+
+
+@router.post("/users/disable")
+def users_disable(session: SessionDep, principal: Admin, form: Form) -> Response:
+    accept(form, principal)
+    audited(session)
+    disable_user(session, text(form, "email", 254), principal.actor)
+    session.commit()
+    return RedirectResponse("/console/users", status_code=303)
