@@ -118,8 +118,24 @@ def test_requests_commands(run: Any, tokens: dict[str, str], sent_tasks: SentTas
     again = run(dpo, "requests", "cancel", other["id"], "--reason", "twice")
     assert again.exit_code == exits.EXIT_CONFLICT and "invalid_transition" in again.output
     third = _json(run(dpo, "requests", "file", "--subject", "S-0010", "--reason", "r", "--json"))
-    rejected = run(dpo, "requests", "reject", third["id"], "--reason", "unfounded", "--json")
+    extended = run(
+        dpo, "requests", "extend", third["id"], "--months", "1", "--reason", "complex", "--json"
+    )
+    assert _json(extended)["extended_months"] == 1
+    assert run(dpo, "requests", "extend", third["id"], "--months", "3", "--reason", "x").exit_code
+    rejected = run(
+        dpo,
+        "requests",
+        "reject",
+        third["id"],
+        "--reason",
+        "unfounded",
+        "--code",
+        "manifestly_unfounded",
+        "--json",
+    )
     assert _json(rejected)["status"] == "rejected"
+    assert _json(rejected)["rejection_code"] == "manifestly_unfounded"
 
 
 def test_export_writes_the_report(run: Any, tokens: dict[str, str], tmp_path: Path) -> None:
@@ -132,6 +148,12 @@ def test_export_writes_the_report(run: Any, tokens: dict[str, str], tmp_path: Pa
     )
     assert result.exit_code == 0, result.output
     assert out.read_text().startswith("seq,occurred_at") and "request.received" in out.read_text()
+    pdf = tmp_path / "r.pdf"
+    result = run(
+        tokens["auditor"], "requests", "export", filed["id"], "--format", "pdf", "--out", str(pdf)
+    )
+    assert result.exit_code == 0, result.output
+    assert pdf.read_bytes().startswith(b"%PDF")
     period = tmp_path / "audit.json"
     result = run(tokens["auditor"], "audit", "export", "--out", str(period))
     assert result.exit_code == 0, result.output

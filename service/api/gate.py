@@ -47,6 +47,9 @@ PUBLIC_PATHS = frozenset(
 )
 
 
+# The DPO console's pages and forms (service/web), which authenticate by session cookie.
+CONSOLE_PREFIX = "/console"
+
 # A refused request's body is drained up to this size so that its client, still sending, reads
 # the answer instead of a reset connection; a larger body is never read (the connection closes).
 _DRAIN_LIMIT = 64 * 1024
@@ -161,6 +164,11 @@ class Gate:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        if str(scope["path"]).startswith(CONSOLE_PREFIX):
+            # The console signs people in with its own session cookies and CSRF tokens
+            # (service/web/sessions.py); it still waits for a slot like any other request.
+            await self._admit(scope, receive, send)
+            return
         headers = dict(scope.get("headers") or [])
         principal, refusal = await self._authenticate(headers.get(b"authorization", b""))
         if principal is None:
@@ -168,6 +176,10 @@ class Gate:
             await refuse(scope, receive, send, status, code, message, extra)
             return
         scope.setdefault("state", {})["principal"] = principal
+        await self._admit(scope, receive, send)
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request once one of the bounded slots is free; 503 when saturated."""
         if self._queued >= self.max_queued:
             await send_error(
                 send, 503, "overloaded", "too many requests queued; retry later", self.retry_after
