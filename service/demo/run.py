@@ -192,7 +192,7 @@ def run_demo(reports_dir: Path) -> int:
             versions = _check(http.get(f"/v1/models/{MODEL}/versions", headers=ml))
             print(_summary(request, job, versions, [json_path, csv_path, pdf_path]))
             guard_ok, guard_lines = run_guard_demo(
-                http, tokens, Path(get_settings().data_dir), CACHE_DIR
+                http, tokens, Path(get_settings().data_dir), CACHE_DIR, reports_dir
             )
             print("\n".join(guard_lines))
             chain = _check(http.get("/v1/audit/verify", headers=auditor))

@@ -74,9 +74,14 @@ def _first_known(
 
 
 def run_guard_demo(
-    http: httpx.Client, tokens: dict[str, str], data_dir: Path, cache_dir: Path
+    http: httpx.Client,
+    tokens: dict[str, str],
+    data_dir: Path,
+    cache_dir: Path,
+    reports_dir: Path | None = None,
 ) -> tuple[bool, list[str]]:
-    """Returns whether the bot forgot the author and still answered about another one."""
+    """Returns whether the bot forgot the author and still answered about another one; writes
+    the request's PDF report into ``reports_dir`` when given."""
     ml = {"authorization": f"Bearer {tokens['ml_engineer']}"}
     dpo = {"authorization": f"Bearer {tokens['dpo']}"}
     model_dir, authors, retain = prepare_model(cache_dir)
@@ -177,4 +182,20 @@ def run_guard_demo(
         f"{budget.get('n')} of {budget.get('probes_generated')} probes needed refinement; "
         f"reason={budget.get('reason')})",
         f"outcome            forgot the author: {forgot}; still answers others: {kept}",
+        *_write_pdf(http, dpo, request["id"], reports_dir),
     ]
+
+
+def _write_pdf(
+    http: httpx.Client, headers: dict[str, str], request_id: str, reports_dir: Path | None
+) -> list[str]:
+    if reports_dir is None:
+        return []
+    response = http.get(
+        f"/v1/requests/{request_id}/report", params={"format": "pdf"}, headers=headers
+    )
+    response.raise_for_status()
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    path = reports_dir / f"request-{request_id}.pdf"
+    path.write_bytes(response.content)
+    return [f"report             {path}"]
