@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +18,9 @@ from service.audit import lock_audit_chain
 from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.db.session import database_url, session_factory
+from service.erasure import jobs
+
+log = logging.getLogger(__name__)
 
 # Errors worth a retry: the database or broker blipped (a restart, a dropped connection), not
 # our logic. The retry finds its job again: a redelivered task reclaims it (leases).
@@ -85,3 +90,14 @@ def db_task_options(max_retries: int = 5) -> dict[str, Any]:
         "retry_backoff": True,
         "max_retries": max_retries,
     }
+
+
+def give_up_or_retry(task: DbTask, job_id: uuid.UUID, code: str, exc: BaseException | None) -> None:
+    """An attempt failed: run the job again while attempts remain (an exception may be
+    transient), or fail it for good (``exc`` None: retrying cannot help)."""
+    # The exception's type only: messages could quote data.
+    log.error("job %s failed: %s (%s)", job_id, code, type(exc).__name__ if exc else "-")
+    with task.transaction() as session:
+        jobs.retry_or_fail(
+            session, task.settings, job_id, code, retryable=exc is not None, actor="worker"
+        )

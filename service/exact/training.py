@@ -12,10 +12,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from models.sisa import ShardTrainingResult, TrainingRecord, VersionManifest, train_shard
-from service.audit import append_event
 from service.core.config import Settings
-from service.db.enums import ModelStatus, VersionCause
-from service.db.tables import MlModel, ModelVersion
+from service.db.tables import MlModel
 from service.erasure import jobs
 from service.exact.snapshot import (
     ModelSnapshot,
@@ -24,6 +22,7 @@ from service.exact.snapshot import (
     load_model_snapshot,
     load_retained_by_shard,
 )
+from service.registry.service import publish_trained_version
 
 
 @dataclass(frozen=True)
@@ -89,35 +88,14 @@ def record_training(
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
         return False
-    number = (model.current_version or 0) + 1
-    session.add(
-        ModelVersion(
-            id=uuid.uuid4(),
-            model_id=model.id,
-            number=number,
-            manifest=outcome.manifest.to_json(),
-            manifest_hash=outcome.manifest.version_hash(),
-            cause=VersionCause.training,
-            request_ids=[],
-            metrics=outcome.metrics,
-        )
-    )
-    model.current_version = number
-    model.status = ModelStatus.ready
-    jobs.finish(session, job, {"version": number, **outcome.metrics})
-    append_event(
+    publish_trained_version(
         session,
+        model,
+        job,
+        manifest=outcome.manifest.to_json(),
+        manifest_hash=outcome.manifest.version_hash(),
+        metrics=outcome.metrics,
         actor=actor,
-        action="model.trained",
-        target_type="model",
-        target_id=str(model.id),
-        details={
-            "model": model.name,
-            "version": number,
-            "job_id": str(job.id),
-            **outcome.metrics,
-            "manifest_hash": outcome.manifest.version_hash(),
-        },
     )
     return True
 

@@ -18,8 +18,8 @@ from models.finetune import FinetuneConfig, FinetuneRecord, export_merged, train
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict
-from service.db.enums import JobKind, JobStatus, ModelStatus, VersionCause
-from service.db.tables import Job, MlModel, ModelVersion, TrainingRecord
+from service.db.enums import JobKind, JobStatus, ModelStatus
+from service.db.tables import Job, MlModel, TrainingRecord
 from service.erasure import jobs
 from service.exact.snapshot import artifact_store
 from service.finetune.records import (
@@ -31,6 +31,7 @@ from service.finetune.records import (
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_FINETUNE_MODEL
 from service.registry.config import GenerativeConfig
+from service.registry.service import publish_trained_version
 
 
 def manifest_of(config: FinetuneConfig, base_id: str, checkpoints: list[str]) -> dict[str, Any]:
@@ -147,35 +148,13 @@ def record_finetune(
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
         return False
-    number = (model.current_version or 0) + 1
-    digest = manifest_hash(outcome.manifest)
-    session.add(
-        ModelVersion(
-            id=uuid.uuid4(),
-            model_id=model.id,
-            number=number,
-            manifest=outcome.manifest,
-            manifest_hash=digest,
-            cause=VersionCause.training,
-            request_ids=[],
-            metrics=outcome.metrics,
-        )
-    )
-    model.current_version = number
-    model.status = ModelStatus.ready
-    jobs.finish(session, job, {"version": number, **outcome.metrics})
-    append_event(
+    publish_trained_version(
         session,
+        model,
+        job,
+        manifest=outcome.manifest,
+        manifest_hash=manifest_hash(outcome.manifest),
+        metrics=outcome.metrics,
         actor=actor,
-        action="model.trained",
-        target_type="model",
-        target_id=str(model.id),
-        details={
-            "model": model.name,
-            "version": number,
-            "job_id": str(job.id),
-            "manifest_hash": digest,
-            **outcome.metrics,
-        },
     )
     return True

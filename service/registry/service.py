@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict, invalid, not_found
-from service.db.enums import JobKind, JobStatus, ModelKind, ModelStatus
+from service.db.enums import JobKind, JobStatus, ModelKind, ModelStatus, VersionCause
 from service.db.tables import Job, MlModel, ModelVersion
+from service.erasure import jobs
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_TRAIN_MODEL
 from service.registry.config import (
@@ -135,3 +136,48 @@ def get_job(session: Session, job_id: uuid.UUID) -> Job:
     if job is None:
         raise not_found("job_not_found", "no job with this id")
     return job
+
+
+def publish_trained_version(
+    session: Session,
+    model: MlModel,
+    job: Job,
+    *,
+    manifest: dict[str, Any],
+    manifest_hash: str,
+    metrics: dict[str, Any],
+    actor: str,
+) -> int:
+    """A training job's result becomes the model's next version: the model is ready, the job
+    done, and ``model.trained`` is in the log. Shared by every kind of model lethe trains."""
+    number = (model.current_version or 0) + 1
+    session.add(
+        ModelVersion(
+            id=uuid.uuid4(),
+            model_id=model.id,
+            number=number,
+            manifest=manifest,
+            manifest_hash=manifest_hash,
+            cause=VersionCause.training,
+            request_ids=[],
+            metrics=metrics,
+        )
+    )
+    model.current_version = number
+    model.status = ModelStatus.ready
+    jobs.finish(session, job, {"version": number, **metrics})
+    append_event(
+        session,
+        actor=actor,
+        action="model.trained",
+        target_type="model",
+        target_id=str(model.id),
+        details={
+            "model": model.name,
+            "version": number,
+            "job_id": str(job.id),
+            **metrics,
+            "manifest_hash": manifest_hash,
+        },
+    )
+    return number

@@ -8,7 +8,6 @@ already trained and does not train them again.
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 from celery import shared_task
@@ -25,22 +24,10 @@ from service.exact.publish import (
 from service.exact.retrain import load_retrain, retrain
 from service.exact.training import load_training, record_training, train_all
 from service.queue.names import TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
-from workers.base import DbTask, db_task_options
+from workers.base import DbTask, db_task_options, give_up_or_retry
 from workers.progress import progress_reporter
 
-log = logging.getLogger(__name__)
 ACTOR = "worker"
-
-
-def give_up_or_retry(task: DbTask, job_id: uuid.UUID, code: str, exc: BaseException | None) -> None:
-    """An attempt failed: run the job again while attempts remain (an exception may be
-    transient), or fail it for good (``exc`` None: retrying cannot help)."""
-    # The exception's type only: messages could quote data.
-    log.error("job %s failed: %s (%s)", job_id, code, type(exc).__name__ if exc else "-")
-    with task.transaction() as session:
-        jobs.retry_or_fail(
-            session, task.settings, job_id, code, retryable=exc is not None, actor=ACTOR
-        )
 
 
 @shared_task(name=TASK_TRAIN_MODEL, **db_task_options(max_retries=5))

@@ -19,18 +19,11 @@ from service.finetune.publish import ExactOutcome, destroy_artifacts, finish_exa
 from service.finetune.retrain import UnfinishedExact, load_exact, retrain_exact
 from service.finetune.training import load_finetune, record_finetune, run_finetune
 from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN
-from workers.base import DbTask, db_task_options
+from workers.base import DbTask, db_task_options, give_up_or_retry
 from workers.progress import progress_reporter
 
 log = logging.getLogger(__name__)
 ACTOR = "worker"
-
-
-def _give_up_or_retry(task: DbTask, job_id: uuid.UUID, code: str, exc: BaseException) -> None:
-    # The exception's type only: messages could quote data.
-    log.error("job %s failed: %s (%s)", job_id, code, type(exc).__name__)
-    with task.transaction() as session:
-        jobs.retry_or_fail(session, task.settings, job_id, code, retryable=True, actor=ACTOR)
 
 
 @shared_task(name=TASK_FINETUNE_MODEL, **db_task_options(max_retries=5))
@@ -43,7 +36,7 @@ def finetune_model(self: DbTask, job_id: str) -> str:
     try:
         outcome = run_finetune(self.settings, inputs, progress_reporter(self, jid))
     except Exception as exc:
-        _give_up_or_retry(self, jid, "training_error", exc)
+        give_up_or_retry(self, jid, "training_error", exc)
         raise
     with self.transaction() as session:
         recorded = record_finetune(session, inputs, outcome, ACTOR)
@@ -71,7 +64,7 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
     try:
         outcome = retrain_exact(self.settings, inputs, progress_reporter(self, jid))
     except Exception as exc:
-        _give_up_or_retry(self, jid, "retrain_error", exc)
+        give_up_or_retry(self, jid, "retrain_error", exc)
         raise
     with self.transaction() as session:
         published = publish_exact(session, self.settings, inputs, outcome, ACTOR)

@@ -10,9 +10,9 @@ from celery import shared_task
 from service.core.errors import DomainError
 from service.exact.planning import compute_plan, load_plan, record_plan
 from service.queue.names import TASK_PLAN_SISA
-from workers.base import DbTask, db_task_options
+from workers.base import DbTask, db_task_options, give_up_or_retry
 from workers.progress import progress_reporter
-from workers.tasks.exact import ACTOR, give_up_or_retry
+from workers.tasks.exact import ACTOR
 
 
 @shared_task(name=TASK_PLAN_SISA, **db_task_options(max_retries=5))
