@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from models.artifacts import ArtifactNotFound, ArtifactStore
+from models.artifacts import ArtifactStore
 from models.finetune.adapter import AdaptedModel, PrefixCache
 from models.finetune.checkpoints import (
     base_model_id,
@@ -21,7 +21,7 @@ from models.finetune.checkpoints import (
 )
 from models.finetune.config import FinetuneConfig
 from models.finetune.records import FinetuneRecord, SliceLayout
-from models.sisa.checkpoints import Checkpoint
+from models.sisa.checkpoints import Checkpoint, latest_matching
 from models.sisa.determinism import deterministic_torch, seeded_generator
 
 __all__ = ["FinetuneResult", "TrainedAdapter", "train_sliced", "train_sliced_in_memory"]
@@ -85,14 +85,11 @@ def _latest_usable(
 ) -> tuple[int, Checkpoint | None]:
     """The last slice whose checkpoint exists and was made from these very tokens on this
     runtime; returns (first slice still to train, that checkpoint)."""
-    for slice_index in range(len(ids) - 1, -1, -1):
-        try:
-            checkpoint = load_checkpoint(store, ids[slice_index])
-        except ArtifactNotFound:
-            continue
-        if dict(checkpoint.meta) == _meta(config, base_id, slice_index, layout):
-            return slice_index + 1, checkpoint
-    return 0, None
+    return latest_matching(
+        ids,
+        lambda checkpoint_id: load_checkpoint(store, checkpoint_id),
+        lambda index, checkpoint: dict(checkpoint.meta) == _meta(config, base_id, index, layout),
+    )
 
 
 def _fit_prefix(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from models.artifacts import ArtifactStore
+from models.artifacts import ArtifactNotFound, ArtifactStore
 from models.sisa.config import SisaConfig
 from models.sisa.records import encode_keys
 
@@ -22,6 +22,7 @@ __all__ = [
     "checkpoint_id",
     "checkpoint_ids",
     "checkpoint_key",
+    "latest_matching",
     "load_checkpoint",
     "runtime_tag",
     "save_checkpoint",
@@ -141,3 +142,21 @@ def save_checkpoint(store: ArtifactStore, checkpoint: str, value: Checkpoint) ->
 
 def load_checkpoint(store: ArtifactStore, checkpoint: str) -> Checkpoint:
     return Checkpoint.from_bytes(store.get(checkpoint_key(checkpoint)))
+
+
+def latest_matching(
+    ids: Sequence[str],
+    load: Callable[[str], Checkpoint],
+    matches: Callable[[int, Checkpoint], bool],
+) -> tuple[int, Checkpoint | None]:
+    """The last slice whose checkpoint is stored and ``matches`` (made from these very inputs
+    on this runtime); returns (first slice still to train, that checkpoint). Shared by every
+    sliced trainer: resuming anywhere else would not equal training from scratch."""
+    for slice_index in range(len(ids) - 1, -1, -1):
+        try:
+            checkpoint = load(ids[slice_index])
+        except ArtifactNotFound:
+            continue
+        if matches(slice_index, checkpoint):
+            return slice_index + 1, checkpoint
+    return 0, None

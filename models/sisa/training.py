@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.artifacts import ArtifactNotFound, ArtifactStore
+from models.artifacts import ArtifactStore
 from models.sisa.checkpoints import (
     Checkpoint,
     checkpoint_ids,
+    latest_matching,
     load_checkpoint,
     runtime_tag,
     save_checkpoint,
@@ -111,14 +112,13 @@ def _latest_usable_checkpoint(
 ) -> tuple[int, Checkpoint | None]:
     """The last slice whose checkpoint exists and was made from these very records on this
     runtime; returns (first slice still to train, that checkpoint)."""
-    for slice_index in range(len(ids) - 1, -1, -1):
-        try:
-            checkpoint = load_checkpoint(store, ids[slice_index])
-        except ArtifactNotFound:
-            continue
-        if _identity(checkpoint.meta) == _checkpoint_meta(config, shard, slice_index, layout):
-            return slice_index + 1, checkpoint
-    return 0, None
+    return latest_matching(
+        ids,
+        lambda checkpoint_id: load_checkpoint(store, checkpoint_id),
+        lambda index, checkpoint: (
+            _identity(checkpoint.meta) == _checkpoint_meta(config, shard, index, layout)
+        ),
+    )
 
 
 def _cached_slices(config: SisaConfig, checkpoint: Checkpoint | None) -> list[dict[str, Any]]:
