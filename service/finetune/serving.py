@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from models.artifacts import ArtifactNotFound
 from models.finetune import FinetuneConfig, export_merged
-from models.generative.refinement import refine
 from service.core.config import Settings
 from service.core.errors import conflict
 from service.db.tables import MlModel
@@ -24,7 +23,8 @@ from service.finetune.records import merged_root
 from service.registry.config import GenerativeConfig
 from service.registry.service import current_version
 from service.rules.rulesets import load_active
-from service.rules.runtime import GENERATORS, verifier_for
+from service.rules.runtime import GENERATORS
+from service.rules.serving import answer_with_rules
 
 
 @dataclass(frozen=True)
@@ -100,25 +100,12 @@ def finetuned_generate(
         # its checkpoint: the next read finds the new version.
         raise conflict("model_version_switched", "the model switched versions; retry") from None
     generate = loaded.bind(max_new_tokens=max_new_tokens or config.max_new_tokens)
-    if active is None or not active.rules.rules:  # nothing to forget, or every rule retired
-        text = generate(prompt, banned_phrases=(), instruction=None, seed=seed)
-        version = active.version if active else None
-        return FinetunedAnswer(text, served.number, version, 0, False, "no_rules")
-    verifier = verifier_for((model_id, active.version), active.rules, config.embedder)
-    result = refine(
-        generate,
-        verifier,
-        prompt,
-        threshold=active.threshold,
-        budget=active.budget,
-        refusal_text=config.refusal_text,
-        seed=seed,
-    )
+    answer = answer_with_rules(generate, active, config, model_id, prompt, seed=seed)
     return FinetunedAnswer(
-        result.response,
+        answer.text,
         served.number,
-        active.version,
-        result.rounds_used,
-        result.refused,
-        result.reason,
+        answer.rule_set_version,
+        answer.rounds_used,
+        answer.refused,
+        answer.reason,
     )

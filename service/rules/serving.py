@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -10,7 +12,7 @@ from models.generative.refinement import refine
 from service.core.config import Settings
 from service.db.tables import MlModel
 from service.registry.config import GenerativeConfig
-from service.rules.rulesets import load_active
+from service.rules.rulesets import ActiveRules, load_active
 from service.rules.runtime import generator, verifier_for
 
 
@@ -40,9 +42,23 @@ def guarded_generate(
     generate = generator(config.model_dir).bind(
         max_new_tokens=max_new_tokens or config.max_new_tokens
     )
-    if active is None:  # nothing to forget yet
+    return answer_with_rules(generate, active, config, model_id, prompt, seed=seed)
+
+
+def answer_with_rules(
+    generate: Any,
+    active: ActiveRules | None,
+    config: GenerativeConfig,
+    model_id: uuid.UUID,
+    prompt: str,
+    *,
+    seed: int,
+) -> GuardedAnswer:
+    """One answer through the active rules, whatever weights ``generate`` serves: accepted,
+    regenerated with feedback, or refused. Called with no transaction open."""
+    if active is None or not active.rules.rules:  # nothing to forget, or every rule retired
         text = generate(prompt, banned_phrases=(), instruction=None, seed=seed)
-        return GuardedAnswer(text, None, 0, False, "no_rules")
+        return GuardedAnswer(text, active.version if active else None, 0, False, "no_rules")
     verifier = verifier_for((model_id, active.version), active.rules, config.embedder)
     result = refine(
         generate,
