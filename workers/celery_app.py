@@ -29,6 +29,8 @@ def create_celery_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Prefork, with queue locks a killed child cannot leave held (workers.pool).
+        worker_pool="workers.pool:TaskPool",
         task_default_queue=QUEUE_REQUESTS,
         task_soft_time_limit=ML_SOFT_TIME_LIMIT_S,
         task_time_limit=ML_TIME_LIMIT_S,
