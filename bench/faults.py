@@ -9,6 +9,8 @@ fault while it runs:
 - ``kill_child``: kill -9 of the worker's pool child while the shard retrain runs;
 - ``kill_main``: kill -9 of the worker's main process while the shard retrain runs (the operator,
   i.e. this script, starts a new worker at once, as a supervisor would);
+- ``kill_child_publish`` / ``kill_main_publish``: the same the moment the retrain's training is
+  over (its job reports progress 1.0) and the new version is being published;
 - ``kill_child_random`` / ``kill_main_random``: the same at a random moment between approval and
   the undisturbed completion time (planning, retrain, verification or publishing);
 - ``postgres_restart``: the database server restarted while the retrain runs;
@@ -22,7 +24,7 @@ the weights each model should end with. Reported: ``trials``, ``completed_exactl
 did not complete within ``timeout_s`` are counted in ``not_recovered``), and per-trial rows.
 
     python bench/faults.py --quick      # 6 trials
-    python bench/faults.py              # 22 trials
+    python bench/faults.py              # 26 trials
 """
 
 from __future__ import annotations
@@ -79,7 +81,15 @@ SIZES = {
         "timeout": 90.0,
     },
     "full": {
-        "trials": ["kill_child", "kill_main", "kill_child_random", "kill_main_random"] * 5
+        "trials": [
+            "kill_child",
+            "kill_main",
+            "kill_child_random",
+            "kill_main_random",
+            "kill_child_publish",
+            "kill_main_publish",
+        ]
+        * 4
         + ["postgres_restart", "redis_restart"],
         "timeout": 90.0,
     },
@@ -227,6 +237,19 @@ class Stack:
             )
         return False
 
+    def publishing(self, name: str) -> bool:
+        """The retrain's training is over and its job not yet done: the publish is under way."""
+        with contextlib.suppress(psycopg.Error):
+            return bool(
+                _query(
+                    self.db,
+                    "SELECT 1 FROM jobs j JOIN ml_models m ON m.id = j.model_id WHERE m.name = %s"
+                    " AND j.kind = 'retrain_shard' AND j.status = 'running' AND j.progress >= 1",
+                    (name,),
+                )
+            )
+        return False
+
     def final_weights(self, name: str, artifacts: Path) -> str:
         rows = _query(
             self.db,
@@ -299,6 +322,7 @@ def inject(
     kind: str,
     stack: Stack,
     name: str,
+    rid: str,
     rng: random.Random,
     undisturbed_s: float,
     pg: Any,
@@ -310,6 +334,10 @@ def inject(
     if kind.endswith("_random"):
         time.sleep(rng.uniform(0.0, max(0.5, undisturbed_s)))
         info["retrain_running_at_fault"] = stack.retrain_running(name)
+    elif kind.endswith("_publish"):
+        # Publishing lasts a fraction of a second: stop looking once the request is over.
+        wait_for(lambda: stack.publishing(name) or stack.status(rid) == "completed", 60)
+        info["fault_hit_publish"] = stack.status(rid) != "completed"
     else:
         info["fault_hit_retrain"] = wait_for(lambda: stack.retrain_running(name), 60)
     if kind.startswith("kill_child"):
@@ -375,6 +403,7 @@ def run_trials(
                 kind,
                 stack,
                 name,
+                rid,
                 rng,
                 undisturbed.get(index, 5.0),
                 pg,
