@@ -65,6 +65,13 @@ def _announce_presence(sender: Any = None, **_: Any) -> None:
 
 
 @signals.worker_process_init.connect
+def _forget_inherited_connections(**_: Any) -> None:
+    from workers.pool import forget_inherited_connections
+
+    forget_inherited_connections()
+
+
+@signals.worker_process_init.connect
 def _warm_verifier_embedder(**_: Any) -> None:
     # Loading all-MiniLM-L6-v2 takes seconds: do it when the process starts, in the background,
     # so that the first erasure request's rules still go live within seconds of approval.

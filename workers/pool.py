@@ -81,3 +81,23 @@ class TaskPool(PreforkTaskPool):  # type: ignore[misc]
     """Selected by the app's ``worker_pool`` setting (workers.celery_app)."""
 
     BlockingPool = _BlockingPool
+
+
+def forget_inherited_connections() -> None:
+    """In a freshly forked pool child: drop the database connections the main process had open.
+
+    kombu's SQLAlchemy transport caches its engines at class level, so a child forked from the
+    main process would check the main process's own broker connection out of the inherited
+    pool and talk over the same socket at the same time (seen as "current transaction is
+    aborted" in the main process once a child had been killed mid-retrain). ``close=False``
+    leaves the parent's connections open for the parent; psycopg never closes a connection
+    from a process other than the one that opened it.
+    """
+    from kombu.transport.sqlalchemy import Channel
+
+    from service.db.session import get_engine
+
+    for engine, _ in list(Channel._engines.values()):
+        engine.dispose(close=False)
+    Channel._engines.clear()
+    get_engine.cache_clear()
