@@ -9,6 +9,7 @@ from celery import shared_task
 from service.erasure.jobs import reap
 from service.finetune.deadlines import flag_overdue_exact
 from service.queue.names import TASK_REAP_STUCK_JOBS
+from service.rules.lost import resend_lost_activations
 from workers.base import DbTask, db_task_options
 
 ACTOR = "reaper"
@@ -19,6 +20,7 @@ def reap_stuck_jobs(self: DbTask) -> dict[str, int]:
     with self.transaction() as session:
         result = reap(session, self.settings, ACTOR)
         overdue = flag_overdue_exact(session, ACTOR)
+        activations = resend_lost_activations(session, self.settings)
     # Catch-up checkpoint: events committed by a process that died before signing are covered
     # within one reaper interval (service.audit.anchor).
     with self.transaction(audited=False) as session:
@@ -26,6 +28,6 @@ def reap_stuck_jobs(self: DbTask) -> dict[str, int]:
     return {
         "requeued": result.requeued,
         "failed": result.failed,
-        "resent": result.resent,
+        "resent": result.resent + activations,
         "exact_overdue": overdue,
     }

@@ -12,6 +12,7 @@ import uuid
 
 from celery import shared_task
 
+from service.erasure.leases import leases_for
 from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULES
 from service.rules import activation, budget
 from workers.base import DbTask, db_task_options
@@ -24,6 +25,19 @@ MAX_ACTIVATION_ATTEMPTS = 5
 @shared_task(name=TASK_UPDATE_VERIFIER_RULES, **db_task_options(max_retries=5))
 def update_verifier_rules(self: DbTask, action_id: str) -> str:
     aid = uuid.UUID(action_id)
+    # Held while the task runs: the reaper then knows a live worker is on this action
+    # (service.rules.lost); a kill -9 frees it with the process.
+    with self.transaction(audited=False) as session:
+        leases = leases_for(session)
+        if not leases.take(aid):
+            return "held_elsewhere"
+    try:
+        return _activate(self, aid)
+    finally:
+        leases.release(aid)
+
+
+def _activate(self: DbTask, aid: uuid.UUID) -> str:
     for _ in range(MAX_ACTIVATION_ATTEMPTS):
         with self.transaction() as session:
             inputs = activation.load_activation(session, self.settings, aid, ACTOR)

@@ -1,0 +1,47 @@
+"""Rule activations whose worker died with them: found by the reaper, sent again.
+
+An activation has no job row; its ``update_verifier_rules`` task holds a lease keyed by the
+action's id (service.erasure.leases) while it runs. A running action whose lease is free lost
+its worker (kill -9 of a pool child is redelivered by the broker, but a killed main process
+takes the message with it on the database broker); a pending one whose request was decided
+longer ago than ``redispatch_seconds`` may have lost its message. Either is sent again; a
+duplicate is harmless (the task exits on a terminal action, and only one can hold the lease).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.core.config import Settings
+from service.db.base import utcnow
+from service.db.enums import ActionStatus, Strategy
+from service.db.tables import ErasureRequest, RequestAction
+from service.erasure.leases import leases_for
+from service.queue.after_commit import enqueue_after_commit
+from service.queue.names import TASK_UPDATE_VERIFIER_RULES
+
+
+def resend_lost_activations(session: Session, settings: Settings) -> int:
+    redispatch = utcnow() - timedelta(seconds=settings.redispatch_seconds)
+    rows = session.execute(
+        select(RequestAction.id, RequestAction.status, ErasureRequest.decided_at)
+        .join(ErasureRequest, ErasureRequest.id == RequestAction.request_id)
+        .where(
+            RequestAction.strategy == Strategy.verifier_rules,
+            RequestAction.status.in_([ActionStatus.pending, ActionStatus.running]),
+        )
+    ).all()
+    leases = leases_for(session)
+    resent = 0
+    for action_id, status, decided_at in rows:
+        if status == ActionStatus.pending and (decided_at is None or decided_at >= redispatch):
+            continue
+        if not leases.take(action_id):
+            continue  # a live worker is activating it
+        leases.release(action_id)
+        enqueue_after_commit(session, settings, TASK_UPDATE_VERIFIER_RULES, [str(action_id)])
+        resent += 1
+    return resent
