@@ -96,6 +96,8 @@ def env_and_settings(
             LETHE_DATA_DIR=str(tmp),
             LETHE_LOG_LEVEL="INFO",
             HF_HUB_OFFLINE="1",
+            # The tests read the log while the worker runs: no block-buffered lines.
+            PYTHONUNBUFFERED="1",
         )
         if broker:
             env["LETHE_BROKER_URL"] = broker
@@ -209,7 +211,7 @@ def test_killing_an_idle_pool_child_leaves_the_worker_working(
 
     _, settings, _ = env_and_settings
     # The worker reaps once when it is ready: after that its one child is idle.
-    _wait(lambda: "succeeded" in _log(worker), worker, "the start-up reap did not run", 120)
+    _wait(lambda: "succeeded" in _log(worker), worker, "the start-up reap did not run", 240)
     time.sleep(1.0)
     worker["w"].kill_child()
     _wait(lambda: "exited with 'signal 9" in _log(worker), worker, "no child death seen", 30)
