@@ -26,7 +26,8 @@ from tests.sample_data import MODEL_BODY, synthetic_csv
 pytestmark = pytest.mark.integration
 NAME = MODEL_BODY["name"]
 SUBJECTS = [f"S-{i:04d}" for i in range(8)]  # 8 subjects over 3 shards: at least 2 shards
-_DONE = re.compile(r"Task lethe\.retrain_shard\[[0-9a-f-]+\] succeeded")
+# A retrain that trained and published (not one that found its job taken or requeued).
+_DONE = re.compile(r"Task lethe\.retrain_shard\[[0-9a-f-]+\] succeeded in [0-9.]+s: 'done'")
 
 
 @pytest.fixture(scope="module")

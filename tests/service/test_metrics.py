@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -136,3 +138,74 @@ def test_scrapes_follow_a_request_through_its_life(
     assert (
         value(done, "lethe_http_responses_total", method="GET", route="/metrics", status="401") == 0
     )
+
+
+def test_rules_activation_latency_is_scraped(
+    client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    tiny_lm: Path,
+    retain_file: Path,
+) -> None:
+    from tests.conftest import generative_model_body
+    from tests.generative_data import FORGOTTEN, forget_body
+
+    ml, dpo = auth(tokens["ml_engineer"]), auth(tokens["dpo"])
+    body = generative_model_body("support-bot", tiny_lm, retain_file)
+    assert client.post("/v1/models", json=body, headers=ml).status_code == 201
+    rid = client.post(
+        "/v1/requests",
+        headers=dpo,
+        json={"subject_id": FORGOTTEN, "reason": "art 17", "forget": forget_body()},
+    ).json()["id"]
+    client.post(f"/v1/requests/{rid}/approve", json={"reason": "ok"}, headers=dpo)
+    assert value(scrape(client), "lethe_rules_activation_seconds_count") == 0
+    drain(sent_tasks)
+    after = scrape(client)
+    assert value(after, "lethe_rules_activation_seconds_count") == 1
+    assert value(after, "lethe_rules_activation_seconds_bucket", le="+Inf") == 1
+    assert value(after, "lethe_rules_activation_seconds_sum") > 0
+
+
+def test_reaper_actions_are_counted_from_the_audit_log(
+    client: TestClient, settings: Settings, factory: sessionmaker[Session], session: Session
+) -> None:
+    from service.audit import lock_audit_chain
+    from service.db.enums import JobKind, JobStatus, ModelKind
+    from service.db.tables import Job, MlModel
+    from service.erasure.jobs import reap
+
+    model = MlModel(
+        id=uuid.uuid4(),
+        name="reaped",
+        kind=ModelKind.sharded_classifier,
+        config={},
+        policy={},
+        created_by="test",
+    )
+    session.add(model)
+    session.flush()
+    # A running job whose worker went silent an hour ago (no lease held): the reaper requeues it.
+    stale = utcnow() - timedelta(hours=1)
+    session.add(
+        Job(
+            id=uuid.uuid4(),
+            kind=JobKind.retrain_shard,
+            model_id=model.id,
+            shard=0,
+            status=JobStatus.running,
+            attempts=1,
+            started_at=stale,
+            heartbeat_at=stale,
+        )
+    )
+    session.commit()
+    assert value(scrape(client), "lethe_reaper_actions_total", action="job.reaped") == 0
+    assert value(scrape(client), "lethe_jobs_running") == 1
+    with factory() as s, s.begin():
+        lock_audit_chain(s)
+        reap(s, settings, "reaper")
+    after = scrape(client)
+    assert value(after, "lethe_reaper_actions_total", action="job.reaped") == 1
+    assert value(after, "lethe_jobs_running") == 0
+    assert value(after, "lethe_queue_depth", queue="ml_jobs") == 1
