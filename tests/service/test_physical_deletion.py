@@ -59,7 +59,8 @@ def committed(
         app.state.session_factory = factory
         with factory() as s, s.begin():
             tokens = {
-                r: create_token(s, f"vac-{r}", r, actor="test") for r in ("dpo", "ml_engineer")
+                r: create_token(s, f"vac-{r}", r, actor="test")
+                for r in ("dpo", "ml_engineer", "auditor")
             }
         try:
             with TestClient(app, raise_server_exceptions=False) as client:
@@ -144,6 +145,14 @@ def test_erasure_vacuums_the_erased_rows_out_of_the_heap(committed: dict[str, An
     heap = [r for r in event.details["relations"] if r["relation"].endswith("training_records")]
     assert heap and heap[0]["removed"] >= 1 and heap[0]["dead_not_yet_removable"] == 0
     assert DISTINCT not in str(event.details) and CANARY_SUBJECT not in str(event.details)
+    # The request's report (built from the audit log) and its PDF carry both.
+    aud = auth(committed["tokens"]["auditor"])
+    client = committed["client"]
+    report = client.get(f"/v1/requests/{request['id']}/report", headers=aud).json()
+    assert "storage.vacuumed" in [e["action"] for e in report["events"]]
+    assert "write-ahead log" in str(report["summary"]["current_certificates"])
+    pdf = client.get(f"/v1/requests/{request['id']}/report", params={"format": "pdf"}, headers=aud)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
 
 
 def test_without_the_vacuum_the_row_stays_and_full_drops_its_bytes(
