@@ -12,6 +12,7 @@ from service.api.gate import Gate, TokenCache
 from service.api.limits import BodySizeLimit
 from service.api.routes_audit import router as audit_router
 from service.api.routes_health import router as health_router
+from service.api.routes_metrics import install_metrics
 from service.api.routes_models import router as models_router
 from service.api.routes_plan import router as plan_router
 from service.api.routes_requests import router as requests_router
@@ -72,4 +73,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_limit=settings.max_request_body_bytes,
         upload_limit=settings.max_upload_bytes,
     )
+    install_metrics(app)  # last: its response counter is the outermost middleware
     return app

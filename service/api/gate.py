@@ -41,9 +41,18 @@ log = logging.getLogger(__name__)
 
 TOKEN_CACHE_S = 5.0
 _CACHE_SIZE = 4096
-# Paths anyone may call: liveness, readiness, the API description, the audit public key.
+# Paths anyone may call: liveness, readiness, the API description, the audit public key;
+# /metrics checks its own scraper token (service/api/routes_metrics.py), not an API token.
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/v1/audit/public-key"}
+    {
+        "/healthz",
+        "/readyz",
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+        "/v1/audit/public-key",
+        "/metrics",
+    }
 )
 
 

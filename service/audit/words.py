@@ -109,6 +109,14 @@ def describe_event(event: Mapping[str, Any]) -> str:
         return f"A model's action failed ({d.get('error_code')})."
     if action == "records.erased":
         return f"{d.get('model')}: content of {d.get('records')} record(s) deleted."
+    if action == "storage.vacuumed":
+        removed = sum(int(r.get("removed", 0)) for r in d.get("relations") or [])
+        return (
+            f"{d.get('method', 'VACUUM')} of {', '.join(d.get('tables') or [])}: "
+            f"{removed} old row version(s) physically removed from the table's pages."
+        )
+    if action == "storage.vacuum_failed":
+        return f"VACUUM of {', '.join(d.get('tables') or [])} failed ({d.get('error')})."
     if action == "rules.activated":
         return (
             f"{d.get('model')} now screens every answer against {d.get('rule_count')} rules "
@@ -159,6 +167,16 @@ def certificate_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("Version", f"{cert.get('version_before')} -> {cert.get('version_after')}"),
             ("Bit-exact check", str(cert.get("determinism_check"))),
         ]
+        physical = cert.get("physical_deletion")
+        if physical:
+            days = physical.get("backup_retention_days")
+            rows.append(
+                (
+                    "Physical deletion",
+                    f"{physical.get('method')} after the purge; copies in WAL and backups "
+                    f"until retention ends ({'unknown' if days is None else f'{days} days'})",
+                )
+            )
         for s in cert.get("shards_retrained") or []:
             total = s.get("slices_total")
             first = s.get("first_affected_slice")

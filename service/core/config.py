@@ -82,6 +82,27 @@ class Settings(BaseSettings):
         description="where signed checkpoints are kept (a folder or fsspec URL the database "
         "admin cannot write); unset: data_dir",
     )
+    physical_deletion: Literal["vacuum", "vacuum_full"] = Field(
+        "vacuum",
+        description="after erased rows are purged: VACUUM (dead row versions removed, their "
+        "bytes may stay in page free space until overwritten; no lock on readers or writers) "
+        "or VACUUM FULL (table rewritten, old pages dropped; takes an exclusive lock on the "
+        "table for the rewrite)",
+    )
+    backup_retention_days: int | None = Field(
+        None,
+        ge=0,
+        description="how long this deployment keeps database backups and archived WAL (lethe "
+        "does not control them); stated in certificates; unset: stated as unknown",
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="bearer token a Prometheus scraper presents on /metrics (its own, not an "
+        "API token); unset: /metrics answers 404 unless metrics_public",
+    )
+    metrics_public: bool = Field(
+        False, description="serve /metrics without a token (only behind a private network)"
+    )
     console_session_minutes: int = Field(
         30, ge=1, le=24 * 60, description="console sessions end after this long without use"
     )

@@ -52,6 +52,8 @@ class ExactRetrainCertificate(TypedDict, total=False):
     warnings: list[str]
     note: str
     destroyed_artifacts: list[dict[str, Any]]
+    # What was physically removed from the database and what stays in WAL and backups.
+    physical_deletion: dict[str, Any]
     plain_words: str
 
 
@@ -83,6 +85,7 @@ def exact_certificate(
     note: str | None = None,
     public_base: dict[str, Any] | None = None,
     warnings: list[str] | None = None,
+    physical_deletion: dict[str, Any] | None = None,
 ) -> ExactRetrainCertificate:
     checks = [s.get("exactness", {}).get("status") for s in shards]
     if not shards:
@@ -111,6 +114,8 @@ def exact_certificate(
         body["warnings"] = warnings
     if note:
         body["note"] = note
+    if physical_deletion:
+        body["physical_deletion"] = physical_deletion
     body["plain_words"] = describe_exact(body)
     return body
 
@@ -260,11 +265,13 @@ def plain_words(body: Mapping[str, Any]) -> str:
 def describe_exact(body: Mapping[str, Any]) -> str:
     shards = body.get("shards_retrained", [])
     erased = body.get("records_erased", {})
+    physical = (body.get("physical_deletion") or {}).get("statement")
     if not shards:
-        return (
+        words = (
             f"{erased.get('train', 0) + erased.get('holdout', 0)} record(s) were deleted. "
             + str(body.get("note", ""))
         ).strip()
+        return f"{words} {physical}" if physical else words
     parts = ", ".join(f"shard {s['shard']} from slice {s['first_affected_slice']}" for s in shards)
     check = {
         "bit_exact": "An independent retraining from scratch matched it bit for bit.",
@@ -282,6 +289,8 @@ def describe_exact(body: Mapping[str, Any]) -> str:
             f" The shards train on features of a frozen public base (sha256 "
             f"{base['content_hash']}) attested to hold no subject data; erasure does not touch it."
         )
+    if physical:
+        words += f" {physical}"
     for warning in body.get("warnings", []):
         words += f" WARNING: {warning}."
     return words

@@ -174,6 +174,7 @@ def _plan_action(
         # Deleting the rows is the whole erasure: no model version ever learned from them.
         finish_exact_action(
             session,
+            settings,
             action,
             request,
             model,

@@ -9,17 +9,21 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
+from service.core.config import Settings
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, RecordSplit
 from service.db.tables import ErasureRequest, MlModel, RequestAction, TrainingRecord
 from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import move_action
+from service.exact.physical import mark_purged, physical_deletion_claim
 from service.exact.public_base import attestation
 from service.registry.config import ModelConfig
 
 
 def purge_records(session: Session, request_id: uuid.UUID, model_id: uuid.UUID) -> int:
-    """Delete the erased rows' content; the index row stays as a tombstone for the audit."""
+    """Delete the erased rows' content; the index row stays as a tombstone for the audit.
+    The old row versions stay in the table's pages until the VACUUM the task wrapper runs
+    after commit (service.exact.physical)."""
     result = session.execute(
         update(TrainingRecord)
         .where(
@@ -29,7 +33,10 @@ def purge_records(session: Session, request_id: uuid.UUID, model_id: uuid.UUID) 
         )
         .values(payload=None, label=None, erased_at=utcnow())
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    purged = int(result.rowcount)  # type: ignore[attr-defined]
+    if purged:
+        mark_purged(session, TrainingRecord.__tablename__, request_id)
+    return purged
 
 
 def records_erased(session: Session, request_id: uuid.UUID, model_id: uuid.UUID) -> dict[str, int]:
@@ -45,6 +52,7 @@ def records_erased(session: Session, request_id: uuid.UUID, model_id: uuid.UUID)
 
 def finish_exact_action(
     session: Session,
+    settings: Settings,
     action: RequestAction,
     request: ErasureRequest,
     model: MlModel,
@@ -67,6 +75,7 @@ def finish_exact_action(
         warnings=[
             f"retrained shard {s['shard']}: {s['too_small']}" for s in shards if s.get("too_small")
         ],
+        physical_deletion=physical_deletion_claim(settings),
     )
     issue_certificate(session, action, model, body, actor)
     purged = purge_records(session, request.id, model.id)

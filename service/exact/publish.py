@@ -97,7 +97,7 @@ def publish_retrain(
                 "request_ids": request_ids,
             },
         )
-    _finish_waiting_actions(session, job.id, model, actor)
+    _finish_waiting_actions(session, settings, job.id, model, actor)
     return PublishOutcome.done
 
 
@@ -145,7 +145,7 @@ def _mark_purged_versions(
 
 
 def _finish_waiting_actions(
-    session: Session, job_id: uuid.UUID, model: MlModel, actor: str
+    session: Session, settings: Settings, job_id: uuid.UUID, model: MlModel, actor: str
 ) -> None:
     for action in jobs.actions_waiting_for(session, job_id):
         waited = jobs.jobs_of_action(session, action.id)
@@ -155,6 +155,7 @@ def _finish_waiting_actions(
         shards = [j.result for j in waited]
         finish_exact_action(
             session,
+            settings,
             action,
             request,
             model,

@@ -24,6 +24,7 @@ from service.erasure import jobs
 from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import finish_request_if_done, move_action
 from service.exact.finish import purge_records, records_erased
+from service.exact.physical import physical_deletion_claim
 from service.exact.snapshot import artifact_store
 from service.finetune.records import merged_root
 from service.finetune.retrain import ExactInputs
@@ -163,6 +164,7 @@ def finish_exact(
             records_erased=records_erased(session, request.id, model.id),
             version_before=outcome["version_before"],
             version_after=version_after,
+            physical_deletion=physical_deletion_claim(settings),
         )
         body["destroyed_artifacts"] = destroyed
         body["plain_words"] = (

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.core.errors import DomainError
 from service.erasure import jobs
+from service.exact.physical import reclaim_space, take_purged
 from service.exact.publish import (
     PublishOutcome,
     destroy_checkpoints,
@@ -76,6 +77,9 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
         raise
     with self.transaction() as session:
         published = publish_retrain(session, self.settings, inputs, outcome, ACTOR)
+        purged = take_purged(session)
+    # VACUUM cannot run inside a transaction: the purge committed above, reclaim its space now.
+    reclaim_space(self, purged, ACTOR)
     if published == PublishOutcome.done and outcome["superseded_checkpoints"]:
         superseded = list(outcome["superseded_checkpoints"])
         deleted = destroy_checkpoints(self.settings, superseded)

@@ -15,6 +15,7 @@ from celery import shared_task
 from sqlalchemy.exc import IntegrityError
 
 from service.erasure import jobs
+from service.exact.physical import reclaim_space, take_purged
 from service.finetune.publish import ExactOutcome, destroy_artifacts, finish_exact, publish_exact
 from service.finetune.retrain import UnfinishedExact, load_exact, retrain_exact
 from service.finetune.training import load_finetune, record_finetune, run_finetune
@@ -60,6 +61,8 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
             finish_exact(
                 session, self.settings, inputs.model_id, jid, inputs.result, destroyed, ACTOR
             )
+            purged = take_purged(session)
+        reclaim_space(self, purged, ACTOR)
         return "finished"
     try:
         outcome = retrain_exact(self.settings, inputs, progress_reporter(self, jid))
@@ -79,4 +82,7 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
         raise self.retry(countdown=jobs.RETRY_DELAY_S) from None
     with self.transaction() as session:
         finish_exact(session, self.settings, inputs.model_id, jid, outcome, destroyed, ACTOR)
+        purged = take_purged(session)
+    # VACUUM cannot run inside a transaction: the purge committed above, reclaim its space now.
+    reclaim_space(self, purged, ACTOR)
     return published

@@ -7,6 +7,7 @@ import uuid
 from celery import shared_task
 
 from service.erasure.planning import PlanOutcome, plan_request
+from service.exact.physical import reclaim_space, take_purged
 from service.queue.names import TASK_PROCESS_REQUEST
 from workers.base import DbTask, db_task_options
 
@@ -19,6 +20,9 @@ TRAINING_RETRY_S = 15
 def process_request(self: DbTask, request_id: str) -> str:
     with self.transaction() as session:
         outcome = plan_request(session, self.settings, uuid.UUID(request_id), ACTOR)
+        purged = take_purged(session)
+    # Rows of a model nothing had learned from were purged at planning: reclaim after commit.
+    reclaim_space(self, purged, ACTOR)
     if outcome == PlanOutcome.model_training:
         raise self.retry(countdown=TRAINING_RETRY_S, max_retries=240)
     return outcome.value
