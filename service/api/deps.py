@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit.anchor import Anchor
@@ -56,26 +57,38 @@ class Principal:
         return f"{self.role.value}:{self.name}"
 
 
+# Declares the scheme in OpenAPI (components.securitySchemes, each operation's "security");
+# it never refuses on its own: the gate has already answered 401 without a valid token.
+bearer = HTTPBearer(auto_error=False, description="an API token (`lethe token create`)")
+
+
 def current_principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> Principal:
     """Set by the gate (service.api.gate), which authenticated the request before its body was
-    read or a connection taken; the header parameter documents the scheme in OpenAPI."""
+    read or a connection taken."""
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
         raise DomainError(401, "unauthenticated", "a bearer token is required")
     return principal
 
 
-def require(*roles: Role) -> Any:
-    allowed = {*roles, Role.admin}
+@dataclass(frozen=True)
+class RoleCheck:
+    """The route's role check; ``allowed`` is also read by the OpenAPI document (401/403 per
+    route, service.api.contract) and checked by the RBAC matrix test."""
 
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if principal.role not in allowed:
+    allowed: frozenset[Role]
+
+    def __call__(self, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role not in self.allowed:
             raise DomainError(403, "forbidden", "this role may not do that")
         return principal
 
-    return Depends(check)
+
+def require(*roles: Role) -> Any:
+    return Depends(RoleCheck(frozenset({*roles, Role.admin})))
 
 
 # Role sets per kind of endpoint.

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from service.api.contract import downloads, errors
 from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited
 from service.api.schemas import TokenIn, TokenOut
 from service.api.tokens import create_token, revoke_tokens
@@ -24,7 +25,9 @@ def verify(session: SessionDep, _: AuditRead) -> dict[str, object]:
     return verify_chain(session).as_dict()
 
 
-@router.get("/v1/audit/export", response_model=None)
+@router.get(
+    "/v1/audit/export", response_model=None, responses=downloads("text/csv", "application/pdf")
+)
 def export(
     session: SessionDep,
     _: AuditRead,
@@ -52,7 +55,7 @@ def export(
     return JSONResponse(data)
 
 
-@router.get("/v1/audit/public-key")
+@router.get("/v1/audit/public-key", responses=errors(404))
 def public_key(anchor: AnchorDep) -> dict[str, str]:
     """The key that signs audit checkpoints, for auditors who verify offline (public data)."""
     if anchor is None:
@@ -60,7 +63,7 @@ def public_key(anchor: AnchorDep) -> dict[str, str]:
     return anchor.public_info()
 
 
-@router.get("/v1/audit/checkpoint")
+@router.get("/v1/audit/checkpoint", responses=errors(404))
 def latest_checkpoint(anchor: AnchorDep, _: AuditRead) -> dict[str, object]:
     """The newest signed checkpoint of the chain (keep it: it pins every row up to its seq)."""
     checkpoint = anchor.latest() if anchor is not None else None

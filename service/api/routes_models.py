@@ -80,7 +80,21 @@ def read_model(name: str, session: SessionDep, _: ModelRead) -> ModelOut:
     return model_out(get_model(session, name))
 
 
-@router.post("/models/{name}/records", status_code=201, response_model=IngestOut)
+@router.post(
+    "/models/{name}/records",
+    status_code=201,
+    response_model=IngestOut,
+    # The file part: CSV for sharded classifiers, JSON lines for fine-tuned generative models.
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "encoding": {"file": {"contentType": "text/csv, application/jsonl"}}
+                }
+            }
+        }
+    },
+)
 def ingest(
     name: str,
     session: SessionDep,

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.api.contract import downloads
 from service.api.deps import (
     AnchorDep,
     AuditRead,
@@ -269,7 +270,11 @@ def timeline(request_id: uuid.UUID, session: SessionDep, _: RequestRead) -> list
     ]
 
 
-@router.get("/{request_id}/report", response_model=None)
+@router.get(
+    "/{request_id}/report",
+    response_model=None,
+    responses=downloads("text/csv", "application/pdf"),
+)
 def report(
     request_id: uuid.UUID,
     session: SessionDep,

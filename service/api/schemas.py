@@ -280,3 +280,17 @@ class PlanOut(BaseModel):
     job_id: uuid.UUID | None
     job_status: str | None
     plan: dict[str, Any] | None
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="stable, machine-readable: what went wrong")
+    message: str = Field(description="for people; never quotes the request's input")
+    details: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        None, description="where and why (validation: location and reason per error)"
+    )
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers, whatever its status."""
+
+    error: ErrorInfo
