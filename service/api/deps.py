@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +28,28 @@ def get_session(request: Request) -> Iterator[Session]:
     # Anything a handler did not commit explicitly is rolled back here.
     with factory() as session:
         yield session
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {f.alias for f in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query(request: Request) -> None:
+    """Refuse query parameters the operation does not declare (as bodies refuse unknown
+    fields): a misspelt filter must not silently widen a list or an export. Neither the name
+    nor the value is echoed."""
+    route = request.scope.get("route")
+    dependant: Dependant | None = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    unknown = set(request.query_params.keys()) - _query_names(dependant)
+    if unknown:
+        raise DomainError(
+            422, "unknown_query_parameter", "the request names a query parameter not accepted"
+        )
 
 
 def audited(session: Session) -> Session:

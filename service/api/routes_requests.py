@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -20,6 +20,7 @@ from service.api.deps import (
     SessionDep,
     SettingsDep,
     audited,
+    known_query,
 )
 from service.api.schemas import (
     ActionOut,
@@ -51,7 +52,9 @@ from service.erasure.decisions import extend_deadline, verify_identity
 from service.erasure.filing import NewRequest, file_request, get_request, request_timeline
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
 
-router = APIRouter(prefix="/v1/requests", tags=["erasure requests"])
+router = APIRouter(
+    prefix="/v1/requests", tags=["erasure requests"], dependencies=[Depends(known_query)]
+)
 
 
 def exact_due(action: RequestAction) -> dict[str, Any]:

@@ -40,7 +40,8 @@ class VerifyIdentityIn(StrictIn):
 class FileRequestIn(StrictIn):
     subject_id: str = Field(min_length=1, max_length=256, description="raw subject identifier")
     reason: str = Field(min_length=1, max_length=2000)
-    scope: list[str] | None = Field(
+    # Model names as registered (so an unknown one can be named back without quoting input).
+    scope: list[Annotated[str, Name]] | None = Field(
         None, min_length=1, max_length=50, description="model names; omit for every model"
     )
     forget: ForgetIn | None = None
