@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from service.registry.config import GenerativeConfig, GenerativePolicy, ModelConfig, ModelPolicy
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -144,12 +146,38 @@ class TimelineEvent(BaseModel):
     hash: str
 
 
-class RegisterModelIn(StrictIn):
+class ShardedModelIn(StrictIn):
+    """A sharded classifier lethe trains (exact unlearning by slice retraining)."""
+
     name: str = Name
-    kind: Literal["sharded_classifier", "generative"] = "sharded_classifier"
-    # Validated against the kind's own schema (registry.config: ModelConfig / GenerativeConfig).
-    config: dict[str, Any]
-    policy: dict[str, Any] = Field(default_factory=dict)
+    kind: Literal["sharded_classifier"] = "sharded_classifier"
+    config: ModelConfig
+    policy: ModelPolicy = Field(default_factory=ModelPolicy)
+
+
+class GenerativeModelIn(StrictIn):
+    """A generative model lethe serves behind verifier rules (and fine-tunes, with finetune)."""
+
+    name: str = Name
+    kind: Literal["generative"]
+    config: GenerativeConfig
+    policy: GenerativePolicy = Field(default_factory=GenerativePolicy)
+
+
+def _kind_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("kind", "sharded_classifier")
+        return kind if isinstance(kind, str) else None
+    return getattr(value, "kind", None)
+
+
+# The kind chooses the config's and the policy's schema, so the API description states both
+# (it used to say "any object", and the 422 came from a second validation it did not show).
+RegisterModelIn = Annotated[
+    Annotated[ShardedModelIn, Tag("sharded_classifier")]
+    | Annotated[GenerativeModelIn, Tag("generative")],
+    Discriminator(_kind_of),
+]
 
 
 class GenerateIn(StrictIn):
