@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -10,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.api.contract import downloads, errors
 from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited, known_query
-from service.api.schemas import TokenIn, TokenOut
+from service.api.schemas import IsoDatetime, TokenIn, TokenOut
 from service.api.tokens import create_token, revoke_tokens
 from service.audit import verify_chain
 from service.audit.pdf import period_pdf
@@ -32,8 +31,8 @@ def export(
     session: SessionDep,
     _: AuditRead,
     anchor: AnchorDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDatetime | None = None,
+    until: IsoDatetime | None = None,
     format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
     data = period_report(session, since, until, anchor)

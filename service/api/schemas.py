@@ -6,11 +6,20 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 from service.registry.config import GenerativeConfig, GenerativePolicy, ModelConfig, ModelPolicy
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def _iso_8601(value: Any) -> Any:
+    # Pydantic also reads a bare number as a Unix time ("since=0.0"); the API states ISO 8601
+    # date-times, so anything else is refused rather than guessed.
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601)]
 
 
 class StrictIn(BaseModel):
