@@ -119,6 +119,8 @@ def statuses_for(operation: Operation, spec: dict[str, Any]) -> set[int]:
         statuses.add(404)
     if "requestBody" in spec:
         statuses |= {413, 422}
+        if "application/json" in spec["requestBody"].get("content", {}):
+            statuses.add(415)  # deps.json_body
     if locations:
         statuses.add(422)
     return statuses

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +49,30 @@ def known_query(request: Request) -> None:
     if unknown:
         raise DomainError(
             422, "unknown_query_parameter", "the request names a query parameter not accepted"
+        )
+
+
+def _body_params(dependant: Dependant) -> list[Any]:
+    found = list(dependant.body_params)
+    for sub in dependant.dependencies:
+        found += _body_params(sub)
+    return found
+
+
+def json_body(request: Request) -> None:
+    """A JSON body must say so: anything else (or nothing) is 415, not a 422 about a body
+    that was never parsed. Uploads (form fields and files) are left to their own parsing."""
+    route = request.scope.get("route")
+    dependant: Dependant | None = getattr(route, "dependant", None)
+    fields = _body_params(dependant) if dependant is not None else []
+    if not fields or any(isinstance(f.field_info, params.Form) for f in fields):
+        return
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise DomainError(
+            415, "unsupported_media_type", "the request body must be application/json"
         )
 
 
@@ -104,9 +128,15 @@ class RoleCheck:
 
     allowed: frozenset[Role]
 
-    def __call__(self, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    def __call__(
+        self, request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Principal:
         if principal.role not in self.allowed:
             raise DomainError(403, "forbidden", "this role may not do that")
+        # The request's shape is checked only now, so that a caller learns nothing about an
+        # operation it may not call: 401, then 403, then 415/422.
+        known_query(request)
+        json_body(request)
         return principal
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.api.contract import downloads, errors
-from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited, known_query
+from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited
 from service.api.schemas import IsoDatetime, TokenIn, TokenOut
 from service.api.tokens import create_token, revoke_tokens
 from service.audit import verify_chain
@@ -16,7 +16,7 @@ from service.audit.pdf import period_pdf
 from service.audit.reports import checkpoint_headers, events_csv, period_report
 from service.core.errors import DomainError
 
-router = APIRouter(tags=["audit"], dependencies=[Depends(known_query)])
+router = APIRouter(tags=["audit"])
 
 
 @router.get("/v1/audit/verify")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, File, UploadFile
+from fastapi import APIRouter, Body, File, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from service.api.deps import MlWrite, ModelRead, SessionDep, SettingsDep, audited, known_query
+from service.api.deps import MlWrite, ModelRead, SessionDep, SettingsDep, audited
 from service.api.schemas import (
     GenerateIn,
     GenerateOut,
@@ -41,7 +41,7 @@ from service.registry.service import (
 from service.registry.service import request_training as start_training
 from service.rules.serving import guarded_generate
 
-router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(known_query)])
+router = APIRouter(prefix="/v1", tags=["models"])
 
 
 def model_out(model: MlModel) -> ModelOut:

@@ -3,11 +3,11 @@ retained data) and read the stored frontier and proposal."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from sqlalchemy import select
 
 from models.sisa.planning import DEFAULT_CANDIDATES
-from service.api.deps import MlWrite, ModelRead, SessionDep, SettingsDep, audited, known_query
+from service.api.deps import MlWrite, ModelRead, SessionDep, SettingsDep, audited
 from service.api.routes_models import job_out
 from service.api.schemas import JobOut, PlanIn, PlanOut
 from service.db.enums import JobKind
@@ -16,7 +16,7 @@ from service.exact.planning import PlanOptions, request_plan
 from service.registry.config import ModelConfig
 from service.registry.service import get_model
 
-router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(known_query)])
+router = APIRouter(prefix="/v1", tags=["models"])
 
 
 @router.post("/models/{name}/plan", status_code=202, response_model=JobOut)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -20,7 +20,6 @@ from service.api.deps import (
     SessionDep,
     SettingsDep,
     audited,
-    known_query,
 )
 from service.api.schemas import (
     ActionOut,
@@ -53,7 +52,8 @@ from service.erasure.filing import NewRequest, file_request, get_request, reques
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
 
 router = APIRouter(
-    prefix="/v1/requests", tags=["erasure requests"], dependencies=[Depends(known_query)]
+    prefix="/v1/requests",
+    tags=["erasure requests"],
 )
 
 

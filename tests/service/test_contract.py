@@ -128,8 +128,32 @@ def test_openapi_documents_lethes_errors(app_client: TestClient) -> None:
                 expected |= {"404", "422"}
             if "requestBody" in spec:
                 expected |= {"413", "422"}
+                if "application/json" in spec["requestBody"]["content"]:
+                    expected.add("415")
             assert expected <= responses.keys(), f"{method} {path}"
             for status in expected:
                 assert responses[status]["content"]["application/json"]["schema"] == error
     report = doc["paths"]["/v1/requests/{request_id}/report"]["get"]["responses"]["200"]
     assert {"application/json", "text/csv", "application/pdf"} <= report["content"].keys()
+
+
+def test_json_body_of_another_media_type_is_415_after_the_role_check(
+    app_client: TestClient, tokens: dict[str, str]
+) -> None:
+    body = b'{"subject_id": "s-1", "reason": "r"}'
+    for content_type in ("text/plain", None):
+        headers = auth(tokens["dpo"])
+        if content_type:
+            headers["content-type"] = content_type
+        r = app_client.post("/v1/requests", content=body, headers=headers)
+        assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    # A role that may not file requests learns nothing about its input: 403 first.
+    headers = {**auth(tokens["auditor"]), "content-type": "text/plain"}
+    r = app_client.post("/v1/requests?bogus=1", content=body, headers=headers)
+    assert r.status_code == 403
+    ok = app_client.post(
+        "/v1/requests",
+        content=body,
+        headers={**auth(tokens["dpo"]), "content-type": "application/json; charset=utf-8"},
+    )
+    assert ok.status_code == 201
