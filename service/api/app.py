@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
+from service.api.contract import install_openapi
 from service.api.errors import install_error_handlers
 from service.api.gate import Gate, TokenCache
 from service.api.limits import BodySizeLimit
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(health_router)
     install_console(app)
+    install_openapi(app)
 
     @app.middleware("http")
     async def _correlation(

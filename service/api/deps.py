@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, params
+from fastapi.dependencies.models import Dependant
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit.anchor import Anchor
@@ -26,6 +28,52 @@ def get_session(request: Request) -> Iterator[Session]:
     # Anything a handler did not commit explicitly is rolled back here.
     with factory() as session:
         yield session
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {f.alias for f in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query(request: Request) -> None:
+    """Refuse query parameters the operation does not declare (as bodies refuse unknown
+    fields): a misspelt filter must not silently widen a list or an export. Neither the name
+    nor the value is echoed."""
+    route = request.scope.get("route")
+    dependant: Dependant | None = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    unknown = set(request.query_params.keys()) - _query_names(dependant)
+    if unknown:
+        raise DomainError(
+            422, "unknown_query_parameter", "the request names a query parameter not accepted"
+        )
+
+
+def _body_params(dependant: Dependant) -> list[Any]:
+    found = list(dependant.body_params)
+    for sub in dependant.dependencies:
+        found += _body_params(sub)
+    return found
+
+
+def json_body(request: Request) -> None:
+    """A JSON body must say so: anything else (or nothing) is 415, not a 422 about a body
+    that was never parsed. Uploads (form fields and files) are left to their own parsing."""
+    route = request.scope.get("route")
+    dependant: Dependant | None = getattr(route, "dependant", None)
+    fields = _body_params(dependant) if dependant is not None else []
+    if not fields or any(isinstance(f.field_info, params.Form) for f in fields):
+        return
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise DomainError(
+            415, "unsupported_media_type", "the request body must be application/json"
+        )
 
 
 def audited(session: Session) -> Session:
@@ -56,26 +104,44 @@ class Principal:
         return f"{self.role.value}:{self.name}"
 
 
+# Declares the scheme in OpenAPI (components.securitySchemes, each operation's "security");
+# it never refuses on its own: the gate has already answered 401 without a valid token.
+bearer = HTTPBearer(auto_error=False, description="an API token (`lethe token create`)")
+
+
 def current_principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> Principal:
     """Set by the gate (service.api.gate), which authenticated the request before its body was
-    read or a connection taken; the header parameter documents the scheme in OpenAPI."""
+    read or a connection taken."""
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
         raise DomainError(401, "unauthenticated", "a bearer token is required")
     return principal
 
 
-def require(*roles: Role) -> Any:
-    allowed = {*roles, Role.admin}
+@dataclass(frozen=True)
+class RoleCheck:
+    """The route's role check; ``allowed`` is also read by the OpenAPI document (401/403 per
+    route, service.api.contract) and checked by the RBAC matrix test."""
 
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if principal.role not in allowed:
+    allowed: frozenset[Role]
+
+    def __call__(
+        self, request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Principal:
+        if principal.role not in self.allowed:
             raise DomainError(403, "forbidden", "this role may not do that")
+        # The request's shape is checked only now, so that a caller learns nothing about an
+        # operation it may not call: 401, then 403, then 415/422.
+        known_query(request)
+        json_body(request)
         return principal
 
-    return Depends(check)
+
+def require(*roles: Role) -> Any:
+    return Depends(RoleCheck(frozenset({*roles, Role.admin})))
 
 
 # Role sets per kind of endpoint.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,6 +33,19 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return body
 
 
+# A location part that names a declared field or an index; anything else is the caller's own key.
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+
+
+def safe_loc(err: Any) -> list[str]:
+    """The error's location without the caller's own keys: an unknown field's name (extra
+    fields) or a free-form key (prediction rows) could be personal data."""
+    loc = [str(p) for p in err.get("loc", ())]
+    if err.get("type") == "extra_forbidden" and len(loc) > 1:
+        loc = loc[:-1]
+    return [p if _FIELD.match(p) or p.isdigit() else "*" for p in loc]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
@@ -41,8 +55,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Location and reason only: pydantic's "input" and "ctx" could quote personal data.
         details = [
-            {"loc": [str(p) for p in err.get("loc", ())], "type": err.get("type", "invalid")}
-            for err in exc.errors()
+            {"loc": safe_loc(err), "type": err.get("type", "invalid")} for err in exc.errors()
         ]
         return JSONResponse(
             error_body("validation_error", "the request is not valid", details), 422
@@ -50,6 +63,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (e.g. JSON that is not UTF-8): as invalid as
+            # malformed JSON, which pydantic reports as 422, so one status and a stable code.
+            return JSONResponse(error_body("invalid_body", "the request body cannot be read"), 422)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code
         return JSONResponse(

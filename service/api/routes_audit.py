@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from service.api.contract import downloads, errors
 from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited
-from service.api.schemas import TokenIn, TokenOut
+from service.api.schemas import IsoDatetime, TokenIn, TokenOut
 from service.api.tokens import create_token, revoke_tokens
 from service.audit import verify_chain
 from service.audit.pdf import period_pdf
@@ -24,13 +24,15 @@ def verify(session: SessionDep, _: AuditRead) -> dict[str, object]:
     return verify_chain(session).as_dict()
 
 
-@router.get("/v1/audit/export", response_model=None)
+@router.get(
+    "/v1/audit/export", response_model=None, responses=downloads("text/csv", "application/pdf")
+)
 def export(
     session: SessionDep,
     _: AuditRead,
     anchor: AnchorDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDatetime | None = None,
+    until: IsoDatetime | None = None,
     format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
     data = period_report(session, since, until, anchor)
@@ -52,7 +54,7 @@ def export(
     return JSONResponse(data)
 
 
-@router.get("/v1/audit/public-key")
+@router.get("/v1/audit/public-key", responses=errors(404))
 def public_key(anchor: AnchorDep) -> dict[str, str]:
     """The key that signs audit checkpoints, for auditors who verify offline (public data)."""
     if anchor is None:
@@ -60,7 +62,7 @@ def public_key(anchor: AnchorDep) -> dict[str, str]:
     return anchor.public_info()
 
 
-@router.get("/v1/audit/checkpoint")
+@router.get("/v1/audit/checkpoint", responses=errors(404))
 def latest_checkpoint(anchor: AnchorDep, _: AuditRead) -> dict[str, object]:
     """The newest signed checkpoint of the chain (keep it: it pins every row up to its seq)."""
     checkpoint = anchor.latest() if anchor is not None else None

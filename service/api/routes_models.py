@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, Body, File, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -57,9 +57,17 @@ def model_out(model: MlModel) -> ModelOut:
 
 
 @router.post("/models", status_code=201, response_model=ModelOut)
-def register(body: RegisterModelIn, session: SessionDep, principal: MlWrite) -> ModelOut:
+def register(
+    body: Annotated[RegisterModelIn, Body()], session: SessionDep, principal: MlWrite
+) -> ModelOut:
     try:
-        config, policy = validate_registration(body.kind, body.config, body.policy)
+        # The body's schemas have checked the config and policy; this adds what only the
+        # server can check (the model directory exists, policy "both" needs a fine-tune).
+        config, policy = validate_registration(
+            body.kind,
+            body.config.model_dump(exclude_unset=True),
+            body.policy.model_dump(exclude_unset=True),
+        )
     except ValidationError as exc:
         # Same shape as any other invalid body, located under "body".
         raise RequestValidationError(
@@ -80,7 +88,21 @@ def read_model(name: str, session: SessionDep, _: ModelRead) -> ModelOut:
     return model_out(get_model(session, name))
 
 
-@router.post("/models/{name}/records", status_code=201, response_model=IngestOut)
+@router.post(
+    "/models/{name}/records",
+    status_code=201,
+    response_model=IngestOut,
+    # The file part: CSV for sharded classifiers, JSON lines for fine-tuned generative models.
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "encoding": {"file": {"contentType": "text/csv, application/jsonl"}}
+                }
+            }
+        }
+    },
+)
 def ingest(
     name: str,
     session: SessionDep,

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.api.contract import downloads
 from service.api.deps import (
     AnchorDep,
     AuditRead,
@@ -50,7 +51,10 @@ from service.erasure.decisions import extend_deadline, verify_identity
 from service.erasure.filing import NewRequest, file_request, get_request, request_timeline
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
 
-router = APIRouter(prefix="/v1/requests", tags=["erasure requests"])
+router = APIRouter(
+    prefix="/v1/requests",
+    tags=["erasure requests"],
+)
 
 
 def exact_due(action: RequestAction) -> dict[str, Any]:
@@ -269,7 +273,11 @@ def timeline(request_id: uuid.UUID, session: SessionDep, _: RequestRead) -> list
     ]
 
 
-@router.get("/{request_id}/report", response_model=None)
+@router.get(
+    "/{request_id}/report",
+    response_model=None,
+    responses=downloads("text/csv", "application/pdf"),
+)
 def report(
     request_id: uuid.UUID,
     session: SessionDep,

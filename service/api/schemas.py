@@ -6,9 +6,20 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+
+from service.registry.config import GenerativeConfig, GenerativePolicy, ModelConfig, ModelPolicy
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def _iso_8601(value: Any) -> Any:
+    # Pydantic also reads a bare number as a Unix time ("since=0.0"); the API states ISO 8601
+    # date-times, so anything else is refused rather than guessed.
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601)]
 
 
 class StrictIn(BaseModel):
@@ -40,7 +51,8 @@ class VerifyIdentityIn(StrictIn):
 class FileRequestIn(StrictIn):
     subject_id: str = Field(min_length=1, max_length=256, description="raw subject identifier")
     reason: str = Field(min_length=1, max_length=2000)
-    scope: list[str] | None = Field(
+    # Model names as registered (so an unknown one can be named back without quoting input).
+    scope: list[Annotated[str, Name]] | None = Field(
         None, min_length=1, max_length=50, description="model names; omit for every model"
     )
     forget: ForgetIn | None = None
@@ -143,12 +155,38 @@ class TimelineEvent(BaseModel):
     hash: str
 
 
-class RegisterModelIn(StrictIn):
+class ShardedModelIn(StrictIn):
+    """A sharded classifier lethe trains (exact unlearning by slice retraining)."""
+
     name: str = Name
-    kind: Literal["sharded_classifier", "generative"] = "sharded_classifier"
-    # Validated against the kind's own schema (registry.config: ModelConfig / GenerativeConfig).
-    config: dict[str, Any]
-    policy: dict[str, Any] = Field(default_factory=dict)
+    kind: Literal["sharded_classifier"] = "sharded_classifier"
+    config: ModelConfig
+    policy: ModelPolicy = Field(default_factory=ModelPolicy)
+
+
+class GenerativeModelIn(StrictIn):
+    """A generative model lethe serves behind verifier rules (and fine-tunes, with finetune)."""
+
+    name: str = Name
+    kind: Literal["generative"]
+    config: GenerativeConfig
+    policy: GenerativePolicy = Field(default_factory=GenerativePolicy)
+
+
+def _kind_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("kind", "sharded_classifier")
+        return kind if isinstance(kind, str) else None
+    return getattr(value, "kind", None)
+
+
+# The kind chooses the config's and the policy's schema, so the API description states both
+# (it used to say "any object", and the 422 came from a second validation it did not show).
+RegisterModelIn = Annotated[
+    Annotated[ShardedModelIn, Tag("sharded_classifier")]
+    | Annotated[GenerativeModelIn, Tag("generative")],
+    Discriminator(_kind_of),
+]
 
 
 class GenerateIn(StrictIn):
@@ -280,3 +318,17 @@ class PlanOut(BaseModel):
     job_id: uuid.UUID | None
     job_status: str | None
     plan: dict[str, Any] | None
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="stable, machine-readable: what went wrong")
+    message: str = Field(description="for people; never quotes the request's input")
+    details: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        None, description="where and why (validation: location and reason per error)"
+    )
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers, whatever its status."""
+
+    error: ErrorInfo

@@ -73,3 +73,87 @@ def test_duplicate_csv_header_is_422(
         headers=h,
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "duplicate_column"
+
+
+def test_body_that_cannot_be_read_is_422(app_client: TestClient, tokens: dict[str, str]) -> None:
+    # JSON that is not UTF-8: FastAPI's own 400 "error parsing the body" before.
+    r = app_client.post(
+        "/v1/requests",
+        content=b'"\xff"',
+        headers={**auth(tokens["dpo"]), "content-type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_body"
+
+
+def test_unknown_query_parameter_is_422_and_not_echoed(
+    app_client: TestClient, tokens: dict[str, str]
+) -> None:
+    for url in ("/v1/requests?sttus=secret-value", "/v1/audit/export?=", "/v1/models?x=1"):
+        r = app_client.get(url, headers=auth(tokens["admin"]))
+        assert r.status_code == 422, url
+        assert r.json()["error"]["code"] == "unknown_query_parameter"
+        assert "secret" not in r.text and "sttus" not in r.text
+
+
+def test_export_bounds_are_iso_8601(app_client: TestClient, tokens: dict[str, str]) -> None:
+    h = auth(tokens["auditor"])
+    assert app_client.get("/v1/audit/export?since=0.0", headers=h).status_code == 422
+    ok = app_client.get("/v1/audit/export?since=2026-01-01T00:00:00Z", headers=h)
+    assert ok.status_code == 200
+
+
+def test_scope_and_unknown_fields_are_not_echoed(
+    app_client: TestClient, tokens: dict[str, str]
+) -> None:
+    body = {"subject_id": "s-1", "reason": "r", "scope": ["Jane Doe <jane@x.test>"]}
+    r = app_client.post("/v1/requests", json=body, headers=auth(tokens["dpo"]))
+    assert r.status_code == 422 and "Jane" not in r.text
+    body = {"subject_id": "s-1", "reason": "r", "jane@x.test": 1}
+    r = app_client.post("/v1/requests", json=body, headers=auth(tokens["dpo"]))
+    assert r.status_code == 422 and "jane" not in r.text
+    assert r.json()["error"]["details"] == [{"loc": ["body"], "type": "extra_forbidden"}]
+
+
+def test_openapi_documents_lethes_errors(app_client: TestClient) -> None:
+    doc = app_client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    for path, methods in doc["paths"].items():
+        for method, spec in methods.items():
+            responses = spec["responses"]
+            public = "security" not in spec
+            expected = set() if public else {"401", "403", "503"}
+            if any(p["in"] == "path" for p in spec.get("parameters", [])):
+                expected |= {"404", "422"}
+            if "requestBody" in spec:
+                expected |= {"413", "422"}
+                if "application/json" in spec["requestBody"]["content"]:
+                    expected.add("415")
+            assert expected <= responses.keys(), f"{method} {path}"
+            for status in expected:
+                assert responses[status]["content"]["application/json"]["schema"] == error
+    report = doc["paths"]["/v1/requests/{request_id}/report"]["get"]["responses"]["200"]
+    assert {"application/json", "text/csv", "application/pdf"} <= report["content"].keys()
+
+
+def test_json_body_of_another_media_type_is_415_after_the_role_check(
+    app_client: TestClient, tokens: dict[str, str]
+) -> None:
+    body = b'{"subject_id": "s-1", "reason": "r"}'
+    for content_type in ("text/plain", None):
+        headers = auth(tokens["dpo"])
+        if content_type:
+            headers["content-type"] = content_type
+        r = app_client.post("/v1/requests", content=body, headers=headers)
+        assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    # A role that may not file requests learns nothing about its input: 403 first.
+    headers = {**auth(tokens["auditor"]), "content-type": "text/plain"}
+    r = app_client.post("/v1/requests?bogus=1", content=body, headers=headers)
+    assert r.status_code == 403
+    ok = app_client.post(
+        "/v1/requests",
+        content=body,
+        headers={**auth(tokens["dpo"]), "content-type": "application/json; charset=utf-8"},
+    )
+    assert ok.status_code == 201
