@@ -1,10 +1,13 @@
 """Benchmark of exact unlearning by SISA slice retraining; prints one JSON object on stdout.
 
 Datasets (bench/sisa_data.py, all from installed packages): modeldata/credit_data (4,454 credit
-applicants), survival/flchain (7,874 people in a mortality study) and MNIST-1D generated at the
-requested sizes (default 10k and 100k). For each one, in the same run and on the same machine:
+applicants), survival/flchain (7,874 people in a mortality study), scikit-learn's breast cancer
+table (569 patients) and MNIST-1D generated at the requested sizes (default 10k and 100k). For
+each one, in the same run and on the same machine:
 
 - one model on all the training data (early stopping on a keyed-hash validation part);
+- the defaults a model gets when it chooses nothing: S = ``default_shards(records)``,
+  R = ``DEFAULT_SLICES`` (``defaults``; ``targets.defaults_within_budget`` judges this one);
 - S = 16, R = 8 with the default schedule: full training, a full retrain, single-subject
   erasures, K = 1, 10, 100 requests coalesced vs one after another (the keys kept from before:
   ``per_request_speedup``, ``ensemble_accuracy``, ``coalesced_vs_*``, ``records``, ``detail``),
@@ -40,19 +43,29 @@ import torch
 # Run as a plain script from anywhere: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sisa_data import Dataset, credit_data, flchain, mnist1d, mnist1d_public_base
+from bench.sisa_data import (
+    Dataset,
+    breast_cancer,
+    credit_data,
+    flchain,
+    mnist1d,
+    mnist1d_public_base,
+)
 from bench.sisa_measure import Clock, log, measure_config, subject_of
 from models.artifacts import LocalArtifactStore
 from models.sisa import (
+    DEFAULT_SLICES,
     PublicBase,
     SisaConfig,
     SubjectRecord,
     TrainingRecord,
     compare_placement,
+    default_shards,
     plan_sisa,
     single_model_baseline,
     train_shard,
 )
+from models.sisa.config import RECORDS_PER_SHARD
 
 # ARCANE placement is reported under an assumption, since no dataset here says who asks to be
 # forgotten: a tenth of the subjects (by hash) are flagged at ingestion, and a flagged subject
@@ -112,6 +125,19 @@ def run_dataset(
             "per_request_speedup": default["per_request_speedup"],
             "config": default["config"],
         },
+    }
+
+    defaults_config = config.replace(shards=default_shards(len(dataset.y)), slices=DEFAULT_SLICES)
+    if (defaults_config.shards, defaults_config.slices) == (config.shards, config.slices):
+        defaults = default
+    else:
+        defaults = measure(
+            defaults_config, scratch / f"{name}-defaults", requests=args.requests, ks=[]
+        )
+    variants["defaults"] = {
+        "accuracy": defaults["ensemble_accuracy"],
+        "per_request_speedup": defaults["per_request_speedup"],
+        "config": defaults["config"],
     }
 
     log(f"[{name}] planning (S, R) on a subsample")
@@ -182,7 +208,10 @@ def run_dataset(
         "variants": variants,
         "targets": {
             "speedup_10x_within_budget": fast_and_close,
-            "defaults_within_budget": gaps[f"S{config.shards}_R{config.slices}"] <= args.budget,
+            "defaults_within_budget": gaps["defaults"] <= args.budget,
+            f"S{config.shards}_R{config.slices}_within_budget": (
+                gaps[f"S{config.shards}_R{config.slices}"] <= args.budget
+            ),
         },
     }
 
@@ -217,6 +246,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-credit", action="store_true", help="skip credit_data")
     parser.add_argument("--no-flchain", action="store_true", help="skip flchain")
+    parser.add_argument("--no-breast-cancer", action="store_true", help="skip breast_cancer")
     parser.add_argument(
         "--wall-clock", action="store_true", help="time with wall clock instead of CPU time"
     )
@@ -268,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             loaders.append(partial(credit_data, args.seed))
         if not args.no_flchain:
             loaders.append(partial(flchain, args.seed))
+        if not args.no_breast_cancer:
+            loaders.append(partial(breast_cancer, args.seed))
         loaders += [partial(mnist1d, size, args.test_size) for size in args.sizes]
         for load in loaders:
             dataset = load()
@@ -311,6 +343,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             "shards": args.shards,
             "slices": args.slices,
             "schedule": "early stopping (SisaConfig defaults)",
+            "defaults": {
+                "shards": "default_shards(records)",
+                "records_per_shard": RECORDS_PER_SHARD,
+                "slices": DEFAULT_SLICES,
+            },
             "sisa_defaults": {
                 k: v
                 for k, v in SisaConfig(1, 1, 1, 2).to_dict().items()

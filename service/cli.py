@@ -156,8 +156,11 @@ def verify_exact(
     subject_column: Annotated[str, typer.Option(help="column naming each row's data subject")],
     label_column: Annotated[str, typer.Option(help="the class label column")],
     forget: Annotated[list[str], typer.Option(help="a subject to erase (repeatable)")],
-    shards: int = 4,
-    slices: int = 4,
+    shards: Annotated[
+        int | None,
+        typer.Option(help="default: one shard per 500 training rows, at most 16"),
+    ] = None,
+    slices: Annotated[int | None, typer.Option(help="default: 8")] = None,
     epochs: Annotated[
         int | None,
         typer.Option(help="fixed epochs instead of the default early stopping (converges)"),

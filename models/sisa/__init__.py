@@ -9,7 +9,7 @@ checkable bit for bit against training from scratch on the retained records.
 from models.sisa.baseline import SingleModel, single_model_baseline
 from models.sisa.checkpoints import Checkpoint, checkpoint_id, checkpoint_key, load_checkpoint
 from models.sisa.classifier import Classifier
-from models.sisa.config import SisaConfig
+from models.sisa.config import DEFAULT_SLICES, SisaConfig, default_shards
 from models.sisa.ensemble import Ensemble, Weighting
 from models.sisa.exactness import ExactnessCheck, verify_bit_exact
 from models.sisa.manifest import Manifest, VersionManifest
@@ -23,6 +23,7 @@ from models.sisa.training import ShardTrainingResult, train_shard
 from models.sisa.unlearning import ShardUnlearning, UnlearnResult, unlearn, unlearn_shard
 
 __all__ = [
+    "DEFAULT_SLICES",
     "Checkpoint",
     "Classifier",
     "Ensemble",
@@ -46,6 +47,7 @@ __all__ = [
     "checkpoint_id",
     "checkpoint_key",
     "compare_placement",
+    "default_shards",
     "expected_retrain_fraction",
     "is_validation_record",
     "load_checkpoint",

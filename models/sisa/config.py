@@ -9,7 +9,31 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["LEGACY_VALUES", "SisaConfig"]
+__all__ = [
+    "DEFAULT_SLICES",
+    "LEGACY_VALUES",
+    "MAX_DEFAULT_SHARDS",
+    "RECORDS_PER_SHARD",
+    "SisaConfig",
+    "default_shards",
+]
+
+# The default (S, R) when a model does not choose: S from the number of training records, so
+# that a small table is not cut into shards too small to learn from (the cause of the default
+# ensemble's accuracy gap to one model; measured by bench/sisa_defaults.py, see the README).
+RECORDS_PER_SHARD = 500
+MAX_DEFAULT_SHARDS = 16
+DEFAULT_SLICES = 8
+
+
+def default_shards(num_records: int) -> int:
+    """One shard per ``RECORDS_PER_SHARD`` training records, between 1 and
+    ``MAX_DEFAULT_SHARDS``: a shard of fewer records loses accuracy against one model on all the
+    data faster than the per-request speed-up it buys is worth."""
+    if num_records < 0:
+        raise ValueError("num_records must be >= 0")
+    return max(1, min(MAX_DEFAULT_SHARDS, num_records // RECORDS_PER_SHARD))
+
 
 # The values of the fields added after v1 that reproduce v1 training exactly. A field at its
 # legacy value is left out of the fingerprint, so a config stored before the field existed keeps

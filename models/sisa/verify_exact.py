@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.artifacts import LocalArtifactStore
-from models.sisa.config import SisaConfig
+from models.sisa.config import DEFAULT_SLICES, SisaConfig, default_shards
 from models.sisa.ensemble import Ensemble
 from models.sisa.exactness import verify_bit_exact
 from models.sisa.manifest import Manifest
@@ -78,8 +78,8 @@ def run_verify_exact(
     csv_path: str | Path,
     subject_column: str,
     label_column: str,
-    shards: int,
-    slices: int,
+    shards: int | None,
+    slices: int | None,
     forget: list[str],
     *,
     epochs: int | None = None,
@@ -89,6 +89,10 @@ def run_verify_exact(
 ) -> dict[str, Any]:
     """Train a SISA ensemble on the CSV, erase the ``forget`` subjects, and check every
     retrained shard bit for bit against training from scratch on the retained records.
+
+    ``shards=None`` picks ``default_shards`` of the training rows (one shard per
+    ``RECORDS_PER_SHARD`` records, at most 16) and ``slices=None`` ``DEFAULT_SLICES``: the
+    defaults that keep the ensemble near one model (README, "What the defaults do").
 
     ``epochs=None`` (the default) trains with early stopping on each shard's own validation
     records (``SisaConfig``'s defaults), which converges without tuning; an integer asks for
@@ -138,9 +142,10 @@ def run_verify_exact(
     spec = infer_spec(features, knot_spacing=KNOT_SPACING)
     x = featurize(spec, features.to_dict("records"))
 
+    training_rows = sum(1 for ref in refs if ref not in held_out)
     config = SisaConfig(
-        shards=shards,
-        slices=slices,
+        shards=default_shards(training_rows) if shards is None else shards,
+        slices=DEFAULT_SLICES if slices is None else slices,
         input_dim=spec.input_dim,
         num_classes=max(2, len(class_names)),
         seed=seed,
@@ -203,6 +208,8 @@ def run_verify_exact(
 
     return {
         "bit_exact": bool(checks) and all(check.bit_exact for check in checks),
+        "shards": config.shards,
+        "slices": config.slices,
         "shards_retrained": len(result.shards),
         "retrain_seconds": result.seconds,
         "full_retrain_seconds": full_retrain_seconds,

@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from models.sisa import SisaConfig, assign_shard, assign_slice
+from models.sisa import SisaConfig, assign_shard, assign_slice, default_shards
 from models.tabular import FeatureSpec
 from service.audit import append_event
 from service.core.config import Settings
@@ -64,12 +64,14 @@ def build_sisa_config(
     input_dim: int,
     num_classes: int,
     salt: str,
+    training_records: int,
     tail_slices: int = 0,
     base_hash: str = "",
 ) -> SisaConfig:
-    """The library config from the registry's settings (the library's converging defaults)."""
+    """The library config from the registry's settings (the library's converging defaults);
+    shards left unset get ``default_shards`` of the training records."""
     return SisaConfig(
-        shards=settings.shards,
+        shards=default_shards(training_records) if settings.shards is None else settings.shards,
         slices=settings.slices,
         input_dim=input_dim,
         num_classes=num_classes,
@@ -170,6 +172,7 @@ def ingest_csv(
         input_dim=input_dim,
         num_classes=len(classes),
         salt=partition_salt(model.name),
+        training_records=sum(1 for ref in refs if not is_holdout(ref, config.holdout_fraction)),
         tail_slices=config.placement.tail_slices if config.placement is not None else 0,
         base_hash=base_hash,
     )
@@ -214,6 +217,7 @@ def ingest_csv(
         )
     model.config = config.model_copy(
         update={
+            "sisa": config.sisa.model_copy(update={"shards": sisa.shards}),
             "feature_spec": spec.to_dict(),
             "classes": classes,
             "sisa_config": sisa.to_dict(),

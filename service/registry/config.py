@@ -31,8 +31,13 @@ class SisaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shards: int = Field(8, ge=1, le=256)
-    slices: int = Field(4, ge=1, le=64)
+    # None: chosen at ingestion from the training records (models.sisa.default_shards: one
+    # shard per 500 records, at most 16), so a small table is not cut into shards too small to
+    # learn from; the chosen number is written back here. 8 slices: models.sisa.DEFAULT_SLICES.
+    shards: int | None = Field(
+        None, ge=1, le=256, description="default: one per 500 training records, at most 16"
+    )
+    slices: int = Field(8, ge=1, le=64)
     epochs: int = Field(20, ge=1, le=500, description="fixed schedule only")
     hidden: list[Hidden] = Field(default_factory=lambda: [64, 32], min_length=1, max_length=4)
     learning_rate: float = Field(3e-3, gt=0, le=1, allow_inf_nan=False)

@@ -36,6 +36,8 @@ def test_erasing_subjects_is_bit_exact(tmp_path: Path) -> None:
     )
     assert set(result) == {
         "bit_exact",
+        "shards",
+        "slices",
         "shards_retrained",
         "retrain_seconds",
         "full_retrain_seconds",
@@ -46,6 +48,7 @@ def test_erasing_subjects_is_bit_exact(tmp_path: Path) -> None:
         "shards_too_small",
     }
     assert result["bit_exact"] is True
+    assert (result["shards"], result["slices"]) == (3, 4)
     assert 1 <= result["shards_retrained"] <= 3
     assert result["retrain_seconds"] > 0 and result["full_retrain_seconds"] > 0
     assert 0.5 <= result["accuracy_before"] <= 1 and 0.5 <= result["accuracy_after"] <= 1

@@ -14,7 +14,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from torch import nn
 
-from models.sisa import PublicBase, SisaConfig, assign_shard, assign_slice
+from models.sisa import (
+    DEFAULT_SLICES,
+    PublicBase,
+    SisaConfig,
+    assign_shard,
+    assign_slice,
+    default_shards,
+)
 from models.tabular import FeatureSpec
 from service.core.config import get_settings
 from service.core.security import subject_ref
@@ -108,6 +115,29 @@ def test_registry_defaults_are_the_librarys_converging_ones(
     for name in ("learning_rate", "batch_size", "validation_fraction", "patience", "max_rounds"):
         assert sisa[name] == getattr(library, name), name
     assert sisa["hidden"] == list(library.hidden)
+    assert (sisa["shards"], sisa["slices"]) == (None, DEFAULT_SLICES)
+
+
+def test_default_shards_follow_the_training_records_at_ingestion(
+    app_client: TestClient, tokens: dict[str, str], session: Session
+) -> None:
+    """Left unset, S is chosen from the ingested training records and written back, so a small
+    table is not cut into shards too small to learn from."""
+    h = auth(tokens["ml_engineer"])
+    body = {
+        "name": "auto-shards",
+        "config": {"subject_column": "customer_id", "label_column": "label"},
+    }
+    summary = _register_and_ingest(app_client, h, body, synthetic_csv(n_subjects=700))
+    expected = default_shards(summary["train_records"])
+    assert expected == summary["train_records"] // 500 >= 2
+    config = app_client.get("/v1/models/auto-shards", headers=h).json()["config"]
+    assert config["sisa"]["shards"] == config["sisa_config"]["shards"] == expected
+    model_id = session.scalar(select(MlModel.id).where(MlModel.name == "auto-shards"))
+    shards = session.scalars(
+        select(TrainingRecord.shard).where(TrainingRecord.model_id == model_id).distinct()
+    ).all()
+    assert set(shards) == set(range(expected))
 
 
 def test_shards_too_small_are_reported_not_published_silently(
