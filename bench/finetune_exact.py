@@ -9,8 +9,15 @@ wheel) is fine-tuned on all of them with `models.finetune` (R = 8 slices by subj
 top layers). Then, from the served checkpoint, erase 1 author (forget author 0) and 5 authors
 (forget authors 0-4), each time:
 
+- time to suppression (hash run): one verifier-rules activation per erased author, through
+  the worker's `service.rules.activation.calibrate_activation` (no HTTP, database or queue),
+  and how many of the erased authors' trained questions the fine-tuned model behind those
+  rules still answers revealingly (one refinement loop each, as serving runs it);
 - exact retrain (`unlearn_subjects`: from the checkpoint before the first affected slice, on the
-  retained records), then `verify_bit_exact` (fine-tune from scratch on the retained records
+  retained records), once as the service runs it and once handed the frozen-prefix activations
+  the full fine-tune computed (`PrefixCache`: a function of the base and the tokens only, so
+  the result must not change; compared `torch.equal` with the from-scratch run), then
+  `verify_bit_exact` (fine-tune from scratch on the retained records
   and compare every adapter and optimizer tensor). The from-scratch run is the full fine-tune
   the speed-up is measured against, and the oracle model (never trained on those authors);
 - forget ROUGE-L recall of the unguarded model on the erased authors' trained questions:
@@ -23,7 +30,7 @@ forget authors are flagged as likely to be erased (an ideal flag: they are the o
 ROUGE figures come from the hash-placement runs. Answers are greedy and generated in batches
 (left padding); the same procedure for every model, so before/after/oracle are comparable.
 
-    nice -n 10 python bench/finetune_exact.py --quick   # ~15 min on 2 busy cores
+    nice -n 10 python bench/finetune_exact.py --quick   # ~20 min on 2 busy cores
 """
 
 from __future__ import annotations

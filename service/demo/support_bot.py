@@ -34,6 +34,7 @@ from service.demo.support_data import (
 
 BOT = "support-bot"
 MAX_NEW_TOKENS = 48
+GENERATE_TIMEOUT_S = 900
 ROUGE_QUESTIONS = 10  # of the erased author's 20, asked before and after (CPU time)
 Headers = dict[str, str]
 
@@ -48,9 +49,15 @@ def _check(response: httpx.Response) -> Any:
 
 
 def _ask(http: httpx.Client, headers: Headers, question: str) -> dict[str, Any]:
-    return dict(
-        _check(http.post(f"/v1/models/{BOT}/generate", json={"prompt": question}, headers=headers))
+    # A guarded answer may take up to B + 1 generations, and the first one through the rules
+    # loads the verifier's embedder: minutes on a busy 2-core machine.
+    response = http.post(
+        f"/v1/models/{BOT}/generate",
+        json={"prompt": question},
+        headers=headers,
+        timeout=GENERATE_TIMEOUT_S,
     )
+    return dict(_check(response))
 
 
 def _poll(describe: str, poll: Callable[[], Any], done: Callable[[Any], tuple[float, bool]]) -> Any:
