@@ -9,8 +9,15 @@ wheel) is fine-tuned on all of them with `models.finetune` (R = 8 slices by subj
 top layers). Then, from the served checkpoint, erase 1 author (forget author 0) and 5 authors
 (forget authors 0-4), each time:
 
+- time to suppression (hash run): one verifier-rules activation per erased author, through
+  the worker's `service.rules.activation.calibrate_activation` (no HTTP, database or queue),
+  and how many of the erased authors' trained questions the fine-tuned model behind those
+  rules still answers revealingly (one refinement loop each, as serving runs it);
 - exact retrain (`unlearn_subjects`: from the checkpoint before the first affected slice, on the
-  retained records), then `verify_bit_exact` (fine-tune from scratch on the retained records
+  retained records), once as the service runs it and once handed the frozen-prefix activations
+  the full fine-tune computed (`PrefixCache`: a function of the base and the tokens only, so
+  the result must not change; compared `torch.equal` with the from-scratch run), then
+  `verify_bit_exact` (fine-tune from scratch on the retained records
   and compare every adapter and optimizer tensor). The from-scratch run is the full fine-tune
   the speed-up is measured against, and the oracle model (never trained on those authors);
 - forget ROUGE-L recall of the unguarded model on the erased authors' trained questions:
@@ -23,7 +30,7 @@ forget authors are flagged as likely to be erased (an ideal flag: they are the o
 ROUGE figures come from the hash-placement runs. Answers are greedy and generated in batches
 (left padding); the same procedure for every model, so before/after/oracle are comparable.
 
-    nice -n 10 python bench/finetune_exact.py --quick   # ~15 min on 2 busy cores
+    nice -n 10 python bench/finetune_exact.py --quick   # ~20 min on 2 busy cores
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -50,10 +58,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.artifacts import LocalArtifactStore
 from models.assets.smollm2 import materialize_smollm2
-from models.assets.tofu import FORGET_FILE, RETAIN_FILE, load_qa, tofu_file
+from models.assets.tofu import FORGET_FILE, QA, RETAIN_FILE, author_name, load_qa, tofu_file
 from models.finetune import (
     FinetuneConfig,
     FinetuneRecord,
+    PrefixCache,
     base_model_id,
     export_merged,
     merged_model,
@@ -62,8 +71,18 @@ from models.finetune import (
     unlearn_subjects,
     verify_bit_exact,
 )
+from models.finetune.checkpoints import load_checkpoint
 from models.finetune.training import train_sliced
-from models.generative.probes import DEFAULT_ROUGE_THRESHOLD, rouge_l_recall
+from models.generative.embedder import CachingEmbedder, MiniLMEmbedder
+from models.generative.generator import Generator
+from models.generative.probes import DEFAULT_ROUGE_THRESHOLD, oracle_leaks, rouge_l_recall
+from models.generative.refinement import refine
+from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules
+from models.generative.verifier import Verifier
+from models.sisa.exactness import compare_states
+from service.registry.config import GenerativePolicy
+from service.rules.activation import calibrate_activation
+from service.rules.rulesets import merge_rule_sets
 
 RETAIN_ROWS_PER_AUTHOR = 20
 SIZES = {
@@ -75,6 +94,9 @@ SIZES = {
     "epochs": (4, 8),
 }
 SCENARIOS = {"erase_1": [0], "erase_5": [0, 1, 2, 3, 4]}
+# The demo's rule policy (service/demo/support_bot.py); λ needs only the synthetic leaks.
+POLICY = GenerativePolicy(alpha=0.1, delta=0.05, alpha_b=0.2, max_budget=3)
+EMBEDDER_KIND = "minilm"  # the real all-MiniLM-L6-v2, as the worker uses
 
 
 def log(message: str) -> None:
@@ -96,6 +118,84 @@ def tofu_records(per_author: int) -> list[FinetuneRecord]:
     for i, row in enumerate(load_qa(tofu_file(RETAIN_FILE))):
         add(f"retain-{i // RETAIN_ROWS_PER_AUTHOR:02d}", row.question, row.answer, False)
     return records
+
+
+def forget_specs() -> dict[str, ForgetSpec]:
+    """What a DPO's request names for each forget author: the name and every TOFU fact."""
+    by_author: dict[int, list[QA]] = {}
+    for row in load_qa(tofu_file(FORGET_FILE)):
+        by_author.setdefault(int(row.author_index or 0), []).append(row)
+    return {
+        f"forget-{i}": ForgetSpec(
+            subject_names=[author_name(rows)],
+            facts=[Fact(r.question, r.answer) for r in rows],
+        )
+        for i, rows in by_author.items()
+    }
+
+
+def time_to_suppression(
+    subjects: Sequence[str],
+    specs: dict[str, ForgetSpec],
+    retained: Sequence[FinetuneRecord],
+    embedder: MiniLMEmbedder,
+) -> tuple[float, RuleSet, Verifier, float, list[float]]:
+    """Approval → rules active, for one request per subject in turn, through the worker's own
+    code: compile the request's rules, score its synthetic leaks and calibrate λ
+    (``service.rules.activation.calibrate_activation``, retained answers left to the budget
+    task as the worker does), merge the rule sets in force and build the serving verifier. No
+    HTTP, database or queue: those add the API's and a task's round trips. The embedder is
+    loaded beforehand (a worker keeps it); fact embeddings are not cached across runs."""
+    negatives = [r.completion for r in retained]
+    prompts: list[str | None] = [r.prompt for r in retained]
+    cache = CachingEmbedder(embedder)
+    in_force: dict[str, RuleSet] = {}
+    stored: dict[str, Any] = {}
+    per_request: list[float] = []
+    threshold = POLICY.fallback_threshold
+    for subject in subjects:
+        started = time.perf_counter()
+        activation = calibrate_activation(
+            subject,
+            compile_rules(specs[subject]),
+            in_force,
+            stored,
+            negatives,
+            POLICY,
+            embedder_kind=EMBEDDER_KIND,
+            scoring_embedder=embedder,
+            cache=cache,
+            negative_prompts=prompts,
+            score_negatives=False,
+        )
+        merged = merge_rule_sets(activation.rule_sets)
+        verifier = Verifier(merged, embedder, fact_embedder=cache)
+        per_request.append(time.perf_counter() - started)
+        in_force, stored = activation.rule_sets, activation.calibration["evidence"]
+        threshold = float(activation.calibration["serving_threshold"])
+    return sum(per_request), merged, verifier, threshold, per_request
+
+
+def guarded_leaks(
+    model: Any,
+    tokenizer: Any,
+    verifier: Verifier,
+    threshold: float,
+    erased: Sequence[FinetuneRecord],
+    max_new: int,
+) -> dict[str, Any]:
+    """The fine-tuned (not yet retrained) model behind the just-activated rules: how many of
+    the erased subjects' trained questions still get an answer revealing the trained answer."""
+    generate = Generator(model, tokenizer).bind(max_new_tokens=max_new)
+    leaked, seconds = 0, []
+    for record in erased:
+        started = time.perf_counter()
+        out = refine(
+            generate, verifier, record.prompt or "", threshold=threshold, budget=POLICY.max_budget
+        )
+        seconds.append(time.perf_counter() - started)
+        leaked += oracle_leaks(out.response, Fact(record.prompt or "", record.completion))
+    return {"questions": len(erased), "leaked": leaked, "mean_answer_s": statistics.fmean(seconds)}
 
 
 def answer_all(model: Any, tokenizer: Any, questions: Sequence[str], max_new: int) -> list[str]:
@@ -142,11 +242,26 @@ def run_placement(
     sizes: dict[str, int],
     workdir: Path,
 ) -> dict[str, Any]:
-    store = LocalArtifactStore(workdir / f"store-{config.placement}")
+    root = workdir / f"store-{config.placement}"
+    store = LocalArtifactStore(root)
+    # Filled by the full fine-tune and handed to the "prefix cached" retrains only: the frozen
+    # layers' activations of a record depend on the base and its tokens alone.
+    activations = PrefixCache()
     log(f"[{config.placement}] full fine-tune of {len(records)} records")
     full = train_sliced(
-        base, config, records, store, base_id=base_id, progress=lambda d, t: log(f"  slice {d}/{t}")
+        base,
+        config,
+        records,
+        store,
+        base_id=base_id,
+        prefix_cache=activations,
+        progress=lambda d, t: log(f"  slice {d}/{t}"),
     )
+    # The cached retrains run in a copy of the store as it was after the full fine-tune, so
+    # they find the same checkpoints and write their own.
+    cached_root = workdir / f"store-{config.placement}-prefix-cached"
+    shutil.copytree(root, cached_root)
+    cached_store = LocalArtifactStore(cached_root)
     out: dict[str, Any] = {
         "full_finetune_s": full.seconds,
         "full_finetune_cpu_s": full.cpu_seconds,
@@ -170,15 +285,54 @@ def run_placement(
             "retain": rouge(model, tok, retain_eval, sizes["max_new_tokens"]),
         }
         out["before"] = before
+    embedder: MiniLMEmbedder | None = None
+    specs = forget_specs()
     for name, authors in SCENARIOS.items():
         subjects = [f"forget-{i}" for i in authors]
+        suppression: dict[str, Any] = {}
+        if evaluate:
+            log(f"[{config.placement}] {name}: verifier rules (time to suppression)")
+            embedder = embedder or MiniLMEmbedder()
+            retained_records = [r for r in records if r.subject not in set(subjects)]
+            total, _, verifier, lam, each = time_to_suppression(
+                subjects, specs, retained_records, embedder
+            )
+            suppression = {
+                "time_to_suppression_s": total,
+                "per_request_s": each,
+                "serving_threshold": lam,
+                "guarded_before_retrain": guarded_leaks(
+                    model,
+                    tok,
+                    verifier,
+                    lam,
+                    [r for r in forget_all if r.subject in set(subjects)],
+                    sizes["max_new_tokens"],
+                ),
+            }
         log(f"[{config.placement}] {name}: exact retrain")
         outcome = unlearn_subjects(
             base, config, records, subjects, store, full.final_checkpoint, base_id=base_id
         )
+        log(f"[{config.placement}] {name}: exact retrain, prefix activations cached")
+        cached = unlearn_subjects(
+            base,
+            config,
+            records,
+            subjects,
+            cached_store,
+            full.final_checkpoint,
+            base_id=base_id,
+            prefix_cache=activations,
+        )
         log(f"[{config.placement}] {name}: verify (fine-tune from scratch on retained records)")
         check, scratch = verify_bit_exact(
             base, config, outcome.retained_records, outcome.checkpoint_after, store, base_id=base_id
+        )
+        # The cached retrain against the same from-scratch run (fresh activations): every
+        # adapter and optimizer tensor torch.equal, or the cache changed bits.
+        cached_check = compare_checkpoints(
+            load_checkpoint(cached_store, cached.checkpoint_after), scratch
         )
         started = time.perf_counter()
         served_dir = export_merged(
@@ -201,15 +355,26 @@ def run_placement(
             / (outcome.training.seconds - outcome.training.prefix_seconds),
             "retrain_prefix_s": outcome.training.prefix_seconds,
             "full_finetune_retained_prefix_s": scratch.result.prefix_seconds,
+            "retrain_prefix_cached_s": cached.training.seconds,
+            "retrain_prefix_cached_cpu_s": cached.training.cpu_seconds,
+            "retrain_speedup_prefix_cached": scratch.result.seconds / cached.training.seconds,
+            "retrain_speedup_prefix_cached_cpu": scratch.result.cpu_seconds
+            / cached.training.cpu_seconds,
+            "prefix_cached_same_checkpoint": cached.checkpoint_after == outcome.checkpoint_after,
+            "prefix_cached_bit_exact": cached_check["bit_exact"],
+            "prefix_cached_mismatched": cached_check["mismatched"][:10],
+            **suppression,
             "retrain_fraction_records": retrain_fraction(
                 config, records, outcome.first_affected_slice
             ),
-            "bit_exact": check.bit_exact,
+            "bit_exact": check.bit_exact and cached_check["bit_exact"],
+            "bit_exact_uncached": check.bit_exact,
             "tensors_compared": check.tensors_compared,
             "mismatched": check.mismatched[:10],
             "verify_s": check.seconds,
             "export_merged_s": export_s,
             "time_to_exact_s": outcome.seconds + check.seconds + export_s,
+            "time_to_exact_prefix_cached_s": cached.seconds + check.seconds + export_s,
             "served_dir": served_dir.name,
         }
         result.pop("superseded_checkpoints")
@@ -252,6 +417,16 @@ def run_placement(
         out["scenarios"][name] = result
     out["expected_retrain_fraction"] = placement_report(config, records)
     return out
+
+
+def compare_checkpoints(stored: Any, scratch: Any) -> dict[str, Any]:
+    """``torch.equal`` on every adapter and optimizer tensor of a stored checkpoint and an
+    in-memory from-scratch run."""
+    _, model_bad = compare_states(scratch.model.adapter_state(), stored.model_state, "adapter")
+    _, optim_bad = compare_states(
+        scratch.optimizer.state_dict(), stored.optimizer_state, "optimizer"
+    )
+    return {"bit_exact": not (model_bad or optim_bad), "mismatched": model_bad + optim_bad}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -317,18 +492,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     output = {
         "benchmark": "finetune_exact",
         "quick": args.quick,
-        "time_to_suppression_s": None,
-        "time_to_suppression_note": (
-            "needs the service (verifier rules compiled, calibrated and activated by a worker); "
-            "not measured by this library benchmark"
-        ),
+        "time_to_suppression_s": {k: v["time_to_suppression_s"] for k, v in hashed.items()},
         "time_to_exact_s": {k: v["time_to_exact_s"] for k, v in hashed.items()},
+        "time_to_exact_prefix_cached_s": {
+            k: v["time_to_exact_prefix_cached_s"] for k, v in hashed.items()
+        },
+        "guarded_before_retrain": {k: v["guarded_before_retrain"] for k, v in hashed.items()},
         "retrain_speedup": {
             p: {k: v["retrain_speedup"] for k, v in run["scenarios"].items()}
             for p, run in runs.items()
         },
         "retrain_speedup_cpu": {
             p: {k: v["retrain_speedup_cpu"] for k, v in run["scenarios"].items()}
+            for p, run in runs.items()
+        },
+        "retrain_speedup_prefix_cached": {
+            p: {k: v["retrain_speedup_prefix_cached"] for k, v in run["scenarios"].items()}
+            for p, run in runs.items()
+        },
+        "retrain_speedup_prefix_cached_cpu": {
+            p: {k: v["retrain_speedup_prefix_cached_cpu"] for k, v in run["scenarios"].items()}
             for p, run in runs.items()
         },
         "retrain_speedup_excluding_prefix": {
@@ -341,7 +524,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "bit_exact": all(s["bit_exact"] for s in every),
         "checkpoint_bytes_per_slice": max(sizes_written),
         "definitions": {
+            "time_to_suppression_s": "one verifier-rules activation per erased author in "
+            "turn (compile, calibrate λ, merge, build the verifier) through "
+            "service.rules.activation.calibrate_activation, the worker's function; no HTTP, "
+            "database or queue (hash run; the rules do not depend on placement)",
             "time_to_exact_s": "exact retrain + bit-exact verification + merged export (hash)",
+            "retrain_speedup_prefix_cached": "the same ratio when the retrain is handed the "
+            "frozen-prefix activations the full fine-tune computed (models.finetune."
+            "PrefixCache; the from-scratch baseline computes its own); its result is compared "
+            "torch.equal with the from-scratch run (bit_exact covers both retrains)",
             "retrain_speedup": "from-scratch sliced fine-tune on retained records / retrain "
             "(wall time; retrain_speedup_cpu: the same with process CPU time, steadier on a "
             "shared machine)",

@@ -85,7 +85,7 @@ def _wait(poll: Any, describe: str, done: Any, timeout: float = 1800) -> Any:
 
 def run_demo(reports_dir: Path) -> int:
     from service.demo.credit import credit_csv
-    from service.demo.support_bot import run_guard_demo
+    from service.demo.support_bot import run_both_demo
     from service.stack.processes import full_stack
 
     if os.environ.get("LETHE_DATABASE_URL") is None:
@@ -191,7 +191,7 @@ def run_demo(reports_dir: Path) -> int:
             pdf_path.write_bytes(pdf_resp.content)
             versions = _check(http.get(f"/v1/models/{MODEL}/versions", headers=ml))
             print(_summary(request, job, versions, [json_path, csv_path, pdf_path]))
-            guard_ok, guard_lines = run_guard_demo(
+            guard_ok, guard_lines = run_both_demo(
                 http, tokens, Path(get_settings().data_dir), CACHE_DIR, reports_dir
             )
             print("\n".join(guard_lines))

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -48,6 +50,7 @@ from service.db.tables import (
     RuleSetVersion,
 )
 from service.erasure.certificates import conformal_certificate, issue_certificate
+from service.finetune.serving import finetuned_generator, served_version
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.rules.calibration import (
     Record,
@@ -75,6 +78,10 @@ class BudgetInputs:
     rules: RuleSet
     per_request: dict[str, RuleSet]
     evidence: dict[str, RequestEvidence]
+    served_weights: Callable[[], Any]
+    """Loads the generator of the weights the model serves now: its folder for a frozen
+    model, the current version's merged fine-tune for a model lethe fine-tunes (B and the
+    model's own leaks must be measured on what answers users, not on the base)."""
 
 
 @dataclass(frozen=True)
@@ -101,23 +108,35 @@ def load_budget(session: Session, settings: Settings, rule_set_id: uuid.UUID) ->
     model = session.get_one(MlModel, row.model_id)
     stored = row.calibration.get("evidence", {}).get("by_request", {})
     per_request = per_request_rule_sets(settings, row)
+    config = GenerativeConfig.model_validate(model.config)
     return BudgetInputs(
         rule_set_id=row.id,
         model_id=model.id,
         version=row.version,
-        config=GenerativeConfig.model_validate(model.config),
+        config=config,
         policy=GenerativePolicy.model_validate(model.policy),
         rules=merge_rule_sets(per_request),
         per_request=per_request,
         evidence={rid: RequestEvidence.from_json(ev) for rid, ev in stored.items()},
+        served_weights=_served_weights(session, settings, model, config),
     )
+
+
+def _served_weights(
+    session: Session, settings: Settings, model: MlModel, config: GenerativeConfig
+) -> Callable[[], Any]:
+    if config.finetune is None:
+        return partial(generator, config.model_dir)
+    # The version read here is the one B is calibrated for; a later switch (an exact retrain)
+    # retires or recalibrates the rules in a new version, which gets its own calibration.
+    return partial(finetuned_generator, settings, served_version(session, model))
 
 
 def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
     """λ on the pooled leaks, then B and the exit at that λ (see the module docstring)."""
     started = time.perf_counter()
     config, policy = inputs.config, inputs.policy
-    generate = generator(config.model_dir).bind(max_new_tokens=config.max_new_tokens)
+    generate = inputs.served_weights().bind(max_new_tokens=config.max_new_tokens)
     verifier = verifier_for((inputs.model_id, inputs.version), inputs.rules, config.embedder)
     # Retained-answer scores the activation left for later (the false-flag rate).
     retained = retained_facts(config.retain_qa_file)

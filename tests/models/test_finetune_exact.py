@@ -13,6 +13,7 @@ from models.artifacts import LocalArtifactStore
 from models.finetune import (
     FinetuneConfig,
     FinetuneRecord,
+    PrefixCache,
     base_model_id,
     checkpoint_ids,
     checkpoint_key,
@@ -97,6 +98,28 @@ def test_erasing_several_subjects_at_once(
     assert outcome.slices_retrained == 3
     assert outcome.erased_subjects == sorted(subjects[:2])
     assert outcome.subjects_not_found == ["never-trained"]
+    check, _ = verify_bit_exact(
+        tiny_base, CONFIG, outcome.retained_records, outcome.checkpoint_after, store
+    )
+    assert check.bit_exact, check.mismatched
+
+
+def test_a_retrain_reusing_the_first_trainings_activations_is_bit_exact(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """The frozen layers' activations computed by the first fine-tune, handed to the retrain
+    (bench/finetune_exact.py measures what that saves): nothing is recomputed, and the result
+    equals fine-tuning from scratch with fresh activations, tensor for tensor."""
+    store = LocalArtifactStore(tmp_path / "store")
+    cache = PrefixCache()
+    served = train_sliced(tiny_base, CONFIG, RECORDS, store, prefix_cache=cache).final_checkpoint
+    filled = len(cache)
+    assert filled > 0
+    subject = subject_in(1)
+    outcome = unlearn_subjects(
+        tiny_base, CONFIG, RECORDS, [subject], store, served, prefix_cache=cache
+    )
+    assert outcome.slices_retrained == 3 and len(cache) == filled
     check, _ = verify_bit_exact(
         tiny_base, CONFIG, outcome.retained_records, outcome.checkpoint_after, store
     )

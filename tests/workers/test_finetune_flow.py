@@ -324,3 +324,34 @@ def test_a_retrain_stopped_after_publishing_is_finished_on_redelivery(
     assert all(d["deleted"] and d["sha256"] for d in destroyed)
     store = open_store(settings.artifact_location)
     assert not any(store.exists(checkpoint_key(d["checkpoint"])) for d in destroyed)
+
+
+def test_the_budget_is_calibrated_on_the_served_finetuned_weights(
+    app_client: TestClient,
+    roles: dict[str, str],
+    sent_tasks: SentTasks,
+    session: Session,
+    settings: Settings,
+    tiny_lm: Path,
+    retain_file: Path,
+) -> None:
+    """B and the model's own leaks are measured on the weights that answer users: the
+    current version's merged fine-tune, not the base folder it was fine-tuned from."""
+    from service.db.tables import MlModel
+    from service.finetune.serving import finetuned_generator, served_version
+    from service.rules import budget
+    from service.rules.runtime import generator
+
+    model = _register_and_train(app_client, roles["ml"], sent_tasks, tiny_lm, retain_file)
+    _erase(app_client, roles["dpo"], model)
+    _run(sent_tasks, TASK_PROCESS_REQUEST)
+    _run(sent_tasks, TASK_UPDATE_VERIFIER_RULES)
+    [[rule_set_id]] = sent_tasks.pop(TASK_CALIBRATE_BUDGET)
+    inputs = budget.load_budget(session, settings, uuid.UUID(rule_set_id))
+    assert not isinstance(inputs, str)
+    row = session.scalars(select(MlModel).where(MlModel.name == model)).one()
+    served = served_version(session, row)
+    loaded = inputs.served_weights()
+    assert loaded is finetuned_generator(settings, served)
+    assert loaded is not generator(str(tiny_lm))
+    assert served.number == 1 and loaded.model is not generator(str(tiny_lm)).model

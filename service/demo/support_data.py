@@ -1,0 +1,129 @@
+"""The support-bot's training records and the demo's cache of its fine-tune.
+
+support-bot is SmolLM2-135M-Instruct that lethe fine-tunes (policy ``both``) on TOFU
+question/answer pairs: three fictional authors (the "customers"; one is later erased) and
+three retain authors. Each record carries its subject, so an erasure finds every record of
+the person it names.
+
+The fine-tune's slice checkpoints are content-addressed (base weights, hyper-parameters and
+the records' keys and tokens), so the demo keeps a copy of the first fine-tune's checkpoints
+under the cache folder and puts them into each run's fresh artifact store: the worker's
+fine-tune job then finds every slice already trained and only exports the merged weights.
+The copy holds fictional TOFU data only; in a real deployment nothing keeps such a copy, and
+the erasure destroys every checkpoint that saw the subject (as it does in the run's store).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.artifacts import open_store
+from models.assets.tofu import QA, author_name, group_by_author, load_qa
+from models.finetune.checkpoints import CHECKPOINT_PREFIX
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOFU_DIR = REPO_ROOT / "data" / "tofu"
+AUTHORS = 3  # "customers" fine-tuned on; the first one is erased
+RETAIN_PAIRS = 60  # 3 retain authors x 20 pairs
+RETAIN_ROWS_PER_AUTHOR = 20
+SLICES = 4
+
+# Chosen by measuring ROUGE-L recall of the fine-tuned model on the authors' answers (see the
+# README's demo section): LoRA rank 8 on every linear map of the top 4 of SmolLM2's 30 layers,
+# R = 4 slices, 8 equivalent epochs (4 per slice) at lr 5e-3. The authors are flagged as likely
+# to be erased, so they sit in the last slice and an erasure retrains that slice only.
+FINETUNE = {
+    "subject_column": "subject",
+    "slices": SLICES,
+    "epochs": 8,
+    "learning_rate": 5e-3,
+    "batch_size": 8,
+    "seed": 0,
+    "lora_rank": 8,
+    "lora_alpha": 16,
+    "adapter_layers": 4,
+    "placement": "likely_last",
+    "late_slices": 1,
+}
+
+
+@dataclass(frozen=True)
+class SupportData:
+    authors: dict[int, list[QA]]
+    """The customer authors by TOFU author index; the first is the one erased."""
+    retain: list[QA]
+
+    @property
+    def forgotten(self) -> list[QA]:
+        return self.authors[min(self.authors)]
+
+    @property
+    def others(self) -> list[list[QA]]:
+        return [rows for index, rows in sorted(self.authors.items()) if index != min(self.authors)]
+
+    def jsonl(self) -> bytes:
+        """The records as ingested: subject, question, answer, and the likely-erased flag."""
+        lines = [
+            json.dumps(
+                {
+                    "subject": author_name(rows),
+                    "question": r.question,
+                    "answer": r.answer,
+                    "likely_erased": True,
+                }
+            )
+            for rows in self.authors.values()
+            for r in rows
+        ]
+        lines += [
+            json.dumps(
+                {
+                    "subject": f"retain-author-{i // RETAIN_ROWS_PER_AUTHOR}",
+                    "question": r.question,
+                    "answer": r.answer,
+                }
+            )
+            for i, r in enumerate(self.retain)
+        ]
+        return ("\n".join(lines) + "\n").encode()
+
+    def write_retain_file(self, path: Path) -> Path:
+        """What the verifier rules must keep answering: the retain pairs and the other
+        customers (their false flags are measured on these)."""
+        with path.open("w") as handle:
+            for row in [*self.retain, *(r for rows in self.others for r in rows)]:
+                handle.write(json.dumps({"question": row.question, "answer": row.answer}) + "\n")
+        return path
+
+
+def support_data() -> SupportData:
+    by_author = group_by_author(load_qa(TOFU_DIR / "forget_a.jsonl"))
+    authors = {i: by_author[i] for i in sorted(by_author)[:AUTHORS]}
+    return SupportData(authors, load_qa(TOFU_DIR / "retain.jsonl")[:RETAIN_PAIRS])
+
+
+def _checkpoint_keys(root: Path) -> list[str]:
+    return open_store(str(root)).keys(CHECKPOINT_PREFIX) if root.exists() else []
+
+
+def seed_checkpoints(cache: Path, artifact_location: str) -> int:
+    """Copy the cached slice checkpoints into the run's artifact store; returns how many."""
+    keys = _checkpoint_keys(cache)
+    if keys:
+        source, target = open_store(str(cache)), open_store(artifact_location)
+        for key in keys:
+            target.put(key, source.get(key))
+    return len(keys)
+
+
+def keep_checkpoints(cache: Path, artifact_location: str) -> int:
+    """Copy the run's slice checkpoints into the cache (before any erasure destroys some)."""
+    source = open_store(artifact_location)
+    keys = source.keys(CHECKPOINT_PREFIX)
+    target = open_store(str(cache))
+    for key in keys:
+        if not target.exists(key):
+            target.put(key, source.get(key))
+    return len(keys)
