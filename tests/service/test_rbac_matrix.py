@@ -33,6 +33,9 @@ DPO, ML, AUDITOR, ADMIN = Role.dpo, Role.ml_engineer, Role.auditor, Role.admin
 PUBLIC = "public"  # no token needed
 SESSION = "console session"  # the console's own sign-in (tests/web hold its role checks)
 CONSOLE_OPEN = "console, no session needed"
+# /metrics takes its own scraper token, never an API token (tests/service/test_metrics.py holds
+# its checks); with no scraper token configured, as here, it is 404 metrics_disabled to everyone.
+SCRAPER = "metrics scraper token"
 
 DPO_WRITE = frozenset({DPO, ADMIN})
 REQUEST_READ = frozenset({DPO, AUDITOR, ML, ADMIN})
@@ -76,6 +79,7 @@ POLICY: dict[str, Any] = {
     # health
     "GET /healthz": PUBLIC,
     "GET /readyz": PUBLIC,
+    "GET /metrics": SCRAPER,
     # the console
     "GET /": CONSOLE_OPEN,
     "GET /console": CONSOLE_OPEN,
@@ -162,7 +166,7 @@ def test_declared_roles_match_the_policy(app: FastAPI) -> None:
     for op in operations(app):
         policy = POLICY[label_of(op.method, op.path)]
         declared = op.roles
-        if policy in (PUBLIC, SESSION, CONSOLE_OPEN):
+        if policy in (PUBLIC, SESSION, CONSOLE_OPEN, SCRAPER):
             # Console routes check roles on the session (service.web.sessions), not a token.
             assert declared is None, f"{op.method} {op.path} declares token roles"
         else:
@@ -192,6 +196,12 @@ def test_rbac_matrix(app: FastAPI, app_client: TestClient, callers: dict[str, An
                 # /readyz answers 503 while no worker is alive (none in this test).
                 ok = status not in (401, 403, 500)
                 expected = "not 401/403/500"
+            elif policy == SCRAPER:
+                ok = status in (401, 404) and r.json()["error"]["code"] in (
+                    "unauthenticated",
+                    "metrics_disabled",
+                )
+                expected = "401 or 404 metrics_disabled (an API token never opens it)"
             elif policy == CONSOLE_OPEN:
                 ok = status < 500
                 expected = "no server error"
