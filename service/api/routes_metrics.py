@@ -32,6 +32,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import Match
 
+from service.api.contract import errors
 from service.core.config import Settings
 from service.core.errors import DomainError
 from service.db.base import utcnow
@@ -236,7 +237,16 @@ def _authorize(settings: Settings, authorization: str | None) -> None:
         raise DomainError(404, "metrics_disabled", "metrics are not enabled on this deployment")
 
 
-@router.get(METRICS_PATH, include_in_schema=True, response_class=Response)
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+
+@router.get(
+    METRICS_PATH,
+    include_in_schema=True,
+    response_class=Response,
+    # 401: a wrong scraper token; 404 metrics_disabled: neither a token nor public is set.
+    responses={**errors(401, 404), 200: {"content": _TEXT}},
+)
 def metrics(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     """Prometheus text format. Auth: ``LETHE_METRICS_TOKEN`` (bearer) or
     ``LETHE_METRICS_PUBLIC``; see the module docstring."""
