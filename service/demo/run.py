@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from tqdm import tqdm
 
 from service.core.config import get_settings
+from service.demo.client import check, wait
 
 DEMO_DATA_DIR = Path(".lethe/demo")
 # Model weights built from installed packages (SmolLM2, its fine-tune): kept across demo runs.
@@ -59,30 +58,6 @@ def _tokens(database_url: str) -> dict[str, str]:
         }
 
 
-def _check(response: httpx.Response) -> Any:
-    if response.status_code >= 400:
-        raise SystemExit(
-            f"{response.request.method} {response.request.url.path} failed: "
-            f"{response.status_code} {response.text}"
-        )
-    return response.json()
-
-
-def _wait(poll: Any, describe: str, done: Any, timeout: float = 1800) -> Any:
-    deadline = time.monotonic() + timeout
-    with tqdm(total=100, desc=describe, unit="%", bar_format="{l_bar}{bar}| {n:.0f}%") as bar:
-        while True:
-            state = poll()
-            progress, finished = done(state)
-            bar.n = round(100 * progress)
-            bar.refresh()
-            if finished:
-                return state
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out: {describe}")
-            time.sleep(0.5)
-
-
 def run_demo(reports_dir: Path) -> int:
     from service.demo.credit import credit_csv
     from service.demo.support_bot import run_both_demo
@@ -102,7 +77,7 @@ def run_demo(reports_dir: Path) -> int:
         dpo = {"authorization": f"Bearer {tokens['dpo']}"}
         auditor = {"authorization": f"Bearer {tokens['auditor']}"}
         with httpx.Client(base_url=st.api_url, timeout=120) as http:
-            _check(
+            check(
                 http.post(
                     "/v1/models",
                     headers=ml,
@@ -126,7 +101,7 @@ def run_demo(reports_dir: Path) -> int:
                     },
                 )
             )
-            ingest = _check(
+            ingest = check(
                 http.post(
                     f"/v1/models/{MODEL}/records",
                     headers=ml,
@@ -137,15 +112,15 @@ def run_demo(reports_dir: Path) -> int:
                 f"ingested {ingest['records']} records of {ingest['subjects']} subjects "
                 f"({ingest['train_records']} train, {ingest['holdout_records']} held out)"
             )
-            job = _check(http.post(f"/v1/models/{MODEL}/train", headers=ml))
-            job = _wait(
-                lambda: _check(http.get(f"/v1/jobs/{job['id']}", headers=ml)),
+            job = check(http.post(f"/v1/models/{MODEL}/train", headers=ml))
+            job = wait(
+                lambda: check(http.get(f"/v1/jobs/{job['id']}", headers=ml)),
                 "training credit-risk (8 shards x 4 slices)",
                 lambda j: (j["progress"], j["status"] in ("done", "failed")),
             )
             if job["status"] != "done":
                 raise SystemExit(f"training failed: {job['error_code']}")
-            request = _check(
+            request = check(
                 http.post(
                     "/v1/requests",
                     headers={**dpo, "idempotency-key": "demo-request-1"},
@@ -156,7 +131,7 @@ def run_demo(reports_dir: Path) -> int:
                     },
                 )
             )
-            _check(
+            check(
                 http.post(
                     f"/v1/requests/{request['id']}/approve",
                     headers=dpo,
@@ -169,13 +144,13 @@ def run_demo(reports_dir: Path) -> int:
                 progress = sum(a["progress"] for a in acts) / len(acts) if acts else 0.0
                 return progress, r["status"] in ("completed", "failed")
 
-            request = _wait(
-                lambda: _check(http.get(f"/v1/requests/{request['id']}", headers=dpo)),
+            request = wait(
+                lambda: check(http.get(f"/v1/requests/{request['id']}", headers=dpo)),
                 "erasure: exact slice retraining",
                 request_progress,
             )
             reports_dir.mkdir(parents=True, exist_ok=True)
-            report = _check(http.get(f"/v1/requests/{request['id']}/report", headers=auditor))
+            report = check(http.get(f"/v1/requests/{request['id']}/report", headers=auditor))
             json_path = reports_dir / f"request-{request['id']}.json"
             json_path.write_text(json.dumps(report, indent=2))
             csv_resp = http.get(
@@ -189,13 +164,13 @@ def run_demo(reports_dir: Path) -> int:
             pdf_resp.raise_for_status()
             pdf_path = reports_dir / f"request-{request['id']}.pdf"
             pdf_path.write_bytes(pdf_resp.content)
-            versions = _check(http.get(f"/v1/models/{MODEL}/versions", headers=ml))
+            versions = check(http.get(f"/v1/models/{MODEL}/versions", headers=ml))
             print(_summary(request, job, versions, [json_path, csv_path, pdf_path]))
             guard_ok, guard_lines = run_both_demo(
                 http, tokens, Path(get_settings().data_dir), CACHE_DIR, reports_dir
             )
             print("\n".join(guard_lines))
-            chain = _check(http.get("/v1/audit/verify", headers=auditor))
+            chain = check(http.get("/v1/audit/verify", headers=auditor))
     state = "verified" if chain["ok"] else f"BROKEN at seq {chain['first_broken_seq']}"
     print(f"\naudit chain        {state} ({chain['events_checked']} events)")
     return 0 if request["status"] == "completed" and chain["ok"] and guard_ok else 1

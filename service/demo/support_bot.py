@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from tqdm import tqdm
 
 from models.assets.tofu import QA, author_name
 from models.generative.probes import oracle_leaks, rouge_l_recall
 from models.generative.rules import Fact
+from service.demo.client import check, wait
 from service.demo.support_data import (
     FINETUNE,
     SLICES,
@@ -37,15 +36,8 @@ MAX_NEW_TOKENS = 48
 GENERATE_TIMEOUT_S = 900
 ROUGE_QUESTIONS = 10  # of the erased author's 20, asked before and after (CPU time)
 Headers = dict[str, str]
-
-
-def _check(response: httpx.Response) -> Any:
-    if response.status_code >= 400:
-        raise SystemExit(
-            f"{response.request.method} {response.request.url.path} failed: "
-            f"{response.status_code} {response.text}"
-        )
-    return response.json()
+# A first run fine-tunes, and the exact retrain checks itself, on a loaded 2-core machine.
+WAIT_S = 3600
 
 
 def _ask(http: httpx.Client, headers: Headers, question: str) -> dict[str, Any]:
@@ -57,22 +49,7 @@ def _ask(http: httpx.Client, headers: Headers, question: str) -> dict[str, Any]:
         headers=headers,
         timeout=GENERATE_TIMEOUT_S,
     )
-    return dict(_check(response))
-
-
-def _poll(describe: str, poll: Callable[[], Any], done: Callable[[Any], tuple[float, bool]]) -> Any:
-    deadline = time.monotonic() + 3600
-    with tqdm(total=100, desc=describe, bar_format="{l_bar}{bar}| {n:.0f}%") as bar:
-        while True:
-            state = poll()
-            progress, finished = done(state)
-            bar.n = round(100 * progress)
-            bar.refresh()
-            if finished:
-                return state
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out: {describe}")
-            time.sleep(0.5)
+    return dict(check(response))
 
 
 def _recall(answers: list[str], rows: list[QA]) -> float:
@@ -93,7 +70,7 @@ def _register_and_finetune(
     from service.core.config import get_settings
 
     location = get_settings().artifact_location
-    _check(
+    check(
         http.post(
             "/v1/models",
             headers=ml,
@@ -118,7 +95,7 @@ def _register_and_finetune(
             },
         )
     )
-    ingest = _check(
+    ingest = check(
         http.post(
             f"/v1/models/{BOT}/records",
             headers=ml,
@@ -130,11 +107,12 @@ def _register_and_finetune(
         f"support-bot: {ingest['records']} records of {ingest['subjects']} subjects ingested; "
         f"{seeded} cached slice checkpoint(s) from earlier runs"
     )
-    job = _check(http.post(f"/v1/models/{BOT}/train", headers=ml))
-    job = _poll(
+    job = check(http.post(f"/v1/models/{BOT}/train", headers=ml))
+    job = wait(
+        lambda: check(http.get(f"/v1/jobs/{job['id']}", headers=ml)),
         f"fine-tuning support-bot (LoRA, {SLICES} slices; worker)",
-        lambda: _check(http.get(f"/v1/jobs/{job['id']}", headers=ml)),
         lambda j: (j["progress"], j["status"] in ("done", "failed")),
+        WAIT_S,
     )
     if job["status"] != "done":
         raise SystemExit(f"support-bot fine-tune failed: {job['error_code']}")
@@ -181,7 +159,7 @@ def run_both_demo(
         ]
     (question, answer_before), (other, _) = known[0], others[0]
 
-    request = _check(
+    request = check(
         http.post(
             "/v1/requests",
             headers={**dpo, "idempotency-key": "demo-request-2"},
@@ -197,7 +175,7 @@ def run_both_demo(
         )
     )
     approved_at = time.monotonic()
-    _check(
+    check(
         http.post(
             f"/v1/requests/{request['id']}/approve",
             headers=dpo,
@@ -206,14 +184,14 @@ def run_both_demo(
     )
 
     def get_request() -> dict[str, Any]:
-        return dict(_check(http.get(f"/v1/requests/{request['id']}", headers=dpo)))
+        return dict(check(http.get(f"/v1/requests/{request['id']}", headers=dpo)))
 
     def rules_done(r: dict[str, Any]) -> tuple[float, bool]:
         rules = [a for a in r["actions"] if a["strategy"] == "verifier_rules"]
         done = bool(rules) and rules[0]["status"] in ("done", "failed")
         return (1.0 if done else 0.0), done or r["status"] in ("completed", "failed")
 
-    request = _poll("erasure 1/2: verifier rules (interim)", get_request, rules_done)
+    request = wait(get_request, "erasure 1/2: verifier rules (interim)", rules_done, WAIT_S)
     time_to_rules = time.monotonic() - approved_at
     interim = request["certificates"][0] if request["certificates"] else None
     guarded = _ask(http, ml, question.question)
@@ -223,7 +201,7 @@ def run_both_demo(
         progress = exact[0]["progress"] if exact else 0.0
         return progress, r["status"] in ("completed", "failed")
 
-    request = _poll("erasure 2/2: exact retrain of the fine-tune", get_request, exact_done)
+    request = wait(get_request, "erasure 2/2: exact retrain of the fine-tune", exact_done, WAIT_S)
     time_to_exact = time.monotonic() - approved_at
     after = [_ask(http, ml, r.question) for r in forgotten_rows]
     rouge_after = _recall([a["text"] for a in after], forgotten_rows)
