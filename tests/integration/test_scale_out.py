@@ -7,7 +7,6 @@ Broker: the database (embedded default) or LETHE_TEST_BROKER_URL (e.g. Redis).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -21,6 +20,7 @@ from sqlalchemy import create_engine, text
 from service.core.config import Settings
 from service.stack.processes import _celery, worker_command
 from tests.dbutil import fresh_database
+from tests.integration.worker_env import broker_from_env, worker_env
 from tests.sample_data import MODEL_BODY, synthetic_csv
 
 pytestmark = [
@@ -55,18 +55,10 @@ _RAN = re.compile(r"Task lethe\.retrain_shard\[[0-9a-f-]+\] succeeded in [0-9.]+
 @pytest.fixture(scope="module")
 def stack(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("scale")
-    broker = os.environ.get("LETHE_TEST_BROKER_URL")
+    broker = broker_from_env()
     with fresh_database(pg_server, prefix="lethe_scale") as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-        env.update(
-            LETHE_ENVIRONMENT="test",
-            LETHE_DATABASE_URL=url,
-            LETHE_ARTIFACT_URL=str(tmp / "artifacts"),
-            LETHE_DATA_DIR=str(tmp),
-            LETHE_LOG_LEVEL="INFO",
-        )
+        env = worker_env(url, tmp)
         if broker:
-            env["LETHE_BROKER_URL"] = broker
             # A shared Redis may hold messages other runs left behind (for other databases):
             # they would count as this test's work.
             subprocess.run(

@@ -30,6 +30,7 @@ from service.core.config import Settings
 from service.queue.presence import libpq_dsn
 from service.stack.processes import worker_command
 from tests.dbutil import fresh_database
+from tests.integration.worker_env import broker_from_env, worker_env
 from tests.sample_data import MODEL_BODY, synthetic_csv
 
 pytestmark = pytest.mark.integration
@@ -86,21 +87,15 @@ def env_and_settings(
     pg_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[dict[str, str], Settings, Path]]:
     tmp = tmp_path_factory.mktemp("faults")
-    broker = os.environ.get("LETHE_TEST_BROKER_URL")
+    broker = broker_from_env()
     with fresh_database(pg_server, prefix="lethe_faults") as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-        env.update(
-            LETHE_ENVIRONMENT="test",
-            LETHE_DATABASE_URL=url,
-            LETHE_ARTIFACT_URL=str(tmp / "artifacts"),
-            LETHE_DATA_DIR=str(tmp),
-            LETHE_LOG_LEVEL="INFO",
+        env = worker_env(
+            url,
+            tmp,
             HF_HUB_OFFLINE="1",
             # The tests read the log while the worker runs: no block-buffered lines.
             PYTHONUNBUFFERED="1",
         )
-        if broker:
-            env["LETHE_BROKER_URL"] = broker
         settings = Settings(
             database_url=url,
             broker_url=broker,

@@ -6,7 +6,6 @@ LETHE_TEST_BROKER_URL (e.g. redis://127.0.0.1:6379/0 — .ci/run runs both).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from fastapi.testclient import TestClient
 from service.core.config import Settings
 from service.stack.processes import worker_command
 from tests.dbutil import fresh_database
+from tests.integration.worker_env import broker_from_env, worker_env
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
 
 pytestmark = pytest.mark.integration
@@ -28,18 +28,9 @@ NAME = MODEL_BODY["name"]
 @pytest.fixture(scope="module")
 def stack(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("e2e")
-    broker = os.environ.get("LETHE_TEST_BROKER_URL")
+    broker = broker_from_env()
     with fresh_database(pg_server, prefix="lethe_e2e") as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-        env.update(
-            LETHE_ENVIRONMENT="test",
-            LETHE_DATABASE_URL=url,
-            LETHE_ARTIFACT_URL=str(tmp / "artifacts"),
-            LETHE_DATA_DIR=str(tmp),
-            LETHE_LOG_LEVEL="INFO",
-        )
-        if broker:
-            env["LETHE_BROKER_URL"] = broker
+        env = worker_env(url, tmp)
         log_path = tmp / "worker.log"
         with open(log_path, "wb") as log:
             worker = subprocess.Popen(
