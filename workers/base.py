@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.audit import lock_audit_chain
 from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
+from service.core.observability import correlation_id
 from service.db.session import database_url, session_factory
 from service.erasure import jobs
+from service.queue.client import send_task
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +103,17 @@ def give_up_or_retry(task: DbTask, job_id: uuid.UUID, code: str, exc: BaseExcept
         jobs.retry_or_fail(
             session, task.settings, job_id, code, retryable=exc is not None, actor="worker"
         )
+
+
+def wait_turn(task: DbTask, job_id: str) -> str:
+    """Another retrain holds the job's shard or model: send this task again after a pause and
+    end this run. Not ``task.retry``: its countdown message would be reserved by whichever ML
+    worker saw it first (service.queue.client), however busy that worker is."""
+    send_task(
+        task.settings,
+        task.name,
+        [job_id],
+        countdown=jobs.RETRY_DELAY_S,
+        headers={"correlation_id": correlation_id.get()},
+    )
+    return "busy"

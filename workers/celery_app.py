@@ -52,6 +52,16 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+@signals.worker_init.connect
+def _create_broker_tables(**_: Any) -> None:
+    # Before the consumer connects: workers started together on a fresh database would race
+    # to create the embedded broker's tables (service.queue.broker_tables).
+    from service.queue.broker_tables import ensure_broker_tables
+    from service.queue.client import broker_url
+
+    ensure_broker_tables(broker_url(get_settings()))
+
+
 @signals.worker_ready.connect
 def _announce_presence(sender: Any = None, **_: Any) -> None:
     # /readyz counts live workers by this connection; it closes when the main process dies.
@@ -96,4 +106,12 @@ def _bind_correlation_id(task: Any = None, **_: Any) -> None:
 celery_app = create_celery_app()
 
 # Task modules use shared_task, bound to the app above once imported.
-from workers.tasks import exact, finetune, planning, reaper, requests, rules  # noqa: E402, F401
+from workers.tasks import (  # noqa: E402, F401
+    dispatch,
+    exact,
+    finetune,
+    planning,
+    reaper,
+    requests,
+    rules,
+)

@@ -19,9 +19,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from models.artifacts import ArtifactNotFound
 from models.sisa import (
     Ensemble,
+    Manifest,
     TrainingRecord,
+    VersionManifest,
     membership_p_values,
     unlearn_shard,
     verify_bit_exact,
@@ -38,6 +41,11 @@ from service.exact.snapshot import (
     load_retained,
     stack_x,
 )
+from service.registry.service import current_version
+
+# Evaluating against the served version can lose a race with another shard's publish (which
+# destroys the checkpoints it replaced) this many times before the retrain gives up.
+EVALUATION_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -80,10 +88,27 @@ def should_verify(snapshot: ModelSnapshot, job_id: uuid.UUID) -> bool:
     return bucket < policy.verify_sample_rate * 10_000
 
 
+def served_finals(session: Session, model_id: uuid.UUID) -> Manifest:
+    """The final checkpoint of each shard in the version the model serves now."""
+    model = session.get_one(MlModel, model_id)
+    version = current_version(session, model)
+    if version is None:
+        raise ValueError("the model has no trained version")
+    return VersionManifest.from_json(version.manifest).finals
+
+
 def retrain(
-    settings: Settings, inputs: RetrainInputs, progress: Callable[[float], None]
+    settings: Settings,
+    inputs: RetrainInputs,
+    progress: Callable[[float], None],
+    served: Callable[[], Manifest] | None = None,
 ) -> dict[str, Any]:
-    """Retrain the shard without the erased rows; the figures for its certificate."""
+    """Retrain the shard without the erased rows; the figures for its certificate.
+
+    ``served`` reads the other shards' checkpoints as served now (default: as when the job was
+    loaded). With several ML workers another shard's retrain may publish meanwhile and destroy
+    the checkpoints it replaced; this retrain is published onto that newer version, so its
+    accuracy and membership figures are computed on it too."""
     snapshot, shard = inputs.snapshot, inputs.shard
     if snapshot.manifest is None or snapshot.version_number is None:
         raise ValueError("the model has no trained version to retrain")
@@ -112,9 +137,16 @@ def retrain(
             "seconds": round(check.seconds, 4),
         }
     progress(0.95)
-    old = snapshot.manifest.finals
-    before = load_ensemble(snapshot, old, store)
-    after = load_ensemble(snapshot, old.replace({shard: unlearned.checkpoint_after}), store)
+    read_served = served or (lambda: snapshot.manifest.finals)  # type: ignore[union-attr]
+    for attempt in range(EVALUATION_ATTEMPTS):
+        old = read_served()
+        try:
+            before = load_ensemble(snapshot, old, store)
+            after = load_ensemble(snapshot, old.replace({shard: unlearned.checkpoint_after}), store)
+            break
+        except ArtifactNotFound:
+            if attempt == EVALUATION_ATTEMPTS - 1:
+                raise
     accuracy_before = accuracy_after = None
     if len(snapshot.holdout_y):
         accuracy_before = float(before.accuracy(snapshot.holdout_x, snapshot.holdout_y))

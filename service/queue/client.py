@@ -9,7 +9,8 @@ from celery import Celery
 
 from service.core.config import Settings
 from service.db.session import database_url
-from service.queue.names import TASK_QUEUES
+from service.queue.broker_tables import ensure_broker_tables
+from service.queue.names import QUEUE_ML, TASK_DISPATCH_LATER, TASK_QUEUES
 
 
 def broker_url(settings: Settings) -> str:
@@ -36,6 +37,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 @lru_cache(maxsize=4)
 def _client(broker: str, backend: str) -> Celery:
+    ensure_broker_tables(broker)
     app = Celery("lethe-client")
     app.conf.update(broker_url=broker, result_backend=backend, task_ignore_result=True)
     app.conf.update(broker_connection_retry_on_startup=True)
@@ -51,6 +53,19 @@ def send_task(
     headers: dict[str, str] | None = None,
 ) -> None:
     app = _client(broker_url(settings), result_backend(settings))
+    if countdown and TASK_QUEUES[name] == QUEUE_ML:
+        # A worker reserves every countdown (ETA) message it sees, whatever its prefetch limit,
+        # and runs them one after the other: one idle ML worker would hoard a whole batch of
+        # shard retrains while another stayed idle. So the wait is held on the requests queue
+        # by a dispatch task (workers.tasks.dispatch), and ML workers only see work that is due.
+        app.send_task(
+            TASK_DISPATCH_LATER,
+            args=[name, args],
+            queue=TASK_QUEUES[TASK_DISPATCH_LATER],
+            countdown=countdown,
+            headers=headers,
+        )
+        return
     app.send_task(
         name, args=args, queue=TASK_QUEUES[name], countdown=countdown or None, headers=headers
     )

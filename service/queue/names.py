@@ -16,10 +16,12 @@ TASK_REAP_STUCK_JOBS: Final = "lethe.reap_stuck_jobs"
 TASK_FINETUNE_MODEL: Final = "lethe.finetune_model"
 TASK_FINETUNE_RETRAIN: Final = "lethe.finetune_retrain"
 TASK_PLAN_SISA: Final = "lethe.plan_sisa"
+TASK_DISPATCH_LATER: Final = "lethe.dispatch_later"
 
 TASK_QUEUES: Final = {
     TASK_PROCESS_REQUEST: QUEUE_REQUESTS,
     TASK_REAP_STUCK_JOBS: QUEUE_REQUESTS,
+    TASK_DISPATCH_LATER: QUEUE_REQUESTS,
     TASK_RETRAIN_SHARD: QUEUE_ML,
     TASK_TRAIN_MODEL: QUEUE_ML,
     TASK_UPDATE_VERIFIER_RULES: QUEUE_ML,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -167,6 +169,63 @@ def test_coalesced_requests_share_one_retrain(
         req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
         assert req["status"] == "completed"
         assert req["certificates"][0]["body"]["determinism_check"] == "bit_exact"
+
+
+def test_interleaved_retrains_of_two_shards_evaluate_on_the_served_version(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two ML workers: shard b's retrain publishes, destroying the checkpoints it replaced,
+    # while shard a's retrain is still training from the version both started on.
+    import service.exact.retrain as retrain_module
+    from workers.tasks.exact import retrain_shard
+    from workers.tasks.requests import process_request
+
+    first: dict[int, str] = {}
+    for i in range(80):
+        rows = _train_subject(session, f"S-{i:04d}")
+        if rows:
+            first.setdefault(rows[0].shard, f"S-{i:04d}")
+    (shard_a, subject_a), (shard_b, subject_b) = sorted(first.items())[:2]
+    rids = [_file_and_approve(app_client, tokens, s) for s in (subject_a, subject_b)]
+    for args in sent_tasks.pop(TASK_PROCESS_REQUEST):
+        assert process_request(*args) == "planned"
+    sent = {str(args[0]) for args in sent_tasks.pop(TASK_RETRAIN_SHARD)}
+    job_of = {
+        j.shard: str(j.id) for j in session.scalars(select(Job).where(Job.kind == "retrain_shard"))
+    }
+    assert set(job_of.values()) == sent
+    real, other = retrain_module.unlearn_shard, []
+
+    def b_publishes_meanwhile(config: Any, shard: int, *args: Any, **kwargs: Any) -> Any:
+        out = real(config, shard, *args, **kwargs)
+        if shard == shard_a and not other:
+            other.append(retrain_shard(job_of[shard_b]))
+        return out
+
+    monkeypatch.setattr(retrain_module, "unlearn_shard", b_publishes_meanwhile)
+    assert retrain_shard(job_of[shard_a]) == "done"
+    assert other == ["done"]
+    assert drain(sent_tasks) == []  # nothing left over, nothing to run again
+
+    session.expire_all()
+    versions = {
+        v.number: v for v in session.scalars(select(ModelVersion).order_by(ModelVersion.number))
+    }
+    assert sorted(versions) == [1, 2, 3]  # b's version, then a's on top of it
+    job_a = session.get_one(Job, uuid.UUID(job_of[shard_a]))
+    # a's "before" figure is the version it was published onto (b's), not the stale one.
+    assert job_a.result["accuracy_before"] == versions[2].metrics["holdout_accuracy"]
+    v1, v3 = versions[1].manifest["slices"], versions[3].manifest["slices"]
+    assert v3[str(shard_a)] != v1[str(shard_a)] and v3[str(shard_b)] != v1[str(shard_b)]
+    for rid in rids:
+        req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+        assert req["status"] == "completed"
+    assert verify_chain(session).ok
 
 
 def test_redelivered_task_does_not_retrain_twice(

@@ -13,8 +13,8 @@ import uuid
 from celery import shared_task
 from sqlalchemy.exc import IntegrityError
 
+from models.sisa import Manifest
 from service.core.errors import DomainError
-from service.erasure import jobs
 from service.exact.physical import reclaim_space, take_purged
 from service.exact.publish import (
     PublishOutcome,
@@ -22,10 +22,10 @@ from service.exact.publish import (
     publish_retrain,
     record_destroyed,
 )
-from service.exact.retrain import load_retrain, retrain
+from service.exact.retrain import load_retrain, retrain, served_finals
 from service.exact.training import load_training, record_training, train_all
 from service.queue.names import TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
-from workers.base import DbTask, db_task_options, give_up_or_retry
+from workers.base import DbTask, db_task_options, give_up_or_retry, wait_turn
 from workers.progress import progress_reporter
 
 ACTOR = "worker"
@@ -61,7 +61,7 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
             inputs = load_retrain(session, jid)
     except IntegrityError:
         # Another retrain of this shard is running; this one waits its turn.
-        raise self.retry(countdown=jobs.RETRY_DELAY_S, max_retries=None) from None
+        return wait_turn(self, job_id)
     except DomainError as exc:
         give_up_or_retry(self, jid, exc.code, None)
         return "failed"
@@ -70,8 +70,13 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
     if inputs.snapshot.manifest is None:
         give_up_or_retry(self, jid, "model_not_trained", None)
         return "failed"
+
+    def served() -> Manifest:
+        with self.transaction(audited=False) as session:
+            return served_finals(session, inputs.snapshot.model_id)
+
     try:
-        outcome = retrain(self.settings, inputs, progress_reporter(self, jid))
+        outcome = retrain(self.settings, inputs, progress_reporter(self, jid), served)
     except Exception as exc:
         give_up_or_retry(self, jid, "retrain_error", exc)
         raise

@@ -20,7 +20,7 @@ from service.finetune.publish import ExactOutcome, destroy_artifacts, finish_exa
 from service.finetune.retrain import UnfinishedExact, load_exact, retrain_exact
 from service.finetune.training import load_finetune, record_finetune, run_finetune
 from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN
-from workers.base import DbTask, db_task_options, give_up_or_retry
+from workers.base import DbTask, db_task_options, give_up_or_retry, wait_turn
 from workers.progress import progress_reporter
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
             inputs = load_exact(session, self.settings, jid)
     except IntegrityError:
         # Another exact retrain of this model is running; this one waits its turn.
-        raise self.retry(countdown=jobs.RETRY_DELAY_S, max_retries=None) from None
+        return wait_turn(self, job_id)
     if isinstance(inputs, str):
         return inputs
     if isinstance(inputs, UnfinishedExact):  # published before the task stopped: close it
