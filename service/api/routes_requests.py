@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -200,6 +201,17 @@ def read(request_id: uuid.UUID, session: SessionDep, _: RequestRead) -> RequestO
     return request_out(session, get_request(session, request_id))
 
 
+def _decide(
+    session: Session, request_id: uuid.UUID, decision: Callable[[ErasureRequest], object]
+) -> RequestOut:
+    """One DPO decision: lock the request, apply it (with its audit event), commit, answer.
+    Work it creates for the workers is sent only after this commit (service.queue)."""
+    request = get_request(audited(session), request_id, lock=True)
+    decision(request)
+    session.commit()
+    return request_out(session, request)
+
+
 @router.post("/{request_id}/approve", response_model=RequestOut)
 def approve(
     request_id: uuid.UUID,
@@ -208,30 +220,33 @@ def approve(
     settings: SettingsDep,
     principal: DpoWrite,
 ) -> RequestOut:
-    request = get_request(audited(session), request_id, lock=True)
-    approve_request(session, settings, request, principal.actor, body.reason)
-    session.commit()  # the worker's task is sent only now, after commit
-    return request_out(session, request)
+    return _decide(
+        session,
+        request_id,
+        lambda r: approve_request(session, settings, r, principal.actor, body.reason),
+    )
 
 
 @router.post("/{request_id}/reject", response_model=RequestOut)
 def reject(
     request_id: uuid.UUID, body: RejectIn, session: SessionDep, principal: DpoWrite
 ) -> RequestOut:
-    request = get_request(audited(session), request_id, lock=True)
-    reject_request(session, request, principal.actor, body.reason, body.code)
-    session.commit()
-    return request_out(session, request)
+    return _decide(
+        session,
+        request_id,
+        lambda r: reject_request(session, r, principal.actor, body.reason, body.code),
+    )
 
 
 @router.post("/{request_id}/verify-identity", response_model=RequestOut)
 def verify(
     request_id: uuid.UUID, body: VerifyIdentityIn, session: SessionDep, principal: DpoWrite
 ) -> RequestOut:
-    request = get_request(audited(session), request_id, lock=True)
-    verify_identity(session, request, body.method, body.reference, principal.actor)
-    session.commit()
-    return request_out(session, request)
+    return _decide(
+        session,
+        request_id,
+        lambda r: verify_identity(session, r, body.method, body.reference, principal.actor),
+    )
 
 
 @router.post("/{request_id}/extend", response_model=RequestOut)
@@ -239,20 +254,20 @@ def extend(
     request_id: uuid.UUID, body: ExtendIn, session: SessionDep, principal: DpoWrite
 ) -> RequestOut:
     """Extend the deadline by one or two months, two at most in all (GDPR Art. 12(3))."""
-    request = get_request(audited(session), request_id, lock=True)
-    extend_deadline(session, request, body.months, body.reason, principal.actor)
-    session.commit()
-    return request_out(session, request)
+    return _decide(
+        session,
+        request_id,
+        lambda r: extend_deadline(session, r, body.months, body.reason, principal.actor),
+    )
 
 
 @router.post("/{request_id}/cancel", response_model=RequestOut)
 def cancel(
     request_id: uuid.UUID, body: DecisionIn, session: SessionDep, principal: DpoWrite
 ) -> RequestOut:
-    request = get_request(audited(session), request_id, lock=True)
-    cancel_request(session, request, principal.actor, body.reason)
-    session.commit()
-    return request_out(session, request)
+    return _decide(
+        session, request_id, lambda r: cancel_request(session, r, principal.actor, body.reason)
+    )
 
 
 @router.get("/{request_id}/timeline", response_model=list[TimelineEvent])
