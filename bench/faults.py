@@ -238,14 +238,14 @@ class Stack:
             )
         return False
 
-    def publishing(self, name: str) -> bool:
-        """The retrain's training is over and its job not yet done: the publish is under way."""
+    def retrain_planned(self, name: str) -> bool:
+        """Planning has committed the retrain job (pending or already running)."""
         with contextlib.suppress(psycopg.Error):
             return bool(
                 _query(
                     self.db,
                     "SELECT 1 FROM jobs j JOIN ml_models m ON m.id = j.model_id WHERE m.name = %s"
-                    " AND j.kind = 'retrain_shard' AND j.status = 'running' AND j.progress >= 1",
+                    " AND j.kind = 'retrain_shard' AND j.status IN ('pending', 'running')",
                     (name,),
                 )
             )
@@ -352,11 +352,19 @@ def inject(
         # Publishing lasts milliseconds, shorter than any polling step: hold the model's row
         # lock (publish_retrain takes it first) from the moment the retrain trains, so that the
         # publish, once begun, waits inside its transaction; the kill lands there.
-        wait_for(lambda: stack.retrain_running(name), 60)
+        # publish, once begun, waits inside its transaction; the kill lands there. The lock is
+        # taken as soon as planning has created the job: nothing from there to the publish
+        # locks the model row, and a retrain can finish within one polling step.
+        wait_for(lambda: stack.retrain_planned(name), 60)
         gate = psycopg.connect(_dsn(stack.db))
         gate.execute("SELECT 1 FROM ml_models WHERE name = %s FOR UPDATE", (name,))
+        assert gate.info.backend_pid
         info["fault_hit_publish"] = wait_for(
-            lambda: _waits_for(stack.db, gate.info.backend_pid, "ml_models"), 120
+            lambda: (
+                stack.retrain_running(name)
+                and _waits_for(stack.db, gate.info.backend_pid, "ml_models")
+            ),
+            120,
         )
     else:
         info["fault_hit_retrain"] = wait_for(lambda: stack.retrain_running(name), 60)

@@ -237,6 +237,19 @@ class ActionJob(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"), primary_key=True, index=True)
 
 
+class Resend(Base):
+    """The reaper's re-sends of one task for one target (a job, an action, a request): a message
+    the broker still holds must not be duplicated every reaper pass while a long task runs, so
+    re-sends back off (service.queue.resends)."""
+
+    __tablename__ = "resends"
+
+    task: Mapped[str] = mapped_column(String(80), primary_key=True)
+    target_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    sends: Mapped[int]
+    last_sent_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class AuditEvent(Base):
     """Append-only, hash-chained: hash = sha256(prev_hash || canonical(row))."""
 

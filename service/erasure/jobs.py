@@ -35,6 +35,7 @@ from service.queue.names import (
     TASK_RETRAIN_SHARD,
     TASK_TRAIN_MODEL,
 )
+from service.queue.resends import resend_due
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,8 @@ def reap(session: Session, settings: Settings, actor: str) -> ReapResult:
     """Requeue running jobs whose worker died (lease free: at once) or went silent (heartbeat
     stale), or fail them when out of attempts; re-send pending jobs and approved requests that
     no worker picked up within ``redispatch_seconds`` (their message may have been lost with a
-    worker; a duplicate is harmless: only one claim wins)."""
+    worker; a duplicate is harmless: only one claim wins), backing off while they stay
+    unclaimed (service.queue.resends)."""
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.stale_job_seconds)
     redispatch = now - timedelta(seconds=settings.redispatch_seconds)
@@ -297,8 +299,9 @@ def reap(session: Session, settings: Settings, actor: str) -> ReapResult:
         )
     ).all()
     for job in pending:
-        enqueue_after_commit(session, settings, task_for(job), [str(job.id)])
-        resent += 1
+        if resend_due(session, task_for(job), job.id, settings.redispatch_seconds, now):
+            enqueue_after_commit(session, settings, task_for(job), [str(job.id)])
+            resent += 1
     waiting = session.scalars(
         select(ErasureRequest.id).where(
             ErasureRequest.status == RequestStatus.approved,
@@ -306,8 +309,9 @@ def reap(session: Session, settings: Settings, actor: str) -> ReapResult:
         )
     ).all()
     for request_id in waiting:
-        enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request_id)])
-        resent += 1
+        if resend_due(session, TASK_PROCESS_REQUEST, request_id, settings.redispatch_seconds, now):
+            enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request_id)])
+            resent += 1
     if requeued or failed or resent:
         log.warning("reaper: requeued=%d failed=%d resent=%d", requeued, failed, resent)
     return ReapResult(requeued, failed, resent)

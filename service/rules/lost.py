@@ -4,8 +4,9 @@ An activation has no job row; its ``update_verifier_rules`` task holds a lease k
 action's id (service.erasure.leases) while it runs. A running action whose lease is free lost
 its worker (kill -9 of a pool child is redelivered by the broker, but a killed main process
 takes the message with it on the database broker); a pending one whose request was decided
-longer ago than ``redispatch_seconds`` may have lost its message. Either is sent again; a
-duplicate is harmless (the task exits on a terminal action, and only one can hold the lease).
+longer ago than ``redispatch_seconds`` may have lost its message. Either is sent again, less and
+less often while it stays so (service.queue.resends); a duplicate is harmless (the task exits
+on a terminal action, and only one can hold the lease).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from service.db.tables import ErasureRequest, RequestAction
 from service.erasure.leases import leases_for
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_UPDATE_VERIFIER_RULES
+from service.queue.resends import resend_due
 
 
 def resend_lost_activations(session: Session, settings: Settings) -> int:
-    redispatch = utcnow() - timedelta(seconds=settings.redispatch_seconds)
+    now = utcnow()
+    redispatch = now - timedelta(seconds=settings.redispatch_seconds)
     rows = session.execute(
         select(RequestAction.id, RequestAction.status, ErasureRequest.decided_at)
         .join(ErasureRequest, ErasureRequest.id == RequestAction.request_id)
@@ -42,6 +45,9 @@ def resend_lost_activations(session: Session, settings: Settings) -> int:
         if not leases.take(action_id):
             continue  # a live worker is activating it
         leases.release(action_id)
-        enqueue_after_commit(session, settings, TASK_UPDATE_VERIFIER_RULES, [str(action_id)])
-        resent += 1
+        if resend_due(
+            session, TASK_UPDATE_VERIFIER_RULES, action_id, settings.redispatch_seconds, now
+        ):
+            enqueue_after_commit(session, settings, TASK_UPDATE_VERIFIER_RULES, [str(action_id)])
+            resent += 1
     return resent

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from service.db.base import utcnow
 from service.erasure.jobs import reap
 from service.finetune.deadlines import flag_overdue_exact
 from service.queue.names import TASK_REAP_STUCK_JOBS
+from service.queue.resends import forget_old_resends
 from service.rules.lost import resend_lost_activations
 from workers.base import DbTask, db_task_options
 
@@ -21,6 +23,7 @@ def reap_stuck_jobs(self: DbTask) -> dict[str, int]:
         result = reap(session, self.settings, ACTOR)
         overdue = flag_overdue_exact(session, ACTOR)
         activations = resend_lost_activations(session, self.settings)
+        forget_old_resends(session, utcnow())
     # Catch-up checkpoint: events committed by a process that died before signing are covered
     # within one reaper interval (service.audit.anchor).
     with self.transaction(audited=False) as session:
