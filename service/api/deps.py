@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import types
+import typing
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -30,25 +33,43 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def _query_names(dependant: Dependant) -> set[str]:
-    names = {f.alias for f in dependant.query_params}
+_UNIONS = (typing.Union, types.UnionType)
+
+
+def _query_fields(dependant: Dependant) -> dict[str, Any]:
+    fields = {f.alias: f for f in dependant.query_params}
     for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
+        fields |= _query_fields(sub)
+    return fields
+
+
+def _takes_many(field: Any) -> bool:
+    """A list-valued query parameter (``?x=1&x=2``); every other one takes a single value."""
+    annotation = field.field_info.annotation
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in _UNIONS else ()
+    return any(
+        typing.get_origin(a) in (list, tuple, set, frozenset) for a in (annotation, *options)
+    )
 
 
 def known_query(request: Request) -> None:
     """Refuse query parameters the operation does not declare (as bodies refuse unknown
-    fields): a misspelt filter must not silently widen a list or an export. Neither the name
-    nor the value is echoed."""
+    fields): a misspelt filter must not silently widen a list or an export; and a single-valued
+    one given twice. Neither the name nor the value is echoed."""
     route = request.scope.get("route")
     dependant: Dependant | None = getattr(route, "dependant", None)
     if dependant is None:
         return
-    unknown = set(request.query_params.keys()) - _query_names(dependant)
-    if unknown:
+    fields = _query_fields(dependant)
+    given = Counter(name for name, _ in request.query_params.multi_items())
+    if set(given) - set(fields):
         raise DomainError(
             422, "unknown_query_parameter", "the request names a query parameter not accepted"
+        )
+    # Starlette would keep the last of several values silently: ambiguous, so refused.
+    if any(n > 1 and not _takes_many(fields[name]) for name, n in given.items()):
+        raise DomainError(
+            422, "repeated_query_parameter", "a query parameter that takes one value is repeated"
         )
 
 

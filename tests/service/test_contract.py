@@ -95,6 +95,18 @@ def test_unknown_query_parameter_is_422_and_not_echoed(
         assert "secret" not in r.text and "sttus" not in r.text
 
 
+def test_a_single_valued_query_parameter_given_twice_is_422(
+    app_client: TestClient, tokens: dict[str, str]
+) -> None:
+    h = auth(tokens["admin"])
+    for url in ("/v1/requests?limit=1&limit=500", "/v1/requests?status=received&status=failed"):
+        r = app_client.get(url, headers=h)
+        assert r.status_code == 422, url
+        assert r.json()["error"]["code"] == "repeated_query_parameter"
+        assert "received" not in r.text and "500" not in r.text
+    assert app_client.get("/v1/requests?limit=1&offset=0", headers=h).status_code == 200
+
+
 def test_export_bounds_are_iso_8601(app_client: TestClient, tokens: dict[str, str]) -> None:
     h = auth(tokens["auditor"])
     assert app_client.get("/v1/audit/export?since=0.0", headers=h).status_code == 422
