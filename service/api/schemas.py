@@ -8,7 +8,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-from service.registry.config import GenerativeConfig, GenerativePolicy, ModelConfig, ModelPolicy
+from service.registry.config import (
+    GenerativeConfig,
+    GenerativePolicy,
+    ModelConfigIn,
+    ModelPolicy,
+)
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -160,7 +165,7 @@ class ShardedModelIn(StrictIn):
 
     name: str = Name
     kind: Literal["sharded_classifier"] = "sharded_classifier"
-    config: ModelConfig
+    config: ModelConfigIn
     policy: ModelPolicy = Field(default_factory=ModelPolicy)
 
 

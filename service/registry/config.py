@@ -140,6 +140,30 @@ class ModelConfig(BaseModel):
         return self
 
 
+# ModelConfig fields lethe fills itself (ingestion, planning); a client never sends them.
+SERVER_FILLED = ("feature_spec", "classes", "sisa_config", "placement_report", "sisa_plan")
+
+
+def _without_server_filled(schema: dict[str, Any]) -> None:
+    for name in SERVER_FILLED:
+        schema.get("properties", {}).pop(name, None)
+
+
+class ModelConfigIn(ModelConfig):
+    """A sharded classifier's config as a client registers it: the fields lethe fills at
+    ingestion and planning are refused (a forged feature spec would break every later upload),
+    and absent from the API description."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_server_filled)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_server_filled(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(data.get(name) is not None for name in SERVER_FILLED):
+            raise ValueError("this field is filled by lethe at ingestion or planning")
+        return data
+
+
 DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."
 
 

@@ -107,6 +107,22 @@ def test_a_single_valued_query_parameter_given_twice_is_422(
     assert app_client.get("/v1/requests?limit=1&offset=0", headers=h).status_code == 200
 
 
+def test_server_filled_config_fields_are_refused_at_registration(
+    app_client: TestClient, tokens: dict[str, str]
+) -> None:
+    from tests.sample_data import MODEL_BODY
+
+    h = auth(tokens["ml_engineer"])
+    for name, value in (("feature_spec", {"columns": "forged"}), ("sisa_plan", {"s": 1})):
+        body = {**MODEL_BODY, "config": {**MODEL_BODY["config"], name: value}}
+        r = app_client.post("/v1/models", json=body, headers=h)
+        assert r.status_code == 422, name
+        assert "forged" not in r.text
+    schema = app_client.get("/openapi.json").json()["components"]["schemas"]["ModelConfigIn"]
+    assert "feature_spec" not in schema["properties"] and "sisa" in schema["properties"]
+    assert app_client.post("/v1/models", json=MODEL_BODY, headers=h).status_code == 201
+
+
 def test_export_bounds_are_iso_8601(app_client: TestClient, tokens: dict[str, str]) -> None:
     h = auth(tokens["auditor"])
     assert app_client.get("/v1/audit/export?since=0.0", headers=h).status_code == 422
