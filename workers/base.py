@@ -105,6 +105,11 @@ def give_up_or_retry(task: DbTask, job_id: uuid.UUID, code: str, exc: BaseExcept
         )
 
 
+def correlation_headers() -> dict[str, str]:
+    """Headers that carry this task's correlation id to the tasks it sends."""
+    return {"correlation_id": correlation_id.get()}
+
+
 def wait_turn(task: DbTask, job_id: str) -> str:
     """Another retrain holds the job's shard or model: send this task again after a pause and
     end this run. Not ``task.retry``: its countdown message would be reserved by whichever ML
@@ -114,6 +119,6 @@ def wait_turn(task: DbTask, job_id: str) -> str:
         task.name,
         [job_id],
         countdown=jobs.RETRY_DELAY_S,
-        headers={"correlation_id": correlation_id.get()},
+        headers=correlation_headers(),
     )
     return "busy"

@@ -137,7 +137,8 @@ def retrain(
             "seconds": round(check.seconds, 4),
         }
     progress(0.95)
-    read_served = served or (lambda: snapshot.manifest.finals)  # type: ignore[union-attr]
+    loaded = snapshot.manifest.finals
+    read_served = served or (lambda: loaded)
     for attempt in range(EVALUATION_ATTEMPTS):
         old = read_served()
         try:

@@ -7,17 +7,16 @@ from typing import Any
 
 from celery import shared_task
 
-from service.core.observability import correlation_id
 from service.queue.client import send_task
 from service.queue.names import QUEUE_ML, TASK_DISPATCH_LATER, TASK_QUEUES
-from workers.base import DbTask, db_task_options
+from workers.base import DbTask, correlation_headers, db_task_options
 
 
 @shared_task(name=TASK_DISPATCH_LATER, **db_task_options(max_retries=5))
 def dispatch_later(self: DbTask, name: str, args: list[Any]) -> str:
-    if TASK_QUEUES.get(name) != QUEUE_ML:
+    if name not in TASK_QUEUES or TASK_QUEUES[name] != QUEUE_ML:
         return "refused"  # only ML tasks are ever deferred through here
     # Sent again (e.g. redelivered after a crash) means a duplicate ML message: every ML task
     # claims its job in the database first, so the second copy finds nothing to do.
-    send_task(self.settings, name, args, headers={"correlation_id": correlation_id.get()})
+    send_task(self.settings, name, args, headers=correlation_headers())
     return "sent"
