@@ -14,6 +14,10 @@ fault while it runs:
   until the kill; then the lock is released);
 - ``kill_child_random`` / ``kill_main_random``: the same at a random moment between approval and
   the undisturbed completion time (planning, retrain, verification or publishing);
+- ``kill_child_activation`` / ``kill_main_activation``: the same while a generative model's
+  verifier rules are being activated (a tiny LM trained here on two TOFU authors; one is
+  erased); its "weights" are the rule set put in force (version, rule count, calibration
+  sample size);
 - ``postgres_restart``: the database server restarted while the retrain runs;
 - ``redis_restart``: the broker restarted while the retrain runs (a second phase with a private
   ``redis-server`` as the broker).
@@ -25,7 +29,7 @@ the weights each model should end with. Reported: ``trials``, ``completed_exactl
 did not complete within ``timeout_s`` are counted in ``not_recovered``), and per-trial rows.
 
     python bench/faults.py --quick      # 6 trials
-    python bench/faults.py              # 26 trials
+    python bench/faults.py              # 30 trials
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -91,6 +96,7 @@ SIZES = {
             "kill_main_publish",
         ]
         * 4
+        + ["kill_child_activation", "kill_main_activation"] * 2
         + ["postgres_restart", "redis_restart"],
         "timeout": 90.0,
     },
@@ -131,6 +137,41 @@ def model_body(name: str, seed: int) -> dict[str, Any]:
         "sisa": sisa,
     }
     return {"name": name, "config": config, "policy": {"verify_exact": "always"}}
+
+
+@dataclass(frozen=True)
+class Assets:
+    """What the trials' models are made of: the classifier's CSV; for activation trials a tiny
+    LM, its retained answers and the forget content of the author to erase."""
+
+    csv: bytes
+    lm_dir: Path | None = None
+    retain_file: Path | None = None
+    subject: str = ""
+    forget: dict[str, Any] | None = None
+
+
+def build_assets(root: Path, kinds: list[str]) -> Assets:
+    csv_bytes = training_csv()
+    if not any(k.endswith("_activation") for k in kinds):
+        return Assets(csv_bytes)
+    from bench.guard_extra import group_rows
+    from models.assets.tiny import train_tiny_qa
+    from models.assets.tofu import FORGET_FILE, author_specs, load_qa, tofu_file
+
+    specs = author_specs(group_rows(load_qa(tofu_file(FORGET_FILE))))
+    erased, kept = (specs[a] for a in sorted(specs)[:2])
+    pairs = [(f.question or "", f.answer) for f in (*erased.facts, *kept.facts)]
+    lm_dir = train_tiny_qa(pairs, root / "tiny-lm", seed=0)
+    retain = root / "retain.jsonl"
+    retain.write_text(
+        "".join(json.dumps({"question": f.question, "answer": f.answer}) + "\n" for f in kept.facts)
+    )
+    forget = {
+        "names": list(erased.subject_names),
+        "facts": [{"question": f.question, "answer": f.answer} for f in erased.facts],
+    }
+    return Assets(csv_bytes, lm_dir, retain, erased.subject_names[0], forget)
 
 
 def _dsn(url: str) -> str:
@@ -211,11 +252,28 @@ class Stack:
                 raise TimeoutError(f"training {name} did not finish")
             time.sleep(0.5)
 
-    def file_and_approve(self, name: str, subject: str) -> str:
+    def register_generative(self, name: str, assets: Assets) -> None:
+        body = {
+            "name": name,
+            "kind": "generative",
+            "config": {
+                "model_dir": str(assets.lm_dir),
+                "retain_qa_file": str(assets.retain_file),
+                "max_new_tokens": 24,
+            },
+            "policy": {"alpha": 0.1, "delta": 0.05, "alpha_b": 0.2, "max_budget": 3},
+        }
+        r = self.http.post("/v1/models", json=body, headers=self.ml)
+        assert r.is_success, r.text
+
+    def file_and_approve(
+        self, name: str, subject: str, forget: dict[str, Any] | None = None
+    ) -> str:
+        extra = {"forget": forget} if forget else {}
         rid: str = self.http.post(
             "/v1/requests",
             headers={**self.dpo, "idempotency-key": f"{name}-{subject}"},
-            json={"subject_id": subject, "reason": "art 17", "scope": [name]},
+            json={"subject_id": subject, "reason": "art 17", "scope": [name], **extra},
         ).json()["id"]
         self.http.post(f"/v1/requests/{rid}/approve", json={"reason": "ok"}, headers=self.dpo)
         return rid
@@ -237,6 +295,40 @@ class Stack:
                 )
             )
         return False
+
+    def activation_running(self, rid: str) -> bool:
+        with contextlib.suppress(psycopg.Error):
+            return bool(
+                _query(
+                    self.db,
+                    "SELECT 1 FROM request_actions WHERE request_id = %s AND status = 'running'",
+                    (rid,),
+                )
+            )
+        return False
+
+    def activated_rules(self, rid: str) -> str:
+        """What the request's activation put in force, as the weights of a trained model: the
+        rule set's version, rule count and calibration sample size, from its (immutable) audit
+        event. Not λ: its synthetic leaks are seeded by the request id, which differs between
+        the two runs."""
+        rows = _query(
+            self.db,
+            "SELECT details->>'version', details->>'rule_count',"
+            " details->>'calibration_positives' FROM audit_events"
+            " WHERE request_id = %s AND action = 'rules.activated'",
+            (rid,),
+        )
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+    def activated_once(self, rid: str) -> bool:
+        rows = _query(
+            self.db,
+            "SELECT action, count(*) FROM audit_events WHERE request_id = %s GROUP BY action",
+            (rid,),
+        )
+        counts = dict(rows)
+        return counts.get("request.completed") == 1 and counts.get("rules.activated") == 1
 
     def final_weights(self, name: str, artifacts: Path) -> str:
         rows = _query(
@@ -361,6 +453,9 @@ def inject(
             120,
         )
         info["fault_hit_publish"] = stack.status(rid) != "completed"
+    elif kind.endswith("_activation"):
+        # A one-process worker may first finish the previous trial's budget calibration.
+        info["fault_hit_activation"] = wait_for(lambda: stack.activation_running(rid), 180)
     else:
         info["fault_hit_retrain"] = wait_for(lambda: stack.retrain_running(name), 60)
     if kind.startswith("kill_"):
@@ -388,7 +483,7 @@ def inject(
 def run_trials(
     stack: Stack,
     plan: list[tuple[int, str]],
-    data: bytes,
+    assets: Assets,
     artifacts: Path,
     timeout: float,
     faults: bool,
@@ -401,8 +496,13 @@ def run_trials(
     rows = []
     for index, kind in plan:
         name, subject = f"m{index:02d}", f"S-{(37 * index) % SUBJECTS:05d}"
+        generative = kind.endswith("_activation")
         try:
-            stack.train(name, 1000 + index, data, 300)
+            if generative:
+                stack.register_generative(name, assets)
+                subject = assets.subject
+            else:
+                stack.train(name, 1000 + index, assets.csv, 300)
         except (TimeoutError, AssertionError, httpx.HTTPError) as exc:
             # A disturbed stack may not even train the next model: that trial counts as failed.
             rows.append(
@@ -419,7 +519,7 @@ def run_trials(
             continue
         gate = hold_publish(stack.db, name) if faults and kind.endswith("_publish") else None
         started = time.monotonic()
-        rid = stack.file_and_approve(name, subject)
+        rid = stack.file_and_approve(name, subject, assets.forget if generative else None)
         row: dict[str, Any] = {"trial": index, "fault": kind if faults else None}
         available = started
         if faults:
@@ -445,8 +545,11 @@ def run_trials(
         row["seconds"] = round(done - started, 2)
         if status == "completed":
             row["recovery_s"] = round(done - available, 2)
-            row["weights"] = stack.final_weights(name, artifacts)
-        row["completed_exactly_once"] = status == "completed" and stack.completed_once(rid)
+            row["weights"] = (
+                stack.activated_rules(rid) if generative else stack.final_weights(name, artifacts)
+            )
+        once = stack.activated_once if generative else stack.completed_once
+        row["completed_exactly_once"] = status == "completed" and once(rid)
         row["duplicate_audit_events"] = stack.duplicate_events(rid, name)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
@@ -457,7 +560,7 @@ def phase(
     db: str,
     data_dir: Path,
     plan: list[tuple[int, str]],
-    csv_bytes: bytes,
+    assets: Assets,
     timeout: float,
     faults: bool,
     undisturbed: dict[int, float],
@@ -473,7 +576,7 @@ def phase(
             rows = run_trials(
                 stack,
                 plan,
-                csv_bytes,
+                assets,
                 data_dir / "artifacts",
                 timeout,
                 faults,
@@ -499,11 +602,11 @@ def main() -> None:
     timeout = float(sizes["timeout"])  # type: ignore[arg-type]
     db_plan = [(i, k) for i, k in enumerate(kinds) if k != "redis_restart"]
     redis_plan = [(i, k) for i, k in enumerate(kinds) if k == "redis_restart"]
-    csv_bytes = training_csv()
     from service.stack.embedded import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="lethe-faults-") as tmp:
         root = Path(tmp)
+        assets = build_assets(root, kinds)
         pg = EmbeddedPostgres(root / "pg")
         port = free_port()
         redis_cmd = [
@@ -526,7 +629,7 @@ def main() -> None:
                     ref_db,
                     root / "ref",
                     [(i, k) for i, k in enumerate(kinds)],
-                    csv_bytes,
+                    assets,
                     600,
                     False,
                     {},
@@ -541,7 +644,7 @@ def main() -> None:
                     db,
                     root / "faults-db",
                     db_plan,
-                    csv_bytes,
+                    assets,
                     timeout,
                     True,
                     undisturbed,
@@ -557,7 +660,7 @@ def main() -> None:
                         db,
                         root / "faults-redis",
                         redis_plan,
-                        csv_bytes,
+                        assets,
                         timeout,
                         True,
                         undisturbed,

@@ -49,7 +49,7 @@ def family_prompts(facts: Sequence[Fact], index: int, identifiers: Sequence[str]
     names_it = any(skeleton(i) in skeleton(question) for i in identifiers if skeleton(i))
     description = describe_subject(facts, index, identifiers) if names_it else None
     if description is not None:
-        out["indirect"] = mask_identifiers(question, identifiers, description)
+        out["indirect"] = mask_identifiers(question, list(identifiers), description)
     out["format_shift"] = FORMAT_SHIFTS[index % len(FORMAT_SHIFTS)].format(q=question)
     return out
 

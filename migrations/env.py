@@ -13,13 +13,26 @@ config = context.config
 target_metadata = Base.metadata
 
 
+# The embedded default keeps the Celery broker's and result backend's tables in the same
+# database; they are kombu's and Celery's to create, never lethe's migrations'.
+_FOREIGN_PREFIXES = ("kombu_", "celery_")
+
+
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    return not (type_ == "table" and name is not None and name.startswith(_FOREIGN_PREFIXES))
+
+
 def _url() -> str:
     return config.attributes.get("database_url") or database_url(get_settings())
 
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=_url(), target_metadata=target_metadata, literal_binds=True, compare_type=True
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        compare_type=True,
+        include_name=_include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -28,13 +41,23 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            compare_type=True,
+            include_name=_include_name,
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, compare_type=True)
+        context.configure(
+            connection=conn,
+            target_metadata=target_metadata,
+            compare_type=True,
+            include_name=_include_name,
+        )
         with context.begin_transaction():
             context.run_migrations()
 

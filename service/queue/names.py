@@ -22,9 +22,11 @@ TASK_QUEUES: Final = {
     TASK_PROCESS_REQUEST: QUEUE_REQUESTS,
     TASK_REAP_STUCK_JOBS: QUEUE_REQUESTS,
     TASK_DISPATCH_LATER: QUEUE_REQUESTS,
+    # Activating rules embeds and scores text (no generation, no training) and is what stops a
+    # leak: it must not wait behind a retrain or a budget calibration on the ML queue.
+    TASK_UPDATE_VERIFIER_RULES: QUEUE_REQUESTS,
     TASK_RETRAIN_SHARD: QUEUE_ML,
     TASK_TRAIN_MODEL: QUEUE_ML,
-    TASK_UPDATE_VERIFIER_RULES: QUEUE_ML,
     TASK_CALIBRATE_BUDGET: QUEUE_ML,
     TASK_FINETUNE_MODEL: QUEUE_ML,
     TASK_FINETUNE_RETRAIN: QUEUE_ML,

@@ -84,6 +84,8 @@ def test_delayed_ml_work_waits_on_the_requests_queue(
     from workers.tasks.dispatch import dispatch_later
 
     monkeypatch.setenv("LETHE_BROKER_URL", "sqla+" + broker_db)
+    # Celery's result backend would create its tables in the tests' shared database.
+    monkeypatch.setenv("LETHE_RESULT_BACKEND", "db+" + broker_db)
     get_settings.cache_clear()
     try:
         here = get_settings()
