@@ -441,18 +441,14 @@ def inject(
         info["retrain_running_at_fault"] = stack.retrain_running(name)
     elif kind.endswith("_publish") and gate is not None:
         # The publish waits on the model row lock the script holds (hold_publish): kill then.
-        assert gate.info.backend_pid
-        wait_for(
-            lambda: (
-                (
-                    stack.retrain_running(name)
-                    and _waits_for(stack.db, gate.info.backend_pid, "ml_models")
-                )
-                or stack.status(rid) == "completed"
-            ),  # no retrain: the subject was never trained on
-            120,
-        )
-        info["fault_hit_publish"] = stack.status(rid) != "completed"
+        # A request that completes first had nothing to retrain (its subject was not trained on).
+        holder = gate.info.backend_pid
+
+        def publish_waits() -> bool:
+            return stack.retrain_running(name) and _waits_for(stack.db, holder, "ml_models")
+
+        wait_for(lambda: publish_waits() or stack.status(rid) == "completed", 120)
+        info["fault_hit_publish"] = publish_waits()
     elif kind.endswith("_activation"):
         # A one-process worker may first finish the previous trial's budget calibration.
         info["fault_hit_activation"] = wait_for(lambda: stack.activation_running(rid), 180)
