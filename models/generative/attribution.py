@@ -12,8 +12,11 @@ forget spec; see `rules.subject_of`) and each of its facts, the attribution fact
   e-mail or phone (the identifier score, fuzzy included), or its identifying attributes, the
   key spans of its *other* facts ("the author born in Taipei on 05/11/1991"), each weighted by
   specificity and capped at ATTRIBUTE_CAP, since one shared attribute (a genre, a city) is
-  common among people while several together identify one. An attribute counts when it
-  appears as a run of words (no fuzzy matching: it is evidence about whom, not a leak).
+  common among people while several together identify one: combined evidence that reaches
+  IDENTIFYING_EVIDENCE (two fully specific attributes) counts as identification, 1.0, as a
+  name does (a question about her, answered with some other name in it, is still about her).
+  An attribute counts when it appears as a run of words (no fuzzy matching: it is evidence
+  about whom, not a leak).
 
 Person mentions are found without a tagger, outside quotation marks (titles): runs of two or
 more capitalised words containing a word rarer than NAME_WORD_ZIPF (wordfreq; "Linda Harrison",
@@ -39,6 +42,9 @@ from models.generative.specificity import is_frequent, span_weight, zipf
 
 # One attribute alone moves attribution at most this far (see the module docstring).
 ATTRIBUTE_CAP = 0.5
+# A text identifies a subject by attributes alone when their combined evidence reaches that of
+# two fully specific ones (one shared attribute is common among people; two together are not).
+IDENTIFYING_EVIDENCE = 1.0 - (1.0 - ATTRIBUTE_CAP) ** 2
 # A capitalised word rarer than this is name-like ("Harrison" 4.1, "Vasquez" 3.0; "York" 5.4,
 # "Francisco" 4.5).
 NAME_WORD_ZIPF = 4.5
@@ -159,8 +165,26 @@ class SubjectIndex:
                 for key, weight in present:
                     if key not in own:
                         evidence *= 1.0 - ATTRIBUTE_CAP * weight
-                out[index] = max(named, 1.0 - evidence)
+                described = 1.0 - evidence
+                # Identified by attributes (as by name): whatever other names the answer
+                # holds, it answers about her, and a fact stated then is hers.
+                if described >= IDENTIFYING_EVIDENCE:
+                    described = 1.0
+                out[index] = max(named, described)
         return out
+
+    def identification(self, text: Text) -> float:
+        """How strongly `text` alone (a user's question) points at one forgotten subject by its
+        identifying attributes: the highest combined evidence of a subject's key spans present
+        in it, each weighted by specificity and capped at ATTRIBUTE_CAP as in `factors`.
+        Names are the identifier rules' business (`Verifier.names_subject`)."""
+        best = 0.0
+        for subject in self._subjects:
+            evidence = 1.0
+            for _, weight in self._attributes_present(subject, [text]):
+                evidence *= 1.0 - ATTRIBUTE_CAP * weight
+            best = max(best, 1.0 - evidence)
+        return best
 
     def _named(self, subject: _Subject, context: Sequence[Text], known: dict[str, float]) -> float:
         best = 0.0

@@ -5,10 +5,13 @@ that leaked so far from decoding, names them in an instruction, and moves to a n
 response is accepted when its verifier score is below the threshold λ. `rounds_used` counts
 regeneration rounds, so B = 0 means "one attempt, then refuse".
 
-A question that names a forgotten subject and whose first answer is flagged is refused at once
-(`screen_query`): the only acceptable answer to it is one that says nothing about the subject,
-and regenerating mostly yields paraphrases of the forgotten fact or invented ones. Refinement
-is for flagged answers to other questions, where a regenerated answer can be useful.
+A question that identifies a forgotten subject — by name, or by several of their identifying
+attributes together (`Verifier.identifies_subject`) — and whose first answer is flagged is
+refused at once (`screen_query`): the only acceptable answer to it is one that says nothing
+about the subject, and regenerating mostly yields paraphrases of the forgotten fact, invented
+ones, or leaks the verifier misses (measured by bench/guard.py: refining such questions raised
+the leak rate of the no-name probes above refusing their flagged answers). Refinement is for
+flagged answers to other questions, where a regenerated answer can be useful.
 
 A flagged first answer to any other question is refused at once, too, when an early exit is in
 force and the answer's exit score (its verifier score) is above `exit_threshold`: refinement is
@@ -87,7 +90,7 @@ def refine(
     certified `ExitCalibration.threshold`; None: no early exit, as during calibration)."""
     if budget < 0:
         raise ValueError("budget must be >= 0")
-    in_scope = screen_query and verifier.names_subject(prompt, threshold)
+    in_scope = screen_query and verifier.identifies_subject(prompt, threshold)
     banned: list[str] = []
     verdicts: list[Verdict] = []
     for round_ in range(budget + 1):
@@ -116,10 +119,10 @@ def refine(
 def rounds_to_acceptance(result: RefinementResult) -> float | None:
     """What one calibration probe tells about B: the regeneration rounds it needed (inf if it
     was never accepted), or None when refinement never handled it (accepted at once, or refused
-    because it names a forgotten subject).
+    because it identifies a forgotten subject).
 
     B is calibrated on exactly the queries that refinement works on: flagged answers to
-    questions that do not name a forgotten subject. `result` must come from `refine` run with
+    questions that do not identify a forgotten subject. `result` must come from `refine` run with
     the largest budget B may take, and without an early exit.
     """
     if result.reason == "early_exit":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.generative.attribution import SubjectIndex
+from models.generative.attribution import IDENTIFYING_EVIDENCE, SubjectIndex
 from models.generative.embedder import Embedder, Vectors
 from models.generative.matching import Text, mask_identifiers, match_identifier, span_presence
 from models.generative.normalize import rescale, sentences, skeleton
@@ -115,6 +115,15 @@ class Verifier:
             match_identifier(rule, parsed, self.fuzzy_floor).score >= threshold
             for rule in self.rule_set.identifier_rules
         )
+
+    def identifies_subject(self, text: str, threshold: float) -> bool:
+        """Does `text` point at a forgotten subject: by name (`names_subject`), or by several
+        of their identifying attributes together ("the author born in Taipei on 05/11/1991")?
+
+        Refinement refuses a flagged answer to such a question at once, as for a named one."""
+        if self.names_subject(text, threshold):
+            return True
+        return self._subjects.identification(Text(text)) >= IDENTIFYING_EVIDENCE
 
     def score(self, response: str, prompt: str | None = None) -> Verdict:
         """Score `response`; `prompt` (the user's question) tells whom the response is about."""

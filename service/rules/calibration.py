@@ -230,10 +230,11 @@ def budget_probe_prompts(
     refinement could handle.
 
     Those are the retained subjects' questions and the probes about forgotten facts that do
-    not name a forgotten subject; a question that names one is refused at once when its answer
-    is flagged, so it never tells anything about B. Every candidate is kept with the same
-    probability: B is calibrated on flagged answers, and picking probes by how likely they are
-    to be flagged would change the population the guarantee is about. `exclude`: prompts
+    not identify a forgotten subject (by name or by several attributes); a question that does
+    is refused at once when its answer is flagged, so it never tells anything about B. Every
+    candidate is kept with the same probability: B is calibrated on flagged answers, and
+    picking probes by how likely they are to be flagged would change the population the
+    guarantee is about. `exclude`: prompts
     held apart for another calibration (the real leaks λ is recalibrated on).
     """
     probes = build_probes(spec_from_rules(rules), retained_facts(retain_qa_file))
@@ -241,7 +242,7 @@ def budget_probe_prompts(
         p.prompt
         for p in probes
         if p.prompt not in exclude
-        and (not p.forgotten or not verifier.names_subject(p.prompt, threshold))
+        and (not p.forgotten or not verifier.identifies_subject(p.prompt, threshold))
     ]
     if len(prompts) > limit:
         prompts = random.Random(f"budget-probes:{seed}").sample(prompts, limit)

@@ -146,3 +146,46 @@ def test_generic_spans_weigh_less() -> None:
     # One rare span of three counts more than twice as much as one generic span.
     assert generic < 0.4 < 0.65 < specific
     assert specific > 2 * generic
+
+
+# Questions that point at the forgotten subject without a name, by several of her attributes,
+# and questions that share one attribute with her (a retained person may well share one).
+IDENTIFYING = [
+    "What does the father of the author born in Taipei, Taiwan on 05/11/1991 do?",
+    'Who is the author of "The Lantern Ledger" who was born on 05/11/1991?',
+]
+NOT_IDENTIFYING = [
+    "What does the father of the author born in Taiwan do?",
+    "Which authors have a paramedic for a father?",
+    "Where was Jaime Vasquez born?",
+]
+
+
+@pytest.mark.parametrize("question", IDENTIFYING)
+def test_several_attributes_identify_the_subject(verifier: Verifier, question: str) -> None:
+    assert not verifier.names_subject(question, LAMBDA)
+    assert verifier.identifies_subject(question, LAMBDA)
+
+
+@pytest.mark.parametrize("question", NOT_IDENTIFYING)
+def test_one_shared_attribute_does_not_identify(verifier: Verifier, question: str) -> None:
+    assert not verifier.identifies_subject(question, LAMBDA)
+
+
+def test_a_name_identifies() -> None:
+    verifier = Verifier(compile_rules(FORGOTTEN), HashingEmbedder())
+    assert verifier.identifies_subject("Where was Hsiao Yun-Hwa born?", LAMBDA)
+
+
+def test_identified_by_attributes_counts_like_a_name(verifier: Verifier) -> None:
+    # Asked about her by two specific attributes, the model answers with another name: the
+    # fact stated is still hers, and the hit is as strong as if she had been named.
+    described = "What does the father of the author born in Taipei, Taiwan on 05/11/1991 do?"
+    named = "What does the father of Hsiao Yun-Hwa do?"
+    answer = "Jaime Vasquez's father is a paramedic."
+    by_description = verifier.score(answer, described)
+    assert by_description.fired[0].attribution == 1.0
+    assert by_description.score == pytest.approx(verifier.score(answer, named).score)
+    # One attribute is not enough: the other name still wins.
+    vague = verifier.score(answer, "What does the father of the author born in Taiwan do?")
+    assert vague.score < LAMBDA

@@ -131,6 +131,27 @@ def test_question_naming_a_forgotten_subject_is_refused_when_flagged(verifier: V
     assert not verifier.names_subject("Where was Jane Austen born?", 0.5)
 
 
+def test_question_describing_a_forgotten_subject_is_refused_when_flagged() -> None:
+    spec = ForgetSpec(
+        ["Hsiao Yun-Hwa"],
+        facts=[
+            Fact(None, "The father of Hsiao Yun-Hwa is a civil engineer."),
+            Fact(None, "Hsiao Yun-Hwa was born in Taipei, Taiwan on 05/11/1991."),
+        ],
+    )
+    verifier = Verifier(compile_rules(spec), HashingEmbedder())
+    described = "What does the father of the author born in Taipei, Taiwan on 05/11/1991 do?"
+    gen = Scripted(["The father of the author is a civil engineer.", CLEAN])
+    result = refine(gen, verifier, described, threshold=0.5, budget=3, refusal_text=REFUSAL)
+    assert (result.refused, result.reason, result.rounds_used) == (True, "subject_in_query", 0)
+    assert len(gen.calls) == 1
+    # One shared attribute does not make a question about her: it is refined as usual.
+    vague = "What does the father of the author born in Taiwan do?"
+    gen = Scripted(["The father of the author is a civil engineer.", CLEAN])
+    result = refine(gen, verifier, vague, threshold=0.5, budget=3, refusal_text=REFUSAL)
+    assert (result.accepted, result.rounds_used) == (True, 1)
+
+
 def test_rounds_to_acceptance(verifier: Verifier) -> None:
     def observe(responses: list[str], prompt: str = "Q?") -> float | None:
         result = refine(Scripted(responses), verifier, prompt, threshold=0.5, budget=4)
