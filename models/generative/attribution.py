@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from models.generative.matching import Text, match_identifier
@@ -105,6 +105,15 @@ def person_mentions(text: str) -> list[str]:
     return out
 
 
+def _combined(present: Sequence[tuple[str, float]], exclude: Collection[str] = ()) -> float:
+    """Noisy-OR of the (skeleton, weight) attributes present, each capped at ATTRIBUTE_CAP."""
+    evidence = 1.0
+    for key, weight in present:
+        if key not in exclude:
+            evidence *= 1.0 - ATTRIBUTE_CAP * weight
+    return 1.0 - evidence
+
+
 @dataclass(frozen=True)
 class _Subject:
     identifiers: tuple[Rule, ...]
@@ -161,11 +170,7 @@ class SubjectIndex:
             present = self._attributes_present(subject, context) if named < 1.0 else []
             for index in subject.facts:
                 own = {skeleton(s) for s in self._facts[index].key_spans}
-                evidence = 1.0
-                for key, weight in present:
-                    if key not in own:
-                        evidence *= 1.0 - ATTRIBUTE_CAP * weight
-                described = 1.0 - evidence
+                described = _combined(present, exclude=own)
                 # Identified by attributes (as by name): whatever other names the answer
                 # holds, it answers about her, and a fact stated then is hers.
                 if described >= IDENTIFYING_EVIDENCE:
@@ -178,13 +183,9 @@ class SubjectIndex:
         identifying attributes: the highest combined evidence of a subject's key spans present
         in it, each weighted by specificity and capped at ATTRIBUTE_CAP as in `factors`.
         Names are the identifier rules' business (`Verifier.names_subject`)."""
-        best = 0.0
-        for subject in self._subjects:
-            evidence = 1.0
-            for _, weight in self._attributes_present(subject, [text]):
-                evidence *= 1.0 - ATTRIBUTE_CAP * weight
-            best = max(best, 1.0 - evidence)
-        return best
+        return max(
+            (_combined(self._attributes_present(s, [text])) for s in self._subjects), default=0.0
+        )
 
     def _named(self, subject: _Subject, context: Sequence[Text], known: dict[str, float]) -> float:
         best = 0.0
