@@ -108,9 +108,9 @@ class Verifier:
 
         Identifier rules only: a question that merely resembles a forgotten fact is not, by
         itself, about the subject."""
-        if not self.rule_set.identifier_rules:
-            return False
-        parsed = Text(text)
+        return self._named_in(Text(text), threshold)
+
+    def _named_in(self, parsed: Text, threshold: float) -> bool:
         return any(
             match_identifier(rule, parsed, self.fuzzy_floor).score >= threshold
             for rule in self.rule_set.identifier_rules
@@ -121,9 +121,10 @@ class Verifier:
         of their identifying attributes together ("the author born in Taipei on 05/11/1991")?
 
         Refinement refuses a flagged answer to such a question at once, as for a named one."""
-        if self.names_subject(text, threshold):
+        parsed = Text(text)  # parsed once for both tests
+        if self._named_in(parsed, threshold):
             return True
-        return self._subjects.identification(Text(text)) >= IDENTIFYING_EVIDENCE
+        return self._subjects.identification(parsed) >= IDENTIFYING_EVIDENCE
 
     def score(self, response: str, prompt: str | None = None) -> Verdict:
         """Score `response`; `prompt` (the user's question) tells whom the response is about."""

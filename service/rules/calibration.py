@@ -234,8 +234,8 @@ def budget_probe_prompts(
     is refused at once when its answer is flagged, so it never tells anything about B. Every
     candidate is kept with the same probability: B is calibrated on flagged answers, and
     picking probes by how likely they are to be flagged would change the population the
-    guarantee is about. `exclude`: prompts
-    held apart for another calibration (the real leaks λ is recalibrated on).
+    guarantee is about. `exclude`: prompts held apart for another calibration (the real leaks
+    λ is recalibrated on).
     """
     probes = build_probes(spec_from_rules(rules), retained_facts(retain_qa_file))
     prompts = [

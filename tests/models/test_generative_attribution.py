@@ -172,8 +172,7 @@ def test_one_shared_attribute_does_not_identify(verifier: Verifier, question: st
     assert not verifier.identifies_subject(question, LAMBDA)
 
 
-def test_a_name_identifies() -> None:
-    verifier = Verifier(compile_rules(FORGOTTEN), HashingEmbedder())
+def test_a_name_identifies(verifier: Verifier) -> None:
     assert verifier.identifies_subject("Where was Hsiao Yun-Hwa born?", LAMBDA)
 
 

@@ -56,7 +56,7 @@ def test_both_needs_a_finetune_and_records_are_stored_encrypted(
     assert (r.json()["records"], r.json()["subjects"]) == (3, 2)
     rows = session.scalars(select(TrainingRecord).order_by(TrainingRecord.record_key)).all()
     stored = json.dumps([[r.subject_ref, r.payload] for r in rows])
-    # Keyed hash and ciphertext only. Whole phrases with a space: base64 ciphertext can
-    # contain any short word by chance ("…dteaT6w…" once failed a check for "tea").
-    assert "Quillon Varre" not in stored and "likes tea" not in stored
+    # Keyed hash and ciphertext only. "tea" with its full stop: base64 has no "." but can hold
+    # any short word by chance ("…dteaT6w…" once failed a check for a bare "tea").
+    assert "Quillon" not in stored and "tea." not in stored
     assert {r.slice for r in rows} <= {0, 1}
