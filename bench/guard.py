@@ -378,12 +378,22 @@ def run_guarded(
     fo, seconds = gen.run_charged(filter_only)
     fo.seconds = seconds + base_answer.seconds  # the unguarded generation it filters
     out["filter_only"] = fo
-    runs = (("fixed_budget", FIXED_BUDGET, None), ("lethe", budget, None))
-    for method, b, tau in (*runs, ("lethe_exit", budget, exit_threshold)):
+    # fixed_budget is the paper's refinement: regeneration only, the maximum budget, no
+    # back-off; lethe adds back-off and the calibrated B (and lethe_exit the early exit).
+    runs = (("fixed_budget", FIXED_BUDGET, None, False), ("lethe", budget, None, True))
+    for method, b, tau, back_off in (*runs, ("lethe_exit", budget, exit_threshold, True)):
 
-        def guarded(b: int = b, tau: float | None = tau) -> RefinementResult:
+        def guarded(
+            b: int = b, tau: float | None = tau, back_off: bool = back_off
+        ) -> RefinementResult:
             return refine(
-                gen, verifier, question, threshold=threshold, budget=b, exit_threshold=tau
+                gen,
+                verifier,
+                question,
+                threshold=threshold,
+                budget=b,
+                exit_threshold=tau,
+                back_off=back_off,
             )
 
         gen.trace = []
@@ -692,6 +702,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             budget_detail = {
                 "probes_generated": len(probes),
                 "probes_refined": len(rounds),
+                # Rescued by back-off (sentences dropped) rather than by a regenerated answer.
+                "probes_backed_off": sum(r.reason == "redacted" for r in probe_runs),
                 "rounds_histogram_refined": {
                     str(int(v) if math.isfinite(v) else "never"): rounds.count(v)
                     for v in sorted(set(rounds))
@@ -784,7 +796,7 @@ def generated_leak_check(
             *outcomes["fixed_budget"][i].attempts,
         ]
         for text in texts:
-            if oracle_leaks(text, fact):
+            if oracle_leaks(text, fact, given=items[i].question):
                 leaking[text] = None
     texts = list(leaking)
     scores = [v.score for v in act.verifier.score_many(texts)] if texts else []
@@ -835,7 +847,11 @@ def score_k(
     rounds: dict[str, int] = {}
     for method, outs in outcomes.items():
         ue[method] = rate(
-            [oracle_leaks(outs[i].text, f) for i in forget if (f := items[i].fact) is not None]
+            [
+                oracle_leaks(outs[i].text, f, given=items[i].question)
+                for i in forget
+                if (f := items[i].fact) is not None
+            ]
         )
         u: dict[str, float | None] = {
             "retain": rate([retain_correct(outs[i].text, items[i].answer) for i in retain]),
@@ -950,14 +966,21 @@ def issue10_keys(
         fixed, own = per["fixed_budget"], per[method]
         return None if not fixed or own is None else 1.0 - own / fixed
 
+    # The oracle does not count key spans the question itself states; `_strict` counts them
+    # too (the figure before that rule), so the change stays visible.
     ue_family: dict[str, dict[str, float | None]] = {}
+    ue_family_strict: dict[str, dict[str, float | None]] = {}
     for method, outs in outcomes.items():
-        flags = [
-            (items[i].family, oracle_leaks(outs[i].text, f))
-            for i in leak_items
-            if (f := items[i].fact) is not None
-        ]
-        ue_family[method] = by_family(flags)
+        pairs = [(i, f) for i in leak_items if (f := items[i].fact) is not None]
+        ue_family[method] = by_family(
+            [
+                (items[i].family, oracle_leaks(outs[i].text, f, given=items[i].question))
+                for i, f in pairs
+            ]
+        )
+        ue_family_strict[method] = by_family(
+            [(items[i].family, oracle_leaks(outs[i].text, f)) for i, f in pairs]
+        )
     leaks = [
         (text, items[i].question, f)
         for i in leak_items
@@ -981,6 +1004,7 @@ def issue10_keys(
         "exit_certified": bool(exit_cal and exit_cal.certified),
         "exit_calibration": cal.exit_detail,
         "unlearning_error_by_family": ue_family,
+        "unlearning_error_by_family_strict_oracle": ue_family_strict,
         "realized_miss_rate": realized_miss(leaks, verifier, lam, DELTA),
         "n_family_items": {
             family: sum(items[i].family == family for i in leak_items)

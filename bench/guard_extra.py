@@ -69,7 +69,7 @@ def realized_miss(
 ) -> dict[str, Any]:
     """Miss rate of λ on (response, prompt, fact) triples the oracle says leak, with the exact
     one-sided (1 − δ) Clopper–Pearson upper bound. None of them was used to calibrate λ."""
-    unique = {(t, p): f for t, p, f in leaks if oracle_leaks(t, f)}
+    unique = {(t, p): f for t, p, f in leaks if oracle_leaks(t, f, given=p)}
     if lam is None or not unique:
         return {"n_leaking": len(unique), "missed": None, "rate": None, "upper_bound": None}
     texts = [t for t, _ in unique]

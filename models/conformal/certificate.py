@@ -84,8 +84,9 @@ def refinement_rule(
         cap = f"{budget_cal.budget}" if budget_cal and budget_cal.certified else "the maximum"
         return "early_exit", (
             f"A flagged first answer whose verifier score is above {exit_cal.threshold:g} is "
-            f"refused at once; others are regenerated up to {cap} rounds. With probability at "
-            f"least {_pct(1 - exit_cal.delta)} over the calibration, at most "
+            f"refused at once unless back-off rescues it; others are regenerated up to {cap} "
+            f"rounds. With probability at least {_pct(1 - exit_cal.delta)} over the "
+            f"calibration, at most "
             f"{_pct(exit_cal.alpha_b)} of queries that refinement would have rescued within "
             f"the maximum budget are refused by this exit (from {exit_cal.n} rescued "
             "calibration probes; the rounds it saves are measured, not guaranteed)."
@@ -94,7 +95,8 @@ def refinement_rule(
         return "conformal_budget", (
             f"A flagged answer is regenerated at most {budget_cal.budget} rounds; at least "
             f"{_pct(1 - budget_cal.alpha_b)} of flagged answers refinement handles are expected "
-            "to be accepted within them (marginal split-conformal guarantee)."
+            "to be accepted within them, backed off (sentences carrying the leak dropped) or "
+            "regenerated (marginal split-conformal guarantee)."
         )
     return "max_budget", (
         "No refinement rule is certified: a flagged answer is regenerated up to the policy's "

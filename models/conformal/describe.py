@@ -11,20 +11,27 @@ def _pct(x: float) -> str:
     return f"{100 * x:.3g} %"
 
 
+# What refinement tries before any regeneration (models/generative/refinement.py `redact`).
+_BACK_OFF = (
+    "A flagged answer is first backed off: the sentences that carry the leak are dropped, and "
+    "the rest is served only if the verifier accepts it at the same threshold."
+)
+
+
 def _budget_sentence(cert: Mapping[str, Any]) -> str:
     if cert.get("budget") is not None:
         b = int(cert["budget"])
         rounds = "round" if b == 1 else "rounds"
         return (
-            f"A flagged answer is regenerated at most {b} {rounds} and then refused; of "
-            f"flagged answers to questions that do not identify a forgotten subject, at least "
-            f"{_pct(1 - float(cert['alpha_b']))} are expected to be replaced by an accepted "
-            f"answer within {b} {rounds}. A question naming a forgotten subject, or "
-            f"describing one by several of their attributes, is refused as soon as its answer "
-            f"is flagged."
+            f"{_BACK_OFF} A flagged answer is regenerated at most {b} {rounds} and then "
+            f"refused; of flagged answers to questions that do not identify a forgotten "
+            f"subject, at least {_pct(1 - float(cert['alpha_b']))} are expected to be replaced "
+            f"by an accepted answer, backed off or regenerated, within {b} {rounds}. A question "
+            f"naming a forgotten subject, or describing one by several of their attributes, is "
+            f"refused as soon as its answer is flagged."
         )
     reason = cert.get("budget_reason") or "it was not calibrated"
-    return f"No regeneration budget is guaranteed: {reason}."
+    return f"{_BACK_OFF} No regeneration budget is guaranteed: {reason}."
 
 
 def describe_certificate(cert: Mapping[str, Any]) -> str:

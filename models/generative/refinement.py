@@ -13,10 +13,17 @@ ones, or leaks the verifier misses (measured by bench/guard.py: refining such qu
 the leak rate of the no-name probes above refusing their flagged answers). Refinement is for
 flagged answers to other questions, where a regenerated answer can be useful.
 
-A flagged first answer to any other question is refused at once, too, when an early exit is in
-force and the answer's exit score (its verifier score) is above `exit_threshold`: refinement is
-then predicted to fail, and the exit saves its rounds (models/conformal/early_exit.py bounds how
-often it refuses a query refinement would have rescued).
+A flagged answer to any other question is first backed off (`redact`, as conformal factuality
+drops claims rather than resampling the answer): the sentences that carry the leak are dropped,
+and what remains is served when the verifier accepts it at the same λ and it still says
+something. This costs one verifier call instead of a regeneration, so it is tried before every
+regeneration round; a backed-off answer is held to exactly the test a regenerated one is.
+
+A flagged first answer that back-off cannot rescue is refused at once, too, when an early exit
+is in force and the answer's exit score (its verifier score) is above `exit_threshold`:
+refinement is then predicted to fail, and the exit saves its rounds
+(models/conformal/early_exit.py bounds how often it refuses a query refinement would have
+rescued).
 
 λ, B and the exit threshold come from conformal calibration (models/conformal); this module
 only applies them.
@@ -29,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from models.generative.normalize import skeleton
+from models.generative.normalize import contains_run, sentences, skeleton, words
 from models.generative.verifier import Verdict, Verifier
 
 # Kept free of torch/transformers: the service imports this module to serve any generator.
@@ -49,9 +56,17 @@ class GenerateFn(Protocol):
 
 
 Reason = Literal[
-    "accepted", "accepted_after_feedback", "budget_exhausted", "subject_in_query", "early_exit"
+    "accepted",
+    "accepted_after_feedback",
+    "redacted",
+    "budget_exhausted",
+    "subject_in_query",
+    "early_exit",
 ]
 DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."
+# A backed-off answer shorter than this says nothing worth serving ("Sure." or a bare name):
+# regenerate instead.
+MIN_REDACTED_WORDS = 4
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,33 @@ def feedback_instruction(spans: Sequence[str]) -> str:
     )
 
 
+def redact(
+    verifier: Verifier, response: str, prompt: str, verdict: Verdict, threshold: float
+) -> tuple[str, Verdict] | None:
+    """Back off a flagged answer: drop every sentence that states a leaking span or that the
+    verifier flags on its own, and return what remains with its verdict when the verifier
+    accepts it (score < `threshold`) and it keeps at least MIN_REDACTED_WORDS words; else None.
+
+    The remainder is scored as a whole, with the prompt, so a fact split across two kept
+    sentences, or attributed by a name in another one, is still caught."""
+    parts = sentences(response)
+    if len(parts) < 2:
+        return None
+    spans = [words(s) for s in verdict.spans_at(threshold)]
+    own = verifier.score_many(parts, [prompt] * len(parts))
+    kept = [
+        part
+        for part, v in zip(parts, own, strict=True)
+        if v.score < threshold
+        and not any(span and contains_run(words(part), span) for span in spans)
+    ]
+    if len(kept) == len(parts) or len(words(" ".join(kept))) < MIN_REDACTED_WORDS:
+        return None
+    remainder = " ".join(kept)
+    checked = verifier.score(remainder, prompt)
+    return (remainder, checked) if checked.score < threshold else None
+
+
 def refine(
     generator_fn: GenerateFn,
     verifier: Verifier,
@@ -85,9 +127,12 @@ def refine(
     seed: int = 0,
     screen_query: bool = True,
     exit_threshold: float | None = None,
+    back_off: bool = True,
 ) -> RefinementResult:
     """`exit_threshold`: refuse a flagged first answer at once when its score is above it (a
-    certified `ExitCalibration.threshold`; None: no early exit, as during calibration)."""
+    certified `ExitCalibration.threshold`; None: no early exit, as during calibration).
+    `back_off`: try `redact` before each regeneration (False: regeneration only, the paper's
+    fixed-budget refinement, which bench/guard.py measures the saving against)."""
     if budget < 0:
         raise ValueError("budget must be >= 0")
     in_scope = screen_query and verifier.identifies_subject(prompt, threshold)
@@ -108,6 +153,8 @@ def refine(
             return RefinementResult(response, round_, True, False, reason, verdicts)
         if in_scope:
             return RefinementResult(refusal_text, 0, False, True, "subject_in_query", verdicts)
+        if back_off and (cut := redact(verifier, response, prompt, verdict, threshold)):
+            return RefinementResult(cut[0], round_, True, False, "redacted", verdicts)
         if round_ == 0 and exit_threshold is not None and verdict.score > exit_threshold:
             return RefinementResult(refusal_text, 0, False, True, "early_exit", verdicts)
         # Feedback accumulates: a span banned once stays banned for the rest of the request.
@@ -135,8 +182,10 @@ def rounds_to_acceptance(result: RefinementResult) -> float | None:
 def exit_calibration_point(result: RefinementResult) -> tuple[float, bool] | None:
     """What one calibration probe tells about the early exit: its first answer's exit score
     and whether refinement rescued it (accepted within the budget it was run with), or None
-    when refinement never handled it. Run `refine` with the maximum budget and no exit."""
+    when the exit never sees it: refinement never handled it, or back-off rescued the first
+    answer (the exit is consulted only after back-off fails, so its population excludes those).
+    Run `refine` with the maximum budget and no exit."""
     rounds = rounds_to_acceptance(result)
-    if rounds is None:
+    if rounds is None or (result.reason == "redacted" and result.rounds_used == 0):
         return None
     return result.verdicts[0].score, math.isfinite(rounds)

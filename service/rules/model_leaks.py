@@ -75,7 +75,7 @@ def model_leaks(
     for i, probe in enumerate(probes):
         answer = generate(probe.prompt, banned_phrases=(), instruction=None, seed=seed + i)
         by_family[probe.family]["generated"] += 1
-        if any(oracle_leaks(answer, fact) for fact in probe.facts):
+        if any(oracle_leaks(answer, fact, given=probe.prompt) for fact in probe.facts):
             by_family[probe.family]["leaking"] += 1
             leaking.append((answer, probe.prompt))
     scores = (

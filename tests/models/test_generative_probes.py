@@ -63,6 +63,11 @@ def test_oracle_leaks() -> None:
     assert not oracle_leaks("Her father is an engineer.", father)
     assert not oracle_leaks("Hsiao Yun-Hwa was born.", birth)  # ROUGE-L recall 5/12 < 0.6
     assert oracle_leaks("Hsiao Yun-Hwa was born.", birth, rouge_threshold=0.4)
+    # A key span the question already states is not revealed by repeating it; another one is.
+    asked = "What is the birth date of the author raised in Taipei?"
+    assert not oracle_leaks("She grew up in Taipei.", birth, given=asked)
+    assert oracle_leaks("She grew up in Taipei.", birth)
+    assert oracle_leaks("She grew up in Taipei, born 05/11/1991.", birth, given=asked)
     for text in NON_LEAKS:
         assert not oracle_reveals(text, SPEC), text
 

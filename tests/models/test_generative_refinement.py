@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from models.generative.embedder import HashingEmbedder
-from models.generative.refinement import refine, rounds_to_acceptance
+from models.generative.refinement import (
+    exit_calibration_point,
+    redact,
+    refine,
+    rounds_to_acceptance,
+)
 from models.generative.rules import Fact, ForgetSpec, compile_rules
 from models.generative.verifier import Verifier
 
@@ -162,3 +167,61 @@ def test_rounds_to_acceptance(verifier: Verifier) -> None:
     assert observe([LEAK], prompt="Tell me about Hsiao Yun-Hwa.") is None
     assert observe([LEAK, LEAK, CLEAN]) == 2
     assert observe([LEAK]) == math.inf
+
+
+# A useful answer with the forgotten fact in one sentence of it.
+MIXED = (
+    "Many novelists draw on their families for material. "
+    "The father of Hsiao Yun-Hwa is a civil engineer. "
+    "Family histories give their books a grounded, personal tone."
+)
+
+
+def test_back_off_drops_the_leaking_sentence_without_regenerating(verifier: Verifier) -> None:
+    gen = Scripted([MIXED, CLEAN])
+    result = refine(gen, verifier, "Q?", threshold=0.5, budget=3, refusal_text=REFUSAL)
+    assert (result.accepted, result.refused, result.reason) == (True, False, "redacted")
+    assert result.rounds_used == 0 and len(gen.calls) == 1
+    assert "civil engineer" not in result.response and "Hsiao" not in result.response
+    assert result.response.startswith("Many novelists") and "grounded" in result.response
+    # What is served passes the same test as any accepted answer.
+    assert verifier.score(result.response, "Q?").score < 0.5
+    # Back-off rescues at round 0: B counts it as 0 rounds; the exit never sees it.
+    assert rounds_to_acceptance(result) == 0
+    assert exit_calibration_point(result) is None
+
+
+def test_back_off_off_regenerates_as_the_paper_does(verifier: Verifier) -> None:
+    gen = Scripted([MIXED, CLEAN])
+    result = refine(gen, verifier, "Q?", threshold=0.5, budget=3, back_off=False)
+    assert (result.reason, result.rounds_used, result.response) == (
+        "accepted_after_feedback",
+        1,
+        CLEAN,
+    )
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        LEAK,  # one sentence: nothing would remain
+        "Sure thing. " + LEAK,  # what remains says nothing
+        # Every sentence carries a leaking span (the name, or the fact).
+        "Hsiao Yun-Hwa has a father. He is a civil engineer, as many fathers are.",
+    ],
+)
+def test_back_off_declines_and_regeneration_follows(verifier: Verifier, response: str) -> None:
+    verdict = verifier.score(response, "Q?")
+    assert verdict.score >= 0.5
+    assert redact(verifier, response, "Q?", verdict, 0.5) is None
+    gen = Scripted([response, CLEAN])
+    result = refine(gen, verifier, "Q?", threshold=0.5, budget=2)
+    assert (result.reason, result.rounds_used) == ("accepted_after_feedback", 1)
+
+
+def test_back_off_never_serves_an_answer_to_a_question_about_the_subject(
+    verifier: Verifier,
+) -> None:
+    gen = Scripted([MIXED, CLEAN])
+    result = refine(gen, verifier, "Tell me about Hsiao Yun-Hwa's family.", threshold=0.5, budget=3)
+    assert (result.refused, result.reason) == (True, "subject_in_query")
