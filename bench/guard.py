@@ -755,6 +755,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "k": k,
                             "method": method,
                             "kind": item.kind,
+                            "family": item.family,
+                            "key_spans": item.fact.key_spans if item.fact else None,
                             "question": item.question,
                             "answer": item.answer,
                             "response": out.text,

@@ -23,7 +23,13 @@ import numpy as np
 
 from models.generative.attribution import IDENTIFYING_EVIDENCE, SubjectIndex
 from models.generative.embedder import Embedder, Vectors
-from models.generative.matching import Text, mask_identifiers, match_identifier, span_presence
+from models.generative.matching import (
+    NAME_PART_SCORE,
+    Text,
+    mask_identifiers,
+    match_identifier,
+    span_presence,
+)
 from models.generative.normalize import rescale, sentences, skeleton
 from models.generative.rules import Rule, RuleSet
 from models.generative.specificity import span_weight
@@ -120,9 +126,15 @@ class Verifier:
         """Does `text` point at a forgotten subject: by name (`names_subject`), or by several
         of their identifying attributes together ("the author born in Taipei on 05/11/1991")?
 
+        A distinctive part of the name on its own ("How has Majumdar's background…") names
+        the subject here whatever λ is: people are asked about by surname, and NAME_PART_SCORE
+        is a fixed strength, so with λ above it such questions were refined round after round
+        (measured by bench/guard.py) instead of refused. λ is calibrated for leaking answers; the
+        question only tells whom an answer would be about.
+
         Refinement refuses a flagged answer to such a question at once, as for a named one."""
         parsed = Text(text)  # parsed once for both tests
-        if self._named_in(parsed, threshold):
+        if self._named_in(parsed, min(threshold, NAME_PART_SCORE)):
             return True
         return self._subjects.identification(parsed) >= IDENTIFYING_EVIDENCE
 

@@ -208,7 +208,11 @@ class GenerateOut(BaseModel):
     rule_set_version: int | None
     rounds_used: int
     refused: bool
-    reason: str
+    reason: str = Field(
+        description="no_rules, accepted, accepted_after_feedback (regenerated), redacted "
+        "(the sentences carrying a leak were dropped), subject_in_query, early_exit or "
+        "budget_exhausted (the last three are refusals)"
+    )
 
 
 class RuleSetOut(BaseModel):

@@ -225,3 +225,19 @@ def test_back_off_never_serves_an_answer_to_a_question_about_the_subject(
     gen = Scripted([MIXED, CLEAN])
     result = refine(gen, verifier, "Tell me about Hsiao Yun-Hwa's family.", threshold=0.5, budget=3)
     assert (result.refused, result.reason) == (True, "subject_in_query")
+
+
+def test_a_distinctive_surname_alone_identifies_the_subject_whatever_lambda(
+    verifier: Verifier,
+) -> None:
+    question = "What was Hsiao's first book about?"
+    # As an answer's leak signal a name part is strong, not certain: below a high λ...
+    assert not verifier.names_subject(question, 0.9)
+    # ...but a question asked by surname is about her, so its flagged answer is refused.
+    assert verifier.identifies_subject(question, 0.9)
+    gen = Scripted([LEAK, CLEAN])
+    result = refine(gen, verifier, question, threshold=0.9, budget=3)
+    assert (result.reason, len(gen.calls)) == ("subject_in_query", 1)
+    # Another person's surname, or a short common one, identifies nobody.
+    assert not verifier.identifies_subject("What was Austen's first book about?", 0.9)
+    assert not verifier.identifies_subject("What was the first book about?", 0.9)
