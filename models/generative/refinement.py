@@ -91,10 +91,10 @@ def feedback_instruction(spans: Sequence[str]) -> str:
 
 def redact(
     verifier: Verifier, response: str, prompt: str, verdict: Verdict, threshold: float
-) -> tuple[str, Verdict] | None:
+) -> str | None:
     """Back off a flagged answer: drop every sentence that states a leaking span or that the
-    verifier flags on its own, and return what remains with its verdict when the verifier
-    accepts it (score < `threshold`) and it keeps at least MIN_REDACTED_WORDS words; else None.
+    verifier flags on its own, and return what remains when the verifier accepts it
+    (score < `threshold`) and it keeps at least MIN_REDACTED_WORDS words; else None.
 
     The remainder is scored as a whole, with the prompt, so a fact split across two kept
     sentences, or attributed by a name in another one, is still caught."""
@@ -112,8 +112,7 @@ def redact(
     if len(kept) == len(parts) or len(words(" ".join(kept))) < MIN_REDACTED_WORDS:
         return None
     remainder = " ".join(kept)
-    checked = verifier.score(remainder, prompt)
-    return (remainder, checked) if checked.score < threshold else None
+    return remainder if verifier.score(remainder, prompt).score < threshold else None
 
 
 def refine(
@@ -154,7 +153,7 @@ def refine(
         if in_scope:
             return RefinementResult(refusal_text, 0, False, True, "subject_in_query", verdicts)
         if back_off and (cut := redact(verifier, response, prompt, verdict, threshold)):
-            return RefinementResult(cut[0], round_, True, False, "redacted", verdicts)
+            return RefinementResult(cut, round_, True, False, "redacted", verdicts)
         if round_ == 0 and exit_threshold is not None and verdict.score > exit_threshold:
             return RefinementResult(refusal_text, 0, False, True, "early_exit", verdicts)
         # Feedback accumulates: a span banned once stays banned for the rest of the request.
