@@ -209,10 +209,9 @@ def oracle_leaks(
     revealed by repeating it (the asker supplied it), as `derive_key_spans` already leaves out
     the spans of the fact's own filed question; a question describing the subject by another
     of her facts' spans is the case this covers."""
-    tokens = words(response)
-    supplied = words(given) if given else []
+    tokens, supplied = words(response), words(given or "")
     if any(
-        contains_run(tokens, run) and not (supplied and contains_run(supplied, run))
+        contains_run(tokens, run) and not contains_run(supplied, run)
         for run in (words(span) for span in fact.key_spans)
     ):
         return True

@@ -103,15 +103,14 @@ def redact(
         return None
     spans = [words(s) for s in verdict.spans_at(threshold)]
     own = verifier.score_many(parts, [prompt] * len(parts))
-    kept = [
-        part
-        for part, v in zip(parts, own, strict=True)
-        if v.score < threshold
-        and not any(span and contains_run(words(part), span) for span in spans)
-    ]
-    if len(kept) == len(parts) or len(words(" ".join(kept))) < MIN_REDACTED_WORDS:
-        return None
+    kept = []
+    for part, verdict_of_part in zip(parts, own, strict=True):
+        tokens = words(part)  # once per sentence, not once per span
+        if verdict_of_part.score < threshold and not any(contains_run(tokens, s) for s in spans):
+            kept.append(part)
     remainder = " ".join(kept)
+    if len(kept) == len(parts) or len(words(remainder)) < MIN_REDACTED_WORDS:
+        return None
     return remainder if verifier.score(remainder, prompt).score < threshold else None
 
 

@@ -238,6 +238,6 @@ def test_a_distinctive_surname_alone_identifies_the_subject_whatever_lambda(
     gen = Scripted([LEAK, CLEAN])
     result = refine(gen, verifier, question, threshold=0.9, budget=3)
     assert (result.reason, len(gen.calls)) == ("subject_in_query", 1)
-    # Another person's surname, or a short common one, identifies nobody.
+    # Another person's surname, or no name at all, identifies nobody.
     assert not verifier.identifies_subject("What was Austen's first book about?", 0.9)
     assert not verifier.identifies_subject("What was the first book about?", 0.9)
