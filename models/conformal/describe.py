@@ -23,12 +23,13 @@ def _budget_sentence(cert: Mapping[str, Any]) -> str:
         b = int(cert["budget"])
         rounds = "round" if b == 1 else "rounds"
         return (
-            f"{_BACK_OFF} A flagged answer is regenerated at most {b} {rounds} and then "
-            f"refused; of flagged answers to questions that do not identify a forgotten "
-            f"subject, at least {_pct(1 - float(cert['alpha_b']))} are expected to be replaced "
-            f"by an accepted answer, backed off or regenerated, within {b} {rounds}. A question "
-            f"naming a forgotten subject, or describing one by several of their attributes, is "
-            f"refused as soon as its answer is flagged."
+            f"{_BACK_OFF} Otherwise it is regenerated at most {b} {rounds} and then refused; "
+            f"of flagged answers to questions that do not identify a forgotten subject, at "
+            f"least {_pct(1 - float(cert['alpha_b']))} are expected to be replaced by an "
+            f"accepted answer, backed off or regenerated, within {b} {rounds}. A question "
+            f"naming a forgotten subject (a distinctive part of the name is enough), or "
+            f"describing one by several of their attributes, is refused as soon as its answer "
+            f"is flagged."
         )
     reason = cert.get("budget_reason") or "it was not calibrated"
     return f"{_BACK_OFF} No regeneration budget is guaranteed: {reason}."
