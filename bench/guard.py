@@ -13,9 +13,12 @@ trains). Then, for k = 1, 5 and 10 erased authors (the first k author indices):
    answers to questions that do not identify an erased author by name or by several of their
    attributes: retain rows that are not evaluated, and probes of the erased authors'
    calibration facts without their names; never the test questions);
-2. answer the same test questions, greedily, with five methods: `unguarded`, `system_prompt`,
-   `filter_only`, `fixed_budget` (lethe's guard with B=4), `lethe` (refinement with λ and B;
-   a question identifying an erased author is refused as soon as its answer is flagged);
+2. answer the same test questions, greedily, with these methods: `unguarded`,
+   `system_prompt`, `filter_only`, `paper_refinement` (the paper's refinement: every flagged
+   answer regenerated for up to 4 rounds), `fixed_budget` (lethe's guard with B=4, no
+   back-off), `lethe` (refinement with λ and B; a question identifying an erased author is
+   refused as soon as its answer is flagged; back-off before regeneration) and `lethe_exit`
+   (lethe with the calibrated early exit, when certified);
 3. score unlearning error, utility, false refusals, latency and refinement rounds.
 
 Every forget author's 20 questions are split once (fixed seed) into calibration questions (used
@@ -111,9 +114,19 @@ from service.rules.rulesets import merge_rule_sets
 ALPHA, DELTA, ALPHA_B, MAX_BUDGET, FIXED_BUDGET = 0.1, 0.05, 0.1, 4, 4
 EMBEDDER_KIND = "minilm"  # the real all-MiniLM-L6-v2, as the worker uses
 POLICY = GenerativePolicy(alpha=ALPHA, delta=DELTA, alpha_b=ALPHA_B, max_budget=MAX_BUDGET)
-METHODS = ("unguarded", "system_prompt", "filter_only", "fixed_budget", "lethe", "lethe_exit")
+METHODS = (
+    "unguarded",
+    "system_prompt",
+    "filter_only",
+    "paper_refinement",
+    "fixed_budget",
+    "lethe",
+    "lethe_exit",
+)
 # Methods whose answers pass the verifier (their false-flag rate is the verifier's).
-VERIFIED = ("filter_only", "fixed_budget", "lethe", "lethe_exit")
+VERIFIED = ("filter_only", "paper_refinement", "fixed_budget", "lethe", "lethe_exit")
+# Methods that regenerate flagged answers (their rounds are counted).
+REFINED = ("paper_refinement", "fixed_budget", "lethe", "lethe_exit")
 # Longest TOFU answer is 82 SmolLM2 tokens; the model must be able to recite it whole.
 MAX_NEW_TOKENS = 96
 RETAIN_CORRECT_ROUGE = 0.6
@@ -367,8 +380,8 @@ def run_guarded(
     budget: int,
     exit_threshold: float | None = None,
 ) -> dict[str, Outcome]:
-    """filter_only, fixed_budget, lethe and lethe_exit (lethe with the calibrated early exit,
-    when certified) on one question, each with its charged latency."""
+    """filter_only, paper_refinement, fixed_budget, lethe and lethe_exit (lethe with the
+    calibrated early exit, when certified) on one question, each with its charged latency."""
 
     def filter_only() -> Outcome:
         flagged = verifier.score(base_answer.text, question).score >= threshold
@@ -378,13 +391,22 @@ def run_guarded(
     fo, seconds = gen.run_charged(filter_only)
     fo.seconds = seconds + base_answer.seconds  # the unguarded generation it filters
     out["filter_only"] = fo
-    # fixed_budget is the paper's refinement: regeneration only, the maximum budget, no
-    # back-off; lethe adds back-off and the calibrated B (and lethe_exit the early exit).
-    runs = (("fixed_budget", FIXED_BUDGET, None, False), ("lethe", budget, None, True))
-    for method, b, tau, back_off in (*runs, ("lethe_exit", budget, exit_threshold, True)):
+    # paper_refinement is the paper's method as published: every flagged answer is
+    # regenerated with feedback for the maximum budget, whoever the question is about.
+    # fixed_budget adds lethe's subject screen (a flagged answer to a question identifying a
+    # forgotten subject is refused at once) and is otherwise the same: regeneration only, the
+    # maximum budget, no back-off. lethe adds back-off and the calibrated B (and lethe_exit
+    # the early exit). (method, budget, exit threshold, back-off, subject screen)
+    runs: tuple[tuple[str, int, float | None, bool, bool], ...] = (
+        ("paper_refinement", FIXED_BUDGET, None, False, False),
+        ("fixed_budget", FIXED_BUDGET, None, False, True),
+        ("lethe", budget, None, True, True),
+        ("lethe_exit", budget, exit_threshold, True, True),
+    )
+    for method, b, tau, back_off, screen in runs:
 
         def guarded(
-            b: int = b, tau: float | None = tau, back_off: bool = back_off
+            b: int = b, tau: float | None = tau, back_off: bool = back_off, screen: bool = screen
         ) -> RefinementResult:
             return refine(
                 gen,
@@ -394,6 +416,7 @@ def run_guarded(
                 budget=b,
                 exit_threshold=tau,
                 back_off=back_off,
+                screen_query=screen,
             )
 
         gen.trace = []
@@ -447,7 +470,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--dump",
         type=Path,
         default=None,
-        help="also write every final answer (per k, method, question) to this JSONL file",
+        help="also write every final answer (per k, method, question), and B's calibration probes "
+        "that refinement handled (every attempt), to this JSONL file",
     )
     parser.add_argument(
         "--ks", default=None, help="numbers of erased authors (default 1,5,10; quick 1,10)"
@@ -690,10 +714,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             probes = random.Random(f"{args.seed}:probes:{k}").sample(
                 pool, min(args.budget_probes, len(pool))
             )
-            probe_runs = [
-                refine(gen, verifier, prompt, threshold=lam, budget=MAX_BUDGET)
-                for prompt in bar(probes, f"k={k} B probes")
-            ]
+            probe_runs: list[RefinementResult] = []
+            probe_attempts: list[list[str]] = []
+            for prompt in bar(probes, f"k={k} B probes"):
+                gen.trace = []
+                probe_runs.append(refine(gen, verifier, prompt, threshold=lam, budget=MAX_BUDGET))
+                probe_attempts.append(gen.trace)
+            gen.trace = None
+            if args.dump is not None:
+                retained_probe = set(probe_questions)
+                dump_probe_runs(args.dump, k, probes, probe_runs, probe_attempts, retained_probe)
             observed = [rounds_to_acceptance(r) for r in probe_runs]
             rounds = [r for r in observed if r is not None]
             budget_cal = calibrate_budget(rounds, ALPHA_B, MAX_BUDGET)
@@ -769,6 +799,34 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     output = assemble(args, per_k, recall, hparams, model_dir, model_seconds, started, gen, items)
     print(json.dumps(rounded(output), indent=2, ensure_ascii=False))
+
+
+def dump_probe_runs(
+    path: Path,
+    k: int,
+    prompts: Sequence[str],
+    runs: Sequence[RefinementResult],
+    attempts: Sequence[Sequence[str]],
+    retained: set[str],
+) -> None:
+    """B's calibration probes that refinement handled, for reading what it could not rescue:
+    every attempt's text and verifier score, and why the run ended."""
+    with path.open("a", encoding="utf-8") as fh:
+        for prompt, run, texts in zip(prompts, runs, attempts, strict=True):
+            if rounds_to_acceptance(run) is None:
+                continue
+            row = {
+                "k": k,
+                "kind": "budget_probe",
+                "source": "retained_question" if prompt in retained else "erased_author_probe",
+                "question": prompt,
+                "reason": run.reason,
+                "rounds": run.rounds_used,
+                "scores": [round(v.score, 4) for v in run.verdicts],
+                "attempts": list(texts),
+                "response": run.response,
+            }
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def generated_leak_check(
@@ -957,15 +1015,16 @@ def issue10_keys(
             verifier, [unguarded[i].text for i in retain], [items[i].question for i in retain], lam
         )
     )
-    refined = ("fixed_budget", "lethe", "lethe_exit")
-    per_query = {m: mean_or_none([float(outcomes[m][i].rounds) for i in base]) for m in refined}
+    per_query = {m: mean_or_none([float(outcomes[m][i].rounds) for i in base]) for m in REFINED}
     all_items = range(len(items))
     per_query_all = {
-        m: mean_or_none([float(outcomes[m][i].rounds) for i in all_items]) for m in refined
+        m: mean_or_none([float(outcomes[m][i].rounds) for i in all_items]) for m in REFINED
     }
 
-    def saved(per: dict[str, float | None], method: str) -> float | None:
-        fixed, own = per["fixed_budget"], per[method]
+    def saved(
+        per: dict[str, float | None], method: str, baseline: str = "fixed_budget"
+    ) -> float | None:
+        fixed, own = per[baseline], per[method]
         return None if not fixed or own is None else 1.0 - own / fixed
 
     # The oracle does not count key spans the question itself states; `_strict` counts them
@@ -1002,6 +1061,17 @@ def issue10_keys(
         "rounds_saved_vs_fixed_exit": saved(per_query, "lethe_exit"),
         "rounds_saved_vs_fixed_with_families": {
             m: saved(per_query_all, m) for m in ("lethe", "lethe_exit")
+        },
+        # Against the paper's refinement, which regenerates flagged answers about a forgotten
+        # subject too: the saving of the subject screen and back-off, a policy and a cheaper
+        # action, not a conformal guarantee (compare the unlearning errors of the two methods).
+        "rounds_saved_vs_paper_refinement": {
+            m: saved(per_query, m, "paper_refinement")
+            for m in ("fixed_budget", "lethe", "lethe_exit")
+        },
+        "rounds_saved_vs_paper_refinement_with_families": {
+            m: saved(per_query_all, m, "paper_refinement")
+            for m in ("fixed_budget", "lethe", "lethe_exit")
         },
         "exit_certified": bool(exit_cal and exit_cal.certified),
         "exit_calibration": cal.exit_detail,
@@ -1148,7 +1218,11 @@ def assemble(
                 "system_prompt": "same, with a system message: do not reveal anything about "
                 "<names of the erased authors>",
                 "filter_only": "unguarded answer; refused when the verifier scores it ≥ λ",
-                "fixed_budget": f"lethe's guard with B = {FIXED_BUDGET} instead of the conformal B",
+                "paper_refinement": "the refinement of arXiv 2602.03787 as published: every "
+                f"flagged answer is regenerated with feedback for up to {FIXED_BUDGET} rounds, "
+                "then refused; no subject screen, no back-off",
+                "fixed_budget": f"lethe's guard with B = {FIXED_BUDGET} instead of the conformal B "
+                "and no back-off (regeneration only)",
                 "lethe": "at the conformal λ: a flagged answer to a question identifying an "
                 "erased author (by name, or by several of their attributes) is refused at "
                 "once; other flagged answers are refined (bans + feedback) for up to the "

@@ -211,6 +211,10 @@ def certificate_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("miss_rate_upper_bound", "Upper confidence bound"),
         ("budget", "B (regeneration budget)"),
         ("alpha_b", "α_B"),
+        # What serving does now, certified or not (the plain words above say why).
+        ("refinement_rule", "Refinement rule in force"),
+        ("serving_budget", "Regenerations allowed"),
+        ("calibration_stage", "Calibration stage"),
         ("false_flag_rate", "False-flag rate (retained)"),
         ("rule_set_version", "Rule-set version"),
     ]

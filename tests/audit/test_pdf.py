@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import shutil
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pypdf import PdfReader
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,29 +16,12 @@ from service.core.config import get_settings
 from service.core.security import subject_ref
 from service.db.tables import TrainingRecord
 from tests.conftest import SentTasks, auth
+from tests.pdf_tools import pdf_text, render_first_page
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY
 from tests.web.live import artifacts_dir
 from tests.workers.conftest import drain
 
 NAME = MODEL_BODY["name"]
-
-
-def pdf_text(data: bytes) -> tuple[str, int]:
-    reader = PdfReader(io.BytesIO(data))
-    text = "\n".join(page.extract_text() or "" for page in reader.pages)
-    return " ".join(text.split()), len(reader.pages)
-
-
-def render_first_page(data: bytes, out: Path) -> Path:
-    if shutil.which("pdftoppm") is None:
-        pytest.skip("pdftoppm (poppler-utils) is not installed")
-    src = out / "report.pdf"
-    src.write_bytes(data)
-    subprocess.run(
-        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(src), str(out / "p")], check=True
-    )
-    [png] = sorted(out.glob("p*.png"))
-    return png
 
 
 def a_trained_subject(session: Session) -> str:

@@ -4,7 +4,6 @@ screenshotted at 1280 and 390 px and checked with axe-core (no serious/critical 
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,6 @@ import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, sync_playwright
-from pypdf import PdfReader
 from sqlalchemy import select
 
 from service.core.config import Settings, get_settings
@@ -22,6 +20,7 @@ from service.core.security import subject_ref
 from service.db.tables import TrainingRecord
 from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
 from tests.dbutil import fresh_database
+from tests.pdf_tools import pdf_text as read_pdf
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
 from tests.web.conftest import PASSWORD, ROLES
 from tests.web.live import CHROMIUM_ARGS, Live, artifacts_dir, chromium_or_skip, live_lethe
@@ -139,11 +138,6 @@ class Visit:
         self.context.close()
 
 
-def _pdf_text(data: bytes) -> str:
-    reader = PdfReader(io.BytesIO(data))
-    return " ".join(" ".join(p.extract_text() or "" for p in reader.pages).split())
-
-
 def test_dpo_carries_a_request_from_filing_to_the_pdf(browser: Browser, live: Live) -> None:
     subject = _train_subject(live)
     v = Visit(browser, live)
@@ -181,7 +175,7 @@ def test_dpo_carries_a_request_from_filing_to_the_pdf(browser: Browser, live: Li
     with p.expect_download() as download:
         p.get_by_role("link", name="PDF report").click()
     pdf = Path(download.value.path()).read_bytes()
-    pdf_text = _pdf_text(pdf)
+    pdf_text, _ = read_pdf(pdf)
     rid = request_url.rsplit("/", 1)[-1]
     for fact in (rid, "Deadline met", "bit_exact", "The hash chain verifies", "consent withdrawn"):
         assert fact in pdf_text, fact

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -25,6 +26,8 @@ from service.db.tables import (
 from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULES
 from tests.conftest import SentTasks, auth, generative_model_body
 from tests.generative_data import FORGOTTEN, RETAINED, facts_of, forget_body
+from tests.pdf_tools import pdf_text, render_first_page
+from tests.web.live import artifacts_dir
 from tests.workers.conftest import drain
 
 NAME = "support-bot"
@@ -70,7 +73,11 @@ def _spec(name: str) -> ForgetSpec:
 
 
 def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
-    app_client: TestClient, bot: dict[str, str], sent_tasks: SentTasks, session: Session
+    app_client: TestClient,
+    bot: dict[str, str],
+    sent_tasks: SentTasks,
+    session: Session,
+    tmp_path: Path,
 ) -> None:
     question, _ = facts_of(FORGOTTEN)[0]
     before = _ask(app_client, bot["ml"], question)
@@ -137,6 +144,25 @@ def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
     assert len(issued) == 2 and "supersedes" in issued[1]["details"]
     assert report["summary"]["current_certificates"] == [cert["body"]]
     assert len(report["summary"]["certificates"]) == 2
+    # What the DPO downloads: the final certificate in its own words (the refinement rule in
+    # force among them), the interim one counted as superseded, and no forgotten name.
+    pdf = app_client.get(
+        f"/v1/requests/{rid}/report", params={"format": "pdf"}, headers=auth(bot["dpo"])
+    )
+    assert pdf.status_code == 200, pdf.text
+    text, _ = pdf_text(pdf.content)
+    # Read across page breaks: the running footer can fall inside a paragraph.
+    text = re.sub(rf"lethe · Erasure request {rid} Page \d+ of \d+ ", "", text)
+    assert " ".join(cert["plain_words"].split()) in text
+    assert "A flagged answer is first backed off" in text
+    assert f"Refinement rule in force {body['refinement_rule']}" in text
+    assert f"Regenerations allowed {body['serving_budget']}" in text
+    assert "Calibration stage final" in text
+    assert "1 earlier certificate(s) were superseded" in text
+    assert "model's own answers were not part of it" not in text
+    assert FORGOTTEN not in text
+    assert render_first_page(pdf.content, tmp_path).stat().st_size > 2000
+    (artifacts_dir() / "guard-request-report.pdf").write_bytes(pdf.content)
     # The interim certificate rests on synthetic leaks; the final one on those pooled with the
     # model's own leaking answers, with λ recalibrated on them and the rule in force named.
     assert history[0]["body"]["calibration_stage"] == "interim"
