@@ -393,10 +393,11 @@ def run_guarded(
     out["filter_only"] = fo
     # paper_refinement is the paper's method as published: every flagged answer is
     # regenerated with feedback for the maximum budget, whoever the question is about.
-    # fixed_budget adds lethe's subject screen (a flagged answer to a question identifying a
-    # forgotten subject is refused at once) and is otherwise the same: regeneration only, the
-    # maximum budget, no back-off. lethe adds back-off and the calibrated B (and lethe_exit
-    # the early exit). (method, budget, exit threshold, back-off, subject screen)
+    # fixed_budget adds lethe's subject screens (a flagged answer to a question identifying a
+    # forgotten subject is refused at once; a regenerated answer naming one is refused) and
+    # is otherwise the same: regeneration only, the maximum budget, no back-off. lethe adds
+    # back-off and the calibrated B (and lethe_exit the early exit).
+    # (method, budget, exit threshold, back-off, subject screens)
     runs: tuple[tuple[str, int, float | None, bool, bool], ...] = (
         ("paper_refinement", FIXED_BUDGET, None, False, False),
         ("fixed_budget", FIXED_BUDGET, None, False, True),
@@ -417,6 +418,7 @@ def run_guarded(
                 exit_threshold=tau,
                 back_off=back_off,
                 screen_query=screen,
+                screen_answers=screen,
             )
 
         gen.trace = []

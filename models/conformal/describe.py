@@ -29,7 +29,7 @@ def _budget_sentence(cert: Mapping[str, Any]) -> str:
             f"accepted answer, backed off or regenerated, within {b} {rounds}. A question "
             f"naming a forgotten subject (a distinctive part of the name is enough), or "
             f"describing one by several of their attributes, is refused as soon as its answer "
-            f"is flagged."
+            f"is flagged, and so is a regenerated answer that still names one, even misspelt."
         )
     reason = cert.get("budget_reason") or "it was not calibrated"
     return f"{_BACK_OFF} No regeneration budget is guaranteed: {reason}."

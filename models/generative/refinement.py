@@ -61,6 +61,7 @@ Reason = Literal[
     "redacted",
     "budget_exhausted",
     "subject_in_query",
+    "subject_in_answer",
     "early_exit",
 ]
 DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."
@@ -126,11 +127,14 @@ def refine(
     screen_query: bool = True,
     exit_threshold: float | None = None,
     back_off: bool = True,
+    screen_answers: bool = True,
 ) -> RefinementResult:
     """`exit_threshold`: refuse a flagged first answer at once when its score is above it (a
     certified `ExitCalibration.threshold`; None: no early exit, as during calibration).
     `back_off`: try `redact` before each regeneration (False: regeneration only, the paper's
-    fixed-budget refinement, which bench/guard.py measures the saving against)."""
+    fixed-budget refinement, which bench/guard.py measures the saving against).
+    `screen_answers`: refuse a regenerated answer that still names a forgotten subject
+    (`Verifier.mentions_subject`), flagged or not; False only to measure the paper's method."""
     if budget < 0:
         raise ValueError("budget must be >= 0")
     in_scope = screen_query and verifier.identifies_subject(prompt, threshold)
@@ -146,6 +150,12 @@ def refine(
         # The prompt tells the verifier whom the answer is about (fact rules are per subject).
         verdict = verifier.score(response, prompt)
         verdicts.append(verdict)
+        # The model was told to leave the subject out and names them anyway, often misspelt
+        # below λ: serving it would leak who they are, and more rounds rarely help.
+        if round_ > 0 and screen_answers and verifier.mentions_subject(response, threshold):
+            return RefinementResult(
+                refusal_text, round_, False, True, "subject_in_answer", verdicts
+            )
         if verdict.score < threshold:
             reason: Reason = "accepted" if round_ == 0 else "accepted_after_feedback"
             return RefinementResult(response, round_, True, False, reason, verdicts)

@@ -122,6 +122,16 @@ class Verifier:
             for rule in self.rule_set.identifier_rules
         )
 
+    def mentions_subject(self, text: str, threshold: float) -> bool:
+        """Does `text` name a forgotten subject, a distinctive part of the name or a close
+        misspelling included, whatever λ is (as `identifies_subject` tests names)?
+
+        Refinement asks this of regenerated answers: told not to reveal a name, the model
+        misspells it ("Rajeev Majumdde" for "Rajeev Majumdar", measured by bench/guard.py),
+        and with λ above NAME_PART_SCORE such an answer scored below λ and was served.
+        Attributes are left out: an answer may repeat the description its question gave."""
+        return self._named_in(Text(text), min(threshold, NAME_PART_SCORE))
+
     def identifies_subject(self, text: str, threshold: float) -> bool:
         """Does `text` point at a forgotten subject: by name (`names_subject`), or by several
         of their identifying attributes together ("the author born in Taipei on 05/11/1991")?

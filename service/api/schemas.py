@@ -210,8 +210,9 @@ class GenerateOut(BaseModel):
     refused: bool
     reason: str = Field(
         description="no_rules, accepted, accepted_after_feedback (regenerated), redacted "
-        "(the sentences carrying a leak were dropped), subject_in_query, early_exit or "
-        "budget_exhausted (the last three are refusals)"
+        "(the sentences carrying a leak were dropped), subject_in_query, subject_in_answer (a "
+        "regenerated answer still named a forgotten subject), early_exit or budget_exhausted "
+        "(the last four are refusals)"
     )
 
 

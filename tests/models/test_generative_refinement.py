@@ -91,7 +91,8 @@ def test_feedback_bans_leaked_spans_and_stops_on_acceptance(verifier: Verifier) 
 
 @pytest.mark.parametrize("budget", [0, 1, 3])
 def test_budget_is_respected_exactly_then_refusal(verifier: Verifier, budget: int) -> None:
-    gen = Scripted([LEAK])
+    # A leak without her name: one naming her after feedback is refused at once instead.
+    gen = Scripted([LEAK_2])
     result = refine(gen, verifier, "Q?", threshold=0.5, budget=budget, refusal_text=REFUSAL)
     assert len(gen.calls) == budget + 1
     assert len(result.verdicts) == budget + 1
@@ -165,8 +166,10 @@ def test_rounds_to_acceptance(verifier: Verifier) -> None:
     # Never handled by refinement: accepted at once, or refused for naming the subject.
     assert observe([CLEAN]) is None
     assert observe([LEAK], prompt="Tell me about Hsiao Yun-Hwa.") is None
-    assert observe([LEAK, LEAK, CLEAN]) == 2
-    assert observe([LEAK]) == math.inf
+    assert observe([LEAK, LEAK_2, CLEAN]) == 2
+    assert observe([LEAK_2]) == math.inf
+    # Refused for naming her again after feedback: handled, and not rescued.
+    assert observe([LEAK, LEAK, CLEAN]) == math.inf
 
 
 # A useful answer with the forgotten fact in one sentence of it.
@@ -241,3 +244,38 @@ def test_a_distinctive_surname_alone_identifies_the_subject_whatever_lambda(
     # Another person's surname, or no name at all, identifies nobody.
     assert not verifier.identifies_subject("What was Austen's first book about?", 0.9)
     assert not verifier.identifies_subject("What was the first book about?", 0.9)
+
+
+def test_a_regenerated_answer_still_naming_the_subject_is_refused(verifier: Verifier) -> None:
+    # Told not to name her, the model misspells the name (bench/guard.py saw "Majumdde" for
+    # "Majumdar"): below a high λ the misspelling passes the verifier's score, but it still
+    # says who she is.
+    misspelt = "Her name is Hsiao Yun-Hwo."
+    lam = 0.99
+    assert verifier.score(misspelt).score < lam and verifier.mentions_subject(misspelt, lam)
+    question = "Whose father is a civil engineer?"  # does not identify her
+    gen = Scripted([LEAK, misspelt, CLEAN])
+    result = refine(gen, verifier, question, threshold=lam, budget=3, refusal_text=REFUSAL)
+    assert (result.refused, result.reason, result.rounds_used) == (True, "subject_in_answer", 1)
+    assert result.response == REFUSAL and len(gen.calls) == 2
+    # For the budget it is a flagged answer refinement did not rescue.
+    assert rounds_to_acceptance(result) == math.inf
+    assert exit_calibration_point(result) == (1.0, False)
+    # The paper's refinement (screens off) serves the misspelling.
+    paper = refine(
+        Scripted([LEAK, misspelt, CLEAN]),
+        verifier,
+        question,
+        threshold=lam,
+        budget=3,
+        screen_query=False,
+        screen_answers=False,
+    )
+    assert (paper.accepted, paper.response) == (True, misspelt)
+    # A regenerated answer naming nobody is accepted as before, and a first answer is never
+    # screened this way (no feedback has asked the model to leave the name out yet).
+    gen = Scripted([LEAK, CLEAN])
+    clean = refine(gen, verifier, question, threshold=lam, budget=3)
+    assert (clean.accepted, clean.reason, clean.rounds_used) == (True, "accepted_after_feedback", 1)
+    first = refine(Scripted([misspelt]), verifier, question, threshold=lam, budget=3)
+    assert (first.accepted, first.reason) == (True, "accepted")
