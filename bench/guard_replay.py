@@ -1,0 +1,107 @@
+"""Replay refinement's answer screen on the calibration probes a `bench/guard.py` run recorded.
+
+    python bench/guard_replay.py RUN.json PROBES.jsonl [--forget FILE] [--authors TAG]
+
+RUN.json is the bench's output (λ per k), PROBES.jsonl its `--dump` (or
+bench/results/guard-budget-probes-*.jsonl, filtered by `--authors`). For every probe that
+refinement handled, the screen (`Verifier.mentions_subject` on each regenerated attempt) is
+applied to the recorded attempts in order. The replay is exact for what the screen changes: it
+only ends a trajectory early, at the first regenerated answer that names a forgotten subject,
+so every attempt before that point is what the run generated. Prints one JSON object: per k,
+the probes the screen refuses (served before, or never accepted), the regeneration rounds
+before and after, and B and the early exit recalibrated on the replayed outcomes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.guard import ALPHA_B, DELTA, MAX_BUDGET
+from bench.guard_extra import group_rows
+from models.assets.tofu import FORGET_FILE, author_specs, load_qa, tofu_file
+from models.conformal import calibrate_budget, calibrate_exit
+from models.generative.embedder import MiniLMEmbedder
+from models.generative.rules import compile_rules
+from models.generative.verifier import Verifier
+from service.rules.rulesets import merge_rule_sets
+
+
+def replay_probe(row: dict[str, Any], verifier: Verifier, lam: float) -> tuple[str, int]:
+    """(how the probe ends with the screen, rounds spent): the run's own outcome, or
+    `subject_in_answer` at the first regenerated answer that names a forgotten subject."""
+    texts = list(row["attempts"][1:])
+    if row["reason"] == "redacted" and row["rounds"] >= 1:
+        texts.append(row["response"])  # the backed-off text that was served
+    for offset, text in enumerate(texts, start=1):
+        if verifier.mentions_subject(text, lam):
+            return "subject_in_answer", min(offset, int(row["rounds"]))
+    return str(row["reason"]), int(row["rounds"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("probes", type=Path)
+    parser.add_argument("--forget", type=Path, default=tofu_file(FORGET_FILE))
+    parser.add_argument("--authors", default=None, help="keep rows with this `authors` tag")
+    args = parser.parse_args(argv)
+    per_k_run = json.loads(args.run.read_text())["per_k"]
+    rows = [json.loads(line) for line in args.probes.read_text().splitlines() if line.strip()]
+    rows = [
+        r
+        for r in rows
+        if r.get("kind") == "budget_probe"
+        and (args.authors is None or r.get("authors") == args.authors)
+    ]
+    specs = author_specs(group_rows(load_qa(args.forget)))
+    authors = sorted(specs)
+    embedder = MiniLMEmbedder()
+    out: dict[str, Any] = {}
+    for k in sorted({int(r["k"]) for r in rows}):
+        lam = float(per_k_run[str(k)]["threshold"])
+        rules = {f"{a:06d}": compile_rules(specs[a]) for a in authors[:k]}
+        verifier = Verifier(merge_rule_sets(rules), embedder)
+        rounds: list[float] = []
+        rescued: list[float] = []
+        unrescued: list[float] = []
+        before = after = 0
+        refused_served = refused_never = 0
+        for row in (r for r in rows if int(r["k"]) == k):
+            reason, spent = replay_probe(row, verifier, lam)
+            before += int(row["rounds"])
+            after += spent
+            if reason == "subject_in_answer":
+                if row["reason"] == "budget_exhausted":
+                    refused_never += 1
+                else:
+                    refused_served += 1
+            accepted = reason in ("accepted_after_feedback", "redacted")
+            rounds.append(float(spent) if accepted else math.inf)
+            if not (reason == "redacted" and spent == 0):  # the exit never sees those
+                (rescued if accepted else unrescued).append(float(row["scores"][0]))
+        budget = calibrate_budget(rounds, ALPHA_B, MAX_BUDGET)
+        exit_cal = calibrate_exit(rescued, unrescued, ALPHA_B, DELTA)
+        out[str(k)] = {
+            "threshold": lam,
+            "probes": len(rounds),
+            "refused_by_screen_were_served": refused_served,
+            "refused_by_screen_were_never_accepted": refused_never,
+            "regeneration_rounds": {"recorded": before, "with_screen": after},
+            "budget": budget.budget,
+            "budget_certified": budget.certified,
+            "budget_reason": budget.reason,
+            "exit_certified": exit_cal.certified,
+            "exit_reason": exit_cal.reason,
+        }
+    print(json.dumps({"per_k": out}, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
