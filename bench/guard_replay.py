@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -28,8 +27,14 @@ from bench.guard_extra import group_rows
 from models.assets.tofu import FORGET_FILE, author_specs, load_qa, tofu_file
 from models.conformal import calibrate_budget, calibrate_exit
 from models.generative.embedder import MiniLMEmbedder
+from models.generative.refinement import (
+    Reason,
+    RefinementResult,
+    exit_calibration_point,
+    rounds_to_acceptance,
+)
 from models.generative.rules import compile_rules
-from models.generative.verifier import Verifier
+from models.generative.verifier import Verdict, Verifier
 from service.rules.rulesets import merge_rule_sets
 
 
@@ -43,6 +48,14 @@ def replay_probe(row: dict[str, Any], verifier: Verifier, lam: float) -> tuple[s
         if verifier.mentions_subject(text, lam):
             return "subject_in_answer", min(offset, int(row["rounds"]))
     return str(row["reason"]), int(row["rounds"])
+
+
+def replayed_result(row: dict[str, Any], reason: str, spent: int) -> RefinementResult:
+    """The replayed outcome as refinement's own result (scores only: the dump keeps no rule
+    hits), so B and the exit read it through the same functions as the bench and the worker."""
+    accepted = reason in ("accepted", "accepted_after_feedback", "redacted")
+    verdicts = [Verdict(float(s), [], []) for s in row["scores"][: spent + 1]]
+    return RefinementResult("", spent, accepted, not accepted, cast(Reason, reason), verdicts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,9 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         lam = float(per_k_run[str(k)]["threshold"])
         rules = {f"{a:06d}": compile_rules(specs[a]) for a in authors[:k]}
         verifier = Verifier(merge_rule_sets(rules), embedder)
-        rounds: list[float] = []
-        rescued: list[float] = []
-        unrescued: list[float] = []
+        results: list[RefinementResult] = []
         before = after = 0
         refused_served = refused_never = 0
         for row in (r for r in rows if int(r["k"]) == k):
@@ -82,12 +93,13 @@ def main(argv: list[str] | None = None) -> None:
                     refused_never += 1
                 else:
                     refused_served += 1
-            accepted = reason in ("accepted_after_feedback", "redacted")
-            rounds.append(float(spent) if accepted else math.inf)
-            if not (reason == "redacted" and spent == 0):  # the exit never sees those
-                (rescued if accepted else unrescued).append(float(row["scores"][0]))
+            results.append(replayed_result(row, reason, spent))
+        rounds = [r for r in map(rounds_to_acceptance, results) if r is not None]
+        points = [p for p in map(exit_calibration_point, results) if p is not None]
         budget = calibrate_budget(rounds, ALPHA_B, MAX_BUDGET)
-        exit_cal = calibrate_exit(rescued, unrescued, ALPHA_B, DELTA)
+        exit_cal = calibrate_exit(
+            [s for s, ok in points if ok], [s for s, ok in points if not ok], ALPHA_B, DELTA
+        )
         out[str(k)] = {
             "threshold": lam,
             "probes": len(rounds),
