@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -83,7 +83,12 @@ def worker_command(queues: str, concurrency: int, beat_schedule: Path | None) ->
 
 class _Supervisor:
     """Runs the worker command, and starts it again whenever it dies (with a growing pause
-    while it keeps dying at once), until ``stop``."""
+    while it keeps dying at once), until ``stop``.
+
+    The worker runs in a process group of its own, because it is not one process: its pool
+    children and the embedded beat outlive a worker that was killed (or that died), and a
+    second beat after a restart would send every scheduled task twice. Whatever is left of a
+    group is killed before a new worker starts, and when the supervisor stops."""
 
     def __init__(self, command: list[str], log_file: IO[bytes] | None) -> None:
         self.command = command
@@ -100,7 +105,14 @@ class _Supervisor:
             env=dict(os.environ),
             stdout=self.log_file or None,
             stderr=subprocess.STDOUT if self.log_file else None,
+            start_new_session=True,
         )
+
+    def _kill_leftovers(self) -> None:
+        """SIGKILL what remains of the exited worker's process group (its pid is the group's
+        id: ``start_new_session``). An empty group is gone already, which is fine."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def _watch(self) -> None:
         pause = 1.0
@@ -110,6 +122,7 @@ class _Supervisor:
             if self._stopping.is_set():
                 return
             log.warning("worker exited with %s; starting it again", code)
+            self._kill_leftovers()
             pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
             if self._stopping.wait(pause):
                 return
@@ -124,6 +137,7 @@ class _Supervisor:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._kill_leftovers()
         self._thread.join(timeout=5)
 
 
