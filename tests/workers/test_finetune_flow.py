@@ -18,7 +18,7 @@ from models.artifacts import open_store
 from models.finetune import checkpoint_key, merged_dir
 from service.audit import verify_chain
 from service.core.config import Settings
-from service.db.tables import ModelVersion, RuleSetVersion
+from service.db.tables import MlModel, ModelVersion, RuleSetVersion
 from service.finetune.records import merged_root
 from service.queue.names import (
     TASK_CALIBRATE_BUDGET,
@@ -72,6 +72,12 @@ def _register_and_train(
     model = client.get(f"/v1/models/{name}", headers=auth(ml)).json()
     assert (model["status"], model["current_version"]) == ("ready", 1)
     return name
+
+
+def _model_id(session: Session, name: str) -> uuid.UUID:
+    """This test's model: the database is shared with every other test of the session, whose
+    models have rule sets and versions of their own."""
+    return session.scalars(select(MlModel.id).where(MlModel.name == name)).one()
 
 
 def _run(sent: SentTasks, name: str) -> list[Any]:
@@ -128,7 +134,10 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     question = facts_of(FORGOTTEN)[0][0]
     before = _ask(app_client, ml, model, question)
     assert (before["model_version"], before["rule_set_version"]) == (1, None)
-    served_v1 = session.scalars(select(ModelVersion).where(ModelVersion.number == 1)).one()
+    model_id = _model_id(session, model)
+    served_v1 = session.scalars(
+        select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.number == 1)
+    ).one()
 
     rid = _erase(app_client, dpo, model)
     assert _run(sent_tasks, TASK_PROCESS_REQUEST) == ["planned"]
@@ -207,14 +216,20 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     assert {d["type"] for d in destroyed} == {"checkpoint", "merged_weights"}
 
     # The rules are retired in a new version; serving switched to the new weights.
-    rows = session.scalars(select(RuleSetVersion).order_by(RuleSetVersion.version)).all()
+    rows = session.scalars(
+        select(RuleSetVersion)
+        .where(RuleSetVersion.model_id == model_id)
+        .order_by(RuleSetVersion.version)
+    ).all()
     assert [(r.version, r.status, r.request_ids) for r in rows] == [
         (1, "superseded", [rid]),
         (2, "active", []),
     ]
     assert rows[1].calibration["retired_requests"] == [rid]
     after = _ask(app_client, ml, model, question)
-    served_v2 = session.scalars(select(ModelVersion).where(ModelVersion.number == 2)).one()
+    served_v2 = session.scalars(
+        select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.number == 2)
+    ).one()
     assert used[1] == (2, served_v2.manifest["final"]) == (2, shard["checkpoint_after"])
     assert (after["model_version"], after["rule_set_version"], after["reason"]) == (
         2,
@@ -270,7 +285,11 @@ def test_failed_exact_step_leaves_the_rules_active(
     }
     [current] = request["certificates"]
     assert current["kind"] != "exact_retrain" and current["body"]["interim"] is True
-    active = session.scalars(select(RuleSetVersion).where(RuleSetVersion.status == "active")).one()
+    active = session.scalars(
+        select(RuleSetVersion).where(
+            RuleSetVersion.model_id == _model_id(session, model), RuleSetVersion.status == "active"
+        )
+    ).one()
     assert active.request_ids == [rid]  # still suppressed
     out = _ask(app_client, roles["ml"], model, facts_of(FORGOTTEN)[0][0])
     assert (out["model_version"], out["rule_set_version"]) == (1, 1)
@@ -337,7 +356,6 @@ def test_the_budget_is_calibrated_on_the_served_finetuned_weights(
 ) -> None:
     """B and the model's own leaks are measured on the weights that answer users: the
     current version's merged fine-tune, not the base folder it was fine-tuned from."""
-    from service.db.tables import MlModel
     from service.finetune.serving import finetuned_generator, served_version
     from service.rules import budget
     from service.rules.runtime import generator
