@@ -130,7 +130,11 @@ class Verifier:
         misspells it ("Rajeev Majumdde" for "Rajeev Majumdar", measured by bench/guard.py),
         and with λ above NAME_PART_SCORE such an answer scored below λ and was served.
         Attributes are left out: an answer may repeat the description its question gave."""
-        return self._named_in(Text(text), min(threshold, NAME_PART_SCORE))
+        return self._mentioned_in(Text(text), threshold)
+
+    def _mentioned_in(self, parsed: Text, threshold: float) -> bool:
+        # A distinctive part of the name (NAME_PART_SCORE) counts whatever λ is.
+        return self._named_in(parsed, min(threshold, NAME_PART_SCORE))
 
     def identifies_subject(self, text: str, threshold: float) -> bool:
         """Does `text` point at a forgotten subject: by name (`names_subject`), or by several
@@ -144,7 +148,7 @@ class Verifier:
 
         Refinement refuses a flagged answer to such a question at once, as for a named one."""
         parsed = Text(text)  # parsed once for both tests
-        if self._named_in(parsed, min(threshold, NAME_PART_SCORE)):
+        if self._mentioned_in(parsed, threshold):
             return True
         return self._subjects.identification(parsed) >= IDENTIFYING_EVIDENCE
 
