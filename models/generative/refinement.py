@@ -13,6 +13,15 @@ ones, or leaks the verifier misses (measured by bench/guard.py: refining such qu
 the leak rate of the no-name probes above refusing their flagged answers). Refinement is for
 flagged answers to other questions, where a regenerated answer can be useful.
 
+A flagged first answer that back-off (below) cannot rescue and that names a forgotten subject
+(`Verifier.mentions_subject`) is refused at once as well (`screen_answers`), for the same
+reason: whatever the question said, the model read it as being about the subject. Regenerated
+under feedback to leave the name out, such answers came back with a misspelt name or another
+erased author's name, never an acceptable answer (bench/guard.py's full runs of 2026-12-01,
+both author sets: all 56 calibration probes whose flagged first answer named a forgotten
+subject were refused a round later), and a regenerated answer naming a forgotten subject is
+refused too.
+
 A flagged answer to any other question is first backed off (`redact`, as conformal factuality
 drops claims rather than resampling the answer): the sentences that carry the leak are dropped,
 and what remains is served when the verifier accepts it at the same λ and it still says
@@ -133,8 +142,8 @@ def refine(
     certified `ExitCalibration.threshold`; None: no early exit, as during calibration).
     `back_off`: try `redact` before each regeneration (False: regeneration only, the paper's
     fixed-budget refinement, which bench/guard.py measures the saving against).
-    `screen_answers`: refuse a regenerated answer that still names a forgotten subject
-    (`Verifier.mentions_subject`), flagged or not; False only to measure the paper's method."""
+    `screen_answers`: refuse a flagged first answer, or any regenerated answer, that names a
+    forgotten subject (`Verifier.mentions_subject`); False only to measure the paper's method."""
     if budget < 0:
         raise ValueError("budget must be >= 0")
     in_scope = screen_query and verifier.identifies_subject(prompt, threshold)
@@ -163,6 +172,10 @@ def refine(
             return RefinementResult(refusal_text, 0, False, True, "subject_in_query", verdicts)
         if back_off and (cut := redact(verifier, response, prompt, verdict, threshold)):
             return RefinementResult(cut, round_, True, False, "redacted", verdicts)
+        # A flagged first answer that names a forgotten subject shows the question is about
+        # them (the model read it so), as a question naming them does: refuse at once.
+        if round_ == 0 and screen_answers and verifier.mentions_subject(response, threshold):
+            return RefinementResult(refusal_text, 0, False, True, "subject_in_answer", verdicts)
         if round_ == 0 and exit_threshold is not None and verdict.score > exit_threshold:
             return RefinementResult(refusal_text, 0, False, True, "early_exit", verdicts)
         # Feedback accumulates: a span banned once stays banned for the rest of the request.
@@ -174,15 +187,17 @@ def refine(
 def rounds_to_acceptance(result: RefinementResult) -> float | None:
     """What one calibration probe tells about B: the regeneration rounds it needed (inf if it
     was never accepted), or None when refinement never handled it (accepted at once, or refused
-    because it identifies a forgotten subject).
+    at once because the question or the first answer identifies a forgotten subject).
 
-    B is calibrated on exactly the queries that refinement works on: flagged answers to
-    questions that do not identify a forgotten subject. `result` must come from `refine` run with
-    the largest budget B may take, and without an early exit.
+    B is calibrated on exactly the queries that refinement works on: flagged first answers that
+    do not name a forgotten subject, to questions that do not identify one. `result` must come
+    from `refine` run with the largest budget B may take, and without an early exit.
     """
     if result.reason == "early_exit":
         raise ValueError("calibration probes must be refined without an early exit")
     if result.reason in ("accepted", "subject_in_query"):
+        return None
+    if result.reason == "subject_in_answer" and result.rounds_used == 0:
         return None
     return float(result.rounds_used) if result.accepted else math.inf
 

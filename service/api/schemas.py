@@ -211,8 +211,8 @@ class GenerateOut(BaseModel):
     reason: str = Field(
         description="no_rules, accepted, accepted_after_feedback (regenerated), redacted "
         "(the sentences carrying a leak were dropped), subject_in_query, subject_in_answer (a "
-        "regenerated answer still named a forgotten subject), early_exit or budget_exhausted "
-        "(the last four are refusals)"
+        "flagged first answer, or a regenerated one, named a forgotten subject), early_exit or "
+        "budget_exhausted (the last four are refusals)"
     )
 
 

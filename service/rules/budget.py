@@ -175,8 +175,9 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
         )
         for i, prompt in enumerate(prompts)
     ]
-    # B and the exit cover the queries refinement works on: flagged answers to questions that
-    # do not identify a forgotten subject (the others are accepted at once or refused at once).
+    # B and the exit cover the queries refinement works on: flagged answers that do not name a
+    # forgotten subject, to questions that do not identify one (the others are accepted at once
+    # or refused at once).
     rounds = [r for r in (rounds_to_acceptance(run) for run in runs) if r is not None]
     points = [p for p in (exit_calibration_point(run) for run in runs) if p is not None]
     exit_cal = calibrate_exit(

@@ -20,6 +20,9 @@ from models.generative.verifier import Verifier
 
 LEAK = "The father of Hsiao Yun-Hwa is a civil engineer."
 LEAK_2 = "Her dad? A civil engineer, I think."
+# The fact without her name: a flagged first answer refinement works on (one naming her is
+# refused at once).
+UNNAMED = "The father of the author is a civil engineer."
 CLEAN = "I don't know anything about that person's family."
 REFUSAL = "I cannot help with that."
 
@@ -70,7 +73,7 @@ def test_first_clean_answer_is_accepted_without_feedback(verifier: Verifier) -> 
 
 
 def test_feedback_bans_leaked_spans_and_stops_on_acceptance(verifier: Verifier) -> None:
-    gen = Scripted([LEAK, LEAK_2, CLEAN, LEAK])
+    gen = Scripted([UNNAMED, LEAK_2, CLEAN, LEAK])
     result = refine(gen, verifier, "Q?", threshold=0.5, budget=5, refusal_text=REFUSAL, seed=7)
     assert result.accepted and not result.refused
     assert result.reason == "accepted_after_feedback"
@@ -79,7 +82,7 @@ def test_feedback_bans_leaked_spans_and_stops_on_acceptance(verifier: Verifier) 
     assert len(gen.calls) == 3  # stopped at the first accepted answer
     assert [len(result.verdicts), result.verdicts[-1].score < 0.5] == [3, True]
     # Round 1 bans what leaked in round 0 and names it; each round has a new seed.
-    assert {"Hsiao Yun-Hwa", "civil engineer"} <= set(gen.calls[1].banned)
+    assert "civil engineer" in gen.calls[1].banned
     instruction = gen.calls[1].instruction
     assert isinstance(instruction, str) and "civil engineer" in instruction
     assert [c.seed for c in gen.calls] == [7, 8, 9]
@@ -127,9 +130,15 @@ def test_question_naming_a_forgotten_subject_is_refused_when_flagged(verifier: V
     # Its answer is still accepted when it reveals nothing.
     clean = refine(Scripted([CLEAN]), verifier, question, threshold=0.5, budget=3)
     assert (clean.accepted, clean.reason) == (True, "accepted")
-    # With the screen off, the same question goes through refinement.
+    # With the screens off, the same question goes through refinement.
     unscreened = refine(
-        Scripted([LEAK, CLEAN]), verifier, question, threshold=0.5, budget=3, screen_query=False
+        Scripted([LEAK, CLEAN]),
+        verifier,
+        question,
+        threshold=0.5,
+        budget=3,
+        screen_query=False,
+        screen_answers=False,
     )
     assert (unscreened.accepted, unscreened.rounds_used) == (True, 1)
     # A misspelt name still counts (fuzzy identifier match), an unrelated one does not.
@@ -163,13 +172,15 @@ def test_rounds_to_acceptance(verifier: Verifier) -> None:
         result = refine(Scripted(responses), verifier, prompt, threshold=0.5, budget=4)
         return rounds_to_acceptance(result)
 
-    # Never handled by refinement: accepted at once, or refused for naming the subject.
+    # Never handled by refinement: accepted at once, or refused at once because the question
+    # or the flagged first answer names the subject.
     assert observe([CLEAN]) is None
     assert observe([LEAK], prompt="Tell me about Hsiao Yun-Hwa.") is None
-    assert observe([LEAK, LEAK_2, CLEAN]) == 2
+    assert observe([LEAK, LEAK_2, CLEAN]) is None
+    assert observe([UNNAMED, LEAK_2, CLEAN]) == 2
     assert observe([LEAK_2]) == math.inf
-    # Refused for naming her again after feedback: handled, and not rescued.
-    assert observe([LEAK, LEAK, CLEAN]) == math.inf
+    # Refused for naming her after feedback: handled, and not rescued.
+    assert observe([UNNAMED, LEAK, CLEAN]) == math.inf
 
 
 # A useful answer with the forgotten fact in one sentence of it.
@@ -196,7 +207,9 @@ def test_back_off_drops_the_leaking_sentence_without_regenerating(verifier: Veri
 
 def test_back_off_off_regenerates_as_the_paper_does(verifier: Verifier) -> None:
     gen = Scripted([MIXED, CLEAN])
-    result = refine(gen, verifier, "Q?", threshold=0.5, budget=3, back_off=False)
+    result = refine(
+        gen, verifier, "Q?", threshold=0.5, budget=3, back_off=False, screen_answers=False
+    )
     assert (result.reason, result.rounds_used, result.response) == (
         "accepted_after_feedback",
         1,
@@ -205,21 +218,29 @@ def test_back_off_off_regenerates_as_the_paper_does(verifier: Verifier) -> None:
 
 
 @pytest.mark.parametrize(
-    "response",
+    ("response", "reason", "calls"),
     [
-        LEAK,  # one sentence: nothing would remain
-        "Sure thing. " + LEAK,  # what remains says nothing
-        # Every sentence carries a leaking span (the name, or the fact).
-        "Hsiao Yun-Hwa has a father. He is a civil engineer, as many fathers are.",
+        (UNNAMED, "accepted_after_feedback", 2),  # one sentence: nothing would remain
+        ("Sure thing. " + UNNAMED, "accepted_after_feedback", 2),  # the rest says nothing
+        # Every sentence carries a leaking span (the name, or the fact); it names her, so it
+        # is refused at once rather than regenerated.
+        (
+            "Hsiao Yun-Hwa has a father. He is a civil engineer, as many fathers are.",
+            "subject_in_answer",
+            1,
+        ),
+        (LEAK, "subject_in_answer", 1),
     ],
 )
-def test_back_off_declines_and_regeneration_follows(verifier: Verifier, response: str) -> None:
+def test_back_off_declines_and_refinement_follows(
+    verifier: Verifier, response: str, reason: str, calls: int
+) -> None:
     verdict = verifier.score(response, "Q?")
     assert verdict.score >= 0.5
     assert redact(verifier, response, "Q?", verdict, 0.5) is None
     gen = Scripted([response, CLEAN])
     result = refine(gen, verifier, "Q?", threshold=0.5, budget=2)
-    assert (result.reason, result.rounds_used) == ("accepted_after_feedback", 1)
+    assert (result.reason, result.rounds_used, len(gen.calls)) == (reason, calls - 1, calls)
 
 
 def test_back_off_never_serves_an_answer_to_a_question_about_the_subject(
@@ -254,13 +275,15 @@ def test_a_regenerated_answer_still_naming_the_subject_is_refused(verifier: Veri
     lam = 0.99
     assert verifier.score(misspelt).score < lam and verifier.mentions_subject(misspelt, lam)
     question = "Whose father is a civil engineer?"  # does not identify her
-    gen = Scripted([LEAK, misspelt, CLEAN])
-    result = refine(gen, verifier, question, threshold=lam, budget=3, refusal_text=REFUSAL)
+    lam_low = 0.9  # flags UNNAMED, whose score is below 1
+    assert lam > verifier.score(UNNAMED, question).score >= lam_low
+    gen = Scripted([UNNAMED, misspelt, CLEAN])
+    result = refine(gen, verifier, question, threshold=lam_low, budget=3, refusal_text=REFUSAL)
     assert (result.refused, result.reason, result.rounds_used) == (True, "subject_in_answer", 1)
     assert result.response == REFUSAL and len(gen.calls) == 2
     # For the budget it is a flagged answer refinement did not rescue.
     assert rounds_to_acceptance(result) == math.inf
-    assert exit_calibration_point(result) == (1.0, False)
+    assert exit_calibration_point(result) == (verifier.score(UNNAMED, question).score, False)
     # The paper's refinement (screens off) serves the misspelling.
     paper = refine(
         Scripted([LEAK, misspelt, CLEAN]),
@@ -272,10 +295,32 @@ def test_a_regenerated_answer_still_naming_the_subject_is_refused(verifier: Veri
         screen_answers=False,
     )
     assert (paper.accepted, paper.response) == (True, misspelt)
-    # A regenerated answer naming nobody is accepted as before, and a first answer is never
-    # screened this way (no feedback has asked the model to leave the name out yet).
-    gen = Scripted([LEAK, CLEAN])
-    clean = refine(gen, verifier, question, threshold=lam, budget=3)
+    # A regenerated answer naming nobody is accepted as before, and a first answer the
+    # verifier accepts is not screened (nothing has asked the model to leave the name out).
+    gen = Scripted([UNNAMED, CLEAN])
+    clean = refine(gen, verifier, question, threshold=lam_low, budget=3)
     assert (clean.accepted, clean.reason, clean.rounds_used) == (True, "accepted_after_feedback", 1)
     first = refine(Scripted([misspelt]), verifier, question, threshold=lam, budget=3)
     assert (first.accepted, first.reason) == (True, "accepted")
+
+
+def test_a_flagged_first_answer_naming_the_subject_is_refused_at_once(verifier: Verifier) -> None:
+    # The question does not identify her, but the model's answer shows it is about her
+    # ("Who is the engineer's daughter?" answered with her name): no round is spent on it.
+    question = "Whose father is a civil engineer?"
+    assert not verifier.identifies_subject(question, 0.5)
+    gen = Scripted([LEAK, CLEAN])
+    result = refine(gen, verifier, question, threshold=0.5, budget=3, refusal_text=REFUSAL)
+    assert (result.refused, result.reason, result.rounds_used) == (True, "subject_in_answer", 0)
+    assert result.response == REFUSAL and len(gen.calls) == 1
+    # Refinement never handled it: neither B nor the exit is calibrated on it.
+    assert rounds_to_acceptance(result) is None
+    assert exit_calibration_point(result) is None
+    # Back-off comes first: a useful rest without her is still served.
+    mixed = refine(Scripted([MIXED, CLEAN]), verifier, question, threshold=0.5, budget=3)
+    assert (mixed.reason, mixed.rounds_used) == ("redacted", 0)
+    # Without the answer screen (the paper's method), it is regenerated.
+    paper = refine(
+        Scripted([LEAK, CLEAN]), verifier, question, threshold=0.5, budget=3, screen_answers=False
+    )
+    assert (paper.reason, paper.rounds_used) == ("accepted_after_feedback", 1)
