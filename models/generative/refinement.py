@@ -189,9 +189,10 @@ def rounds_to_acceptance(result: RefinementResult) -> float | None:
     was never accepted), or None when refinement never handled it (accepted at once, or refused
     at once because the question or the first answer identifies a forgotten subject).
 
-    B is calibrated on exactly the queries that refinement works on: flagged first answers that
-    do not name a forgotten subject, to questions that do not identify one. `result` must come
-    from `refine` run with the largest budget B may take, and without an early exit.
+    B is calibrated on exactly the queries that refinement works on: flagged first answers to
+    questions that do not identify a forgotten subject, except those refused at once for naming
+    one (a first answer back-off rescues counts, as 0 rounds). `result` must come from `refine`
+    run with the largest budget B may take, and without an early exit.
     """
     if result.reason == "early_exit":
         raise ValueError("calibration probes must be refined without an early exit")
