@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             reason, spent = replay_probe(row, verifier, lam)
             before += int(row["rounds"])
             after += spent
-            if reason == "subject_in_answer" and (row["reason"], spent) != (reason, row["rounds"]):
+            recorded = (row["reason"], int(row["rounds"]))
+            if reason == "subject_in_answer" and (reason, spent) != recorded:
                 if row["reason"] == "budget_exhausted":
                     refused_never += 1
                 elif row["reason"] == "subject_in_answer":

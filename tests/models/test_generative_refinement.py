@@ -90,6 +90,11 @@ def test_feedback_bans_leaked_spans_and_stops_on_acceptance(verifier: Verifier) 
     banned_2 = gen.calls[2].banned
     assert len(banned_2) == len(set(banned_2))
     assert set(gen.calls[1].banned) <= set(banned_2)
+    # A leaked name is banned like any span, where the answer screen lets refinement see it
+    # (the paper's method; lethe refuses a flagged first answer naming her at once).
+    gen = Scripted([LEAK, CLEAN])
+    refine(gen, verifier, "Q?", threshold=0.5, budget=2, screen_answers=False)
+    assert {"Hsiao Yun-Hwa", "civil engineer"} <= set(gen.calls[1].banned)
 
 
 @pytest.mark.parametrize("budget", [0, 1, 3])
