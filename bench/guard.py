@@ -310,11 +310,21 @@ class Evidence:
             )
 
 
-def activate(specs: dict[int, ForgetSpec], erased: Sequence[int], ev: Evidence) -> Activation:
+def activate(
+    specs: dict[int, ForgetSpec],
+    erased: Sequence[int],
+    ev: Evidence,
+    *,
+    score_negatives: bool,
+) -> Activation:
     """Approval of the last erased author's request → active calibrated rule set, through the
     worker's own code (service.rules.activation.calibrate_activation): compile that request's
-    rules, score its leaks and the retained answers under them, pool with the earlier requests'
-    stored evidence and calibrate λ (LTT); then build the merged verifier that serves."""
+    rules, score its leaks, pool with the earlier requests' stored evidence and calibrate λ
+    (LTT); then build the merged verifier that serves.
+
+    `score_negatives=False` is the worker's critical path, the one timed. The retained answers
+    under the new rules (the false-flag rate) are the budget task's, off that path: True scores
+    them too, untimed, for the figures that need them."""
     *earlier, new = erased
     for a in earlier:
         ev.ensure(a, specs[a])
@@ -337,6 +347,7 @@ def activate(specs: dict[int, ForgetSpec], erased: Sequence[int], ev: Evidence) 
         embedder_kind=EMBEDDER_KIND,
         scoring_embedder=ev.embedder,
         cache=ev.cache,
+        score_negatives=score_negatives,
     )
     stages["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -685,11 +696,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 not runs or spent < args.activation_budget_s
             ):
                 t0 = time.perf_counter()
-                runs.append(activate(specs, erased, evidence))
+                runs.append(activate(specs, erased, evidence, score_negatives=False))
                 spent += time.perf_counter() - t0
                 act_bar.update()
         totals = [sum(r.stage_seconds.values()) for r in runs]
-        act = runs[-1]
+        # The budget task's share, untimed: the same λ, plus the false-flag rate.
+        act = activate(specs, erased, evidence, score_negatives=True)
+        if act.threshold.threshold != runs[-1].threshold.threshold:
+            raise RuntimeError("λ depends on the retained answers: the timed path is not λ's")
         lam = act.threshold.threshold
         ffr = act.false_flag_rate
         log(
@@ -877,7 +891,7 @@ def generated_leak_check(
 
 @dataclass
 class Calibration:
-    act: Activation  # the last activation run: its rule set, verifier and λ are used
+    act: Activation  # the untimed full activation: its rule set, verifier, λ and FFR
     runs: list[Activation]
     false_flag_rate: float | None
     budget_cal: BudgetCalibration | None
@@ -1176,14 +1190,16 @@ def assemble(
                 "Approval of the k-th author's request → active calibrated rule set, per k, "
                 "p95 over repeated runs in this process, as the worker does it: compile that "
                 "request's rules; score its synthetic leaks (oracle-confirmed, up to "
-                f"{MAX_POSITIVES_PER_REQUEST}) and the {args.max_negatives} retained answers "
-                "under its rules; pool with the earlier requests' stored scores and calibrate "
-                "λ (LTT) and the false-flag rate; build the merged verifier that serves (facts "
-                "of earlier requests come from the worker's embedding cache, as do the "
-                "retained answers; leaks are always embedded afresh). Excludes database writes "
-                "(rule-set row, certificate, audit events), the one-off embedder load (a worker "
-                "keeps it resident) and B's calibration, which needs generation and runs after "
-                "activation (until then the rule set serves with the maximum budget). Runs are "
+                f"{MAX_POSITIVES_PER_REQUEST}) under its rules; pool with the earlier "
+                "requests' stored scores and calibrate λ (LTT); build the merged verifier that "
+                "serves (facts of earlier requests come from the worker's embedding cache; "
+                "leaks are always embedded afresh). Excludes database writes (rule-set row, "
+                "certificate, audit events), the one-off embedder load (a worker keeps it "
+                f"resident) and the budget task's work after activation: scoring the "
+                f"{args.max_negatives} retained answers under the new rules (the false-flag "
+                "rate; λ does not depend on them, which the run checks) and B's calibration, "
+                "which needs generation (until then the rule set serves with the maximum "
+                "budget). Runs before 2026-12-02 also timed the retained answers. Runs are "
                 "repeated up to --activation-repeats times or until --activation-budget-s is "
                 "spent (per_k[k].time_to_active_runs says how many)."
             ),
