@@ -91,6 +91,8 @@ def _register_and_finetune(
                     "alpha_b": 0.2,
                     "max_budget": 3,
                     "max_probes": 40,
+                    # The budget task shares the CPU with the exact retrain: keep its draw small.
+                    "max_budget_probes": 40,
                 },
             },
         )

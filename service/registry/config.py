@@ -215,9 +215,23 @@ class GenerativePolicy(BaseModel):
     max_budget: int = Field(4, ge=0, le=16)
     # Used only when λ cannot be certified; the certificate then says "no guarantee".
     fallback_threshold: float = Field(0.5, gt=0, le=1)
-    max_probes: int = Field(40, ge=1, le=1000, description="probes generated to calibrate B")
+    max_probes: int = Field(
+        40, ge=1, le=1000, description="held-apart probes generated to recalibrate λ"
+    )
+    # B and the exit are calibrated on the probes refinement handles (flagged first answers),
+    # a small share of all probes: they are drawn until this many are handled, or the cap.
+    budget_probes: int = Field(
+        30, ge=1, le=1000, description="handled probes wanted to calibrate B and the exit"
+    )
+    max_budget_probes: int = Field(200, ge=1, le=5000, description="most probes drawn to find them")
     # "both" (fine-tuned models only): rules at once, then exact removal from the fine-tune.
     strategy: Literal["rules", "both"] = "rules"
     exact_deadline_days: int = Field(7, ge=1, le=30, description="rules → exact removal due")
     verify_exact: Literal["always", "sampled", "never"] = "always"
     verify_sample_rate: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _probes_consistent(self) -> GenerativePolicy:
+        if self.budget_probes > self.max_budget_probes:
+            raise ValueError("budget_probes must not exceed max_budget_probes")
+        return self

@@ -5,9 +5,10 @@ transaction), generate (none open), record (one transaction).
 1. λ: the model's plain answers to held-apart probes of the forgotten facts
    (service.rules.model_leaks) that the oracle labels as leaking are pooled with the synthetic
    leaks of activation, and Learn-then-Test runs again on the pool.
-2. B and the early exit: refinement is run with the maximum budget and no exit on a seeded
-   sample of the probes it handles (service.rules.calibration.budget_probe_prompts, the
-   held-apart probes excluded); B by split conformal on rounds to acceptance, the exit
+2. B and the early exit: refinement is run with the maximum budget and no exit on probes
+   drawn in a seeded random order (service.rules.calibration.budget_probe_prompts, the
+   held-apart probes excluded) until `policy.budget_probes` of them were handled (or
+   `policy.max_budget_probes` were drawn); B by split conformal on rounds to acceptance, the exit
    threshold by training-conditional split conformal on the first-answer scores of the probes
    refinement rescued (models.conformal.early_exit).
 3. The active version's calibration is updated in place (its rules do not change; a generation
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -37,7 +38,12 @@ from models.conformal import (
     exit_in_force,
     refinement_rule,
 )
-from models.generative.refinement import exit_calibration_point, refine, rounds_to_acceptance
+from models.generative.refinement import (
+    RefinementResult,
+    exit_calibration_point,
+    refine,
+    rounds_to_acceptance,
+)
 from models.generative.rules import RuleSet
 from service.audit import append_event
 from service.core.config import Settings
@@ -159,12 +165,13 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
         inputs.rules,
         config.retain_qa_file,
         lam,
-        policy.max_probes,
+        policy.max_budget_probes,
         seed=inputs.version,
         exclude=set(leaks.prompts),
     )
-    runs = [
-        refine(
+    runs, rounds = refine_until_handled(
+        prompts,
+        lambda i, prompt: refine(
             generate,
             verifier,
             prompt,
@@ -172,13 +179,9 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
             budget=policy.max_budget,
             refusal_text=config.refusal_text,
             seed=i,
-        )
-        for i, prompt in enumerate(prompts)
-    ]
-    # B and the exit cover the queries refinement works on: flagged answers that do not name a
-    # forgotten subject, to questions that do not identify one (the others are accepted at once
-    # or refused at once).
-    rounds = [r for r in (rounds_to_acceptance(run) for run in runs) if r is not None]
+        ),
+        policy.budget_probes,
+    )
     points = [p for p in (exit_calibration_point(run) for run in runs) if p is not None]
     exit_cal = calibrate_exit(
         [s for s, rescued in points if rescued],
@@ -195,9 +198,35 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
         result=calibrate_budget(rounds, policy.alpha_b, policy.max_budget),
         exit=exit_cal,
         rounds=rounds,
-        probes_generated=len(prompts),
+        probes_generated=len(runs),
         seconds=round(time.perf_counter() - started, 4),
     )
+
+
+def refine_until_handled(
+    prompts: Sequence[str],
+    refine_one: Callable[[int, str], RefinementResult],
+    wanted: int,
+) -> tuple[list[RefinementResult], list[float]]:
+    """Refine the probes in their (random) order until `wanted` of them were handled; return
+    every run and the handled ones' rounds to acceptance.
+
+    B and the exit cover the queries refinement works on: flagged answers that do not name a
+    forgotten subject, to questions that do not identify one (the others are accepted at once
+    or refused at once), a small share of all probes. Stopping on that count alone, never on a
+    probe's rounds, leaves the handled ones a uniform sample of the handled population in a
+    random order, so the split-conformal calibration on them holds.
+    """
+    runs: list[RefinementResult] = []
+    rounds: list[float] = []
+    for i, prompt in enumerate(prompts):
+        if len(rounds) >= wanted:
+            break
+        run = refine_one(i, prompt)
+        runs.append(run)
+        if (r := rounds_to_acceptance(run)) is not None:
+            rounds.append(r)
+    return runs, rounds
 
 
 def final_calibration(

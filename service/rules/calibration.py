@@ -227,7 +227,7 @@ def budget_probe_prompts(
     exclude: Collection[str] = (),
 ) -> list[str]:
     """Questions to calibrate B on: a seeded sample of up to `limit` of the probes that
-    refinement could handle.
+    refinement could handle, in a random order (the caller may stop early on a count).
 
     Those are the retained subjects' questions and the probes about forgotten facts that do
     not identify a forgotten subject (by name or by several attributes); a question that does
@@ -244,9 +244,7 @@ def budget_probe_prompts(
         if p.prompt not in exclude
         and (not p.forgotten or not verifier.identifies_subject(p.prompt, threshold))
     ]
-    if len(prompts) > limit:
-        prompts = random.Random(f"budget-probes:{seed}").sample(prompts, limit)
-    return prompts
+    return random.Random(f"budget-probes:{seed}").sample(prompts, min(limit, len(prompts)))
 
 
 def spec_from_rules(rules: RuleSet) -> ForgetSpec:

@@ -60,3 +60,15 @@ def test_both_needs_a_finetune_and_records_are_stored_encrypted(
     # any short word by chance ("…dteaT6w…" once failed a check for a bare "tea").
     assert "Quillon" not in stored and "tea." not in stored
     assert {r.slice for r in rows} <= {0, 1}
+
+
+def test_a_policy_wanting_more_budget_probes_than_it_may_draw_is_422(
+    app_client: TestClient, tokens: dict[str, str], tiny_lm: Path, retain_file: Path
+) -> None:
+    body = generative_model_body("greedy", tiny_lm, retain_file)
+    body["policy"].update(budget_probes=50, max_budget_probes=20)
+    r = app_client.post("/v1/models", json=body, headers=auth(tokens["ml_engineer"]))
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "validation_error")
+    assert (
+        app_client.get("/v1/models/greedy", headers=auth(tokens["ml_engineer"])).status_code == 404
+    )

@@ -126,9 +126,11 @@ def test_request_activates_rules_and_the_fact_is_no_longer_revealed(
     versions = app_client.get(f"/v1/models/{NAME}/rule-sets", headers=auth(bot["ml"])).json()
     [v1] = versions
     assert v1["status"] == "active" and v1["calibration"]["budget"]["status"] == "calibrated"
-    # B is calibrated on the probes refinement handles: none of them names the subject.
+    # B is calibrated on the probes refinement handles: none of them names the subject. The
+    # draw stops at 6 handled probes (budget_probes) or 12 drawn (max_budget_probes).
     budget = v1["calibration"]["budget"]
     assert 0 < budget["probes_generated"] <= 12 and budget["n"] <= budget["probes_generated"]
+    assert budget["n"] <= 6
     assert FORGOTTEN not in str(versions)
     assert verify_chain(session).ok
 
