@@ -220,8 +220,9 @@ class GenerativePolicy(BaseModel):
     )
     # B and the exit are calibrated on the probes refinement handles (flagged first answers),
     # a small share of all probes: they are drawn until this many are handled, or the cap.
+    # B needs 9 at α_B = 0.1; the exit needs 29 rescued at α_B = 0.1, δ = 0.05.
     budget_probes: int = Field(
-        30, ge=1, le=1000, description="handled probes wanted to calibrate B and the exit"
+        40, ge=1, le=1000, description="handled probes wanted to calibrate B and the exit"
     )
     max_budget_probes: int = Field(200, ge=1, le=5000, description="most probes drawn to find them")
     # "both" (fine-tuned models only): rules at once, then exact removal from the fine-tune.
