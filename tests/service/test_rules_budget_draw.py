@@ -64,15 +64,17 @@ def test_b_calibrated_on_the_draw_keeps_its_coverage() -> None:
             population.append(rng.choices(values, [15, 40, 20, 13, 10, 2])[0])
     alpha_b, misses, certified = 0.1, [], 0
     for seed in range(500):
-        order = random.Random(seed).sample(range(len(population)), len(population))
+        prompts = random.Random(seed).sample(
+            [str(i) for i in range(len(population))], len(population)
+        )
         runs, rounds = refine_until_handled(
-            [str(i) for i in order], lambda _i, p: _result(population[int(p)]), wanted=20
+            prompts, lambda _i, p: _result(population[int(p)]), wanted=20
         )
         cal = calibrate_budget(rounds, alpha_b, max_budget=4)
         if not cal.certified or cal.budget is None:
             continue
         certified += 1
-        drawn = {int(p) for p in [str(i) for i in order][: len(runs)]}
+        drawn = {int(p) for p in prompts[: len(runs)]}
         rest = [r for i, r in enumerate(population) if r is not None and i not in drawn]
         misses.append(sum(r > cal.budget for r in rest) / len(rest))
     assert certified >= 400, "20 handled probes should certify B on this population"
@@ -84,6 +86,7 @@ def test_b_calibrated_on_the_draw_keeps_its_coverage() -> None:
 
 
 def test_policy_rejects_wanting_more_handled_probes_than_it_may_draw() -> None:
-    assert GenerativePolicy().budget_probes <= GenerativePolicy().max_budget_probes
+    default = GenerativePolicy()
+    assert default.budget_probes <= default.max_budget_probes
     with pytest.raises(ValidationError, match="budget_probes"):
         GenerativePolicy(budget_probes=50, max_budget_probes=40)
