@@ -152,6 +152,27 @@ class Verifier:
             return True
         return self._subjects.identification(parsed) >= IDENTIFYING_EVIDENCE
 
+    def states_key_span(self, response: str, prompt: str | None = None) -> bool:
+        """Does `response` state a key span of any forgotten fact (present at SPAN_LEAK_LEVEL),
+        however common its words, that `prompt` does not give itself?
+
+        Specificity weights a span by how little it tells about *whom* a text is about: "her
+        writing is immersive" says nothing of whom, so "immersive" alone must not flag an
+        answer about anyone. Once the question identifies a forgotten subject, whom is
+        settled, and the same word in the answer is her fact ("What is the writing of the
+        author born in Taipei on 05/11/1991 known for?" "Immersive worlds."). Refinement asks
+        this only of first answers to such questions (`identifies_subject`)."""
+        if not self._facts:
+            return False
+        text = Text(response)
+        given = Text(prompt) if prompt else None
+        return any(
+            span_presence(span, text) >= SPAN_LEAK_LEVEL
+            and (given is None or span_presence(span, given) < SPAN_LEAK_LEVEL)
+            for rule in self._facts
+            for span in rule.key_spans
+        )
+
     def score(self, response: str, prompt: str | None = None) -> Verdict:
         """Score `response`; `prompt` (the user's question) tells whom the response is about."""
         return self.score_many([response], None if prompt is None else [prompt])[0]

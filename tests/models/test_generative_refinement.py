@@ -172,6 +172,36 @@ def test_question_describing_a_forgotten_subject_is_refused_when_flagged() -> No
     assert (result.accepted, result.rounds_used) == (True, 1)
 
 
+def test_an_answer_about_a_described_subject_stating_a_key_span_below_lambda_is_refused() -> None:
+    spec = ForgetSpec(
+        ["Hsiao Yun-Hwa"],
+        facts=[
+            Fact(None, "Hsiao Yun-Hwa was born in Taipei, Taiwan on 05/11/1991."),
+            Fact(None, "Hsiao Yun-Hwa's novels are praised for their vivid characters."),
+        ],
+    )
+    verifier = Verifier(compile_rules(spec), HashingEmbedder())
+    described = "What are the novels of the author born in Taipei, Taiwan on 05/11/1991 known for?"
+    answer = "Readers love the vivid characters of these books."
+    lam = 0.9
+    # Weighted by specificity, the generic span stays below λ...
+    assert verifier.score(answer, described).score < lam
+    # ...but the question settled whom it is about: stating her key span is her fact.
+    assert verifier.states_key_span(answer, described)
+    gen = Scripted([answer, CLEAN])
+    result = refine(gen, verifier, described, threshold=lam, budget=3, refusal_text=REFUSAL)
+    assert (result.refused, result.reason, len(gen.calls)) == (True, "subject_in_query", 1)
+    # A key span the question itself gives is not revealed by repeating it.
+    echo = "The author born in Taipei, Taiwan writes novels."
+    assert not verifier.states_key_span(echo, described)
+    served = refine(Scripted([echo]), verifier, described, threshold=lam, budget=3)
+    assert (served.accepted, served.reason) == (True, "accepted")
+    # The same answer to a question about another person is served: whom is not settled.
+    other = "What are the novels of Jane Austen known for?"
+    result = refine(Scripted([answer]), verifier, other, threshold=lam, budget=3)
+    assert (result.accepted, result.response) == (True, answer)
+
+
 def test_rounds_to_acceptance(verifier: Verifier) -> None:
     def observe(responses: list[str], prompt: str = "Q?") -> float | None:
         result = refine(Scripted(responses), verifier, prompt, threshold=0.5, budget=4)

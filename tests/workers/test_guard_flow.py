@@ -218,7 +218,12 @@ def test_versions_supersede_and_redelivery_is_harmless(
     drain(sent_tasks)
     second = _erase(app_client, bot["dpo"], RETAINED[0], forget_body(RETAINED[0]))
     ran = drain(sent_tasks)
-    rows = session.scalars(select(RuleSetVersion).order_by(RuleSetVersion.version)).all()
+    action = session.scalars(
+        select(RequestAction).where(RequestAction.request_id == uuid.UUID(second))
+    ).one()
+    # This model's versions only: the database may hold other tests' models.
+    of_model = select(RuleSetVersion).where(RuleSetVersion.model_id == action.model_id)
+    rows = session.scalars(of_model.order_by(RuleSetVersion.version)).all()
     assert [(r.version, r.status) for r in rows] == [(1, "superseded"), (2, "active")]
     assert rows[1].request_ids == sorted([first, second])
     # The second activation scored only its own request and reused the first one's stored
@@ -237,11 +242,8 @@ def test_versions_supersede_and_redelivery_is_harmless(
     listed = app_client.get(f"/v1/models/{NAME}/rule-sets", headers=auth(bot["ml"])).json()
     assert listed and all("evidence" not in v["calibration"] for v in listed)
     # A redelivered rules task for a finished action changes nothing.
-    action = session.scalars(
-        select(RequestAction).where(RequestAction.request_id == uuid.UUID(second))
-    ).one()
     assert update_verifier_rules(str(action.id)) == "terminal"
-    assert session.scalar(select(func.count()).select_from(RuleSetVersion)) == 2
+    assert session.scalar(select(func.count()).select_from(of_model.subquery())) == 2
     assert (TASK_UPDATE_VERIFIER_RULES, "activated") in ran
 
 
