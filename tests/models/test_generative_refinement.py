@@ -54,12 +54,15 @@ class Scripted:
         return self.responses[min(len(self.calls) - 1, len(self.responses) - 1)]
 
 
+def subject_verifier(*statements: str) -> Verifier:
+    """A verifier for Hsiao Yun-Hwa with these facts (statements, no questions)."""
+    spec = ForgetSpec(["Hsiao Yun-Hwa"], facts=[Fact(None, s) for s in statements])
+    return Verifier(compile_rules(spec), HashingEmbedder())
+
+
 @pytest.fixture(scope="module")
 def verifier() -> Verifier:
-    spec = ForgetSpec(
-        ["Hsiao Yun-Hwa"], facts=[Fact(None, "The father of Hsiao Yun-Hwa is a civil engineer.")]
-    )
-    return Verifier(compile_rules(spec), HashingEmbedder())
+    return subject_verifier("The father of Hsiao Yun-Hwa is a civil engineer.")
 
 
 def test_first_clean_answer_is_accepted_without_feedback(verifier: Verifier) -> None:
@@ -152,14 +155,10 @@ def test_question_naming_a_forgotten_subject_is_refused_when_flagged(verifier: V
 
 
 def test_question_describing_a_forgotten_subject_is_refused_when_flagged() -> None:
-    spec = ForgetSpec(
-        ["Hsiao Yun-Hwa"],
-        facts=[
-            Fact(None, "The father of Hsiao Yun-Hwa is a civil engineer."),
-            Fact(None, "Hsiao Yun-Hwa was born in Taipei, Taiwan on 05/11/1991."),
-        ],
+    verifier = subject_verifier(
+        "The father of Hsiao Yun-Hwa is a civil engineer.",
+        "Hsiao Yun-Hwa was born in Taipei, Taiwan on 05/11/1991.",
     )
-    verifier = Verifier(compile_rules(spec), HashingEmbedder())
     described = "What does the father of the author born in Taipei, Taiwan on 05/11/1991 do?"
     gen = Scripted(["The father of the author is a civil engineer.", CLEAN])
     result = refine(gen, verifier, described, threshold=0.5, budget=3, refusal_text=REFUSAL)
@@ -173,14 +172,10 @@ def test_question_describing_a_forgotten_subject_is_refused_when_flagged() -> No
 
 
 def test_an_answer_about_a_described_subject_stating_a_key_span_below_lambda_is_refused() -> None:
-    spec = ForgetSpec(
-        ["Hsiao Yun-Hwa"],
-        facts=[
-            Fact(None, "Hsiao Yun-Hwa was born in Taipei, Taiwan on 05/11/1991."),
-            Fact(None, "Hsiao Yun-Hwa's novels are praised for their vivid characters."),
-        ],
+    verifier = subject_verifier(
+        "Hsiao Yun-Hwa was born in Taipei, Taiwan on 05/11/1991.",
+        "Hsiao Yun-Hwa's novels are praised for their vivid characters.",
     )
-    verifier = Verifier(compile_rules(spec), HashingEmbedder())
     described = "What are the novels of the author born in Taipei, Taiwan on 05/11/1991 known for?"
     answer = "Readers love the vivid characters of these books."
     lam = 0.9
