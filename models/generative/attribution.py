@@ -178,14 +178,22 @@ class SubjectIndex:
                 out[index] = max(named, described)
         return out
 
-    def identification(self, text: Text) -> float:
-        """How strongly `text` alone (a user's question) points at one forgotten subject by its
-        identifying attributes: the highest combined evidence of a subject's key spans present
-        in it, each weighted by specificity and capped at ATTRIBUTE_CAP as in `factors`.
-        Names are the identifier rules' business (`Verifier.names_subject`)."""
-        return max(
-            (_combined(self._attributes_present(s, [text])) for s in self._subjects), default=0.0
-        )
+    def identified(self, text: Text, name_threshold: float) -> list[tuple[int, ...]]:
+        """The forgotten subjects `text` alone (a user's question) points at, as the indices of
+        their fact rules (in `RuleSet.fact_rules` order), one tuple per subject: by one of
+        their identifiers scoring at least `name_threshold`, or by their identifying
+        attributes, the combined evidence of their key spans present in it (each weighted by
+        specificity and capped at ATTRIBUTE_CAP, as in `factors`) reaching
+        IDENTIFYING_EVIDENCE."""
+        return [
+            subject.facts
+            for subject in self._subjects
+            if any(
+                match_identifier(rule, text, self.fuzzy_floor).score >= name_threshold
+                for rule in subject.identifiers
+            )
+            or _combined(self._attributes_present(subject, [text])) >= IDENTIFYING_EVIDENCE
+        ]
 
     def _named(self, subject: _Subject, context: Sequence[Text], known: dict[str, float]) -> float:
         best = 0.0

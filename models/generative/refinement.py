@@ -11,13 +11,13 @@ refused at once (`screen_query`): the only acceptable answer to it is one that s
 about the subject, and regenerating mostly yields paraphrases of the forgotten fact, invented
 ones, or leaks the verifier misses (measured by bench/guard.py: refining such questions raised
 the leak rate of the no-name probes above refusing their flagged answers). For such a question
-the first answer counts as flagged, too, when it states any key span of a forgotten fact that
-the question did not give (`Verifier.states_key_span`), however common its words: specificity
-weighting guards against attributing a generic word to the wrong person, and here the question
-has settled whom the answer is about (the residual leaks of bench/guard.py's no-name probes
-were mostly answers stating one generic key span, "immersive" or "characters", scored below
-λ). Refinement is for flagged answers to other questions, where a regenerated answer can be
-useful.
+the first answer counts as flagged, too, when it states any key span of the identified
+subject's forgotten facts that the question did not give (`Verifier.states_key_span`), however
+common its words: specificity weighting guards against attributing a generic word to the wrong
+person, and here the question has settled whom the answer is about (the residual leaks of
+bench/guard.py's no-name probes were mostly answers stating one generic key span, "immersive"
+or "characters", scored below λ). Refinement is for flagged answers to other questions, where a
+regenerated answer can be useful.
 
 A flagged first answer that back-off (below) cannot rescue and that names a forgotten subject
 (`Verifier.mentions_subject`) is refused at once as well (`screen_answers`), for the same
@@ -171,10 +171,10 @@ def refine(
             return RefinementResult(
                 refusal_text, round_, False, True, "subject_in_answer", verdicts
             )
-        # To a question about a forgotten subject, an answer stating any of the forgotten
-        # facts' key spans the question did not give is hers, generic words included.
+        # To a question about a forgotten subject, an answer stating any of her facts' key
+        # spans the question did not give is hers, generic words included.
         revealed = verdict.score >= threshold or (
-            in_scope and verifier.states_key_span(response, prompt)
+            in_scope and verifier.states_key_span(response, prompt, threshold)
         )
         if not revealed:
             reason: Reason = "accepted" if round_ == 0 else "accepted_after_feedback"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.generative.attribution import IDENTIFYING_EVIDENCE, SubjectIndex
+from models.generative.attribution import SubjectIndex
 from models.generative.embedder import Embedder, Vectors
 from models.generative.matching import (
     NAME_PART_SCORE,
@@ -147,30 +147,37 @@ class Verifier:
         question only tells whom an answer would be about.
 
         Refinement refuses a flagged answer to such a question at once, as for a named one."""
-        parsed = Text(text)  # parsed once for both tests
-        if self._mentioned_in(parsed, threshold):
-            return True
-        return self._subjects.identification(parsed) >= IDENTIFYING_EVIDENCE
+        return bool(self._identified(Text(text), threshold))
 
-    def states_key_span(self, response: str, prompt: str | None = None) -> bool:
-        """Does `response` state a key span of any forgotten fact (present at SPAN_LEAK_LEVEL),
-        however common its words, that `prompt` does not give itself?
+    def _identified(self, parsed: Text, threshold: float) -> list[tuple[int, ...]]:
+        # A distinctive part of the name counts whatever λ is, as in `_mentioned_in`.
+        return self._subjects.identified(parsed, min(threshold, NAME_PART_SCORE))
+
+    def states_key_span(self, response: str, prompt: str, threshold: float) -> bool:
+        """Does `response` state a key span (present at SPAN_LEAK_LEVEL), however common its
+        words, of a fact of a forgotten subject that `prompt` identifies (`identifies_subject`
+        at `threshold`), a span `prompt` does not give itself?
 
         Specificity weights a span by how little it tells about *whom* a text is about: "her
         writing is immersive" says nothing of whom, so "immersive" alone must not flag an
         answer about anyone. Once the question identifies a forgotten subject, whom is
         settled, and the same word in the answer is her fact ("What is the writing of the
-        author born in Taipei on 05/11/1991 known for?" "Immersive worlds."). Refinement asks
-        this only of first answers to such questions (`identifies_subject`)."""
-        if not self._facts:
+        author born in Taipei on 05/11/1991 known for?" "Immersive worlds."). Only the facts of
+        the subjects the question identifies count: a generic word from another forgotten
+        subject's facts is no more hers than anyone's, and a question taken for being about a
+        subject by mistake (a country that is also a forgotten name part) then is refused only
+        for that subject's words. Refinement asks this only of first answers to questions that
+        identify a subject."""
+        given = Text(prompt)
+        facts = [index for subject in self._identified(given, threshold) for index in subject]
+        if not facts:
             return False
         text = Text(response)
-        given = Text(prompt) if prompt else None
         return any(
             span_presence(span, text) >= SPAN_LEAK_LEVEL
-            and (given is None or span_presence(span, given) < SPAN_LEAK_LEVEL)
-            for rule in self._facts
-            for span in rule.key_spans
+            and span_presence(span, given) < SPAN_LEAK_LEVEL
+            for index in facts
+            for span in self._facts[index].key_spans
         )
 
     def score(self, response: str, prompt: str | None = None) -> Verdict:

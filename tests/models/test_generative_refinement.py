@@ -15,7 +15,7 @@ from models.generative.refinement import (
     refine,
     rounds_to_acceptance,
 )
-from models.generative.rules import Fact, ForgetSpec, compile_rules
+from models.generative.rules import Fact, ForgetSpec, compile_rules, merge_rule_sets
 from models.generative.verifier import Verifier
 
 LEAK = "The father of Hsiao Yun-Hwa is a civil engineer."
@@ -182,19 +182,57 @@ def test_an_answer_about_a_described_subject_stating_a_key_span_below_lambda_is_
     # Weighted by specificity, the generic span stays below λ...
     assert verifier.score(answer, described).score < lam
     # ...but the question settled whom it is about: stating her key span is her fact.
-    assert verifier.states_key_span(answer, described)
+    assert verifier.states_key_span(answer, described, lam)
     gen = Scripted([answer, CLEAN])
     result = refine(gen, verifier, described, threshold=lam, budget=3, refusal_text=REFUSAL)
     assert (result.refused, result.reason, len(gen.calls)) == (True, "subject_in_query", 1)
     # A key span the question itself gives is not revealed by repeating it.
     echo = "The author born in Taipei, Taiwan writes novels."
-    assert not verifier.states_key_span(echo, described)
+    assert not verifier.states_key_span(echo, described, lam)
     served = refine(Scripted([echo]), verifier, described, threshold=lam, budget=3)
     assert (served.accepted, served.reason) == (True, "accepted")
     # The same answer to a question about another person is served: whom is not settled.
     other = "What are the novels of Jane Austen known for?"
     result = refine(Scripted([answer]), verifier, other, threshold=lam, budget=3)
     assert (result.accepted, result.response) == (True, answer)
+
+
+def test_only_the_identified_subjects_key_spans_count_against_an_answer() -> None:
+    """A generic word from another forgotten subject's facts is not the identified one's."""
+    hsiao = ForgetSpec(
+        ["Hsiao Yun-Hwa"],
+        facts=[Fact(None, "Hsiao Yun-Hwa's novels are praised for their vivid characters.")],
+    )
+    jordan = ForgetSpec(
+        ["Jordan Okafor"],
+        facts=[
+            Fact(
+                None,
+                "Jordan Okafor's sagas are celebrated for their dramatic tension and desert "
+                "landscapes.",
+            )
+        ],
+    )
+    verifier = Verifier(
+        merge_rule_sets([compile_rules(hsiao), compile_rules(jordan)]), HashingEmbedder()
+    )
+    lam = 0.9
+    # The country is read as a forgotten name part: the question counts as about him...
+    landmarks = "Which of the following landmarks is located in Jordan?"
+    assert verifier.identifies_subject(landmarks, lam)
+    # ...so a key span of his in the answer is refused; the other author's is not.
+    his = "Wadi Rum, known for its desert landscapes, is located there."
+    hers = "Petra is praised by travellers from around the world."
+    assert verifier.score(his, landmarks).score < lam
+    assert verifier.score(hers, landmarks).score < lam
+    assert verifier.states_key_span(his, landmarks, lam)
+    assert not verifier.states_key_span(hers, landmarks, lam)
+    refused = refine(Scripted([his]), verifier, landmarks, threshold=lam, budget=3)
+    assert (refused.refused, refused.reason) == (True, "subject_in_query")
+    served = refine(Scripted([hers]), verifier, landmarks, threshold=lam, budget=3)
+    assert (served.accepted, served.response) == (True, hers)
+    # A question about no forgotten subject holds no answer to the key spans.
+    assert not verifier.states_key_span(his, "Which landmarks are in Peru?", lam)
 
 
 def test_rounds_to_acceptance(verifier: Verifier) -> None:
