@@ -231,7 +231,7 @@ def test_only_the_identified_subjects_key_spans_count_against_an_answer() -> Non
     assert (refused.refused, refused.reason) == (True, "subject_in_query")
     served = refine(Scripted([hers]), verifier, landmarks, threshold=lam, budget=3)
     assert (served.accepted, served.response) == (True, hers)
-    # A question about no forgotten subject holds no answer to the key spans.
+    # A question about nobody erased holds its answers to no key span.
     assert not verifier.states_key_span(his, "Which landmarks are in Peru?", lam)
 
 
