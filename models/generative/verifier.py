@@ -114,9 +114,7 @@ class Verifier:
 
         Identifier rules only: a question that merely resembles a forgotten fact is not, by
         itself, about the subject."""
-        return self._named_in(Text(text), threshold)
-
-    def _named_in(self, parsed: Text, threshold: float) -> bool:
+        parsed = Text(text)
         return any(
             match_identifier(rule, parsed, self.fuzzy_floor).score >= threshold
             for rule in self.rule_set.identifier_rules
@@ -130,11 +128,8 @@ class Verifier:
         misspells it ("Rajeev Majumdde" for "Rajeev Majumdar", measured by bench/guard.py),
         and with λ above NAME_PART_SCORE such an answer scored below λ and was served.
         Attributes are left out: an answer may repeat the description its question gave."""
-        return self._mentioned_in(Text(text), threshold)
-
-    def _mentioned_in(self, parsed: Text, threshold: float) -> bool:
         # A distinctive part of the name (NAME_PART_SCORE) counts whatever λ is.
-        return self._named_in(parsed, min(threshold, NAME_PART_SCORE))
+        return self.names_subject(text, min(threshold, NAME_PART_SCORE))
 
     def identifies_subject(self, text: str, threshold: float) -> bool:
         """Does `text` point at a forgotten subject: by name (`names_subject`), or by several
@@ -150,7 +145,7 @@ class Verifier:
         return bool(self._identified(Text(text), threshold))
 
     def _identified(self, parsed: Text, threshold: float) -> list[tuple[int, ...]]:
-        # A distinctive part of the name counts whatever λ is, as in `_mentioned_in`.
+        # A distinctive part of the name counts whatever λ is, as in `mentions_subject`.
         return self._subjects.identified(parsed, min(threshold, NAME_PART_SCORE))
 
     def states_key_span(self, response: str, prompt: str, threshold: float) -> bool:
