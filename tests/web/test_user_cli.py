@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.core.config import Settings, get_settings
-from service.web.cli import console_banner
+from service.cli.users import console_banner
 from tests.dbutil import fresh_database
 
 

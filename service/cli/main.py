@@ -16,7 +16,7 @@ from service.core.config import get_settings
 from service.ops import audit as ops_audit
 from service.ops import models as ops_models
 from service.ops import requests as ops_requests
-from service.web.cli import user_app
+from service.cli.users import user_app
 
 app = typer.Typer(no_args_is_help=True, help="lethe: right-to-be-forgotten for ML models.")
 token_app = typer.Typer(help="API tokens.")
@@ -69,7 +69,7 @@ def serve(
             settings = get_settings()
             if embedded:
                 typer.echo(f"embedded PostgreSQL: {url}")
-            from service.web.cli import console_banner
+            from service.cli.users import console_banner
 
             typer.echo(console_banner(url, f"http://{host}:{port}"))
             # Our log format for uvicorn's loggers too (log_config=None: they reach the root).
@@ -336,7 +336,3 @@ def audit_checkpoint() -> None:
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
