@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
+from service.cli.users import user_app
 from service.core.config import get_settings
 from service.ops import audit as ops_audit
 from service.ops import models as ops_models
 from service.ops import requests as ops_requests
-from service.cli.users import user_app
 
 app = typer.Typer(no_args_is_help=True, help="lethe: right-to-be-forgotten for ML models.")
 token_app = typer.Typer(help="API tokens.")

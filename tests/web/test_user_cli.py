@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from service.cli import app
-from service.core.config import Settings, get_settings
 from service.cli.users import console_banner
+from service.core.config import Settings, get_settings
 from tests.dbutil import fresh_database
 
 
