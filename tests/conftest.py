@@ -122,7 +122,7 @@ def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
 def app_client(
     settings: Settings, factory: sessionmaker[Session], sent_tasks: SentTasks
 ) -> Iterator[TestClient]:
-    from service.api.app import create_app
+    from service.app.factory import create_app
 
     app = create_app(settings)
     app.state.session_factory = factory

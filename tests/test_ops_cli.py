@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from service.core.config import Settings
 from service.db.session import session_factory, transaction
 from service.ops import client as exits
+from service.queue.names import TASK_PLAN_SISA
 from service.stack.processes import free_port
 from tests.conftest import SentTasks
 from tests.dbutil import fresh_database
@@ -35,7 +36,7 @@ def ops_db(pg_server: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def live_api(settings: Settings, ops_db: str) -> Iterator[str]:
-    from service.api.app import create_app
+    from service.app.factory import create_app
 
     app = create_app(settings)
     app.state.session_factory = session_factory(ops_db)
@@ -178,6 +179,40 @@ def test_models_commands(
     model = _json(run(tokens["auditor"], "models", "show", name, "--json"))
     assert model["status"] == "ready" and [v["number"] for v in model["versions"]] == [1]
     assert name in [m["name"] for m in _json(run(ml, "models", "list", "--json"))]
+
+
+def test_models_plan_prints_the_frontier_as_a_table(
+    run: Any, tokens: dict[str, str], sent_tasks: SentTasks, live_api: str, tmp_path: Path
+) -> None:
+    ml = tokens["ml_engineer"]
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(MODEL_BODY["config"]))
+    name = "cli-planned"
+    assert run(ml, "models", "register", name, "--config", str(config)).exit_code == 0
+    data = tmp_path / "d.csv"
+    data.write_bytes(synthetic_csv())
+    assert run(ml, "models", "ingest", name, "--csv", str(data)).exit_code == 0
+    assert run(ml, "models", "plan", name).exit_code == exits.EXIT_UNEXPECTED  # no plan yet
+    # --run starts the job over the API and waits; no worker runs here, so the wait runs out.
+    waited = run(ml, "models", "plan", name, "--run", "--max-records", "400", "--timeout", "1")
+    assert waited.exit_code == exits.EXIT_TIMEOUT, waited.output
+    assert [name for name, _ in drain(sent_tasks)] == [TASK_PLAN_SISA]
+    stored = _json(run(ml, "models", "plan", name, "--json"))
+    assert stored["job_status"] == "done"
+    plan = stored["plan"]
+    result = run(ml, "models", "plan", name)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "± se" in lines[1]
+    rows = [line.split() for line in lines if line.strip()[:1].isdigit()]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [
+        (p["shards"], p["slices"]) for p in plan["frontier"]
+    ]
+    [marked] = [r for r in rows if r[-1] == "<"]
+    assert (int(marked[0]), int(marked[1])) == (plan["chosen"]["shards"], plan["chosen"]["slices"])
+    assert lines[-1].startswith(f"proposal: S={plan['chosen']['shards']}")
+    unknown = run(ml, "models", "plan", "no-such-model")
+    assert unknown.exit_code == exits.EXIT_NOT_FOUND and "model_not_found" in unknown.output
 
 
 def test_exit_codes(run: Any, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

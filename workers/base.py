@@ -19,7 +19,7 @@ from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
 from service.db.session import database_url, session_factory
-from service.erasure import jobs
+from service.jobs import lifecycle as jobs
 from service.queue.client import send_task
 
 log = logging.getLogger(__name__)

@@ -92,7 +92,7 @@ def _warm_verifier_embedder(**_: Any) -> None:
 
 @signals.task_postrun.connect
 def _release_leases(**_: Any) -> None:
-    from service.erasure.leases import release_all_leases
+    from service.jobs.leases import release_all_leases
 
     release_all_leases()
 

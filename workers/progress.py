@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from service.erasure import jobs
+from service.jobs import lifecycle as jobs
 from workers.base import DbTask
 
 # Writing more often than this would cost more than the training steps it reports.

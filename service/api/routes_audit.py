@@ -12,9 +12,9 @@ from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audite
 from service.api.schemas import IsoDatetime, TokenIn, TokenOut
 from service.api.tokens import create_token, revoke_tokens
 from service.audit import verify_chain
-from service.audit.pdf import period_pdf
-from service.audit.reports import checkpoint_headers, events_csv, period_report
 from service.core.errors import DomainError
+from service.reports.build import checkpoint_headers, events_csv, period_report
+from service.reports.pdf import period_pdf
 
 router = APIRouter(tags=["audit"])
 

@@ -30,7 +30,6 @@ from service.db.tables import Job, MlModel, ModelVersion, RuleSetVersion
 from service.exact.ingest import ingest_csv
 from service.exact.serving import predict as predict_rows
 from service.finetune.records import ingest_jsonl, is_finetuned
-from service.finetune.serving import finetuned_generate
 from service.finetune.training import request_finetune
 from service.registry.service import (
     get_job,
@@ -39,6 +38,7 @@ from service.registry.service import (
     validate_registration,
 )
 from service.registry.service import request_training as start_training
+from service.rules.finetuned_serving import finetuned_generate
 from service.rules.serving import guarded_generate
 
 router = APIRouter(prefix="/v1", tags=["models"])

@@ -12,7 +12,7 @@ from service.api.routes_models import job_out
 from service.api.schemas import JobOut, PlanIn, PlanOut
 from service.db.enums import JobKind
 from service.db.tables import Job
-from service.exact.planning import PlanOptions, request_plan
+from service.exact.sisa_plan import PlanOptions, request_plan
 from service.registry.config import ModelConfig
 from service.registry.service import get_model
 

@@ -34,8 +34,6 @@ from service.api.schemas import (
     TimelineEvent,
     VerifyIdentityIn,
 )
-from service.audit.pdf import request_pdf
-from service.audit.reports import checkpoint_headers, events_csv, request_report
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, RequestStatus
 from service.db.tables import (
@@ -51,6 +49,8 @@ from service.erasure.deadlines import is_overdue, overdue_clause
 from service.erasure.decisions import extend_deadline, verify_identity
 from service.erasure.filing import NewRequest, file_request, get_request, request_timeline
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
+from service.reports.build import checkpoint_headers, events_csv, request_report
+from service.reports.pdf import request_pdf
 
 router = APIRouter(
     prefix="/v1/requests",

@@ -76,7 +76,7 @@ def serve(
             configure_logging(settings.log_level, settings.log_format)
             run = partial(
                 uvicorn.run,
-                "service.api.app:create_app",
+                "service.app.factory:create_app",
                 factory=True,
                 host=host,
                 port=port,
@@ -220,50 +220,6 @@ def token_create(
     except DomainError as exc:
         raise typer.BadParameter(exc.message) from None
     typer.echo(token)
-
-
-@ops_models.app.command("plan")
-def models_plan(
-    name: str,
-    run: Annotated[bool, typer.Option(help="start a plan job (a worker runs it) and wait")] = False,
-    auto: Annotated[bool, typer.Option(help="apply the proposal if not trained yet")] = False,
-    budget: Annotated[float, typer.Option(min=0, max=50, help="accuracy points")] = 1.0,
-    se_margin: Annotated[float, typer.Option(min=0, max=5, help="gap + k·se ≤ budget")] = 0.0,
-    erasure_rate: Annotated[float, typer.Option(min=1e-9, max=0.5)] = 0.001,
-    max_records: Annotated[int, typer.Option(min=50, max=200_000)] = 20_000,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the job")] = 3600.0,
-) -> None:
-    """Print a model's (S, R) frontier and proposal; --run measures it first."""
-    from service.core.errors import DomainError
-    from service.db.session import database_url, session_factory
-    from service.exact import plan_cli
-    from service.exact.planning import PlanOptions
-
-    settings = get_settings()
-    factory = session_factory(database_url(settings))
-    try:
-        if run:
-            options = PlanOptions(
-                budget_points=budget,
-                se_margin=se_margin,
-                erasure_rate=erasure_rate,
-                auto=auto,
-                max_records=max_records,
-            )
-            job_id = plan_cli.start(factory, settings, name, options)
-            typer.echo(f"plan job {job_id} started", err=True)
-            status = plan_cli.wait(factory, job_id, timeout)
-            if status != "done":
-                typer.echo(f"plan job {job_id}: {status}", err=True)
-                raise typer.Exit(1)
-        plan = plan_cli.stored_plan(factory, name)
-    except DomainError as exc:
-        typer.echo(f"error: {exc.code}", err=True)
-        raise typer.Exit(2) from None
-    if plan is None:
-        typer.echo("no plan yet: run `lethe models plan NAME --run`", err=True)
-        raise typer.Exit(1)
-    typer.echo(plan_cli.format_plan(plan))
 
 
 @token_app.command("revoke")

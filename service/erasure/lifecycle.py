@@ -145,7 +145,8 @@ def approve_request(
 def reject_request(
     session: Session, request: ErasureRequest, actor: str, reason: str, code: str | None = None
 ) -> None:
-    """``code``: one of ``service.audit.words.REJECTION_REASONS`` (the callers' schemas check)."""
+    """``code``: one of ``service.erasure.decisions.REJECTION_REASONS`` (the callers'
+    schemas check)."""
     request.rejection_code = code
     _decide(session, request, S.rejected, actor, reason, {"reason_code": code} if code else None)
 

@@ -12,15 +12,15 @@ from sqlalchemy.orm import Session
 from models.sisa import VersionManifest, checkpoint_key
 from service.audit import append_event
 from service.core.config import Settings
+from service.core.storage import artifact_store
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, JobStatus, VersionCause
 from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
-from service.erasure import jobs
 from service.erasure.lifecycle import finish_request_if_done
 from service.exact.finish import finish_exact_action
 from service.exact.retrain import RetrainInputs
-from service.exact.snapshot import artifact_store
 from service.exact.training import too_small_warnings
+from service.jobs import lifecycle as jobs
 from service.registry.service import current_version
 
 

@@ -30,17 +30,17 @@ from models.sisa import (
     verify_bit_exact,
 )
 from service.core.config import Settings
+from service.core.storage import artifact_store
 from service.db.tables import MlModel
-from service.erasure import jobs
 from service.exact.snapshot import (
     ModelSnapshot,
-    artifact_store,
     load_ensemble,
     load_model_snapshot,
     load_pending_erasure,
     load_retained,
     stack_x,
 )
+from service.jobs import lifecycle as jobs
 from service.registry.service import current_version
 
 # Evaluating against the served version can lose a race with another shard's publish (which

@@ -14,9 +14,10 @@ from models.sisa import Ensemble, PublicBase, SisaConfig, VersionManifest, Weigh
 from models.tabular import featurize
 from service.core.config import Settings
 from service.core.errors import conflict, invalid
+from service.core.storage import artifact_store
 from service.db.enums import ModelKind, ModelStatus
 from service.db.tables import MlModel
-from service.exact.snapshot import artifact_store, feature_spec, public_base, sisa_config
+from service.exact.snapshot import feature_spec, public_base, sisa_config
 from service.registry.config import ModelConfig
 from service.registry.service import current_version
 

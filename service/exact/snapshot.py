@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.artifacts import ArtifactStore, open_store
+from models.artifacts import ArtifactStore
 from models.sisa import (
     Ensemble,
     Manifest,
@@ -23,17 +23,12 @@ from models.sisa import (
     Weighting,
 )
 from models.tabular import FeatureSpec, featurize
-from service.core.config import Settings
 from service.core.errors import invalid
 from service.db.enums import RecordSplit
 from service.db.tables import MlModel, ModelVersion
 from service.db.tables import TrainingRecord as RecordRow
 from service.exact.public_base import base_features, load_public_base
 from service.registry.config import ModelConfig, ModelPolicy
-
-
-def artifact_store(settings: Settings) -> ArtifactStore:
-    return open_store(settings.artifact_location)
 
 
 def sisa_config(model_config: Mapping[str, Any]) -> SisaConfig:

@@ -13,15 +13,15 @@ from sqlalchemy.orm import Session
 
 from models.sisa import ShardTrainingResult, TrainingRecord, VersionManifest, train_shard
 from service.core.config import Settings
+from service.core.storage import artifact_store
 from service.db.tables import MlModel
-from service.erasure import jobs
 from service.exact.snapshot import (
     ModelSnapshot,
-    artifact_store,
     load_ensemble,
     load_model_snapshot,
     load_retained_by_shard,
 )
+from service.jobs import lifecycle as jobs
 from service.registry.service import publish_trained_version
 
 

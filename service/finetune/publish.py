@@ -17,19 +17,18 @@ from sqlalchemy.orm import Session
 from models.finetune import destroy_checkpoints, merged_dir
 from service.audit import append_event
 from service.core.config import Settings
+from service.core.storage import artifact_store, merged_root
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, VersionCause
 from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
-from service.erasure import jobs
 from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import finish_request_if_done, move_action
 from service.exact.finish import purge_records, records_erased
 from service.exact.physical import physical_deletion_claim
-from service.exact.snapshot import artifact_store
-from service.finetune.records import merged_root
 from service.finetune.retrain import ExactInputs
 from service.finetune.rules import retire_rules
 from service.finetune.training import manifest_hash, manifest_of
+from service.jobs import lifecycle as jobs
 
 
 class ExactOutcome:

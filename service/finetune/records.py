@@ -7,7 +7,6 @@ import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -63,15 +62,6 @@ def finetune_config(model_name: str, ft: FinetuneSettings) -> FinetuneConfig:
         placement=ft.placement,
         late_slices=ft.late_slices,
     )
-
-
-def merged_root(settings: Settings) -> Path:
-    """Where merged serving folders live (derived weights: deleted with their checkpoint):
-    beside the checkpoints when the artifact store is a local folder, else under data_dir."""
-    location = settings.artifact_location
-    if "://" not in location:
-        return Path(location).resolve() / "serving"
-    return Path(settings.data_dir).resolve() / "finetuned"
 
 
 def _parse_line(line: str, subject_column: str) -> tuple[str, str | None, str, bool]:

@@ -23,6 +23,7 @@ from models.finetune import (
     verify_bit_exact,
 )
 from service.core.config import Settings
+from service.core.storage import artifact_store, merged_root
 from service.db.base import utcnow
 from service.db.enums import (
     TERMINAL_ACTION_STATUSES,
@@ -32,15 +33,14 @@ from service.db.enums import (
     Strategy,
 )
 from service.db.tables import ActionJob, Job, MlModel, RequestAction, TrainingRecord
-from service.erasure import jobs
 from service.erasure.lifecycle import move_action
-from service.exact.snapshot import artifact_store
-from service.finetune.records import load_records, merged_root
-from service.finetune.serving import ServedVersion, served_version
+from service.finetune.records import load_records
 from service.finetune.training import slices_progress
+from service.jobs import lifecycle as jobs
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_FINETUNE_RETRAIN
 from service.registry.config import GenerativePolicy
+from service.rules.finetuned_serving import ServedVersion, served_version
 
 # The exact job waits for the request's rules to be active first (suppress, then remove).
 WAIT_FOR_RULES_S = 2.0

@@ -18,16 +18,11 @@ from models.finetune import FinetuneConfig, FinetuneRecord, export_merged, train
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict
+from service.core.storage import artifact_store, merged_root
 from service.db.enums import JobKind, JobStatus, ModelStatus
 from service.db.tables import Job, MlModel, TrainingRecord
-from service.erasure import jobs
-from service.exact.snapshot import artifact_store
-from service.finetune.records import (
-    finetune_config,
-    finetune_settings,
-    load_records,
-    merged_root,
-)
+from service.finetune.records import finetune_config, finetune_settings, load_records
+from service.jobs import lifecycle as jobs
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_FINETUNE_MODEL
 from service.registry.config import GenerativeConfig

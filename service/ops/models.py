@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from service.ops.client import EXIT_FAILED
-from service.ops.output import api, emit_json, out, table, wait_for
+from service.ops.client import EXIT_FAILED, EXIT_UNEXPECTED
+from service.ops.output import api, emit_json, err, out, table, wait_for
 from service.ops.requests import ApiUrl, AsJson
 
 app = typer.Typer(help="Models (speaks to the API: LETHE_API_URL, LETHE_API_TOKEN).")
@@ -111,3 +111,84 @@ def show(name: str, url: ApiUrl = None, as_json: AsJson = False) -> None:
             for v in versions
         ],
     )
+
+
+@app.command("plan")
+def plan(
+    name: str,
+    run: Annotated[bool, typer.Option(help="start a plan job (a worker runs it) and wait")] = False,
+    auto: Annotated[bool, typer.Option(help="apply the proposal if not trained yet")] = False,
+    budget: Annotated[float, typer.Option(min=0, max=50, help="accuracy points")] = 1.0,
+    se_margin: Annotated[float, typer.Option(min=0, max=5, help="gap + k·se ≤ budget")] = 0.0,
+    erasure_rate: Annotated[float, typer.Option(min=1e-9, max=0.5)] = 0.001,
+    max_records: Annotated[int, typer.Option(min=50, max=200_000)] = 20_000,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the job")] = 3600.0,
+    url: ApiUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print a model's (S, R) frontier and proposal; --run measures it first."""
+    with api(url) as client:
+        if run:
+            body = {
+                "budget_points": budget,
+                "se_margin": se_margin,
+                "erasure_rate": erasure_rate,
+                "auto": auto,
+                "max_records": max_records,
+            }
+            job = client.post(f"/v1/models/{name}/plan", body)
+            job = wait_for(
+                f"planning {name}",
+                lambda: client.get(f"/v1/jobs/{job['id']}"),
+                lambda j: float(j["progress"]),
+                lambda j: j["status"] in ("done", "failed"),
+                timeout=timeout,
+                show=not as_json,
+            )
+            if job["status"] == "failed":
+                err.print(f"plan job {job['id']}: failed ({job.get('error_code')})")
+                raise typer.Exit(EXIT_FAILED)
+        stored = client.get(f"/v1/models/{name}/plan")
+    if as_json:
+        emit_json(stored)
+        return
+    if stored["plan"] is None:
+        err.print("no plan yet: run `lethe models plan NAME --run`")
+        raise typer.Exit(EXIT_UNEXPECTED)
+    out.print(format_plan(stored["plan"]), markup=False, highlight=False)
+
+
+def _number(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """The frontier as a table, then the proposal in words."""
+    header = (
+        f"{'S':>4} {'R':>4} {'accuracy':>9} {'gap (pts)':>10} {'± se':>6} {'speed-up':>9} "
+        f"{'budget':>7}"
+    )
+    lines = [
+        f"one model: accuracy {_number(plan['one_model_accuracy'], 4)} "
+        f"({plan['training_records']} training / {plan['test_records']} test records, "
+        f"budget {plan['budget_points']} points, {plan['requests_per_retrain']} request(s) "
+        "per retrain)",
+        header,
+        "-" * len(header),
+    ]
+    chosen = (plan["chosen"]["shards"], plan["chosen"]["slices"])
+    for point in plan["frontier"]:
+        mark = " <" if (point["shards"], point["slices"]) == chosen else ""
+        lines.append(
+            f"{point['shards']:>4} {point['slices']:>4} {_number(point['accuracy'], 4):>9} "
+            f"{_number(point['accuracy_gap_points'], 2):>10} "
+            f"{_number(point.get('accuracy_gap_se_points'), 2):>6} "
+            f"{_number(point['per_request_speedup'], 1) + 'x':>9} "
+            f"{'yes' if point['within_budget'] else 'no':>7}{mark}"
+        )
+    verdict = "within the budget" if plan["within_budget"] else "NOT within the budget"
+    lines.append(
+        f"proposal: S={chosen[0]}, R={chosen[1]} ({verdict}); "
+        + ("applied" if plan["applied"] else f"not applied: {plan['not_applied_because']}")
+    )
+    return "\n".join(lines)

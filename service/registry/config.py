@@ -125,7 +125,7 @@ class ModelConfig(BaseModel):
     classes: list[str] | None = None
     sisa_config: dict[str, Any] | None = None
     placement_report: dict[str, Any] | None = None
-    # Filled by a plan job (service.exact.planning): the (S, R) frontier and the proposal.
+    # Filled by a plan job (service.exact.sisa_plan): the (S, R) frontier and the proposal.
     sisa_plan: dict[str, Any] | None = None
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ from service.core.config import Settings
 from service.core.errors import conflict, invalid, not_found
 from service.db.enums import JobKind, JobStatus, ModelKind, ModelStatus, VersionCause
 from service.db.tables import Job, MlModel, ModelVersion
-from service.erasure import jobs
+from service.jobs import lifecycle as jobs
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_TRAIN_MODEL
 from service.registry.config import (

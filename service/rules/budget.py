@@ -56,7 +56,6 @@ from service.db.tables import (
     RuleSetVersion,
 )
 from service.erasure.certificates import conformal_certificate, issue_certificate
-from service.finetune.serving import finetuned_generator, served_version
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.rules.calibration import (
     Record,
@@ -66,6 +65,7 @@ from service.rules.calibration import (
     negative_evidence,
     retained_facts,
 )
+from service.rules.finetuned_serving import finetuned_generator, served_version
 from service.rules.model_leaks import ModelLeaks, held_apart_probes, model_leaks
 from service.rules.rulesets import merge_rule_sets, per_request_rule_sets
 from service.rules.runtime import caching_embedder, generator, verifier_for

@@ -1,7 +1,7 @@
 """Rule activations whose worker died with them: found by the reaper, sent again.
 
 An activation has no job row; its ``update_verifier_rules`` task holds a lease keyed by the
-action's id (service.erasure.leases) while it runs. A running action whose lease is free lost
+action's id (service.jobs.leases) while it runs. A running action whose lease is free lost
 its worker (kill -9 of a pool child is redelivered by the broker, but a killed main process
 takes the message with it on the database broker); a pending one whose request was decided
 longer ago than ``redispatch_seconds`` may have lost its message. Either is sent again, less and
@@ -20,7 +20,7 @@ from service.core.config import Settings
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, Strategy
 from service.db.tables import ErasureRequest, RequestAction
-from service.erasure.leases import leases_for
+from service.jobs.leases import leases_for
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_UPDATE_VERIFIER_RULES
 from service.queue.resends import resend_due

@@ -162,7 +162,7 @@ def worker_process(
 def api_server(host: str, port: int) -> Iterator[str]:
     """The API in a background thread of this process (uvicorn), for the demo."""
     config = uvicorn.Config(
-        "service.api.app:create_app", factory=True, host=host, port=port, log_level="warning"
+        "service.app.factory:create_app", factory=True, host=host, port=port, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

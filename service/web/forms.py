@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.datastructures import FormData
 
-from service.audit.words import LEGAL_GROUNDS, VERIFICATION_METHODS
+from service.erasure.decisions import LEGAL_GROUNDS, VERIFICATION_METHODS
 from service.erasure.filing import NewRequest
 from service.web.sessions import ConsoleForbidden, ConsolePrincipal, check_csrf
 

@@ -12,8 +12,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from service.api.errors import error_body
-from service.audit.words import fmt_time
 from service.core.errors import DomainError
+from service.reports.words import fmt_time
 from service.web.sessions import ConsoleForbidden, ConsolePrincipal, CsrfRejected, SignInRequired
 
 HERE = Path(__file__).parent

@@ -12,15 +12,14 @@ from fastapi.responses import PlainTextResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from service.api.deps import SessionDep, SettingsDep, audited
-from service.audit.pdf import request_pdf
-from service.audit.reports import events_csv, request_report
-from service.audit.words import REJECTION_REASONS
 from service.core.errors import DomainError, invalid
 from service.db.enums import Role
 from service.db.tables import ErasureRequest
-from service.erasure.decisions import extend_deadline, verify_identity
+from service.erasure.decisions import REJECTION_REASONS, extend_deadline, verify_identity
 from service.erasure.filing import get_request
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
+from service.reports.build import events_csv, request_report
+from service.reports.pdf import request_pdf
 from service.web.forms import Form, accept, text
 from service.web.routes_requests import request_page
 from service.web.sessions import AuditReader, ConsolePrincipal, RequestReader

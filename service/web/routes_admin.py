@@ -12,11 +12,11 @@ from sqlalchemy import select
 
 from service.api.deps import SessionDep, audited
 from service.audit import verify_chain
-from service.audit.pdf import period_pdf
-from service.audit.reports import events_csv, period_report
 from service.core.errors import DomainError
 from service.db.enums import Role
 from service.db.tables import MlModel, ModelVersion, RuleSetVersion
+from service.reports.build import events_csv, period_report
+from service.reports.pdf import period_pdf
 from service.web.accounts import create_user, disable_user, list_users
 from service.web.forms import Form, accept, text
 from service.web.render import render

@@ -9,11 +9,15 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from service.api.deps import SessionDep, SettingsDep, audited
-from service.audit.words import LEGAL_GROUNDS, REJECTION_REASONS, VERIFICATION_METHODS
 from service.core.errors import DomainError
 from service.core.security import subject_ref
 from service.db.enums import Role
-from service.erasure.decisions import verify_identity
+from service.erasure.decisions import (
+    LEGAL_GROUNDS,
+    REJECTION_REASONS,
+    VERIFICATION_METHODS,
+    verify_identity,
+)
 from service.erasure.filing import file_request, get_request
 from service.web.forms import Form, accept, read_filing
 from service.web.render import render

@@ -13,19 +13,14 @@ from sqlalchemy.orm import Session
 
 from service.api.routes_requests import request_out
 from service.api.schemas import RequestOut
-from service.audit.reports import event_dict
-from service.audit.words import (
-    LEGAL_GROUNDS,
-    REJECTION_REASONS,
-    VERIFICATION_METHODS,
-    certificate_facts,
-    describe_event,
-)
 from service.db.base import utcnow
 from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus
 from service.db.tables import ErasureRequest, MlModel
 from service.erasure.deadlines import is_overdue, overdue_clause
+from service.erasure.decisions import LEGAL_GROUNDS, REJECTION_REASONS, VERIFICATION_METHODS
 from service.erasure.filing import request_timeline
+from service.reports.build import event_dict
+from service.reports.words import certificate_facts, describe_event
 
 PAGE_SIZE = 20
 OPEN_STATUSES = [s.value for s in RequestStatus if s not in TERMINAL_REQUEST_STATUSES]

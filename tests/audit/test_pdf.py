@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.audit.pdf import period_pdf, request_pdf
 from service.core.config import get_settings
 from service.core.security import subject_ref
 from service.db.tables import TrainingRecord
+from service.reports.pdf import period_pdf, request_pdf
 from tests.conftest import SentTasks, auth
 from tests.pdf_tools import pdf_text, render_first_page
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY

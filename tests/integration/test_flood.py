@@ -33,8 +33,8 @@ def _port() -> int:
 
 @pytest.fixture(scope="module")
 def server(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from service.api.app import create_app
     from service.api.tokens import create_token
+    from service.app.factory import create_app
     from service.db.session import session_factory, transaction
 
     tmp: Path = tmp_path_factory.mktemp("flood")

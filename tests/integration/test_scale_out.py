@@ -100,8 +100,8 @@ def _poll(fetch: Any, done: Any, stack: dict[str, Any], timeout: float = 300) ->
 
 
 def test_two_ml_workers_share_one_batch_of_shard_retrains(stack: dict[str, Any]) -> None:
-    from service.api.app import create_app
     from service.api.tokens import create_token
+    from service.app.factory import create_app
     from service.db.session import session_factory, transaction
 
     with transaction(session_factory(stack["url"])) as s:

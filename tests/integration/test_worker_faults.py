@@ -126,8 +126,8 @@ def worker(env_and_settings: tuple[dict[str, str], Settings, Path]) -> Iterator[
 
 @pytest.fixture(scope="module")
 def api(env_and_settings: tuple[dict[str, str], Settings, Path]) -> Iterator[dict[str, Any]]:
-    from service.api.app import create_app
     from service.api.tokens import create_token
+    from service.app.factory import create_app
     from service.db.session import session_factory, transaction
 
     _, settings, _ = env_and_settings

@@ -54,7 +54,7 @@ def stack(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture(scope="module")
 def client(stack: dict[str, Any]) -> Iterator[TestClient]:
-    from service.api.app import create_app
+    from service.app.factory import create_app
 
     with TestClient(create_app(stack["settings"])) as c:
         yield c

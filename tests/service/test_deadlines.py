@@ -9,7 +9,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.audit.reports import period_report
 from service.core.config import Settings
 from service.db.base import utcnow
 from service.db.tables import ErasureRequest
@@ -22,6 +21,7 @@ from service.erasure.lifecycle import (
     reject_request,
     start_request,
 )
+from service.reports.build import period_report
 from tests.conftest import SentTasks, auth
 
 # (case, days since filing, what happens today, overdue?) with a 30-day deadline.

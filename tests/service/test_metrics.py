@@ -27,7 +27,7 @@ TOKEN = "scrape-secret-for-tests"
 def client(
     settings: Settings, factory: sessionmaker[Session], sent_tasks: SentTasks
 ) -> Iterator[TestClient]:
-    from service.api.app import create_app
+    from service.app.factory import create_app
     from workers.base import DbTask
 
     app = create_app(settings.model_copy(update={"metrics_token": TOKEN}))
@@ -58,7 +58,7 @@ def value(
 def test_metrics_need_the_scraper_token_or_a_setting(
     client: TestClient, settings: Settings, factory: sessionmaker[Session]
 ) -> None:
-    from service.api.app import create_app
+    from service.app.factory import create_app
 
     assert client.get("/metrics").status_code == 401
     wrong = client.get("/metrics", headers={"authorization": "Bearer nope"})
@@ -173,7 +173,7 @@ def test_reaper_actions_are_counted_from_the_audit_log(
     from service.audit import lock_audit_chain
     from service.db.enums import JobKind, JobStatus, ModelKind
     from service.db.tables import Job, MlModel
-    from service.erasure.jobs import reap
+    from service.jobs.reaper import reap
 
     model = MlModel(
         id=uuid.uuid4(),

@@ -43,8 +43,8 @@ def committed(
     pg_server: str, settings: Settings, monkeypatch: pytest.MonkeyPatch, sent_tasks: SentTasks
 ) -> Iterator[dict[str, Any]]:
     """A fresh database whose transactions really commit, the API and the tasks both on it."""
-    from service.api.app import create_app
     from service.api.tokens import create_token
+    from service.app.factory import create_app
     from workers.base import DbTask
 
     with fresh_database(pg_server, prefix="lethe_vac") as url:

@@ -30,7 +30,7 @@ def accounts(factory: sessionmaker[Session]) -> dict[str, str]:
 def web(
     settings: Settings, factory: sessionmaker[Session], sent_tasks: SentTasks
 ) -> Iterator[TestClient]:
-    from service.api.app import create_app
+    from service.app.factory import create_app
 
     app = create_app(settings)
     app.state.session_factory = factory

@@ -104,7 +104,7 @@ def captured_logs() -> Iterator[io.StringIO]:
 
 @contextmanager
 def live_lethe(settings: Settings, database_url: str, mp: pytest.MonkeyPatch) -> Iterator[Live]:
-    from service.api.app import create_app
+    from service.app.factory import create_app
 
     factory = session_factory(database_url)
     with captured_logs() as log:

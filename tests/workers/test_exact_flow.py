@@ -15,8 +15,8 @@ from models.sisa import checkpoint_key
 from service.audit import verify_chain
 from service.core.config import get_settings
 from service.core.security import subject_ref
+from service.core.storage import artifact_store
 from service.db.tables import Job, ModelVersion, TrainingRecord
-from service.exact.snapshot import artifact_store
 from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD
 from tests.conftest import SentTasks, auth
 from tests.sample_data import CANARY_SUBJECT, MODEL_BODY

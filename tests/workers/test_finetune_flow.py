@@ -18,8 +18,8 @@ from models.artifacts import open_store
 from models.finetune import checkpoint_key, merged_dir
 from service.audit import verify_chain
 from service.core.config import Settings
+from service.core.storage import merged_root
 from service.db.tables import MlModel, ModelVersion, RuleSetVersion
-from service.finetune.records import merged_root
 from service.queue.names import (
     TASK_CALIBRATE_BUDGET,
     TASK_FINETUNE_MODEL,
@@ -356,8 +356,8 @@ def test_the_budget_is_calibrated_on_the_served_finetuned_weights(
 ) -> None:
     """B and the model's own leaks are measured on the weights that answer users: the
     current version's merged fine-tune, not the base folder it was fine-tuned from."""
-    from service.finetune.serving import finetuned_generator, served_version
     from service.rules import budget
+    from service.rules.finetuned_serving import finetuned_generator, served_version
     from service.rules.runtime import generator
 
     model = _register_and_train(app_client, roles["ml"], sent_tasks, tiny_lm, retain_file)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from service.audit import verify_chain
 from service.db.base import utcnow
 from service.db.tables import AuditEvent, Job
-from service.erasure.leases import _key
+from service.jobs.leases import _key
 from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD
 from tests.conftest import SentTasks, auth
 from tests.workers.conftest import drain

@@ -26,7 +26,7 @@ from models.tabular import FeatureSpec
 from service.core.config import get_settings
 from service.core.security import subject_ref
 from service.db.tables import MlModel, TrainingRecord
-from service.exact.planning import load_plan
+from service.exact.sisa_plan import load_plan
 from service.queue.names import TASK_PLAN_SISA, TASK_PROCESS_REQUEST, TASK_TRAIN_MODEL
 from tests.conftest import SentTasks, auth
 from tests.sample_data import MODEL_BODY, synthetic_csv
@@ -381,37 +381,6 @@ def test_public_base_with_another_hash_is_refused(
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "public_base_mismatch"
     assert str(path) not in r.text
-
-
-def test_cli_prints_the_frontier_as_a_table(
-    app_client: TestClient,
-    tokens: dict[str, str],
-    sent_tasks: SentTasks,
-    factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from typer.testing import CliRunner
-
-    import service.db.session as db_session
-    from service.cli import app
-
-    h = auth(tokens["ml_engineer"])
-    _register_and_ingest(app_client, h, _body("cli-planned"), synthetic_csv())
-    monkeypatch.setattr(db_session, "session_factory", lambda _url: factory)
-    missing = CliRunner().invoke(app, ["models", "plan", "cli-planned"])
-    assert missing.exit_code == 1
-    plan = _plan(app_client, h, "cli-planned", sent_tasks)
-    result = CliRunner().invoke(app, ["models", "plan", "cli-planned"])
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert "± se" in lines[1]
-    rows = [line.split() for line in lines if line.strip()[:1].isdigit()]
-    assert [(int(r[0]), int(r[1])) for r in rows] == [tuple(c) for c in CANDIDATES]
-    [marked] = [r for r in rows if r[-1] == "<"]
-    assert (int(marked[0]), int(marked[1])) == (plan["chosen"]["shards"], plan["chosen"]["slices"])
-    assert lines[-1].startswith(f"proposal: S={plan['chosen']['shards']}")
-    unknown = CliRunner().invoke(app, ["models", "plan", "no-such-model"])
-    assert unknown.exit_code == 2 and "model_not_found" in unknown.output
 
 
 def test_a_public_base_that_changes_fails_the_training_job(

@@ -14,11 +14,11 @@ import uuid
 from celery import shared_task
 from sqlalchemy.exc import IntegrityError
 
-from service.erasure import jobs
 from service.exact.physical import reclaim_space, take_purged
 from service.finetune.publish import ExactOutcome, destroy_artifacts, finish_exact, publish_exact
 from service.finetune.retrain import UnfinishedExact, load_exact, retrain_exact
 from service.finetune.training import load_finetune, record_finetune, run_finetune
+from service.jobs import lifecycle as jobs
 from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN
 from workers.base import DbTask, db_task_options, give_up_or_retry, wait_turn
 from workers.progress import progress_reporter

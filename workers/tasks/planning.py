@@ -1,5 +1,5 @@
 """The (S, R) plan of a model lethe trains, on the ``ml`` queue: load (one transaction) →
-``service.exact.planning.compute_plan`` (no transaction open) → record (one transaction)."""
+``service.exact.sisa_plan.compute_plan`` (no transaction open) → record (one transaction)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 from celery import shared_task
 
 from service.core.errors import DomainError
-from service.exact.planning import compute_plan, load_plan, record_plan
+from service.exact.sisa_plan import compute_plan, load_plan, record_plan
 from service.queue.names import TASK_PLAN_SISA
 from workers.base import DbTask, db_task_options, give_up_or_retry
 from workers.progress import progress_reporter

@@ -1,5 +1,5 @@
 """The stuck-job reaper (Celery beat): jobs whose worker died are requeued, or failed when out
-of attempts; approved requests whose message was lost are sent again (service.erasure.jobs);
+of attempts; approved requests whose message was lost are sent again (service.jobs.lifecycle);
 exact removals past their due date are flagged (service.finetune.deadlines)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 from celery import shared_task
 
 from service.db.base import utcnow
-from service.erasure.jobs import reap
 from service.finetune.deadlines import flag_overdue_exact
+from service.jobs.reaper import reap
 from service.queue.names import TASK_REAP_STUCK_JOBS
 from service.queue.resends import forget_old_resends
 from service.rules.lost import resend_lost_activations

@@ -6,8 +6,8 @@ import uuid
 
 from celery import shared_task
 
-from service.erasure.planning import PlanOutcome, plan_request
 from service.exact.physical import reclaim_space, take_purged
+from service.planner.plan import PlanOutcome, plan_request
 from service.queue.names import TASK_PROCESS_REQUEST
 from workers.base import DbTask, db_task_options
 

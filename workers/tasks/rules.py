@@ -12,7 +12,7 @@ import uuid
 
 from celery import shared_task
 
-from service.erasure.leases import leases_for
+from service.jobs.leases import leases_for
 from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULES
 from service.rules import activation, budget
 from workers.base import DbTask, db_task_options

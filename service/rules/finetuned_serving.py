@@ -17,9 +17,8 @@ from models.artifacts import ArtifactNotFound
 from models.finetune import FinetuneConfig, export_merged
 from service.core.config import Settings
 from service.core.errors import conflict
+from service.core.storage import artifact_store, merged_root
 from service.db.tables import MlModel
-from service.exact.snapshot import artifact_store
-from service.finetune.records import merged_root
 from service.registry.config import GenerativeConfig
 from service.registry.service import current_version
 from service.rules.rulesets import load_active

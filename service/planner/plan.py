@@ -28,10 +28,10 @@ from service.db.enums import (
 )
 from service.db.tables import ActionJob, ErasureRequest, MlModel, RequestAction, TrainingRecord
 from service.erasure.filing import get_request
-from service.erasure.jobs import open_retrain, send_pending_jobs
 from service.erasure.lifecycle import finish_request_if_done, move_action, start_request
 from service.exact.finish import finish_exact_action
 from service.finetune.retrain import open_exact
+from service.jobs.lifecycle import open_retrain, send_pending_jobs
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_UPDATE_VERIFIER_RULES
 

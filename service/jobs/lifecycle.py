@@ -1,8 +1,9 @@
-"""ML jobs (a model's training, one shard's retrain): claim, heartbeat, finish, fail, requeue,
-reap. Every job status change is here; failing a job fails the actions waiting for it.
+"""ML jobs (a model's training, one shard's retrain, a fine-tune's retrain, a plan): claim,
+heartbeat, finish, fail, requeue. Every job status change is here (the reaper's pass is in
+``service.jobs.reaper``); failing a job fails the actions waiting for it.
 
 Jobs are claimed pending → running in a short transaction and heartbeat while they work. The
-claiming process also takes the job's lease (service.erasure.leases), which PostgreSQL drops the
+claiming process also takes the job's lease (service.jobs.leases), which PostgreSQL drops the
 moment that process dies: a redelivered task whose job is still ``running`` but whose holder is
 gone takes it over at once, and the reaper requeues it on its next run; a holder that is alive
 but silent is requeued by the reaper once its heartbeat is stale (or failed when out of
@@ -11,33 +12,26 @@ attempts).
 
 from __future__ import annotations
 
-import logging
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
 from service.core.config import Settings, get_settings
 from service.db.base import utcnow
-from service.db.enums import ActionStatus, JobKind, JobStatus, ModelStatus, RequestStatus
+from service.db.enums import ActionStatus, JobKind, JobStatus, ModelStatus
 from service.db.tables import ActionJob, ErasureRequest, Job, MlModel, RequestAction
-from service.erasure.leases import leases_for
 from service.erasure.lifecycle import fail_action, finish_request_if_done
+from service.jobs.leases import leases_for
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import (
     TASK_FINETUNE_MODEL,
     TASK_FINETUNE_RETRAIN,
     TASK_PLAN_SISA,
-    TASK_PROCESS_REQUEST,
     TASK_RETRAIN_SHARD,
     TASK_TRAIN_MODEL,
 )
-from service.queue.resends import resend_due
-
-log = logging.getLogger(__name__)
 
 # Another retrain of the same shard is running, or a failed attempt is retried: wait this long.
 RETRY_DELAY_S = 5
@@ -240,78 +234,3 @@ def fail(session: Session, job: Job, code: str, actor: str) -> None:
         request = session.get_one(ErasureRequest, action.request_id, with_for_update=True)
         fail_action(session, action, request, code, actor=actor, model_name=model.name)
         finish_request_if_done(session, request, actor)
-
-
-@dataclass(frozen=True)
-class ReapResult:
-    requeued: int
-    failed: int
-    resent: int
-
-
-def reap(session: Session, settings: Settings, actor: str) -> ReapResult:
-    """Requeue running jobs whose worker died (lease free: at once) or went silent (heartbeat
-    stale), or fail them when out of attempts; re-send pending jobs and approved requests that
-    no worker picked up within ``redispatch_seconds`` (their message may have been lost with a
-    worker; a duplicate is harmless: only one claim wins), backing off while they stay
-    unclaimed (service.queue.resends)."""
-    now = utcnow()
-    cutoff = now - timedelta(seconds=settings.stale_job_seconds)
-    redispatch = now - timedelta(seconds=settings.redispatch_seconds)
-    # A new job is sent with the batching window as countdown: re-send only once that passed.
-    job_redispatch = redispatch - timedelta(seconds=settings.batching_window_seconds)
-    leases = leases_for(session)
-    requeued = failed = resent = 0
-    running = session.scalars(
-        select(Job).where(Job.status == JobStatus.running).with_for_update(skip_locked=True)
-    ).all()
-    for job in running:
-        stale = job.heartbeat_at is None or job.heartbeat_at < cutoff
-        if leases.holds(job.id) and not stale:
-            continue  # this very process runs it
-        holder_gone = leases.take(job.id)
-        if not (holder_gone or stale):
-            continue
-        if job.attempts >= settings.max_job_attempts:
-            fail(session, job, "worker_lost", actor)
-            failed += 1
-            continue
-        append_event(
-            session,
-            actor=actor,
-            action="job.reaped",
-            target_type="job",
-            target_id=str(job.id),
-            details={
-                "kind": job.kind.value,
-                "shard": job.shard,
-                "attempts": job.attempts,
-                "reason": "holder_gone" if holder_gone else "heartbeat_stale",
-            },
-        )
-        requeue(session, settings, job)
-        requeued += 1
-    pending = session.scalars(
-        select(Job).where(
-            Job.status == JobStatus.pending,
-            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < job_redispatch),
-            Job.created_at < job_redispatch,
-        )
-    ).all()
-    for job in pending:
-        if resend_due(session, task_for(job), job.id, settings.redispatch_seconds, now):
-            enqueue_after_commit(session, settings, task_for(job), [str(job.id)])
-            resent += 1
-    waiting = session.scalars(
-        select(ErasureRequest.id).where(
-            ErasureRequest.status == RequestStatus.approved,
-            ErasureRequest.decided_at < redispatch,
-        )
-    ).all()
-    for request_id in waiting:
-        if resend_due(session, TASK_PROCESS_REQUEST, request_id, settings.redispatch_seconds, now):
-            enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request_id)])
-            resent += 1
-    if requeued or failed or resent:
-        log.warning("reaper: requeued=%d failed=%d resent=%d", requeued, failed, resent)
-    return ReapResult(requeued, failed, resent)

@@ -9,34 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-LEGAL_GROUNDS: dict[str, str] = {
-    "a": "Art. 17(1)(a): the data are no longer necessary for their purpose",
-    "b": "Art. 17(1)(b): consent withdrawn, no other legal ground",
-    "c": "Art. 17(1)(c): objection under Art. 21, no overriding legitimate grounds",
-    "d": "Art. 17(1)(d): the data were processed unlawfully",
-    "e": "Art. 17(1)(e): erasure required by a legal obligation",
-    "f": "Art. 17(1)(f): data of a child collected for information society services",
-}
-
-REJECTION_REASONS: dict[str, str] = {
-    "identity_not_verified": "The requester's identity could not be verified (Art. 12(6))",
-    "manifestly_unfounded": "Manifestly unfounded or excessive (Art. 12(5))",
-    "freedom_of_expression": "Freedom of expression and information (Art. 17(3)(a))",
-    "legal_obligation": "Compliance with a legal obligation (Art. 17(3)(b))",
-    "public_interest_health": "Public interest in public health (Art. 17(3)(c))",
-    "archiving_research": "Archiving, research or statistics (Art. 17(3)(d))",
-    "legal_claims": "Establishment, exercise or defence of legal claims (Art. 17(3)(e))",
-    "no_data_held": "No personal data of this subject are held",
-    "other": "Other (see the recorded reason)",
-}
-
-VERIFICATION_METHODS: dict[str, str] = {
-    "id_document": "Identity document checked",
-    "account_login": "Signed-in account of the data subject",
-    "email_confirmation": "Confirmation from the e-mail address on record",
-    "knowledge_based": "Questions only the data subject can answer",
-    "representative": "Authorised representative with a mandate",
-}
+from service.erasure.decisions import LEGAL_GROUNDS, REJECTION_REASONS, VERIFICATION_METHODS
 
 _SIMPLE: dict[str, str] = {
     "request.received": "Request received",

@@ -25,9 +25,9 @@ from service.core.errors import conflict
 from service.db.base import utcnow
 from service.db.enums import JobKind, JobStatus, ModelKind, ModelStatus, RecordSplit
 from service.db.tables import Job, MlModel, TrainingRecord
-from service.erasure import jobs
 from service.exact.placement import placement_report
 from service.exact.snapshot import feature_spec, public_base, sisa_config, to_training_records
+from service.jobs import lifecycle as jobs
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_PLAN_SISA
 from service.registry.config import ModelConfig

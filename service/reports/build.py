@@ -14,12 +14,12 @@ from sqlalchemy.orm import Session
 
 from service.audit.anchor import Anchor, export_block
 from service.audit.chain import verify_chain
-from service.audit.csvsafe import neutralise
 from service.db.base import utcnow
 from service.db.enums import RequestStatus
 from service.db.tables import AuditEvent
 from service.erasure.deadlines import is_overdue_at
 from service.erasure.lifecycle import REQUEST_EVENTS
+from service.reports.csvsafe import neutralise
 
 CSV_COLUMNS = [
     "seq",

@@ -16,13 +16,8 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from service.audit.words import (
-    LEGAL_GROUNDS,
-    certificate_facts,
-    certificate_words,
-    describe_event,
-    fmt_time,
-)
+from service.erasure.decisions import LEGAL_GROUNDS
+from service.reports.words import certificate_facts, certificate_words, describe_event, fmt_time
 
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 _ASCII = str.maketrans({"α": "alpha", "δ": "delta", "λ": "lambda", "…": "...", "→": "->"})
