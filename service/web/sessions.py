@@ -146,13 +146,6 @@ def role(*roles: Role) -> Any:
     return Depends(check)
 
 
-async def csrf_checked(
-    request: Request, principal: Annotated[ConsolePrincipal, Depends(current)]
-) -> ConsolePrincipal:
-    check_csrf(principal.csrf_token, await request.form())
-    return principal
-
-
 Anyone = Annotated[ConsolePrincipal, Depends(current)]
 RequestReader = Annotated[ConsolePrincipal, role(Role.dpo, Role.auditor, Role.ml_engineer)]
 AuditReader = Annotated[ConsolePrincipal, role(Role.dpo, Role.auditor)]
