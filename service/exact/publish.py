@@ -4,6 +4,7 @@ the checkpoints that saw the erased rows (an old checkpoint left behind undoes t
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from models.sisa import VersionManifest, checkpoint_key
 from service.audit import append_event
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.core.storage import artifact_store
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, JobStatus, VersionCause
@@ -24,26 +26,28 @@ from service.jobs import lifecycle as jobs
 from service.registry.service import current_version
 
 
-class PublishOutcome:
+class PublishResult(StrEnum):
+    """How publishing a retrain ended (a fine-tune's too: service.finetune.publish);
+    ``Skip.reaped`` when the reaper took the job back (the rerun publishes)."""
+
     done = "done"
-    requeued = "requeued"  # rows of this shard were claimed while it trained: run again
-    reaped = "reaped"  # the reaper took the job back; the rerun publishes
+    requeued = "requeued"  # rows it trained on were claimed while it trained: run again
 
 
 def publish_retrain(
     session: Session, settings: Settings, inputs: RetrainInputs, outcome: dict[str, Any], actor: str
-) -> str:
+) -> PublishResult | Skip:
     """Record a retrain: new version, job done, audit events, and every action that was
     waiting only for this job closed with its certificate."""
     model = session.get_one(MlModel, inputs.snapshot.model_id, with_for_update=True)
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
-        return PublishOutcome.reaped
+        return Skip.reaped
     if _claimed_while_training(session, model.id, inputs):
         # What we trained still holds rows a request claimed meanwhile. Run again: the
         # unaffected prefix is found in the store.
         jobs.requeue(session, settings, job)
-        return PublishOutcome.requeued
+        return PublishResult.requeued
     current = current_version(session, model)
     assert current is not None
     served = VersionManifest.from_json(current.manifest)
@@ -98,7 +102,7 @@ def publish_retrain(
             },
         )
     _finish_waiting_actions(session, settings, job.id, model, actor)
-    return PublishOutcome.done
+    return PublishResult.done
 
 
 def _version_metrics(served: Any, shard: int, outcome: dict[str, Any]) -> dict[str, Any]:

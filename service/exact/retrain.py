@@ -30,6 +30,7 @@ from models.sisa import (
     verify_bit_exact,
 )
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.core.storage import artifact_store
 from service.db.tables import MlModel
 from service.exact.snapshot import (
@@ -58,12 +59,12 @@ class RetrainInputs:
     """Rows claimed by a request but not purged yet: what the served shard still holds."""
 
 
-def load_retrain(session: Session, job_id: uuid.UUID) -> RetrainInputs | None:
-    """Claim the job and read what it needs; None when it is not ours to run. Raises
+def load_retrain(session: Session, job_id: uuid.UUID) -> RetrainInputs | Skip:
+    """Claim the job and read what it needs (``Skip.not_claimed``: not ours to run). Raises
     IntegrityError when another retrain of the shard is running (the caller retries)."""
     job = jobs.claim(session, job_id)
     if job is None:
-        return None
+        return Skip.not_claimed
     assert job.shard is not None
     model = session.get_one(MlModel, job.model_id)
     snapshot = load_model_snapshot(session, model)

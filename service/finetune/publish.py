@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from models.finetune import destroy_checkpoints, merged_dir
 from service.audit import append_event
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.core.storage import artifact_store, merged_root
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, VersionCause
@@ -25,25 +26,22 @@ from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import finish_request_if_done, move_action
 from service.exact.finish import purge_records, records_erased
 from service.exact.physical import physical_deletion_claim
+from service.exact.publish import PublishResult
 from service.finetune.retrain import ExactInputs
 from service.finetune.rules import retire_rules
 from service.finetune.training import manifest_hash, manifest_of
 from service.jobs import lifecycle as jobs
 
 
-class ExactOutcome:
-    done = "done"
-    requeued = "requeued"  # records were claimed while it trained: run again
-    reaped = "reaped"
-
-
 def publish_exact(
     session: Session, settings: Settings, inputs: ExactInputs, outcome: dict[str, Any], actor: str
-) -> str:
+) -> PublishResult | Skip:
+    """Publish the retrained fine-tune as the next version (``requeued``: records were claimed
+    while it trained, run again)."""
     model = session.get_one(MlModel, inputs.model_id, with_for_update=True)
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
-        return ExactOutcome.reaped
+        return Skip.reaped
     claimed = set(
         session.scalars(
             select(TrainingRecord.record_key).where(
@@ -55,7 +53,7 @@ def publish_exact(
     )
     if claimed & set(outcome["retained_keys"]):
         jobs.requeue(session, settings, job)
-        return ExactOutcome.requeued
+        return PublishResult.requeued
     served = inputs.served
     manifest = manifest_of(served.config, served.base_id, outcome["checkpoint_ids"])
     number = (model.current_version or 0) + 1
@@ -98,7 +96,7 @@ def publish_exact(
             "exactness": outcome["exactness"]["status"],
         },
     )
-    return ExactOutcome.done
+    return PublishResult.done
 
 
 def destroy_artifacts(settings: Settings, checkpoints: list[str]) -> list[dict[str, Any]]:

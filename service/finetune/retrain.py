@@ -23,6 +23,7 @@ from models.finetune import (
     verify_bit_exact,
 )
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.core.storage import artifact_store, merged_root
 from service.db.base import utcnow
 from service.db.enums import (
@@ -103,12 +104,13 @@ class UnfinishedExact:
     result: dict[str, Any]
 
 
-def _unfinished(session: Session, job: Job) -> UnfinishedExact | None:
+def _unfinished(session: Session, job: Job) -> UnfinishedExact | Skip:
+    """A job no worker can claim: left to close if it published, else not ours."""
     if job.status != JobStatus.done or job.kind != JobKind.finetune_retrain:
-        return None
+        return Skip.not_claimed
     waiting = jobs.actions_waiting_for(session, job.id)
     if not any(a.status == ActionStatus.running for a in waiting):
-        return None
+        return Skip.not_claimed
     return UnfinishedExact(job.id, job.model_id, dict(job.result))
 
 
@@ -135,21 +137,21 @@ def _should_verify(policy: GenerativePolicy, job_id: uuid.UUID) -> bool:
 
 def load_exact(
     session: Session, settings: Settings, job_id: uuid.UUID
-) -> ExactInputs | UnfinishedExact | str:
-    """Claim the job and read the served version and records; a string says why not."""
+) -> ExactInputs | UnfinishedExact | Skip:
+    """Claim the job and read the served version and records; a Skip says why not."""
     pending = session.get(Job, job_id)
     if pending is None:
-        return "not_claimed"
+        return Skip.not_claimed
     if pending.status != JobStatus.pending:
-        return _unfinished(session, pending) or "not_claimed"
+        return _unfinished(session, pending)
     if _rules_pending(session, jobs.actions_waiting_for(session, job_id)):
         enqueue_after_commit(
             session, settings, TASK_FINETUNE_RETRAIN, [str(job_id)], countdown=WAIT_FOR_RULES_S
         )
-        return "waiting_for_rules"
+        return Skip.waiting_for_rules
     job = jobs.claim(session, job_id)
     if job is None:
-        return "not_claimed"
+        return Skip.not_claimed
     model = session.get_one(MlModel, job.model_id)
     actions = jobs.actions_waiting_for(session, job.id)
     request_ids = sorted(str(a.request_id) for a in actions)
