@@ -213,7 +213,7 @@ def run_both_demo(
 
     final = request["certificates"][0] if request["certificates"] else {}
     body = final.get("body", {})
-    [shard] = body.get("shards_retrained") or [{}]
+    retrained = body.get("slices") or {}
     asked_after = after[forgotten_rows.index(question)]
     checks = {
         "suppressed at once": interim is not None
@@ -249,8 +249,8 @@ def run_both_demo(
         f"  after            {still['text']}",
         f"interim cert.      {interim['kind'] if interim else '-'}: "
         f"{interim['plain_words'] if interim else '-'}",
-        f"exact retrain      slices {shard.get('first_affected_slice')}..{SLICES - 1}"
-        f" ({shard.get('slices_retrained')} of {SLICES}), "
+        f"exact retrain      slices {retrained.get('first_affected_slice')}..{SLICES - 1}"
+        f" ({retrained.get('slices_retrained')} of {SLICES}), "
         f"{time_to_exact:.0f}s after approval, check: {body.get('determinism_check')}",
         f"destroyed          {len(body.get('destroyed_artifacts', []))} artifact(s) that saw the "
         "author (checkpoints, merged weights)",

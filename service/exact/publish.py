@@ -19,6 +19,7 @@ from service.db.base import utcnow
 from service.db.enums import ActionStatus, JobStatus, VersionCause
 from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
 from service.erasure.lifecycle import finish_request_if_done
+from service.erasure.retrain_outcomes import ShardRetrainOutcome
 from service.exact.finish import finish_exact_action
 from service.exact.retrain import RetrainInputs
 from service.exact.training import too_small_warnings
@@ -35,7 +36,11 @@ class PublishResult(StrEnum):
 
 
 def publish_retrain(
-    session: Session, settings: Settings, inputs: RetrainInputs, outcome: dict[str, Any], actor: str
+    session: Session,
+    settings: Settings,
+    inputs: RetrainInputs,
+    outcome: ShardRetrainOutcome,
+    actor: str,
 ) -> PublishResult | Skip:
     """Record a retrain: new version, job done, audit events, and every action that was
     waiting only for this job closed with its certificate."""
@@ -51,7 +56,7 @@ def publish_retrain(
     current = current_version(session, model)
     assert current is not None
     served = VersionManifest.from_json(current.manifest)
-    manifest = served.with_shard(inputs.shard, outcome["checkpoint_ids"])
+    manifest = served.with_shard(inputs.shard, list(outcome.checkpoint_ids))
     request_ids = sorted(str(a.request_id) for a in jobs.actions_waiting_for(session, job.id))
     if manifest != served:
         number = current.number + 1
@@ -68,11 +73,9 @@ def publish_retrain(
             )
         )
         model.current_version = number
-        _mark_purged_versions(
-            session, model.id, inputs.shard, set(outcome["superseded_checkpoints"])
-        )
-    outcome["version_after"] = model.current_version
-    jobs.finish(session, job, {k: v for k, v in outcome.items() if k != "checkpoint_ids"})
+        _mark_purged_versions(session, model.id, inputs.shard, set(outcome.superseded_checkpoints))
+    published = outcome.published(model.current_version)
+    jobs.finish(session, job, published.to_json())
     session.flush()
     append_event(
         session,
@@ -87,7 +90,7 @@ def publish_retrain(
             **job.result,
         },
     )
-    if outcome["version_after"] != inputs.snapshot.version_number:
+    if published.version_after != inputs.snapshot.version_number:
         append_event(
             session,
             actor=actor,
@@ -105,15 +108,15 @@ def publish_retrain(
     return PublishResult.done
 
 
-def _version_metrics(served: Any, shard: int, outcome: dict[str, Any]) -> dict[str, Any]:
+def _version_metrics(served: Any, shard: int, outcome: ShardRetrainOutcome) -> dict[str, Any]:
     """The new version's figures; the too-small report carried over, this shard's redone."""
     too_small = dict((served or {}).get("shards_too_small") or {})
     too_small.pop(str(shard), None)
-    if outcome.get("too_small"):
-        too_small[str(shard)] = outcome["too_small"]
+    if outcome.too_small:
+        too_small[str(shard)] = outcome.too_small
     too_small = dict(sorted(too_small.items(), key=lambda item: int(item[0])))
     return {
-        "holdout_accuracy": outcome["accuracy_after"],
+        "holdout_accuracy": outcome.accuracy_after,
         "shards_too_small": too_small,
         "warnings": too_small_warnings(too_small),
     }
@@ -156,7 +159,7 @@ def _finish_waiting_actions(
         if action.status != ActionStatus.running or any(j.status != JobStatus.done for j in waited):
             continue
         request = session.get_one(ErasureRequest, action.request_id, with_for_update=True)
-        shards = [j.result for j in waited]
+        shards = [ShardRetrainOutcome.from_json(j.result) for j in waited]
         finish_exact_action(
             session,
             settings,
@@ -164,7 +167,7 @@ def _finish_waiting_actions(
             request,
             model,
             shards=shards,
-            version_before=min(s["version_before"] for s in shards),
+            version_before=min(s.version_before for s in shards),
             version_after=model.current_version,
             actor=actor,
         )

@@ -14,7 +14,6 @@ import statistics
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -33,6 +32,13 @@ from service.core.config import Settings
 from service.core.skip import Skip
 from service.core.storage import artifact_store
 from service.db.tables import MlModel
+from service.erasure.retrain_outcomes import (
+    Exactness,
+    ExactnessResult,
+    MembershipEvidence,
+    MembershipNotComputed,
+    ShardRetrainOutcome,
+)
 from service.exact.snapshot import (
     ModelSnapshot,
     load_ensemble,
@@ -103,7 +109,7 @@ def retrain(
     inputs: RetrainInputs,
     progress: Callable[[float], None],
     served: Callable[[], Manifest] | None = None,
-) -> dict[str, Any]:
+) -> ShardRetrainOutcome:
     """Retrain the shard without the erased rows; the figures for its certificate.
 
     ``served`` reads the other shards' checkpoints as served now (default: as when the job was
@@ -125,18 +131,18 @@ def retrain(
         store,
         progress=lambda done, total: progress(span * done / total if total else span),
     )
-    exactness: dict[str, Any] = {"status": "not_run", "policy": snapshot.policy.verify_exact}
+    exactness = Exactness(ExactnessResult.not_run, snapshot.policy.verify_exact)
     if verify:
         check = verify_bit_exact(
             snapshot.config, shard, inputs.retained, unlearned.checkpoint_after, store
         )
-        exactness = {
-            "status": "bit_exact" if check.bit_exact else "mismatch",
-            "policy": snapshot.policy.verify_exact,
-            "tensors_compared": check.tensors_compared,
-            "mismatched_tensors": list(check.mismatched),
-            "seconds": round(check.seconds, 4),
-        }
+        exactness = Exactness(
+            status=ExactnessResult.of(check.bit_exact),
+            policy=snapshot.policy.verify_exact,
+            tensors_compared=check.tensors_compared,
+            mismatched_tensors=tuple(check.mismatched),
+            seconds=round(check.seconds, 4),
+        )
     progress(0.95)
     loaded = snapshot.manifest.finals
     read_served = served or (lambda: loaded)
@@ -153,47 +159,42 @@ def retrain(
     if len(snapshot.holdout_y):
         accuracy_before = float(before.accuracy(snapshot.holdout_x, snapshot.holdout_y))
         accuracy_after = float(after.accuracy(snapshot.holdout_x, snapshot.holdout_y))
-    return {
-        "shard": shard,
-        "version_before": snapshot.version_number,
-        "checkpoint_before": unlearned.checkpoint_before,
-        "checkpoint_after": unlearned.checkpoint_after,
-        "checkpoint_ids": list(unlearned.training.checkpoint_ids),
-        "first_affected_slice": unlearned.first_affected_slice,
-        "slices_total": snapshot.config.slices,
-        "slices_retrained": unlearned.slices_retrained,
-        "retained_records": len(inputs.retained),
-        "lineage_hash": unlearned.lineage_hash,
-        "retrain_seconds": round(unlearned.training.seconds, 4),
-        "exactness": exactness,
-        "membership": _membership(after, snapshot, inputs.pending),
-        "accuracy_before": accuracy_before,
-        "accuracy_after": accuracy_after,
-        "validation_accuracy": unlearned.training.validation_accuracy,
-        "majority_accuracy": unlearned.training.majority_accuracy,
-        "epochs_by_slice": list(unlearned.training.epochs_by_slice),
-        # Why the retrained shard cannot be shown to have learned anything (None: it did).
-        "too_small": unlearned.training.too_small,
-        "public_base": snapshot.config.base_hash or None,
-        "superseded_checkpoints": list(unlearned.superseded_checkpoints),
-    }
+    return ShardRetrainOutcome(
+        shard=shard,
+        version_before=snapshot.version_number,
+        checkpoint_before=unlearned.checkpoint_before,
+        checkpoint_after=unlearned.checkpoint_after,
+        first_affected_slice=unlearned.first_affected_slice,
+        slices_total=snapshot.config.slices,
+        slices_retrained=unlearned.slices_retrained,
+        retained_records=len(inputs.retained),
+        lineage_hash=unlearned.lineage_hash,
+        retrain_seconds=round(unlearned.training.seconds, 4),
+        exactness=exactness,
+        membership=_membership(after, snapshot, inputs.pending),
+        accuracy_before=accuracy_before,
+        accuracy_after=accuracy_after,
+        validation_accuracy=unlearned.training.validation_accuracy,
+        majority_accuracy=unlearned.training.majority_accuracy,
+        epochs_by_slice=tuple(unlearned.training.epochs_by_slice),
+        too_small=unlearned.training.too_small,
+        public_base=snapshot.config.base_hash or None,
+        superseded_checkpoints=tuple(unlearned.superseded_checkpoints),
+        checkpoint_ids=tuple(unlearned.training.checkpoint_ids),
+    )
 
 
 def _membership(
     after: Ensemble, snapshot: ModelSnapshot, pending: list[TrainingRecord]
-) -> dict[str, Any]:
+) -> MembershipEvidence | MembershipNotComputed:
     if not len(snapshot.holdout_y) or not pending:
-        return {"status": "not_computed", "reason": "no held-out records"}
+        return MembershipNotComputed(reason="no held-out records")
     x = stack_x(pending, snapshot.spec.input_dim)
     y = np.array([r.y for r in pending], dtype=np.int64)
     p = membership_p_values(after, x, y, snapshot.holdout_x, snapshot.holdout_y)
-    return {
-        "status": "computed",
-        "erased_records": len(p),
-        "non_members": len(snapshot.holdout_y),
-        "p_value_min": round(min(p), 6),
-        "p_value_median": round(statistics.median(p), 6),
-        "meaning": "rank of each erased record's loss among held-out non-members under the "
-        "new model; small values would mean it still looks like a training member. "
-        "Evidence, not the guarantee.",
-    }
+    return MembershipEvidence(
+        erased_records=len(p),
+        non_members=len(snapshot.holdout_y),
+        p_value_min=round(min(p), 6),
+        p_value_median=round(statistics.median(p), 6),
+    )

@@ -24,6 +24,7 @@ from service.db.enums import ActionStatus, VersionCause
 from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
 from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import finish_request_if_done, move_action
+from service.erasure.retrain_outcomes import FinetuneRetrainOutcome
 from service.exact.finish import purge_records, records_erased
 from service.exact.physical import physical_deletion_claim
 from service.exact.publish import PublishResult
@@ -34,7 +35,11 @@ from service.jobs import lifecycle as jobs
 
 
 def publish_exact(
-    session: Session, settings: Settings, inputs: ExactInputs, outcome: dict[str, Any], actor: str
+    session: Session,
+    settings: Settings,
+    inputs: ExactInputs,
+    outcome: FinetuneRetrainOutcome,
+    actor: str,
 ) -> PublishResult | Skip:
     """Publish the retrained fine-tune as the next version (``requeued``: records were claimed
     while it trained, run again)."""
@@ -51,11 +56,11 @@ def publish_exact(
             )
         )
     )
-    if claimed & set(outcome["retained_keys"]):
+    if claimed & set(outcome.retained_keys):
         jobs.requeue(session, settings, job)
         return PublishResult.requeued
     served = inputs.served
-    manifest = manifest_of(served.config, served.base_id, outcome["checkpoint_ids"])
+    manifest = manifest_of(served.config, served.base_id, list(outcome.checkpoint_ids))
     number = (model.current_version or 0) + 1
     session.add(
         ModelVersion(
@@ -66,11 +71,11 @@ def publish_exact(
             manifest_hash=manifest_hash(manifest),
             cause=VersionCause.erasure,
             request_ids=inputs.request_ids,
-            metrics={"lineage_hash": outcome["lineage_hash"]},
+            metrics={"lineage_hash": outcome.lineage_hash},
         )
     )
     model.current_version = number
-    superseded = set(outcome["superseded_checkpoints"])
+    superseded = set(outcome.superseded_checkpoints)
     for version in session.scalars(
         select(ModelVersion).where(
             ModelVersion.model_id == model.id, ModelVersion.purged_at.is_(None)
@@ -78,8 +83,7 @@ def publish_exact(
     ):
         if superseded & set(version.manifest.get("checkpoints", [])):
             version.purged_at = utcnow()
-    result = {k: v for k, v in outcome.items() if k not in ("checkpoint_ids", "retained_keys")}
-    jobs.finish(session, job, {**result, "version_after": number})
+    jobs.finish(session, job, outcome.published(number).to_json())
     append_event(
         session,
         actor=actor,
@@ -92,8 +96,8 @@ def publish_exact(
             "manifest_hash": manifest_hash(manifest),
             "request_ids": inputs.request_ids,
             "job_id": str(job.id),
-            "slices_retrained": outcome["slices_retrained"],
-            "exactness": outcome["exactness"]["status"],
+            "slices_retrained": outcome.slices_retrained,
+            "exactness": outcome.exactness.status.value,
         },
     )
     return PublishResult.done
@@ -132,7 +136,7 @@ def finish_exact(
     settings: Settings,
     model_id: uuid.UUID,
     job_id: uuid.UUID,
-    outcome: dict[str, Any],
+    outcome: FinetuneRetrainOutcome,
     destroyed: list[dict[str, Any]],
     actor: str,
 ) -> int:
@@ -147,8 +151,6 @@ def finish_exact(
         details={"model": model.name, "artifacts": destroyed},
     )
     version_after = model.current_version
-    dropped = ("checkpoint_ids", "retained_keys", "version_after")
-    shard = {k: v for k, v in outcome.items() if k not in dropped}
     closed = []
     for action in jobs.actions_waiting_for(session, job_id):
         if action.status != ActionStatus.running:
@@ -157,9 +159,9 @@ def finish_exact(
         body = exact_certificate(
             request=request,
             model=model,
-            shards=[shard],
+            slices=outcome,
             records_erased=records_erased(session, request.id, model.id),
-            version_before=outcome["version_before"],
+            version_before=outcome.version_before,
             version_after=version_after,
             physical_deletion=physical_deletion_claim(settings),
         )

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,6 +34,11 @@ from service.db.enums import (
 )
 from service.db.tables import ActionJob, Job, MlModel, RequestAction, TrainingRecord
 from service.erasure.lifecycle import move_action
+from service.erasure.retrain_outcomes import (
+    ExactnessResult,
+    FinetuneExactness,
+    FinetuneRetrainOutcome,
+)
 from service.finetune.records import load_records
 from service.finetune.training import slices_progress
 from service.jobs import lifecycle as jobs
@@ -101,7 +105,7 @@ class UnfinishedExact:
 
     job_id: uuid.UUID
     model_id: uuid.UUID
-    result: dict[str, Any]
+    outcome: FinetuneRetrainOutcome
 
 
 def _unfinished(session: Session, job: Job) -> UnfinishedExact | Skip:
@@ -111,7 +115,7 @@ def _unfinished(session: Session, job: Job) -> UnfinishedExact | Skip:
     waiting = jobs.actions_waiting_for(session, job.id)
     if not any(a.status == ActionStatus.running for a in waiting):
         return Skip.not_claimed
-    return UnfinishedExact(job.id, job.model_id, dict(job.result))
+    return UnfinishedExact(job.id, job.model_id, FinetuneRetrainOutcome.from_json(job.result))
 
 
 def _rules_pending(session: Session, actions: list[RequestAction]) -> bool:
@@ -178,7 +182,7 @@ def load_exact(
 
 def retrain_exact(
     settings: Settings, inputs: ExactInputs, progress: Callable[[float], None]
-) -> dict[str, Any]:
+) -> FinetuneRetrainOutcome:
     """Retrain without the subjects, check it, export the new serving folder."""
     served = inputs.served
     config: FinetuneConfig = served.config
@@ -193,7 +197,7 @@ def retrain_exact(
         base_id=served.base_id,
         progress=slices_progress(progress),
     )
-    exactness: dict[str, Any] = {"status": "not_run"}
+    exactness = FinetuneExactness(ExactnessResult.not_run)
     if inputs.verify:
         check, fresh = verify_bit_exact(
             served.base_dir,
@@ -203,13 +207,13 @@ def retrain_exact(
             store,
             base_id=served.base_id,
         )
-        exactness = {
-            "status": "bit_exact" if check.bit_exact else "mismatch",
-            "tensors_compared": check.tensors_compared,
-            "mismatched": check.mismatched[:20],
-            "seconds": round(check.seconds, 4),
-            "full_finetune_seconds": round(fresh.result.seconds, 4),
-        }
+        exactness = FinetuneExactness(
+            status=ExactnessResult.of(check.bit_exact),
+            tensors_compared=check.tensors_compared,
+            mismatched=tuple(check.mismatched[:20]),
+            seconds=round(check.seconds, 4),
+            full_finetune_seconds=round(fresh.result.seconds, 4),
+        )
     started = time.perf_counter()
     export_merged(
         served.base_dir,
@@ -219,20 +223,19 @@ def retrain_exact(
         merged_root(settings),
         base_id=served.base_id,
     )
-    return {
-        "shard": 0,
-        "version_before": served.number,
-        "first_affected_slice": unlearning.first_affected_slice,
-        "slices_retrained": unlearning.slices_retrained,
-        "slices": config.slices,
-        "records_erased": unlearning.erased_records,
-        "checkpoint_before": unlearning.checkpoint_before,
-        "checkpoint_after": unlearning.checkpoint_after,
-        "checkpoint_ids": unlearning.checkpoints_after,
-        "superseded_checkpoints": unlearning.superseded_checkpoints,
-        "retained_keys": sorted(r.key for r in unlearning.retained_records),
-        "lineage_hash": unlearning.lineage_hash,
-        "retrain_seconds": round(unlearning.seconds, 4),
-        "export_seconds": round(time.perf_counter() - started, 4),
-        "exactness": exactness,
-    }
+    return FinetuneRetrainOutcome(
+        version_before=served.number,
+        first_affected_slice=unlearning.first_affected_slice,
+        slices_retrained=unlearning.slices_retrained,
+        slices_total=config.slices,
+        records_erased=unlearning.erased_records,
+        checkpoint_before=unlearning.checkpoint_before,
+        checkpoint_after=unlearning.checkpoint_after,
+        superseded_checkpoints=tuple(unlearning.superseded_checkpoints),
+        lineage_hash=unlearning.lineage_hash,
+        retrain_seconds=round(unlearning.seconds, 4),
+        export_seconds=round(time.perf_counter() - started, 4),
+        exactness=exactness,
+        checkpoint_ids=tuple(unlearning.checkpoints_after),
+        retained_keys=tuple(sorted(r.key for r in unlearning.retained_records)),
+    )

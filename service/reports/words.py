@@ -104,12 +104,18 @@ def _certificate_event(cert: Mapping[str, Any]) -> str:
     model, kind = cert.get("model"), cert.get("kind")
     if kind == "exact_retrain":
         shards = cert.get("shards_retrained") or []
-        if not shards:
+        slices = cert.get("slices")
+        if not shards and not slices:
             return f"{model}: certificate issued; no shard needed retraining."
         check = {
             "bit_exact": "identical, bit for bit, to training without this person",
             "mismatch": "WARNING: NOT identical to training without this person",
         }.get(str(cert.get("determinism_check")), "bit-for-bit check not run (policy)")
+        if slices:
+            return (
+                f"The fine-tune of {model} retrained from slice "
+                f"{slices.get('first_affected_slice')} of {slices.get('slices_total')} — {check}."
+            )
         parts = "; ".join(
             f"Shard {s.get('shard')} of {model} retrained from slice "
             f"{s.get('first_affected_slice')} of {s.get('slices_total')}"
@@ -174,6 +180,8 @@ def certificate_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
                     or "none",
                 ),
             ]
+        if cert.get("slices"):
+            rows += _slices_facts(cert["slices"])
         return rows
     keys = [
         ("alpha", "α (miss-rate target)"),
@@ -207,6 +215,25 @@ def certificate_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
     if cert.get("reason"):
         rows.append(("Why no guarantee", str(cert["reason"])))
     return rows
+
+
+def _slices_facts(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A fine-tune's retrain (the ``slices`` block of its exact_retrain certificate)."""
+    exact = (s.get("exactness") or {}).get("status")
+    return [
+        (
+            "Fine-tune",
+            f"retrained from slice {s.get('first_affected_slice')} of {s.get('slices_total')} "
+            f"({s.get('slices_retrained')} slice(s)); check: {exact}",
+        ),
+        ("  checkpoint before", str(s.get("checkpoint_before"))),
+        ("  checkpoint after", str(s.get("checkpoint_after"))),
+        ("  lineage hash", str(s.get("lineage_hash"))),
+        (
+            "  checkpoints destroyed",
+            ", ".join(short_hash(c, 16) for c in s.get("superseded_checkpoints") or []) or "none",
+        ),
+    ]
 
 
 def certificate_words(cert: Mapping[str, Any]) -> str:

@@ -86,8 +86,8 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
         purged = take_purged(session)
     # VACUUM cannot run inside a transaction: the purge committed above, reclaim its space now.
     reclaim_space(self, purged, ACTOR)
-    if published == PublishResult.done and outcome["superseded_checkpoints"]:
-        superseded = list(outcome["superseded_checkpoints"])
+    if published == PublishResult.done and outcome.superseded_checkpoints:
+        superseded = list(outcome.superseded_checkpoints)
         deleted = destroy_checkpoints(self.settings, superseded)
         with self.transaction() as session:
             record_destroyed(session, inputs, superseded, deleted, ACTOR)

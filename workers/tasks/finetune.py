@@ -58,10 +58,11 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
     if isinstance(inputs, Skip):
         return inputs.value
     if isinstance(inputs, UnfinishedExact):  # published before the task stopped: close it
-        destroyed = destroy_artifacts(self.settings, list(inputs.result["superseded_checkpoints"]))
+        superseded = list(inputs.outcome.superseded_checkpoints)
+        destroyed = destroy_artifacts(self.settings, superseded)
         with self.transaction() as session:
             finish_exact(
-                session, self.settings, inputs.model_id, jid, inputs.result, destroyed, ACTOR
+                session, self.settings, inputs.model_id, jid, inputs.outcome, destroyed, ACTOR
             )
             purged = take_purged(session)
         reclaim_space(self, purged, ACTOR)
@@ -77,7 +78,7 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
         return published.value
     # The new version serves from here on: what saw the subjects can go.
     try:
-        destroyed = destroy_artifacts(self.settings, list(outcome["superseded_checkpoints"]))
+        destroyed = destroy_artifacts(self.settings, list(outcome.superseded_checkpoints))
     except Exception as exc:
         # Published, not closed: the redelivered task finds the job done and finishes it.
         log.error("job %s: destroying artifacts failed (%s)", jid, type(exc).__name__)
