@@ -17,7 +17,7 @@ from service.core.skip import Skip
 from service.core.storage import artifact_store
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, JobStatus, VersionCause
-from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
+from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion, TrainingRecord
 from service.erasure.lifecycle import finish_request_if_done
 from service.erasure.retrain_outcomes import ShardRetrainOutcome
 from service.exact.finish import finish_exact_action
@@ -59,24 +59,47 @@ def publish_retrain(
     manifest = served.with_shard(inputs.shard, list(outcome.checkpoint_ids))
     request_ids = sorted(str(a.request_id) for a in jobs.actions_waiting_for(session, job.id))
     if manifest != served:
-        number = current.number + 1
-        session.add(
-            ModelVersion(
-                id=uuid.uuid4(),
-                model_id=model.id,
-                number=number,
-                manifest=manifest.to_json(),
-                manifest_hash=manifest.version_hash(),
-                cause=VersionCause.erasure,
-                request_ids=request_ids,
-                metrics=_version_metrics(current.metrics, inputs.shard, outcome),
-            )
-        )
-        model.current_version = number
-        _mark_purged_versions(session, model.id, inputs.shard, set(outcome.superseded_checkpoints))
+        _publish_version(session, model, current, manifest, outcome, request_ids)
     published = outcome.published(model.current_version)
     jobs.finish(session, job, published.to_json())
     session.flush()
+    _audit_retrained(session, model, job, request_ids, actor)
+    if published.version_after != inputs.snapshot.version_number:
+        _audit_version(session, model, manifest, request_ids, actor)
+    _finish_waiting_actions(session, settings, job.id, model, actor)
+    return PublishResult.done
+
+
+def _publish_version(
+    session: Session,
+    model: MlModel,
+    current: ModelVersion,
+    manifest: VersionManifest,
+    outcome: ShardRetrainOutcome,
+    request_ids: list[str],
+) -> None:
+    """The next version serves the retrained shard; versions that need a checkpoint it
+    supersedes are marked purged."""
+    number = current.number + 1
+    session.add(
+        ModelVersion(
+            id=uuid.uuid4(),
+            model_id=model.id,
+            number=number,
+            manifest=manifest.to_json(),
+            manifest_hash=manifest.version_hash(),
+            cause=VersionCause.erasure,
+            request_ids=request_ids,
+            metrics=_version_metrics(current.metrics, outcome.shard, outcome),
+        )
+    )
+    model.current_version = number
+    _mark_purged_versions(session, model.id, outcome.shard, set(outcome.superseded_checkpoints))
+
+
+def _audit_retrained(
+    session: Session, model: MlModel, job: Job, request_ids: list[str], actor: str
+) -> None:
     append_event(
         session,
         actor=actor,
@@ -90,22 +113,24 @@ def publish_retrain(
             **job.result,
         },
     )
-    if published.version_after != inputs.snapshot.version_number:
-        append_event(
-            session,
-            actor=actor,
-            action="model.version_published",
-            target_type="model",
-            target_id=str(model.id),
-            details={
-                "model": model.name,
-                "version": model.current_version,
-                "manifest_hash": manifest.version_hash(),
-                "request_ids": request_ids,
-            },
-        )
-    _finish_waiting_actions(session, settings, job.id, model, actor)
-    return PublishResult.done
+
+
+def _audit_version(
+    session: Session, model: MlModel, manifest: VersionManifest, request_ids: list[str], actor: str
+) -> None:
+    append_event(
+        session,
+        actor=actor,
+        action="model.version_published",
+        target_type="model",
+        target_id=str(model.id),
+        details={
+            "model": model.name,
+            "version": model.current_version,
+            "manifest_hash": manifest.version_hash(),
+            "request_ids": request_ids,
+        },
+    )
 
 
 def _version_metrics(served: Any, shard: int, outcome: ShardRetrainOutcome) -> dict[str, Any]:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from models.artifacts import ArtifactNotFound
+from models.artifacts import ArtifactNotFound, ArtifactStore
 from models.sisa import (
     Ensemble,
     Manifest,
+    ShardUnlearning,
     TrainingRecord,
     VersionManifest,
     membership_p_values,
@@ -121,44 +122,18 @@ def retrain(
         raise ValueError("the model has no trained version to retrain")
     store = artifact_store(settings)
     verify = should_verify(snapshot, inputs.job_id)
-    span = 0.5 if verify else 0.9
-    unlearned = unlearn_shard(
-        snapshot.config,
-        shard,
-        inputs.retained,
-        [r.key for r in inputs.pending],
-        snapshot.manifest.slices[shard],
-        store,
-        progress=lambda done, total: progress(span * done / total if total else span),
-    )
+    unlearned = _unlearn(inputs, snapshot.manifest, store, progress, 0.5 if verify else 0.9)
     exactness = Exactness(ExactnessResult.not_run, snapshot.policy.verify_exact)
     if verify:
-        check = verify_bit_exact(
-            snapshot.config, shard, inputs.retained, unlearned.checkpoint_after, store
-        )
-        exactness = Exactness(
-            status=ExactnessResult.of(check.bit_exact),
-            policy=snapshot.policy.verify_exact,
-            tensors_compared=check.tensors_compared,
-            mismatched_tensors=tuple(check.mismatched),
-            seconds=round(check.seconds, 4),
-        )
+        exactness = _check_exactness(inputs, unlearned.checkpoint_after, store)
     progress(0.95)
     loaded = snapshot.manifest.finals
-    read_served = served or (lambda: loaded)
-    for attempt in range(EVALUATION_ATTEMPTS):
-        old = read_served()
-        try:
-            before = load_ensemble(snapshot, old, store)
-            after = load_ensemble(snapshot, old.replace({shard: unlearned.checkpoint_after}), store)
-            break
-        except ArtifactNotFound:
-            if attempt == EVALUATION_ATTEMPTS - 1:
-                raise
-    accuracy_before = accuracy_after = None
-    if len(snapshot.holdout_y):
-        accuracy_before = float(before.accuracy(snapshot.holdout_x, snapshot.holdout_y))
-        accuracy_after = float(after.accuracy(snapshot.holdout_x, snapshot.holdout_y))
+    before, after = _ensembles(
+        snapshot, shard, unlearned.checkpoint_after, store, served or (lambda: loaded)
+    )
+    accuracy_before = _holdout_accuracy(before, snapshot)
+    accuracy_after = _holdout_accuracy(after, snapshot)
+    training = unlearned.training
     return ShardRetrainOutcome(
         shard=shard,
         version_before=snapshot.version_number,
@@ -169,19 +144,81 @@ def retrain(
         slices_retrained=unlearned.slices_retrained,
         retained_records=len(inputs.retained),
         lineage_hash=unlearned.lineage_hash,
-        retrain_seconds=round(unlearned.training.seconds, 4),
+        retrain_seconds=round(training.seconds, 4),
         exactness=exactness,
         membership=_membership(after, snapshot, inputs.pending),
         accuracy_before=accuracy_before,
         accuracy_after=accuracy_after,
-        validation_accuracy=unlearned.training.validation_accuracy,
-        majority_accuracy=unlearned.training.majority_accuracy,
-        epochs_by_slice=tuple(unlearned.training.epochs_by_slice),
-        too_small=unlearned.training.too_small,
+        validation_accuracy=training.validation_accuracy,
+        majority_accuracy=training.majority_accuracy,
+        epochs_by_slice=tuple(training.epochs_by_slice),
+        too_small=training.too_small,
         public_base=snapshot.config.base_hash or None,
         superseded_checkpoints=tuple(unlearned.superseded_checkpoints),
-        checkpoint_ids=tuple(unlearned.training.checkpoint_ids),
+        checkpoint_ids=tuple(training.checkpoint_ids),
     )
+
+
+def _unlearn(
+    inputs: RetrainInputs,
+    manifest: VersionManifest,
+    store: ArtifactStore,
+    progress: Callable[[float], None],
+    span: float,
+) -> ShardUnlearning:
+    """Retrain from the checkpoint before the first slice holding a pending row (``span``: the
+    share of the job's progress it reports)."""
+    return unlearn_shard(
+        inputs.snapshot.config,
+        inputs.shard,
+        inputs.retained,
+        [r.key for r in inputs.pending],
+        manifest.slices[inputs.shard],
+        store,
+        progress=lambda done, total: progress(span * done / total if total else span),
+    )
+
+
+def _check_exactness(inputs: RetrainInputs, checkpoint: str, store: ArtifactStore) -> Exactness:
+    """Train the shard from scratch on the retained rows and compare, tensor by tensor."""
+    snapshot = inputs.snapshot
+    check = verify_bit_exact(snapshot.config, inputs.shard, inputs.retained, checkpoint, store)
+    return Exactness(
+        status=ExactnessResult.of(check.bit_exact),
+        policy=snapshot.policy.verify_exact,
+        tensors_compared=check.tensors_compared,
+        mismatched_tensors=tuple(check.mismatched),
+        seconds=round(check.seconds, 4),
+    )
+
+
+def _ensembles(
+    snapshot: ModelSnapshot,
+    shard: int,
+    checkpoint: str,
+    store: ArtifactStore,
+    read_served: Callable[[], Manifest],
+) -> tuple[Ensemble, Ensemble]:
+    """The served model before and after this shard's retrain, on the version served now: read
+    again when another shard's publish destroyed a checkpoint meanwhile."""
+
+    def load() -> tuple[Ensemble, Ensemble]:
+        old = read_served()
+        before = load_ensemble(snapshot, old, store)
+        return before, load_ensemble(snapshot, old.replace({shard: checkpoint}), store)
+
+    for _ in range(EVALUATION_ATTEMPTS - 1):
+        try:
+            return load()
+        except ArtifactNotFound:
+            continue
+    return load()  # the last attempt lets ArtifactNotFound through
+
+
+def _holdout_accuracy(ensemble: Ensemble, snapshot: ModelSnapshot) -> float | None:
+    if not len(snapshot.holdout_y):
+        return None
+    return float(ensemble.accuracy(snapshot.holdout_x, snapshot.holdout_y))
 
 
 def _membership(

@@ -21,7 +21,7 @@ from service.core.skip import Skip
 from service.core.storage import artifact_store, merged_root
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, VersionCause
-from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
+from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion, TrainingRecord
 from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import finish_request_if_done, move_action
 from service.erasure.retrain_outcomes import FinetuneRetrainOutcome
@@ -47,16 +47,7 @@ def publish_exact(
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
         return Skip.reaped
-    claimed = set(
-        session.scalars(
-            select(TrainingRecord.record_key).where(
-                TrainingRecord.model_id == model.id,
-                TrainingRecord.erasure_request_id.is_not(None),
-                TrainingRecord.erased_at.is_(None),
-            )
-        )
-    )
-    if claimed & set(outcome.retained_keys):
+    if _claimed_while_training(session, model.id, outcome):
         jobs.requeue(session, settings, job)
         return PublishResult.requeued
     served = inputs.served
@@ -75,15 +66,48 @@ def publish_exact(
         )
     )
     model.current_version = number
-    superseded = set(outcome.superseded_checkpoints)
+    _mark_purged_versions(session, model.id, set(outcome.superseded_checkpoints))
+    jobs.finish(session, job, outcome.published(number).to_json())
+    _audit_published(session, model, job, inputs, outcome, manifest_hash(manifest), actor)
+    return PublishResult.done
+
+
+def _claimed_while_training(
+    session: Session, model_id: uuid.UUID, outcome: FinetuneRetrainOutcome
+) -> bool:
+    """Whether a request claimed, while the retrain ran, records it trained on."""
+    claimed = set(
+        session.scalars(
+            select(TrainingRecord.record_key).where(
+                TrainingRecord.model_id == model_id,
+                TrainingRecord.erasure_request_id.is_not(None),
+                TrainingRecord.erased_at.is_(None),
+            )
+        )
+    )
+    return bool(claimed & set(outcome.retained_keys))
+
+
+def _mark_purged_versions(session: Session, model_id: uuid.UUID, superseded: set[str]) -> None:
+    """Older versions that need a destroyed checkpoint can no longer be loaded: say so."""
     for version in session.scalars(
         select(ModelVersion).where(
-            ModelVersion.model_id == model.id, ModelVersion.purged_at.is_(None)
+            ModelVersion.model_id == model_id, ModelVersion.purged_at.is_(None)
         )
     ):
         if superseded & set(version.manifest.get("checkpoints", [])):
             version.purged_at = utcnow()
-    jobs.finish(session, job, outcome.published(number).to_json())
+
+
+def _audit_published(
+    session: Session,
+    model: MlModel,
+    job: Job,
+    inputs: ExactInputs,
+    outcome: FinetuneRetrainOutcome,
+    manifest_sha256: str,
+    actor: str,
+) -> None:
     append_event(
         session,
         actor=actor,
@@ -92,15 +116,14 @@ def publish_exact(
         target_id=str(model.id),
         details={
             "model": model.name,
-            "version": number,
-            "manifest_hash": manifest_hash(manifest),
+            "version": model.current_version,
+            "manifest_hash": manifest_sha256,
             "request_ids": inputs.request_ids,
             "job_id": str(job.id),
             "slices_retrained": outcome.slices_retrained,
             "exactness": outcome.exactness.status.value,
         },
     )
-    return PublishResult.done
 
 
 def destroy_artifacts(settings: Settings, checkpoints: list[str]) -> list[dict[str, Any]]:

@@ -136,16 +136,7 @@ def _plan_action(
     actor: str,
 ) -> None:
     model = planned.model
-    action = RequestAction(
-        id=uuid.uuid4(),
-        request_id=request.id,
-        model_id=model.id,
-        strategy=planned.strategy,
-        status=ActionStatus.pending,
-        detail={"shards": list(planned.train_shards), "holdout_records": planned.holdout_records},
-    )
-    session.add(action)
-    session.flush()
+    action = _new_action(session, request, planned)
     if planned.skip is not None:
         move_action(
             session,
@@ -160,19 +151,9 @@ def _plan_action(
     if planned.strategy == Strategy.verifier_rules:
         _resend(session, settings, action)
         return
-    # Mark the subject's rows: from now on no training of this model includes them.
-    session.execute(
-        update(TrainingRecord)
-        .where(
-            TrainingRecord.model_id == model.id,
-            TrainingRecord.subject_ref == request.subject_ref,
-            TrainingRecord.erasure_request_id.is_(None),
-        )
-        .values(erasure_request_id=request.id)
-    )
+    _claim_subject_rows(session, request, model)
     nothing_trained = _nothing_to_retrain(planned, model)
     if nothing_trained is not None:
-        note = NOTHING_TO_RETRAIN[nothing_trained]
         # Deleting the rows is the whole erasure: no model version ever learned from them.
         finish_exact_action(
             session,
@@ -184,12 +165,52 @@ def _plan_action(
             version_before=model.current_version,
             version_after=model.current_version,
             actor=actor,
-            note=note,
+            note=NOTHING_TO_RETRAIN[nothing_trained],
         )
         return
     if model.kind == ModelKind.generative:  # a fine-tune lethe trains (policy "both")
         open_exact(session, settings, action, model, actor)
         return
+    _open_shard_retrains(session, settings, action, planned, actor)
+
+
+def _new_action(session: Session, request: ErasureRequest, planned: PlannedAction) -> RequestAction:
+    action = RequestAction(
+        id=uuid.uuid4(),
+        request_id=request.id,
+        model_id=planned.model.id,
+        strategy=planned.strategy,
+        status=ActionStatus.pending,
+        detail={"shards": list(planned.train_shards), "holdout_records": planned.holdout_records},
+    )
+    session.add(action)
+    session.flush()
+    return action
+
+
+def _claim_subject_rows(session: Session, request: ErasureRequest, model: MlModel) -> None:
+    """Mark the subject's rows: from now on no training of this model includes them."""
+    session.execute(
+        update(TrainingRecord)
+        .where(
+            TrainingRecord.model_id == model.id,
+            TrainingRecord.subject_ref == request.subject_ref,
+            TrainingRecord.erasure_request_id.is_(None),
+        )
+        .values(erasure_request_id=request.id)
+    )
+
+
+def _open_shard_retrains(
+    session: Session,
+    settings: Settings,
+    action: RequestAction,
+    planned: PlannedAction,
+    actor: str,
+) -> None:
+    """One retrain per shard that held the subject's training rows (joining one not started
+    yet), sent after commit."""
+    model = planned.model
     move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
     for shard in planned.train_shards:
         job = open_retrain(session, model.id, shard)

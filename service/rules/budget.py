@@ -157,18 +157,7 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
     config, policy = inputs.config, inputs.policy
     generate = inputs.served_weights().bind(max_new_tokens=config.max_new_tokens)
     verifier = verifier_for((inputs.model_id, inputs.version), inputs.rules, config.embedder)
-    # Retained-answer scores the activation left for later (the false-flag rate).
-    retained = retained_facts(config.retain_qa_file)
-    evidence = {
-        rid: negative_evidence(
-            ev,
-            inputs.per_request[rid],
-            caching_embedder(config.embedder),
-            [f.answer for f in retained],
-            [f.question for f in retained],
-        )
-        for rid, ev in inputs.evidence.items()
-    }
+    evidence = _with_retained_scores(inputs)
     held = held_apart_probes(inputs.rules, policy.max_probes, seed=str(inputs.version))
     leaks = model_leaks(generate, verifier, held, seed=10_000)
     threshold, calibration, records = calibrate_threshold_for(evidence, policy, leaks.scores)
@@ -195,13 +184,6 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
         ),
         policy.budget_probes,
     )
-    points = [p for p in (exit_calibration_point(run) for run in runs) if p is not None]
-    exit_cal = calibrate_exit(
-        [s for s, rescued in points if rescued],
-        [s for s, rescued in points if not rescued],
-        policy.alpha_b,
-        policy.delta,
-    )
     return BudgetOutcome(
         threshold=threshold,
         calibration=calibration,
@@ -209,10 +191,39 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
         leaks=leaks,
         evidence=evidence,
         result=calibrate_budget(rounds, policy.alpha_b, policy.max_budget),
-        exit=exit_cal,
+        exit=_calibrate_exit(runs, policy),
         rounds=rounds,
         probes_generated=len(runs),
         seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def _with_retained_scores(inputs: BudgetInputs) -> dict[str, RequestEvidence]:
+    """Each request's evidence with the retained-answer scores the activation left for later
+    (the false-flag rate)."""
+    config = inputs.config
+    retained = retained_facts(config.retain_qa_file)
+    return {
+        rid: negative_evidence(
+            ev,
+            inputs.per_request[rid],
+            caching_embedder(config.embedder),
+            [f.answer for f in retained],
+            [f.question for f in retained],
+        )
+        for rid, ev in inputs.evidence.items()
+    }
+
+
+def _calibrate_exit(runs: Sequence[RefinementResult], policy: GenerativePolicy) -> ExitCalibration:
+    """The early exit, on the first-answer scores of the probes refinement rescued (and of
+    those it did not)."""
+    points = [p for p in (exit_calibration_point(run) for run in runs) if p is not None]
+    return calibrate_exit(
+        [s for s, rescued in points if rescued],
+        [s for s, rescued in points if not rescued],
+        policy.alpha_b,
+        policy.delta,
     )
 
 
