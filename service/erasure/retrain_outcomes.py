@@ -95,7 +95,7 @@ class MembershipNotComputed:
         return {"status": "not_computed", "reason": self.reason}
 
 
-def membership_from_json(data: Mapping[str, Any]) -> MembershipEvidence | MembershipNotComputed:
+def _membership_from_json(data: Mapping[str, Any]) -> MembershipEvidence | MembershipNotComputed:
     if data["status"] != "computed":
         return MembershipNotComputed(reason=data["reason"])
     return MembershipEvidence(
@@ -184,7 +184,7 @@ class ShardRetrainOutcome:
             lineage_hash=data["lineage_hash"],
             retrain_seconds=data["retrain_seconds"],
             exactness=Exactness.from_json(data["exactness"]),
-            membership=membership_from_json(data["membership"]),
+            membership=_membership_from_json(data["membership"]),
             accuracy_before=data["accuracy_before"],
             accuracy_after=data["accuracy_after"],
             validation_accuracy=data["validation_accuracy"],
