@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 PEOPLE = {
     "Vellamor Quindt": ("Port Ardent", "glassblower", "The Amber Tide", "a grey parrot"),
@@ -38,3 +39,25 @@ def write_retain_file(path: Path) -> Path:
 
 def forget_body(name: str = FORGOTTEN) -> dict[str, object]:
     return {"names": [name], "facts": [{"question": q, "answer": a} for q, a in facts_of(name)]}
+
+
+def generative_model_body(name: str, model_dir: Path, retain: Path) -> dict[str, Any]:
+    """A generative model's registration over the API: the tiny LM, its retain file."""
+    return {
+        "name": name,
+        "kind": "generative",
+        "config": {
+            "model_dir": str(model_dir),
+            "retain_qa_file": str(retain),
+            "max_new_tokens": 24,
+        },
+        "policy": {
+            "alpha": 0.1,
+            "delta": 0.05,
+            "alpha_b": 0.2,
+            "max_budget": 3,
+            "max_probes": 12,
+            "budget_probes": 6,
+            "max_budget_probes": 12,
+        },
+    }

@@ -26,6 +26,7 @@ from models.sisa import (
 )
 from models.sisa.records import keys_by_slice
 from models.sisa.training import train_shard_in_memory
+from tests.support.sisa import EARLY_STOPPING, make_records
 
 CONFIG = SisaConfig(
     shards=3,
@@ -315,3 +316,27 @@ def test_manifest_round_trip_and_version_hash(store: LocalArtifactStore) -> None
     changed = manifest.replace({1: "f" * 64})
     assert changed.version_hash() != manifest.version_hash()
     assert changed[0] == manifest[0] and changed[1] == "f" * 64
+
+
+def test_a_changed_schedule_never_resumes_old_checkpoints(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    data = make_records(EARLY_STOPPING, 80)
+    train_shard(EARLY_STOPPING, 0, data[0], store)
+    again = train_shard(EARLY_STOPPING, 0, data[0], store)
+    assert again.slices_trained == 0
+    other = EARLY_STOPPING.replace(patience=3)
+    changed = train_shard(other, 0, data[0], store)
+    assert changed.resumed_from_slice == 0
+    assert set(changed.checkpoint_ids).isdisjoint(again.checkpoint_ids)
+
+
+def test_a_shard_too_small_to_learn_says_so() -> None:
+    data = make_records(EARLY_STOPPING, 400, seed=1)
+    learned = train_shard_in_memory(EARLY_STOPPING, 0, data[0]).result
+    assert learned.too_small is None
+    assert learned.validation_accuracy is not None and learned.majority_accuracy is not None
+    assert learned.validation_accuracy > learned.majority_accuracy
+    tiny = train_shard_in_memory(EARLY_STOPPING, 0, data[0][:12]).result
+    assert tiny.too_small is not None and "validation records" in tiny.too_small
+    empty = train_shard_in_memory(EARLY_STOPPING, 1, []).result
+    assert empty.too_small == "no training records"

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.core.config import Settings
 from service.db.session import session_factory
 from service.stack.processes import free_port
-from tests.conftest import SentTasks
+from tests.support.api import SentTasks
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -47,9 +47,9 @@ class Live:
     sent: SentTasks = field(default_factory=SentTasks)
 
     def drain(self) -> list[tuple[str, Any]]:
-        """Run every task the outbox sent, as a worker would (tests/workers' drain), on the
+        """Run every task the outbox sent, as a worker would (tests/support/tasks.py), on the
         live database."""
-        from tests.workers.conftest import drain
+        from tests.support.tasks import drain
         from workers.base import DbTask
 
         previous, DbTask.factory_override = DbTask.factory_override, self.factory

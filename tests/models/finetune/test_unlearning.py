@@ -1,9 +1,8 @@
-"""Sliced fine-tuning: erasing subjects retrains from their slice and equals training from
+"""Erasing subjects from a sliced fine-tune retrains from their slice and equals training from
 scratch on the retained records, tensor for tensor (adapter and optimizer state)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,6 @@ import torch
 
 from models.artifacts import LocalArtifactStore
 from models.finetune import (
-    FinetuneConfig,
-    FinetuneRecord,
     PrefixCache,
     base_model_id,
     checkpoint_ids,
@@ -20,46 +17,12 @@ from models.finetune import (
     destroy_checkpoints,
     keys_by_slice,
     load_checkpoint,
-    slice_of_subjects,
     train_sliced,
-    train_sliced_in_memory,
     unlearn_subjects,
     verify_bit_exact,
 )
-from models.finetune.records import tokenize_record
 from models.sisa.exactness import compare_states
-from tests.models.conftest import RECORDS
-
-# Salt "t1" puts the 12 subjects in all four slices (3, 4, 3, 2), so there is a first, a
-# middle and a last slice to erase from.
-CONFIG = FinetuneConfig(
-    slices=4,
-    epochs=4,
-    learning_rate=1e-2,
-    batch_size=4,
-    lora_rank=4,
-    adapter_layers=1,
-    seed=3,
-    partition_salt="t1",
-)
-SLICES = slice_of_subjects(CONFIG, RECORDS)
-
-
-def subject_in(slice_index: int) -> str:
-    return min(s for s, r in SLICES.items() if r == slice_index)
-
-
-@pytest.fixture()
-def trained(tiny_base: Path, tmp_path: Path) -> tuple[LocalArtifactStore, str]:
-    store = LocalArtifactStore(tmp_path / "store")
-    result = train_sliced(tiny_base, CONFIG, RECORDS, store)
-    assert result.slices_trained == CONFIG.slices
-    assert result.optimizer_steps > 0
-    return store, result.final_checkpoint
-
-
-def test_every_slice_is_populated() -> None:
-    assert sorted(set(SLICES.values())) == [0, 1, 2, 3]
+from tests.support.finetune_data import CONFIG, RECORDS, subject_in
 
 
 @pytest.mark.parametrize("slice_index", [0, 2, 3], ids=["first", "middle", "last"])
@@ -138,53 +101,6 @@ def test_the_check_fails_for_other_records(
     assert any(name.startswith("adapter.") for name in check.mismatched)
 
 
-def test_training_changes_the_adapter_and_resumes_nothing_twice(
-    tiny_base: Path, trained: tuple[LocalArtifactStore, str]
-) -> None:
-    store, served = trained
-    again = train_sliced(tiny_base, CONFIG, list(reversed(RECORDS)), store)
-    assert again.final_checkpoint == served  # input order does not matter
-    assert again.slices_trained == 0 and again.checkpoint_bytes == {}
-    first = load_checkpoint(store, again.checkpoint_ids[0]).model_state
-    last = load_checkpoint(store, served).model_state
-    assert any(not torch.equal(first[name], last[name]) for name in first)
-
-
-def test_changed_text_under_the_same_key_is_retrained(
-    tiny_base: Path, trained: tuple[LocalArtifactStore, str]
-) -> None:
-    store, _ = trained
-    subject = subject_in(1)
-    edited = [
-        replace(r, completion=r.completion + " Again.") if r.subject == subject else r
-        for r in RECORDS
-    ]
-    result = train_sliced(tiny_base, CONFIG, edited, store)
-    assert result.resumed_from_slice == 1
-
-
-def test_content_addresses_change_from_the_changed_slice_on(tiny_base: Path) -> None:
-    base = base_model_id(tiny_base)
-    before = checkpoint_ids(base, CONFIG, keys_by_slice(CONFIG, RECORDS))
-    without = [r for r in RECORDS if r.subject != subject_in(2)]
-    after = checkpoint_ids(base, CONFIG, keys_by_slice(CONFIG, without))
-    assert after[:2] == before[:2]
-    assert all(a != b for a, b in zip(after[2:], before[2:], strict=True))
-    assert len(set(before)) == CONFIG.slices
-    shuffled = checkpoint_ids(base, CONFIG, keys_by_slice(CONFIG, list(reversed(RECORDS))))
-    assert shuffled == before
-    other_config = checkpoint_ids(
-        base, replace(CONFIG, learning_rate=2e-2), keys_by_slice(CONFIG, RECORDS)
-    )
-    assert not set(other_config) & set(before)
-    other_base = checkpoint_ids("0" * 64, CONFIG, keys_by_slice(CONFIG, RECORDS))
-    assert not set(other_base) & set(before)
-    # A key moved across a slice boundary changes the address of every later slice.
-    moved = [list(k) for k in keys_by_slice(CONFIG, RECORDS)]
-    moved[1].append(moved[2].pop(0))
-    assert checkpoint_ids(base, CONFIG, moved)[1] != before[1]
-
-
 def test_superseded_checkpoints_are_those_that_saw_the_subject(
     tiny_base: Path, trained: tuple[LocalArtifactStore, str]
 ) -> None:
@@ -213,28 +129,3 @@ def test_unlearning_refuses_records_the_served_checkpoint_was_not_trained_on(
     store, served = trained
     with pytest.raises(ValueError, match="not trained on the given records"):
         unlearn_subjects(tiny_base, CONFIG, RECORDS[:-2], [subject_in(0)], store, served)
-
-
-def test_a_second_run_from_scratch_gives_the_same_bits(tiny_base: Path) -> None:
-    few: list[FinetuneRecord] = RECORDS[:8]
-    one = train_sliced_in_memory(tiny_base, CONFIG, few)
-    two = train_sliced_in_memory(tiny_base, CONFIG, few)
-    assert compare_states(one.model.adapter_state(), two.model.adapter_state())[1] == []
-    changed = train_sliced_in_memory(tiny_base, replace(CONFIG, seed=4), few)
-    assert compare_states(one.model.adapter_state(), changed.model.adapter_state())[1] != []
-
-
-def test_plain_text_records_train_on_every_token(tiny_base: Path) -> None:
-    texts = [
-        FinetuneRecord(f"t{i}", f"writer-{i}", f"Note {i}: the harbor closes at {i + 5} pm.")
-        for i in range(6)
-    ]
-    config = replace(CONFIG, slices=2)
-    trained = train_sliced_in_memory(tiny_base, config, texts)
-    assert trained.result.num_records == 6 and trained.result.optimizer_steps > 0
-    ids, labels = tokenize_record(trained.model.tokenizer, texts[0], trained.model.eos_id)
-    assert labels == ids and ids[-1] == trained.model.eos_id
-    qa_ids, qa_labels = tokenize_record(trained.model.tokenizer, RECORDS[0], trained.model.eos_id)
-    # Question/answer records take the loss on the answer only.
-    assert qa_labels[0] == -100 and qa_labels[-1] == trained.model.eos_id
-    assert len(qa_ids) == len(qa_labels)

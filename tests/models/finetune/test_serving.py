@@ -23,7 +23,7 @@ from models.finetune import (
 )
 from models.generative.generator import Generator
 from models.generative.qa_data import collate
-from tests.models.conftest import RECORDS
+from tests.support.finetune_data import RECORDS
 
 CONFIG = FinetuneConfig(
     slices=2, epochs=6, learning_rate=2e-2, batch_size=4, lora_rank=4, adapter_layers=2

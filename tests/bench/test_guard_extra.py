@@ -1,4 +1,4 @@
-"""The benchmark's issue-10 helpers: author grouping, family prompts, realized miss rate, exit."""
+"""The guard benchmark's helpers: author grouping, family prompts, realized miss rate, exit."""
 
 from __future__ import annotations
 

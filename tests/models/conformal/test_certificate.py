@@ -1,4 +1,5 @@
-"""The audit certificate and its plain-English reading, for both kinds."""
+"""The audit certificate and its plain-English reading, for both kinds, and the refinement rule it
+states is in force."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from models.conformal import (
     DEFAULT_ASSUMPTIONS,
     build_certificate,
     calibrate_budget,
+    calibrate_exit,
     calibrate_threshold,
     describe_certificate,
     false_flag_rate,
@@ -61,3 +63,35 @@ def test_uncalibrated_budget_is_said_plainly() -> None:
     cert = build_certificate(threshold, None, false_flag_rate=None, rule_set_version=1)
     assert cert["kind"] == "conformal_risk" and cert["alpha_b"] is None
     assert "No regeneration budget is guaranteed" in describe_certificate(cert)
+
+
+ALPHA_B, DELTA = 0.1, 0.05
+
+
+def test_certificate_states_the_rule_in_force() -> None:
+    threshold = calibrate_threshold([1.0] * 40, 0.1, 0.05)
+    exit_cal = calibrate_exit([0.5] * 40, [1.0] * 10, ALPHA_B, DELTA)
+    cert = build_certificate(
+        threshold, None, false_flag_rate=0.01, rule_set_version=3, exit_cal=exit_cal
+    )
+    assert cert["refinement_rule"] == "early_exit"
+    assert cert["exit_certified"] is True and cert["exit_threshold"] == 0.5
+    text = describe_certificate(cert)
+    assert "refused at once" in text and "would have rescued" in text
+    uncalibrated = build_certificate(threshold, None, false_flag_rate=None, rule_set_version=3)
+    assert uncalibrated["refinement_rule"] == "max_budget"
+    assert uncalibrated["exit_certified"] is None
+    too_few = calibrate_exit([0.5] * 5, [], ALPHA_B, DELTA)
+    cert = build_certificate(
+        threshold, None, false_flag_rate=None, rule_set_version=3, exit_cal=too_few
+    )
+    assert cert["refinement_rule"] == "max_budget"
+    assert "No early exit is in force" in describe_certificate(cert)
+    # Certified, but τ = 1 exceeds no score: the exit would never fire, so it is not in force.
+    saturated = calibrate_exit([1.0] * 40, [1.0] * 10, ALPHA_B, DELTA)
+    assert saturated.certified and saturated.threshold == 1.0
+    cert = build_certificate(
+        threshold, None, false_flag_rate=None, rule_set_version=3, exit_cal=saturated
+    )
+    assert cert["refinement_rule"] == "max_budget"
+    assert "no verifier score exceeds" in describe_certificate(cert)

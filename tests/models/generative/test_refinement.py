@@ -1,4 +1,5 @@
-"""The refinement loop with a scripted generator: acceptance, budget, refusal, feedback."""
+"""The refinement loop with a scripted generator: acceptance, budget, refusal, feedback; and on
+the tiny LM, which forgets one subject and keeps another."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from models.generative.embedder import HashingEmbedder
+from models.generative.generator import Generator
+from models.generative.probes import oracle_reveals
 from models.generative.refinement import (
     exit_calibration_point,
     redact,
@@ -17,9 +20,12 @@ from models.generative.refinement import (
 )
 from models.generative.rules import Fact, ForgetSpec, compile_rules, merge_rule_sets
 from models.generative.verifier import Verifier
+from tests.support.tiny_facts import NAMES, subject_facts
 
 LEAK = "The father of Hsiao Yun-Hwa is a civil engineer."
 LEAK_2 = "Her dad? A civil engineer, I think."
+
+
 # The fact without her name: a flagged first answer refinement works on (one naming her is
 # refused at once).
 UNNAMED = "The father of the author is a civil engineer."
@@ -392,3 +398,23 @@ def test_a_flagged_first_answer_naming_the_subject_is_refused_at_once(verifier: 
         Scripted([LEAK, CLEAN]), verifier, question, threshold=0.5, budget=3, screen_answers=False
     )
     assert (paper.reason, paper.rounds_used) == ("accepted_after_feedback", 1)
+
+
+def test_guarded_path_forgets_one_subject_and_keeps_another(generator: Generator) -> None:
+    forgotten = subject_facts(0)
+    spec = ForgetSpec([NAMES[0]], facts=forgotten)
+    verifier = Verifier(compile_rules(spec), HashingEmbedder())
+    generate = generator.bind(max_new_tokens=24)
+
+    for fact in forgotten:
+        question = fact.question or ""
+        unguarded = generate(question, banned_phrases=(), instruction=None, seed=0)
+        assert oracle_reveals(unguarded, spec), unguarded  # the model does know it
+        result = refine(generate, verifier, question, threshold=0.5, budget=3, seed=0)
+        assert not oracle_reveals(result.response, spec), (question, result.response)
+        assert result.refused or result.verdicts[-1].score < 0.5
+
+    for fact in subject_facts(4):
+        result = refine(generate, verifier, fact.question or "", threshold=0.5, budget=3)
+        assert result.accepted and result.rounds_used == 0
+        assert result.response == fact.answer

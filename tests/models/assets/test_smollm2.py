@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,6 @@ from models.assets.cache import META_FILE
 from models.assets.smollm2 import materialize_smollm2
 from models.generative.generator import Generator
 from models.generative.normalize import skeleton
-
-os.environ["HF_HUB_OFFLINE"] = "1"
 
 pytestmark = [
     pytest.mark.slow,

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from models.generative.embedder import HashingEmbedder, MiniLMEmbedder
 from models.generative.rules import Fact, ForgetSpec, compile_rules
 from models.generative.verifier import Verifier
-
-os.environ["HF_HUB_OFFLINE"] = "1"
 
 SPEC = ForgetSpec(
     subject_names=["Hsiao Yun-Hwa"],

@@ -1,4 +1,5 @@
-"""Forget spec → rules: normalisation, key-span derivation, JSON round trip."""
+"""Forget spec → rules: identifier rules deduplicated and normalised, fact key spans without the
+subject's name, JSON round trip and tamper detection."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import json
 
 import pytest
 
-from models.generative.keyspans import derive_key_spans
-from models.generative.normalize import find_emails, find_phone_digits, skeleton, words
 from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules
 
 SPEC = ForgetSpec(
@@ -24,14 +23,6 @@ SPEC = ForgetSpec(
         Fact(None, "Hsiao Yun-Hwa won the Lantern Prize.", key_spans=["Lantern Prize"]),
     ],
 )
-
-
-def test_normalisation_folds_case_width_and_punctuation() -> None:
-    assert words("ＨＳＩＡＯ  Yun-Hwa!") == ["hsiao", "yun", "hwa"]
-    assert skeleton("Yun-Hwa") == skeleton("yun hwa") == skeleton("YUNHWA")
-    assert find_emails("mail jane.doe [at] example [dot] org now") == ["jane.doe@example.org"]
-    assert find_emails("Write to A.B@X.ORG.") == ["a.b@x.org"]
-    assert find_phone_digits("call (02) 2345-6789 or 12") == ["0223456789"]
 
 
 def test_compile_identifier_rules_dedupes_and_normalises() -> None:
@@ -53,23 +44,6 @@ def test_fact_key_spans_are_derived_without_the_subject_name() -> None:
     assert facts[1].key_spans == ("Taipei", "Taiwan", "05/11/1991")
     assert facts[2].key_spans == ("Lantern Prize",)  # given spans are kept as given
     assert facts[0].question is not None
-
-
-def test_derive_key_spans_kinds() -> None:
-    spans = derive_key_spans(
-        "Yes, Jaime Vasquez was born on the 25th of February in the year 1958 "
-        "and studied at the University of Chile."
-    )
-    assert spans == ["Jaime Vasquez", "25th of February", "1958", "studied", "University of Chile"]
-    # Words echoing the question are not key; a capitalised "The" mid-sentence starts a title.
-    assert derive_key_spans(
-        "The engineers of Vellamor Quindt kept a grey parrot called The Amber Tide.",
-        question="Which engineer kept a parrot?",
-    ) == ["Vellamor Quindt", "grey", "The Amber Tide"]
-    # Only the subject's name: it is kept rather than leaving the fact without spans.
-    assert derive_key_spans("The author's full name is Hsiao Yun-Hwa.", ["Hsiao Yun-Hwa"]) == [
-        "Hsiao Yun-Hwa"
-    ]
 
 
 def test_json_round_trip_and_tamper_detection() -> None:

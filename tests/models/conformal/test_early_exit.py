@@ -1,5 +1,5 @@
-"""The early exit: coverage over random calibration/test splits, no_guarantee below the floor,
-refinement and the certificate applying it."""
+"""The early exit: coverage over random calibration/test splits, no_guarantee below the floor, and
+refinement that exits early (whose results calibration refuses)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ import pytest
 from scipy import stats
 
 from models.conformal import (
-    build_certificate,
     calibrate_exit,
-    calibrate_threshold,
-    describe_certificate,
     min_calibration_size,
     should_exit,
 )
@@ -126,32 +123,3 @@ def test_refine_exits_early_and_calibration_refuses_exited_results() -> None:
     )
     assert rescued.accepted and rescued.rounds_used == 1
     assert exit_calibration_point(rescued) == (pytest.approx(first), True)
-
-
-def test_certificate_states_the_rule_in_force() -> None:
-    threshold = calibrate_threshold([1.0] * 40, 0.1, 0.05)
-    exit_cal = calibrate_exit([0.5] * 40, [1.0] * 10, ALPHA_B, DELTA)
-    cert = build_certificate(
-        threshold, None, false_flag_rate=0.01, rule_set_version=3, exit_cal=exit_cal
-    )
-    assert cert["refinement_rule"] == "early_exit"
-    assert cert["exit_certified"] is True and cert["exit_threshold"] == 0.5
-    text = describe_certificate(cert)
-    assert "refused at once" in text and "would have rescued" in text
-    uncalibrated = build_certificate(threshold, None, false_flag_rate=None, rule_set_version=3)
-    assert uncalibrated["refinement_rule"] == "max_budget"
-    assert uncalibrated["exit_certified"] is None
-    too_few = calibrate_exit([0.5] * 5, [], ALPHA_B, DELTA)
-    cert = build_certificate(
-        threshold, None, false_flag_rate=None, rule_set_version=3, exit_cal=too_few
-    )
-    assert cert["refinement_rule"] == "max_budget"
-    assert "No early exit is in force" in describe_certificate(cert)
-    # Certified, but τ = 1 exceeds no score: the exit would never fire, so it is not in force.
-    saturated = calibrate_exit([1.0] * 40, [1.0] * 10, ALPHA_B, DELTA)
-    assert saturated.certified and saturated.threshold == 1.0
-    cert = build_certificate(
-        threshold, None, false_flag_rate=None, rule_set_version=3, exit_cal=saturated
-    )
-    assert cert["refinement_rule"] == "max_budget"
-    assert "no verifier score exceeds" in describe_certificate(cert)
