@@ -1,4 +1,6 @@
-"""From approval to certificate, running the worker tasks directly on the test database."""
+"""From approval to certificate, running the worker tasks directly on the test database: one
+shard retrained bit for bit, retrains coalesced or interleaved, redeliveries and dead workers,
+shards too small to learn reported, and the raw identifier stored nowhere."""
 
 from __future__ import annotations
 
@@ -11,53 +13,32 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from models.sisa import checkpoint_key
+from models.sisa import (
+    checkpoint_key,
+)
 from service.audit import verify_chain
 from service.core.config import get_settings
-from service.core.security import subject_ref
 from service.core.storage import artifact_store
-from service.db.tables import Job, ModelVersion, TrainingRecord
-from service.queue.names import TASK_PROCESS_REQUEST, TASK_RETRAIN_SHARD
-from tests.conftest import SentTasks, auth
-from tests.sample_data import CANARY_SUBJECT, MODEL_BODY
-from tests.workers.conftest import drain
+from service.db.tables import Job, ModelVersion
+from service.queue.names import (
+    TASK_PROCESS_REQUEST,
+    TASK_RETRAIN_SHARD,
+    TASK_TRAIN_MODEL,
+)
+from tests.support.api import SentTasks, auth
+from tests.support.exact import (
+    a_trained_subject,
+    approve,
+    file_and_approve,
+    model_body,
+    register_and_ingest,
+    train_subject,
+    trained_subject_of,
+)
+from tests.support.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
+from tests.support.tasks import drain
 
 NAME = MODEL_BODY["name"]
-
-
-def _file_and_approve(
-    client: TestClient, tokens: dict[str, str], subject: str, key: str | None = None
-) -> str:
-    h = auth(tokens["dpo"])
-    if key:
-        h["idempotency-key"] = key
-    rid = client.post(
-        "/v1/requests", json={"subject_id": subject, "reason": "art 17", "scope": [NAME]}, headers=h
-    ).json()["id"]
-    r = client.post(
-        f"/v1/requests/{rid}/approve", json={"reason": "ok"}, headers=auth(tokens["dpo"])
-    )
-    assert r.status_code == 200
-    return str(rid)
-
-
-def _train_subject(session: Session, subject: str) -> list[TrainingRecord]:
-    ref = subject_ref(get_settings(), subject)
-    return list(
-        session.scalars(
-            select(TrainingRecord).where(
-                TrainingRecord.subject_ref == ref, TrainingRecord.split == "train"
-            )
-        )
-    )
-
-
-def _a_trained_subject(session: Session) -> str:
-    for i in range(80):
-        subject = f"S-{i:04d}"
-        if _train_subject(session, subject):
-            return subject
-    raise AssertionError("no subject in the train split")
 
 
 def test_exact_erasure_end_to_end(
@@ -67,11 +48,11 @@ def test_exact_erasure_end_to_end(
     trained_model: dict[str, Any],
     session: Session,
 ) -> None:
-    subject = _a_trained_subject(session)
-    rows = _train_subject(session, subject)
+    subject = a_trained_subject(session)
+    rows = train_subject(session, subject)
     shard = rows[0].shard
     assert {r.shard for r in rows} == {shard}  # all of a subject's records in one shard
-    rid = _file_and_approve(app_client, tokens, subject)
+    rid = file_and_approve(app_client, tokens, subject)
     ran = drain(sent_tasks)
     assert ran[0] == (TASK_PROCESS_REQUEST, "planned")
     assert [r for r in ran if r[0] == TASK_RETRAIN_SHARD] == [(TASK_RETRAIN_SHARD, "done")]
@@ -93,7 +74,7 @@ def test_exact_erasure_end_to_end(
 
     # The rows' content is gone; the index rows remain as tombstones.
     session.expire_all()
-    for row in _train_subject(session, subject):
+    for row in train_subject(session, subject):
         assert row.payload is None and row.label is None and row.erased_at is not None
     # The old checkpoints that saw the subject are deleted, and version 1 is marked purged.
     store = artifact_store(get_settings())
@@ -136,7 +117,7 @@ def test_published_model_serves_the_new_version(
     row = {"age": 40, "income": 3000.0, "region": "north"}
     before = app_client.post(f"/v1/models/{NAME}/predict", json={"rows": [row]}, headers=h)
     assert before.status_code == 200 and before.json()["version"] == 1
-    _file_and_approve(app_client, tokens, _a_trained_subject(session))
+    file_and_approve(app_client, tokens, a_trained_subject(session))
     drain(sent_tasks)
     after = app_client.post(f"/v1/models/{NAME}/predict", json={"rows": [row]}, headers=h)
     assert after.json()["version"] == 2
@@ -153,12 +134,12 @@ def test_coalesced_requests_share_one_retrain(
     # Two subjects in the same shard, filed before any retrain ran: one job serves both.
     by_shard: dict[int, list[str]] = {}
     for i in range(80):
-        rows = _train_subject(session, f"S-{i:04d}")
+        rows = train_subject(session, f"S-{i:04d}")
         if rows:
             by_shard.setdefault(rows[0].shard, []).append(f"S-{i:04d}")
     shard, subjects = next((s, v) for s, v in by_shard.items() if len(v) >= 2)
-    r1 = _file_and_approve(app_client, tokens, subjects[0])
-    r2 = _file_and_approve(app_client, tokens, subjects[1])
+    r1 = file_and_approve(app_client, tokens, subjects[0])
+    r2 = file_and_approve(app_client, tokens, subjects[1])
     ran = drain(sent_tasks)
     assert [r for r in ran if r[0] == TASK_RETRAIN_SHARD and r[1] == "done"] == [
         (TASK_RETRAIN_SHARD, "done")
@@ -187,11 +168,11 @@ def test_interleaved_retrains_of_two_shards_evaluate_on_the_served_version(
 
     first: dict[int, str] = {}
     for i in range(80):
-        rows = _train_subject(session, f"S-{i:04d}")
+        rows = train_subject(session, f"S-{i:04d}")
         if rows:
             first.setdefault(rows[0].shard, f"S-{i:04d}")
     (shard_a, subject_a), (shard_b, subject_b) = sorted(first.items())[:2]
-    rids = [_file_and_approve(app_client, tokens, s) for s in (subject_a, subject_b)]
+    rids = [file_and_approve(app_client, tokens, s) for s in (subject_a, subject_b)]
     for args in sent_tasks.pop(TASK_PROCESS_REQUEST):
         assert process_request(*args) == "planned"
     sent = {str(args[0]) for args in sent_tasks.pop(TASK_RETRAIN_SHARD)}
@@ -238,7 +219,7 @@ def test_redelivered_task_does_not_retrain_twice(
     from workers.tasks.exact import retrain_shard
     from workers.tasks.requests import process_request
 
-    rid = _file_and_approve(app_client, tokens, _a_trained_subject(session))
+    rid = file_and_approve(app_client, tokens, a_trained_subject(session))
     drain(sent_tasks)
     versions = session.scalar(select(func.count()).select_from(ModelVersion))
     job = session.scalars(select(Job).where(Job.kind == "retrain_shard")).one()
@@ -263,7 +244,7 @@ def test_worker_death_before_publish_is_reaped_and_resumes_from_checkpoints(
     from workers.tasks.reaper import reap_stuck_jobs
     from workers.tasks.requests import process_request
 
-    rid = _file_and_approve(app_client, tokens, _a_trained_subject(session))
+    rid = file_and_approve(app_client, tokens, a_trained_subject(session))
     [args] = sent_tasks.pop(TASK_PROCESS_REQUEST)
     process_request(*args)
     [job_args] = sent_tasks.pop(TASK_RETRAIN_SHARD)
@@ -307,7 +288,7 @@ def test_job_out_of_attempts_fails_the_request(
     from workers.tasks.reaper import reap_stuck_jobs
     from workers.tasks.requests import process_request
 
-    rid = _file_and_approve(app_client, tokens, _a_trained_subject(session))
+    rid = file_and_approve(app_client, tokens, a_trained_subject(session))
     [args] = sent_tasks.pop(TASK_PROCESS_REQUEST)
     process_request(*args)
     sent_tasks.sent.clear()
@@ -330,7 +311,7 @@ def test_subject_without_records_is_skipped(
     sent_tasks: SentTasks,
     trained_model: dict[str, Any],
 ) -> None:
-    rid = _file_and_approve(app_client, tokens, "nobody-we-know")
+    rid = file_and_approve(app_client, tokens, "nobody-we-know")
     drain(sent_tasks)
     req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
     assert req["status"] == "completed" and req["certificates"] == []
@@ -344,7 +325,7 @@ def test_canary_never_stored_or_exported(
     trained_model: dict[str, Any],
     session: Session,
 ) -> None:
-    rid = _file_and_approve(app_client, tokens, CANARY_SUBJECT)
+    rid = file_and_approve(app_client, tokens, CANARY_SUBJECT)
     drain(sent_tasks)
     dump = session.execute(
         text("SELECT string_agg(t::text, ' ') FROM (SELECT * FROM audit_events) t")
@@ -360,3 +341,29 @@ def test_canary_never_stored_or_exported(
             f"/v1/requests/{rid}/report", params={"format": fmt}, headers=auth(tokens["auditor"])
         )
         assert CANARY_SUBJECT not in r.text
+
+
+def test_shards_too_small_are_reported_not_published_silently(
+    app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks, session: Session
+) -> None:
+    h = auth(tokens["ml_engineer"])
+    name = "too-many-shards"
+    register_and_ingest(app_client, h, model_body(name, shards=12, slices=2), synthetic_csv())
+    job = app_client.post(f"/v1/models/{name}/train", headers=h).json()
+    assert drain(sent_tasks) == [(TASK_TRAIN_MODEL, "done")]
+    result = app_client.get(f"/v1/jobs/{job['id']}", headers=h).json()["result"]
+    assert result["schedule"] == "early_stopping"
+    assert result["shards_too_small"] and result["warnings"]
+    [version] = app_client.get(f"/v1/models/{name}/versions", headers=h).json()
+    assert version["metrics"]["shards_too_small"] == result["shards_too_small"]
+
+    subject = trained_subject_of(session, name)
+    rid = approve(app_client, tokens, subject, name)
+    drain(sent_tasks)
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+    [cert] = request["certificates"]
+    [shard] = cert["body"]["shards_retrained"]
+    assert shard["too_small"]
+    assert cert["body"]["warnings"] and "WARNING" in cert["body"]["plain_words"]
+    versions = app_client.get(f"/v1/models/{name}/versions", headers=h).json()
+    assert str(shard["shard"]) in versions[-1]["metrics"]["shards_too_small"]

@@ -1,4 +1,4 @@
-"""Regression: no database transaction is open while a shard trains or a model generates.
+"""No database transaction is open while a shard trains or a model generates.
 
 Each ML entry point the tasks call is wrapped to record how many of the task's units of work
 (``DbTask.transaction``) are open at that moment; it must be zero every time. The API's
@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_RETRAIN_SHARD
-from tests.conftest import SentTasks, auth, generative_model_body
-from tests.generative_data import FORGOTTEN, facts_of, forget_body
-from tests.workers.conftest import drain
-from tests.workers.test_exact_flow import _a_trained_subject, _file_and_approve
+from tests.support.api import SentTasks, auth
+from tests.support.exact import a_trained_subject, file_and_approve
+from tests.support.generative_data import FORGOTTEN, facts_of, forget_body, generative_model_body
+from tests.support.tasks import drain
 
 
 def _watch(monkeypatch: pytest.MonkeyPatch, target: str, seen: list[int]) -> None:
@@ -43,7 +43,7 @@ def test_no_transaction_open_while_training_or_retraining(
     session: Session,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.sample_data import MODEL_BODY, synthetic_csv
+    from tests.support.sample_data import MODEL_BODY, synthetic_csv
 
     seen: list[int] = []
     _watch(monkeypatch, "service.exact.training.train_shard", seen)
@@ -62,7 +62,7 @@ def test_no_transaction_open_while_training_or_retraining(
     drain(sent_tasks)
     trained = len(seen)
     assert trained == MODEL_BODY["config"]["sisa"]["shards"]
-    _file_and_approve(app_client, tokens, _a_trained_subject(session))
+    file_and_approve(app_client, tokens, a_trained_subject(session))
     ran = drain(sent_tasks)
     assert (TASK_RETRAIN_SHARD, "done") in ran
     assert len(seen) == trained + 2  # the retrain and its bit-exact check
@@ -127,13 +127,3 @@ def test_no_transaction_open_while_calibrating_or_generating(
     )
     assert r.status_code == 200, r.text
     assert sessions_at_generation == [False]
-
-
-def test_the_counter_sees_an_open_unit_of_work() -> None:
-    from workers.base import DbTask, open_transactions
-
-    task = DbTask()
-    assert open_transactions() == 0
-    with task.transaction(audited=False):
-        assert open_transactions() == 1
-    assert open_transactions() == 0

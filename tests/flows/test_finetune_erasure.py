@@ -27,9 +27,16 @@ from service.queue.names import (
     TASK_PROCESS_REQUEST,
     TASK_UPDATE_VERIFIER_RULES,
 )
-from tests.conftest import SentTasks, auth, generative_model_body
-from tests.generative_data import FORGOTTEN, PEOPLE, RETAINED, facts_of, forget_body
-from tests.workers.conftest import drain
+from tests.support.api import SentTasks, auth
+from tests.support.generative_data import (
+    FORGOTTEN,
+    PEOPLE,
+    RETAINED,
+    facts_of,
+    forget_body,
+    generative_model_body,
+)
+from tests.support.tasks import drain
 
 FINETUNE = {
     "slices": 4,

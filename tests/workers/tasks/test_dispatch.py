@@ -1,13 +1,10 @@
-"""The embedded broker's tables are created once however many workers start together, and
-delayed ML work waits on the requests queue, so that ML workers only see work that is due
-(a worker reserves every countdown message it sees, whatever its prefetch limit)."""
+"""Delayed ML work waits on the requests queue, so that ML workers only see work that is due (a
+worker reserves every countdown message it sees, whatever its prefetch limit)."""
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +12,6 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from service.core.config import Settings, get_settings
-from service.queue.broker_tables import ensure_broker_tables
 from service.queue.client import send_task
 from service.queue.names import (
     QUEUE_ML,
@@ -24,11 +20,7 @@ from service.queue.names import (
     TASK_PROCESS_REQUEST,
     TASK_RETRAIN_SHARD,
 )
-from tests.dbutil import fresh_database
-
-_ENSURE = (
-    "import sys; from service.queue.broker_tables import ensure_broker_tables as e; e(sys.argv[1])"
-)
+from tests.support.db import fresh_database
 
 
 @pytest.fixture
@@ -55,27 +47,6 @@ def _messages(url: str) -> list[dict[str, Any]]:
         headers = message["headers"]
         out.append({"queue": queue, "task": headers["task"], "eta": headers["eta"], "args": args})
     return out
-
-
-def test_workers_starting_together_create_the_broker_tables_once(broker_db: str) -> None:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _ENSURE, "sqla+" + broker_db],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(4)
-    ]
-    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0] * 4, outputs
-    engine = create_engine(broker_db)
-    with engine.connect() as conn:
-        tables = conn.execute(
-            text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'kombu_%' ORDER BY 1")
-        ).scalars()
-        assert list(tables) == ["kombu_message", "kombu_queue"]
-    engine.dispose()
-    ensure_broker_tables("redis://127.0.0.1:6379/0")  # not a database: nothing to create
 
 
 def test_delayed_ml_work_waits_on_the_requests_queue(
