@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 
 from service.stack.migrate import alembic_config, check
-from tests.dbutil import fresh_database
+from tests.support.db import fresh_database
 
 
 def test_no_drift_between_schema_and_migrations(database_url: str) -> None:

@@ -2,7 +2,7 @@
 
 No Docker engine is needed. The compose file is checked three ways:
 
-1. against the Compose specification JSON schema, vendored as ``tests/data/compose-spec.json``.
+1. against the Compose specification JSON schema, vendored as ``tests/repo/data/compose-spec.json``.
    It is an unmodified copy of ``compose/config/compose_spec.json`` from Debian's
    ``docker-compose`` package, version 1.29.2-3 (bookworm), Apache-2.0, Copyright 2014-2015
    Docker Inc (see /usr/share/doc/docker-compose/copyright once the package is installed);
@@ -28,11 +28,13 @@ import pytest
 import yaml
 from jsonschema import Draft201909Validator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+
+
 # sha256 of compose/config/compose_spec.json in Debian docker-compose 1.29.2-3.
 SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
 
@@ -48,6 +50,8 @@ EXPECTED_SERVICES = {
 }
 APP_SERVICES = {"migrate", "api", "worker-requests", "worker-ml", "beat", "flower"}
 WORKERS = ("worker-requests", "worker-ml")
+
+
 # Variables that must come from the environment, never from a committed default.
 REQUIRED_SECRETS = (
     "POSTGRES_PASSWORD",
@@ -88,12 +92,11 @@ def _schema_errors(validator: Draft201909Validator, document: Any) -> list[str]:
     )
 
 
-# --- 1. the Compose specification schema -------------------------------------------------------
-
-
 def test_vendored_schema_is_the_unmodified_debian_copy() -> None:
     digest = hashlib.sha256(SCHEMA_FILE.read_bytes()).hexdigest()
-    assert digest == SCHEMA_SHA256, "tests/data/compose-spec.json differs from the vendored copy"
+    assert digest == SCHEMA_SHA256, (
+        "tests/repo/data/compose-spec.json differs from the vendored copy"
+    )
 
 
 def test_compose_file_is_valid_against_the_compose_spec(
@@ -128,9 +131,6 @@ def test_schema_rejects_a_broken_compose_file(
 
 def test_no_obsolete_version_key(compose: dict[str, Any]) -> None:
     assert "version" not in compose
-
-
-# --- 2. docker-compose config ------------------------------------------------------------------
 
 
 def _compose_command() -> list[str] | None:
@@ -201,9 +201,6 @@ def test_compose_config_fails_without_a_required_secret(missing: str, tmp_path: 
     result = _run_config(env_vars, tmp_path)
     assert result.returncode != 0, f"compose config succeeded without {missing}"
     assert missing in result.stderr
-
-
-# --- 3. structure ------------------------------------------------------------------------------
 
 
 def test_service_set(compose: dict[str, Any]) -> None:
@@ -349,9 +346,6 @@ def test_no_env_file_is_tracked() -> None:
         check=True,
     ).stdout.split()
     assert tracked == [], f"secrets file(s) tracked by git: {tracked}"
-
-
-# --- 4. Dockerfile -----------------------------------------------------------------------------
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
