@@ -22,9 +22,7 @@ from models.assets.tofu import (
 )
 from models.generative.normalize import skeleton, words
 
-needs_data = pytest.mark.skipif(
-    not tofu_file(FORGET_FILE).is_file(), reason="shared TOFU data not found"
-)
+needs_data = pytest.mark.skipif(not tofu_file(FORGET_FILE).is_file(), reason="TOFU data not found")
 
 
 @needs_data

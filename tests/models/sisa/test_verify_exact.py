@@ -1,4 +1,5 @@
-"""The end-to-end exactness experiment on a CSV file."""
+"""Erasing records from a trained ensemble, checked bit for bit; and the experiment that
+`lethe verify-exact` runs on a CSV file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.sisa.verify_exact import run_verify_exact
+from models.artifacts import LocalArtifactStore
+from models.sisa import SisaConfig, TrainingRecord, assign_shard, assign_slice
+from models.sisa.verify_exact import erase_and_verify, train_all_shards
+from service.cli.verify_exact import run_verify_exact
 
 
 def write_csv(path: Path, rows: int = 240, seed: int = 0) -> Path:
@@ -62,3 +66,30 @@ def test_unknown_column_and_subject_are_clear_errors(tmp_path: Path) -> None:
         run_verify_exact(csv, "customer", "approved", 2, 2, ["cust-1", "secret-person"], epochs=1)
     assert "#2" in str(error.value)
     assert "secret-person" not in str(error.value)
+
+
+def test_erase_and_verify_on_records(tmp_path: Path) -> None:
+    config = SisaConfig(
+        shards=2, slices=3, input_dim=4, num_classes=2, hidden=(8,), epochs=2, seed=1
+    ).replace(validation_fraction=0.0)
+    rng = np.random.default_rng(0)
+    shard_records: dict[int, list[TrainingRecord]] = {}
+    for row in range(60):
+        x = rng.normal(size=4).astype(np.float32)
+        record = TrainingRecord(str(row), assign_slice(str(row), config), x, int(x[0] > 0))
+        shard_records.setdefault(assign_shard(f"subject-{row // 3}", config), []).append(record)
+    store = LocalArtifactStore(tmp_path / "store")
+    stages: list[str] = []
+    trained = train_all_shards(config, shard_records, store, progress=lambda *_: None)
+    outcome = erase_and_verify(
+        config,
+        shard_records,
+        ["4", "5", "31"],
+        store,
+        trained.manifest,
+        progress=lambda stage, done, total: stages.append(stage),
+    )
+    assert outcome.bit_exact
+    assert sorted(outcome.checks) == sorted(outcome.unlearning.shards)
+    assert outcome.unlearning.manifest != trained.manifest
+    assert stages[0] == "unlearn" and stages[-1] == "verify"
