@@ -178,7 +178,7 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
 
     # The exact retrain publishes version 2 (and destroys version 1's artifacts) while a
     # generation that has read version 1 is under way: it finishes on version 1's weights.
-    from service.finetune import serving
+    from service.rules import finetuned_serving as serving
 
     real, used, ran = serving.finetuned_generator, [], []
 
