@@ -1,4 +1,10 @@
-"""Shared fixtures: a real PostgreSQL with the Alembic schema, rolled back per test."""
+"""Fixtures shared by the whole suite.
+
+One PostgreSQL server per run (embedded, or the one LETHE_TEST_DATABASE_URL names) with a
+database built by Alembic; each test runs in a transaction rolled back at its end. Then the
+app and its tokens, the outbox captured, worker tasks run in process on the test's session, a
+trained sample model, and the tiny LM of the generative tests. Helpers that test modules
+import live in tests/support/."""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,10 @@ os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/lethe-run-{os.getuid()}")
 os.environ["LETHE_ENVIRONMENT"] = "test"
 
 from service.core.config import Settings, get_settings
-from tests.dbutil import fresh_database, server_url
+from tests.support.api import SentTasks, auth
+from tests.support.db import fresh_database, server_url
+from tests.support.sample_data import MODEL_BODY, synthetic_csv
+from tests.support.tasks import drain
 
 
 @pytest.fixture(scope="session")
@@ -85,21 +93,6 @@ def session(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield s
 
 
-@dataclass
-class SentTasks:
-    """What the outbox sent after commits (the API and tasks send by name, never import)."""
-
-    sent: list[tuple[str, list[Any], float | None]] = field(default_factory=list)
-
-    def names(self) -> list[str]:
-        return [name for name, _, _ in self.sent]
-
-    def pop(self, name: str) -> list[list[Any]]:
-        matching = [args for n, args, _ in self.sent if n == name]
-        self.sent = [s for s in self.sent if s[0] != name]
-        return matching
-
-
 @pytest.fixture
 def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
     record = SentTasks()
@@ -141,43 +134,60 @@ def tokens(factory: sessionmaker[Session]) -> dict[str, str]:
         }
 
 
-def auth(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
-
-
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny causal LM that knows the facts of tests/generative_data.py (trained locally)."""
+    """A tiny causal LM that knows the facts of tests/support/generative_data.py (trained
+    locally)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     from models.assets.tiny import train_tiny_qa
-    from tests.generative_data import ALL_PAIRS
+    from tests.support.generative_data import ALL_PAIRS
 
     return train_tiny_qa(ALL_PAIRS, tmp_path_factory.mktemp("tiny-lm"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def retain_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.generative_data import write_retain_file
+    from tests.support.generative_data import write_retain_file
 
     return write_retain_file(tmp_path_factory.mktemp("retain") / "retain.jsonl")
 
 
-def generative_model_body(name: str, model_dir: Path, retain: Path) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": "generative",
-        "config": {
-            "model_dir": str(model_dir),
-            "retain_qa_file": str(retain),
-            "max_new_tokens": 24,
-        },
-        "policy": {
-            "alpha": 0.1,
-            "delta": 0.05,
-            "alpha_b": 0.2,
-            "max_budget": 3,
-            "max_probes": 12,
-            "budget_probes": 6,
-            "max_budget_probes": 12,
-        },
-    }
+@pytest.fixture
+def task_factory(factory: sessionmaker[Session]) -> Iterator[None]:
+    """Worker tasks called in process open their sessions on the test's connection."""
+    from workers.base import DbTask
+
+    DbTask.factory_override = factory
+    yield
+    DbTask.factory_override = None
+
+
+@pytest.fixture
+def own_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An artifact store of the test's own. Checkpoints are content-addressed: a retrain
+    elsewhere in the run would otherwise leave checkpoints that a later test finds instead of
+    training."""
+    monkeypatch.setattr(get_settings(), "artifact_url", str(tmp_path / "artifacts"))
+    yield
+
+
+@pytest.fixture
+def trained_model(
+    app_client: TestClient, tokens: dict[str, str], sent_tasks: SentTasks, task_factory: None
+) -> dict[str, Any]:
+    """The sample model (tests/support/sample_data.py) registered, ingested and trained."""
+    from service.queue.names import TASK_TRAIN_MODEL
+
+    h = auth(tokens["ml_engineer"])
+    assert app_client.post("/v1/models", json=MODEL_BODY, headers=h).status_code == 201
+    r = app_client.post(
+        f"/v1/models/{MODEL_BODY['name']}/records",
+        files={"file": ("d.csv", synthetic_csv(), "text/csv")},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    job = app_client.post(f"/v1/models/{MODEL_BODY['name']}/train", headers=h).json()
+    assert drain(sent_tasks) == [(TASK_TRAIN_MODEL, "done")]
+    model = app_client.get(f"/v1/models/{MODEL_BODY['name']}", headers=h).json()
+    assert model["status"] == "ready" and model["current_version"] == 1
+    return {"model": model, "job": job, "ingest": r.json()}

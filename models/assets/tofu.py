@@ -1,7 +1,7 @@
 """The TOFU question/answer sets (Maini et al., 2024) as forget specs and evaluation data.
 
-The files live in the shared data folder (`../shared/data/tofu/` next to the repository), else
-in the copy vendored in `data/tofu/`, or wherever `LETHE_TOFU_DIR` points; see their README.
+The files are read from the repository's `data/tofu/` (see its README), or from wherever
+`LETHE_TOFU_DIR` points when it is set.
 Forget files carry an `author_index` per row (20 rows per fictitious author); the utility files
 (real_authors, world_facts) carry three wrong answers per question for multiple-choice checks.
 
@@ -26,6 +26,8 @@ from models.generative.normalize import skeleton
 from models.generative.rules import Fact, ForgetSpec
 
 TOFU_DIR_ENV = "LETHE_TOFU_DIR"
+# models/assets/tofu.py → the repository's root.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FORGET_FILE = "forget_a.jsonl"
 RETAIN_FILE = "retain.jsonl"
 REAL_AUTHORS_FILE = "real_authors.jsonl"
@@ -69,14 +71,11 @@ class ChoiceQA:
 
 
 def default_tofu_dir() -> Path:
-    """`$LETHE_TOFU_DIR` if set; else `shared/data/tofu` beside the repository's folder when it
-    exists; else the copy vendored in the repository (`data/tofu`)."""
+    """`$LETHE_TOFU_DIR` if set; else the copy in the repository (`data/tofu`)."""
     override = os.environ.get(TOFU_DIR_ENV)
     if override:
         return Path(override)
-    repo = Path(__file__).resolve().parents[2]
-    shared = repo.parent / "shared" / "data" / "tofu"
-    return shared if shared.is_dir() else repo / "data" / "tofu"
+    return REPO_ROOT / "data" / "tofu"
 
 
 def tofu_file(name: str, directory: str | Path | None = None) -> Path:
@@ -200,18 +199,6 @@ def group_by_author(rows: Iterable[QA]) -> dict[int, list[QA]]:
             raise ValueError("every forget row needs an author_index")
         grouped[row.author_index].append(row)
     return dict(sorted(grouped.items()))
-
-
-def combined_spec(specs: Iterable[ForgetSpec]) -> ForgetSpec:
-    """One spec covering several subjects (the active rule set after several erasures)."""
-    parts = list(specs)
-    return ForgetSpec(
-        subject_names=[n for s in parts for n in s.subject_names],
-        aliases=[a for s in parts for a in s.aliases],
-        emails=[e for s in parts for e in s.emails],
-        phones=[p for s in parts for p in s.phones],
-        facts=[f for s in parts for f in s.facts],
-    )
 
 
 def author_specs(forget_rows: Sequence[QA]) -> dict[int, ForgetSpec]:

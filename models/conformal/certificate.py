@@ -12,7 +12,8 @@ CertificateKind = Literal["conformal_risk", "no_guarantee"]
 # Which rule decides when refinement gives up, in force for this rule-set version.
 RefinementRule = Literal["early_exit", "conformal_budget", "max_budget"]
 
-# The plain-words limits of the guarantee; DESIGN.md "What each guarantee claims".
+# The plain-words limits of the guarantee, stated in every certificate so that whoever reads
+# one sees what it does not claim.
 DEFAULT_ASSUMPTIONS: tuple[str, ...] = (
     "The calibration probes are exchangeable with future queries: drawn the same way, so that "
     "no future query is systematically different from them.",

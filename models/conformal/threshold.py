@@ -77,6 +77,17 @@ def false_flag_rate(negative_scores: Numbers, threshold: float) -> float:
     return float(np.mean(scores >= threshold))
 
 
+@dataclass(frozen=True)
+class _Calibration:
+    """What every outcome of one calibration reports, certified or not."""
+
+    alpha: float
+    delta: float
+    n: int
+    method: Method
+    needed: int
+
+
 def calibrate_threshold(
     positive_scores: Numbers,
     alpha: float,
@@ -97,29 +108,13 @@ def calibrate_threshold(
     scores = as_scores(positive_scores, "positive_scores")
     lambdas = _as_grid(grid)
     n = int(scores.size)
-    needed = min_calibration_size(alpha, delta)
-
-    def refuse(reason: str, p_value: float | None = None) -> ThresholdCalibration:
-        return ThresholdCalibration(
-            certified=False,
-            threshold=None,
-            alpha=alpha,
-            delta=delta,
-            n=n,
-            misses=None,
-            empirical_miss_rate=None,
-            miss_rate_upper_bound=None,
-            p_value=p_value,
-            reason=reason,
-            method=method,
-            min_calibration_size=needed,
-        )
-
-    if n < needed:
+    calibration = _Calibration(alpha, delta, n, method, min_calibration_size(alpha, delta))
+    if n < calibration.needed:
         # Even zero misses could not reject at level δ, so say so rather than fail on the grid.
-        return refuse(
-            f"only {n} calibration examples; at least {needed} are needed "
-            f"for α={alpha:g}, δ={delta:g}"
+        return _refused(
+            calibration,
+            f"only {n} calibration examples; at least {calibration.needed} are needed "
+            f"for α={alpha:g}, δ={delta:g}",
         )
 
     # Misses at λ: positives with s < λ, i.e. the insertion point of λ in the sorted scores.
@@ -128,34 +123,63 @@ def calibrate_threshold(
         p_values = binomial_tail_p_values(misses, n, alpha)
     else:
         p_values = hoeffding_bentkus_p_values(misses / n, n, alpha)
-
-    rejected = p_values <= delta
-    # Fixed sequence: only the unbroken run of rejections from the lowest λ counts.
-    run = int(lambdas.size) if bool(rejected.all()) else int(np.argmin(rejected))
+    run = _rejected_run(p_values, delta, int(lambdas.size))
     if run == 0:
-        return refuse(
+        return _refused(
+            calibration,
             f"no threshold on the grid can be certified: at the lowest threshold "
             f"λ={lambdas[0]:g}, {int(misses[0])} of {n} leaking examples scored below it "
             f"(p={p_values[0]:.3g} > δ={delta:g})",
             p_value=float(p_values[0]),
         )
-
     best = run - 1
-    k = int(misses[best])
+    return _certified(calibration, float(lambdas[best]), int(misses[best]), float(p_values[best]))
+
+
+def _rejected_run(p_values: NDArray[np.float64], delta: float, size: int) -> int:
+    """How many λ from the lowest up are rejected without a break."""
+    rejected = p_values <= delta
+    # Fixed sequence: only the unbroken run of rejections from the lowest λ counts.
+    return size if bool(rejected.all()) else int(np.argmin(rejected))
+
+
+def _refused(
+    calibration: _Calibration, reason: str, p_value: float | None = None
+) -> ThresholdCalibration:
+    return ThresholdCalibration(
+        certified=False,
+        threshold=None,
+        alpha=calibration.alpha,
+        delta=calibration.delta,
+        n=calibration.n,
+        misses=None,
+        empirical_miss_rate=None,
+        miss_rate_upper_bound=None,
+        p_value=p_value,
+        reason=reason,
+        method=calibration.method,
+        min_calibration_size=calibration.needed,
+    )
+
+
+def _certified(
+    calibration: _Calibration, threshold: float, misses: int, p_value: float
+) -> ThresholdCalibration:
+    n = calibration.n
     return ThresholdCalibration(
         certified=True,
-        threshold=float(lambdas[best]),
-        alpha=alpha,
-        delta=delta,
+        threshold=threshold,
+        alpha=calibration.alpha,
+        delta=calibration.delta,
         n=n,
-        misses=k,
-        empirical_miss_rate=k / n,
+        misses=misses,
+        empirical_miss_rate=misses / n,
         # Reported for the record: an exact bound for this one λ, ≤ α whenever the test passed
         # (the HB p-value is never below the binomial one). It is not simultaneous over the
         # grid; the certified statement is "miss rate ≤ α".
-        miss_rate_upper_bound=clopper_pearson_upper(k, n, delta),
-        p_value=float(p_values[best]),
+        miss_rate_upper_bound=clopper_pearson_upper(misses, n, calibration.delta),
+        p_value=p_value,
         reason=None,
-        method=method,
-        min_calibration_size=needed,
+        method=calibration.method,
+        min_calibration_size=calibration.needed,
     )

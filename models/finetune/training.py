@@ -127,6 +127,81 @@ def _fit_prefix(
     return steps, prefix_seconds
 
 
+@dataclass(frozen=True)
+class _Start:
+    """A fine-tune ready for its first slice still to train."""
+
+    model: AdaptedModel
+    optimizer: torch.optim.Optimizer
+    layout: SliceLayout
+    ids: list[str]
+    first_slice: int
+
+
+@dataclass(frozen=True)
+class _Work:
+    steps: int
+    prefix_seconds: float
+    checkpoint_bytes: dict[str, int]
+
+
+def _start(
+    base_dir: str | Path,
+    config: FinetuneConfig,
+    records: Sequence[FinetuneRecord],
+    base: str,
+    cache_store: ArtifactStore | None,
+) -> _Start:
+    """The model and optimizer, restored from the last usable checkpoint in ``cache_store``
+    (None: from scratch)."""
+    model = AdaptedModel(base_dir, config, base)
+    layout = SliceLayout.build(config, records, model.tokenizer, model.eos_id)
+    ids = checkpoint_ids(base, config, layout.keys_by_slice)
+    optimizer = torch.optim.AdamW(
+        list(model.trainable.values()), lr=config.learning_rate, weight_decay=0.0
+    )
+    first_slice, cached = 0, None
+    if cache_store is not None:
+        first_slice, cached = _latest_usable(config, base, layout, ids, cache_store)
+    if cached is not None:
+        model.load_adapter_state(cached.model_state)
+        optimizer.load_state_dict(dict(cached.optimizer_state))
+    return _Start(model, optimizer, layout, ids, first_slice)
+
+
+def _fit_slices(
+    config: FinetuneConfig,
+    base: str,
+    start: _Start,
+    cache: PrefixCache,
+    store: ArtifactStore | None,
+    progress: Progress | None,
+) -> _Work:
+    """Train every slice from ``start.first_slice`` on, storing a checkpoint after each."""
+    written: dict[str, int] = {}
+    steps, prefix_seconds = 0, 0.0
+    if progress is not None:
+        progress(start.first_slice, config.slices)
+    for slice_index in range(start.first_slice, config.slices):
+        slice_steps, slice_prefix_seconds = _fit_prefix(
+            start.model, start.optimizer, start.layout, slice_index, cache
+        )
+        steps += slice_steps
+        prefix_seconds += slice_prefix_seconds
+        if store is not None:
+            checkpoint = Checkpoint(
+                start.model.adapter_state(),
+                start.optimizer.state_dict(),
+                _meta(config, base, slice_index, start.layout),
+            )
+            written[start.ids[slice_index]] = save_checkpoint(
+                store, start.ids[slice_index], checkpoint
+            )
+        if progress is not None:
+            progress(slice_index + 1, config.slices)
+    return _Work(steps, prefix_seconds, written)
+
+
 def _train(
     base_dir: str | Path,
     config: FinetuneConfig,
@@ -141,56 +216,27 @@ def _train(
     started, cpu_started = time.perf_counter(), time.process_time()
     base = base_id if base_id is not None else base_model_id(base_dir)
     cache = prefix_cache if prefix_cache is not None else PrefixCache()
-    written: dict[str, int] = {}
-    steps, prefix_seconds = 0, 0.0
     with deterministic_torch(config.num_threads), torch.enable_grad():
-        model = AdaptedModel(base_dir, config, base)
-        layout = SliceLayout.build(config, records, model.tokenizer, model.eos_id)
-        ids = checkpoint_ids(base, config, layout.keys_by_slice)
-        optimizer = torch.optim.AdamW(
-            list(model.trainable.values()), lr=config.learning_rate, weight_decay=0.0
-        )
-        first_slice, cached = 0, None
-        if use_cache and store is not None:
-            first_slice, cached = _latest_usable(config, base, layout, ids, store)
-        if cached is not None:
-            model.load_adapter_state(cached.model_state)
-            optimizer.load_state_dict(dict(cached.optimizer_state))
-        if first_slice < config.slices and layout.examples:
-            model.self_check(layout.examples[0], cache)
-        if progress is not None:
-            progress(first_slice, config.slices)
-        for slice_index in range(first_slice, config.slices):
-            slice_steps, slice_prefix_seconds = _fit_prefix(
-                model, optimizer, layout, slice_index, cache
-            )
-            steps += slice_steps
-            prefix_seconds += slice_prefix_seconds
-            if store is not None:
-                checkpoint = Checkpoint(
-                    model.adapter_state(),
-                    optimizer.state_dict(),
-                    _meta(config, base, slice_index, layout),
-                )
-                written[ids[slice_index]] = save_checkpoint(store, ids[slice_index], checkpoint)
-            if progress is not None:
-                progress(slice_index + 1, config.slices)
+        start = _start(base_dir, config, records, base, store if use_cache else None)
+        if start.first_slice < config.slices and start.layout.examples:
+            start.model.self_check(start.layout.examples[0], cache)
+        work = _fit_slices(config, base, start, cache, store, progress)
     result = FinetuneResult(
         base_id=base,
-        checkpoint_ids=ids,
-        final_checkpoint=ids[-1],
-        resumed_from_slice=first_slice,
-        slices_trained=config.slices - first_slice,
+        checkpoint_ids=start.ids,
+        final_checkpoint=start.ids[-1],
+        resumed_from_slice=start.first_slice,
+        slices_trained=config.slices - start.first_slice,
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started,
-        lineage_hash=layout.lineage_hash(),
-        num_records=layout.num_records,
-        records_per_slice=[len(keys) for keys in layout.keys_by_slice],
-        checkpoint_bytes=written,
-        optimizer_steps=steps,
-        prefix_seconds=prefix_seconds,
+        lineage_hash=start.layout.lineage_hash(),
+        num_records=start.layout.num_records,
+        records_per_slice=[len(keys) for keys in start.layout.keys_by_slice],
+        checkpoint_bytes=work.checkpoint_bytes,
+        optimizer_steps=work.steps,
+        prefix_seconds=work.prefix_seconds,
     )
-    return TrainedAdapter(result, model, optimizer)
+    return TrainedAdapter(result, start.model, start.optimizer)
 
 
 def train_sliced(

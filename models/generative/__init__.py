@@ -1,4 +1,5 @@
-"""Inference-time unlearning for generative models (DESIGN.md, "Two ways to forget", item 2).
+"""Inference-time unlearning for generative models (the second way lethe forgets; the first is
+exact retraining, `models.sisa`).
 
 The model's weights stay frozen. A forget spec compiles into rules (`rules`); a verifier scores
 each response against them (`verifier`, with `matching` for identifiers and key spans,

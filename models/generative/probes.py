@@ -121,6 +121,26 @@ def describe_subject(facts: Sequence[Fact], index: int, identifiers: Sequence[st
     return f"the person associated with {listed}"
 
 
+def _fact_questions(
+    facts: Sequence[Fact], index: int, identifiers: list[str]
+) -> list[tuple[str, ProbeFamily]]:
+    """Each way `facts[index]`'s question is asked, with its family (the question must be
+    set): as filed, paraphrased, naming the subject otherwise, and describing them instead."""
+    question = facts[index].question
+    assert question is not None
+    names_it = any(skeleton(i) in skeleton(question) for i in identifiers if skeleton(i))
+    questions: list[tuple[str, ProbeFamily]] = [(question, "direct" if names_it else "indirect")]
+    questions += [(q, "paraphrased") for q in paraphrase_question(question)]
+    # The same question naming the subject by each of their other identifiers.
+    questions += [
+        (_with_identifier(question, identifiers, alt), "paraphrased") for alt in identifiers
+    ]
+    description = describe_subject(facts, index, identifiers) if names_it else None
+    if description is not None:
+        questions.append((mask_identifiers(question, identifiers, description), "indirect"))
+    return questions
+
+
 def build_probes(spec: ForgetSpec, retained: Sequence[Fact] = ()) -> list[Probe]:
     """Probes for the forget spec's facts and subject, then one per retained fact."""
     facts = resolve_facts(spec)
@@ -138,22 +158,7 @@ def build_probes(spec: ForgetSpec, retained: Sequence[Fact] = ()) -> list[Probe]
     for index, fact in enumerate(facts):
         if not fact.question:
             continue
-        names_it = any(skeleton(i) in skeleton(fact.question) for i in identifiers if skeleton(i))
-        questions: list[tuple[str, ProbeFamily]] = [
-            (fact.question, "direct" if names_it else "indirect")
-        ]
-        questions += [(q, "paraphrased") for q in paraphrase_question(fact.question)]
-        # The same question naming the subject by each of their other identifiers.
-        questions += [
-            (_with_identifier(fact.question, identifiers, alt), "paraphrased")
-            for alt in identifiers
-        ]
-        description = describe_subject(facts, index, identifiers) if names_it else None
-        if description is not None:
-            questions.append(
-                (mask_identifiers(fact.question, identifiers, description), "indirect")
-            )
-        for question, family in questions:
+        for question, family in _fact_questions(facts, index, identifiers):
             for template in _WRAPPERS:
                 add(template.format(q=question), True, [fact], template, family)
         for template in FORMAT_SHIFTS:

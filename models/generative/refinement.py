@@ -130,6 +130,58 @@ def redact(
     return remainder if verifier.score(remainder, prompt).score < threshold else None
 
 
+@dataclass(frozen=True)
+class _Judge:
+    """How one request's answers are judged, the same in every round."""
+
+    verifier: Verifier
+    prompt: str
+    threshold: float
+    refusal_text: str
+    in_scope: bool
+    """The question identifies a forgotten subject (and `screen_query` is on)."""
+    exit_threshold: float | None
+    back_off: bool
+    screen_answers: bool
+
+    def settle(
+        self, round_: int, response: str, verdict: Verdict, verdicts: list[Verdict]
+    ) -> RefinementResult | None:
+        """The request's result if this round's answer settles it; None: regenerate."""
+        verifier, threshold, refusal = self.verifier, self.threshold, self.refusal_text
+        # The model was told to leave the subject out and names them anyway, often misspelt
+        # below λ: serving it would leak who they are, and more rounds rarely help.
+        if round_ > 0 and self.screen_answers and verifier.mentions_subject(response, threshold):
+            return RefinementResult(refusal, round_, False, True, "subject_in_answer", verdicts)
+        # To a question about a forgotten subject, an answer stating any of her facts' key
+        # spans the question did not give is hers, generic words included.
+        revealed = verdict.score >= threshold or (
+            self.in_scope and verifier.states_key_span(response, self.prompt, threshold)
+        )
+        if not revealed:
+            reason: Reason = "accepted" if round_ == 0 else "accepted_after_feedback"
+            return RefinementResult(response, round_, True, False, reason, verdicts)
+        if self.in_scope:
+            return RefinementResult(refusal, 0, False, True, "subject_in_query", verdicts)
+        if self.back_off and (cut := redact(verifier, response, self.prompt, verdict, threshold)):
+            return RefinementResult(cut, round_, True, False, "redacted", verdicts)
+        return self.refuse_at_once(response, verdict, verdicts) if round_ == 0 else None
+
+    def refuse_at_once(
+        self, response: str, verdict: Verdict, verdicts: list[Verdict]
+    ) -> RefinementResult | None:
+        """A refusal of a flagged first answer that back-off could not rescue, or None."""
+        # A flagged first answer that names a forgotten subject shows the question is about
+        # them (the model read it so), as a question naming them does: refuse at once.
+        if self.screen_answers and self.verifier.mentions_subject(response, self.threshold):
+            return RefinementResult(
+                self.refusal_text, 0, False, True, "subject_in_answer", verdicts
+            )
+        if self.exit_threshold is not None and verdict.score > self.exit_threshold:
+            return RefinementResult(self.refusal_text, 0, False, True, "early_exit", verdicts)
+        return None
+
+
 def refine(
     generator_fn: GenerateFn,
     verifier: Verifier,
@@ -152,7 +204,16 @@ def refine(
     forgotten subject (`Verifier.mentions_subject`); False only to measure the paper's method."""
     if budget < 0:
         raise ValueError("budget must be >= 0")
-    in_scope = screen_query and verifier.identifies_subject(prompt, threshold)
+    judge = _Judge(
+        verifier,
+        prompt,
+        threshold,
+        refusal_text,
+        screen_query and verifier.identifies_subject(prompt, threshold),
+        exit_threshold,
+        back_off,
+        screen_answers,
+    )
     banned: list[str] = []
     verdicts: list[Verdict] = []
     for round_ in range(budget + 1):
@@ -165,30 +226,9 @@ def refine(
         # The prompt tells the verifier whom the answer is about (fact rules are per subject).
         verdict = verifier.score(response, prompt)
         verdicts.append(verdict)
-        # The model was told to leave the subject out and names them anyway, often misspelt
-        # below λ: serving it would leak who they are, and more rounds rarely help.
-        if round_ > 0 and screen_answers and verifier.mentions_subject(response, threshold):
-            return RefinementResult(
-                refusal_text, round_, False, True, "subject_in_answer", verdicts
-            )
-        # To a question about a forgotten subject, an answer stating any of her facts' key
-        # spans the question did not give is hers, generic words included.
-        revealed = verdict.score >= threshold or (
-            in_scope and verifier.states_key_span(response, prompt, threshold)
-        )
-        if not revealed:
-            reason: Reason = "accepted" if round_ == 0 else "accepted_after_feedback"
-            return RefinementResult(response, round_, True, False, reason, verdicts)
-        if in_scope:
-            return RefinementResult(refusal_text, 0, False, True, "subject_in_query", verdicts)
-        if back_off and (cut := redact(verifier, response, prompt, verdict, threshold)):
-            return RefinementResult(cut, round_, True, False, "redacted", verdicts)
-        # A flagged first answer that names a forgotten subject shows the question is about
-        # them (the model read it so), as a question naming them does: refuse at once.
-        if round_ == 0 and screen_answers and verifier.mentions_subject(response, threshold):
-            return RefinementResult(refusal_text, 0, False, True, "subject_in_answer", verdicts)
-        if round_ == 0 and exit_threshold is not None and verdict.score > exit_threshold:
-            return RefinementResult(refusal_text, 0, False, True, "early_exit", verdicts)
+        settled = judge.settle(round_, response, verdict, verdicts)
+        if settled is not None:
+            return settled
         # Feedback accumulates: a span banned once stays banned for the rest of the request.
         known = {skeleton(s) for s in banned}
         banned.extend(s for s in verdict.spans_at(threshold) if skeleton(s) not in known)

@@ -142,6 +142,41 @@ def resolve_facts(spec: ForgetSpec) -> list[Fact]:
     return resolved
 
 
+def _normalize_identifier(kind: RuleKind, text: str) -> str:
+    """The matching form of an identifier (see `Rule.normalized`)."""
+    if kind == "email":
+        return normalize_email(text)
+    if kind == "phone":
+        return digits(text)
+    return " ".join(words(text))
+
+
+def _distinct_identifiers(spec: ForgetSpec) -> list[tuple[RuleKind, str, str]]:
+    """(kind, text, matching form) of the spec's identifiers: names, aliases, emails, phones,
+    each in the order given, without empty or duplicate ones."""
+    by_kind: list[tuple[RuleKind, list[str]]] = [
+        ("name", spec.subject_names),
+        ("alias", spec.aliases),
+        ("email", spec.emails),
+        ("phone", spec.phones),
+    ]
+    seen: set[tuple[str, str]] = set()
+    out: list[tuple[RuleKind, str, str]] = []
+    for kind, texts in by_kind:
+        for text in texts:
+            norm = _normalize_identifier(kind, text)
+            # Duplicates (same identifier typed twice, alias equal to a name or to a name's
+            # words in another order, which the matcher treats as exact anyway) add nothing.
+            if kind in ("name", "alias"):
+                key = ("ident", " ".join(sorted(norm.split())))
+            else:
+                key = (kind, norm)
+            if norm and key not in seen:
+                seen.add(key)
+                out.append((kind, text, norm))
+    return out
+
+
 def compile_rules(spec: ForgetSpec) -> RuleSet:
     rules: list[Rule] = []
     counters: dict[str, int] = {}
@@ -151,36 +186,8 @@ def compile_rules(spec: ForgetSpec) -> RuleSet:
         counters[kind] = n + 1
         rules.append(Rule(f"{kind}-{n}", kind, text, normalized, **extra))
 
-    seen: set[tuple[str, str]] = set()
-
-    def fresh(kind: str, norm: str) -> bool:
-        # Duplicates (same identifier typed twice, alias equal to a name or to a name's words in
-        # another order, which the matcher treats as exact anyway) add nothing.
-        if kind in ("name", "alias"):
-            key = ("ident", " ".join(sorted(norm.split())))
-        else:
-            key = (kind, norm)
-        if not norm or key in seen:
-            return False
-        seen.add(key)
-        return True
-
-    for name in spec.subject_names:
-        norm = " ".join(words(name))
-        if fresh("name", norm):
-            add("name", name, norm)
-    for alias in spec.aliases:
-        norm = " ".join(words(alias))
-        if fresh("alias", norm):
-            add("alias", alias, norm)
-    for email in spec.emails:
-        norm = normalize_email(email)
-        if fresh("email", norm):
-            add("email", email, norm)
-    for phone in spec.phones:
-        norm = digits(phone)
-        if fresh("phone", norm):
-            add("phone", phone, norm)
+    for kind, text, norm in _distinct_identifiers(spec):
+        add(kind, text, norm)
     for fact in resolve_facts(spec):
         add("fact", fact.answer, key_spans=tuple(fact.key_spans), question=fact.question)
 

@@ -194,6 +194,90 @@ def _paired_gap(
     return 100.0 * float(difference.mean()), 100.0 * se
 
 
+@dataclass(frozen=True)
+class _PlanData:
+    """The retained records' subsample a plan is measured on."""
+
+    train: list[SubjectRecord]
+    test: list[SubjectRecord]
+    test_x: np.ndarray
+    test_y: np.ndarray
+    requests_per_retrain: int
+
+
+def _plan_data(
+    base: SisaConfig,
+    records: Sequence[SubjectRecord],
+    erased_keys: Collection[str],
+    *,
+    max_records: int,
+    test_fraction: float,
+    erasure_rate: float,
+) -> _PlanData:
+    erased = set(erased_keys)
+    # Filter on the key alone, before anything reads an erased record's features or label.
+    retained = [r for r in records if r.key not in erased]
+    train, test = _subsample(retained, base.partition_salt, max_records, test_fraction)
+    if not train or not test:
+        raise ValueError("too few records to plan: need some to train and some to test on")
+    test_x = np.stack([np.asarray(r.x, dtype=np.float32) for r in test])
+    test_y = np.array([r.y for r in test], dtype=np.int64)
+    requests = max(1, round(erasure_rate * len(retained)))
+    return _PlanData(train, test, test_x, test_y, requests)
+
+
+def _one_model_predictions(base: SisaConfig, data: _PlanData) -> np.ndarray:
+    """Test predictions of one model trained on all the training records: the bar."""
+    return single_model_baseline(
+        base,
+        np.stack([np.asarray(r.x, dtype=np.float32) for r in data.train]),
+        np.array([r.y for r in data.train], dtype=np.int64),
+        keys=[r.key for r in data.train],
+    ).predict(data.test_x)
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """How a candidate is scored against one model (``plan_sisa``'s arguments)."""
+
+    budget_points: float
+    se_margin: float
+    flagged_erasure_odds: float
+
+
+def _frontier_point(
+    config: SisaConfig, data: _PlanData, one_model_predictions: np.ndarray, scoring: _Scoring
+) -> FrontierPoint:
+    predictions, speedup, too_small = _evaluate(
+        config,
+        data.train,
+        data.test_x,
+        data.test_y,
+        flagged_erasure_odds=scoring.flagged_erasure_odds,
+        requests_per_retrain=data.requests_per_retrain,
+    )
+    accuracy = float((predictions == data.test_y).mean())
+    gap, gap_se = _paired_gap(one_model_predictions, predictions, data.test_y)
+    return FrontierPoint(
+        config.shards,
+        config.slices,
+        accuracy,
+        speedup,
+        gap,
+        gap_se,
+        gap + scoring.se_margin * gap_se <= scoring.budget_points,
+        too_small,
+    )
+
+
+def _choose(points: Sequence[FrontierPoint]) -> FrontierPoint:
+    """The largest speed-up within the budget; if none is within it, the most accurate."""
+    inside = [p for p in points if p.within_budget]
+    if inside:
+        return max(inside, key=lambda p: (p.per_request_speedup, p.accuracy, -p.shards))
+    return max(points, key=lambda p: (p.accuracy, p.per_request_speedup))
+
+
 def plan_sisa(
     base: SisaConfig,
     records: Sequence[SubjectRecord],
@@ -221,66 +305,34 @@ def plan_sisa(
     """
     if not candidates:
         raise ValueError("give at least one candidate (S, R)")
-    erased = set(erased_keys)
-    # Filter on the key alone, before anything reads an erased record's features or label.
-    retained = [r for r in records if r.key not in erased]
-    train, test = _subsample(retained, base.partition_salt, max_records, test_fraction)
-    if not train or not test:
-        raise ValueError("too few records to plan: need some to train and some to test on")
-    test_x = np.stack([np.asarray(r.x, dtype=np.float32) for r in test])
-    test_y = np.array([r.y for r in test], dtype=np.int64)
-    requests = max(1, round(erasure_rate * len(retained)))
+    data = _plan_data(
+        base,
+        records,
+        erased_keys,
+        max_records=max_records,
+        test_fraction=test_fraction,
+        erasure_rate=erasure_rate,
+    )
     total = len(candidates) + 1
     if progress is not None:
         progress("one_model", 0, total)
-    one_model_predictions = single_model_baseline(
-        base,
-        np.stack([np.asarray(r.x, dtype=np.float32) for r in train]),
-        np.array([r.y for r in train], dtype=np.int64),
-        keys=[r.key for r in train],
-    ).predict(test_x)
-    one_model = float((one_model_predictions == test_y).mean())
+    one_model_predictions = _one_model_predictions(base, data)
+    scoring = _Scoring(budget_points, se_margin, flagged_erasure_odds)
     points: list[FrontierPoint] = []
     for done, (shards, slices) in enumerate(candidates, start=1):
         if progress is not None:
             progress(f"S={shards},R={slices}", done, total)
         config = base.replace(shards=shards, slices=slices)
-        predictions, speedup, too_small = _evaluate(
-            config,
-            train,
-            test_x,
-            test_y,
-            flagged_erasure_odds=flagged_erasure_odds,
-            requests_per_retrain=requests,
-        )
-        accuracy = float((predictions == test_y).mean())
-        gap, gap_se = _paired_gap(one_model_predictions, predictions, test_y)
-        points.append(
-            FrontierPoint(
-                shards,
-                slices,
-                accuracy,
-                speedup,
-                gap,
-                gap_se,
-                gap + se_margin * gap_se <= budget_points,
-                too_small,
-            )
-        )
+        points.append(_frontier_point(config, data, one_model_predictions, scoring))
     if progress is not None:
         progress("done", total, total)
-    inside = [p for p in points if p.within_budget]
-    if inside:
-        chosen = max(inside, key=lambda p: (p.per_request_speedup, p.accuracy, -p.shards))
-    else:
-        chosen = max(points, key=lambda p: (p.accuracy, p.per_request_speedup))
     return SisaPlan(
-        one_model_accuracy=one_model,
+        one_model_accuracy=float((one_model_predictions == data.test_y).mean()),
         frontier=points,
-        chosen=chosen,
+        chosen=_choose(points),
         budget_points=budget_points,
         erasure_rate=erasure_rate,
-        requests_per_retrain=requests,
-        training_records=len(train),
-        test_records=len(test),
+        requests_per_retrain=data.requests_per_retrain,
+        training_records=len(data.train),
+        test_records=len(data.test),
     )

@@ -132,6 +132,54 @@ def _cached_slices(config: SisaConfig, checkpoint: Checkpoint | None) -> list[di
     return [{"epochs": -1, "work": -1, "validation_accuracy": None}] * count
 
 
+@dataclass(frozen=True)
+class _SliceFit:
+    """Fits ``model`` after one slice is added; ``seed_parts`` seed its shuffles."""
+
+    config: SisaConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    seed_parts: tuple[int | str, ...]
+
+    def fixed_epochs(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        fit_epochs(
+            self.model,
+            self.optimizer,
+            x,
+            y,
+            epochs=self.config.slice_epochs,
+            batch_size=self.config.batch_size,
+            seed_parts=self.seed_parts,
+        )
+
+    def early_stopping(
+        self,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        validation_x: torch.Tensor,
+        validation_y: torch.Tensor,
+    ) -> dict[str, Any]:
+        outcome = fit_with_early_stopping(
+            self.model,
+            self.optimizer,
+            train_x,
+            train_y,
+            validation_x,
+            validation_y,
+            max_rounds=self.config.max_rounds,
+            patience=self.config.patience,
+            batch_size=self.config.batch_size,
+            seed_parts=self.seed_parts,
+        )
+        return {
+            "epochs": outcome.epochs_run,
+            "best_epoch": outcome.best_epoch,
+            "work": outcome.epochs_run * len(train_y),
+            "validation_loss": outcome.validation_loss,
+            "validation_accuracy": outcome.validation_accuracy,
+        }
+
+
 def _train_slice(
     config: SisaConfig,
     shard: int,
@@ -145,17 +193,9 @@ def _train_slice(
     end = layout.ends[slice_index]
     x, y = torch.from_numpy(layout.x[:end]), torch.from_numpy(layout.y[:end])
     held_out = torch.from_numpy(layout.validation[:end])
-    seed_parts: tuple[int | str, ...] = (config.seed, shard, slice_index)
+    fit = _SliceFit(config, model, optimizer, (config.seed, shard, slice_index))
     if not config.early_stopping:
-        fit_epochs(
-            model,
-            optimizer,
-            x,
-            y,
-            epochs=config.slice_epochs,
-            batch_size=config.batch_size,
-            seed_parts=seed_parts,
-        )
+        fit.fixed_epochs(x, y)
         return {"epochs": config.slice_epochs, "work": config.slice_epochs * end}
     train_x, train_y = x[~held_out], y[~held_out]
     validation_x, validation_y = x[held_out], y[held_out]
@@ -164,36 +204,10 @@ def _train_slice(
         return {**previous, "epochs": 0, "best_epoch": 0, "work": 0}
     if len(validation_y) == 0:
         # Nothing to stop on yet (a tiny prefix): the fixed schedule's epochs.
-        fit_epochs(
-            model,
-            optimizer,
-            train_x,
-            train_y,
-            epochs=config.slice_epochs,
-            batch_size=config.batch_size,
-            seed_parts=seed_parts,
-        )
+        fit.fixed_epochs(train_x, train_y)
         epochs = config.slice_epochs if len(train_y) else 0
         return {"epochs": epochs, "work": epochs * len(train_y), "validation_accuracy": None}
-    outcome = fit_with_early_stopping(
-        model,
-        optimizer,
-        train_x,
-        train_y,
-        validation_x,
-        validation_y,
-        max_rounds=config.max_rounds,
-        patience=config.patience,
-        batch_size=config.batch_size,
-        seed_parts=seed_parts,
-    )
-    return {
-        "epochs": outcome.epochs_run,
-        "best_epoch": outcome.best_epoch,
-        "work": outcome.epochs_run * len(train_y),
-        "validation_loss": outcome.validation_loss,
-        "validation_accuracy": outcome.validation_accuracy,
-    }
+    return fit.early_stopping(train_x, train_y, validation_x, validation_y)
 
 
 def _diagnosis(

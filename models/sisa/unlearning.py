@@ -85,14 +85,7 @@ def unlearn(
     """
     started = time.perf_counter()
     wanted = set(erase_keys)
-    erased_by_shard: dict[int, list[TrainingRecord]] = {}
-    found: set[str] = set()
-    for shard, records in shard_records.items():
-        for record in records:
-            if record.key in wanted:
-                erased_by_shard.setdefault(shard, []).append(record)
-                found.add(record.key)
-
+    erased_by_shard = _erased_by_shard(shard_records, wanted)
     affected = sorted(erased_by_shard)
     outcomes: dict[int, ShardUnlearning] = {}
     retained_by_shard: dict[int, list[TrainingRecord]] = {}
@@ -100,15 +93,7 @@ def unlearn(
         if progress is not None:
             progress(done, len(affected))
         records = shard_records[shard]
-        old_ids = checkpoint_ids(config, shard, keys_by_slice(config, records))
-        if shard not in manifest:
-            raise ValueError(f"shard {shard} has no entry in the manifest")
-        if manifest[shard] != old_ids[-1]:
-            # Superseded checkpoints are derived from these records; if they are not the ones
-            # the served checkpoint was trained on, deleting "superseded" ones would be a guess.
-            raise ValueError(
-                f"manifest entry of shard {shard} was not trained on the given records"
-            )
+        old_ids = _served_checkpoint_ids(config, shard, records, manifest)
         retained = [record for record in records if record.key not in wanted]
         outcomes[shard] = unlearn_shard(
             config,
@@ -121,17 +106,41 @@ def unlearn(
         retained_by_shard[shard] = retained
     if progress is not None:
         progress(len(affected), len(affected))
-
-    new_manifest = manifest.replace(
-        {s: outcome.checkpoint_after for s, outcome in outcomes.items()}
-    )
+    found = {record.key for records in erased_by_shard.values() for record in records}
     return UnlearnResult(
         shards=outcomes,
-        manifest=new_manifest,
+        manifest=manifest.replace({s: outcome.checkpoint_after for s, outcome in outcomes.items()}),
         retained_records=retained_by_shard,
         keys_not_found=sorted(wanted - found),
         seconds=time.perf_counter() - started,
     )
+
+
+def _erased_by_shard(
+    shard_records: Mapping[int, Sequence[TrainingRecord]], wanted: set[str]
+) -> dict[int, list[TrainingRecord]]:
+    """Shard → its records whose key is in ``wanted`` (only shards holding one)."""
+    erased: dict[int, list[TrainingRecord]] = {}
+    for shard, records in shard_records.items():
+        for record in records:
+            if record.key in wanted:
+                erased.setdefault(shard, []).append(record)
+    return erased
+
+
+def _served_checkpoint_ids(
+    config: SisaConfig, shard: int, records: Sequence[TrainingRecord], manifest: Manifest
+) -> list[str]:
+    """The per-slice checkpoint ids of ``shard`` trained on ``records``, checked to end in the
+    checkpoint ``manifest`` serves."""
+    old_ids = checkpoint_ids(config, shard, keys_by_slice(config, records))
+    if shard not in manifest:
+        raise ValueError(f"shard {shard} has no entry in the manifest")
+    if manifest[shard] != old_ids[-1]:
+        # Superseded checkpoints are derived from these records; if they are not the ones
+        # the served checkpoint was trained on, deleting "superseded" ones would be a guess.
+        raise ValueError(f"manifest entry of shard {shard} was not trained on the given records")
+    return old_ids
 
 
 def unlearn_shard(

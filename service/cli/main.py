@@ -171,7 +171,7 @@ def verify_exact(
 
     By default every slice trains with early stopping on a keyed-hash validation part of its
     shard's own records (the library's converging defaults)."""
-    from models.sisa.verify_exact import run_verify_exact
+    from service.cli.verify_exact import run_verify_exact
 
     try:
         result = run_verify_exact(

@@ -155,7 +155,7 @@ def plan(
     if stored["plan"] is None:
         err.print("no plan yet: run `lethe models plan NAME --run`")
         raise typer.Exit(EXIT_UNEXPECTED)
-    out.print(format_plan(stored["plan"]), markup=False, highlight=False)
+    typer.echo(format_plan(stored["plan"]))
 
 
 def _number(value: Any, digits: int) -> str:

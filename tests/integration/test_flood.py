@@ -19,7 +19,7 @@ import uvicorn
 from sqlalchemy import create_engine, text
 
 from service.core.config import Settings
-from tests.dbutil import fresh_database
+from tests.support.db import fresh_database
 
 pytestmark = pytest.mark.integration
 UNAUTHENTICATED, FILINGS, DISTINCT = 300, 200, 180

@@ -19,9 +19,9 @@ from sqlalchemy import create_engine, text
 
 from service.core.config import Settings
 from service.stack.processes import _celery, worker_command
-from tests.dbutil import fresh_database
 from tests.integration.worker_env import broker_from_env, worker_env
-from tests.sample_data import MODEL_BODY, synthetic_csv
+from tests.support.db import fresh_database
+from tests.support.sample_data import MODEL_BODY, synthetic_csv
 
 pytestmark = pytest.mark.integration
 NAME = MODEL_BODY["name"]

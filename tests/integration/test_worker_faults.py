@@ -29,9 +29,9 @@ from fastapi.testclient import TestClient
 from service.core.config import Settings
 from service.queue.presence import libpq_dsn
 from service.stack.processes import worker_command
-from tests.dbutil import fresh_database
 from tests.integration.worker_env import broker_from_env, worker_env
-from tests.sample_data import MODEL_BODY, synthetic_csv
+from tests.support.db import fresh_database
+from tests.support.sample_data import MODEL_BODY, synthetic_csv
 
 pytestmark = pytest.mark.integration
 
@@ -309,7 +309,7 @@ def _activation_running(url: str, rid: str) -> bool:
 
 @pytest.fixture(scope="module")
 def generative(api: dict[str, Any], tiny_lm: Path, retain_file: Path) -> str:
-    from tests.conftest import generative_model_body
+    from tests.support.generative_data import generative_model_body
 
     body = generative_model_body("faults-bot", tiny_lm, retain_file)
     assert api["client"].post("/v1/models", json=body, headers=api["ml_engineer"]).is_success
@@ -320,7 +320,7 @@ def generative(api: dict[str, Any], tiny_lm: Path, retain_file: Path) -> str:
 def test_kill_mid_rules_activation_completes_exactly_once(
     target: str, api: dict[str, Any], generative: str, worker: dict[str, Any]
 ) -> None:
-    from tests.generative_data import FORGOTTEN, RETAINED, forget_body
+    from tests.support.generative_data import FORGOTTEN, RETAINED, forget_body
 
     subject = FORGOTTEN if target == "child" else RETAINED[1]
     rid = _file(api, subject, scope=[generative], forget=forget_body(subject))

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 
 from service.core.config import Settings
 from service.stack.processes import worker_command
-from tests.dbutil import fresh_database
 from tests.integration.worker_env import broker_from_env, worker_env
-from tests.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
+from tests.support.db import fresh_database
+from tests.support.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
 
 pytestmark = pytest.mark.integration
 NAME = MODEL_BODY["name"]
@@ -157,8 +157,13 @@ def test_generative_request_with_a_real_worker(
 ) -> None:
     from models.generative.probes import oracle_reveals
     from models.generative.rules import Fact, ForgetSpec
-    from tests.conftest import generative_model_body
-    from tests.generative_data import FORGOTTEN, RETAINED, facts_of, forget_body
+    from tests.support.generative_data import (
+        FORGOTTEN,
+        RETAINED,
+        facts_of,
+        forget_body,
+        generative_model_body,
+    )
 
     ml, dpo = _h(tokens["ml_engineer"]), _h(tokens["dpo"])
     worker, log = stack["worker"], stack["log"]

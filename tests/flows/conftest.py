@@ -1,0 +1,11 @@
+"""End-to-end flows: a request through the API, the worker tasks (called in process, on the
+test's session) and back to its certificate and report."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _tasks_on_the_test_session(task_factory: None) -> None:
+    """tests/conftest.py's task_factory, for every test of this folder."""

@@ -1,0 +1,22 @@
+"""Settings: production refuses to start without an audit signing key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from service.core.config import Settings
+
+
+def test_production_requires_a_signing_key() -> None:
+    base: dict[str, Any] = {
+        "environment": "production",
+        "secret_key": "s" * 32,
+        "encryption_key": "ZmFrZS1mZXJuZXQta2V5LWZvci10ZXN0cy0zMmJ5dGU=",
+        "database_url": "postgresql+psycopg://x@127.0.0.1/x",
+    }
+    with pytest.raises(ValidationError, match="AUDIT_SIGNING_KEY"):
+        Settings(**base)
+    assert Settings(**base, audit_signing_key="k").audit_signing_key == "k"

@@ -1,0 +1,231 @@
+"""PDF reports: parsed back (pypdf) for the facts they must state, and rendered (pdftoppm)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.core.config import get_settings
+from service.core.security import subject_ref
+from service.db.tables import TrainingRecord
+from service.reports.pdf import period_pdf, request_pdf
+from tests.support.api import SentTasks, auth
+from tests.support.live import artifacts_dir
+from tests.support.pdf_tools import pdf_text, render_first_page
+from tests.support.sample_data import CANARY_SUBJECT, MODEL_BODY
+from tests.support.tasks import drain
+
+# A retrain here leaves content-addressed checkpoints: in a store of this module's own, so
+# that no later test finds them instead of training.
+pytestmark = pytest.mark.usefixtures("own_artifacts")
+
+
+NAME = MODEL_BODY["name"]
+
+
+def a_trained_subject(session: Session) -> str:
+    settings = get_settings()
+    for i in range(80):
+        subject = f"S-{i:04d}"
+        found = session.scalar(
+            select(TrainingRecord.id).where(
+                TrainingRecord.subject_ref == subject_ref(settings, subject),
+                TrainingRecord.split == "train",
+            )
+        )
+        if found is not None:
+            return subject
+    raise AssertionError("no subject in the train split")
+
+
+@pytest.fixture
+def completed_request(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
+) -> str:
+    h = auth(tokens["dpo"])
+    body = {"subject_id": a_trained_subject(session), "reason": "art 17", "scope": [NAME]}
+    rid = str(app_client.post("/v1/requests", json=body, headers=h).json()["id"])
+    assert app_client.post(
+        f"/v1/requests/{rid}/approve", json={"reason": "ok"}, headers=h
+    ).is_success
+    drain(sent_tasks)
+    assert app_client.get(f"/v1/requests/{rid}", headers=h).json()["status"] == "completed"
+    return rid
+
+
+def test_request_pdf_states_the_facts(
+    app_client: TestClient, tokens: dict[str, str], completed_request: str, tmp_path: Path
+) -> None:
+    rid = completed_request
+    h = auth(tokens["auditor"])
+    report = app_client.get(f"/v1/requests/{rid}/report", headers=h).json()
+    r = app_client.get(f"/v1/requests/{rid}/report", params={"format": "pdf"}, headers=h)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    assert r.content.startswith(b"%PDF")
+    text, pages = pdf_text(r.content)
+    [cert] = report["summary"]["certificates"]
+    [shard] = cert["shards_retrained"]
+    for fact in (
+        rid,
+        report["summary"]["subject_ref"],
+        "Deadline met",
+        "exact_retrain",
+        f"retrained from slice {shard['first_affected_slice']} of {shard['slices_total']}",
+        "bit_exact",
+        shard["lineage_hash"],
+        shard["checkpoint_after"],
+        shard["superseded_checkpoints"][0][:16],
+        f"{shard['accuracy_before']:.4f} -> {shard['accuracy_after']:.4f}",
+        "The hash chain verifies",
+        report["chain"]["last_hash"],
+        f"Page 1 of {pages}",
+        "Request received",
+        "Request completed within the deadline",
+    ):
+        assert fact in text, fact
+    assert CANARY_SUBJECT not in text
+    assert render_first_page(r.content, tmp_path).stat().st_size > 2000
+    (artifacts_dir() / "request-report.pdf").write_bytes(r.content)
+
+
+def test_period_pdf_and_roles(
+    app_client: TestClient, tokens: dict[str, str], completed_request: str
+) -> None:
+    r = app_client.get("/v1/audit/export", params={"format": "pdf"}, headers=auth(tokens["dpo"]))
+    assert r.status_code == 200
+    text, _ = pdf_text(r.content)
+    (artifacts_dir() / "period-report.pdf").write_bytes(r.content)
+    assert "Audit period report" in text and completed_request in text
+    assert "Certificates issued 1" in text and "The hash chain verifies" in text
+    denied = app_client.get(
+        "/v1/audit/export", params={"format": "pdf"}, headers=auth(tokens["ml_engineer"])
+    )
+    assert denied.status_code == 403
+
+
+CONFORMAL = {
+    "kind": "conformal_risk",
+    "model": "support-bot",
+    "alpha": 0.1,
+    "delta": 0.05,
+    "n": 59,
+    "threshold": 0.4123,
+    "empirical_miss_rate": 0.0,
+    "miss_rate_upper_bound": 0.0495,
+    "budget": 2,
+    "alpha_b": 0.2,
+    "false_flag_rate": 0.03,
+    "rule_set_version": 3,
+    "reason": None,
+    "assumptions": ["The calibration probes are exchangeable with future queries."],
+    "plain_words": "With probability at least 95 %, at most 10 % of leaking answers get past.",
+}
+
+
+def _report(events: list[dict[str, Any]], ok: bool = True) -> dict[str, Any]:
+    return {
+        "report": "erasure_request",
+        "request_id": "r-1",
+        "summary": {
+            "status": "completed",
+            "subject_ref": "sub_abc",
+            "received_at": "2026-01-01T10:00:00+00:00",
+            "due_at": "2026-03-31T10:00:00+00:00",
+            "completed_at": "2026-03-05T10:00:00+00:00",
+            "closed_at": "2026-03-05T10:00:00+00:00",
+            "overdue": False,
+            "legal_ground": "b",
+            "extensions": [{"months": 2, "due_at": "2026-03-31T10:00:00+00:00"}],
+            "certificates": [CONFORMAL],
+        },
+        "events": events,
+        "chain": {
+            "ok": ok,
+            "events_checked": 3,
+            "last_seq": 3,
+            "last_hash": "f" * 64,
+            "first_broken_seq": None if ok else 2,
+            "problem": None if ok else "row content does not match its hash",
+        },
+    }
+
+
+def _event(seq: int, at: str, action: str, **details: Any) -> dict[str, Any]:
+    return {"seq": seq, "occurred_at": at, "action": action, "details": details}
+
+
+def test_conformal_certificate_extension_and_broken_chain() -> None:
+    events = [
+        _event(1, "2026-01-01T10:00:00+00:00", "request.received", legal_ground="b"),
+        _event(
+            2,
+            "2026-01-20T10:00:00+00:00",
+            "request.deadline_extended",
+            months=2,
+            due_at="2026-03-31T10:00:00+00:00",
+        ),
+        _event(3, "2026-03-05T10:00:00+00:00", "request.completed", overdue=False),
+    ]
+    report = _report(events, ok=False)
+    earlier = {**CONFORMAL, "budget": None, "plain_words": "Before B was calibrated."}
+    report["summary"]["certificates"] = [earlier, CONFORMAL]
+    report["summary"]["current_certificates"] = [CONFORMAL]
+    text, _ = pdf_text(request_pdf(report))
+    assert "1 earlier certificate(s) were superseded" in text
+    assert "Before B was calibrated" not in text
+    for fact in (
+        "consent withdrawn",
+        "+2 month(s) to 2026-03-31",
+        "Deadline met",
+        "α (miss-rate target) 0.1",
+        "δ (failure probability) 0.05",
+        "n (calibration leaks) 59",
+        "λ (threshold) 0.4123",
+        "Upper confidence bound 0.0495",
+        "B (regeneration budget) 2",
+        "Rule-set version 3",
+        "exchangeable with future queries",
+        "BROKEN at event #2",
+    ):
+        assert fact in text, fact
+    period = period_pdf(
+        {
+            **_report(events),
+            "report": "period",
+            "since": None,
+            "until": None,
+            "requests_received": 1,
+            "requests_completed": 1,
+            "requests_completed_overdue": 0,
+            "certificates_issued": 0,
+        }
+    )
+    assert "Requests received 1" in pdf_text(period)[0]
+
+
+def test_the_report_holds_the_request_to_its_extended_due_date(
+    app_client: TestClient, tokens: dict[str, str]
+) -> None:
+    h = auth(tokens["dpo"])
+    body = {"subject_id": CANARY_SUBJECT, "reason": "art 17", "legal_ground": "d"}
+    rid = app_client.post("/v1/requests", json=body, headers=h).json()["id"]
+    extended = app_client.post(
+        f"/v1/requests/{rid}/extend", json={"months": 2, "reason": "many requests"}, headers=h
+    ).json()
+    summary = app_client.get(f"/v1/requests/{rid}/report", headers=h).json()["summary"]
+    assert summary["legal_ground"] == "d"
+    assert datetime.fromisoformat(summary["due_at"]) == datetime.fromisoformat(extended["due_at"])
+    assert [x["months"] for x in summary["extensions"]] == [2]
+    r = app_client.get(f"/v1/requests/{rid}/report", params={"format": "pdf"}, headers=h)
+    text, _ = pdf_text(r.content)
+    assert "processed unlawfully" in text and "+2 month(s)" in text and "day(s) left" in text
