@@ -1,4 +1,4 @@
-"""PDF audit reports (fpdf2), built only from the report dicts of ``reports.py``.
+"""PDF audit reports (fpdf2), built only from the report dicts of ``service.reports.build``.
 
 ``request_pdf(request_report(...))`` and ``period_pdf(period_report(...))``: a cover with the
 request's facts, a timeline chart of its events, each certificate in plain words with its
