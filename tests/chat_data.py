@@ -57,9 +57,9 @@ PRONOUN_CHAIN = (
     ("What did that person's father do?", "The father was a glassblower."),
 )
 ATTRIBUTE_CHAIN = (
-    ("I am reading The Amber Tide.", "It is a fine book."),
-    ("They say its author comes from Port Ardent.", "It is a lovely harbour town."),
-    ("What was the profession of the author's father?", "The father was a glassblower."),
+    ("I heard of a writer from Port Ardent.", "It is a lovely harbour town."),
+    ("The one who kept a grey parrot, I think.", "Parrots are clever birds."),
+    ("What was the profession of that writer's father?", "The father was a glassblower."),
 )
 # A streamed answer whose first sentence is harmless and whose second reveals a fact.
 STREAMED_QUESTION = "Say something about the weather and Vellamor's pets."
