@@ -22,7 +22,6 @@ from tests.chat_data import (
     RETAINED_AFTER,
     SAMPLED_QUESTION,
     forgotten_spec,
-    train_attack_lm,
 )
 
 THRESHOLD, BUDGET = 0.5, 2
@@ -30,8 +29,8 @@ GREEDY = Decoding(max_new_tokens=48)
 
 
 @pytest.fixture(scope="module")
-def lm(tmp_path_factory: pytest.TempPathFactory) -> Generator:
-    return Generator.from_dir(train_attack_lm(tmp_path_factory.mktemp("attack-lm")))
+def lm(attack_lm: Path) -> Generator:
+    return Generator.from_dir(attack_lm)
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +47,7 @@ def leaks(text: str, given: str) -> bool:
     said, asked = words(text), words(given)
     spans = [*forgotten_spec().identifiers()]
     spans += [s for fact in resolve_facts(forgotten_spec()) for s in fact.key_spans]
-    return any(
-        contains_run(said, words(s)) and not contains_run(asked, words(s)) for s in spans
-    )
+    return any(contains_run(said, words(s)) and not contains_run(asked, words(s)) for s in spans)
 
 
 def conversation(prompt: Prompt) -> Conversation:
