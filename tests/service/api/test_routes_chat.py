@@ -173,7 +173,9 @@ def test_n_choices_are_reproducible_under_a_seed(client: openai.OpenAI) -> None:
     guarded = sample(GUARDED, 11)
     assert sample(GUARDED, 11) == guarded
     # Best of ten: the samples that leak are refused, the others served unchanged.
-    assert [g if o == SAMPLED_ANSWERS[0] else REFUSAL for o, g in zip(first, guarded)] == guarded
+    assert [
+        g if o == SAMPLED_ANSWERS[0] else REFUSAL for o, g in zip(first, guarded, strict=True)
+    ] == guarded
     assert all(g in (SAMPLED_ANSWERS[0], REFUSAL) for g in guarded)
 
 
@@ -208,7 +210,7 @@ def test_a_stream_never_carries_a_refused_sentence(client: openai.OpenAI) -> Non
     pieces = [c.choices[0].delta.content or "" for c in chunks]
     text = "".join(pieces)
     assert text.startswith(harmless + ".")  # the screened first sentence went out
-    assert "parrot" not in text.casefold() and "quindt" not in text.casefold()
+    assert leaking not in text and "parrot" not in text.casefold()
     assert text.endswith(REFUSAL)
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert chunks[-1].model_dump()["choices"][0]["guard"]["reason"] == "withheld"
