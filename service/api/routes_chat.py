@@ -35,6 +35,7 @@ from service.api.schemas import (
     ChatMessageOut,
     ChatServedOut,
     ChatUsageOut,
+    ErrorOut,
 )
 from service.core.errors import DomainError, conflict
 from service.db.enums import ModelKind
@@ -135,6 +136,7 @@ def _prompt_tokens(served: ServedChat, call: ChatCall) -> int:
     response_model=ChatCompletionOut,
     responses={
         **errors(409),
+        404: {"model": ErrorOut, "description": "no model with the name in the body"},
         200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
     },
 )
