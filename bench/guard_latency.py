@@ -161,21 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     output = {
         "time_to_active": activation,
         "chat_latency": latency,
-        "config": {
-            "forget": args.forget,
-            "retain": str(args.retain),
-            "authors": len(specs),
-            "ks": ks,
-            "repeats": args.repeats,
-            "latency_k": args.latency_k,
-            "latency_prompts": args.latency_prompts,
-            "max_new_tokens": args.max_new_tokens,
-            "model": str(args.model_dir)
-            if args.model_dir
-            else "base SmolLM2-135M-Instruct "
-            "(not the TOFU fine-tune: the guard's cost, not its leak figures)",
-            "threads": torch.get_num_threads(),
-        },
+        "config": run_config(args, len(specs), ks),
         "context": {
             "runtime_s": time.perf_counter() - started,
             "cpu_count": os.cpu_count(),
@@ -184,6 +170,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
     }
     print(json.dumps(output, indent=2, ensure_ascii=False))
+
+
+def run_config(args: argparse.Namespace, authors: int, ks: Sequence[int]) -> dict[str, Any]:
+    return {
+        "forget": args.forget,
+        "retain": str(args.retain),
+        "authors": authors,
+        "ks": list(ks),
+        "repeats": args.repeats,
+        "latency_k": args.latency_k,
+        "latency_prompts": args.latency_prompts,
+        "max_new_tokens": args.max_new_tokens,
+        "model": str(args.model_dir)
+        if args.model_dir
+        else "base SmolLM2-135M-Instruct "
+        "(not the TOFU fine-tune: the guard's cost, not its leak figures)",
+        "threads": torch.get_num_threads(),
+    }
 
 
 def measure_latency(

@@ -208,8 +208,7 @@ def refine(
     fixed-budget refinement, which bench/guard.py measures the saving against).
     `screen_answers`: refuse a flagged first answer, or any regenerated answer, that names a
     forgotten subject (`Verifier.mentions_subject`); False only to measure the paper's method.
-    `first`: round 0's answer when the caller already generated it (with `seed`, no feedback),
-    as a stream does before it finds a sentence it may not send."""
+    `first`: round 0's answer, when the caller generated it already (`seed`, no feedback)."""
     if budget < 0:
         raise ValueError("budget must be >= 0")
     context = screen_text(prompt)
