@@ -19,20 +19,18 @@ fails is never sent, and decoding stops:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from models.generative.conversation import Conversation, Prompt
 from models.generative.generator import Completion, Decoding, Generator, TextStream
+from models.generative.normalize import SENTENCE_BREAK
 from models.generative.refinement import Reason, refine
 from models.generative.verifier import Verifier
 
 FinishReason = Literal["stop", "length", "content_filter"]
 ChoiceReason = Reason | Literal["no_rules", "withheld"]
-# Where a sentence ends, as `normalize.sentences` splits them.
-_BOUNDARY = re.compile(r"(?<=[.!?;])\s+|\n+")
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,7 @@ class SentenceScreen:
 def split_sentence(buffer: str) -> tuple[str, str] | None:
     """(the first complete sentence with the break after it, the rest), or None while no
     sentence has ended (a break needs the character after the full stop)."""
-    match = _BOUNDARY.search(buffer)
+    match = SENTENCE_BREAK.search(buffer)
     if match is None:
         return None
     return buffer[: match.end()], buffer[match.end() :]
@@ -173,6 +171,12 @@ class GuardedStream:
 
     def __iter__(self) -> Iterator[str]:
         stream = self.generator.stream(self.conversation, self.decoding, seed=self.seed)
+        try:
+            yield from self._pieces(stream)
+        finally:  # the client may leave mid-stream: stop decoding for nobody
+            stream.close()
+
+    def _pieces(self, stream: TextStream) -> Iterator[str]:
         if self.guard is None:
             pieces = []
             for piece in stream:

@@ -16,7 +16,8 @@ from rapidfuzz.distance import Indel
 
 # Unicode letters and digits; "_" is a word character for `\w` but never part of a name.
 _WORD = re.compile(r"[^\W_]+")
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+|\n+")
+# Where one sentence ends and the next begins (the verifier's units, back-off, streams).
+SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+|\n+")
 _EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
 # Obfuscated forms people (and models) write to dodge filters: "jane [at] x [dot] org".
 _OBF_AT = re.compile(
@@ -48,7 +49,7 @@ def digits(text: str) -> str:
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
+    return [s.strip() for s in SENTENCE_BREAK.split(text) if s.strip()]
 
 
 def normalize_email(email: str) -> str:
