@@ -149,7 +149,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--activation-budget-s", type=float, default=150.0)
     parser.add_argument("--latency-k", type=int, default=10)
-    parser.add_argument("--latency-prompts", type=int, default=30)
+    parser.add_argument("--latency-prompts", type=int, default=30, help="0: no latency run")
+    parser.add_argument(
+        "--latency-threshold",
+        type=float,
+        default=None,
+        help="λ for the latency run (default: "
+        "the activation's at --latency-k, when measured in the same run)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--cache-dir", type=Path, default=Path(".lethe/cache"))
@@ -158,9 +165,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     specs, rows = load_authors([Path(p) for p in args.forget.split(",")])
-    ks = [int(k) for k in args.ks.split(",")]
+    ks = [int(k) for k in args.ks.split(",") if k]
     # Retained: the authors of the --forget files never erased here, else the --retain rows.
-    retain_rows = [r for group in rows[max(ks) :] for r in group] or load_qa(args.retain)
+    retain_rows = [r for group in rows[max(ks, default=0) :] for r in group]
+    retain_rows = retain_rows or load_qa(args.retain)
     negatives = [r.answer for r in retain_rows][:150]
     log(f"authors: {len(specs)}; retained rows kept: {len(retain_rows)}")
     activation = []
@@ -172,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         activation.append(time_to_active(worker, k, args.repeats, args.activation_budget_s))
         log(f"k={k}: {activation[-1]}")
     lam = next((a.get("threshold") for a in activation if a["k"] == args.latency_k), None)
-    latency = measure_latency(args, specs, retain_rows, lam)
+    lam = args.latency_threshold if args.latency_threshold is not None else lam
+    latency = measure_latency(args, specs, retain_rows, lam) if args.latency_prompts else None
     output = {
         "time_to_active": activation,
         "chat_latency": latency,
