@@ -11,8 +11,7 @@
   the fact's answer reaches `rouge_threshold`.
   ROUGE-L comes from `rouge-score` (the package TOFU's own evaluation uses), over the words
   `normalize.words` finds (NFKC, case-folded, any script's letters and digits): its default
-  tokenizer keeps only a–z and 0–9, so "Beltrão" or "Hsiao Yun-Hwa" in another script would
-  lose letters.
+  tokenizer keeps only a–z and 0–9, so a name like "Beltrão" or "Müller" would lose letters.
 - `synthetic_leaks`: texts that leak by construction (the answer itself, reordered, re-cased,
   stripped of punctuation, wrapped in templates, key spans alone, identifiers in contact lines),
   so λ can be calibrated from verifier scores in seconds, without generating anything.
