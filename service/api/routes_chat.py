@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from fastapi.responses import StreamingResponse
 
+from models.generative.conversation import Conversation
 from service.api.contract import errors
 from service.api.deps import MlWrite, SessionDep, SettingsDep
 from service.api.errors import error_body
@@ -53,8 +54,8 @@ class ChatCall:
     id: str
     created: int
     model: str
-    conversation: Any  # models.generative.conversation.Conversation
-    decoding: Any  # models.generative.generator.Decoding
+    conversation: Conversation
+    decoding: Any  # models.generative.generator.Decoding (torch: imported when first used)
     n: int
     seed: int
     include_usage: bool
@@ -66,9 +67,7 @@ def _text(message: ChatMessageIn) -> str:
     return "".join(part.text for part in message.content)
 
 
-def _conversation(body: ChatCompletionIn) -> Any:
-    from models.generative.conversation import Conversation
-
+def _conversation(body: ChatCompletionIn) -> Conversation:
     if body.messages[-1].role != "user":
         raise DomainError(422, "last_message_not_user", "the last message must be the user's")
     pairs = [("system" if m.role == "developer" else m.role, _text(m)) for m in body.messages]
