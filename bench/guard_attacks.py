@@ -257,24 +257,31 @@ def chat_latency(
     (median and p95 ratios; the unguarded stream sends its first token, the guarded one its
     first screened sentence, so the unguarded time to its first full sentence is given too)."""
     greedy = Decoding(max_new_tokens=max_new_tokens)
+    # Wall seconds, and CPU seconds of this process (every thread: the stream decodes in one
+    # of its own), steadier on a shared machine where a niced run waits for a core.
     whole: dict[str, list[float]] = {"unguarded": [], "lethe": []}
+    whole_cpu: dict[str, list[float]] = {"unguarded": [], "lethe": []}
     first: dict[str, list[float]] = {"unguarded": [], "lethe": [], "unguarded_sentence": []}
+    first_cpu: dict[str, list[float]] = {"unguarded": [], "lethe": []}
     for prompt in progress(prompts, "chat latency"):
         chat = as_conversation(prompt)
         for name, g in (("unguarded", None), ("lethe", guard)):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             answer(generator, g, chat, greedy, seed=0)
             whole[name].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            whole_cpu[name].append(time.process_time() - c)
+            t, c = time.perf_counter(), time.process_time()
             stream = GuardedStream(generator, g, chat, greedy, seed=0)
-            text, ttft, sentence = "", None, None
+            text, ttft, ttft_cpu, sentence = "", None, None, None
             for piece in stream:
                 now = time.perf_counter() - t
-                ttft = now if ttft is None else ttft
+                if ttft is None:
+                    ttft, ttft_cpu = now, time.process_time() - c
                 text += piece
-                if sentence is None and any(c in text for c in ".!?\n"):
+                if sentence is None and any(ch in text for ch in ".!?\n"):
                     sentence = now
             first[name].append(ttft if ttft is not None else time.perf_counter() - t)
+            first_cpu[name].append(ttft_cpu if ttft_cpu is not None else time.process_time() - c)
             if g is None:
                 first["unguarded_sentence"].append(sentence or time.perf_counter() - t)
 
@@ -295,6 +302,10 @@ def chat_latency(
         "ttft_p95_ratio_vs_unguarded_first_sentence": ratio(
             first["lethe"], first["unguarded_sentence"], 95
         ),
+        "cpu_whole_p95_s": {k: pct(v, 95) for k, v in whole_cpu.items()},
+        "cpu_whole_p95_ratio": ratio(whole_cpu["lethe"], whole_cpu["unguarded"], 95),
+        "cpu_ttft_p95_s": {k: pct(v, 95) for k, v in first_cpu.items()},
+        "cpu_ttft_p95_ratio": ratio(first_cpu["lethe"], first_cpu["unguarded"], 95),
     }
 
 
