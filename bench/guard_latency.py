@@ -173,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     specs, rows = load_authors([Path(p) for p in args.forget.split(",")])
     ks = [int(k) for k in args.ks.split(",") if k]
     # Retained: the authors of the --forget files never erased here, else the --retain rows.
-    retain_rows = [r for group in rows[max(ks, default=0) :] for r in group]
+    erased = max([*ks, args.latency_k if args.latency_prompts else 0])
+    retain_rows = [r for group in rows[erased:] for r in group]
     retain_rows = retain_rows or load_qa(args.retain)
     negatives = [r.answer for r in retain_rows][:150]
     log(f"authors: {len(specs)}; retained rows kept: {len(retain_rows)}")
