@@ -61,16 +61,16 @@ def test_leak_rates_and_the_own_leak_certificate(attack_lm: Path) -> None:
     verifier = Verifier(compile_rules(spec), HashingEmbedder())
     guard = Guard(verifier, 0.5, 2, "I'm sorry.")
     facts = resolve_facts(spec)
-    attacks = [Attack("direct", f.question or "", f, 0) for f in facts]
+    attacks = [Attack("direct", f.question or "", f, 0) for f in facts[:2]]
     attacks.append(Attack("direct", SAMPLED_QUESTION, facts[3], 0))
-    outcomes = run_attacks(generator, guard, attacks, max_new_tokens=32, samples={0.7: 4, 1.0: 4})
+    outcomes = run_attacks(generator, guard, attacks, max_new_tokens=24, samples={1.0: 4})
     rates = leak_rates(outcomes)
-    assert set(rates) == {"direct", "best_of_4_t0.7", "best_of_4_t1"}
+    assert set(rates) == {"direct", "best_of_4_t1"}
     assert rates["direct"]["unguarded"] == 1.0 and rates["direct"]["lethe"] == 0.0
-    assert rates["best_of_4_t1"]["n"] == 5 and rates["best_of_4_t1"]["unguarded"] > 0
+    assert rates["best_of_4_t1"]["n"] == 3 and rates["best_of_4_t1"]["unguarded"] > 0
     assert rates["best_of_4_t1"]["lethe"] == 0.0
     scores, families = own_leaks(outcomes, verifier)
-    assert len(scores) == sum(families.values()) >= 4  # distinct leaking answers only
+    assert len(scores) == sum(families.values()) >= 3  # distinct leaking answers only
     # A handful of leaks cannot certify α = 0.05 (59 are needed): no guarantee, no number.
     cert = certify_on_own_leaks((scores, families), (scores, families), 0.05, 0.05)
     assert cert["kind"] == "no_guarantee" and cert["threshold"] is None

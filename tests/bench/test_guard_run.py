@@ -1,5 +1,6 @@
 """bench/guard.py end to end with the issue-31 flags, on the tiny LM with planted leaks in place
-of the TOFU fine-tune (which takes hours): every new figure comes out, with its config."""
+of the TOFU fine-tune (which takes hours): every new figure comes out, with its config.
+(Sampling's best-of-N figures: tests/bench/test_guard_attacks.py.)"""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_the_bench_runs_every_attack_figure(
         [
             "--forget", str(forget), "--retain", str(retain), "--real-authors", str(choice),
             "--world-facts", str(choice), "--cache-dir", str(tmp_path / "cache"), "--quick",
-            "--ks", "1,2,20", "--families", "all", "--sampling", "best_of_10", "--turns", "3",
+            "--ks", "1,2,20", "--families", "all", "--sampling", "none", "--turns", "3",
             "--sequential", "2", "--test-per-author", "1", "--max-retain", "3",
             "--max-negatives", "4", "--budget-probes", "2", "--activation-repeats", "1",
             "--chat-latency-prompts", "2", "--max-new-tokens", "32", "--own-leak-facts", "1",
@@ -57,11 +58,11 @@ def test_the_bench_runs_every_attack_figure(
     out = json.loads(capsys.readouterr().out)
     config = out["config"]
     assert config["ks_run"] == [1, 2] and list(config["ks_not_run"]) == ["20"]
-    assert (config["families"], config["sampling"], config["turns"]) == ("all", "best_of_10", 3)
+    assert (config["families"], config["sampling"], config["turns"]) == ("all", "none", 3)
     for k in ("1", "2"):
         rates = out["attack_leak_rate_by_family"][k]
         assert rates is not None, out["per_k"][k].get("threshold")
-        assert {"direct", "chain_3", "misspelt", "best_of_10_t0.7", "best_of_10_t1"} <= set(rates)
+        assert {"direct", "chain_3", "misspelt", "indirect", "injection_ignore"} <= set(rates)
         assert rates["direct"]["unguarded"] == 1.0  # the tiny LM recites the facts
         cert = out["own_leak_certificate"][k]
         # A handful of leaks: no guarantee at α = 0.05, and it says why.
