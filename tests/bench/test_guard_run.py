@@ -53,6 +53,7 @@ def test_the_bench_runs_every_attack_figure(
             "--sequential", "2", "--test-per-author", "1", "--max-retain", "3",
             "--max-negatives", "4", "--budget-probes", "2", "--activation-repeats", "1",
             "--chat-latency-prompts", "2", "--max-new-tokens", "32", "--own-leak-facts", "1",
+            "--skip-methods",
         ]
     )  # fmt: skip
     out = json.loads(capsys.readouterr().out)
@@ -71,6 +72,8 @@ def test_the_bench_runs_every_attack_figure(
         assert latency["n_prompts"] == 2 and latency["whole_p95_ratio"] is not None
         assert out["attack_retained"][k]["n"] == 3
         assert set(out["attack_targets_met"][k]) >= {"leak_rate_every_family_le_0.01"}
+    assert out["unlearning_error"] == {"1": None, "2": None}  # --skip-methods
+    assert out["per_k"]["1"]["time_to_active_runs"] == 1
     steps = out["sequential"]["steps"]
     assert [s["requests"] for s in steps] == [1, 2]
     assert all(s["earlier_subjects_asked"] == s["requests"] for s in steps if s["threshold"])
