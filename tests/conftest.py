@@ -146,6 +146,15 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def attack_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LM with a planted leak behind every attack family (tests/chat_data.py)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from tests.support.chat_data import train_attack_lm
+
+    return train_attack_lm(tmp_path_factory.mktemp("attack-lm"))
+
+
+@pytest.fixture(scope="session")
 def retain_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.generative_data import write_retain_file
 

@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from models.generative.conversation import Conversation, Prompt
 from models.generative.qa_data import collate, qa_example
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -68,7 +69,7 @@ def tiny_config(tokenizer: Any) -> LlamaConfig:
 
 
 def train_tiny_qa(
-    pairs: Sequence[tuple[str, str]],
+    pairs: Sequence[tuple[Prompt, str]],
     out_dir: str | Path,
     seed: int = 0,
     *,
@@ -77,12 +78,13 @@ def train_tiny_qa(
     batch_size: int = 16,
 ) -> Path:
     """Train a tiny LM on (question, answer) pairs until it recites them; save it to `out_dir`.
+    A question may be a conversation: the answer then follows its last turn.
 
     Deterministic for a given seed (and thread count): the weights, the tokenizer and the batch
     order all derive from `seed`.
     """
     out = Path(out_dir)
-    texts = [f"Q: {q}\nA: {a}" for q, a in pairs]
+    texts = [f"Q: {q.context() if isinstance(q, Conversation) else q}\nA: {a}" for q, a in pairs]
     tokenizer = train_tokenizer(texts)
     examples = [qa_example(tokenizer, q, a, tokenizer.eos_token_id) for q, a in pairs]
 

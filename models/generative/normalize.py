@@ -11,11 +11,13 @@ import functools
 import re
 import unicodedata
 from collections import Counter
-from difflib import SequenceMatcher
+
+from rapidfuzz.distance import Indel
 
 # Unicode letters and digits; "_" is a word character for `\w` but never part of a name.
 _WORD = re.compile(r"[^\W_]+")
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+|\n+")
+# Where one sentence ends and the next begins (the verifier's units, back-off, streams).
+SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+|\n+")
 _EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
 # Obfuscated forms people (and models) write to dodge filters: "jane [at] x [dot] org".
 _OBF_AT = re.compile(
@@ -47,7 +49,7 @@ def digits(text: str) -> str:
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
+    return [s.strip() for s in SENTENCE_BREAK.split(text) if s.strip()]
 
 
 def normalize_email(email: str) -> str:
@@ -67,10 +69,12 @@ def find_phone_digits(text: str) -> list[str]:
 
 
 def ratio(a: str, b: str) -> float:
-    """Character-level similarity in [0, 1] (difflib's Ratcliff/Obershelp ratio)."""
+    """Character-level similarity in [0, 1]: 2·LCS / (len a + len b), the longest common
+    subsequence of characters (rapidfuzz's Indel similarity; difflib's Ratcliff/Obershelp
+    ratio, used before, counts only contiguous matching blocks and is never higher)."""
     if not a or not b:
         return 0.0
-    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+    return float(Indel.normalized_similarity(a, b))
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -82,9 +86,9 @@ def ratio_above(a: str, b: str, floor: float) -> float:
     """`ratio(a, b)` when it is above `floor`, else 0.0.
 
     Two cheap upper bounds of the ratio come first, the lengths' and the shared characters'
-    (what difflib's real_quick_ratio and quick_ratio compute): most pairs of unrelated words
-    are ruled out by them, which is what makes scoring a response against hundreds of rules
-    affordable.
+    (an LCS is no longer than the shorter text, nor than the characters both share): most
+    pairs of unrelated words are ruled out by them, which is what makes scoring a response
+    against hundreds of rules affordable.
     """
     if not a or not b:
         return 0.0
@@ -94,7 +98,7 @@ def ratio_above(a: str, b: str, floor: float) -> float:
     shared = (_char_counts(a) & _char_counts(b)).total()
     if 2.0 * shared / total <= floor:
         return 0.0
-    value = SequenceMatcher(None, a, b, autojunk=False).ratio()
+    value = float(Indel.normalized_similarity(a, b, score_cutoff=floor))
     return value if value > floor else 0.0
 
 

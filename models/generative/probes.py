@@ -9,7 +9,9 @@
 - `oracle_leaks`: the labelling oracle. A response leaks a fact when one of the fact's key spans
   appears in it (and not already in the question it answers), or when its ROUGE-L recall of
   the fact's answer reaches `rouge_threshold`.
-  ROUGE-L (longest common subsequence over folded words) is implemented here, not imported.
+  ROUGE-L comes from `rouge-score` (the package TOFU's own evaluation uses), over the words
+  `normalize.words` finds (NFKC, case-folded, any script's letters and digits): its default
+  tokenizer keeps only a–z and 0–9, so a name like "Beltrão" or "Müller" would lose letters.
 - `synthetic_leaks`: texts that leak by construction (the answer itself, reordered, re-cased,
   stripped of punctuation, wrapped in templates, key spans alone, identifiers in contact lines),
   so λ can be calibrated from verifier scores in seconds, without generating anything.
@@ -22,6 +24,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+from rouge_score import rouge_scorer
 
 from models.generative.matching import MIN_PHONE_SUFFIX, mask_identifiers
 from models.generative.normalize import (
@@ -187,18 +191,22 @@ def sample_by_family(probes: Sequence[Probe], per_family: int, *, seed: str) -> 
     return out
 
 
+class _Words:
+    """`rouge-score`'s tokenizer interface over `normalize.words`."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return words(text)
+
+
+_ROUGE_L = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Words())
+
+
 def rouge_l_recall(candidate: str, reference: str) -> float:
-    """LCS length over folded words, divided by the reference length."""
-    cand, ref = words(candidate), words(reference)
-    if not cand or not ref:
+    """ROUGE-L recall: the longest common subsequence of folded words over the reference's
+    length (`rouge-score`)."""
+    if not words(candidate) or not words(reference):
         return 0.0
-    previous = [0] * (len(cand) + 1)
-    for r in ref:
-        current = [0]
-        for j, c in enumerate(cand, start=1):
-            current.append(previous[j - 1] + 1 if r == c else max(previous[j], current[j - 1]))
-        previous = current
-    return previous[-1] / len(ref)
+    return float(_ROUGE_L.score(reference, candidate)["rougeL"].recall)
 
 
 def oracle_leaks(

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from models.generative.conversation import Conversation, Prompt
 from models.generative.generator import Generator
 from models.generative.normalize import words
 
@@ -22,15 +23,21 @@ def end_of_turn_id(model: Any, tokenizer: Any) -> int:
 
 
 def qa_example(
-    tokenizer: Any, question: str, answer: str, eos_id: int
+    tokenizer: Any, question: Prompt, answer: str, eos_id: int
 ) -> tuple[list[int], list[int]]:
     """(input ids, labels) for one pair; the loss covers only the answer and the end token.
 
-    The prompt is rendered exactly as `Generator` renders it at inference time, so training and
-    serving see the same text.
+    `question`: one question, or a conversation whose last turn the answer follows. The prompt
+    is rendered exactly as `Generator` renders it at inference time, so training and serving
+    see the same text.
     """
+    messages = (
+        question.chat_messages()
+        if isinstance(question, Conversation)
+        else [{"role": "user", "content": question}]
+    )
     rendered: str = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        messages, add_generation_prompt=True, tokenize=False
     )
     prompt: list[int] = tokenizer(rendered, add_special_tokens=False)["input_ids"]
     # Templates that end in "A:" need a space before the answer; those ending in "\n" do not.

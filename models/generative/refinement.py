@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from models.generative.conversation import Prompt, screen_text
 from models.generative.normalize import contains_run, sentences, skeleton, words
 from models.generative.verifier import Verdict, Verifier
 
@@ -62,7 +63,7 @@ class GenerateFn(Protocol):
 
     def __call__(
         self,
-        prompt: str,
+        prompt: Prompt,
         *,
         banned_phrases: Sequence[str],
         instruction: str | None,
@@ -136,10 +137,12 @@ class _Judge:
 
     verifier: Verifier
     prompt: str
+    """The text answers are judged against: the question, or the whole conversation."""
     threshold: float
     refusal_text: str
     in_scope: bool
-    """The question identifies a forgotten subject (and `screen_query` is on)."""
+    """The question (or conversation) identifies a forgotten subject (and `screen_query` is
+    on)."""
     exit_threshold: float | None
     back_off: bool
     screen_answers: bool
@@ -185,7 +188,7 @@ class _Judge:
 def refine(
     generator_fn: GenerateFn,
     verifier: Verifier,
-    prompt: str,
+    prompt: Prompt,
     *,
     threshold: float,
     budget: int,
@@ -195,21 +198,26 @@ def refine(
     exit_threshold: float | None = None,
     back_off: bool = True,
     screen_answers: bool = True,
+    first: str | None = None,
 ) -> RefinementResult:
-    """`exit_threshold`: refuse a flagged first answer at once when its score is above it (a
+    """`prompt`: a question, or a conversation, whose every turn is then the context answers
+    are judged against (`conversation.screen_text`).
+    `exit_threshold`: refuse a flagged first answer at once when its score is above it (a
     certified `ExitCalibration.threshold`; None: no early exit, as during calibration).
     `back_off`: try `redact` before each regeneration (False: regeneration only, the paper's
     fixed-budget refinement, which bench/guard.py measures the saving against).
     `screen_answers`: refuse a flagged first answer, or any regenerated answer, that names a
-    forgotten subject (`Verifier.mentions_subject`); False only to measure the paper's method."""
+    forgotten subject (`Verifier.mentions_subject`); False only to measure the paper's method.
+    `first`: round 0's answer, when the caller generated it already (`seed`, no feedback)."""
     if budget < 0:
         raise ValueError("budget must be >= 0")
+    context = screen_text(prompt)
     judge = _Judge(
         verifier,
-        prompt,
+        context,
         threshold,
         refusal_text,
-        screen_query and verifier.identifies_subject(prompt, threshold),
+        screen_query and verifier.identifies_subject(context, threshold),
         exit_threshold,
         back_off,
         screen_answers,
@@ -217,14 +225,18 @@ def refine(
     banned: list[str] = []
     verdicts: list[Verdict] = []
     for round_ in range(budget + 1):
-        response = generator_fn(
-            prompt,
-            banned_phrases=tuple(banned),
-            instruction=feedback_instruction(banned) if banned else None,
-            seed=seed + round_,
+        response = (
+            first
+            if round_ == 0 and first is not None
+            else generator_fn(
+                prompt,
+                banned_phrases=tuple(banned),
+                instruction=feedback_instruction(banned) if banned else None,
+                seed=seed + round_,
+            )
         )
-        # The prompt tells the verifier whom the answer is about (fact rules are per subject).
-        verdict = verifier.score(response, prompt)
+        # The context tells the verifier whom the answer is about (fact rules are per subject).
+        verdict = verifier.score(response, context)
         verdicts.append(verdict)
         settled = judge.settle(round_, response, verdict, verdicts)
         if settled is not None:

@@ -342,3 +342,101 @@ class ErrorOut(BaseModel):
     """Every error the API answers, whatever its status."""
 
     error: ErrorInfo
+
+
+# --------------------------------------------------------------------------- chat completions
+# The OpenAI chat-completions shapes (the parts lethe serves), so that OpenAI clients work
+# unchanged. Unknown fields are refused, as everywhere in the API.
+
+ChatContent = Annotated[str, Field(max_length=16_000)]
+StopString = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class ChatTextPart(StrictIn):
+    type: Literal["text"]
+    text: ChatContent
+
+
+class ChatMessageIn(StrictIn):
+    role: Literal["system", "developer", "user", "assistant"] = Field(
+        description="developer is read as system"
+    )
+    content: ChatContent | list[ChatTextPart] = Field(
+        description="text, or a list of text parts (joined)"
+    )
+    name: str | None = Field(None, max_length=64, description="accepted and ignored")
+
+
+class ChatStreamOptions(StrictIn):
+    include_usage: bool = False
+
+
+class ChatCompletionIn(StrictIn):
+    model: str = Field(
+        min_length=1, max_length=100, description="a registered generative model's name"
+    )
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=100)
+    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False, description="0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    n: int = Field(1, ge=1, le=20, description="answers, each screened on its own")
+    seed: int | None = Field(
+        None, ge=-(2**63), le=2**63 - 1, description="the same seed gives the same answers"
+    )
+    max_tokens: int | None = Field(None, ge=1, le=512)
+    max_completion_tokens: int | None = Field(None, ge=1, le=512)
+    stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = Field(
+        None, description="up to 4 strings; the answer ends before the first one"
+    )
+    stream: bool = False
+    stream_options: ChatStreamOptions | None = None
+    logprobs: bool | None = Field(None, description="never available: only false is accepted")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="never available")
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="only 0 is served")
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="only 0 is served")
+    user: str | None = Field(None, max_length=256, description="accepted, never stored")
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatGuardOut(BaseModel):
+    """What the guard did to this answer (a lethe extension; OpenAI clients ignore it)."""
+
+    refused: bool
+    reason: str = Field(description="as GenerateOut.reason, plus withheld (streams)")
+    rounds_used: int
+
+
+class ChatChoiceOut(BaseModel):
+    index: int
+    message: ChatMessageOut
+    finish_reason: Literal["stop", "length", "content_filter"]
+    logprobs: None = None
+    guard: ChatGuardOut
+
+
+class ChatUsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatServedOut(BaseModel):
+    model_version: int | None = Field(description="models lethe fine-tunes; None otherwise")
+    rule_set_version: int | None
+
+
+class ChatCompletionOut(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: str = Field(
+        description="the model and rule-set versions that answered: same seed, same "
+        "fingerprint, same answers"
+    )
+    choices: list[ChatChoiceOut]
+    usage: ChatUsageOut
+    lethe: ChatServedOut

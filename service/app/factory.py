@@ -12,6 +12,7 @@ from service.api.errors import install_error_handlers
 from service.api.gate import Gate, TokenCache
 from service.api.limits import BodySizeLimit
 from service.api.routes_audit import router as audit_router
+from service.api.routes_chat import router as chat_router
 from service.api.routes_health import router as health_router
 from service.api.routes_metrics import install_metrics
 from service.api.routes_models import router as models_router
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(requests_router)
     app.include_router(models_router)
+    app.include_router(chat_router)
     app.include_router(plan_router)
     app.include_router(audit_router)
     app.include_router(health_router)

@@ -72,6 +72,7 @@ POLICY: dict[str, Any] = {
     "GET /v1/models/{name}/versions": MODEL_READ,
     "POST /v1/models/{name}/predict": ML_WRITE,
     "POST /v1/models/{name}/generate": ML_WRITE,
+    "POST /v1/chat/completions": ML_WRITE,
     "GET /v1/models/{name}/rule-sets": MODEL_READ,
     "POST /v1/models/{name}/plan": ML_WRITE,
     "GET /v1/models/{name}/plan": MODEL_READ,

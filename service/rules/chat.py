@@ -1,0 +1,92 @@
+"""Guarded chat for a generative model: read the weights it serves and the rules in force (one
+short read, then the session is closed), and answer with no transaction open.
+
+Frozen and fine-tuned weights alike: a model lethe fine-tunes answers with its current
+version's merged weights (service.rules.finetuned_serving), any other with its folder's. Every
+choice goes through the active rules (models.generative.chat), in the context of the whole
+conversation."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.artifacts import ArtifactNotFound
+from models.generative.chat import Guard
+from service.core.config import Settings
+from service.core.errors import conflict
+from service.db.tables import MlModel
+from service.registry.config import GenerativeConfig
+from service.rules.finetuned_serving import ServedVersion, finetuned_generator, served_version
+from service.rules.rulesets import ActiveRules, load_active
+from service.rules.runtime import generator, verifier_for
+
+
+@dataclass(frozen=True)
+class ServedChat:
+    """What one chat request answers with: read once, so that every choice (and every
+    sentence of a stream) uses one model version and one rule-set version."""
+
+    generator: Any  # models.generative.generator.Generator (torch: imported lazily)
+    guard: Guard | None
+    config: GenerativeConfig
+    model_version: int | None
+    rule_set_version: int | None
+
+
+def serve_chat(settings: Settings, session: Session, model: MlModel) -> ServedChat:
+    """Reads the served version and the active rules, closes the session, loads the weights."""
+    config = GenerativeConfig.model_validate(model.config)
+    served = served_version(session, model) if config.finetune is not None else None
+    active = load_active(settings, session, model.id)
+    model_id = model.id
+    session.close()
+    loaded = _load_weights(settings, config, served)
+    return ServedChat(
+        generator=loaded,
+        guard=guard_of(active, config, model_id),
+        config=config,
+        model_version=served.number if served is not None else None,
+        rule_set_version=active.version if active is not None else None,
+    )
+
+
+def _load_weights(
+    settings: Settings, config: GenerativeConfig, served: ServedVersion | None
+) -> Any:
+    if served is None:
+        return generator(config.model_dir)
+    try:
+        return finetuned_generator(settings, served)
+    except ArtifactNotFound:
+        # An erasure destroyed the version this request read before this process loaded it:
+        # the next read finds the new version.
+        raise conflict("model_version_switched", "the model switched versions; retry") from None
+
+
+def guard_of(
+    active: ActiveRules | None, config: GenerativeConfig, model_id: uuid.UUID
+) -> Guard | None:
+    """The active rules as answers apply them; None when nothing is to be forgotten (no
+    version yet, or every rule retired)."""
+    if active is None or not active.rules.rules:
+        return None
+    return Guard(
+        verifier=verifier_for((model_id, active.version), active.rules, config.embedder),
+        threshold=active.threshold,
+        budget=active.budget,
+        refusal_text=config.refusal_text,
+        # Used only when certified (ActiveRules.exit_threshold is None otherwise).
+        exit_threshold=active.exit_threshold,
+    )
+
+
+def choice_seed(seed: int, index: int) -> int:
+    """The sampling seed of choice `index` of a request seeded with `seed`: distinct per
+    choice, and far from `seed + round` (refinement's regeneration seeds), so no choice
+    replays another's attempt."""
+    return random.Random(f"chat:{seed}:{index}").randrange(2**31)

@@ -1,0 +1,265 @@
+"""POST /v1/chat/completions with the official `openai` client against a live API (uvicorn in a
+thread, a database of its own): chat, n > 1, seed, streaming, the conversation-wide guard, and
+the errors OpenAI clients see."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from models.generative.rules import compile_rules
+from service.core.config import Settings
+from service.db.session import session_factory, transaction
+from service.stack.processes import free_port
+from tests.support.chat_data import (
+    PRONOUN_CHAIN,
+    SAMPLED_ANSWERS,
+    SAMPLED_QUESTION,
+    STREAMED_ANSWER,
+    STREAMED_QUESTION,
+    forgotten_spec,
+)
+from tests.support.db import fresh_database
+from tests.support.generative_data import facts_of
+
+GUARDED, OPEN = "chat-guarded", "chat-open"
+REFUSAL = "I'm sorry, but I can't share that."
+
+
+@pytest.fixture(scope="module")
+def chat_db(pg_server: str) -> Iterator[str]:
+    """A database of its own: the API thread commits for real."""
+    with fresh_database(pg_server, prefix="lethe_chat") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def live_api(settings: Settings, chat_db: str) -> Iterator[str]:
+    from service.app.factory import create_app
+
+    app = create_app(settings)
+    app.state.session_factory = session_factory(chat_db)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def tokens(chat_db: str) -> dict[str, str]:
+    from service.api.tokens import create_token
+
+    with transaction(session_factory(chat_db)) as s:
+        return {
+            role: create_token(s, f"chat-{role}-{uuid.uuid4().hex[:6]}", role, actor="test")
+            for role in ("ml_engineer", "auditor")
+        }
+
+
+@pytest.fixture(scope="module")
+def models(
+    live_api: str, tokens: dict[str, str], chat_db: str, attack_lm: Path, settings: Settings
+) -> None:
+    """Two models on the same weights: one with Vellamor Quindt's rules active (set directly,
+    λ = 0.5, B = 2: the activation flow has its own tests), one with none."""
+    from service.rules.rulesets import activate_version
+
+    for name in (GUARDED, OPEN):
+        body = {
+            "name": name,
+            "kind": "generative",
+            "config": {
+                "model_dir": str(attack_lm),
+                "max_new_tokens": 48,
+                "embedder": "hashing",
+                "refusal_text": REFUSAL,
+            },
+        }
+        r = httpx.post(
+            f"{live_api}/v1/models",
+            json=body,
+            headers={"authorization": f"Bearer {tokens['ml_engineer']}"},
+        )
+        assert r.status_code == 201, r.text
+    with transaction(session_factory(chat_db)) as s:
+        from sqlalchemy import select
+
+        from service.db.tables import MlModel
+
+        model_id = s.scalars(select(MlModel.id).where(MlModel.name == GUARDED)).one()
+        activate_version(
+            s,
+            settings,
+            model_id=model_id,
+            base_version=None,
+            rule_sets={"req-1": compile_rules(forgotten_spec())},
+            calibration={"serving_threshold": 0.5, "serving_budget": 2},
+            records=[],
+        )
+
+
+@pytest.fixture
+def client(live_api: str, tokens: dict[str, str], models: None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{live_api}/v1", api_key=tokens["ml_engineer"], max_retries=0)
+
+
+def user(text: str) -> list[Any]:
+    return [{"role": "user", "content": text}]
+
+
+def test_chat_answers_and_reports_what_served_it(client: openai.OpenAI) -> None:
+    question, expected = facts_of("Ostra Belvane")[0]
+    done = client.chat.completions.create(model=GUARDED, messages=user(question), temperature=0)
+    [choice] = done.choices
+    assert choice.message.content == expected and choice.message.role == "assistant"
+    assert choice.finish_reason == "stop" and choice.logprobs is None
+    assert done.object == "chat.completion" and done.model == GUARDED
+    assert done.usage is not None and done.usage.completion_tokens > 0
+    assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
+    assert done.system_fingerprint == "lethe-m0-r1"
+    extra = done.model_dump()
+    assert extra["lethe"] == {"model_version": None, "rule_set_version": 1}
+    assert extra["choices"][0]["guard"] == {
+        "refused": False,
+        "reason": "accepted",
+        "rounds_used": 0,
+    }
+    # The forgotten subject's fact is refused; the unguarded model states it.
+    question, fact = facts_of("Vellamor Quindt")[0]
+    open_answer = client.chat.completions.create(model=OPEN, messages=user(question), temperature=0)
+    assert open_answer.choices[0].message.content == fact
+    guarded = client.chat.completions.create(model=GUARDED, messages=user(question), temperature=0)
+    assert guarded.choices[0].message.content == REFUSAL
+    assert guarded.choices[0].finish_reason == "content_filter"
+    # max_tokens and stop end an answer early, as OpenAI's do.
+    short = client.chat.completions.create(
+        model=OPEN, messages=user(question), temperature=0, max_tokens=2
+    )
+    assert short.choices[0].finish_reason == "length"
+    stopped = client.chat.completions.create(
+        model=OPEN, messages=user(question), temperature=0, stop=[" born"]
+    )
+    assert stopped.choices[0].message.content == "Vellamor Quindt was"
+
+
+def test_n_choices_are_reproducible_under_a_seed(client: openai.OpenAI) -> None:
+    def sample(model: str, seed: int) -> list[str | None]:
+        done = client.chat.completions.create(
+            model=model, messages=user(SAMPLED_QUESTION), n=10, temperature=1.0, seed=seed
+        )
+        assert [c.index for c in done.choices] == list(range(10))
+        return [c.message.content for c in done.choices]
+
+    first = sample(OPEN, 11)
+    assert sample(OPEN, 11) == first
+    assert set(first) == set(SAMPLED_ANSWERS)  # sampled: both planted answers come up
+    assert sample(OPEN, 12) != first
+    guarded = sample(GUARDED, 11)
+    assert sample(GUARDED, 11) == guarded
+    # Best of ten: the samples that leak are refused, the others served unchanged.
+    assert [
+        g if o == SAMPLED_ANSWERS[0] else REFUSAL for o, g in zip(first, guarded, strict=True)
+    ] == guarded
+    assert all(g in (SAMPLED_ANSWERS[0], REFUSAL) for g in guarded)
+
+
+def _stream(client: openai.OpenAI, model: str, messages: list[Any], **kw: Any) -> list[Any]:
+    return list(client.chat.completions.create(model=model, messages=messages, stream=True, **kw))
+
+
+def test_streaming_matches_the_whole_answer(client: openai.OpenAI) -> None:
+    question, expected = facts_of("Tamsin Orlicki")[2]
+    for model in (OPEN, GUARDED):
+        chunks = _stream(
+            client, model, user(question), temperature=0, stream_options={"include_usage": True}
+        )
+        assert all(c.object == "chat.completion.chunk" for c in chunks)
+        *content, usage = chunks
+        assert content[0].choices[0].delta.role == "assistant"
+        text = "".join(c.choices[0].delta.content or "" for c in content)
+        assert text == expected
+        assert content[-1].choices[0].finish_reason == "stop"
+        assert usage.choices == [] and usage.usage is not None
+    # Several choices stream one after another, each with its index.
+    chunks = _stream(client, OPEN, user(SAMPLED_QUESTION), n=3, temperature=1.0, seed=5)
+    ends = [c.choices[0].index for c in chunks if c.choices[0].finish_reason]
+    assert ends == [0, 1, 2]
+
+
+def test_a_stream_never_carries_a_refused_sentence(client: openai.OpenAI) -> None:
+    harmless, leaking = STREAMED_ANSWER.split(". ", 1)
+    unguarded = _stream(client, OPEN, user(STREAMED_QUESTION), temperature=0)
+    assert "".join(c.choices[0].delta.content or "" for c in unguarded) == STREAMED_ANSWER
+    chunks = _stream(client, GUARDED, user(STREAMED_QUESTION), temperature=0)
+    pieces = [c.choices[0].delta.content or "" for c in chunks]
+    text = "".join(pieces)
+    assert text.startswith(harmless + ".")  # the screened first sentence went out
+    assert leaking not in text and "parrot" not in text.casefold()
+    assert text.endswith(REFUSAL)
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert chunks[-1].model_dump()["choices"][0]["guard"]["reason"] == "withheld"
+    # A piece goes out only once its sentence has ended: no piece before the first full stop.
+    assert pieces[1] == harmless + ". "
+
+
+def test_a_fact_asked_over_three_turns_is_refused_at_the_third(client: openai.OpenAI) -> None:
+    messages: list[Any] = []
+    served = []
+    for question, _ in PRONOUN_CHAIN:
+        messages.append({"role": "user", "content": question})
+        done = client.chat.completions.create(model=GUARDED, messages=messages, temperature=0)
+        served.append(done.model_dump()["choices"][0])
+        messages.append({"role": "assistant", "content": done.choices[0].message.content})
+    assert [c["guard"]["refused"] for c in served] == [False, False, True]
+    assert served[2]["message"]["content"] == REFUSAL
+    assert served[2]["guard"]["reason"] == "subject_in_query"
+    # Streamed, the third turn is refused too, and nothing of the fact goes out.
+    chunks = _stream(client, GUARDED, messages[:-1], temperature=0)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == REFUSAL
+
+
+def test_errors_openai_clients_see(
+    client: openai.OpenAI, live_api: str, tokens: dict[str, str]
+) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.chat.completions.create(model=GUARDED, messages=user("Hello?"), logprobs=True)
+    assert refused.value.body["code"] == "logprobs_not_available"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=user("Hello?"))
+    with pytest.raises(openai.UnprocessableEntityError) as last:
+        client.chat.completions.create(
+            model=OPEN, messages=[{"role": "assistant", "content": "Hi."}]
+        )
+    assert last.value.body["code"] == "last_message_not_user"  # type: ignore[index]
+    with pytest.raises(openai.UnprocessableEntityError) as long_:
+        client.chat.completions.create(model=OPEN, messages=user("word " * 400))
+    assert long_.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
+    auditor = openai.OpenAI(base_url=f"{live_api}/v1", api_key=tokens["auditor"], max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        auditor.chat.completions.create(model=OPEN, messages=user("Hello?"))
+    nobody = openai.OpenAI(base_url=f"{live_api}/v1", api_key="not-a-token", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        nobody.chat.completions.create(model=OPEN, messages=user("Hello?"))
+    # The input is never echoed in an error.
+    r = httpx.post(
+        f"{live_api}/v1/chat/completions",
+        json={"model": OPEN, "messages": user("Vellamor"), "unknown_field": "Vellamor"},
+        headers={"authorization": f"Bearer {tokens['ml_engineer']}"},
+    )
+    assert r.status_code == 422 and "Vellamor" not in r.text
