@@ -292,7 +292,10 @@ class TokenIn(StrictIn):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
     role: Literal["dpo", "ml_engineer", "auditor", "admin"]
     expires_in_days: int | None = Field(
-        None, ge=1, le=3650, description="the token stops working after this many days"
+        None,
+        ge=1,
+        le=3650,
+        description="the token stops working after this many days (default 90)",
     )
 
 
@@ -300,6 +303,18 @@ class TokenOut(BaseModel):
     name: str
     role: str
     token: str
+    expires_at: datetime | None = None
+
+
+class TokenInfo(BaseModel):
+    """A token as listed: never its secret (only a hash of it is stored)."""
+
+    name: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    state: Literal["active", "expired", "revoked"]
 
 
 Candidate = Annotated[
