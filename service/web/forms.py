@@ -15,6 +15,21 @@ from service.erasure.identifiers import identifier_problem
 from service.web.sessions import ConsoleForbidden, ConsolePrincipal, check_csrf
 
 NOTE_LIMIT = 2000
+# How the error summary names each field of the filing form.
+FIELD_LABELS = {
+    "subject_id": "Identifier",
+    "names": "Other names",
+    "emails": "Other e-mail addresses",
+    "phones": "Phone numbers",
+    "facts": "Facts to forget",
+    "scope": "Scope",
+    "legal_ground": "Legal ground",
+    "identity_method": "Identity verification method",
+    "identity_reference": "Reference of the check",
+    "ticket_ref": "Your ticket or case reference",
+    "notes": "Notes",
+    "form_key": "The form",
+}
 
 
 async def _form(request: Request) -> FormData:

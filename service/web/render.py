@@ -61,8 +61,9 @@ def render(
     return HTMLResponse(body, status_code=status)
 
 
-def error_page(status: int, title: str, message: str) -> HTMLResponse:
-    return render("error.html", None, status, title=title, message=message)
+def error_page(status: int, title: str, message: str, code: str = "") -> HTMLResponse:
+    """An error in words; its stable code only in a data attribute, for machines and tests."""
+    return render("error.html", None, status, title=title, message=message, code=code)
 
 
 def safe_next(path: str) -> str:
@@ -116,7 +117,9 @@ def _session_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConsoleForbidden)
     async def _forbidden(_: Request, __: ConsoleForbidden) -> Response:
-        return error_page(403, "Not allowed", "Your role may not open this page or do this.")
+        return error_page(
+            403, "Not allowed", "Your role may not open this page or do this.", "forbidden"
+        )
 
     @app.exception_handler(CsrfRejected)
     async def _csrf(_: Request, __: CsrfRejected) -> Response:
@@ -125,6 +128,7 @@ def _session_handlers(app: FastAPI) -> None:
             "Form refused",
             "The form was refused: it did not carry this session's token. "
             "Reload the page and try again.",
+            "csrf_rejected",
         )
 
 
@@ -149,19 +153,20 @@ def install_handlers(app: FastAPI) -> None:
         if not _in_console(request):
             return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status)
         title = "Not found" if exc.status == 404 else "Not possible"
-        return error_page(exc.status, title, exc.message[:1].upper() + exc.message[1:] + ".")
+        message = exc.message[:1].upper() + exc.message[1:] + "."
+        return error_page(exc.status, title, message, exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         if not _in_console(request) and api_validation is not None:
             return await _delegate(api_validation, request, exc)
         # In the console a malformed id or page is a page that does not exist.
-        return error_page(404, "Not found", "There is no such page or request.")
+        return error_page(404, "Not found", "There is no such page or request.", "not_found")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if not _in_console(request) and api_http is not None:
             return await _delegate(api_http, request, exc)
         if exc.status_code == 404:
-            return error_page(404, "Not found", "There is no such page or request.")
-        return error_page(exc.status_code, "Not possible", "This cannot be done here.")
+            return error_page(404, "Not found", "There is no such page or request.", "not_found")
+        return error_page(exc.status_code, "Not possible", "This cannot be done here.", "http")

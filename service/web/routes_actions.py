@@ -50,7 +50,9 @@ def _decide(
     except DomainError as exc:
         session.rollback()
         message = exc.message[:1].upper() + exc.message[1:] + "."
-        return request_page(session, principal, request_id, exc.status, error=message, kept=kept)
+        return request_page(
+            session, principal, request_id, exc.status, message, kept=kept, error_code=exc.code
+        )
     session.commit()
     return RedirectResponse(f"/console/requests/{request_id}?done={done}", status_code=303)
 

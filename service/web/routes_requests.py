@@ -31,7 +31,7 @@ from service.erasure.identifiers import identifier_problem
 from service.erasure.notes import add_note
 from service.erasure.references import reference
 from service.web import drafts
-from service.web.forms import Filing, Form, accept, raw, read_filing
+from service.web.forms import FIELD_LABELS, Filing, Form, accept, raw, read_filing
 from service.web.render import render, signin_redirect
 from service.web.sessions import (
     COOKIE,
@@ -135,6 +135,7 @@ def _file_page(
         grounds=LEGAL_GROUNDS,
         methods=VERIFICATION_METHODS,
         form_key=form_key,
+        labels=FIELD_LABELS,
         draft=draft or {},
         errors=errors or {},
         **extra,
@@ -264,6 +265,7 @@ def request_page(
     error: str | None = None,
     done: str = "",
     kept: dict[str, str] | None = None,
+    error_code: str = "",
 ) -> Response:
     detail = request_detail(session, get_request(session, request_id), principal.role)
     session.commit()
@@ -273,6 +275,7 @@ def request_page(
         status,
         d=detail,
         error=error,
+        error_code=error_code,
         done=done,
         kept=kept or {},
         reasons=REJECTION_REASONS,
