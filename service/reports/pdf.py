@@ -1,9 +1,11 @@
-"""PDF audit reports (fpdf2), built only from the report dicts of ``reports.py``.
+"""PDF audit reports (fpdf2), built from the report dicts of ``reports.build``.
 
-``request_pdf(request_report(...))`` and ``period_pdf(period_report(...))``: a cover with the
-request's facts, a timeline chart of its events, each certificate in plain words with its
-numbers, the audit-chain verification with its head hash, and page numbers. Text is embedded
-with a Unicode font (DejaVu, when installed), so it can be extracted and searched.
+``request_pdf``: the request's facts and its deadline in the console's own words (one day
+count, ``service.reports.plain``), the DPO's words when the report carries them, what was done
+to each model in plain words (or why there is no certificate yet), a timeline chart and its
+steps, then "Details for engineers" (each certificate's figures, the events as logged), the
+audit-chain verification and page numbers. ``period_pdf``: a period's requests and events.
+Text is embedded with a Unicode font (DejaVu, when installed), so it can be extracted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from service.reports.plain import (
     Deadline,
     certificate_status,
     deadline,
+    engineer_facts,
     event_words,
     outcome_words,
 )
@@ -225,19 +228,28 @@ def _certificates(pdf: _Report, certs: list[Mapping[str, Any]], none_words: str 
     for cert in certs:
         pdf.heading(str(cert.get("model")), 12)
         pdf.para(plain_certificate(cert))
-    if certs:
-        pdf.heading("Details for engineers", 11)
+
+
+def _engineer_details(
+    pdf: _Report, certs: list[Mapping[str, Any]], events: list[Mapping[str, Any]]
+) -> None:
+    """The figures behind the plain words: each certificate's numbers and every event as the
+    audit log records it."""
+    pdf.heading("Details for engineers")
     for cert in certs:
         pdf.font(9, "B")
         pdf.cell(0, 5, pdf.clean(f"{cert.get('model')}: {cert.get('kind')}"))
         pdf.ln(5)
-        pdf.facts(certificate_facts(cert), mono=False)
+        pdf.facts(engineer_facts(cert), mono=False)
         assumptions = cert.get("assumptions") or []
         if assumptions:
             pdf.font(9, "B")
             pdf.cell(0, 5, "Assumptions", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
             for a in assumptions:
                 pdf.para(f"- {a}", 9)
+    pdf.font(9, "B")
+    pdf.cell(0, 5, "Events as recorded", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.facts([(f"#{e['seq']}  {fmt_time(e['occurred_at'])}", describe_event(e)) for e in events])
 
 
 def _period_certificates(pdf: _Report, certs: list[Mapping[str, Any]]) -> None:
@@ -360,6 +372,7 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
         )
     pdf.heading("Timeline")
     _timeline_chart(pdf, events, summary, report.get("actors") or {}, report.get("notes") or [])
+    _engineer_details(pdf, current, events)
     _chain(pdf, report["chain"])
     return bytes(pdf.output())
 

@@ -71,6 +71,10 @@ def deadline(
     if status in ("rejected", "cancelled"):
         when = "after the deadline" if overdue else "within the deadline"
         return Deadline("neutral", f"Answered on {answered} ({status}), {when}.", not overdue)
+    if status == "failed":
+        # The person was not answered: lethe could not carry the request out.
+        text = f"Not met: the work failed on {answered} (due {_day(due_at)})."
+        return Deadline("bad", text, False)
     if overdue:
         return Deadline(
             "bad", f"Deadline missed: answered on {answered}, due {_day(due_at)}.", False
@@ -162,9 +166,19 @@ def _exact_words(cert: Mapping[str, Any]) -> str:
         text += " Copies may remain in database backups until they expire" + (
             f" ({_days(int(days))})." if days is not None else " (retention not stated)."
         )
-    for warning in cert.get("warnings") or []:
-        text += f" WARNING: {warning}."
+    warnings = cert.get("warnings") or []
+    if warnings:
+        text += (
+            f" An engineer should look at {len(warnings)} warning(s) in the details for engineers."
+        )
     return text
+
+
+def engineer_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A certificate's figures (``words.certificate_facts``) and its warnings, verbatim."""
+    from service.reports.words import certificate_facts
+
+    return certificate_facts(cert) + [("Warning", str(w)) for w in cert.get("warnings") or []]
 
 
 def _received(d: Mapping[str, Any]) -> str:

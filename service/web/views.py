@@ -28,10 +28,11 @@ from service.reports.plain import (
     certificate_status,
     certificate_words,
     deadline,
+    engineer_facts,
     event_words,
     outcome_words,
 )
-from service.reports.words import certificate_facts, describe_event
+from service.reports.words import describe_event
 from service.web.actors import display_names
 
 PAGE_SIZE = 20
@@ -262,7 +263,7 @@ def request_detail(session: Session, request: ErasureRequest, role: Role) -> Det
                 "model": c.model,
                 "kind": c.kind,
                 "words": certificate_words(c.body),
-                "facts": certificate_facts(c.body),
+                "facts": engineer_facts(c.body),
             }
             for c in out.certificates
         ],

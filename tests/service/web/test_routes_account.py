@@ -74,7 +74,8 @@ def test_the_last_admin_cannot_be_disabled_and_enable_brings_one_back(
     page = web.get("/console/users")
     assert "the only active admin: cannot be disabled" in page.text
     r = web.post(
-        "/console/users/disable", data={"csrf_token": csrf_of(page.text), "email": accounts["admin"]}
+        "/console/users/disable",
+        data={"csrf_token": csrf_of(page.text), "email": accounts["admin"]},
     )
     assert r.status_code == 409 and "only active admin" in r.text
     r = web.post(

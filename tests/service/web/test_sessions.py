@@ -22,8 +22,10 @@ from tests.support.console import (
 def test_signin_sets_a_strict_httponly_secure_cookie(
     web: TestClient, accounts: dict[str, str]
 ) -> None:
-    assert web.get("/console/", follow_redirects=False).headers["location"].startswith(
-        "/console/signin"
+    assert (
+        web.get("/console/", follow_redirects=False)
+        .headers["location"]
+        .startswith("/console/signin")
     )
     page = web.get("/console/signin")
     assert "default-src 'none'" in page.headers["content-security-policy"]
