@@ -81,6 +81,13 @@ def upgrade() -> None:
         'erasure_requests',
         "outcome IN ('erased', 'no_data_held')",
     )
+    # A model that held nothing of the subject gets its own certificate kind.
+    op.drop_constraint(op.f('ck_certificates_kind'), 'certificates', type_='check')
+    op.create_check_constraint(
+        op.f('ck_certificates_kind'),
+        'certificates',
+        "kind IN ('exact_retrain', 'conformal_risk', 'no_guarantee', 'no_data_held')",
+    )
     # Completed requests before this revision: every one of them was recorded as erased.
     op.execute("UPDATE erasure_requests SET outcome = 'erased' WHERE status = 'completed'")
     op.create_index(op.f('ix_erasure_requests_ticket_ref'), 'erasure_requests', ['ticket_ref'], unique=False)
@@ -93,6 +100,13 @@ def downgrade() -> None:
     op.drop_constraint(op.f('uq_erasure_requests_number'), 'erasure_requests', type_='unique')
     op.drop_index(op.f('ix_erasure_requests_ticket_ref'), table_name='erasure_requests')
     op.drop_constraint(op.f('ck_erasure_requests_outcome'), 'erasure_requests', type_='check')
+    op.execute("DELETE FROM certificates WHERE kind = 'no_data_held'")
+    op.drop_constraint(op.f('ck_certificates_kind'), 'certificates', type_='check')
+    op.create_check_constraint(
+        op.f('ck_certificates_kind'),
+        'certificates',
+        "kind IN ('exact_retrain', 'conformal_risk', 'no_guarantee')",
+    )
     op.drop_column('erasure_requests', 'outcome')
     op.drop_column('erasure_requests', 'ticket_ref')
     op.drop_column('erasure_requests', 'number')

@@ -52,29 +52,25 @@ class Finding:
 def discover(session: Session, request: ErasureRequest) -> list[Finding]:
     findings = []
     for model in models_in_scope(session, request):
+        live = TrainingRecord.erased_at.is_(None)
+        searched = session.scalar(select(func.count()).where(TrainingRecord.model_id == model.id))
         rows = session.execute(
-            select(
-                TrainingRecord.split,
-                TrainingRecord.erased_at.is_(None),
-                TrainingRecord.subject_ref == request.subject_ref,
-                func.count(),
-            )
-            .where(TrainingRecord.model_id == model.id)
-            .group_by(
-                TrainingRecord.split,
-                TrainingRecord.erased_at.is_(None),
+            select(TrainingRecord.split, live, func.count())
+            .where(
+                TrainingRecord.model_id == model.id,
                 TrainingRecord.subject_ref == request.subject_ref,
             )
+            .group_by(TrainingRecord.split, live)
         ).all()
-        counts = {(str(split), live, mine): int(n) for split, live, mine, n in rows}
+        counts = {(str(split), bool(is_live)): int(n) for split, is_live, n in rows}
         findings.append(
             Finding(
                 model=model.name,
                 kind=model.kind,
-                training=counts.get((RecordSplit.train.value, True, True), 0),
-                held_out=counts.get((RecordSplit.holdout.value, True, True), 0),
-                already_erased=sum(n for (_, live, mine), n in counts.items() if mine and not live),
-                records_searched=sum(counts.values()),
+                training=counts.get((RecordSplit.train.value, True), 0),
+                held_out=counts.get((RecordSplit.holdout.value, True), 0),
+                already_erased=sum(n for (_, is_live), n in counts.items() if not is_live),
+                records_searched=int(searched or 0),
                 screened=model.kind == ModelKind.generative or is_both(model),
             )
         )
