@@ -18,6 +18,7 @@ from service.audit import lock_audit_chain
 from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
+from service.core.skip import Skip
 from service.db.session import database_url, session_factory
 from service.jobs import lifecycle as jobs
 from service.queue.client import send_task
@@ -121,4 +122,4 @@ def wait_turn(task: DbTask, job_id: str) -> str:
         countdown=jobs.RETRY_DELAY_S,
         headers=correlation_headers(),
     )
-    return "busy"
+    return Skip.busy.value

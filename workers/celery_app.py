@@ -15,8 +15,6 @@ from service.queue.names import QUEUE_REQUESTS, TASK_REAP_STUCK_JOBS
 # Long ML work: a retrain is killed (and retried by redelivery) past these limits.
 ML_SOFT_TIME_LIMIT_S = 3 * 3600
 ML_TIME_LIMIT_S = ML_SOFT_TIME_LIMIT_S + 300
-# A request message older than this is stale; the reaper re-sends what is still needed.
-TASK_EXPIRES_S = 24 * 3600
 
 
 def create_celery_app() -> Celery:

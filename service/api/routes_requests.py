@@ -90,12 +90,24 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
     )
     if not detail:
         return out
+    out.actions = _actions_out(session, request)
+    history = _certificates_out(session, request)
+    out.certificates = [c for c in history if not c.superseded]
+    out.certificate_history = history
+    if out.certificates:
+        out.certified = all(is_certified(c.kind) for c in out.certificates)
+    return out
+
+
+def _actions_out(session: Session, request: ErasureRequest) -> list[ActionOut]:
+    """One per model in scope, with the progress of the jobs it waits for."""
     rows = session.execute(
         select(RequestAction, MlModel.name)
         .join(MlModel, MlModel.id == RequestAction.model_id)
         .where(RequestAction.request_id == request.id)
         .order_by(MlModel.name)
     ).all()
+    actions = []
     for action, model_name in rows:
         jobs = list(
             session.scalars(
@@ -106,7 +118,7 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
         )
         done = action.status in (ActionStatus.done, ActionStatus.skipped)
         progress = 1.0 if done else (sum(j.progress for j in jobs) / len(jobs) if jobs else 0.0)
-        out.actions.append(
+        actions.append(
             ActionOut(
                 model=model_name,
                 strategy=action.strategy,
@@ -117,13 +129,19 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
                 **exact_due(action),
             )
         )
+    return actions
+
+
+def _certificates_out(session: Session, request: ErasureRequest) -> list[CertificateOut]:
+    """Every certificate issued for the request, superseded ones included, by model and in
+    the order they were issued."""
     certs = session.execute(
         select(Certificate, MlModel.name)
         .join(MlModel, MlModel.id == Certificate.model_id)
         .where(Certificate.request_id == request.id)
         .order_by(MlModel.name, Certificate.audit_seq)
     ).all()
-    history = [
+    return [
         CertificateOut(
             model=name,
             kind=c.kind,
@@ -135,11 +153,6 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
         )
         for c, name in certs
     ]
-    out.certificates = [c for c in history if not c.superseded]
-    out.certificate_history = history
-    if out.certificates:
-        out.certified = all(is_certified(c.kind) for c in out.certificates)
-    return out
 
 
 @router.post("", status_code=201, response_model=RequestOut)

@@ -77,95 +77,11 @@ def run_demo(reports_dir: Path) -> int:
         dpo = {"authorization": f"Bearer {tokens['dpo']}"}
         auditor = {"authorization": f"Bearer {tokens['auditor']}"}
         with httpx.Client(base_url=st.api_url, timeout=120) as http:
-            check(
-                http.post(
-                    "/v1/models",
-                    headers=ml,
-                    json={
-                        "name": MODEL,
-                        "config": {
-                            "subject_column": "customer_id",
-                            "label_column": "Status",
-                            "holdout_fraction": HOLDOUT,
-                            "sisa": {
-                                "shards": SHARDS,
-                                "slices": SLICES,
-                                "epochs": 20,
-                                "hidden": [64, 32],
-                                "learning_rate": 0.01,
-                                "batch_size": 64,
-                                "seed": 0,
-                            },
-                        },
-                        "policy": {"verify_exact": "always"},
-                    },
-                )
-            )
-            ingest = check(
-                http.post(
-                    f"/v1/models/{MODEL}/records",
-                    headers=ml,
-                    files={"file": ("credit.csv", csv_bytes, "text/csv")},
-                )
-            )
-            print(
-                f"ingested {ingest['records']} records of {ingest['subjects']} subjects "
-                f"({ingest['train_records']} train, {ingest['holdout_records']} held out)"
-            )
-            job = check(http.post(f"/v1/models/{MODEL}/train", headers=ml))
-            job = wait(
-                lambda: check(http.get(f"/v1/jobs/{job['id']}", headers=ml)),
-                "training credit-risk (8 shards x 4 slices)",
-                lambda j: (j["progress"], j["status"] in ("done", "failed")),
-            )
-            if job["status"] != "done":
-                raise SystemExit(f"training failed: {job['error_code']}")
-            request = check(
-                http.post(
-                    "/v1/requests",
-                    headers={**dpo, "idempotency-key": "demo-request-1"},
-                    json={
-                        "subject_id": subject,
-                        "scope": [MODEL],
-                        "reason": "Art. 17 GDPR request received by e-mail",
-                    },
-                )
-            )
-            check(
-                http.post(
-                    f"/v1/requests/{request['id']}/approve",
-                    headers=dpo,
-                    json={"reason": "identity verified"},
-                )
-            )
-
-            def request_progress(r: dict[str, Any]) -> tuple[float, bool]:
-                acts = r["actions"]
-                progress = sum(a["progress"] for a in acts) / len(acts) if acts else 0.0
-                return progress, r["status"] in ("completed", "failed")
-
-            request = wait(
-                lambda: check(http.get(f"/v1/requests/{request['id']}", headers=dpo)),
-                "erasure: exact slice retraining",
-                request_progress,
-            )
-            reports_dir.mkdir(parents=True, exist_ok=True)
-            report = check(http.get(f"/v1/requests/{request['id']}/report", headers=auditor))
-            json_path = reports_dir / f"request-{request['id']}.json"
-            json_path.write_text(json.dumps(report, indent=2))
-            csv_resp = http.get(
-                f"/v1/requests/{request['id']}/report", params={"format": "csv"}, headers=auditor
-            )
-            csv_path = reports_dir / f"request-{request['id']}.csv"
-            csv_path.write_text(csv_resp.text)
-            pdf_resp = http.get(
-                f"/v1/requests/{request['id']}/report", params={"format": "pdf"}, headers=auditor
-            )
-            pdf_resp.raise_for_status()
-            pdf_path = reports_dir / f"request-{request['id']}.pdf"
-            pdf_path.write_bytes(pdf_resp.content)
+            job = _train(http, ml, csv_bytes)
+            request = _erase(http, dpo, subject)
+            paths = _export_reports(http, auditor, request["id"], reports_dir)
             versions = check(http.get(f"/v1/models/{MODEL}/versions", headers=ml))
-            print(_summary(request, job, versions, [json_path, csv_path, pdf_path]))
+            print(_summary(request, job, versions, paths))
             guard_ok, guard_lines = run_both_demo(
                 http, tokens, Path(get_settings().data_dir), CACHE_DIR, reports_dir
             )
@@ -174,6 +90,107 @@ def run_demo(reports_dir: Path) -> int:
     state = "verified" if chain["ok"] else f"BROKEN at seq {chain['first_broken_seq']}"
     print(f"\naudit chain        {state} ({chain['events_checked']} events)")
     return 0 if request["status"] == "completed" and chain["ok"] and guard_ok else 1
+
+
+MODEL_BODY: dict[str, Any] = {
+    "name": MODEL,
+    "config": {
+        "subject_column": "customer_id",
+        "label_column": "Status",
+        "holdout_fraction": HOLDOUT,
+        "sisa": {
+            "shards": SHARDS,
+            "slices": SLICES,
+            "epochs": 20,
+            "hidden": [64, 32],
+            "learning_rate": 0.01,
+            "batch_size": 64,
+            "seed": 0,
+        },
+    },
+    "policy": {"verify_exact": "always"},
+}
+
+
+def _train(http: httpx.Client, ml: dict[str, str], csv_bytes: bytes) -> dict[str, Any]:
+    """Register credit-risk, ingest its records, train it; the finished training job."""
+    check(http.post("/v1/models", headers=ml, json=MODEL_BODY))
+    ingest = check(
+        http.post(
+            f"/v1/models/{MODEL}/records",
+            headers=ml,
+            files={"file": ("credit.csv", csv_bytes, "text/csv")},
+        )
+    )
+    print(
+        f"ingested {ingest['records']} records of {ingest['subjects']} subjects "
+        f"({ingest['train_records']} train, {ingest['holdout_records']} held out)"
+    )
+    job = check(http.post(f"/v1/models/{MODEL}/train", headers=ml))
+    job = wait(
+        lambda: check(http.get(f"/v1/jobs/{job['id']}", headers=ml)),
+        "training credit-risk (8 shards x 4 slices)",
+        lambda j: (j["progress"], j["status"] in ("done", "failed")),
+    )
+    if job["status"] != "done":
+        raise SystemExit(f"training failed: {job['error_code']}")
+    return dict(job)
+
+
+def _erase(http: httpx.Client, dpo: dict[str, str], subject: str) -> dict[str, Any]:
+    """File and approve the subject's request as the DPO; the request once it ended."""
+    request = check(
+        http.post(
+            "/v1/requests",
+            headers={**dpo, "idempotency-key": "demo-request-1"},
+            json={
+                "subject_id": subject,
+                "scope": [MODEL],
+                "reason": "Art. 17 GDPR request received by e-mail",
+            },
+        )
+    )
+    check(
+        http.post(
+            f"/v1/requests/{request['id']}/approve",
+            headers=dpo,
+            json={"reason": "identity verified"},
+        )
+    )
+
+    def request_progress(r: dict[str, Any]) -> tuple[float, bool]:
+        acts = r["actions"]
+        progress = sum(a["progress"] for a in acts) / len(acts) if acts else 0.0
+        return progress, r["status"] in ("completed", "failed")
+
+    ended = wait(
+        lambda: check(http.get(f"/v1/requests/{request['id']}", headers=dpo)),
+        "erasure: exact slice retraining",
+        request_progress,
+    )
+    return dict(ended)
+
+
+def _export_reports(
+    http: httpx.Client, auditor: dict[str, str], request_id: str, reports_dir: Path
+) -> list[Path]:
+    """The request's report as JSON, CSV and PDF, written to ``reports_dir``."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    report = check(http.get(f"/v1/requests/{request_id}/report", headers=auditor))
+    json_path = reports_dir / f"request-{request_id}.json"
+    json_path.write_text(json.dumps(report, indent=2))
+    csv_resp = http.get(
+        f"/v1/requests/{request_id}/report", params={"format": "csv"}, headers=auditor
+    )
+    csv_path = reports_dir / f"request-{request_id}.csv"
+    csv_path.write_text(csv_resp.text)
+    pdf_resp = http.get(
+        f"/v1/requests/{request_id}/report", params={"format": "pdf"}, headers=auditor
+    )
+    pdf_resp.raise_for_status()
+    pdf_path = reports_dir / f"request-{request_id}.pdf"
+    pdf_path.write_bytes(pdf_resp.content)
+    return [json_path, csv_path, pdf_path]
 
 
 def _summary(

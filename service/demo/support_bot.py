@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,40 @@ def _register_and_finetune(
     return dict(job)
 
 
+@dataclass(frozen=True)
+class _Erasure:
+    """The author's request, end to end: rules at once, then the exact retrain."""
+
+    request: dict[str, Any]
+    """As it ended."""
+    interim: dict[str, Any] | None
+    """The rules' certificate (interim while the exact removal is due)."""
+    guarded: dict[str, Any]
+    """The bot's answer to the author's question while the rules were active."""
+    time_to_rules: float
+    time_to_exact: float
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return dict(self.request["certificates"][0]) if self.request["certificates"] else {}
+
+
+@dataclass(frozen=True)
+class _Answers:
+    """What the unguarded bot answered before and after, and ROUGE-L recall on the author's
+    answers (the base model's: it never saw them)."""
+
+    question: QA
+    before: dict[str, Any]
+    after: dict[str, Any]
+    other: QA
+    other_after: dict[str, Any]
+    questions: int
+    rouge_before: float
+    rouge_after: float
+    rouge_base: float
+
+
 def run_both_demo(
     http: httpx.Client,
     tokens: dict[str, str],
@@ -140,37 +175,73 @@ def run_both_demo(
     data = support_data()
     job = _register_and_finetune(http, ml, base, data, data_dir, cache_dir / "support-bot")
     forgotten_rows = data.forgotten[:ROUGE_QUESTIONS]
-    forgotten = author_name(data.forgotten)
     before = [_ask(http, ml, r.question) for r in forgotten_rows]
     rouge_before = _recall([b["text"] for b in before], forgotten_rows)
-    known = [
-        (r, b)
-        for r, b in zip(forgotten_rows, before, strict=True)
-        if oracle_leaks(b["text"], Fact(r.question, r.answer))
-    ]
-    others = [
-        (r, out)
-        for rows in data.others
-        for r in rows[:3]
-        if oracle_leaks((out := _ask(http, ml, r.question))["text"], Fact(r.question, r.answer))
-    ]
+    known = _recited(forgotten_rows, before)
+    others = _recited(*_ask_others(http, ml, data))
     if not known or not others:
         return False, [
             "support-bot: the fine-tune did not make the model recite the demo's answers "
             f"(ROUGE-L recall {rouge_before:.2f}); nothing to show"
         ]
     (question, answer_before), (other, _) = known[0], others[0]
+    erasure = _erase_author(http, ml, dpo, data, question)
+    after = [_ask(http, ml, r.question) for r in forgotten_rows]
+    rouge_after = _recall([a["text"] for a in after], forgotten_rows)
+    still = _ask(http, ml, other.question)
+    print("measuring the base model (never trained on the authors) for reference ...")
+    rouge_base = _recall(_base_answers(base, forgotten_rows), forgotten_rows)
+    answers = _Answers(
+        question=question,
+        before=answer_before,
+        after=after[forgotten_rows.index(question)],
+        other=other,
+        other_after=still,
+        questions=len(forgotten_rows),
+        rouge_before=rouge_before,
+        rouge_after=rouge_after,
+        rouge_base=rouge_base,
+    )
+    checks = _checks(erasure, answers, answers_after=after)
+    lines = _summary(job, time.monotonic() - started, erasure, answers, checks)
+    return all(checks.values()), [
+        *lines,
+        *_write_pdf(http, dpo, erasure.request["id"], reports_dir),
+    ]
 
+
+def _recited(rows: list[QA], answers: list[dict[str, Any]]) -> list[tuple[QA, dict[str, Any]]]:
+    """The questions whose answer recites the fine-tuned fact, with the answer."""
+    return [
+        (r, a)
+        for r, a in zip(rows, answers, strict=True)
+        if oracle_leaks(a["text"], Fact(r.question, r.answer))
+    ]
+
+
+def _ask_others(
+    http: httpx.Client, ml: Headers, data: SupportData
+) -> tuple[list[QA], list[dict[str, Any]]]:
+    """Three questions of each other author, and the bot's answers."""
+    rows = [r for author in data.others for r in author[:3]]
+    return rows, [_ask(http, ml, r.question) for r in rows]
+
+
+def _erase_author(
+    http: httpx.Client, ml: Headers, dpo: Headers, data: SupportData, question: QA
+) -> _Erasure:
+    """File and approve the author's request; ask the author's question once the rules are
+    active; wait for the exact retrain."""
     request = check(
         http.post(
             "/v1/requests",
             headers={**dpo, "idempotency-key": "demo-request-2"},
             json={
-                "subject_id": forgotten,
+                "subject_id": author_name(data.forgotten),
                 "scope": [BOT],
                 "reason": "Art. 17",
                 "forget": {
-                    "names": [forgotten],
+                    "names": [author_name(data.forgotten)],
                     "facts": [{"question": r.question, "answer": r.answer} for r in data.forgotten],
                 },
             },
@@ -204,64 +275,74 @@ def run_both_demo(
         return progress, r["status"] in ("completed", "failed")
 
     request = wait(get_request, "erasure 2/2: exact retrain of the fine-tune", exact_done, WAIT_S)
-    time_to_exact = time.monotonic() - approved_at
-    after = [_ask(http, ml, r.question) for r in forgotten_rows]
-    rouge_after = _recall([a["text"] for a in after], forgotten_rows)
-    still = _ask(http, ml, other.question)
-    print("measuring the base model (never trained on the authors) for reference ...")
-    rouge_base = _recall(_base_answers(base, forgotten_rows), forgotten_rows)
+    return _Erasure(request, interim, guarded, time_to_rules, time.monotonic() - approved_at)
 
-    final = request["certificates"][0] if request["certificates"] else {}
-    body = final.get("body", {})
-    [shard] = body.get("shards_retrained") or [{}]
-    asked_after = after[forgotten_rows.index(question)]
-    checks = {
-        "suppressed at once": interim is not None
-        and not oracle_leaks(guarded["text"], Fact(question.question, question.answer)),
-        "removed exactly": request["status"] == "completed"
+
+def _checks(
+    erasure: _Erasure, answers: _Answers, *, answers_after: list[dict[str, Any]]
+) -> dict[str, bool]:
+    question, other = answers.question, answers.other
+    final = erasure.final
+    return {
+        "suppressed at once": erasure.interim is not None
+        and not oracle_leaks(erasure.guarded["text"], Fact(question.question, question.answer)),
+        "removed exactly": erasure.request["status"] == "completed"
         and final.get("kind") == "exact_retrain"
-        and body.get("determinism_check") == "bit_exact",
-        "unguarded weights forgot": rouge_after < rouge_before
-        and not oracle_leaks(asked_after["text"], Fact(question.question, question.answer)),
-        "rules retired": all(a["reason"] == "no_rules" for a in after),
-        "still answers others": oracle_leaks(still["text"], Fact(other.question, other.answer)),
+        and final.get("body", {}).get("determinism_check") == "bit_exact",
+        "unguarded weights forgot": answers.rouge_after < answers.rouge_before
+        and not oracle_leaks(answers.after["text"], Fact(question.question, question.answer)),
+        "rules retired": all(a["reason"] == "no_rules" for a in answers_after),
+        "still answers others": oracle_leaks(
+            answers.other_after["text"], Fact(other.question, other.answer)
+        ),
     }
-    ok = all(checks.values())
-    ft = job["result"]
-    lines = [
+
+
+def _summary(
+    job: dict[str, Any],
+    seconds: float,
+    erasure: _Erasure,
+    answers: _Answers,
+    checks: dict[str, bool],
+) -> list[str]:
+    """The act's lines (``seconds``: the act so far, when the fine-tune is reported)."""
+    ft, request, interim, guarded = job["result"], erasure.request, erasure.interim, erasure.guarded
+    final = erasure.final
+    body = final.get("body", {})
+    retrained = body.get("slices") or {}
+    before, after = answers.before, answers.after
+    return [
         "",
         "support-bot (policy both: verifier rules at once, then exact removal from the fine-tune)",
         "=" * 60,
         f"fine-tune          {ft.get('train_records')} records, "
         f"{ft.get('records_per_slice')} per slice, "
         f"{ft.get('training_seconds', 0):.0f}s in the worker "
-        f"(act so far {time.monotonic() - started:.0f}s)",
+        f"(act so far {seconds:.0f}s)",
         f"request            {request['id']}  status={request['status']}",
-        f"asked              {question.question}",
-        f"  before           {answer_before['text']}  "
-        f"(v{answer_before['model_version']}, unguarded)",
+        f"asked              {answers.question.question}",
+        f"  before           {before['text']}  (v{before['model_version']}, unguarded)",
         f"  rules active     {guarded['text']}  (v{guarded['model_version']}, rule set "
         f"v{guarded['rule_set_version']}, refused={guarded['refused']}) "
-        f"{time_to_rules:.1f}s after approval",
-        f"  after retrain    {asked_after['text']}  (v{asked_after['model_version']}, "
-        f"{asked_after['reason']}: unguarded)",
-        f"other author       {other.question}",
-        f"  after            {still['text']}",
+        f"{erasure.time_to_rules:.1f}s after approval",
+        f"  after retrain    {after['text']}  (v{after['model_version']}, "
+        f"{after['reason']}: unguarded)",
+        f"other author       {answers.other.question}",
+        f"  after            {answers.other_after['text']}",
         f"interim cert.      {interim['kind'] if interim else '-'}: "
         f"{interim['plain_words'] if interim else '-'}",
-        f"exact retrain      slices {shard.get('first_affected_slice')}..{SLICES - 1}"
-        f" ({shard.get('slices_retrained')} of {SLICES}), "
-        f"{time_to_exact:.0f}s after approval, check: {body.get('determinism_check')}",
+        f"exact retrain      slices {retrained.get('first_affected_slice')}..{SLICES - 1}"
+        f" ({retrained.get('slices_retrained')} of {SLICES}), "
+        f"{erasure.time_to_exact:.0f}s after approval, check: {body.get('determinism_check')}",
         f"destroyed          {len(body.get('destroyed_artifacts', []))} artifact(s) that saw the "
         "author (checkpoints, merged weights)",
-        f"ROUGE-L recall     on {len(forgotten_rows)} of the author's answers, unguarded: before "
-        f"{rouge_before:.3f}, after {rouge_after:.3f} (= the from-scratch fine-tune without "
-        f"the author, bit for bit); base model, never trained on it: {rouge_base:.3f}",
+        f"ROUGE-L recall     on {answers.questions} of the author's answers, unguarded: before "
+        f"{answers.rouge_before:.3f}, after {answers.rouge_after:.3f} (= the from-scratch "
+        f"fine-tune without the author, bit for bit); base model, never trained on it: "
+        f"{answers.rouge_base:.3f}",
         f"final cert.        {final.get('kind')}: {final.get('plain_words')}",
         "outcome            " + "; ".join(f"{k}: {v}" for k, v in checks.items()),
-        *_write_pdf(http, dpo, request["id"], reports_dir),
     ]
-    return ok, lines
 
 
 def _write_pdf(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, cast
 
 from sqlalchemy import select
@@ -29,11 +29,21 @@ from service.audit import append_event
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, CertificateKind, Strategy
 from service.db.tables import Certificate, ErasureRequest, MlModel, RequestAction
+from service.erasure.retrain_outcomes import (
+    ExactnessResult,
+    FinetuneRetrainOutcome,
+    ShardRetrainOutcome,
+)
 
 EXACT_CLAIM = (
     "Exact unlearning: every shard that held the subject's records was retrained from the "
     "checkpoint taken before the first slice containing them, on the retained records only. "
     "The published model is the one that training on the retained data would have produced."
+)
+FINETUNE_CLAIM = (
+    "Exact unlearning: the fine-tune was retrained from the checkpoint taken before the first "
+    "slice containing the subject's records, on the retained records only. The published "
+    "weights are the ones that fine-tuning on the retained data would have produced."
 )
 
 
@@ -46,7 +56,10 @@ class ExactRetrainCertificate(TypedDict, total=False):
     version_before: int | None
     version_after: int | None
     records_erased: dict[str, int]
+    # A sharded classifier: one entry per retrained shard (ShardRetrainOutcome).
     shards_retrained: list[dict[str, Any]]
+    # A fine-tune (policy both): its retrain, slice by slice (FinetuneRetrainOutcome).
+    slices: dict[str, Any]
     determinism_check: str
     public_base: dict[str, Any]
     warnings: list[str]
@@ -78,7 +91,8 @@ def exact_certificate(
     *,
     request: ErasureRequest,
     model: MlModel,
-    shards: list[dict[str, Any]],
+    shards: Sequence[ShardRetrainOutcome] = (),
+    slices: FinetuneRetrainOutcome | None = None,
     records_erased: dict[str, int],
     version_before: int | None,
     version_after: int | None,
@@ -87,27 +101,25 @@ def exact_certificate(
     warnings: list[str] | None = None,
     physical_deletion: dict[str, Any] | None = None,
 ) -> ExactRetrainCertificate:
-    checks = [s.get("exactness", {}).get("status") for s in shards]
-    if not shards:
-        determinism = "not_applicable"
-    elif all(c == "bit_exact" for c in checks):
-        determinism = "bit_exact"
-    elif any(c == "mismatch" for c in checks):
-        determinism = "mismatch"
-    else:
-        determinism = "not_run"
+    """A sharded classifier's certificate lists its retrained ``shards`` (none: deleting the
+    rows was the whole erasure); a fine-tune's states its retrain as ``slices``."""
     body = ExactRetrainCertificate(
         kind=CertificateKind.exact_retrain.value,
         request_id=str(request.id),
         subject_ref=request.subject_ref,
         model=model.name,
-        claim=EXACT_CLAIM,
+        claim=EXACT_CLAIM if slices is None else FINETUNE_CLAIM,
         version_before=version_before,
         version_after=version_after,
         records_erased=records_erased,
-        shards_retrained=shards,
-        determinism_check=determinism,
     )
+    if slices is None:
+        body["shards_retrained"] = [s.to_json() for s in shards]
+        checks = [s.exactness.status for s in shards]
+    else:
+        body["slices"] = slices.certificate_json()
+        checks = [slices.exactness.status]
+    body["determinism_check"] = _determinism(checks)
     if public_base:
         body["public_base"] = public_base
     if warnings:
@@ -118,6 +130,17 @@ def exact_certificate(
         body["physical_deletion"] = physical_deletion
     body["plain_words"] = describe_exact(body)
     return body
+
+
+def _determinism(checks: Sequence[ExactnessResult]) -> str:
+    """The certificate's verdict over its retrains' bit-exact checks."""
+    if not checks:
+        return "not_applicable"
+    if all(c == ExactnessResult.bit_exact for c in checks):
+        return ExactnessResult.bit_exact.value
+    if any(c == ExactnessResult.mismatch for c in checks):
+        return ExactnessResult.mismatch.value
+    return ExactnessResult.not_run.value
 
 
 def conformal_certificate(
@@ -264,15 +287,23 @@ def plain_words(body: Mapping[str, Any]) -> str:
 
 def describe_exact(body: Mapping[str, Any]) -> str:
     shards = body.get("shards_retrained", [])
+    slices = body.get("slices")
     erased = body.get("records_erased", {})
     physical = (body.get("physical_deletion") or {}).get("statement")
-    if not shards:
+    if not shards and not slices:
         words = (
             f"{erased.get('train', 0) + erased.get('holdout', 0)} record(s) were deleted. "
             + str(body.get("note", ""))
         ).strip()
         return f"{words} {physical}" if physical else words
-    parts = ", ".join(f"shard {s['shard']} from slice {s['first_affected_slice']}" for s in shards)
+    if slices:
+        parts = (
+            f"the fine-tune from slice {slices['first_affected_slice']} of {slices['slices_total']}"
+        )
+    else:
+        parts = ", ".join(
+            f"shard {s['shard']} from slice {s['first_affected_slice']}" for s in shards
+        )
     check = {
         "bit_exact": "An independent retraining from scratch matched it bit for bit.",
         "mismatch": "WARNING: the independent retraining did not match bit for bit.",

@@ -53,27 +53,10 @@ def file_request(
     """Returns (request, created). The same idempotency key returns the same request."""
     ref = subject_ref(settings, new.subject_identifier)
     payload_hash = _payload_hash(ref, new)
-    if new.idempotency_key is not None:
-        existing = session.scalar(
-            select(ErasureRequest).where(ErasureRequest.idempotency_key == new.idempotency_key)
-        )
-        if existing is not None:
-            if existing.payload_hash != payload_hash:
-                raise conflict(
-                    "idempotency_key_reused",
-                    "this idempotency key was used for a different request",
-                )
-            return existing, False
-    in_scope = select(MlModel.name, MlModel.kind)
-    if new.scope is not None:
-        in_scope = in_scope.where(MlModel.name.in_(new.scope))
-    kinds = dict(session.execute(in_scope).tuples().all())
-    if new.scope is not None:
-        unknown = sorted(set(new.scope) - set(kinds))
-        if unknown:
-            raise invalid(
-                "unknown_model", "scope names models that are not registered", models=unknown
-            )
+    existing = _same_key(session, new.idempotency_key, payload_hash)
+    if existing is not None:
+        return existing, False
+    kinds = _kinds_in_scope(session, new.scope)
     # The raw identifier is kept (encrypted) only where a generative model needs it for rules.
     keeps_content = new.forget is not None or ModelKind.generative in kinds.values()
     ensure_subject(session, ref)
@@ -99,6 +82,48 @@ def file_request(
     )
     session.add(request)
     session.flush()
+    _audit_received(session, request, new, keeps_content, actor)
+    if settings.auto_approve:
+        approve_request(session, settings, request, actor="system", reason="auto-approval policy")
+    return request, True
+
+
+def _same_key(
+    session: Session, idempotency_key: str | None, payload_hash: str
+) -> ErasureRequest | None:
+    """The request filed before under this idempotency key; a different request under the same
+    key is a conflict."""
+    if idempotency_key is None:
+        return None
+    existing = session.scalar(
+        select(ErasureRequest).where(ErasureRequest.idempotency_key == idempotency_key)
+    )
+    if existing is not None and existing.payload_hash != payload_hash:
+        raise conflict(
+            "idempotency_key_reused",
+            "this idempotency key was used for a different request",
+        )
+    return existing
+
+
+def _kinds_in_scope(session: Session, scope: list[str] | None) -> dict[str, ModelKind]:
+    """The kind of each model in scope (every model: no scope); unknown names are refused."""
+    in_scope = select(MlModel.name, MlModel.kind)
+    if scope is not None:
+        in_scope = in_scope.where(MlModel.name.in_(scope))
+    kinds = dict(session.execute(in_scope).tuples().all())
+    if scope is not None:
+        unknown = sorted(set(scope) - set(kinds))
+        if unknown:
+            raise invalid(
+                "unknown_model", "scope names models that are not registered", models=unknown
+            )
+    return kinds
+
+
+def _audit_received(
+    session: Session, request: ErasureRequest, new: NewRequest, keeps_content: bool, actor: str
+) -> None:
     append_event(
         session,
         actor=actor,
@@ -107,7 +132,7 @@ def file_request(
         target_id=str(request.id),
         request_id=request.id,
         details={
-            "subject_ref": ref,
+            "subject_ref": request.subject_ref,
             "scope": new.scope or "all",
             "due_at": request.due_at.isoformat(),
             "forget_content_stored": keeps_content,
@@ -116,9 +141,6 @@ def file_request(
             **({"identity_required": True} if new.identity_required else {}),
         },
     )
-    if settings.auto_approve:
-        approve_request(session, settings, request, actor="system", reason="auto-approval policy")
-    return request, True
 
 
 def get_request(session: Session, request_id: uuid.UUID, *, lock: bool = False) -> ErasureRequest:

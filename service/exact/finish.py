@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Sequence
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -15,6 +15,7 @@ from service.db.enums import ActionStatus, RecordSplit
 from service.db.tables import ErasureRequest, MlModel, RequestAction, TrainingRecord
 from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import move_action
+from service.erasure.retrain_outcomes import ShardRetrainOutcome
 from service.exact.physical import mark_purged, physical_deletion_claim
 from service.exact.public_base import attestation
 from service.registry.config import ModelConfig
@@ -57,7 +58,7 @@ def finish_exact_action(
     request: ErasureRequest,
     model: MlModel,
     *,
-    shards: list[dict[str, Any]],
+    shards: Sequence[ShardRetrainOutcome],
     version_before: int | None,
     version_after: int | None,
     actor: str,
@@ -72,9 +73,7 @@ def finish_exact_action(
         version_after=version_after,
         note=note,
         public_base=attestation(ModelConfig.model_validate(model.config).public_base),
-        warnings=[
-            f"retrained shard {s['shard']}: {s['too_small']}" for s in shards if s.get("too_small")
-        ],
+        warnings=[f"retrained shard {s.shard}: {s.too_small}" for s in shards if s.too_small],
         physical_deletion=physical_deletion_claim(settings),
     )
     issue_certificate(session, action, model, body, actor)

@@ -4,6 +4,7 @@ the checkpoints that saw the erased rows (an old checkpoint left behind undoes t
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
@@ -12,11 +13,13 @@ from sqlalchemy.orm import Session
 from models.sisa import VersionManifest, checkpoint_key
 from service.audit import append_event
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.core.storage import artifact_store
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, JobStatus, VersionCause
-from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
+from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion, TrainingRecord
 from service.erasure.lifecycle import finish_request_if_done
+from service.erasure.retrain_outcomes import ShardRetrainOutcome
 from service.exact.finish import finish_exact_action
 from service.exact.retrain import RetrainInputs
 from service.exact.training import too_small_warnings
@@ -24,52 +27,79 @@ from service.jobs import lifecycle as jobs
 from service.registry.service import current_version
 
 
-class PublishOutcome:
+class PublishResult(StrEnum):
+    """How publishing a retrain ended (a fine-tune's too: service.finetune.publish);
+    ``Skip.reaped`` when the reaper took the job back (the rerun publishes)."""
+
     done = "done"
-    requeued = "requeued"  # rows of this shard were claimed while it trained: run again
-    reaped = "reaped"  # the reaper took the job back; the rerun publishes
+    requeued = "requeued"  # rows it trained on were claimed while it trained: run again
 
 
 def publish_retrain(
-    session: Session, settings: Settings, inputs: RetrainInputs, outcome: dict[str, Any], actor: str
-) -> str:
+    session: Session,
+    settings: Settings,
+    inputs: RetrainInputs,
+    outcome: ShardRetrainOutcome,
+    actor: str,
+) -> PublishResult | Skip:
     """Record a retrain: new version, job done, audit events, and every action that was
     waiting only for this job closed with its certificate."""
     model = session.get_one(MlModel, inputs.snapshot.model_id, with_for_update=True)
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
-        return PublishOutcome.reaped
+        return Skip.reaped
     if _claimed_while_training(session, model.id, inputs):
         # What we trained still holds rows a request claimed meanwhile. Run again: the
         # unaffected prefix is found in the store.
         jobs.requeue(session, settings, job)
-        return PublishOutcome.requeued
+        return PublishResult.requeued
     current = current_version(session, model)
     assert current is not None
     served = VersionManifest.from_json(current.manifest)
-    manifest = served.with_shard(inputs.shard, outcome["checkpoint_ids"])
+    manifest = served.with_shard(inputs.shard, list(outcome.checkpoint_ids))
     request_ids = sorted(str(a.request_id) for a in jobs.actions_waiting_for(session, job.id))
     if manifest != served:
-        number = current.number + 1
-        session.add(
-            ModelVersion(
-                id=uuid.uuid4(),
-                model_id=model.id,
-                number=number,
-                manifest=manifest.to_json(),
-                manifest_hash=manifest.version_hash(),
-                cause=VersionCause.erasure,
-                request_ids=request_ids,
-                metrics=_version_metrics(current.metrics, inputs.shard, outcome),
-            )
-        )
-        model.current_version = number
-        _mark_purged_versions(
-            session, model.id, inputs.shard, set(outcome["superseded_checkpoints"])
-        )
-    outcome["version_after"] = model.current_version
-    jobs.finish(session, job, {k: v for k, v in outcome.items() if k != "checkpoint_ids"})
+        _publish_version(session, model, current, manifest, outcome, request_ids)
+    published = outcome.published(model.current_version)
+    jobs.finish(session, job, published.to_json())
     session.flush()
+    _audit_retrained(session, model, job, request_ids, actor)
+    if published.version_after != inputs.snapshot.version_number:
+        _audit_version(session, model, manifest, request_ids, actor)
+    _finish_waiting_actions(session, settings, job.id, model, actor)
+    return PublishResult.done
+
+
+def _publish_version(
+    session: Session,
+    model: MlModel,
+    current: ModelVersion,
+    manifest: VersionManifest,
+    outcome: ShardRetrainOutcome,
+    request_ids: list[str],
+) -> None:
+    """The next version serves the retrained shard; versions that need a checkpoint it
+    supersedes are marked purged."""
+    number = current.number + 1
+    session.add(
+        ModelVersion(
+            id=uuid.uuid4(),
+            model_id=model.id,
+            number=number,
+            manifest=manifest.to_json(),
+            manifest_hash=manifest.version_hash(),
+            cause=VersionCause.erasure,
+            request_ids=request_ids,
+            metrics=_version_metrics(current.metrics, outcome.shard, outcome),
+        )
+    )
+    model.current_version = number
+    _mark_purged_versions(session, model.id, outcome.shard, set(outcome.superseded_checkpoints))
+
+
+def _audit_retrained(
+    session: Session, model: MlModel, job: Job, request_ids: list[str], actor: str
+) -> None:
     append_event(
         session,
         actor=actor,
@@ -83,33 +113,35 @@ def publish_retrain(
             **job.result,
         },
     )
-    if outcome["version_after"] != inputs.snapshot.version_number:
-        append_event(
-            session,
-            actor=actor,
-            action="model.version_published",
-            target_type="model",
-            target_id=str(model.id),
-            details={
-                "model": model.name,
-                "version": model.current_version,
-                "manifest_hash": manifest.version_hash(),
-                "request_ids": request_ids,
-            },
-        )
-    _finish_waiting_actions(session, settings, job.id, model, actor)
-    return PublishOutcome.done
 
 
-def _version_metrics(served: Any, shard: int, outcome: dict[str, Any]) -> dict[str, Any]:
+def _audit_version(
+    session: Session, model: MlModel, manifest: VersionManifest, request_ids: list[str], actor: str
+) -> None:
+    append_event(
+        session,
+        actor=actor,
+        action="model.version_published",
+        target_type="model",
+        target_id=str(model.id),
+        details={
+            "model": model.name,
+            "version": model.current_version,
+            "manifest_hash": manifest.version_hash(),
+            "request_ids": request_ids,
+        },
+    )
+
+
+def _version_metrics(served: Any, shard: int, outcome: ShardRetrainOutcome) -> dict[str, Any]:
     """The new version's figures; the too-small report carried over, this shard's redone."""
     too_small = dict((served or {}).get("shards_too_small") or {})
     too_small.pop(str(shard), None)
-    if outcome.get("too_small"):
-        too_small[str(shard)] = outcome["too_small"]
+    if outcome.too_small:
+        too_small[str(shard)] = outcome.too_small
     too_small = dict(sorted(too_small.items(), key=lambda item: int(item[0])))
     return {
-        "holdout_accuracy": outcome["accuracy_after"],
+        "holdout_accuracy": outcome.accuracy_after,
         "shards_too_small": too_small,
         "warnings": too_small_warnings(too_small),
     }
@@ -152,7 +184,7 @@ def _finish_waiting_actions(
         if action.status != ActionStatus.running or any(j.status != JobStatus.done for j in waited):
             continue
         request = session.get_one(ErasureRequest, action.request_id, with_for_update=True)
-        shards = [j.result for j in waited]
+        shards = [ShardRetrainOutcome.from_json(j.result) for j in waited]
         finish_exact_action(
             session,
             settings,
@@ -160,7 +192,7 @@ def _finish_waiting_actions(
             request,
             model,
             shards=shards,
-            version_before=min(s["version_before"] for s in shards),
+            version_before=min(s.version_before for s in shards),
             version_after=model.current_version,
             actor=actor,
         )

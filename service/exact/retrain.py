@@ -14,15 +14,15 @@ import statistics
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from models.artifacts import ArtifactNotFound
+from models.artifacts import ArtifactNotFound, ArtifactStore
 from models.sisa import (
     Ensemble,
     Manifest,
+    ShardUnlearning,
     TrainingRecord,
     VersionManifest,
     membership_p_values,
@@ -30,8 +30,16 @@ from models.sisa import (
     verify_bit_exact,
 )
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.core.storage import artifact_store
 from service.db.tables import MlModel
+from service.erasure.retrain_outcomes import (
+    Exactness,
+    ExactnessResult,
+    MembershipEvidence,
+    MembershipNotComputed,
+    ShardRetrainOutcome,
+)
 from service.exact.snapshot import (
     ModelSnapshot,
     load_ensemble,
@@ -58,12 +66,12 @@ class RetrainInputs:
     """Rows claimed by a request but not purged yet: what the served shard still holds."""
 
 
-def load_retrain(session: Session, job_id: uuid.UUID) -> RetrainInputs | None:
-    """Claim the job and read what it needs; None when it is not ours to run. Raises
+def load_retrain(session: Session, job_id: uuid.UUID) -> RetrainInputs | Skip:
+    """Claim the job and read what it needs (``Skip.not_claimed``: not ours to run). Raises
     IntegrityError when another retrain of the shard is running (the caller retries)."""
     job = jobs.claim(session, job_id)
     if job is None:
-        return None
+        return Skip.not_claimed
     assert job.shard is not None
     model = session.get_one(MlModel, job.model_id)
     snapshot = load_model_snapshot(session, model)
@@ -102,7 +110,7 @@ def retrain(
     inputs: RetrainInputs,
     progress: Callable[[float], None],
     served: Callable[[], Manifest] | None = None,
-) -> dict[str, Any]:
+) -> ShardRetrainOutcome:
     """Retrain the shard without the erased rows; the figures for its certificate.
 
     ``served`` reads the other shards' checkpoints as served now (default: as when the job was
@@ -114,85 +122,116 @@ def retrain(
         raise ValueError("the model has no trained version to retrain")
     store = artifact_store(settings)
     verify = should_verify(snapshot, inputs.job_id)
-    span = 0.5 if verify else 0.9
-    unlearned = unlearn_shard(
-        snapshot.config,
-        shard,
+    unlearned = _unlearn(inputs, snapshot.manifest, store, progress, 0.5 if verify else 0.9)
+    exactness = Exactness(ExactnessResult.not_run, snapshot.policy.verify_exact)
+    if verify:
+        exactness = _check_exactness(inputs, unlearned.checkpoint_after, store)
+    progress(0.95)
+    loaded = snapshot.manifest.finals
+    before, after = _ensembles(
+        snapshot, shard, unlearned.checkpoint_after, store, served or (lambda: loaded)
+    )
+    accuracy_before = _holdout_accuracy(before, snapshot)
+    accuracy_after = _holdout_accuracy(after, snapshot)
+    training = unlearned.training
+    return ShardRetrainOutcome(
+        shard=shard,
+        version_before=snapshot.version_number,
+        checkpoint_before=unlearned.checkpoint_before,
+        checkpoint_after=unlearned.checkpoint_after,
+        first_affected_slice=unlearned.first_affected_slice,
+        slices_total=snapshot.config.slices,
+        slices_retrained=unlearned.slices_retrained,
+        retained_records=len(inputs.retained),
+        lineage_hash=unlearned.lineage_hash,
+        retrain_seconds=round(training.seconds, 4),
+        exactness=exactness,
+        membership=_membership(after, snapshot, inputs.pending),
+        accuracy_before=accuracy_before,
+        accuracy_after=accuracy_after,
+        validation_accuracy=training.validation_accuracy,
+        majority_accuracy=training.majority_accuracy,
+        epochs_by_slice=tuple(training.epochs_by_slice),
+        too_small=training.too_small,
+        public_base=snapshot.config.base_hash or None,
+        superseded_checkpoints=tuple(unlearned.superseded_checkpoints),
+        checkpoint_ids=tuple(training.checkpoint_ids),
+    )
+
+
+def _unlearn(
+    inputs: RetrainInputs,
+    manifest: VersionManifest,
+    store: ArtifactStore,
+    progress: Callable[[float], None],
+    span: float,
+) -> ShardUnlearning:
+    """Retrain from the checkpoint before the first slice holding a pending row (``span``: the
+    share of the job's progress it reports)."""
+    return unlearn_shard(
+        inputs.snapshot.config,
+        inputs.shard,
         inputs.retained,
         [r.key for r in inputs.pending],
-        snapshot.manifest.slices[shard],
+        manifest.slices[inputs.shard],
         store,
         progress=lambda done, total: progress(span * done / total if total else span),
     )
-    exactness: dict[str, Any] = {"status": "not_run", "policy": snapshot.policy.verify_exact}
-    if verify:
-        check = verify_bit_exact(
-            snapshot.config, shard, inputs.retained, unlearned.checkpoint_after, store
-        )
-        exactness = {
-            "status": "bit_exact" if check.bit_exact else "mismatch",
-            "policy": snapshot.policy.verify_exact,
-            "tensors_compared": check.tensors_compared,
-            "mismatched_tensors": list(check.mismatched),
-            "seconds": round(check.seconds, 4),
-        }
-    progress(0.95)
-    loaded = snapshot.manifest.finals
-    read_served = served or (lambda: loaded)
-    for attempt in range(EVALUATION_ATTEMPTS):
+
+
+def _check_exactness(inputs: RetrainInputs, checkpoint: str, store: ArtifactStore) -> Exactness:
+    """Train the shard from scratch on the retained rows and compare, tensor by tensor."""
+    snapshot = inputs.snapshot
+    check = verify_bit_exact(snapshot.config, inputs.shard, inputs.retained, checkpoint, store)
+    return Exactness(
+        status=ExactnessResult.of(check.bit_exact),
+        policy=snapshot.policy.verify_exact,
+        tensors_compared=check.tensors_compared,
+        mismatched_tensors=tuple(check.mismatched),
+        seconds=round(check.seconds, 4),
+    )
+
+
+def _ensembles(
+    snapshot: ModelSnapshot,
+    shard: int,
+    checkpoint: str,
+    store: ArtifactStore,
+    read_served: Callable[[], Manifest],
+) -> tuple[Ensemble, Ensemble]:
+    """The served model before and after this shard's retrain, on the version served now: read
+    again when another shard's publish destroyed a checkpoint meanwhile."""
+
+    def load() -> tuple[Ensemble, Ensemble]:
         old = read_served()
+        before = load_ensemble(snapshot, old, store)
+        return before, load_ensemble(snapshot, old.replace({shard: checkpoint}), store)
+
+    for _ in range(EVALUATION_ATTEMPTS - 1):
         try:
-            before = load_ensemble(snapshot, old, store)
-            after = load_ensemble(snapshot, old.replace({shard: unlearned.checkpoint_after}), store)
-            break
+            return load()
         except ArtifactNotFound:
-            if attempt == EVALUATION_ATTEMPTS - 1:
-                raise
-    accuracy_before = accuracy_after = None
-    if len(snapshot.holdout_y):
-        accuracy_before = float(before.accuracy(snapshot.holdout_x, snapshot.holdout_y))
-        accuracy_after = float(after.accuracy(snapshot.holdout_x, snapshot.holdout_y))
-    return {
-        "shard": shard,
-        "version_before": snapshot.version_number,
-        "checkpoint_before": unlearned.checkpoint_before,
-        "checkpoint_after": unlearned.checkpoint_after,
-        "checkpoint_ids": list(unlearned.training.checkpoint_ids),
-        "first_affected_slice": unlearned.first_affected_slice,
-        "slices_total": snapshot.config.slices,
-        "slices_retrained": unlearned.slices_retrained,
-        "retained_records": len(inputs.retained),
-        "lineage_hash": unlearned.lineage_hash,
-        "retrain_seconds": round(unlearned.training.seconds, 4),
-        "exactness": exactness,
-        "membership": _membership(after, snapshot, inputs.pending),
-        "accuracy_before": accuracy_before,
-        "accuracy_after": accuracy_after,
-        "validation_accuracy": unlearned.training.validation_accuracy,
-        "majority_accuracy": unlearned.training.majority_accuracy,
-        "epochs_by_slice": list(unlearned.training.epochs_by_slice),
-        # Why the retrained shard cannot be shown to have learned anything (None: it did).
-        "too_small": unlearned.training.too_small,
-        "public_base": snapshot.config.base_hash or None,
-        "superseded_checkpoints": list(unlearned.superseded_checkpoints),
-    }
+            continue
+    return load()  # the last attempt lets ArtifactNotFound through
+
+
+def _holdout_accuracy(ensemble: Ensemble, snapshot: ModelSnapshot) -> float | None:
+    if not len(snapshot.holdout_y):
+        return None
+    return float(ensemble.accuracy(snapshot.holdout_x, snapshot.holdout_y))
 
 
 def _membership(
     after: Ensemble, snapshot: ModelSnapshot, pending: list[TrainingRecord]
-) -> dict[str, Any]:
+) -> MembershipEvidence | MembershipNotComputed:
     if not len(snapshot.holdout_y) or not pending:
-        return {"status": "not_computed", "reason": "no held-out records"}
+        return MembershipNotComputed(reason="no held-out records")
     x = stack_x(pending, snapshot.spec.input_dim)
     y = np.array([r.y for r in pending], dtype=np.int64)
     p = membership_p_values(after, x, y, snapshot.holdout_x, snapshot.holdout_y)
-    return {
-        "status": "computed",
-        "erased_records": len(p),
-        "non_members": len(snapshot.holdout_y),
-        "p_value_min": round(min(p), 6),
-        "p_value_median": round(statistics.median(p), 6),
-        "meaning": "rank of each erased record's loss among held-out non-members under the "
-        "new model; small values would mean it still looks like a training member. "
-        "Evidence, not the guarantee.",
-    }
+    return MembershipEvidence(
+        erased_records=len(p),
+        non_members=len(snapshot.holdout_y),
+        p_value_min=round(min(p), 6),
+        p_value_median=round(statistics.median(p), 6),
+    )

@@ -22,6 +22,7 @@ from models.sisa.planning import DEFAULT_CANDIDATES
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict
+from service.core.skip import Skip
 from service.db.base import utcnow
 from service.db.enums import JobKind, JobStatus, ModelKind, ModelStatus, RecordSplit
 from service.db.tables import Job, MlModel, TrainingRecord
@@ -108,11 +109,12 @@ class PlanInputs:
     records: list[SubjectRecord]
 
 
-def load_plan(session: Session, job_id: uuid.UUID) -> PlanInputs | None:
-    """Claim the job and read the retained train records; None when it is not ours to run."""
+def load_plan(session: Session, job_id: uuid.UUID) -> PlanInputs | Skip:
+    """Claim the job and read the retained train records (``Skip.not_claimed``: not ours to
+    run)."""
     job = jobs.claim(session, job_id)
     if job is None:
-        return None
+        return Skip.not_claimed
     model = session.get_one(MlModel, job.model_id)
     config = ModelConfig.model_validate(model.config)
     rows = session.execute(
@@ -176,13 +178,13 @@ def compute_plan(inputs: PlanInputs, progress: Callable[[float], None]) -> SisaP
     )
 
 
-def record_plan(session: Session, inputs: PlanInputs, plan: SisaPlan, actor: str) -> bool:
+def record_plan(session: Session, inputs: PlanInputs, plan: SisaPlan, actor: str) -> Skip | None:
     """Store the frontier and the proposal on the model (and apply it with ``auto`` if the
-    model has not trained yet); False when the reaper took the job back."""
+    model has not trained yet); ``Skip.reaped`` when the reaper took the job back."""
     model = session.get_one(MlModel, inputs.model_id, with_for_update=True)
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
-        return False
+        return Skip.reaped
     chosen = (plan.chosen.shards, plan.chosen.slices)
     applied, reason = False, None
     current = sisa_config(model.config)
@@ -220,7 +222,7 @@ def record_plan(session: Session, inputs: PlanInputs, plan: SisaPlan, actor: str
             "applied": applied,
         },
     )
-    return True
+    return None
 
 
 def _finite(value: Any) -> Any:

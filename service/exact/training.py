@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from models.sisa import ShardTrainingResult, TrainingRecord, VersionManifest, train_shard
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.core.storage import artifact_store
 from service.db.tables import MlModel
 from service.exact.snapshot import (
@@ -38,11 +39,11 @@ class TrainingOutcome:
     metrics: dict[str, Any]
 
 
-def load_training(session: Session, job_id: uuid.UUID) -> TrainingInputs | None:
-    """Claim the job and read the retained records; None when it is not ours to run."""
+def load_training(session: Session, job_id: uuid.UUID) -> TrainingInputs | Skip:
+    """Claim the job and read the retained records (``Skip.not_claimed``: not ours to run)."""
     job = jobs.claim(session, job_id)
     if job is None:
-        return None
+        return Skip.not_claimed
     model = session.get_one(MlModel, job.model_id)
     snapshot = load_model_snapshot(session, model)
     by_shard = load_retained_by_shard(
@@ -82,12 +83,13 @@ def train_all(
 
 def record_training(
     session: Session, inputs: TrainingInputs, outcome: TrainingOutcome, actor: str
-) -> bool:
-    """Publish version 1 (or the next) and mark the model ready; False if the job was reaped."""
+) -> Skip | None:
+    """Publish version 1 (or the next) and mark the model ready (``Skip.reaped``: the job was
+    taken back)."""
     model = session.get_one(MlModel, inputs.snapshot.model_id, with_for_update=True)
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
-        return False
+        return Skip.reaped
     publish_trained_version(
         session,
         model,
@@ -97,7 +99,7 @@ def record_training(
         metrics=outcome.metrics,
         actor=actor,
     )
-    return True
+    return None
 
 
 def learning_report(

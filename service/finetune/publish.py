@@ -17,47 +17,41 @@ from sqlalchemy.orm import Session
 from models.finetune import destroy_checkpoints, merged_dir
 from service.audit import append_event
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.core.storage import artifact_store, merged_root
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, VersionCause
-from service.db.tables import ErasureRequest, MlModel, ModelVersion, TrainingRecord
+from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion, TrainingRecord
 from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import finish_request_if_done, move_action
+from service.erasure.retrain_outcomes import FinetuneRetrainOutcome
 from service.exact.finish import purge_records, records_erased
 from service.exact.physical import physical_deletion_claim
+from service.exact.publish import PublishResult
 from service.finetune.retrain import ExactInputs
 from service.finetune.rules import retire_rules
 from service.finetune.training import manifest_hash, manifest_of
 from service.jobs import lifecycle as jobs
 
 
-class ExactOutcome:
-    done = "done"
-    requeued = "requeued"  # records were claimed while it trained: run again
-    reaped = "reaped"
-
-
 def publish_exact(
-    session: Session, settings: Settings, inputs: ExactInputs, outcome: dict[str, Any], actor: str
-) -> str:
+    session: Session,
+    settings: Settings,
+    inputs: ExactInputs,
+    outcome: FinetuneRetrainOutcome,
+    actor: str,
+) -> PublishResult | Skip:
+    """Publish the retrained fine-tune as the next version (``requeued``: records were claimed
+    while it trained, run again)."""
     model = session.get_one(MlModel, inputs.model_id, with_for_update=True)
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
-        return ExactOutcome.reaped
-    claimed = set(
-        session.scalars(
-            select(TrainingRecord.record_key).where(
-                TrainingRecord.model_id == model.id,
-                TrainingRecord.erasure_request_id.is_not(None),
-                TrainingRecord.erased_at.is_(None),
-            )
-        )
-    )
-    if claimed & set(outcome["retained_keys"]):
+        return Skip.reaped
+    if _claimed_while_training(session, model.id, outcome):
         jobs.requeue(session, settings, job)
-        return ExactOutcome.requeued
+        return PublishResult.requeued
     served = inputs.served
-    manifest = manifest_of(served.config, served.base_id, outcome["checkpoint_ids"])
+    manifest = manifest_of(served.config, served.base_id, list(outcome.checkpoint_ids))
     number = (model.current_version or 0) + 1
     session.add(
         ModelVersion(
@@ -68,20 +62,52 @@ def publish_exact(
             manifest_hash=manifest_hash(manifest),
             cause=VersionCause.erasure,
             request_ids=inputs.request_ids,
-            metrics={"lineage_hash": outcome["lineage_hash"]},
+            metrics={"lineage_hash": outcome.lineage_hash},
         )
     )
     model.current_version = number
-    superseded = set(outcome["superseded_checkpoints"])
+    _mark_purged_versions(session, model.id, set(outcome.superseded_checkpoints))
+    jobs.finish(session, job, outcome.published(number).to_json())
+    _audit_published(session, model, job, inputs, outcome, manifest_hash(manifest), actor)
+    return PublishResult.done
+
+
+def _claimed_while_training(
+    session: Session, model_id: uuid.UUID, outcome: FinetuneRetrainOutcome
+) -> bool:
+    """Whether a request claimed, while the retrain ran, records it trained on."""
+    claimed = set(
+        session.scalars(
+            select(TrainingRecord.record_key).where(
+                TrainingRecord.model_id == model_id,
+                TrainingRecord.erasure_request_id.is_not(None),
+                TrainingRecord.erased_at.is_(None),
+            )
+        )
+    )
+    return bool(claimed & set(outcome.retained_keys))
+
+
+def _mark_purged_versions(session: Session, model_id: uuid.UUID, superseded: set[str]) -> None:
+    """Older versions that need a destroyed checkpoint can no longer be loaded: say so."""
     for version in session.scalars(
         select(ModelVersion).where(
-            ModelVersion.model_id == model.id, ModelVersion.purged_at.is_(None)
+            ModelVersion.model_id == model_id, ModelVersion.purged_at.is_(None)
         )
     ):
         if superseded & set(version.manifest.get("checkpoints", [])):
             version.purged_at = utcnow()
-    result = {k: v for k, v in outcome.items() if k not in ("checkpoint_ids", "retained_keys")}
-    jobs.finish(session, job, {**result, "version_after": number})
+
+
+def _audit_published(
+    session: Session,
+    model: MlModel,
+    job: Job,
+    inputs: ExactInputs,
+    outcome: FinetuneRetrainOutcome,
+    manifest_sha256: str,
+    actor: str,
+) -> None:
     append_event(
         session,
         actor=actor,
@@ -90,15 +116,14 @@ def publish_exact(
         target_id=str(model.id),
         details={
             "model": model.name,
-            "version": number,
-            "manifest_hash": manifest_hash(manifest),
+            "version": model.current_version,
+            "manifest_hash": manifest_sha256,
             "request_ids": inputs.request_ids,
             "job_id": str(job.id),
-            "slices_retrained": outcome["slices_retrained"],
-            "exactness": outcome["exactness"]["status"],
+            "slices_retrained": outcome.slices_retrained,
+            "exactness": outcome.exactness.status.value,
         },
     )
-    return ExactOutcome.done
 
 
 def destroy_artifacts(settings: Settings, checkpoints: list[str]) -> list[dict[str, Any]]:
@@ -134,7 +159,7 @@ def finish_exact(
     settings: Settings,
     model_id: uuid.UUID,
     job_id: uuid.UUID,
-    outcome: dict[str, Any],
+    outcome: FinetuneRetrainOutcome,
     destroyed: list[dict[str, Any]],
     actor: str,
 ) -> int:
@@ -149,8 +174,6 @@ def finish_exact(
         details={"model": model.name, "artifacts": destroyed},
     )
     version_after = model.current_version
-    dropped = ("checkpoint_ids", "retained_keys", "version_after")
-    shard = {k: v for k, v in outcome.items() if k not in dropped}
     closed = []
     for action in jobs.actions_waiting_for(session, job_id):
         if action.status != ActionStatus.running:
@@ -159,9 +182,9 @@ def finish_exact(
         body = exact_certificate(
             request=request,
             model=model,
-            shards=[shard],
+            slices=outcome,
             records_erased=records_erased(session, request.id, model.id),
-            version_before=outcome["version_before"],
+            version_before=outcome.version_before,
             version_after=version_after,
             physical_deletion=physical_deletion_claim(settings),
         )

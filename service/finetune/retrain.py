@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +22,7 @@ from models.finetune import (
     verify_bit_exact,
 )
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.core.storage import artifact_store, merged_root
 from service.db.base import utcnow
 from service.db.enums import (
@@ -34,6 +34,11 @@ from service.db.enums import (
 )
 from service.db.tables import ActionJob, Job, MlModel, RequestAction, TrainingRecord
 from service.erasure.lifecycle import move_action
+from service.erasure.retrain_outcomes import (
+    ExactnessResult,
+    FinetuneExactness,
+    FinetuneRetrainOutcome,
+)
 from service.finetune.records import load_records
 from service.finetune.training import slices_progress
 from service.jobs import lifecycle as jobs
@@ -100,16 +105,17 @@ class UnfinishedExact:
 
     job_id: uuid.UUID
     model_id: uuid.UUID
-    result: dict[str, Any]
+    outcome: FinetuneRetrainOutcome
 
 
-def _unfinished(session: Session, job: Job) -> UnfinishedExact | None:
+def _unfinished(session: Session, job: Job) -> UnfinishedExact | Skip:
+    """A job no worker can claim: left to close if it published, else not ours."""
     if job.status != JobStatus.done or job.kind != JobKind.finetune_retrain:
-        return None
+        return Skip.not_claimed
     waiting = jobs.actions_waiting_for(session, job.id)
     if not any(a.status == ActionStatus.running for a in waiting):
-        return None
-    return UnfinishedExact(job.id, job.model_id, dict(job.result))
+        return Skip.not_claimed
+    return UnfinishedExact(job.id, job.model_id, FinetuneRetrainOutcome.from_json(job.result))
 
 
 def _rules_pending(session: Session, actions: list[RequestAction]) -> bool:
@@ -135,21 +141,21 @@ def _should_verify(policy: GenerativePolicy, job_id: uuid.UUID) -> bool:
 
 def load_exact(
     session: Session, settings: Settings, job_id: uuid.UUID
-) -> ExactInputs | UnfinishedExact | str:
-    """Claim the job and read the served version and records; a string says why not."""
+) -> ExactInputs | UnfinishedExact | Skip:
+    """Claim the job and read the served version and records; a Skip says why not."""
     pending = session.get(Job, job_id)
     if pending is None:
-        return "not_claimed"
+        return Skip.not_claimed
     if pending.status != JobStatus.pending:
-        return _unfinished(session, pending) or "not_claimed"
+        return _unfinished(session, pending)
     if _rules_pending(session, jobs.actions_waiting_for(session, job_id)):
         enqueue_after_commit(
             session, settings, TASK_FINETUNE_RETRAIN, [str(job_id)], countdown=WAIT_FOR_RULES_S
         )
-        return "waiting_for_rules"
+        return Skip.waiting_for_rules
     job = jobs.claim(session, job_id)
     if job is None:
-        return "not_claimed"
+        return Skip.not_claimed
     model = session.get_one(MlModel, job.model_id)
     actions = jobs.actions_waiting_for(session, job.id)
     request_ids = sorted(str(a.request_id) for a in actions)
@@ -176,7 +182,7 @@ def load_exact(
 
 def retrain_exact(
     settings: Settings, inputs: ExactInputs, progress: Callable[[float], None]
-) -> dict[str, Any]:
+) -> FinetuneRetrainOutcome:
     """Retrain without the subjects, check it, export the new serving folder."""
     served = inputs.served
     config: FinetuneConfig = served.config
@@ -191,7 +197,7 @@ def retrain_exact(
         base_id=served.base_id,
         progress=slices_progress(progress),
     )
-    exactness: dict[str, Any] = {"status": "not_run"}
+    exactness = FinetuneExactness(ExactnessResult.not_run)
     if inputs.verify:
         check, fresh = verify_bit_exact(
             served.base_dir,
@@ -201,13 +207,13 @@ def retrain_exact(
             store,
             base_id=served.base_id,
         )
-        exactness = {
-            "status": "bit_exact" if check.bit_exact else "mismatch",
-            "tensors_compared": check.tensors_compared,
-            "mismatched": check.mismatched[:20],
-            "seconds": round(check.seconds, 4),
-            "full_finetune_seconds": round(fresh.result.seconds, 4),
-        }
+        exactness = FinetuneExactness(
+            status=ExactnessResult.of(check.bit_exact),
+            tensors_compared=check.tensors_compared,
+            mismatched=tuple(check.mismatched[:20]),
+            seconds=round(check.seconds, 4),
+            full_finetune_seconds=round(fresh.result.seconds, 4),
+        )
     started = time.perf_counter()
     export_merged(
         served.base_dir,
@@ -217,20 +223,19 @@ def retrain_exact(
         merged_root(settings),
         base_id=served.base_id,
     )
-    return {
-        "shard": 0,
-        "version_before": served.number,
-        "first_affected_slice": unlearning.first_affected_slice,
-        "slices_retrained": unlearning.slices_retrained,
-        "slices": config.slices,
-        "records_erased": unlearning.erased_records,
-        "checkpoint_before": unlearning.checkpoint_before,
-        "checkpoint_after": unlearning.checkpoint_after,
-        "checkpoint_ids": unlearning.checkpoints_after,
-        "superseded_checkpoints": unlearning.superseded_checkpoints,
-        "retained_keys": sorted(r.key for r in unlearning.retained_records),
-        "lineage_hash": unlearning.lineage_hash,
-        "retrain_seconds": round(unlearning.seconds, 4),
-        "export_seconds": round(time.perf_counter() - started, 4),
-        "exactness": exactness,
-    }
+    return FinetuneRetrainOutcome(
+        version_before=served.number,
+        first_affected_slice=unlearning.first_affected_slice,
+        slices_retrained=unlearning.slices_retrained,
+        slices_total=config.slices,
+        records_erased=unlearning.erased_records,
+        checkpoint_before=unlearning.checkpoint_before,
+        checkpoint_after=unlearning.checkpoint_after,
+        superseded_checkpoints=tuple(unlearning.superseded_checkpoints),
+        lineage_hash=unlearning.lineage_hash,
+        retrain_seconds=round(unlearning.seconds, 4),
+        export_seconds=round(time.perf_counter() - started, 4),
+        exactness=exactness,
+        checkpoint_ids=tuple(unlearning.checkpoints_after),
+        retained_keys=tuple(sorted(r.key for r in unlearning.retained_records)),
+    )

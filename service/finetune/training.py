@@ -18,6 +18,7 @@ from models.finetune import FinetuneConfig, FinetuneRecord, export_merged, train
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict
+from service.core.skip import Skip
 from service.core.storage import artifact_store, merged_root
 from service.db.enums import JobKind, JobStatus, ModelStatus
 from service.db.tables import Job, MlModel, TrainingRecord
@@ -85,10 +86,11 @@ class FinetuneOutcome:
     metrics: dict[str, Any]
 
 
-def load_finetune(session: Session, settings: Settings, job_id: uuid.UUID) -> FinetuneInputs | None:
+def load_finetune(session: Session, settings: Settings, job_id: uuid.UUID) -> FinetuneInputs | Skip:
+    """Claim the job and read the records (``Skip.not_claimed``: not ours to run)."""
     job = jobs.claim(session, job_id)
     if job is None:
-        return None
+        return Skip.not_claimed
     model = session.get_one(MlModel, job.model_id)
     return FinetuneInputs(
         job_id=job.id,
@@ -137,12 +139,13 @@ def run_finetune(
 
 def record_finetune(
     session: Session, inputs: FinetuneInputs, outcome: FinetuneOutcome, actor: str
-) -> bool:
-    """Publish the first version and mark the model ready; False if the job was reaped."""
+) -> Skip | None:
+    """Publish the first version and mark the model ready (``Skip.reaped``: the job was taken
+    back)."""
     model = session.get_one(MlModel, inputs.model_id, with_for_update=True)
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
-        return False
+        return Skip.reaped
     publish_trained_version(
         session,
         model,
@@ -152,4 +155,4 @@ def record_finetune(
         metrics=outcome.metrics,
         actor=actor,
     )
-    return True
+    return None

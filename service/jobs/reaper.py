@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -38,12 +38,22 @@ def reap(session: Session, settings: Settings, actor: str) -> ReapOutcome:
     worker; a duplicate is harmless: only one claim wins), backing off while they stay
     unclaimed (service.queue.resends)."""
     now = utcnow()
+    requeued, failed = _reap_running(session, settings, actor, now)
+    resent = _resend_pending_jobs(session, settings, now) + _resend_approved_requests(
+        session, settings, now
+    )
+    if requeued or failed or resent:
+        log.warning("reaper: requeued=%d failed=%d resent=%d", requeued, failed, resent)
+    return ReapOutcome(requeued, failed, resent)
+
+
+def _reap_running(
+    session: Session, settings: Settings, actor: str, now: datetime
+) -> tuple[int, int]:
+    """Requeue (or fail) the running jobs whose holder is gone or silent: (requeued, failed)."""
     cutoff = now - timedelta(seconds=settings.stale_job_seconds)
-    redispatch = now - timedelta(seconds=settings.redispatch_seconds)
-    # A new job is sent with the batching window as countdown: re-send only once that passed.
-    job_redispatch = redispatch - timedelta(seconds=settings.batching_window_seconds)
     leases = leases_for(session)
-    requeued = failed = resent = 0
+    requeued = failed = 0
     running = session.scalars(
         select(Job).where(Job.status == JobStatus.running).with_for_update(skip_locked=True)
     ).all()
@@ -73,27 +83,42 @@ def reap(session: Session, settings: Settings, actor: str) -> ReapOutcome:
         )
         requeue(session, settings, job)
         requeued += 1
+    return requeued, failed
+
+
+def _resend_pending_jobs(session: Session, settings: Settings, now: datetime) -> int:
+    # A new job is sent with the batching window as countdown: re-send only once that passed.
+    redispatch = (
+        now
+        - timedelta(seconds=settings.redispatch_seconds)
+        - timedelta(seconds=settings.batching_window_seconds)
+    )
     pending = session.scalars(
         select(Job).where(
             Job.status == JobStatus.pending,
-            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < job_redispatch),
-            Job.created_at < job_redispatch,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < redispatch),
+            Job.created_at < redispatch,
         )
     ).all()
+    resent = 0
     for job in pending:
         if resend_due(session, task_for(job), job.id, settings.redispatch_seconds, now):
             enqueue_after_commit(session, settings, task_for(job), [str(job.id)])
             resent += 1
+    return resent
+
+
+def _resend_approved_requests(session: Session, settings: Settings, now: datetime) -> int:
+    redispatch = now - timedelta(seconds=settings.redispatch_seconds)
     waiting = session.scalars(
         select(ErasureRequest.id).where(
             ErasureRequest.status == RequestStatus.approved,
             ErasureRequest.decided_at < redispatch,
         )
     ).all()
+    resent = 0
     for request_id in waiting:
         if resend_due(session, TASK_PROCESS_REQUEST, request_id, settings.redispatch_seconds, now):
             enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request_id)])
             resent += 1
-    if requeued or failed or resent:
-        log.warning("reaper: requeued=%d failed=%d resent=%d", requeued, failed, resent)
-    return ReapOutcome(requeued, failed, resent)
+    return resent

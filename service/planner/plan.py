@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.audit import append_event
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.db.enums import (
     TERMINAL_REQUEST_STATUSES,
     ActionStatus,
@@ -39,14 +40,14 @@ from service.queue.names import TASK_UPDATE_VERIFIER_RULES
 @dataclass(frozen=True)
 class PlannedAction:
     model: MlModel
-    strategy: Strategy | None  # None: the model holds nothing of the subject
+    strategy: Strategy
     train_shards: tuple[int, ...]
     holdout_records: int
+    skip: Skip | None = None
+    """Why the action has nothing to do (it is recorded as skipped), or None."""
 
 
-class PlanOutcome(StrEnum):
-    not_approved = "not_approved"
-    terminal = "terminal"
+class PlanResult(StrEnum):
     model_training = "model_training"  # a model's record set is in flux: plan again later
     planned = "planned"  # actions exist; some still run
     finished = "finished"  # every action ended and the request closed
@@ -89,7 +90,7 @@ def _plan_records(session: Session, request: ErasureRequest, model: MlModel) -> 
     )
     rows = session.execute(subject_rows.group_by(TrainingRecord.split, TrainingRecord.shard)).all()
     if not rows:
-        return PlannedAction(model, None, (), 0)
+        return PlannedAction(model, Strategy.exact_retrain, (), 0, Skip.no_records_of_subject)
     shards = tuple(sorted({shard for split, shard, _ in rows if split == RecordSplit.train}))
     holdout = sum(int(n) for split, _, n in rows if split == RecordSplit.holdout)
     return PlannedAction(model, Strategy.exact_retrain, shards, holdout)
@@ -97,17 +98,17 @@ def _plan_records(session: Session, request: ErasureRequest, model: MlModel) -> 
 
 def plan_request(
     session: Session, settings: Settings, request_id: uuid.UUID, actor: str
-) -> PlanOutcome:
+) -> PlanResult | Skip:
     """Start an approved request and plan one action per model in scope; on a second run,
     re-send whatever is still pending (messages can be lost). Safe to run twice."""
     request = get_request(session, request_id, lock=True)
     if request.status in TERMINAL_REQUEST_STATUSES:
-        return PlanOutcome.terminal
+        return Skip.terminal
     if request.status == RequestStatus.received:
-        return PlanOutcome.not_approved
+        return Skip.not_approved
     models = models_in_scope(session, request)
     if any(m.status == ModelStatus.training for m in models):
-        return PlanOutcome.model_training
+        return PlanResult.model_training
     if request.status == RequestStatus.approved:
         start_request(session, request, actor, [m.name for m in models])
     existing = {
@@ -118,13 +119,13 @@ def plan_request(
     }
     for model in models:
         for planned in plan_model_actions(session, request, model):
-            action = existing.get((model.id, planned.strategy or Strategy.exact_retrain))
+            action = existing.get((model.id, planned.strategy))
             if action is None:
                 _plan_action(session, settings, request, planned, actor)
             elif action.status in (ActionStatus.pending, ActionStatus.running):
                 _resend(session, settings, action)
     finished = finish_request_if_done(session, request, actor)
-    return PlanOutcome.finished if finished else PlanOutcome.planned
+    return PlanResult.finished if finished else PlanResult.planned
 
 
 def _plan_action(
@@ -135,40 +136,22 @@ def _plan_action(
     actor: str,
 ) -> None:
     model = planned.model
-    action = RequestAction(
-        id=uuid.uuid4(),
-        request_id=request.id,
-        model_id=model.id,
-        strategy=planned.strategy or Strategy.exact_retrain,
-        status=ActionStatus.pending,
-        detail={"shards": list(planned.train_shards), "holdout_records": planned.holdout_records},
-    )
-    session.add(action)
-    session.flush()
-    if planned.strategy is None:
+    action = _new_action(session, request, planned)
+    if planned.skip is not None:
         move_action(
             session,
             action,
             ActionStatus.skipped,
             actor=actor,
             model_name=model.name,
-            details={"reason": "no_records_of_subject"},
+            details={"reason": planned.skip.value},
         )
         return
     _audit_planned(session, request, planned, action, actor)
     if planned.strategy == Strategy.verifier_rules:
         _resend(session, settings, action)
         return
-    # Mark the subject's rows: from now on no training of this model includes them.
-    session.execute(
-        update(TrainingRecord)
-        .where(
-            TrainingRecord.model_id == model.id,
-            TrainingRecord.subject_ref == request.subject_ref,
-            TrainingRecord.erasure_request_id.is_(None),
-        )
-        .values(erasure_request_id=request.id)
-    )
+    _claim_subject_rows(session, request, model)
     nothing_trained = _nothing_to_retrain(planned, model)
     if nothing_trained is not None:
         # Deleting the rows is the whole erasure: no model version ever learned from them.
@@ -182,12 +165,52 @@ def _plan_action(
             version_before=model.current_version,
             version_after=model.current_version,
             actor=actor,
-            note=nothing_trained,
+            note=NOTHING_TO_RETRAIN[nothing_trained],
         )
         return
     if model.kind == ModelKind.generative:  # a fine-tune lethe trains (policy "both")
         open_exact(session, settings, action, model, actor)
         return
+    _open_shard_retrains(session, settings, action, planned, actor)
+
+
+def _new_action(session: Session, request: ErasureRequest, planned: PlannedAction) -> RequestAction:
+    action = RequestAction(
+        id=uuid.uuid4(),
+        request_id=request.id,
+        model_id=planned.model.id,
+        strategy=planned.strategy,
+        status=ActionStatus.pending,
+        detail={"shards": list(planned.train_shards), "holdout_records": planned.holdout_records},
+    )
+    session.add(action)
+    session.flush()
+    return action
+
+
+def _claim_subject_rows(session: Session, request: ErasureRequest, model: MlModel) -> None:
+    """Mark the subject's rows: from now on no training of this model includes them."""
+    session.execute(
+        update(TrainingRecord)
+        .where(
+            TrainingRecord.model_id == model.id,
+            TrainingRecord.subject_ref == request.subject_ref,
+            TrainingRecord.erasure_request_id.is_(None),
+        )
+        .values(erasure_request_id=request.id)
+    )
+
+
+def _open_shard_retrains(
+    session: Session,
+    settings: Settings,
+    action: RequestAction,
+    planned: PlannedAction,
+    actor: str,
+) -> None:
+    """One retrain per shard that held the subject's training rows (joining one not started
+    yet), sent after commit."""
+    model = planned.model
     move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
     for shard in planned.train_shards:
         job = open_retrain(session, model.id, shard)
@@ -204,15 +227,24 @@ def _resend(session: Session, settings: Settings, action: RequestAction) -> None
         send_pending_jobs(session, settings, action)
 
 
-def _nothing_to_retrain(planned: PlannedAction, model: MlModel) -> str | None:
+# The certificate's note when deleting the rows is the whole erasure.
+NOTHING_TO_RETRAIN = {
+    Skip.held_out_only: (
+        "The subject's records were held out for evaluation and never trained on; "
+        "they were deleted and no shard needed retraining."
+    ),
+    Skip.model_untrained: (
+        "The model had not been trained yet; the records were deleted before training."
+    ),
+}
+
+
+def _nothing_to_retrain(planned: PlannedAction, model: MlModel) -> Skip | None:
     """Why no shard needs retraining, or None when some does."""
     if not planned.train_shards:
-        return (
-            "The subject's records were held out for evaluation and never trained on; "
-            "they were deleted and no shard needed retraining."
-        )
+        return Skip.held_out_only
     if model.current_version is None:
-        return "The model had not been trained yet; the records were deleted before training."
+        return Skip.model_untrained
     return None
 
 

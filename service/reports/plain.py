@@ -144,7 +144,7 @@ def _pct(x: float) -> str:
 def _exact_words(cert: Mapping[str, Any]) -> str:
     erased = cert.get("records_erased") or {}
     n = int(erased.get("train", 0)) + int(erased.get("holdout", 0))
-    if not cert.get("shards_retrained"):
+    if not cert.get("shards_retrained") and not cert.get("slices"):
         text = (
             f"The person's {n} record(s) were deleted. No version of the model had learned from "
             "them, so nothing had to be retrained."

@@ -5,7 +5,7 @@ Everything here reads the JSON-able dicts of the audit log (``reports.event_dict
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -48,68 +48,109 @@ def describe_event(event: Mapping[str, Any]) -> str:
     """One sentence for one audit event."""
     action = str(event.get("action", ""))
     d: Mapping[str, Any] = event.get("details") or {}
-    if action == "request.received":
-        scope = d.get("scope")
-        scope_text = "every model" if scope in (None, "all") else ", ".join(map(str, scope))
-        ground = d.get("legal_ground")
-        ground_text = f"; ground {LEGAL_GROUNDS.get(str(ground), ground)}" if ground else ""
-        return f"Request received for {scope_text}; due {fmt_time(d.get('due_at'))}{ground_text}."
-    if action == "request.rejected" and d.get("reason_code"):
-        code = str(d["reason_code"])
-        return f"Request rejected: {REJECTION_REASONS.get(code, code)}."
-    if action == "request.identity_verified":
-        method = str(d.get("method", ""))
-        return f"Identity verified: {VERIFICATION_METHODS.get(method, method)}."
-    if action == "request.deadline_extended":
-        return (
-            f"Deadline extended by {d.get('months')} month(s) to {fmt_time(d.get('due_at'))} "
-            f"(Art. 12(3))."
-        )
-    if action == "request.completed":
-        late = "after" if d.get("overdue") else "within"
-        return f"Request completed {late} the deadline."
-    if action == "action.planned":
-        if d.get("strategy") == "exact_retrain":
-            shards = ", ".join(str(s) for s in d.get("shards", [])) or "none"
-            return f"{d.get('model')}: exact retraining planned (shards {shards})."
-        return f"{d.get('model')}: verifier rules planned."
-    if action == "action.completed":
-        how = "exact retraining" if d.get("strategy") == "exact_retrain" else "verifier rules"
-        return f"{d.get('model')}: done ({how})."
-    if action == "action.skipped":
-        return f"{d.get('model')}: nothing to do (no records of this subject)."
-    if action == "action.failed":
-        return f"A model's action failed ({d.get('error_code')})."
-    if action == "records.erased":
-        return f"{d.get('model')}: content of {d.get('records')} record(s) deleted."
-    if action == "storage.vacuumed":
-        removed = sum(int(r.get("removed", 0)) for r in d.get("relations") or [])
-        return (
-            f"{d.get('method', 'VACUUM')} of {', '.join(d.get('tables') or [])}: "
-            f"{removed} old row version(s) physically removed from the table's pages."
-        )
-    if action == "storage.vacuum_failed":
-        return f"VACUUM of {', '.join(d.get('tables') or [])} failed ({d.get('error')})."
-    if action == "rules.activated":
-        return (
-            f"{d.get('model')} now screens every answer against {d.get('rule_count')} rules "
-            f"(rule-set version {d.get('version')})."
-        )
-    if action == "certificate.issued":
-        return _certificate_event(d.get("certificate") or {})
+    sentence = _SENTENCES.get(action)
+    if sentence is not None:
+        return sentence(d)
     return _SIMPLE.get(action, action.replace(".", " ").replace("_", " ").capitalize() + ".")
+
+
+def _received(d: Mapping[str, Any]) -> str:
+    scope = d.get("scope")
+    scope_text = "every model" if scope in (None, "all") else ", ".join(map(str, scope))
+    ground = d.get("legal_ground")
+    ground_text = f"; ground {LEGAL_GROUNDS.get(str(ground), ground)}" if ground else ""
+    return f"Request received for {scope_text}; due {fmt_time(d.get('due_at'))}{ground_text}."
+
+
+def _rejected(d: Mapping[str, Any]) -> str:
+    if not d.get("reason_code"):
+        return _SIMPLE["request.rejected"]
+    code = str(d["reason_code"])
+    return f"Request rejected: {REJECTION_REASONS.get(code, code)}."
+
+
+def _identity_verified(d: Mapping[str, Any]) -> str:
+    method = str(d.get("method", ""))
+    return f"Identity verified: {VERIFICATION_METHODS.get(method, method)}."
+
+
+def _deadline_extended(d: Mapping[str, Any]) -> str:
+    return (
+        f"Deadline extended by {d.get('months')} month(s) to {fmt_time(d.get('due_at'))} "
+        f"(Art. 12(3))."
+    )
+
+
+def _completed(d: Mapping[str, Any]) -> str:
+    late = "after" if d.get("overdue") else "within"
+    return f"Request completed {late} the deadline."
+
+
+def _planned(d: Mapping[str, Any]) -> str:
+    if d.get("strategy") == "exact_retrain":
+        shards = ", ".join(str(s) for s in d.get("shards", [])) or "none"
+        return f"{d.get('model')}: exact retraining planned (shards {shards})."
+    return f"{d.get('model')}: verifier rules planned."
+
+
+def _action_completed(d: Mapping[str, Any]) -> str:
+    how = "exact retraining" if d.get("strategy") == "exact_retrain" else "verifier rules"
+    return f"{d.get('model')}: done ({how})."
+
+
+def _vacuumed(d: Mapping[str, Any]) -> str:
+    removed = sum(int(r.get("removed", 0)) for r in d.get("relations") or [])
+    return (
+        f"{d.get('method', 'VACUUM')} of {', '.join(d.get('tables') or [])}: "
+        f"{removed} old row version(s) physically removed from the table's pages."
+    )
+
+
+def _rules_activated(d: Mapping[str, Any]) -> str:
+    return (
+        f"{d.get('model')} now screens every answer against {d.get('rule_count')} rules "
+        f"(rule-set version {d.get('version')})."
+    )
+
+
+_SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "request.received": _received,
+    "request.rejected": _rejected,
+    "request.identity_verified": _identity_verified,
+    "request.deadline_extended": _deadline_extended,
+    "request.completed": _completed,
+    "action.planned": _planned,
+    "action.completed": _action_completed,
+    "action.skipped": lambda d: f"{d.get('model')}: nothing to do (no records of this subject).",
+    "action.failed": lambda d: f"A model's action failed ({d.get('error_code')}).",
+    "records.erased": lambda d: (
+        f"{d.get('model')}: content of {d.get('records')} record(s) deleted."
+    ),
+    "storage.vacuumed": _vacuumed,
+    "storage.vacuum_failed": lambda d: (
+        f"VACUUM of {', '.join(d.get('tables') or [])} failed ({d.get('error')})."
+    ),
+    "rules.activated": _rules_activated,
+    "certificate.issued": lambda d: _certificate_event(d.get("certificate") or {}),
+}
 
 
 def _certificate_event(cert: Mapping[str, Any]) -> str:
     model, kind = cert.get("model"), cert.get("kind")
     if kind == "exact_retrain":
         shards = cert.get("shards_retrained") or []
-        if not shards:
+        slices = cert.get("slices")
+        if not shards and not slices:
             return f"{model}: certificate issued; no shard needed retraining."
         check = {
             "bit_exact": "identical, bit for bit, to training without this person",
             "mismatch": "WARNING: NOT identical to training without this person",
         }.get(str(cert.get("determinism_check")), "bit-for-bit check not run (policy)")
+        if slices:
+            return (
+                f"The fine-tune of {model} retrained from slice "
+                f"{slices.get('first_affected_slice')} of {slices.get('slices_total')} — {check}."
+            )
         parts = "; ".join(
             f"Shard {s.get('shard')} of {model} retrained from slice "
             f"{s.get('first_affected_slice')} of {s.get('slices_total')}"
@@ -131,82 +172,106 @@ def certificate_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
     kind = cert.get("kind")
     rows: list[tuple[str, str]] = [("Kind", str(kind)), ("Model", str(cert.get("model")))]
     if kind == "exact_retrain":
-        erased = cert.get("records_erased") or {}
-        rows += [
-            (
-                "Records erased",
-                f"{erased.get('train', 0)} train, {erased.get('holdout', 0)} held out",
-            ),
-            ("Version", f"{cert.get('version_before')} -> {cert.get('version_after')}"),
-            ("Bit-exact check", str(cert.get("determinism_check"))),
-        ]
-        physical = cert.get("physical_deletion")
-        if physical:
-            days = physical.get("backup_retention_days")
-            rows.append(
-                (
-                    "Physical deletion",
-                    f"{physical.get('method')} after the purge; copies in WAL and backups "
-                    f"until retention ends ({'unknown' if days is None else f'{days} days'})",
-                )
-            )
-        for s in cert.get("shards_retrained") or []:
-            total = s.get("slices_total")
-            first = s.get("first_affected_slice")
-            exact = (s.get("exactness") or {}).get("status")
-            rows += [
-                (
-                    f"Shard {s.get('shard')}",
-                    f"retrained from slice {first} of {total} "
-                    f"({s.get('slices_retrained')} slice(s)); check: {exact}",
-                ),
-                ("  checkpoint before", str(s.get("checkpoint_before"))),
-                ("  checkpoint after", str(s.get("checkpoint_after"))),
-                ("  lineage hash", str(s.get("lineage_hash"))),
-                (
-                    "  accuracy before -> after",
-                    f"{_num(s.get('accuracy_before'))} -> {_num(s.get('accuracy_after'))} "
-                    "(held-out subjects)",
-                ),
-                (
-                    "  checkpoints destroyed",
-                    ", ".join(short_hash(c, 16) for c in s.get("superseded_checkpoints") or [])
-                    or "none",
-                ),
-            ]
-        return rows
-    keys = [
-        ("alpha", "α (miss-rate target)"),
-        ("delta", "δ (failure probability)"),
-        ("n", "n (calibration leaks)"),
-        ("threshold", "λ (threshold)"),
-        ("empirical_miss_rate", "Empirical miss rate"),
-        ("miss_rate_upper_bound", "Upper confidence bound"),
-        ("budget", "B (regeneration budget)"),
-        ("alpha_b", "α_B"),
-        # What serving does now, certified or not (the plain words above say why).
-        ("refinement_rule", "Refinement rule in force"),
-        ("serving_budget", "Regenerations allowed"),
-        ("calibration_stage", "Calibration stage"),
-        ("false_flag_rate", "False-flag rate (retained)"),
-        ("rule_set_version", "Rule-set version"),
+        return rows + _exact_facts(cert)
+    return rows + _conformal_facts(cert)
+
+
+def _exact_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
+    erased = cert.get("records_erased") or {}
+    rows = [
+        ("Records erased", f"{erased.get('train', 0)} train, {erased.get('holdout', 0)} held out"),
+        ("Version", f"{cert.get('version_before')} -> {cert.get('version_after')}"),
+        ("Bit-exact check", str(cert.get("determinism_check"))),
     ]
-    for key, label in keys:
-        if key in cert:
-            value = cert[key]
-            rows.append(
-                (
-                    label,
-                    "-"
-                    if value is None
-                    else f"{value:.4g}"
-                    if isinstance(value, float)
-                    else str(value),
-                )
+    physical = cert.get("physical_deletion")
+    if physical:
+        days = physical.get("backup_retention_days")
+        rows.append(
+            (
+                "Physical deletion",
+                f"{physical.get('method')} after the purge; copies in WAL and backups "
+                f"until retention ends ({'unknown' if days is None else f'{days} days'})",
             )
+        )
+    for s in cert.get("shards_retrained") or []:
+        rows += _shard_facts(s)
+    if cert.get("slices"):
+        rows += _slices_facts(cert["slices"])
+    return rows
+
+
+def _shard_facts(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One retrained shard of a sharded classifier."""
+    exact = (s.get("exactness") or {}).get("status")
+    return [
+        (
+            f"Shard {s.get('shard')}",
+            f"retrained from slice {s.get('first_affected_slice')} of {s.get('slices_total')} "
+            f"({s.get('slices_retrained')} slice(s)); check: {exact}",
+        ),
+        ("  checkpoint before", str(s.get("checkpoint_before"))),
+        ("  checkpoint after", str(s.get("checkpoint_after"))),
+        ("  lineage hash", str(s.get("lineage_hash"))),
+        (
+            "  accuracy before -> after",
+            f"{_num(s.get('accuracy_before'))} -> {_num(s.get('accuracy_after'))} "
+            "(held-out subjects)",
+        ),
+        (
+            "  checkpoints destroyed",
+            ", ".join(short_hash(c, 16) for c in s.get("superseded_checkpoints") or []) or "none",
+        ),
+    ]
+
+
+_CONFORMAL_FACTS = [
+    ("alpha", "α (miss-rate target)"),
+    ("delta", "δ (failure probability)"),
+    ("n", "n (calibration leaks)"),
+    ("threshold", "λ (threshold)"),
+    ("empirical_miss_rate", "Empirical miss rate"),
+    ("miss_rate_upper_bound", "Upper confidence bound"),
+    ("budget", "B (regeneration budget)"),
+    ("alpha_b", "α_B"),
+    # What serving does now, certified or not (the plain words above say why).
+    ("refinement_rule", "Refinement rule in force"),
+    ("serving_budget", "Regenerations allowed"),
+    ("calibration_stage", "Calibration stage"),
+    ("false_flag_rate", "False-flag rate (retained)"),
+    ("rule_set_version", "Rule-set version"),
+]
+
+
+def _conformal_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = [(label, _fact(cert[key])) for key, label in _CONFORMAL_FACTS if key in cert]
     if cert.get("reason"):
         rows.append(("Why no guarantee", str(cert["reason"])))
     return rows
+
+
+def _fact(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _slices_facts(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A fine-tune's retrain (the ``slices`` block of its exact_retrain certificate)."""
+    exact = (s.get("exactness") or {}).get("status")
+    return [
+        (
+            "Fine-tune",
+            f"retrained from slice {s.get('first_affected_slice')} of {s.get('slices_total')} "
+            f"({s.get('slices_retrained')} slice(s)); check: {exact}",
+        ),
+        ("  checkpoint before", str(s.get("checkpoint_before"))),
+        ("  checkpoint after", str(s.get("checkpoint_after"))),
+        ("  lineage hash", str(s.get("lineage_hash"))),
+        (
+            "  checkpoints destroyed",
+            ", ".join(short_hash(c, 16) for c in s.get("superseded_checkpoints") or []) or "none",
+        ),
+    ]
 
 
 def certificate_words(cert: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,6 +24,7 @@ from models.generative.embedder import Embedder
 from models.generative.rules import ForgetSpec, RuleSet, compile_rules
 from service.audit import append_event
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus
 from service.db.tables import ErasureRequest, MlModel, RequestAction, RuleSetVersion
 from service.erasure.certificates import conformal_certificate, issue_certificate
@@ -57,7 +59,7 @@ class ActivationInputs:
 
 
 @dataclass(frozen=True)
-class Activation:
+class ActivationOutcome:
     """A calibrated rule set ready to activate."""
 
     rule_sets: dict[str, RuleSet]
@@ -69,12 +71,12 @@ class Activation:
 
 def load_activation(
     session: Session, settings: Settings, action_id: uuid.UUID, actor: str
-) -> ActivationInputs | None:
-    """Mark the action running and read what calibration needs; None when there is nothing to
-    do (the action ended, or it failed here for want of forget content)."""
+) -> ActivationInputs | Skip:
+    """Mark the action running and read what calibration needs; ``Skip.terminal`` when the
+    action ended (or failed here for want of forget content)."""
     action = session.get(RequestAction, action_id, with_for_update=True)
     if action is None or action.status in TERMINAL_ACTION_STATUSES:
-        return None
+        return Skip.terminal
     request = session.get_one(ErasureRequest, action.request_id)
     model = session.get_one(MlModel, action.model_id)
     if request.forget_content is None:
@@ -82,7 +84,7 @@ def load_activation(
             session, action, request, "no_forget_content", actor=actor, model_name=model.name
         )
         finish_request_if_done(session, request, actor)
-        return None
+        return Skip.terminal
     current = active_row(session, model.id)
     if action.status == ActionStatus.pending:
         move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
@@ -112,7 +114,7 @@ def calibrate_activation(
     cache: Embedder,
     negative_prompts: Sequence[str | None] | None = None,
     score_negatives: bool = True,
-) -> Activation:
+) -> ActivationOutcome:
     """Calibrate λ for the rule set of every request in force plus the new one.
 
     The new request is always scored; the others' stored evidence is reused while it was
@@ -155,10 +157,10 @@ def calibrate_activation(
     }
     calibration["requests_scored"] = len(to_score)
     calibration["seconds_to_calibrate"] = round(time.perf_counter() - started, 4)
-    return Activation(rule_sets, threshold, calibration, records, evidence)
+    return ActivationOutcome(rule_sets, threshold, calibration, records, evidence)
 
 
-def calibrate(inputs: ActivationInputs) -> Activation:
+def calibrate(inputs: ActivationInputs) -> ActivationOutcome:
     """The worker's call: the model's retained answers and the process's embedders."""
     kind = inputs.config.embedder
     retained = retained_facts(inputs.config.retain_qa_file)
@@ -177,9 +179,8 @@ def calibrate(inputs: ActivationInputs) -> Activation:
     )
 
 
-class ActivationOutcome:
+class ActivationResult(StrEnum):
     activated = "activated"
-    terminal = "terminal"
     stale = "stale"  # another request activated first: calibrate again on the new base
 
 
@@ -187,15 +188,15 @@ def record_activation(
     session: Session,
     settings: Settings,
     inputs: ActivationInputs,
-    activation: Activation,
+    activation: ActivationOutcome,
     actor: str,
-) -> str:
+) -> ActivationResult | Skip:
     """Activate the new version with its audit trail and certificate, close the action, and
     send the budget calibration after commit — all in the caller's one transaction."""
     model = session.get_one(MlModel, inputs.model_id, with_for_update=True)
     action = session.get_one(RequestAction, inputs.action_id, with_for_update=True)
     if action.status in TERMINAL_ACTION_STATUSES:
-        return ActivationOutcome.terminal
+        return Skip.terminal
     row = activate_version(
         session,
         settings,
@@ -206,11 +207,11 @@ def record_activation(
         records=activation.records,
     )
     if row is None:
-        return ActivationOutcome.stale
+        return ActivationResult.stale
     request = session.get_one(ErasureRequest, inputs.request_id, with_for_update=True)
     _audit_and_certify(session, model, request, action, row, activation, actor)
     enqueue_after_commit(session, settings, TASK_CALIBRATE_BUDGET, [str(row.id)])
-    return ActivationOutcome.activated
+    return ActivationResult.activated
 
 
 def _audit_and_certify(
@@ -219,7 +220,7 @@ def _audit_and_certify(
     request: ErasureRequest,
     action: RequestAction,
     row: RuleSetVersion,
-    activation: Activation,
+    activation: ActivationOutcome,
     actor: str,
 ) -> None:
     calibration = activation.calibration

@@ -47,6 +47,7 @@ from models.generative.refinement import (
 from models.generative.rules import RuleSet
 from service.audit import append_event
 from service.core.config import Settings
+from service.core.skip import Skip
 from service.db.enums import ActionStatus, CalibrationKind, RuleSetStatus, Strategy
 from service.db.tables import (
     CalibrationRecord,
@@ -104,13 +105,16 @@ class BudgetOutcome:
     seconds: float
 
 
-def load_budget(session: Session, settings: Settings, rule_set_id: uuid.UUID) -> BudgetInputs | str:
+def load_budget(
+    session: Session, settings: Settings, rule_set_id: uuid.UUID
+) -> BudgetInputs | Skip:
     """What the calibration needs, or why there is nothing to do."""
     row = session.get(RuleSetVersion, rule_set_id)
-    if row is None or row.status != RuleSetStatus.active:
-        return "superseded"
-    if row.calibration.get("budget", {}).get("status") != "pending":
-        return "already_calibrated"
+    if row is None:
+        return Skip.superseded
+    skip = _nothing_to_calibrate(row)
+    if skip is not None:
+        return skip
     model = session.get_one(MlModel, row.model_id)
     stored = row.calibration.get("evidence", {}).get("by_request", {})
     per_request = per_request_rule_sets(settings, row)
@@ -126,6 +130,15 @@ def load_budget(session: Session, settings: Settings, rule_set_id: uuid.UUID) ->
         evidence={rid: RequestEvidence.from_json(ev) for rid, ev in stored.items()},
         served_weights=_served_weights(session, settings, model, config),
     )
+
+
+def _nothing_to_calibrate(row: RuleSetVersion) -> Skip | None:
+    """Why this rule set's budget needs no calibration, or None when it does."""
+    if row.status != RuleSetStatus.active:
+        return Skip.superseded
+    if row.calibration.get("budget", {}).get("status") != "pending":
+        return Skip.already_calibrated
+    return None
 
 
 def _served_weights(
@@ -144,18 +157,7 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
     config, policy = inputs.config, inputs.policy
     generate = inputs.served_weights().bind(max_new_tokens=config.max_new_tokens)
     verifier = verifier_for((inputs.model_id, inputs.version), inputs.rules, config.embedder)
-    # Retained-answer scores the activation left for later (the false-flag rate).
-    retained = retained_facts(config.retain_qa_file)
-    evidence = {
-        rid: negative_evidence(
-            ev,
-            inputs.per_request[rid],
-            caching_embedder(config.embedder),
-            [f.answer for f in retained],
-            [f.question for f in retained],
-        )
-        for rid, ev in inputs.evidence.items()
-    }
+    evidence = _with_retained_scores(inputs)
     held = held_apart_probes(inputs.rules, policy.max_probes, seed=str(inputs.version))
     leaks = model_leaks(generate, verifier, held, seed=10_000)
     threshold, calibration, records = calibrate_threshold_for(evidence, policy, leaks.scores)
@@ -182,13 +184,6 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
         ),
         policy.budget_probes,
     )
-    points = [p for p in (exit_calibration_point(run) for run in runs) if p is not None]
-    exit_cal = calibrate_exit(
-        [s for s, rescued in points if rescued],
-        [s for s, rescued in points if not rescued],
-        policy.alpha_b,
-        policy.delta,
-    )
     return BudgetOutcome(
         threshold=threshold,
         calibration=calibration,
@@ -196,10 +191,39 @@ def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
         leaks=leaks,
         evidence=evidence,
         result=calibrate_budget(rounds, policy.alpha_b, policy.max_budget),
-        exit=exit_cal,
+        exit=_calibrate_exit(runs, policy),
         rounds=rounds,
         probes_generated=len(runs),
         seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def _with_retained_scores(inputs: BudgetInputs) -> dict[str, RequestEvidence]:
+    """Each request's evidence with the retained-answer scores the activation left for later
+    (the false-flag rate)."""
+    config = inputs.config
+    retained = retained_facts(config.retain_qa_file)
+    return {
+        rid: negative_evidence(
+            ev,
+            inputs.per_request[rid],
+            caching_embedder(config.embedder),
+            [f.answer for f in retained],
+            [f.question for f in retained],
+        )
+        for rid, ev in inputs.evidence.items()
+    }
+
+
+def _calibrate_exit(runs: Sequence[RefinementResult], policy: GenerativePolicy) -> ExitCalibration:
+    """The early exit, on the first-answer scores of the probes refinement rescued (and of
+    those it did not)."""
+    points = [p for p in (exit_calibration_point(run) for run in runs) if p is not None]
+    return calibrate_exit(
+        [s for s, rescued in points if rescued],
+        [s for s, rescued in points if not rescued],
+        policy.alpha_b,
+        policy.delta,
     )
 
 
@@ -268,12 +292,13 @@ def final_calibration(
 
 def record_budget(
     session: Session, inputs: BudgetInputs, outcome: BudgetOutcome, actor: str
-) -> str:
+) -> Skip | None:
+    """Store the final calibration and re-issue the certificates (a Skip: another run or a
+    newer rule set got there first)."""
     row = session.get_one(RuleSetVersion, inputs.rule_set_id, with_for_update=True)
-    if row.status != RuleSetStatus.active:
-        return "superseded"
-    if row.calibration.get("budget", {}).get("status") != "pending":
-        return "already_calibrated"
+    skip = _nothing_to_calibrate(row)
+    if skip is not None:
+        return skip
     row.calibration = final_calibration(dict(row.calibration), outcome, inputs.policy)
     session.add_all(
         CalibrationRecord(rule_set_id=row.id, kind=kind, source=source, value=value)
@@ -294,7 +319,7 @@ def record_budget(
     )
     _audit(session, inputs, row, outcome, actor)
     reissue_certificates(session, row, actor)
-    return "calibrated"
+    return None
 
 
 def _audit(

@@ -224,13 +224,6 @@ def role(*roles: Role) -> Any:
     return Depends(check)
 
 
-async def csrf_checked(
-    request: Request, principal: Annotated[ConsolePrincipal, Depends(current)]
-) -> ConsolePrincipal:
-    check_csrf(principal.csrf_token, await request.form())
-    return principal
-
-
 # Signed in, second factor set up or not: the account's own pages and signing out.
 Anyone = Annotated[ConsolePrincipal, Depends(current)]
 Member = Annotated[ConsolePrincipal, role(Role.dpo, Role.auditor, Role.ml_engineer)]

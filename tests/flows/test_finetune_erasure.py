@@ -199,9 +199,10 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     body = final["body"]
     assert final["kind"] == "exact_retrain" and body["determinism_check"] == "bit_exact"
     assert (body["version_before"], body["version_after"]) == (1, 2)
-    [shard] = body["shards_retrained"]
-    assert shard["slices_retrained"] == FINETUNE["slices"] - shard["first_affected_slice"]
-    assert shard["checkpoint_before"] == served_v1.manifest["final"]
+    retrained = body["slices"]  # a fine-tune has no shards
+    assert "shards_retrained" not in body
+    assert retrained["slices_retrained"] == FINETUNE["slices"] - retrained["first_affected_slice"]
+    assert retrained["checkpoint_before"] == served_v1.manifest["final"]
     assert body["records_erased"]["train"] == 4
     # Every interim certificate stays in the history, superseded by the exact one.
     history = request["certificate_history"]
@@ -216,10 +217,10 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     assert checkpoints and all(
         d["deleted"] and d["sha256"] and d["destroyed_at"] for d in destroyed
     )
-    assert shard["checkpoint_before"] in {d["checkpoint"] for d in checkpoints}
+    assert retrained["checkpoint_before"] in {d["checkpoint"] for d in checkpoints}
     for d in checkpoints:
         assert not store.exists(checkpoint_key(d["checkpoint"]))
-    assert not merged_dir(merged_root(settings), shard["checkpoint_before"]).exists()
+    assert not merged_dir(merged_root(settings), retrained["checkpoint_before"]).exists()
     assert {d["type"] for d in destroyed} == {"checkpoint", "merged_weights"}
 
     # The rules are retired in a new version; serving switched to the new weights.
@@ -237,7 +238,7 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     served_v2 = session.scalars(
         select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.number == 2)
     ).one()
-    assert used[1] == (2, served_v2.manifest["final"]) == (2, shard["checkpoint_after"])
+    assert used[1] == (2, served_v2.manifest["final"]) == (2, retrained["checkpoint_after"])
     assert (after["model_version"], after["rule_set_version"], after["reason"]) == (
         2,
         2,

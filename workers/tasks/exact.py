@@ -15,9 +15,10 @@ from sqlalchemy.exc import IntegrityError
 
 from models.sisa import Manifest
 from service.core.errors import DomainError
+from service.core.skip import Skip
 from service.exact.physical import reclaim_space, take_purged
 from service.exact.publish import (
-    PublishOutcome,
+    PublishResult,
     destroy_checkpoints,
     publish_retrain,
     record_destroyed,
@@ -41,16 +42,16 @@ def train_model(self: DbTask, job_id: str) -> str:
         # The model's inputs are unusable (e.g. its public base changed): retrying cannot help.
         give_up_or_retry(self, jid, exc.code, None)
         return "failed"
-    if inputs is None:
-        return "not_claimed"
+    if isinstance(inputs, Skip):
+        return inputs.value
     try:
         outcome = train_all(self.settings, inputs, progress_reporter(self, jid))
     except Exception as exc:
         give_up_or_retry(self, jid, "training_error", exc)
         raise
     with self.transaction() as session:
-        recorded = record_training(session, inputs, outcome, ACTOR)
-    return "done" if recorded else "reaped"
+        skipped = record_training(session, inputs, outcome, ACTOR)
+    return "done" if skipped is None else skipped.value
 
 
 @shared_task(name=TASK_RETRAIN_SHARD, **db_task_options(max_retries=5))
@@ -65,8 +66,8 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
     except DomainError as exc:
         give_up_or_retry(self, jid, exc.code, None)
         return "failed"
-    if inputs is None:
-        return "not_claimed"
+    if isinstance(inputs, Skip):
+        return inputs.value
     if inputs.snapshot.manifest is None:
         give_up_or_retry(self, jid, "model_not_trained", None)
         return "failed"
@@ -85,9 +86,9 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
         purged = take_purged(session)
     # VACUUM cannot run inside a transaction: the purge committed above, reclaim its space now.
     reclaim_space(self, purged, ACTOR)
-    if published == PublishOutcome.done and outcome["superseded_checkpoints"]:
-        superseded = list(outcome["superseded_checkpoints"])
+    if published == PublishResult.done and outcome.superseded_checkpoints:
+        superseded = list(outcome.superseded_checkpoints)
         deleted = destroy_checkpoints(self.settings, superseded)
         with self.transaction() as session:
             record_destroyed(session, inputs, superseded, deleted, ACTOR)
-    return published
+    return published.value

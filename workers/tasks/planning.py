@@ -8,6 +8,7 @@ import uuid
 from celery import shared_task
 
 from service.core.errors import DomainError
+from service.core.skip import Skip
 from service.exact.sisa_plan import compute_plan, load_plan, record_plan
 from service.queue.names import TASK_PLAN_SISA
 from workers.base import DbTask, db_task_options, give_up_or_retry
@@ -24,8 +25,8 @@ def plan_sisa_task(self: DbTask, job_id: str) -> str:
     except DomainError as exc:
         give_up_or_retry(self, jid, exc.code, None)
         return "failed"
-    if inputs is None:
-        return "not_claimed"
+    if isinstance(inputs, Skip):
+        return inputs.value
     try:
         plan = compute_plan(inputs, progress_reporter(self, jid))
     except ValueError:
@@ -36,5 +37,5 @@ def plan_sisa_task(self: DbTask, job_id: str) -> str:
         give_up_or_retry(self, jid, "plan_error", exc)
         raise
     with self.transaction() as session:
-        recorded = record_plan(session, inputs, plan, ACTOR)
-    return "done" if recorded else "reaped"
+        skipped = record_plan(session, inputs, plan, ACTOR)
+    return "done" if skipped is None else skipped.value

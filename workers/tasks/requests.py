@@ -7,7 +7,7 @@ import uuid
 from celery import shared_task
 
 from service.exact.physical import reclaim_space, take_purged
-from service.planner.plan import PlanOutcome, plan_request
+from service.planner.plan import PlanResult, plan_request
 from service.queue.names import TASK_PROCESS_REQUEST
 from workers.base import DbTask, db_task_options
 
@@ -23,6 +23,6 @@ def process_request(self: DbTask, request_id: str) -> str:
         purged = take_purged(session)
     # Rows of a model nothing had learned from were purged at planning: reclaim after commit.
     reclaim_space(self, purged, ACTOR)
-    if outcome == PlanOutcome.model_training:
+    if outcome == PlanResult.model_training:
         raise self.retry(countdown=TRAINING_RETRY_S, max_retries=240)
     return outcome.value

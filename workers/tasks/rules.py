@@ -12,6 +12,7 @@ import uuid
 
 from celery import shared_task
 
+from service.core.skip import Skip
 from service.jobs.leases import leases_for
 from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULES
 from service.rules import activation, budget
@@ -30,7 +31,7 @@ def update_verifier_rules(self: DbTask, action_id: str) -> str:
     with self.transaction(audited=False) as session:
         leases = leases_for(session)
         if not leases.take(aid):
-            return "held_elsewhere"
+            return Skip.held_elsewhere.value
     try:
         return _activate(self, aid)
     finally:
@@ -41,15 +42,15 @@ def _activate(self: DbTask, aid: uuid.UUID) -> str:
     for _ in range(MAX_ACTIVATION_ATTEMPTS):
         with self.transaction() as session:
             inputs = activation.load_activation(session, self.settings, aid, ACTOR)
-        if inputs is None:
-            return "terminal"
+        if isinstance(inputs, Skip):
+            return inputs.value
         calibrated = activation.calibrate(inputs)
         with self.transaction() as session:
             outcome = activation.record_activation(
                 session, self.settings, inputs, calibrated, ACTOR
             )
-        if outcome != activation.ActivationOutcome.stale:
-            return outcome
+        if outcome != activation.ActivationResult.stale:
+            return outcome.value
     raise RuntimeError("rule activation kept losing to concurrent activations")
 
 
@@ -57,8 +58,9 @@ def _activate(self: DbTask, aid: uuid.UUID) -> str:
 def calibrate_budget_task(self: DbTask, rule_set_id: str) -> str:
     with self.transaction() as session:
         inputs = budget.load_budget(session, self.settings, uuid.UUID(rule_set_id))
-    if isinstance(inputs, str):
-        return inputs
+    if isinstance(inputs, Skip):
+        return inputs.value
     outcome = budget.calibrate(inputs)
     with self.transaction() as session:
-        return budget.record_budget(session, inputs, outcome, ACTOR)
+        skipped = budget.record_budget(session, inputs, outcome, ACTOR)
+    return "calibrated" if skipped is None else skipped.value

@@ -17,6 +17,7 @@ from models.sisa import (
 )
 from service.core.config import get_settings
 from service.core.security import subject_ref
+from service.core.skip import Skip
 from service.db.tables import MlModel, TrainingRecord
 from service.exact.sisa_plan import load_plan
 from service.queue.names import TASK_PLAN_SISA, TASK_PROCESS_REQUEST, TASK_TRAIN_MODEL
@@ -107,7 +108,7 @@ def test_plan_job_loads_only_retained_rows(
         f"/v1/models/{name}/plan", json={}, headers=auth(tokens["ml_engineer"])
     ).json()
     inputs = load_plan(session, __import__("uuid").UUID(r["id"]))
-    assert inputs is not None
+    assert not isinstance(inputs, Skip)
     ref = subject_ref(get_settings(), subject)
     assert inputs.records and all(rec.subject_ref != ref for rec in inputs.records)
     claimed = session.scalars(
