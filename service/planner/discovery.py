@@ -41,9 +41,9 @@ class Finding:
         elif self.kind == ModelKind.generative and not self.records_searched:
             text = "lethe holds no training records of this model"
         else:
-            text = f"holds no record of this person (searched {self.records_searched})"
+            text = f"holds no record of this person ({self.records_searched} records searched)"
         if self.already_erased:
-            text += f"; {self.already_erased} already erased by an earlier request"
+            text += f"; {self.already_erased} of this person's record(s) already erased"
         if self.screened:
             text += "; its answers will be screened for this person in any case"
         return text
