@@ -49,6 +49,7 @@ from service.erasure.deadlines import is_overdue, overdue_clause
 from service.erasure.decisions import extend_deadline, verify_identity
 from service.erasure.filing import NewRequest, file_request, get_request, request_timeline
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
+from service.reports.annotate import with_words
 from service.reports.build import checkpoint_headers, events_csv, request_report
 from service.reports.pdf import request_pdf
 
@@ -313,8 +314,9 @@ def report(
     anchor: AnchorDep,
     format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
-    get_request(session, request_id)
-    data = request_report(session, request_id, anchor)
+    request = get_request(session, request_id)
+    # The log's report, with the request's reference, ticket and the DPO's words (AuditRead).
+    data = with_words(session, request, request_report(session, request_id, anchor))
     if format == "pdf":
         return Response(
             request_pdf(data),

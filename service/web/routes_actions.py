@@ -20,11 +20,9 @@ from service.db.tables import ErasureRequest
 from service.erasure.decisions import REJECTION_REASONS, extend_deadline, verify_identity
 from service.erasure.filing import get_request
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
-from service.erasure.notes import notes_of
-from service.erasure.references import reference
+from service.reports.annotate import with_words
 from service.reports.build import events_csv, request_report
 from service.reports.pdf import request_pdf
-from service.web.actors import display_names
 from service.web.forms import Form, accept, raw, read_note, text
 from service.web.routes_requests import request_page
 from service.web.sessions import AuditReader, ConsolePrincipal, RequestReader
@@ -154,30 +152,6 @@ def extend(
     return _decide(request_id, session, principal, act, "extended", kept)
 
 
-def report_with_words(
-    session: Session, request: ErasureRequest, principal: ConsolePrincipal
-) -> dict[str, Any]:
-    """The audit-log report, plus what the log itself does not hold: the request's handle and
-    ticket, the DPO's own words (decrypted, each checked against its keyed hash in the log) and
-    the actors' display names."""
-    data = request_report(session, request.id)
-    data["reference"] = reference(request)
-    data["ticket_ref"] = request.ticket_ref
-    data["outcome"] = request.outcome.value if request.outcome else None
-    data["notes"] = [
-        {
-            "kind": n.kind.value,
-            "label": n.label,
-            "text": n.text,
-            "audit_seq": n.audit_seq,
-            "matches_log": n.matches_log,
-        }
-        for n in notes_of(session, request)
-    ]
-    data["actors"] = display_names(session, (e["actor"] for e in data["events"]))
-    return data
-
-
 @router.get("/{request_id}/report.{fmt}")
 def download(
     request_id: uuid.UUID,
@@ -186,7 +160,7 @@ def download(
     principal: AuditReader,
 ) -> Response:
     request = get_request(session, request_id)
-    data = report_with_words(session, request, principal)
+    data = with_words(session, request, request_report(session, request.id))
     session.commit()
     name = f"{data['reference']}.{fmt}"
     disposition = {"content-disposition": f'attachment; filename="{name}"'}

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from service.api.routes_requests import request_out
 from service.api.schemas import RequestOut
-from service.db.base import utcnow
 from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus, Role
 from service.db.tables import ErasureRequest, MlModel
 from service.erasure.deadlines import closed_at, days_left, is_overdue, overdue_clause
@@ -22,6 +21,7 @@ from service.erasure.filing import request_timeline
 from service.erasure.notes import ShownNote, notes_of
 from service.erasure.references import number_in, reference
 from service.planner.discovery import Finding, discover, holds_nothing
+from service.reports.actors import display_names
 from service.reports.build import event_dict
 from service.reports.plain import (
     Deadline,
@@ -33,7 +33,6 @@ from service.reports.plain import (
     outcome_words,
 )
 from service.reports.words import describe_event
-from service.web.actors import display_names
 
 PAGE_SIZE = 20
 OPEN_STATUSES = [s.value for s in RequestStatus if s not in TERMINAL_REQUEST_STATUSES]
@@ -280,7 +279,3 @@ def progress(session: Session, request: ErasureRequest) -> dict[str, Any]:
             {"model": a.model, "status": a.status, "progress": a.progress} for a in out.actions
         ],
     }
-
-
-def now_utc() -> datetime:
-    return utcnow()
