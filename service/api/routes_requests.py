@@ -49,6 +49,7 @@ from service.erasure.deadlines import is_overdue, overdue_clause
 from service.erasure.decisions import extend_deadline, verify_identity
 from service.erasure.filing import NewRequest, file_request, get_request, request_timeline
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
+from service.erasure.references import reference
 from service.reports.annotate import with_words
 from service.reports.build import checkpoint_headers, events_csv, request_report
 from service.reports.pdf import request_pdf
@@ -88,6 +89,9 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
         identity_verified_at=request.identity_verified_at,
         rejection_code=request.rejection_code,
         extended_months=request.extended_months,
+        reference=reference(request),
+        ticket_ref=request.ticket_ref,
+        outcome=request.outcome.value if request.outcome else None,
     )
     if not detail:
         return out

@@ -10,9 +10,10 @@ from service.core.errors import invalid
 from service.core.security import normalise_identifier
 
 MAX_IDENTIFIER = 256
-# Control characters (NUL, line breaks, escapes), unpaired surrogates, unassigned code points
-# and the line/paragraph separators: none belongs in an e-mail address, a name or a key.
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Cn", "Zl", "Zp"})
+# Control characters (NUL, line breaks, escapes), unpaired surrogates and the line/paragraph
+# separators: none belongs in an e-mail address, a name or a key (the API's schema says the same,
+# service.api.schemas.IDENTIFIER_PATTERN).
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 def identifier_problem(raw: str) -> str | None:
