@@ -279,7 +279,7 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def _report(
+def _status_report(
     status: str, closed: datetime | None, overdue: bool, certs: list[dict[str, Any]], **extra: Any
 ) -> dict[str, Any]:
     events = [
@@ -348,7 +348,7 @@ LATE = DUE + timedelta(days=4)
 CASES: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
     # name: (report, must appear, must not appear)
     "received": (
-        _report("received", None, False, []),
+        _status_report("received", None, False, []),
         [
             f"Open: {days_left(DUE)} days left",
             "No certificate yet: the request has not been decided",
@@ -356,22 +356,22 @@ CASES: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
         ["Deadline met", "Deadline missed"],
     ),
     "approved": (
-        _report("approved", None, False, []),
+        _status_report("approved", None, False, []),
         ["Open:", "No certificate yet: the work is about to start"],
         ["Deadline met"],
     ),
     "in_progress": (
-        _report("in_progress", None, False, []),
+        _status_report("in_progress", None, False, []),
         ["Open:", "No certificate yet: each model's certificate is issued as it finishes"],
         ["Deadline met"],
     ),
     "in_progress_overdue": (
-        _report("in_progress", None, True, []),
+        _status_report("in_progress", None, True, []),
         ["Open and overdue: the deadline was"],
         ["Deadline met", "days left"],
     ),
     "completed": (
-        _report("completed", ANSWERED, False, [EXACT], outcome="erased"),
+        _status_report("completed", ANSWERED, False, [EXACT], outcome="erased"),
         [
             "Deadline met: answered on",
             "completed: erased",
@@ -382,22 +382,22 @@ CASES: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
         ["No certificate", "Deadline missed"],
     ),
     "completed_late": (
-        _report("completed", LATE, True, [EXACT], outcome="erased"),
+        _status_report("completed", LATE, True, [EXACT], outcome="erased"),
         ["Deadline missed: answered on"],
         ["Deadline met"],
     ),
     "no_data_held": (
-        _report("completed", ANSWERED, False, [NO_DATA], outcome="no_data_held"),
+        _status_report("completed", ANSWERED, False, [NO_DATA], outcome="no_data_held"),
         ["completed: no personal data held", "lethe looked for this person in credit-risk"],
         ["erased", "retrained"],
     ),
     "failed": (
-        _report("failed", ANSWERED, False, []),
+        _status_report("failed", ANSWERED, False, []),
         ["No certificate: the work failed"],
         ["Deadline met"],
     ),
     "rejected": (
-        _report("rejected", ANSWERED, False, []),
+        _status_report("rejected", ANSWERED, False, []),
         [
             "Answered on",
             "(rejected), within the deadline",
@@ -406,7 +406,7 @@ CASES: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
         ["Deadline met", "Deadline missed"],
     ),
     "cancelled": (
-        _report("cancelled", ANSWERED, False, []),
+        _status_report("cancelled", ANSWERED, False, []),
         ["(cancelled)", "No certificate: the request was cancelled"],
         ["Deadline met"],
     ),
