@@ -199,9 +199,9 @@ def _verified(d: Mapping[str, Any]) -> str:
 
 
 def _completed(d: Mapping[str, Any]) -> str:
-    what = "no personal data held" if d.get("outcome") == "no_data_held" else "completed"
+    what = ": no personal data held" if d.get("outcome") == "no_data_held" else ""
     late = "after" if d.get("overdue") else "within"
-    return f"Request {what}, {late} the deadline."
+    return f"Request completed{what}, {late} the deadline."
 
 
 def _planned(d: Mapping[str, Any]) -> str:
