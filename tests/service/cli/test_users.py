@@ -57,3 +57,15 @@ def test_enable_and_the_last_admin(cli_db: str) -> None:
     # Once an admin exists, serve prints no link and none can be made.
     assert "/console/invite/" not in console_banner(cli_db, "http://127.0.0.1:8000")
     assert runner.invoke(app, ["user", "first-admin-link"]).exit_code == 2
+
+
+def test_token_list_shows_expiry_never_the_secret(cli_db: str) -> None:
+    runner = CliRunner()
+    made = runner.invoke(app, ["token", "create", "nightly-export", "--role", "auditor"])
+    assert made.exit_code == 0, made.output
+    secret = made.output.strip().splitlines()[-1]
+    listed = runner.invoke(app, ["token", "list"])
+    [row] = [r for r in listed.output.splitlines() if r.startswith("nightly-export\t")]
+    _name, role, state, _created, expires = row.split("\t")
+    assert (role, state) == ("auditor", "active") and expires != "never"
+    assert secret not in listed.output
