@@ -7,7 +7,7 @@ The statuses the middleware and dependencies answer are invisible to it: the gat
 (service.api.limits), 404 for an unknown resource named in the path. Declaring them by hand on
 every route drifts, so the document is post-processed here, once, from each route's own
 dependencies; a route declares only what is its own (409 conflicts, download media types).
-Schemathesis's conformance checks (tests/service/test_schemathesis.py) hold it to the truth.
+Schemathesis's conformance checks (tests/service/api/test_contract.py) hold it to the truth.
 """
 
 from __future__ import annotations

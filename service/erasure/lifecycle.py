@@ -1,5 +1,5 @@
 """A request's life: every status change of a request or of one of its actions, with its audit
-event, goes through this module (DESIGN: "A request's way through").
+event, goes through this module (docs/ARCHITECTURE.md: "A request's way through").
 
 ``move_request`` and ``move_action`` are the only places that assign a status; the named
 operations below (approve, start, finish, …) are built on them. The overdue rule lives in

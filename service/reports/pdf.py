@@ -1,4 +1,4 @@
-"""PDF audit reports (fpdf2), built from the report dicts of ``reports.build``.
+"""PDF audit reports (fpdf2), built from the report dicts of ``service.reports.build``.
 
 ``request_pdf``: the request's facts and its deadline in the console's own words (one day
 count, ``service.reports.plain``), the DPO's words when the report carries them, what was done

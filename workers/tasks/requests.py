@@ -1,4 +1,4 @@
-"""process_request: plan one action per model in scope and fan out the work (service.erasure)."""
+"""process_request: plan one action per model in scope and fan out the work (service.planner)."""
 
 from __future__ import annotations
 
