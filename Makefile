@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make serve PORT=8080 HOST=0.0.0.0`: where the API and the console listen.
+PORT ?= 8000
+HOST ?= 127.0.0.1
 
 .PHONY: demo test serve lint typecheck bench install clean
 
@@ -22,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/lethe demo
 
 serve: $(STAMP)
-	$(BIN)/lethe serve
+	$(BIN)/lethe serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service workers models tests bench migrations

@@ -52,12 +52,27 @@ PUBLIC_PATHS = frozenset(
         "/openapi.json",
         "/v1/audit/public-key",
         "/metrics",
+        # A person opening the service's address, and a browser's icon request: both lead to
+        # the console, which signs people in itself.
+        "/",
+        "/favicon.ico",
     }
 )
 
 
 # The DPO console's pages and forms (service/web), which authenticate by session cookie.
 CONSOLE_PREFIX = "/console"
+# The console's door: signing in, the second-factor step, invitation links and static files.
+# Anyone may knock, so these run in their own few slots, never in the API's: a flood of
+# sign-ins (each an argon2 hash) waits or is refused there and cannot starve the API.
+DOOR_PREFIXES = ("/console/signin", "/console/invite/", "/console/setup/", "/console/static/")
+DOOR_SLOTS = 2
+DOOR_QUEUE = 64
+DOOR_TIMEOUT_S = 10.0
+_BUSY_PAGE = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Busy</title>"
+    b"<p>Too many sign-in attempts at once. Wait a moment and try again.</p></html>"
+)
 
 # A refused request's body is drained up to this size so that its client, still sending, reads
 # the answer instead of a reset connection; a larger body is never read (the connection closes).
@@ -165,6 +180,8 @@ class Gate:
         self.retry_after = {"retry-after": str(retry_after_s)}
         self._slots = asyncio.Semaphore(max_inflight)
         self._queued = 0
+        self._door = asyncio.Semaphore(DOOR_SLOTS)
+        self._door_queued = 0
         self._cache = cache
         # Token lookups get their own few threads: they never wait behind handlers.
         self._auth_threads = anyio.CapacityLimiter(4)
@@ -173,7 +190,11 @@ class Gate:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        if str(scope["path"]).startswith(CONSOLE_PREFIX):
+        path = str(scope["path"])
+        if path.startswith(DOOR_PREFIXES):
+            await self._admit_at_door(scope, receive, send)
+            return
+        if path.startswith(CONSOLE_PREFIX):
             # The console signs people in with its own session cookies and CSRF tokens
             # (service/web/sessions.py); it still waits for a slot like any other request.
             await self._admit(scope, receive, send)
@@ -209,6 +230,24 @@ class Gate:
         finally:
             self._slots.release()
 
+    async def _admit_at_door(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The console's door in its own bounded lane: 429 when too many knock at once."""
+        if self._door_queued >= DOOR_QUEUE:
+            await _send_busy(send)
+            return
+        self._door_queued += 1
+        try:
+            await asyncio.wait_for(self._door.acquire(), DOOR_TIMEOUT_S)
+        except TimeoutError:
+            await _send_busy(send)
+            return
+        finally:
+            self._door_queued -= 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._door.release()
+
     async def _authenticate(
         self, header: bytes
     ) -> tuple[Principal | None, tuple[int, str, str, dict[str, str]]]:
@@ -232,3 +271,19 @@ class Gate:
         if principal is None:
             return None, (401, "unauthenticated", "the token is not valid", challenge)
         return principal, (200, "", "", {})
+
+
+async def _send_busy(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(_BUSY_PAGE)).encode()),
+                (b"retry-after", b"5"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _BUSY_PAGE})

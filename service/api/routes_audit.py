@@ -6,13 +6,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import select
 
 from service.api.contract import downloads, errors
 from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited
-from service.api.schemas import IsoDatetime, TokenIn, TokenOut
-from service.api.tokens import create_token, revoke_tokens
+from service.api.schemas import IsoDatetime, TokenIn, TokenInfo, TokenOut
+from service.api.tokens import create_token, list_tokens, revoke_tokens, token_state
 from service.audit import verify_chain
 from service.core.errors import DomainError
+from service.core.security import hash_token
+from service.db.tables import ApiToken
 from service.reports.build import checkpoint_headers, events_csv, period_report
 from service.reports.pdf import period_pdf
 
@@ -80,8 +83,28 @@ def new_token(body: TokenIn, session: SessionDep, principal: AdminOnly) -> Token
         principal.actor,
         expires_in_days=body.expires_in_days,
     )
+    expires_at = session.scalar(
+        select(ApiToken.expires_at).where(ApiToken.token_hash == hash_token(token))
+    )
     session.commit()
-    return TokenOut(name=body.name, role=body.role, token=token)
+    return TokenOut(name=body.name, role=body.role, token=token, expires_at=expires_at)
+
+
+@router.get("/v1/tokens", response_model=list[TokenInfo])
+def tokens(session: SessionDep, _: AdminOnly) -> list[TokenInfo]:
+    """Every API token: name, role, when it was made, when it expires or was revoked."""
+    rows = list_tokens(session)
+    return [
+        TokenInfo(
+            name=r.name,
+            role=r.role.value,
+            created_at=r.created_at,
+            expires_at=r.expires_at,
+            revoked_at=r.revoked_at,
+            state=token_state(r),
+        )
+        for r in rows
+    ]
 
 
 @router.post("/v1/tokens/{name}/revoke")

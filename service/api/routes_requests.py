@@ -49,6 +49,8 @@ from service.erasure.deadlines import is_overdue, overdue_clause
 from service.erasure.decisions import extend_deadline, verify_identity
 from service.erasure.filing import NewRequest, file_request, get_request, request_timeline
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
+from service.erasure.references import reference
+from service.reports.annotate import with_words
 from service.reports.build import checkpoint_headers, events_csv, request_report
 from service.reports.pdf import request_pdf
 
@@ -87,6 +89,9 @@ def request_out(session: Session, request: ErasureRequest, *, detail: bool = Tru
         identity_verified_at=request.identity_verified_at,
         rejection_code=request.rejection_code,
         extended_months=request.extended_months,
+        reference=reference(request),
+        ticket_ref=request.ticket_ref,
+        outcome=request.outcome.value if request.outcome else None,
     )
     if not detail:
         return out
@@ -313,8 +318,9 @@ def report(
     anchor: AnchorDep,
     format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
-    get_request(session, request_id)
-    data = request_report(session, request_id, anchor)
+    request = get_request(session, request_id)
+    # The log's report, with the request's reference, ticket and the DPO's words (AuditRead).
+    data = with_words(session, request, request_report(session, request_id, anchor))
     if format == "pdf":
         return Response(
             request_pdf(data),

@@ -53,8 +53,19 @@ class VerifyIdentityIn(StrictIn):
     reference: str = Field(min_length=1, max_length=200)
 
 
+_NOT_CONTROL = "\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029"
+IDENTIFIER_PATTERN = f"^[^{_NOT_CONTROL}]*[^\\s{_NOT_CONTROL}][^{_NOT_CONTROL}]*$"
+
+
 class FileRequestIn(StrictIn):
-    subject_id: str = Field(min_length=1, max_length=256, description="raw subject identifier")
+    subject_id: str = Field(
+        min_length=1,
+        max_length=256,
+        # No control characters (a NUL byte, line breaks) or line separators, and not blank:
+        # the same rule as service.erasure.identifiers, so the schema says what is refused.
+        pattern=IDENTIFIER_PATTERN,
+        description="raw subject identifier",
+    )
     reason: str = Field(min_length=1, max_length=2000)
     # Model names as registered (so an unknown one can be named back without quoting input).
     scope: list[Annotated[str, Name]] | None = Field(
@@ -136,6 +147,11 @@ class RequestOut(BaseModel):
     identity_verified_at: datetime | None = None
     rejection_code: str | None = None
     extended_months: int = 0
+    # The short human handle (LR-<year>-<number>) and the DPO's own ticket reference.
+    reference: str = ""
+    ticket_ref: str | None = None
+    # Once completed: "erased", or "no_data_held" (no model in scope held the subject).
+    outcome: str | None = None
     # True when every certificate carries a guarantee; None before any certificate exists.
     certified: bool | None = None
     actions: list[ActionOut] = []
@@ -292,7 +308,10 @@ class TokenIn(StrictIn):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
     role: Literal["dpo", "ml_engineer", "auditor", "admin"]
     expires_in_days: int | None = Field(
-        None, ge=1, le=3650, description="the token stops working after this many days"
+        None,
+        ge=1,
+        le=3650,
+        description="the token stops working after this many days (default 90)",
     )
 
 
@@ -300,6 +319,18 @@ class TokenOut(BaseModel):
     name: str
     role: str
     token: str
+    expires_at: datetime | None = None
+
+
+class TokenInfo(BaseModel):
+    """A token as listed: never its secret (only a hash of it is stored)."""
+
+    name: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    state: Literal["active", "expired", "revoked"]
 
 
 Candidate = Annotated[

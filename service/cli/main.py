@@ -71,7 +71,7 @@ def serve(
                 typer.echo(f"embedded PostgreSQL: {url}")
             from service.cli.users import console_banner
 
-            typer.echo(console_banner(url, f"http://{host}:{port}"))
+            typer.echo(console_banner(url, f"http://{host}:{port}", settings.environment))
             # Our log format for uvicorn's loggers too (log_config=None: they reach the root).
             configure_logging(settings.log_level, settings.log_format)
             run = partial(
@@ -203,7 +203,8 @@ def token_create(
     name: str,
     role: Annotated[str, typer.Option(help="dpo | ml_engineer | auditor | admin")],
     expires_days: Annotated[
-        int | None, typer.Option(min=1, max=3650, help="the token stops working after N days")
+        int | None,
+        typer.Option(min=1, max=3650, help="the token stops working after N days (default 90)"),
     ] = None,
 ) -> None:
     """Create an API token; it is printed once and only its hash is stored."""
@@ -220,6 +221,19 @@ def token_create(
     except DomainError as exc:
         raise typer.BadParameter(exc.message) from None
     typer.echo(token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Every API token: name, role, state, created, expires (never the token itself)."""
+    from service.api.tokens import list_tokens, token_state
+    from service.db.session import database_url, session_factory
+
+    with session_factory(database_url(get_settings()))() as session:
+        for row in list_tokens(session):
+            expires = row.expires_at.date().isoformat() if row.expires_at else "never"
+            created = row.created_at.date().isoformat()
+            typer.echo(f"{row.name}\t{row.role}\t{token_state(row)}\t{created}\t{expires}")
 
 
 @token_app.command("revoke")

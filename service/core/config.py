@@ -128,6 +128,9 @@ class Settings(BaseSettings):
                 raise ValueError("LETHE_ENCRYPTION_KEY must be set outside development")
             if self.database_url is None:
                 raise ValueError("LETHE_DATABASE_URL must be set in production")
+            if self.console_cookie_secure is False:
+                # A session cookie sent over plain HTTP can be read on the network.
+                raise ValueError("LETHE_CONSOLE_COOKIE_SECURE cannot be false in production")
             if not self.audit_signing_key and self.audit_signing_key_file is None:
                 raise ValueError(
                     "LETHE_AUDIT_SIGNING_KEY or LETHE_AUDIT_SIGNING_KEY_FILE must be set in "

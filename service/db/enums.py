@@ -20,6 +20,25 @@ class RequestStatus(StrEnum):
     cancelled = "cancelled"
 
 
+class RequestOutcome(StrEnum):
+    """How a completed request ended: its subject's data were erased, or no model in scope held
+    any (lethe looked and found none; a certificate says where it looked)."""
+
+    erased = "erased"
+    no_data_held = "no_data_held"
+
+
+class NoteKind(StrEnum):
+    """A DPO's own words on a request, each stored encrypted beside the event it explains."""
+
+    filing_note = "filing_note"
+    identity_reference = "identity_reference"
+    approval_note = "approval_note"
+    rejection_details = "rejection_details"
+    cancellation_reason = "cancellation_reason"
+    extension_reason = "extension_reason"
+
+
 TERMINAL_REQUEST_STATUSES = frozenset(
     {RequestStatus.completed, RequestStatus.failed, RequestStatus.rejected, RequestStatus.cancelled}
 )
@@ -89,6 +108,8 @@ class CertificateKind(StrEnum):
     exact_retrain = "exact_retrain"
     conformal_risk = "conformal_risk"
     no_guarantee = "no_guarantee"
+    # The model held no record of the subject: where lethe looked, and what it found (none).
+    no_data_held = "no_data_held"
 
 
 class CalibrationKind(StrEnum):

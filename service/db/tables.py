@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
@@ -33,7 +34,9 @@ from service.db.enums import (
     JobStatus,
     ModelKind,
     ModelStatus,
+    NoteKind,
     RecordSplit,
+    RequestOutcome,
     RequestStatus,
     Role,
     RuleSetStatus,
@@ -131,9 +134,16 @@ class TrainingRecord(Base):
     erased_at: Mapped[datetime | None]
 
 
+# Numbers the human reference of each request (LR-<year>-<number>): unique, never reused.
+REQUEST_NUMBER = Sequence("erasure_request_number")
+
+
 class ErasureRequest(UUIDPrimaryKey, Base):
     __tablename__ = "erasure_requests"
-    __table_args__ = (CheckConstraint(check_in("status", RequestStatus), name="status"),)
+    __table_args__ = (
+        CheckConstraint(check_in("status", RequestStatus), name="status"),
+        CheckConstraint(check_in("outcome", RequestOutcome), name="outcome"),
+    )
 
     subject_ref: Mapped[str] = mapped_column(ForeignKey("data_subjects.subject_ref"), index=True)
     # None: every model; otherwise a list of model names.
@@ -166,9 +176,29 @@ class ErasureRequest(UUIDPrimaryKey, Base):
     rejection_code: Mapped[str | None] = mapped_column(String(40))
     # Months added to due_at under Art. 12(3) (at most two).
     extended_months: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The short human handle (shown as LR-<year of receipt>-<number>, 5 digits at least).
+    number: Mapped[int] = mapped_column(BigInteger, REQUEST_NUMBER, unique=True)
+    # The DPO's own ticket or case reference in another system (not personal data by design).
+    ticket_ref: Mapped[str | None] = mapped_column(String(100), index=True)
+    # Set when the request completes: erased, or no model in scope held the subject.
+    outcome: Mapped[RequestOutcome | None] = mapped_column(EnumString(RequestOutcome, 20))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     actions: Mapped[list[RequestAction]] = relationship(back_populates="request", lazy="raise")
+
+
+class RequestNote(UUIDPrimaryKey, CreatedAt, Base):
+    """A DPO's own words on a request (a case number, a note, a reason), encrypted; the audit
+    event it belongs to keeps only a keyed hash of the text (service.erasure.notes)."""
+
+    __tablename__ = "request_notes"
+    __table_args__ = (CheckConstraint(check_in("kind", NoteKind), name="kind"),)
+
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("erasure_requests.id"), index=True)
+    kind: Mapped[NoteKind] = mapped_column(EnumString(NoteKind, 30))
+    text_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    author: Mapped[str] = mapped_column(String(100))
+    audit_seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class RequestAction(UUIDPrimaryKey, CreatedAt, Base):
@@ -349,10 +379,22 @@ class ConsoleUser(UUIDPrimaryKey, CreatedAt, Base):
     __table_args__ = (CheckConstraint(check_in("role", Role), name="role"),)
 
     email: Mapped[str] = mapped_column(String(254), unique=True)
+    # How the console names this person in timelines and reports (never the e-mail address).
+    display_name: Mapped[str] = mapped_column(String(100), server_default="")
     role: Mapped[Role] = mapped_column(EnumString(Role, 20))
     password_hash: Mapped[str] = mapped_column(String(200))
     disabled_at: Mapped[datetime | None]
     created_by: Mapped[str] = mapped_column(String(100))
+    password_changed_at: Mapped[datetime | None]
+    # TOTP second factor: the secret encrypted; on once confirmed with a code. The last time
+    # step accepted is kept so that a code cannot be replayed within its window.
+    totp_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_enabled_at: Mapped[datetime | None]
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # Keyed hashes of the unused one-time recovery codes.
+    recovery_code_hashes: Mapped[list[str]] = mapped_column(
+        JSONB, default=list, server_default=text("'[]'::jsonb")
+    )
 
 
 class ConsoleSession(UUIDPrimaryKey, CreatedAt, Base):
@@ -366,6 +408,10 @@ class ConsoleSession(UUIDPrimaryKey, CreatedAt, Base):
     last_seen_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
+    # Password accepted, second factor not yet: the session opens nothing but the code page.
+    needs_second_factor: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Shown on the account page's session list (a browser's own description, trimmed).
+    user_agent: Mapped[str] = mapped_column(String(200), server_default="")
 
 
 class ConsoleInvite(UUIDPrimaryKey, CreatedAt, Base):
@@ -378,3 +424,35 @@ class ConsoleInvite(UUIDPrimaryKey, CreatedAt, Base):
     role: Mapped[Role] = mapped_column(EnumString(Role, 20))
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    # The account the invite is for (None: the first admin, who chooses an address).
+    email: Mapped[str | None] = mapped_column(String(254))
+    display_name: Mapped[str] = mapped_column(String(100), server_default="")
+    created_by: Mapped[str] = mapped_column(String(100), server_default="")
+    # The first admin's link: dead once any active admin exists.
+    first_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+class SignInThrottle(Base):
+    """Failed sign-ins per account and per address (keyed hashes, never the e-mail or the IP),
+    and the lockout they earned; evaluated before any password is checked."""
+
+    __tablename__ = "signin_throttle"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
+
+
+class ConsoleDraft(UUIDPrimaryKey, CreatedAt, Base):
+    """What a DPO typed into the filing form, encrypted, kept a day: shown again after a
+    validation error, an expired session (re-auth) or Back."""
+
+    __tablename__ = "console_drafts"
+    __table_args__ = (UniqueConstraint("user_id", "form_key"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("console_users.id"), index=True)
+    form_key: Mapped[str] = mapped_column(String(64))
+    content_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -328,4 +328,9 @@ def describe_exact(body: Mapping[str, Any]) -> str:
 
 
 def is_certified(kind: str) -> bool:
-    return kind in (CertificateKind.exact_retrain, CertificateKind.conformal_risk)
+    # "No data held" is a checked claim too: every record of the model was searched.
+    return kind in (
+        CertificateKind.exact_retrain,
+        CertificateKind.conformal_risk,
+        CertificateKind.no_data_held,
+    )

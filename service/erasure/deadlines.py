@@ -9,6 +9,7 @@ test_deadlines.py checks that the three agree on one table of cases.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, case, func
@@ -24,6 +25,12 @@ _CLOSED_BY_DECISION = (RequestStatus.rejected, RequestStatus.cancelled)
 def is_overdue_at(due_at: datetime, closed_at: datetime | None, now: datetime) -> bool:
     """The rule itself: answered (or, if still open, now) after the due date."""
     return (closed_at or now) > due_at
+
+
+def days_left(due_at: datetime, now: datetime | None = None) -> int:
+    """Whole days until the due date, rounded up (a deadline later today is "1 day left"; one
+    passed earlier today is "0"): the one count the console and the PDF both show."""
+    return math.ceil((due_at - (now or utcnow())).total_seconds() / 86400)
 
 
 def closed_at(request: ErasureRequest) -> datetime | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import calendar
-import hashlib
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -11,8 +10,9 @@ from sqlalchemy.orm import Session
 from service.audit import append_event
 from service.core.errors import conflict, invalid
 from service.db.base import utcnow
-from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus
+from service.db.enums import TERMINAL_REQUEST_STATUSES, NoteKind, RequestStatus
 from service.db.tables import ErasureRequest
+from service.erasure.notes import digest_details, keep_note
 
 # The vocabularies of a request's decisions: its legal ground, how the requester's identity was
 # checked, and why a request was rejected. Codes are stored; these words are shown.
@@ -34,7 +34,7 @@ REJECTION_REASONS: dict[str, str] = {
     "archiving_research": "Archiving, research or statistics (Art. 17(3)(d))",
     "legal_claims": "Establishment, exercise or defence of legal claims (Art. 17(3)(e))",
     "no_data_held": "No personal data of this subject are held",
-    "other": "Other (see the recorded reason)",
+    "other": "Other (described in the details)",
 }
 
 VERIFICATION_METHODS: dict[str, str] = {
@@ -56,10 +56,6 @@ def add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=day)
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def verify_identity(
     session: Session, request: ErasureRequest, method: str, reference: str, actor: str
 ) -> None:
@@ -73,20 +69,21 @@ def verify_identity(
     if request.identity_verified_at is not None:
         raise conflict("already_verified", "the requester's identity is already verified")
     request.identity_method = method
-    request.identity_reference = reference
     request.identity_verified_at = utcnow()
     request.identity_verified_by = actor
     session.flush()
-    append_event(
+    event = append_event(
         session,
         actor=actor,
         action="request.identity_verified",
         target_type="request",
         target_id=str(request.id),
         request_id=request.id,
-        # The reference may point at an identity document: only its hash goes into the log.
-        details={"method": method, "reference_sha256": _sha(reference)},
+        # The reference may point at an identity document: kept encrypted beside the event,
+        # shown back to the DPO; the log keeps only its keyed hash.
+        details={"method": method, **digest_details(NoteKind.identity_reference, reference)},
     )
+    keep_note(session, request, NoteKind.identity_reference, reference, actor, event)
 
 
 def extend_deadline(
@@ -105,7 +102,7 @@ def extend_deadline(
     request.due_at = add_months(previous, months)
     request.extended_months += months
     session.flush()
-    append_event(
+    event = append_event(
         session,
         actor=actor,
         action="request.deadline_extended",
@@ -116,6 +113,7 @@ def extend_deadline(
             "months": months,
             "previous_due_at": previous.isoformat(),
             "due_at": request.due_at.isoformat(),
-            "reason_sha256": _sha(reason),
+            **digest_details(NoteKind.extension_reason, reason),
         },
     )
+    keep_note(session, request, NoteKind.extension_reason, reason, actor, event)

@@ -21,6 +21,7 @@ from service.db.base import utcnow
 from service.db.enums import ModelKind, RequestStatus
 from service.db.tables import AuditEvent, DataSubject, ErasureRequest, MlModel
 from service.erasure.forget_content import forget_payload, seal
+from service.erasure.identifiers import check_identifier
 from service.erasure.lifecycle import approve_request
 
 
@@ -50,7 +51,9 @@ def _payload_hash(ref: str, new: NewRequest) -> str:
 def file_request(
     session: Session, settings: Settings, new: NewRequest, actor: str
 ) -> tuple[ErasureRequest, bool]:
-    """Returns (request, created). The same idempotency key returns the same request."""
+    """Returns (request, created). The same idempotency key returns the same request. An
+    identifier no record could carry (a NUL byte, empty once normalised) is refused: 422."""
+    check_identifier(new.subject_identifier)
     ref = subject_ref(settings, new.subject_identifier)
     payload_hash = _payload_hash(ref, new)
     existing = _same_key(session, new.idempotency_key, payload_hash)

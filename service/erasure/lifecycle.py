@@ -8,7 +8,6 @@ operations below (approve, start, finish, …) are built on them. The overdue ru
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from sqlalchemy import select
@@ -18,10 +17,12 @@ from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict
 from service.db.base import utcnow
-from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus
+from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus, NoteKind, RequestOutcome
 from service.db.enums import RequestStatus as S
-from service.db.tables import ErasureRequest, RequestAction
+from service.db.tables import AuditEvent, ErasureRequest, RequestAction
 from service.erasure.deadlines import is_overdue
+from service.erasure.no_data import issue_no_data_certificates
+from service.erasure.notes import digest_details, keep_note
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_PROCESS_REQUEST
 
@@ -85,9 +86,9 @@ def move_request(
     *,
     actor: str,
     details: dict[str, Any] | None = None,
-) -> None:
+) -> AuditEvent:
     """The one place a request's status changes: checks the transition, stamps the time that
-    goes with the new status and appends its event (REQUEST_EVENTS)."""
+    goes with the new status and appends its event (REQUEST_EVENTS), which it returns."""
     check_transition(request.status, target)
     now = utcnow()
     request.status = target
@@ -104,7 +105,7 @@ def move_request(
         # Recorded when the request closes, so reports built from the log alone apply the
         # same overdue rule as the live views.
         event["overdue"] = is_overdue(request, now)
-    append_event(
+    return append_event(
         session,
         actor=actor,
         action=REQUEST_EVENTS[target],
@@ -121,13 +122,14 @@ def _decide(
     target: S,
     actor: str,
     reason: str,
+    kind: NoteKind,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    request.decision_reason = reason
-    # The reason is free text typed by a DPO: kept on the request, not copied into the log.
-    reason_hash = hashlib.sha256(reason.encode()).hexdigest()
-    details = {"reason_sha256": reason_hash, **(extra or {})}
-    move_request(session, request, target, actor=actor, details=details)
+    # The reason is free text typed by a DPO: stored encrypted beside the event (shown back to
+    # those who may read it); the log keeps only its keyed hash.
+    details = {**digest_details(kind, reason), **(extra or {})}
+    event = move_request(session, request, target, actor=actor, details=details)
+    keep_note(session, request, kind, reason, actor, event)
 
 
 def approve_request(
@@ -138,7 +140,7 @@ def approve_request(
         raise conflict(
             "identity_not_verified", "the requester's identity must be verified before approval"
         )
-    _decide(session, request, S.approved, actor, reason)
+    _decide(session, request, S.approved, actor, reason, NoteKind.approval_note)
     enqueue_after_commit(session, settings, TASK_PROCESS_REQUEST, [str(request.id)])
 
 
@@ -148,11 +150,12 @@ def reject_request(
     """``code``: one of ``service.erasure.decisions.REJECTION_REASONS`` (the callers'
     schemas check)."""
     request.rejection_code = code
-    _decide(session, request, S.rejected, actor, reason, {"reason_code": code} if code else None)
+    extra = {"reason_code": code} if code else None
+    _decide(session, request, S.rejected, actor, reason, NoteKind.rejection_details, extra)
 
 
 def cancel_request(session: Session, request: ErasureRequest, actor: str, reason: str) -> None:
-    _decide(session, request, S.cancelled, actor, reason)
+    _decide(session, request, S.cancelled, actor, reason, NoteKind.cancellation_reason)
 
 
 def start_request(
@@ -178,6 +181,14 @@ def finish_request_if_done(session: Session, request: ErasureRequest, actor: str
     details: dict[str, Any] = {"actions": len(statuses)}
     if failed:
         details["failure_code"] = request.failure_code
+    else:
+        # Nothing held anywhere: every model in scope was searched and had no record of the
+        # subject. That is its own outcome, with its own certificates, not "erased".
+        held_nowhere = all(s == ActionStatus.skipped for s in statuses)
+        request.outcome = RequestOutcome.no_data_held if held_nowhere else RequestOutcome.erased
+        details["outcome"] = request.outcome.value
+        if held_nowhere:
+            issue_no_data_certificates(session, request, actor)
     move_request(
         session, request, S.failed if failed else S.completed, actor=actor, details=details
     )

@@ -87,6 +87,7 @@ def _summary(events: list[AuditEvent], now: datetime) -> dict[str, Any]:
             summary["closed_at"] = e.occurred_at.isoformat()
         if e.action == "request.completed":
             summary["completed_at"] = e.occurred_at.isoformat()
+            summary["outcome"] = e.details.get("outcome", "erased")
         if e.action == "certificate.issued":
             certificate = e.details.get("certificate") or {}
             summary["certificates"].append(certificate)

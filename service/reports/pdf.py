@@ -1,9 +1,11 @@
-"""PDF audit reports (fpdf2), built only from the report dicts of ``service.reports.build``.
+"""PDF audit reports (fpdf2), built from the report dicts of ``service.reports.build``.
 
-``request_pdf(request_report(...))`` and ``period_pdf(period_report(...))``: a cover with the
-request's facts, a timeline chart of its events, each certificate in plain words with its
-numbers, the audit-chain verification with its head hash, and page numbers. Text is embedded
-with a Unicode font (DejaVu, when installed), so it can be extracted and searched.
+``request_pdf``: the request's facts and its deadline in the console's own words (one day
+count, ``service.reports.plain``), the DPO's words when the report carries them, what was done
+to each model in plain words (or why there is no certificate yet), a timeline chart and its
+steps, then "Details for engineers" (each certificate's figures, the events as logged), the
+audit-chain verification and page numbers. ``period_pdf``: a period's requests and events.
+Text is embedded with a Unicode font (DejaVu, when installed), so it can be extracted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,17 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
 from service.erasure.decisions import LEGAL_GROUNDS
+from service.reports.plain import (
+    Deadline,
+    certificate_status,
+    deadline,
+    engineer_facts,
+    event_words,
+    outcome_words,
+)
+from service.reports.plain import (
+    certificate_words as plain_certificate,
+)
 from service.reports.words import certificate_facts, certificate_words, describe_event, fmt_time
 
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
@@ -110,16 +123,14 @@ def _legal_ground(summary: Mapping[str, Any]) -> str:
     return LEGAL_GROUNDS.get(str(ground), str(ground)) if ground else "not recorded"
 
 
-def _deadline_text(summary: Mapping[str, Any]) -> tuple[bool | None, str]:
-    """From the report's summary, which applies lethe's one overdue rule to the log."""
+def _deadline(summary: Mapping[str, Any]) -> Deadline | None:
+    """The console's own wording (service.reports.plain.deadline), from the log's summary."""
     due_at = _ts(summary.get("due_at"))
     if due_at is None:
-        return None, "unknown"
-    if summary.get("closed_at"):
-        met = not summary.get("overdue")
-        return met, f"{'met' if met else 'missed'} (answered {fmt_time(summary['closed_at'])})"
-    left = (due_at - datetime.now(UTC)).days
-    return (left >= 0), (f"open, {left} day(s) left" if left >= 0 else "open and overdue")
+        return None
+    status = str(summary.get("status") or "received")
+    closed = _ts(summary.get("closed_at"))
+    return deadline(status, due_at, closed, bool(summary.get("overdue")))
 
 
 def _elapsed(seconds: float) -> str:
@@ -143,7 +154,11 @@ def _bar(pdf: _Report, y: float, label: str) -> tuple[float, float]:
 
 
 def _timeline_chart(
-    pdf: _Report, events: list[Mapping[str, Any]], summary: Mapping[str, Any]
+    pdf: _Report,
+    events: list[Mapping[str, Any]],
+    summary: Mapping[str, Any],
+    names: Mapping[str, str],
+    notes: list[Mapping[str, Any]],
 ) -> None:
     """Two bars: the deadline (receipt → due date, with the answer marked) and the events in
     order, numbered by their sequence in the chain, with the time since receipt."""
@@ -183,30 +198,68 @@ def _timeline_chart(
             pdf.text(x - 2, y + 4.5 + 3 * (i % 2), _elapsed((t - start).total_seconds()))
     pdf.set_draw_color(*_INK)
     pdf.set_y(y + 12)
-    pdf.para("The events in order (times in UTC):", 9)
-    pdf.facts(
-        [
-            (f"#{e['seq']}  {str(e['occurred_at'])[:19].replace('T', ' ')}", describe_event(e))
-            for e in events
-        ],
-        label_w=54,
+    pdf.para(
+        "The steps in order (times in UTC). Numbers on the chart (#) are the audit log's, which "
+        "counts the events of all requests: a gap means other requests' events came between.",
+        9,
     )
+    pdf.facts([(_step_label(i, e), _step_words(e, names, notes)) for i, e in enumerate(events, 1)])
 
 
-def _certificates(pdf: _Report, certs: list[Mapping[str, Any]]) -> None:
+def _step_label(number: int, event: Mapping[str, Any]) -> str:
+    return f"{number}.  {str(event['occurred_at'])[:16].replace('T', ' ')}  (#{event.get('seq')})"
+
+
+def _step_words(
+    event: Mapping[str, Any], names: Mapping[str, str], notes: list[Mapping[str, Any]]
+) -> str:
+    actor = str(event.get("actor") or "")
+    words = f"{event_words(event)} By {names.get(actor, actor) or 'lethe'}."
+    for note in notes:
+        if note.get("audit_seq") == event.get("seq"):
+            words += f' {note.get("label")}: "{note.get("text")}"'
+    return words
+
+
+def _certificates(pdf: _Report, certs: list[Mapping[str, Any]], none_words: str | None) -> None:
     pdf.heading("What was done to each model")
     if not certs:
-        pdf.para("No certificate has been issued for this request yet.")
+        pdf.para(none_words or "No certificate was issued.")
     for cert in certs:
-        pdf.heading(f"{cert.get('model')}: {cert.get('kind')}", 12)
-        pdf.para(certificate_words(cert))
-        pdf.facts(certificate_facts(cert), mono=False)
+        pdf.heading(str(cert.get("model")), 12)
+        pdf.para(plain_certificate(cert))
+
+
+def _engineer_details(
+    pdf: _Report, certs: list[Mapping[str, Any]], events: list[Mapping[str, Any]]
+) -> None:
+    """The figures behind the plain words: each certificate's numbers and every event as the
+    audit log records it."""
+    pdf.heading("Details for engineers")
+    for cert in certs:
+        pdf.font(9, "B")
+        pdf.cell(0, 5, pdf.clean(f"{cert.get('model')}: {cert.get('kind')}"))
+        pdf.ln(5)
+        pdf.facts(engineer_facts(cert), mono=False)
         assumptions = cert.get("assumptions") or []
         if assumptions:
             pdf.font(9, "B")
             pdf.cell(0, 5, "Assumptions", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
             for a in assumptions:
                 pdf.para(f"- {a}", 9)
+    pdf.font(9, "B")
+    pdf.cell(0, 5, "Events as recorded", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.facts([(f"#{e['seq']}  {fmt_time(e['occurred_at'])}", describe_event(e)) for e in events])
+
+
+def _period_certificates(pdf: _Report, certs: list[Mapping[str, Any]]) -> None:
+    pdf.heading("Certificates issued")
+    if not certs:
+        pdf.para("No certificate was issued in this period.")
+    for cert in certs:
+        pdf.heading(f"{cert.get('model')}: {cert.get('kind')}", 12)
+        pdf.para(certificate_words(cert))
+        pdf.facts(certificate_facts(cert), mono=False)
 
 
 def _chain(pdf: _Report, chain: Mapping[str, Any]) -> None:
@@ -240,52 +293,86 @@ def _cover(pdf: _Report, title: str, subtitle: str) -> None:
     pdf.ln(3)
 
 
-def request_pdf(report: Mapping[str, Any]) -> bytes:
-    """The per-request report (``reports.request_report``) as PDF bytes."""
+def _request_facts(report: Mapping[str, Any], line: Deadline | None) -> list[tuple[str, str]]:
     summary: Mapping[str, Any] = report["summary"]
-    events: list[Mapping[str, Any]] = report["events"]
-    pdf = _Report(f"Erasure request {report['request_id']}")
-    _cover(
-        pdf,
-        "Erasure request report",
-        f"Built from lethe's hash-chained audit log on "
-        f"{fmt_time(datetime.now(UTC))}. The data subject appears only as a keyed hash.",
-    )
-    due = summary.get("due_at")
-    met, deadline = _deadline_text(summary)
     scope = summary.get("scope")
+    status = str(summary.get("status") or "-")
     ext = summary.get("extensions") or []
     rows = [
-        ("Request", str(report["request_id"])),
-        ("Subject reference (keyed hash)", str(summary.get("subject_ref"))),
-        ("Status", str(summary.get("status"))),
+        ("Request", str(report.get("reference") or report["request_id"])),
+        ("Your reference", str(report.get("ticket_ref") or "none given")),
+        ("Status", outcome_words(status, summary.get("outcome"))),
+        ("Person (keyed hash)", str(summary.get("subject_ref"))),
         ("Scope", "every model" if scope in (None, "all") else ", ".join(map(str, scope))),
         ("Legal ground", _legal_ground(summary)),
         ("Received", fmt_time(summary.get("received_at"))),
-        ("Due", fmt_time(due)),
-        ("Completed", fmt_time(summary.get("completed_at"))),
-        ("Deadline", deadline),
+        ("Due", fmt_time(summary.get("due_at"))),
+        ("Answered", fmt_time(summary.get("closed_at")) if summary.get("closed_at") else "not yet"),
+        ("Deadline", line.text if line is not None else "unknown"),
         (
             "Extensions",
             "; ".join(f"+{x.get('months')} month(s) to {fmt_time(x.get('due_at'))}" for x in ext)
             or "none",
         ),
     ]
-    pdf.facts(rows)
-    if met is not None:
-        pdf.verdict(met, "Deadline met." if met else "Deadline not met.")
-    pdf.heading("Timeline")
-    _timeline_chart(pdf, events, summary)
+    if report.get("reference"):
+        rows.insert(1, ("Request id", str(report["request_id"])))
+    return rows
+
+
+def _notes(pdf: _Report, notes: list[Mapping[str, Any]] | None) -> None:
+    if notes is None:
+        return
+    pdf.heading("In the DPO's words")
+    if not notes:
+        pdf.para("No notes, case numbers or reasons were written for this request.")
+        return
+    pdf.facts(
+        [
+            (
+                str(n.get("label")),
+                f"{n.get('text')}"
+                + ("" if n.get("matches_log") else "  [does NOT match the audit log's hash]"),
+            )
+            for n in notes
+        ]
+    )
+    pdf.para(
+        "Each text is stored encrypted; the audit log keeps a keyed hash of it, checked here.", 8
+    )
+
+
+def request_pdf(report: Mapping[str, Any]) -> bytes:
+    """The per-request report (``reports.request_report``, with the console's additions:
+    reference, ticket, the DPO's words, actors' names) as PDF bytes."""
+    summary: Mapping[str, Any] = report["summary"]
+    events: list[Mapping[str, Any]] = report["events"]
+    handle = str(report.get("reference") or report["request_id"])
+    pdf = _Report(f"Erasure request {handle}")
+    _cover(
+        pdf,
+        f"Erasure request {handle}",
+        f"Built from lethe's hash-chained audit log on {fmt_time(datetime.now(UTC))}. "
+        "The person appears only as a keyed hash.",
+    )
+    line = _deadline(summary)
+    pdf.facts(_request_facts(report, line))
+    if line is not None and line.tone in ("ok", "bad"):
+        pdf.verdict(line.tone == "ok", line.text)
+    _notes(pdf, report.get("notes"))
     issued = [c for c in summary.get("certificates") or [] if c]
     current = [c for c in summary.get("current_certificates", issued) if c]
-    _certificates(pdf, current)
+    status = str(summary.get("status") or "")
+    _certificates(pdf, current, certificate_status(status, summary.get("outcome"), len(current)))
     if len(issued) > len(current):
         pdf.para(
-            f"{len(issued) - len(current)} earlier certificate(s) were superseded by the ones "
-            "above (re-issued, e.g. once the regeneration budget B was calibrated); every "
-            "issue is in the audit log and its timeline.",
+            f"{len(issued) - len(current)} earlier certificate(s) were replaced by the ones "
+            "above (re-issued once more was known); every one is in the audit log.",
             9,
         )
+    pdf.heading("Timeline")
+    _timeline_chart(pdf, events, summary, report.get("actors") or {}, report.get("notes") or [])
+    _engineer_details(pdf, current, events)
     _chain(pdf, report["chain"])
     return bytes(pdf.output())
 
@@ -326,7 +413,7 @@ def period_pdf(report: Mapping[str, Any]) -> bytes:
         for e in events
         if e.get("action") == "certificate.issued"
     ]
-    _certificates(pdf, certs)
+    _period_certificates(pdf, certs)
     pdf.heading("Events")
     pdf.facts(
         [(f"#{e['seq']}  {fmt_time(e['occurred_at'])}", describe_event(e)) for e in events], 54

@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from service.api.deps import SessionDep, audited
 from service.audit import verify_chain
 from service.core.errors import DomainError
 from service.db.enums import Role
-from service.db.tables import MlModel, ModelVersion, RuleSetVersion
+from service.db.tables import ConsoleUser, MlModel, ModelVersion, RuleSetVersion
 from service.reports.build import events_csv, period_report
 from service.reports.pdf import period_pdf
-from service.web.accounts import create_user, disable_user, list_users
-from service.web.forms import Form, accept, text
+from service.web.accounts import (
+    active_admins,
+    disable_user,
+    enable_user,
+    invite_user,
+    list_users,
+)
+from service.web.forms import Form, accept, raw, text
 from service.web.render import render
-from service.web.sessions import Admin, Anyone, AuditReader
+from service.web.sessions import Admin, AuditReader, ConsolePrincipal, Member
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 ROLES = [r.value for r in Role]
+AccountChange = Callable[[Session, str, str], ConsoleUser]
 
 
 @router.get("/audit")
@@ -98,7 +108,7 @@ def calibration_words(row: RuleSetVersion) -> str:
 
 
 @router.get("/models")
-def models_page(session: SessionDep, principal: Anyone) -> Response:
+def models_page(session: SessionDep, principal: Member) -> Response:
     models = []
     for m in session.scalars(select(MlModel).order_by(MlModel.name)):
         versions = list(
@@ -119,43 +129,62 @@ def models_page(session: SessionDep, principal: Anyone) -> Response:
     return render("models.html", principal, models=models)
 
 
+def _users_page(
+    session: SessionDep, principal: ConsolePrincipal, status: int = 200, **extra: object
+) -> Response:
+    users = list_users(session)
+    admins = active_admins(session)
+    session.commit()
+    return render("users.html", principal, status, users=users, roles=ROLES, admins=admins, **extra)
+
+
 @router.get("/users")
 def users_page(session: SessionDep, principal: Admin) -> Response:
-    users = list_users(session)
-    session.commit()
-    return render("users.html", principal, users=users, roles=ROLES)
+    return _users_page(session, principal)
 
 
 @router.post("/users")
-def users_create(session: SessionDep, principal: Admin, form: Form) -> Response:
+def users_invite(request: Request, session: SessionDep, principal: Admin, form: Form) -> Response:
+    """An invitation: a single-use link shown once, here, for the admin to pass on; the
+    person chooses their own password with it."""
     accept(form, principal)
     audited(session)
+    kept = {"email": raw(form, "email")[:254], "name": raw(form, "name")[:100]}
     try:
-        create_user(
+        token, invite = invite_user(
             session,
             text(form, "email", 254),
             text(form, "role", 20),
-            text(form, "password", 1000),
+            raw(form, "name"),
             principal.actor,
         )
     except DomainError as exc:
         session.rollback()
-        return render(
-            "users.html",
-            principal,
-            exc.status,
-            users=list_users(session),
-            roles=ROLES,
-            error=f"{exc.message}.",
-        )
+        return _users_page(session, principal, exc.status, error=f"{exc.message}.", kept=kept)
+    session.commit()
+    link = str(request.base_url).rstrip("/") + f"/console/invite/{token}"
+    return _users_page(session, principal, invited={"link": link, "expires_at": invite.expires_at})
+
+
+def _account_change(
+    session: SessionDep, principal: ConsolePrincipal, form: FormData, change: AccountChange
+) -> Response:
+    accept(form, principal)
+    audited(session)
+    try:
+        change(session, text(form, "email", 254), principal.actor)
+    except DomainError as exc:
+        session.rollback()
+        return _users_page(session, principal, exc.status, error=f"{exc.message}.")
     session.commit()
     return RedirectResponse("/console/users", status_code=303)
 
 
 @router.post("/users/disable")
 def users_disable(session: SessionDep, principal: Admin, form: Form) -> Response:
-    accept(form, principal)
-    audited(session)
-    disable_user(session, text(form, "email", 254), principal.actor)
-    session.commit()
-    return RedirectResponse("/console/users", status_code=303)
+    return _account_change(session, principal, form, disable_user)
+
+
+@router.post("/users/enable")
+def users_enable(session: SessionDep, principal: Admin, form: Form) -> Response:
+    return _account_change(session, principal, form, enable_user)

@@ -8,26 +8,36 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.api.routes_requests import request_out
 from service.api.schemas import RequestOut
-from service.db.base import utcnow
-from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus
+from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus, Role
 from service.db.tables import ErasureRequest, MlModel
-from service.erasure.deadlines import is_overdue, overdue_clause
+from service.erasure.deadlines import closed_at, days_left, is_overdue, overdue_clause
 from service.erasure.decisions import LEGAL_GROUNDS, REJECTION_REASONS, VERIFICATION_METHODS
 from service.erasure.filing import request_timeline
+from service.erasure.notes import ShownNote, notes_of
+from service.erasure.references import number_in, reference
+from service.planner.discovery import Finding, discover, holds_nothing
+from service.reports.actors import display_names
 from service.reports.build import event_dict
-from service.reports.words import certificate_facts, describe_event
+from service.reports.plain import (
+    Deadline,
+    certificate_status,
+    certificate_words,
+    deadline,
+    engineer_facts,
+    event_words,
+    outcome_words,
+)
+from service.reports.words import describe_event
 
 PAGE_SIZE = 20
 OPEN_STATUSES = [s.value for s in RequestStatus if s not in TERMINAL_REQUEST_STATUSES]
-
-
-def days_left(request: ErasureRequest, now: datetime | None = None) -> int:
-    return math.ceil((request.due_at - (now or utcnow())).total_seconds() / 86400)
+# Who may read a DPO's own words (case numbers, notes, reasons): not ML engineers.
+NOTE_READERS = (Role.dpo, Role.auditor)
 
 
 @dataclass
@@ -37,6 +47,7 @@ class Filters:
     overdue: str = ""
     since: str = ""
     until: str = ""
+    q: str = ""
     page: int = 1
 
     def query(self) -> dict[str, str]:
@@ -46,6 +57,7 @@ class Filters:
             "overdue": self.overdue,
             "since": self.since,
             "until": self.until,
+            "q": self.q,
         }
         return {k: v for k, v in values.items() if v}
 
@@ -57,12 +69,28 @@ def _day(text: str) -> datetime | None:
         return None
 
 
+def _search(stmt: Select[ErasureRequest], q: str) -> Select[ErasureRequest]:
+    """The request's reference (LR-2026-00042 or 42) or its ticket reference."""
+    words = q.strip()
+    if not words:
+        return stmt
+    number = number_in(words)
+    ticket = ErasureRequest.ticket_ref.ilike(
+        "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    )
+    return stmt.where(or_(ticket, ErasureRequest.number == number) if number else ticket)
+
+
 def _filtered(f: Filters) -> Select[ErasureRequest]:
-    stmt = select(ErasureRequest)
-    if f.status == "open":
+    stmt = _search(select(ErasureRequest), f.q)
+    if f.q.strip() and f.status == "open":
+        pass  # a search looks through every status unless one is chosen
+    elif f.status == "open":
         stmt = stmt.where(ErasureRequest.status.in_(OPEN_STATUSES))
     elif f.status in RequestStatus.__members__:
         stmt = stmt.where(ErasureRequest.status == f.status)
+    elif f.status == "no_data_held":
+        stmt = stmt.where(ErasureRequest.outcome == "no_data_held")
     if f.model:
         # "Every model" is stored as JSON null (not SQL NULL) by the JSONB column.
         every = func.coalesce(func.jsonb_typeof(ErasureRequest.scope), "null") == "null"
@@ -83,25 +111,35 @@ def _filtered(f: Filters) -> Select[ErasureRequest]:
 @dataclass
 class Row:
     id: uuid.UUID
-    subject_ref: str
+    reference: str
+    ticket_ref: str | None
     status: str
+    outcome: str
     received_at: datetime
     due_at: datetime
     days_left: int
     overdue: bool
     scope: str
+    deadline: Deadline
+
+
+def request_deadline(r: ErasureRequest, now: datetime | None = None) -> Deadline:
+    return deadline(r.status.value, r.due_at, closed_at(r), is_overdue(r, now), now)
 
 
 def _row(r: ErasureRequest) -> Row:
     return Row(
         r.id,
-        r.subject_ref,
-        r.status,
+        reference(r),
+        r.ticket_ref,
+        r.status.value,
+        outcome_words(r.status.value, r.outcome.value if r.outcome else None),
         r.received_at,
         r.due_at,
-        days_left(r),
+        days_left(r.due_at),
         is_overdue(r),
         "every model" if r.scope is None else ", ".join(r.scope),
+        request_deadline(r),
     )
 
 
@@ -131,50 +169,105 @@ def list_requests(session: Session, f: Filters) -> Listing:
     return Listing([_row(r) for r in rows], total, page, pages, model_names(session))
 
 
-def requests_of_subject(session: Session, ref: str) -> list[Row]:
-    rows = session.scalars(
-        select(ErasureRequest)
-        .where(ErasureRequest.subject_ref == ref)
-        .order_by(ErasureRequest.received_at.desc())
-        .limit(100)
-    )
+def requests_of_subject(session: Session, ref: str, *, open_only: bool = False) -> list[Row]:
+    stmt = select(ErasureRequest).where(ErasureRequest.subject_ref == ref)
+    if open_only:
+        stmt = stmt.where(ErasureRequest.status.in_(OPEN_STATUSES))
+    rows = session.scalars(stmt.order_by(ErasureRequest.received_at.desc()).limit(100))
     return [_row(r) for r in rows]
+
+
+@dataclass
+class Step:
+    """One event of the request's timeline, numbered 1, 2, 3… within the request."""
+
+    number: int
+    seq: int
+    at: str
+    words: str
+    technical: str
+    actor: str
+    notes: list[ShownNote]
+    bad: bool
 
 
 @dataclass
 class Detail:
     request: ErasureRequest
+    reference: str
     out: RequestOut
-    days_left: int
-    overdue: bool
+    deadline: Deadline
+    status_words: str
     legal_ground: str
     identity_method: str | None
     rejection: str | None
-    timeline: list[dict[str, Any]]
+    notes: list[ShownNote] | None  # None: this role may not read them
+    findings: list[Finding]
+    held_nowhere: bool
+    timeline: list[Step]
     certificates: list[dict[str, Any]]
+    no_certificate: str | None
+    others_open: list[Row]
 
 
-def request_detail(session: Session, request: ErasureRequest) -> Detail:
-    out = request_out(session, request)
+def _timeline(
+    session: Session, request: ErasureRequest, notes: list[ShownNote] | None
+) -> list[Step]:
     events = [event_dict(e) for e in request_timeline(session, request.id)]
+    names = display_names(session, (e["actor"] for e in events))
+    by_seq: dict[int, list[ShownNote]] = {}
+    for note in notes or []:
+        by_seq.setdefault(note.audit_seq, []).append(note)
+    return [
+        Step(
+            number=i,
+            seq=e["seq"],
+            at=e["occurred_at"],
+            words=event_words(e),
+            technical=describe_event(e),
+            actor=names[e["actor"]],
+            notes=by_seq.get(e["seq"], []),
+            bad=str(e["action"]).endswith(("failed", "vacuum_failed")),
+        )
+        for i, e in enumerate(events, start=1)
+    ]
+
+
+def request_detail(session: Session, request: ErasureRequest, role: Role) -> Detail:
+    out = request_out(session, request)
+    readable = role == Role.admin or role in NOTE_READERS
+    notes = notes_of(session, request) if readable else None
+    findings = discover(session, request)
+    others = [
+        r
+        for r in requests_of_subject(session, request.subject_ref, open_only=True)
+        if r.id != request.id
+    ]
+    outcome = request.outcome.value if request.outcome else None
     return Detail(
         request=request,
+        reference=reference(request),
         out=out,
-        days_left=days_left(request),
-        overdue=is_overdue(request),
+        deadline=request_deadline(request),
+        status_words=outcome_words(request.status.value, outcome),
         legal_ground=LEGAL_GROUNDS.get(request.legal_ground or "", "not recorded"),
         identity_method=VERIFICATION_METHODS.get(request.identity_method or ""),
         rejection=REJECTION_REASONS.get(request.rejection_code or ""),
-        timeline=[{**e, "words": describe_event(e)} for e in events],
+        notes=notes,
+        findings=findings,
+        held_nowhere=holds_nothing(findings),
+        timeline=_timeline(session, request, notes),
         certificates=[
             {
                 "model": c.model,
                 "kind": c.kind,
-                "words": c.plain_words,
-                "facts": certificate_facts(c.body),
+                "words": certificate_words(c.body),
+                "facts": engineer_facts(c.body),
             }
             for c in out.certificates
         ],
+        no_certificate=certificate_status(request.status.value, outcome, len(out.certificates)),
+        others_open=others,
     )
 
 

@@ -314,8 +314,10 @@ def test_subject_without_records_is_skipped(
     rid = file_and_approve(app_client, tokens, "nobody-we-know")
     drain(sent_tasks)
     req = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
-    assert req["status"] == "completed" and req["certificates"] == []
-    assert req["actions"][0]["status"] == "skipped"
+    assert req["status"] == "completed" and req["actions"][0]["status"] == "skipped"
+    # Held nowhere: its own certificate of where lethe looked, not an erasure's.
+    [cert] = req["certificates"]
+    assert cert["kind"] == "no_data_held" and cert["body"]["records_found"] == 0
 
 
 def test_canary_never_stored_or_exported(

@@ -143,3 +143,11 @@ def train_attack_lm(out_dir: Path) -> Path:
         return train_tiny_qa(training_pairs(), out_dir, seed=0, steps=250)
     finally:
         torch.set_num_threads(threads)
+
+
+def sample_texts() -> list[str]:
+    """Texts to compare old and new text measures on: questions, answers, names, edge cases."""
+    texts = [t for q, a in ALL_PAIRS for t in (q, a)]
+    texts += [a for _, a in training_pairs()]
+    texts += ["Hsiao Yun-Hwa", "Beltrão nació en São Paulo.", "Ｆｕｌｌ ｗｉｄｔｈ", "", "..."]
+    return texts

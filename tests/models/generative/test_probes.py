@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import pytest
+from rouge_score import rouge_scorer
 
 from models.generative.embedder import HashingEmbedder
+from models.generative.normalize import words
 from models.generative.probes import (
     PROBE_FAMILIES,
     build_probes,
@@ -17,6 +21,7 @@ from models.generative.probes import (
 )
 from models.generative.rules import Fact, ForgetSpec, compile_rules, resolve_facts
 from models.generative.verifier import Verifier
+from tests.support.chat_data import sample_texts
 
 SPEC = ForgetSpec(
     subject_names=["Hsiao Yun-Hwa"],
@@ -142,3 +147,39 @@ def test_probe_families_and_sampling() -> None:
     assert {p.family for p in picked} == set(PROBE_FAMILIES)
     assert max(sum(p.family == f for p in picked) for f in PROBE_FAMILIES) == 3
     assert picked == sample_by_family(probes, 3, seed="s")
+
+
+# ROUGE-L from rouge-score replaced a hand-written LCS: the results are the same, checked
+# against the code it replaced, kept here as the reference.
+
+
+def lcs_recall(candidate: str, reference: str) -> float:
+    """The hand-written ROUGE-L recall lethe used before (LCS over folded words)."""
+    cand, ref = words(candidate), words(reference)
+    if not cand or not ref:
+        return 0.0
+    previous = [0] * (len(cand) + 1)
+    for r in ref:
+        current = [0]
+        for j, c in enumerate(cand, start=1):
+            current.append(previous[j - 1] + 1 if r == c else max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1] / len(ref)
+
+
+def test_rouge_l_is_the_same_as_the_hand_written_one() -> None:
+    texts = sample_texts()
+    pairs = [(a, b) for a in texts[:40] for b in texts[:40]] + list(combinations(texts, 2))
+    for candidate, reference in pairs:
+        assert rouge_l_recall(candidate, reference) == pytest.approx(
+            lcs_recall(candidate, reference)
+        ), (candidate, reference)
+
+
+def test_rouge_l_keeps_letters_rouge_scores_default_tokenizer_drops() -> None:
+    default = rouge_scorer.RougeScorer(["rougeL"])
+    # The default tokenizer keeps a-z and 0-9 only: "Beltrão" becomes "beltr" and "o".
+    a, b = "Beltrão nació en São Paulo.", "Beltrão was born in Lisbon."
+    assert default.score(b, a)["rougeL"].recall > 0
+    assert rouge_l_recall(a, b) == pytest.approx(1 / 5)  # "beltrão" only
+    assert rouge_l_recall("Müller", "MÜLLER") == 1.0

@@ -1,4 +1,5 @@
-"""API tokens expire and can be revoked (rotation); their names are validated."""
+"""API tokens expire (by default too) and can be revoked (rotation) and listed; their names are
+validated and cannot pass for a console account or a lethe process."""
 
 from __future__ import annotations
 
@@ -47,9 +48,28 @@ def test_expired_token_stops_working(
 
 
 def test_token_names_are_validated(app_client: TestClient, tokens: dict[str, str]) -> None:
-    for name in ("a\r\nb", "=HYPERLINK(1)", "-x", "", "a b"):
+    for name in ("a\r\nb", "=HYPERLINK(1)", "-x", "", "a b", "user-f5f0bdb4", "worker", "System"):
         r = app_client.post(
             "/v1/tokens", json={"name": name, "role": "dpo"}, headers=auth(tokens["admin"])
         )
         assert r.status_code == 422, name
         assert "HYPERLINK" not in r.text
+
+
+def test_tokens_expire_by_default_and_are_listed(
+    app_client: TestClient, tokens: dict[str, str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from service.api.tokens import DEFAULT_EXPIRY_DAYS
+
+    r = app_client.post(
+        "/v1/tokens", json={"name": "ci-bot", "role": "dpo"}, headers=auth(tokens["admin"])
+    )
+    expires = datetime.fromisoformat(r.json()["expires_at"])
+    assert abs((expires - datetime.now(UTC)).days - DEFAULT_EXPIRY_DAYS) <= 1
+    listed = app_client.get("/v1/tokens", headers=auth(tokens["admin"]))
+    rows = {t["name"]: t for t in listed.json()}
+    assert rows["ci-bot"]["state"] == "active" and rows["ci-bot"]["role"] == "dpo"
+    assert "token" not in rows["ci-bot"] and "lethe_" not in listed.text
+    assert app_client.get("/v1/tokens", headers=auth(tokens["dpo"])).status_code == 403

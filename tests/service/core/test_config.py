@@ -1,4 +1,5 @@
-"""Settings: production refuses to start without an audit signing key."""
+"""Settings: production refuses to start without an audit signing key, with the development
+keys, or with console cookies that are not Secure."""
 
 from __future__ import annotations
 
@@ -20,3 +21,18 @@ def test_production_requires_a_signing_key() -> None:
     with pytest.raises(ValidationError, match="AUDIT_SIGNING_KEY"):
         Settings(**base)
     assert Settings(**base, audit_signing_key="k").audit_signing_key == "k"
+
+
+def test_production_refuses_development_keys_and_plain_cookies() -> None:
+    base: dict[str, Any] = {
+        "environment": "production",
+        "secret_key": "s" * 32,
+        "encryption_key": "ZmFrZS1mZXJuZXQta2V5LWZvci10ZXN0cy0zMmJ5dGU=",
+        "database_url": "postgresql+psycopg://x@127.0.0.1/x",
+        "audit_signing_key": "k",
+    }
+    with pytest.raises(ValidationError, match="COOKIE_SECURE"):
+        Settings(**base, console_cookie_secure=False)
+    with pytest.raises(ValidationError, match="SECRET_KEY"):
+        Settings(**{**base, "secret_key": "dev-only-secret-key-change-me"})
+    assert Settings(**base).secure_cookies

@@ -1,8 +1,9 @@
-"""PDF reports: parsed back (pypdf) for the facts they must state, and rendered (pdftoppm)."""
+"""PDF reports: parsed back (pypdf) for the facts they must state, and rendered (pdftoppm); the
+request PDF's wording for every status (a matrix)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from sqlalchemy.orm import Session
 from service.core.config import get_settings
 from service.core.security import subject_ref
 from service.db.tables import TrainingRecord
+from service.erasure.deadlines import days_left
 from service.reports.pdf import period_pdf, request_pdf
+from service.reports.plain import deadline
 from tests.support.api import SentTasks, auth
 from tests.support.live import artifacts_dir
 from tests.support.pdf_tools import pdf_text, render_first_page
@@ -27,6 +30,8 @@ pytestmark = pytest.mark.usefixtures("own_artifacts")
 
 
 NAME = MODEL_BODY["name"]
+# Words a DPO should not have to read outside "Details for engineers".
+JARGON = ("shard", "slice", "vacuum", "write-ahead", "wal ", "bit_exact", "lineage", "loadable")
 
 
 def a_trained_subject(session: Session) -> str:
@@ -75,10 +80,21 @@ def test_request_pdf_states_the_facts(
     text, pages = pdf_text(r.content)
     [cert] = report["summary"]["certificates"]
     [shard] = cert["shards_retrained"]
+    plain, engineers = text.split("Details for engineers", 1)
     for fact in (
         rid,
         report["summary"]["subject_ref"],
-        "Deadline met",
+        "Deadline met: answered on",
+        "the part of the model that saw this person's data was retrained",
+        "An independent retraining matched it exactly",
+        "Request received",
+        "Request completed, within the deadline",
+    ):
+        assert fact in plain, fact
+    for word in JARGON:
+        at = plain.lower().find(word)
+        assert at < 0, plain[max(at - 150, 0) : at + 50]
+    for fact in (
         "exact_retrain",
         f"retrained from slice {shard['first_affected_slice']} of {shard['slices_total']}",
         "bit_exact",
@@ -88,11 +104,9 @@ def test_request_pdf_states_the_facts(
         f"{shard['accuracy_before']:.4f} -> {shard['accuracy_after']:.4f}",
         "The hash chain verifies",
         report["chain"]["last_hash"],
-        f"Page 1 of {pages}",
-        "Request received",
-        "Request completed within the deadline",
     ):
-        assert fact in text, fact
+        assert fact in engineers, fact
+    assert f"Page 1 of {pages}" in text
     assert CANARY_SUBJECT not in text
     assert render_first_page(r.content, tmp_path).stat().st_size > 2000
     (artifacts_dir() / "request-report.pdf").write_bytes(r.content)
@@ -181,12 +195,12 @@ def test_conformal_certificate_extension_and_broken_chain() -> None:
     report["summary"]["certificates"] = [earlier, CONFORMAL]
     report["summary"]["current_certificates"] = [CONFORMAL]
     text, _ = pdf_text(request_pdf(report))
-    assert "1 earlier certificate(s) were superseded" in text
+    assert "1 earlier certificate(s) were replaced" in text
     assert "Before B was calibrated" not in text
     for fact in (
         "consent withdrawn",
         "+2 month(s) to 2026-03-31",
-        "Deadline met",
+        "Deadline met: answered on 5 March 2026, due 31 March 2026",
         "α (miss-rate target) 0.1",
         "δ (failure probability) 0.05",
         "n (calibration leaks) 59",
@@ -228,4 +242,199 @@ def test_the_report_holds_the_request_to_its_extended_due_date(
     assert [x["months"] for x in summary["extensions"]] == [2]
     r = app_client.get(f"/v1/requests/{rid}/report", params={"format": "pdf"}, headers=h)
     text, _ = pdf_text(r.content)
-    assert "processed unlawfully" in text and "+2 month(s)" in text and "day(s) left" in text
+    assert "processed unlawfully" in text and "+2 month(s)" in text and "days left" in text
+    assert "Deadline met" not in text and "No certificate yet" in text
+
+
+# The request PDF for every status a request can be in: the deadline said by status (open: days
+# left, or overdue; completed or failed: met or missed; rejected or cancelled: answered on a
+# date), what it says about certificates by status (none yet, none because rejected, the no-data
+# certificate), the console's own day count, and no engine-room words outside "Details for
+# engineers".
+
+NOW = datetime.now(UTC)
+RECEIVED = NOW - timedelta(days=3, hours=5)
+DUE = RECEIVED + timedelta(days=30)
+EXACT = {
+    "kind": "exact_retrain",
+    "model": "credit-risk",
+    "records_erased": {"train": 3, "holdout": 0},
+    "version_before": 1,
+    "version_after": 2,
+    "determinism_check": "bit_exact",
+    "shards_retrained": [{"shard": 2, "first_affected_slice": 1, "slices_total": 4}],
+    "physical_deletion": {"method": "vacuum", "backup_retention_days": 35},
+}
+NO_DATA = {
+    "kind": "no_data_held",
+    "model": "credit-risk",
+    "records_searched": {"train": 480, "holdout": 89},
+    "records_found": 0,
+    "plain_words": "lethe looked for this person in credit-risk: it searched all 569 record(s) "
+    "the model was trained or evaluated on and none of them belongs to this person.",
+}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _status_report(
+    status: str, closed: datetime | None, overdue: bool, certs: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    events = [
+        {
+            "seq": 40,
+            "occurred_at": _iso(RECEIVED),
+            "actor": "dpo:user-1234abcd",
+            "action": "request.received",
+            "details": {"legal_ground": "b", "due_at": _iso(DUE)},
+        }
+    ]
+    if closed is not None:
+        action = {"completed": "request.completed", "failed": "request.failed"}.get(
+            status, f"request.{status}"
+        )
+        details = {
+            "overdue": overdue,
+            **({"outcome": extra["outcome"]} if "outcome" in extra else {}),
+        }
+        events.append(
+            {
+                "seq": 47,
+                "occurred_at": _iso(closed),
+                "actor": "worker",
+                "action": action,
+                "details": details,
+            }
+        )
+    summary = {
+        "status": status,
+        "subject_ref": "sub_abc",
+        "received_at": _iso(RECEIVED),
+        "due_at": _iso(DUE),
+        "overdue": overdue,
+        "legal_ground": "b",
+        "certificates": certs,
+        "current_certificates": certs,
+        **extra,
+    }
+    if closed is not None:
+        summary["closed_at"] = _iso(closed)
+    if status == "completed" and closed is not None:
+        summary["completed_at"] = _iso(closed)
+    return {
+        "request_id": "00000000-0000-0000-0000-000000000042",
+        "reference": "LR-2026-00042",
+        "ticket_ref": "HD-1881",
+        "summary": summary,
+        "events": events,
+        "notes": [
+            {
+                "kind": "approval_note",
+                "label": "Approval note",
+                "text": "checked with legal",
+                "audit_seq": 40,
+                "matches_log": True,
+            }
+        ],
+        "actors": {"dpo:user-1234abcd": "Dana (data-protection officer)"},
+        "chain": {"ok": True, "events_checked": 47, "last_seq": 47, "last_hash": "f" * 64},
+    }
+
+
+ANSWERED = RECEIVED + timedelta(days=2)
+LATE = DUE + timedelta(days=4)
+CASES: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
+    # name: (report, must appear, must not appear)
+    "received": (
+        _status_report("received", None, False, []),
+        [
+            f"Open: {days_left(DUE)} days left",
+            "No certificate yet: the request has not been decided",
+        ],
+        ["Deadline met", "Deadline missed"],
+    ),
+    "approved": (
+        _status_report("approved", None, False, []),
+        ["Open:", "No certificate yet: the work is about to start"],
+        ["Deadline met"],
+    ),
+    "in_progress": (
+        _status_report("in_progress", None, False, []),
+        ["Open:", "No certificate yet: each model's certificate is issued as it finishes"],
+        ["Deadline met"],
+    ),
+    "in_progress_overdue": (
+        _status_report("in_progress", None, True, []),
+        ["Open and overdue: the deadline was"],
+        ["Deadline met", "days left"],
+    ),
+    "completed": (
+        _status_report("completed", ANSWERED, False, [EXACT], outcome="erased"),
+        [
+            "Deadline met: answered on",
+            "completed: erased",
+            "the part of the model that saw this person's data was retrained",
+            "An independent retraining matched it exactly",
+            "The database space was cleared",
+        ],
+        ["No certificate", "Deadline missed"],
+    ),
+    "completed_late": (
+        _status_report("completed", LATE, True, [EXACT], outcome="erased"),
+        ["Deadline missed: answered on"],
+        ["Deadline met"],
+    ),
+    "no_data_held": (
+        _status_report("completed", ANSWERED, False, [NO_DATA], outcome="no_data_held"),
+        ["completed: no personal data held", "lethe looked for this person in credit-risk"],
+        ["erased", "retrained"],
+    ),
+    "failed": (
+        _status_report("failed", ANSWERED, False, []),
+        ["No certificate: the work failed"],
+        ["Deadline met"],
+    ),
+    "rejected": (
+        _status_report("rejected", ANSWERED, False, []),
+        [
+            "Answered on",
+            "(rejected), within the deadline",
+            "No certificate: the request was rejected",
+        ],
+        ["Deadline met", "Deadline missed"],
+    ),
+    "cancelled": (
+        _status_report("cancelled", ANSWERED, False, []),
+        ["(cancelled)", "No certificate: the request was cancelled"],
+        ["Deadline met"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_pdf_says_what_fits_the_status(case: str) -> None:
+    report, present, absent = CASES[case]
+    text, _ = pdf_text(request_pdf(report))
+    plain = text.split("Details for engineers", 1)[0]
+    for words in present:
+        assert words in plain, words
+    for words in absent:
+        assert words not in plain, words
+    for word in JARGON:
+        assert word not in plain.lower(), word
+    for always in ("LR-2026-00042", "HD-1881", "checked with legal", "Dana (data-protection"):
+        assert always in text, always
+
+
+def test_one_rendered_page_and_the_console_count(tmp_path: Path) -> None:
+    report = CASES["received"][0]
+    data = request_pdf(report)
+    png = render_first_page(data, tmp_path)
+    assert png.stat().st_size > 2000
+    (artifacts_dir() / "pdf-received.png").write_bytes(png.read_bytes())
+    (artifacts_dir() / "pdf-completed.pdf").write_bytes(request_pdf(CASES["completed"][0]))
+    # The console's badge text is the same function's: the same number of days.
+    console = deadline("received", DUE, None, False).text
+    assert console in pdf_text(data)[0]

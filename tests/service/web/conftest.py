@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.config import Settings
 from tests.support.api import SentTasks
-from tests.support.console import PASSWORD, ROLES
+from tests.support.console import PASSWORD, ROLES, enrol_second_factor
 
 
 @pytest.fixture
@@ -21,6 +21,7 @@ def accounts(factory: sessionmaker[Session]) -> dict[str, str]:
     with factory() as s, s.begin():
         for role in ROLES:
             create_user(s, f"{role}@example.test", role, PASSWORD, actor="test")
+        enrol_second_factor(s, "admin@example.test")
     return {role: f"{role}@example.test" for role in ROLES}
 
 

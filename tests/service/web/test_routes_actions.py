@@ -36,7 +36,7 @@ def test_file_verify_approve_and_double_submit(
     rid = first.headers["location"].split("/")[-1].split("?")[0]
     token = csrf_of(page.text)
     refused = web.post(f"/console/requests/{rid}/approve", data={"csrf_token": token})
-    assert refused.status_code == 409 and "identity_not_verified" in refused.text
+    assert refused.status_code == 409 and 'data-error-code="identity_not_verified"' in refused.text
     assert sent_tasks.sent == []
     verified = web.post(
         f"/console/requests/{rid}/verify",
@@ -68,10 +68,22 @@ def test_reject_with_code_and_extend_deadline(
     session.expire_all()
     new_due = session.scalar(select(ErasureRequest.due_at).where(ErasureRequest.id == rid))
     assert new_due is not None and 59 <= (new_due - due).days <= 62
-    rejected = web.post(
+    unconfirmed = web.post(f"/console/requests/{rid}/reject", data={"csrf_token": token})
+    assert unconfirmed.status_code == 422 and "unknown_rejection_reason" in unconfirmed.text
+    no_tick = web.post(
         f"/console/requests/{rid}/reject", data={"csrf_token": token, "code": "legal_claims"}
     )
-    assert "legal claims" in rejected.text
+    assert no_tick.status_code == 422 and "confirmation_required" in no_tick.text
+    rejected = web.post(
+        f"/console/requests/{rid}/reject",
+        data={
+            "csrf_token": token,
+            "code": "legal_claims",
+            "reason": "court case 4 O 12/26",
+            "confirm": "yes",
+        },
+    )
+    assert "legal claims" in rejected.text and "court case 4 O 12/26" in rejected.text
     event = session.scalar(
         select(AuditEvent).where(
             AuditEvent.request_id == rid, AuditEvent.action == "request.rejected"
@@ -89,6 +101,9 @@ def test_reject_with_code_and_extend_deadline(
         ("dpo", "get", "/console/users", 403),
         ("auditor", "get", "/console/requests/{rid}", 200),
         ("admin", "get", "/console/users", 200),
+        # The look-up would tell an ML engineer or an auditor whether a person asked.
+        ("ml_engineer", "post", "/console/lookup", 403),
+        ("auditor", "post", "/console/lookup", 403),
     ],
 )
 def test_roles_match_the_api(

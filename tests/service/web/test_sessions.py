@@ -22,7 +22,11 @@ from tests.support.console import (
 def test_signin_sets_a_strict_httponly_secure_cookie(
     web: TestClient, accounts: dict[str, str]
 ) -> None:
-    assert web.get("/console/", follow_redirects=False).headers["location"] == "/console/signin"
+    assert (
+        web.get("/console/", follow_redirects=False)
+        .headers["location"]
+        .startswith("/console/signin")
+    )
     page = web.get("/console/signin")
     assert "default-src 'none'" in page.headers["content-security-policy"]
     r = web.post(
@@ -49,7 +53,8 @@ def test_signout_and_idle_timeout(
         update(ConsoleSession).values(last_seen_at=ConsoleSession.last_seen_at - timedelta(hours=2))
     )
     session.commit()
-    assert web.get("/console/", follow_redirects=False).headers["location"] == "/console/signin"
+    location = web.get("/console/", follow_redirects=False).headers["location"]
+    assert location.startswith("/console/signin")
 
 
 def test_progress_polling_does_not_keep_a_session_alive(

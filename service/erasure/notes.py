@@ -1,0 +1,165 @@
+"""A DPO's own words on a request (the identity check's case number, a filing note, the reasons
+for approving, rejecting, cancelling or extending), kept so they can be shown back.
+
+The text is stored encrypted (``seal_request_text`` / ``open_request_text``: the one place that
+encrypts a DPO's text of a request, so the key it uses can change in one place), one row per
+text, beside the audit event it explains. The audit log keeps only a keyed hash of the text
+(``text_digest``: HMAC under a key derived from the service's secret key, never a plain SHA-256
+that anyone could test guesses against). These functions flush; the caller commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.audit import append_event
+from service.core.config import Settings, get_settings
+from service.core.security import decrypt, encrypt
+from service.db.enums import NoteKind
+from service.db.tables import AuditEvent, ErasureRequest, RequestNote
+
+# Longest DPO text kept: the console's and the API's fields stop at 2,000 characters.
+MAX_TEXT = 2000
+
+# The event each kind of text belongs to, and the detail that carries its keyed hash there.
+DIGEST_FIELD: dict[NoteKind, str] = {
+    NoteKind.filing_note: "note_hmac",
+    NoteKind.identity_reference: "reference_hmac",
+    NoteKind.approval_note: "reason_hmac",
+    NoteKind.rejection_details: "reason_hmac",
+    NoteKind.cancellation_reason: "reason_hmac",
+    NoteKind.extension_reason: "reason_hmac",
+}
+
+LABELS: dict[NoteKind, str] = {
+    NoteKind.filing_note: "Note at filing",
+    NoteKind.identity_reference: "Identity check reference",
+    NoteKind.approval_note: "Approval note",
+    NoteKind.rejection_details: "Rejection details",
+    NoteKind.cancellation_reason: "Cancellation reason",
+    NoteKind.extension_reason: "Extension reason",
+}
+
+
+def _settings() -> Settings:
+    # The decisions that record these texts are shared with the API and take no settings; the
+    # keys are the service's own, the same for every caller in one process.
+    return get_settings()
+
+
+def seal_request_text(request: ErasureRequest, text: str) -> bytes:
+    """Encrypt one DPO text of ``request`` (the request is the unit a key may later belong to)."""
+    del request  # today one service key; per-request keys plug in here
+    return encrypt(_settings(), text.encode())
+
+
+def open_request_text(request: ErasureRequest, blob: bytes) -> str:
+    del request
+    return decrypt(_settings(), blob).decode()
+
+
+def text_digest(text: str, purpose: str = "dpo-text") -> str:
+    """A keyed hash: equal texts match, but without the service's key a guess cannot be
+    checked against the log."""
+    secret = _settings().secret_key.encode()
+    key = hmac.new(secret, f"lethe:{purpose}".encode(), hashlib.sha256).digest()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def clean_text(text: str) -> str:
+    return text.strip()[:MAX_TEXT]
+
+
+def digest_details(kind: NoteKind, text: str) -> dict[str, str]:
+    """What the audit event records about the text: its keyed hash, under the kind's name."""
+    clean = clean_text(text)
+    return {DIGEST_FIELD[kind]: text_digest(clean)} if clean else {}
+
+
+def keep_note(
+    session: Session,
+    request: ErasureRequest,
+    kind: NoteKind,
+    text: str,
+    author: str,
+    event: AuditEvent,
+) -> RequestNote | None:
+    """Store ``text`` (if any) encrypted, linked to the event that carries its keyed hash."""
+    clean = clean_text(text)
+    if not clean:
+        return None
+    note = RequestNote(
+        id=uuid.uuid4(),
+        request_id=request.id,
+        kind=kind,
+        text_encrypted=seal_request_text(request, clean),
+        author=author,
+        audit_seq=event.seq,
+    )
+    session.add(note)
+    session.flush()
+    return note
+
+
+def add_note(
+    session: Session, request: ErasureRequest, kind: NoteKind, text: str, author: str
+) -> RequestNote | None:
+    """A text that comes with no decision of its own (the note at filing): its own event."""
+    if not clean_text(text):
+        return None
+    event = append_event(
+        session,
+        actor=author,
+        action="request.note_added",
+        target_type="request",
+        target_id=str(request.id),
+        request_id=request.id,
+        details={"kind": kind.value, **digest_details(kind, text)},
+    )
+    return keep_note(session, request, kind, text, author, event)
+
+
+@dataclass(frozen=True)
+class ShownNote:
+    kind: NoteKind
+    label: str
+    text: str
+    author: str
+    at: datetime
+    audit_seq: int
+    # The text hashes to what its audit event recorded (False: text or log changed since).
+    matches_log: bool
+
+
+def notes_of(session: Session, request: ErasureRequest) -> list[ShownNote]:
+    """The request's texts, decrypted, each checked against the keyed hash in its event."""
+    rows = session.execute(
+        select(RequestNote, AuditEvent.details)
+        .join(AuditEvent, AuditEvent.seq == RequestNote.audit_seq)
+        .where(RequestNote.request_id == request.id)
+        .order_by(RequestNote.audit_seq, RequestNote.created_at)
+    ).all()
+    shown = []
+    for note, details in rows:
+        text = open_request_text(request, note.text_encrypted)
+        recorded = (details or {}).get(DIGEST_FIELD[note.kind])
+        shown.append(
+            ShownNote(
+                kind=note.kind,
+                label=LABELS[note.kind],
+                text=text,
+                author=note.author,
+                at=note.created_at,
+                audit_seq=note.audit_seq,
+                matches_log=recorded is not None
+                and hmac.compare_digest(str(recorded), text_digest(text)),
+            )
+        )
+    return shown
