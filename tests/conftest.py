@@ -67,6 +67,21 @@ def settings(
     get_settings.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _own_checkpoint_store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each database test keeps its audit checkpoints in a store of its own: the test's rows
+    are rolled back, and a checkpoint of a head that no longer exists is (rightly) tampering."""
+    if "settings" not in request.fixturenames:
+        return
+    settings = request.getfixturevalue("settings")
+    monkeypatch.setattr(settings, "audit_checkpoint_url", str(tmp_path / "audit-store"))
+    from workers.base import DbTask
+
+    monkeypatch.setattr(DbTask, "_anchor", None)
+
+
 @pytest.fixture
 def connection(settings: Settings, database_url: str) -> Iterator[Connection]:
     engine = create_engine(database_url)

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.audit.anchor import Anchor, export_block
-from service.audit.chain import verify_chain
+from service.audit.anchor import Anchor
+from service.audit.verify import export_block, verify_log
 from service.db.base import utcnow
 from service.db.enums import RequestStatus
 from service.db.tables import AuditEvent
@@ -101,12 +101,13 @@ def _summary(events: list[AuditEvent], now: datetime) -> dict[str, Any]:
 
 
 def _chain_and_anchor(session: Session, anchor: Anchor | None) -> dict[str, Any]:
-    """The chain's verification, and (when signing is configured) a signed checkpoint of the
-    verified head plus the check against the newest stored checkpoint."""
-    chain = verify_chain(session)
-    block: dict[str, Any] = {"chain": chain.as_dict()}
+    """The one verification (chain, event MACs, every stored checkpoint; incremental from the
+    last verified head), and (when signing is configured) a signed checkpoint of the verified
+    head, made only if everything verified."""
+    verdict = verify_log(session, anchor, incremental=True)
+    block: dict[str, Any] = {"chain": verdict.as_dict()}
     if anchor is not None:
-        block["anchor"] = export_block(session, anchor, chain)
+        block["anchor"] = export_block(session, anchor, verdict)
     return block
 
 
@@ -193,8 +194,20 @@ def events_csv(events: list[dict[str, Any]]) -> str:
 
 
 def checkpoint_headers(report: dict[str, Any]) -> dict[str, str]:
-    """A CSV export carries its signed checkpoint in a header (the body stays plain CSV)."""
+    """A CSV export carries its verification and signed checkpoint in headers (the body stays
+    plain CSV)."""
+    chain = report["chain"]
+    headers = {
+        "x-audit-verified": "true" if chain["ok"] else "false",
+        "x-audit-verification": json.dumps(
+            {k: chain[k] for k in ("ok", "mode", "first_broken_seq", "kind", "last_seq")},
+            sort_keys=True,
+            separators=(",", ":"),
+        ),
+    }
     checkpoint = (report.get("anchor") or {}).get("checkpoint")
-    if not checkpoint:
-        return {}
-    return {"x-audit-checkpoint": json.dumps(checkpoint, sort_keys=True, separators=(",", ":"))}
+    if checkpoint:
+        headers["x-audit-checkpoint"] = json.dumps(
+            checkpoint, sort_keys=True, separators=(",", ":")
+        )
+    return headers

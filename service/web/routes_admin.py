@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from service.api.deps import SessionDep, audited
-from service.audit import verify_chain
+from service.audit.verify import verify_log
 from service.core.errors import DomainError
 from service.db.enums import Role
 from service.db.tables import ConsoleUser, MlModel, ModelVersion, RuleSetVersion
-from service.reports.build import events_csv, period_report
+from service.reports.build import checkpoint_headers, events_csv, period_report
 from service.reports.pdf import period_pdf
 from service.web.accounts import (
     active_admins,
@@ -43,9 +43,11 @@ def audit_page(session: SessionDep, principal: AuditReader) -> Response:
 
 
 @router.post("/audit/verify")
-def audit_verify(session: SessionDep, principal: AuditReader, form: Form) -> Response:
+def audit_verify(
+    request: Request, session: SessionDep, principal: AuditReader, form: Form
+) -> Response:
     accept(form, principal, Role.dpo, Role.auditor)
-    result = verify_chain(session).as_dict()
+    result = verify_log(session, request.app.state.anchor).as_dict()
     session.commit()
     return render("audit.html", principal, verification=result)
 
@@ -59,6 +61,7 @@ def _day(value: str) -> datetime | None:
 
 @router.get("/audit/export")
 def audit_export(
+    request: Request,
     session: SessionDep,
     _: AuditReader,
     since: Annotated[str, Query(max_length=10)] = "",
@@ -66,14 +69,18 @@ def audit_export(
     format: Literal["pdf", "csv", "json"] = "pdf",
 ) -> Response:
     start, end = _day(since), _day(until)
-    data = period_report(session, start, end + timedelta(days=1) if end else None)
+    data = period_report(
+        session, start, end + timedelta(days=1) if end else None, request.app.state.anchor
+    )
     session.commit()
     disposition = {"content-disposition": f'attachment; filename="audit.{format}"'}
     if format == "pdf":
         return Response(period_pdf(data), media_type="application/pdf", headers=disposition)
     if format == "csv":
         return PlainTextResponse(
-            events_csv(data["events"]), media_type="text/csv", headers=disposition
+            events_csv(data["events"]),
+            media_type="text/csv",
+            headers={**disposition, **checkpoint_headers(data)},
         )
     return Response(json.dumps(data, indent=2), media_type="application/json", headers=disposition)
 

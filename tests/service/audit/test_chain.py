@@ -55,7 +55,7 @@ def test_altered_row_is_named(session: Session) -> None:
     _tamper(session, f"UPDATE audit_events SET details = '{{\"i\": 99}}' WHERE seq = {seqs[1]}")
     result = verify_chain(session)
     assert not result.ok and result.first_broken_seq == seqs[1]
-    assert result.problem == "row content does not match its hash"
+    assert result.kind == "row_changed"
 
 
 def test_deleted_row_is_detected(session: Session) -> None:
@@ -63,7 +63,9 @@ def test_deleted_row_is_detected(session: Session) -> None:
     seqs = _last_seqs(session, 4)
     _tamper(session, f"DELETE FROM audit_events WHERE seq = {seqs[2]}")
     result = verify_chain(session)
-    assert not result.ok and result.first_broken_seq == seqs[3]
+    # The missing sequence number is named.
+    assert not result.ok and result.first_broken_seq == seqs[2]
+    assert result.kind == "sequence_gap"
 
 
 def test_reordered_rows_are_detected(session: Session) -> None:

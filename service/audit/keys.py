@@ -1,0 +1,120 @@
+"""The keys that authenticate audit events: HMAC-SHA256, kept outside the database.
+
+Every event carries ``mac = "<key id>:<hex HMAC-SHA256(key, domain ‖ hash)>"``. The hash covers
+the whole row including its sequence and the previous row's hash, so a row written by anyone
+without a key, a changed row, and an older row's MAC replayed on a new sequence all fail.
+
+Keys come from ``LETHE_AUDIT_MAC_KEYS`` (``kid=base64,kid=base64``), else from
+``LETHE_AUDIT_MAC_KEY_FILE`` (one ``kid base64`` per line), else (development and test only) a
+key generated once into the data folder. Rotation: add a key; the newest (last) authenticates new
+events, every listed key verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_DOMAIN = b"lethe-audit-event-v1\n"
+KEY_FILE_NAME = "audit-mac.keys"
+_MIN_KEY_BYTES = 32
+
+
+class MacKeyMissing(RuntimeError):
+    """Production requires event keys that live outside the database."""
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Named HMAC keys: the last one authenticates, all of them verify."""
+
+    keys: tuple[tuple[str, bytes], ...]
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise ValueError("a keyring needs at least one key")
+        for kid, key in self.keys:
+            if not kid or ":" in kid or len(key) < _MIN_KEY_BYTES:
+                raise ValueError("each event key needs an id without ':' and 32 bytes or more")
+
+    @property
+    def current_id(self) -> str:
+        return self.keys[-1][0]
+
+    def mac(self, event_hash: str) -> str:
+        kid, key = self.keys[-1]
+        return f"{kid}:{_digest(key, event_hash)}"
+
+    def check(self, event_hash: str, mac: str | None) -> bool:
+        if not mac or ":" not in mac:
+            return False
+        kid, _, digest = mac.partition(":")
+        key = dict(self.keys).get(kid)
+        return key is not None and hmac.compare_digest(_digest(key, event_hash), digest)
+
+
+def _digest(key: bytes, event_hash: str) -> str:
+    return hmac.new(key, _DOMAIN + event_hash.encode(), hashlib.sha256).hexdigest()
+
+
+def parse_keys(text: str, separator: str) -> Keyring:
+    """``kid=base64`` items separated by ``separator`` (the inline form uses ``,``, files a
+    newline and ``kid base64``)."""
+    pairs = []
+    for item in text.replace("\n", separator).split(separator):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        kid, _, encoded = item.replace(" ", "=", 1).partition("=")
+        pairs.append((kid.strip(), base64.b64decode(encoded.strip(), validate=True)))
+    return Keyring(tuple(pairs))
+
+
+def generate_key_file(path: Path) -> None:
+    """A first event key in a file only its owner can read (development default)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    line = f"k1 {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
+    with os.fdopen(fd, "w") as handle:
+        handle.write(line)
+
+
+def keyring_from_settings(settings: Any) -> Keyring:
+    inline: str | None = settings.audit_mac_keys
+    key_file: Path | None = settings.audit_mac_key_file
+    if inline:
+        return parse_keys(inline, ",")
+    if key_file is not None:
+        return parse_keys(Path(key_file).read_text(), "\n")
+    if settings.environment == "production":
+        raise MacKeyMissing("set LETHE_AUDIT_MAC_KEYS or LETHE_AUDIT_MAC_KEY_FILE")
+    default = Path(settings.data_dir) / KEY_FILE_NAME
+    with contextlib.suppress(FileExistsError):
+        generate_key_file(default)
+    return parse_keys(default.read_text(), "\n")
+
+
+_cache: dict[tuple[Any, ...], Keyring] = {}
+
+
+def current_keyring() -> Keyring:
+    """The keyring of this process's settings (read once per configuration)."""
+    from service.core.config import get_settings
+
+    settings = get_settings()
+    marker = (
+        settings.audit_mac_keys,
+        settings.audit_mac_key_file,
+        str(settings.data_dir),
+        settings.environment,
+    )
+    if marker not in _cache:
+        _cache[marker] = keyring_from_settings(settings)
+    return _cache[marker]

@@ -1,0 +1,150 @@
+"""One verification of the audit log, used by every surface that says "verifies".
+
+``verify_log`` checks the chain (every row hashes and links), every event's MAC, and the
+consistency of the chain with **every** stored checkpoint (the row at each checkpoint's sequence
+exists and has the signed hash; no two valid checkpoints disagree; no signature is invalid), and
+reports any tamper a signer recorded. It names the first bad sequence and the kind of tampering.
+
+Incremental: after a successful verification the anchor remembers the (sequence, hash) reached;
+the next incremental run re-checks that row's hash and every checkpoint, and recomputes only the
+rows after it, so its cost follows the new events. A row whose content changed while its stored
+hash was left alone is found only by a full run (docs/THREAT_MODEL.md).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.audit.anchor import Anchor, Checkpoint
+from service.audit.chain import GENESIS_HASH, Problem, Walk, walk_from
+from service.audit.keys import Keyring
+from service.db.tables import AuditEvent
+
+
+@dataclass(frozen=True)
+class AuditVerdict:
+    ok: bool
+    mode: str
+    events_checked: int
+    last_seq: int | None
+    last_hash: str
+    verified_from_seq: int = 0
+    checkpoints_checked: int = 0
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def first(self) -> Problem | None:
+        return min(self.problems, key=lambda p: p.seq) if self.problems else None
+
+    def as_dict(self) -> dict[str, Any]:
+        first = self.first
+        return {
+            "ok": self.ok,
+            "mode": self.mode,
+            "events_checked": self.events_checked,
+            "verified_from_seq": self.verified_from_seq,
+            "last_seq": self.last_seq,
+            "last_hash": self.last_hash,
+            "checkpoints_checked": self.checkpoints_checked,
+            "first_broken_seq": first.seq if first else None,
+            "kind": first.kind if first else None,
+            "problem": first.words if first else None,
+            "problems": [p.as_dict() for p in sorted(self.problems, key=lambda p: p.seq)[:20]],
+        }
+
+
+def _walk(
+    session: Session, anchor: Anchor | None, incremental: bool, keyring: Keyring | None
+) -> tuple[Walk, int, list[Problem]]:
+    """The rows' walk: from the last verified head when incremental and that head still holds."""
+    start = anchor.verified if (incremental and anchor is not None) else None
+    if start is not None:
+        stored = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == start[0]))
+        if stored == start[1]:
+            return walk_from(session, start[0], start[1], keyring), start[0], []
+        kind = "truncated" if stored is None else "checkpoint_mismatch"
+        # What this process verified earlier is gone or changed: say so, and check everything.
+        return walk_from(session, keyring=keyring), 0, [Problem(start[0], kind)]
+    return walk_from(session, 0, GENESIS_HASH, keyring), 0, []
+
+
+def checkpoint_problems(
+    session: Session, checkpoints: list[Checkpoint], public_key: Ed25519PublicKey
+) -> list[Problem]:
+    """The chain against every checkpoint: signature, agreement, presence, hash."""
+    problems: list[Problem] = []
+    by_seq: dict[int, set[str]] = defaultdict(set)
+    for checkpoint in checkpoints:
+        if checkpoint.signature_valid(public_key):
+            by_seq[checkpoint.seq].add(checkpoint.head_hash)
+        else:
+            problems.append(Problem(checkpoint.seq, "checkpoint_invalid"))
+    problems += [Problem(seq, "checkpoint_conflict") for seq, h in by_seq.items() if len(h) > 1]
+    if not by_seq:
+        return problems
+    found = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.in_(list(by_seq)))
+    ).all()
+    rows = {int(seq): str(h) for seq, h in found}
+    for seq, hashes in by_seq.items():
+        if seq not in rows:
+            problems.append(Problem(seq, "truncated"))
+        elif any(h != rows[seq] for h in hashes):
+            problems.append(Problem(seq, "checkpoint_mismatch"))
+    return problems
+
+
+def verify_log(
+    session: Session,
+    anchor: Anchor | None,
+    *,
+    incremental: bool = False,
+    keyring: Keyring | None = None,
+    kept: tuple[Checkpoint, Ed25519PublicKey] | None = None,
+) -> AuditVerdict:
+    """Chain + MACs + every stored checkpoint + recorded tampers (+ a checkpoint an auditor
+    kept, with the public key they kept); one answer."""
+    walk, start, problems = _walk(session, anchor, incremental and kept is None, keyring)
+    if walk.problem is not None:
+        problems.append(walk.problem)
+    checked = 0
+    if kept is not None:
+        problems += checkpoint_problems(session, [kept[0]], kept[1])
+        checked += 1
+    if anchor is not None:
+        checkpoints = anchor.stored(refresh=True)
+        checked += len(checkpoints)
+        problems += checkpoint_problems(session, checkpoints, anchor.public_key)
+        problems += [Problem(0, "checkpoint_invalid") for _ in anchor.unreadable()]
+        problems += [Problem(p.seq, "tamper_recorded") for p in anchor.tamper_records()]
+    verdict = AuditVerdict(
+        ok=not problems,
+        mode="incremental" if start else "full",
+        events_checked=walk.checked,
+        last_seq=walk.last_seq,
+        last_hash=walk.last_hash,
+        verified_from_seq=start,
+        checkpoints_checked=checked,
+        problems=tuple(problems),
+    )
+    if anchor is not None and verdict.ok and walk.last_seq is not None:
+        anchor.verified = (walk.last_seq, walk.last_hash)
+    return verdict
+
+
+def export_block(session: Session, anchor: Anchor, verdict: AuditVerdict) -> dict[str, Any]:
+    """What every export embeds: a fresh signed checkpoint of the head the export verified,
+    signed only when the whole verification passed and the head extends the last signed one."""
+    checkpoint = None
+    if verdict.ok and verdict.last_seq is not None:
+        checkpoint = anchor.sign_head(session, verdict.last_seq, verdict.last_hash)
+    return {
+        **anchor.public_info(),
+        "checkpoint": checkpoint.as_dict() if checkpoint else None,
+    }
