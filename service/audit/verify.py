@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.audit.anchor import Anchor, Checkpoint
-from service.audit.chain import GENESIS_HASH, Problem, Walk, walk_from
+from service.audit.chain import GENESIS_HASH, KINDS, Problem, Walk, walk_from
 from service.audit.keys import Keyring
 from service.db.tables import AuditEvent
 
@@ -40,7 +40,9 @@ class AuditVerdict:
 
     @property
     def first(self) -> Problem | None:
-        return min(self.problems, key=lambda p: p.seq) if self.problems else None
+        # The earliest event; at one event, the row's own fault before what it breaks later.
+        order = list(KINDS)
+        return min(self.problems, key=lambda p: (p.seq, order.index(p.kind)), default=None)
 
     def as_dict(self) -> dict[str, Any]:
         first = self.first
