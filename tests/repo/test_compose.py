@@ -58,6 +58,7 @@ REQUIRED_SECRETS = (
     "LETHE_SECRET_KEY",
     "LETHE_ENCRYPTION_KEY",
     "LETHE_AUDIT_SIGNING_KEY",
+    "LETHE_AUDIT_MAC_KEYS",
     "FLOWER_BASIC_AUTH",
 )
 DUMMY_ENV = {
@@ -65,6 +66,7 @@ DUMMY_ENV = {
     "LETHE_SECRET_KEY": "dummy-secret-key",
     "LETHE_ENCRYPTION_KEY": "dummy-fernet-key",
     "LETHE_AUDIT_SIGNING_KEY": "dummy-signing-key",
+    "LETHE_AUDIT_MAC_KEYS": "k1=dummy-event-key",
     "FLOWER_BASIC_AUTH": "dummy:dummy",
 }
 TORCH_PIN = "torch==2.13.0"
@@ -315,6 +317,19 @@ _REFERENCE = re.compile(
 )
 
 
+def test_checkpoints_are_shared_by_the_signers_and_out_of_the_databases_reach(
+    compose: dict[str, Any],
+) -> None:
+    """Every process that signs checkpoints writes to one volume; PostgreSQL never mounts it."""
+    declared = compose.get("volumes") or {}
+    signers = ("api", "worker-requests", "worker-ml", "beat")
+    for name in signers:
+        env = compose["services"][name]["environment"]
+        mounts = _named_mounts(compose["services"][name], declared)
+        assert mounts.get("audit-checkpoints") == env["LETHE_AUDIT_CHECKPOINT_URL"], name
+    assert "audit-checkpoints" not in _named_mounts(compose["services"]["postgres"], declared)
+
+
 def test_secrets_are_required_variables_without_defaults(compose: dict[str, Any]) -> None:
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     code = "\n".join(
@@ -329,7 +344,12 @@ def test_secrets_are_required_variables_without_defaults(compose: dict[str, Any]
             )
     for name in APP_SERVICES:
         environment = compose["services"][name]["environment"]
-        for key in ("LETHE_SECRET_KEY", "LETHE_ENCRYPTION_KEY", "LETHE_AUDIT_SIGNING_KEY"):
+        for key in (
+            "LETHE_SECRET_KEY",
+            "LETHE_ENCRYPTION_KEY",
+            "LETHE_AUDIT_SIGNING_KEY",
+            "LETHE_AUDIT_MAC_KEYS",
+        ):
             assert re.fullmatch(rf"\$\{{{key}:\?[^}}]*\}}", environment[key]), (name, key)
     postgres_env = compose["services"]["postgres"]["environment"]
     assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
