@@ -31,11 +31,19 @@ app.add_typer(user_app, name="user")
 
 @app.command()
 def migrate() -> None:
-    """Apply the database migrations (alembic upgrade head)."""
+    """Apply the database migrations (alembic upgrade head). With LETHE_MIGRATION_DATABASE_URL
+    (the owner), also make the login of LETHE_DATABASE_URL a member of lethe_runtime."""
+    from service.db.privileges import ensure_runtime_login
     from service.stack.migrate import upgrade
     from service.stack.processes import database
 
-    with database(get_settings()) as url:
+    settings = get_settings()
+    if settings.migration_database_url and settings.database_url:
+        upgrade(settings.migration_database_url)
+        login = ensure_runtime_login(settings.migration_database_url, settings.database_url)
+        typer.echo(f"migrations applied; the service connects as {login} (lethe_runtime)")
+        return
+    with database(settings) as url:
         upgrade(url)
     typer.echo("migrations applied")
 

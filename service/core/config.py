@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL (postgresql+psycopg://...). Unset: an embedded PostgreSQL "
         "is started under data_dir.",
     )
+    migration_database_url: str | None = Field(
+        None,
+        description="the owner's URL, used only by `lethe migrate`; when set, migrate also makes "
+        "the login of database_url a member of lethe_runtime (SELECT and INSERT on the audit "
+        "log, nothing more on it). Unset: migrations use database_url",
+    )
     broker_url: str | None = Field(
         None,
         description="Celery broker (redis://, amqp://). Unset: the database through kombu's "

@@ -55,6 +55,7 @@ WORKERS = ("worker-requests", "worker-ml")
 # Variables that must come from the environment, never from a committed default.
 REQUIRED_SECRETS = (
     "POSTGRES_PASSWORD",
+    "LETHE_RUNTIME_DB_PASSWORD",
     "LETHE_SECRET_KEY",
     "LETHE_ENCRYPTION_KEY",
     "LETHE_AUDIT_SIGNING_KEY",
@@ -63,6 +64,7 @@ REQUIRED_SECRETS = (
 )
 DUMMY_ENV = {
     "POSTGRES_PASSWORD": "dummy-db-password",
+    "LETHE_RUNTIME_DB_PASSWORD": "dummy-runtime-password",
     "LETHE_SECRET_KEY": "dummy-secret-key",
     "LETHE_ENCRYPTION_KEY": "dummy-fernet-key",
     "LETHE_AUDIT_SIGNING_KEY": "dummy-signing-key",
@@ -193,7 +195,11 @@ def test_compose_config_resolves_with_the_required_variables(tmp_path: Path) -> 
         environment = resolved["services"][name]["environment"]
         assert environment["LETHE_SECRET_KEY"] == DUMMY_ENV["LETHE_SECRET_KEY"], name
         assert environment["LETHE_ENCRYPTION_KEY"] == DUMMY_ENV["LETHE_ENCRYPTION_KEY"], name
-        assert DUMMY_ENV["POSTGRES_PASSWORD"] in environment["LETHE_DATABASE_URL"], name
+        # The services connect as the runtime login, never as the owner.
+        assert DUMMY_ENV["LETHE_RUNTIME_DB_PASSWORD"] in environment["LETHE_DATABASE_URL"], name
+        assert DUMMY_ENV["POSTGRES_PASSWORD"] not in environment["LETHE_DATABASE_URL"], name
+    migrate = resolved["services"]["migrate"]["environment"]
+    assert DUMMY_ENV["POSTGRES_PASSWORD"] in migrate["LETHE_MIGRATION_DATABASE_URL"]
     assert resolved["services"]["worker-ml"]["command"][:3] == ["worker", "--queues", "ml"]
 
 
