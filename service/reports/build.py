@@ -16,7 +16,8 @@ from service.audit.anchor import Anchor
 from service.audit.verify import export_block, verify_log
 from service.db.base import utcnow
 from service.db.enums import RequestStatus
-from service.db.tables import AuditEvent
+from service.db.tables import AuditEvent, Certificate
+from service.erasure.certificates import chained_bodies, matches_chain
 from service.erasure.deadlines import is_overdue_at
 from service.erasure.lifecycle import REQUEST_EVENTS
 from service.reports.csvsafe import neutralise
@@ -124,8 +125,24 @@ def request_report(
         "request_id": str(request_id),
         "summary": _summary(events, utcnow()),
         "events": [event_dict(e) for e in events],
+        "certificate_check": certificate_check(session, request_id),
         **_chain_and_anchor(session, anchor),
     }
+
+
+def certificate_check(session: Session, request_id: uuid.UUID) -> dict[str, Any]:
+    """The certificates table (a cache) against the certificates the audit log carries; the
+    report itself shows the log's."""
+    rows = list(
+        session.scalars(
+            select(Certificate)
+            .where(Certificate.request_id == request_id)
+            .order_by(Certificate.audit_seq)
+        )
+    )
+    chained = chained_bodies(session, rows)
+    differing = [c.audit_seq for c in rows if not matches_chain(c, chained.get(c.audit_seq))]
+    return {"ok": not differing, "checked": len(rows), "differing_audit_seqs": differing}
 
 
 def period_report(

@@ -385,6 +385,14 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
             "above (re-issued once more was known); every one is in the audit log.",
             9,
         )
+    check = report.get("certificate_check")
+    if check and not check.get("ok"):
+        seqs = ", ".join(f"#{s}" for s in check.get("differing_audit_seqs") or [])
+        pdf.verdict(
+            False,
+            f"lethe's certificate records differ from the audit log (event {seqs}). The "
+            "certificates above are the audit log's.",
+        )
     pdf.heading("Timeline")
     _timeline_chart(pdf, events, summary, report.get("actors") or {}, report.get("notes") or [])
     _engineer_details(pdf, current, events)
