@@ -176,6 +176,8 @@ class Anchor:
         self._tampers_at = -1e9
         # (seq, hash) the last successful verification of this process reached.
         self.verified: tuple[int, str] | None = None
+        self._signature_ok: dict[tuple[int, str, str, str], bool] = {}
+        self._compared: set[tuple[int, str]] = set()
 
     @classmethod
     def from_settings(cls, settings: Any) -> Anchor:
@@ -242,6 +244,20 @@ class Anchor:
         self._refresh(refresh)
         found = [c for c in self._known.values() if c is not None]
         return sorted(found, key=lambda c: (c.seq, c.signed_at))
+
+    def signature_valid(self, checkpoint: Checkpoint) -> bool:
+        """Ed25519 check of a stored checkpoint under this key, once per process."""
+        key = (checkpoint.seq, checkpoint.head_hash, checkpoint.signed_at, checkpoint.signature)
+        if key not in self._signature_ok:
+            self._signature_ok[key] = checkpoint.signature_valid(self.public_key)
+        return self._signature_ok[key]
+
+    def compared(self, checkpoint: Checkpoint) -> bool:
+        """Did a successful verification of this process compare the log with it?"""
+        return (checkpoint.seq, checkpoint.head_hash) in self._compared
+
+    def mark_compared(self, checkpoints: list[Checkpoint]) -> None:
+        self._compared.update((c.seq, c.head_hash) for c in checkpoints)
 
     def unreadable(self) -> list[str]:
         return sorted(k for k, c in self._known.items() if c is None)

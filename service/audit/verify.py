@@ -14,11 +14,12 @@ hash was left alone is found only by a full run (docs/THREAT_MODEL.md).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from service.audit.anchor import Anchor, Checkpoint
@@ -77,28 +78,33 @@ def _walk(
 
 
 def checkpoint_problems(
-    session: Session, checkpoints: list[Checkpoint], public_key: Ed25519PublicKey
+    session: Session,
+    checkpoints: list[Checkpoint],
+    valid: Callable[[Checkpoint], bool],
 ) -> list[Problem]:
     """The chain against every checkpoint: signature, agreement, presence, hash."""
     problems: list[Problem] = []
     by_seq: dict[int, set[str]] = defaultdict(set)
     for checkpoint in checkpoints:
-        if checkpoint.signature_valid(public_key):
+        if valid(checkpoint):
             by_seq[checkpoint.seq].add(checkpoint.head_hash)
         else:
             problems.append(Problem(checkpoint.seq, "checkpoint_invalid"))
     problems += [Problem(seq, "checkpoint_conflict") for seq, h in by_seq.items() if len(h) > 1]
     if not by_seq:
         return problems
-    found = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.in_(list(by_seq)))
+    # The database returns only the checkpoints its rows disagree with (one round trip).
+    pairs = [(seq, h) for seq, hashes in by_seq.items() for h in hashes]
+    disagreeing = session.execute(
+        text(
+            "SELECT c.seq, e.hash IS NULL AS missing FROM unnest(CAST(:seqs AS bigint[]), "
+            "CAST(:hashes AS text[])) AS c(seq, hash) LEFT JOIN audit_events e ON e.seq = c.seq "
+            "WHERE e.hash IS DISTINCT FROM c.hash"
+        ),
+        {"seqs": [p[0] for p in pairs], "hashes": [p[1] for p in pairs]},
     ).all()
-    rows = {int(seq): str(h) for seq, h in found}
-    for seq, hashes in by_seq.items():
-        if seq not in rows:
-            problems.append(Problem(seq, "truncated"))
-        elif any(h != rows[seq] for h in hashes):
-            problems.append(Problem(seq, "checkpoint_mismatch"))
+    for seq, missing in sorted(set(disagreeing)):
+        problems.append(Problem(int(seq), "truncated" if missing else "checkpoint_mismatch"))
     return problems
 
 
@@ -117,12 +123,17 @@ def verify_log(
         problems.append(walk.problem)
     checked = 0
     if kept is not None:
-        problems += checkpoint_problems(session, [kept[0]], kept[1])
+        kept_key = kept[1]
+        problems += checkpoint_problems(session, [kept[0]], lambda c: c.signature_valid(kept_key))
         checked += 1
     if anchor is not None:
-        checkpoints = anchor.stored(refresh=True)
-        checked += len(checkpoints)
-        problems += checkpoint_problems(session, checkpoints, anchor.public_key)
+        # A full run lists the store anew; an incremental one at most every 2 s, and compares
+        # only checkpoints no earlier verification of this process compared (the older ones
+        # are pinned by the verified head, whose hash ``_walk`` re-checked).
+        stored = anchor.stored(refresh=not start)
+        checkpoints = [c for c in stored if not start or not anchor.compared(c)]
+        checked += len(stored)
+        problems += checkpoint_problems(session, checkpoints, anchor.signature_valid)
         problems += [Problem(0, "checkpoint_invalid") for _ in anchor.unreadable()]
         problems += [Problem(p.seq, "tamper_recorded") for p in anchor.tamper_records()]
     verdict = AuditVerdict(
@@ -137,6 +148,7 @@ def verify_log(
     )
     if anchor is not None and verdict.ok and walk.last_seq is not None:
         anchor.verified = (walk.last_seq, walk.last_hash)
+        anchor.mark_compared(checkpoints)
     return verdict
 
 

@@ -9,7 +9,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 
 from service.audit.anchor import Anchor
@@ -174,19 +176,22 @@ def period_report(
 
 def _requests_in(session: Session, events: list[AuditEvent]) -> list[dict[str, Any]]:
     """Each request the period's events touch, summarised from its whole history in the log
-    (so its due date and closing are known even when they fall outside the period)."""
+    (so its due date and closing are known even when they fall outside the period): one query
+    for all of them."""
     ids = sorted({e.request_id for e in events if e.request_id is not None}, key=str)
+    histories: dict[uuid.UUID, list[AuditEvent]] = {i: [] for i in ids}
+    if ids:
+        rows = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.request_id == func.any(cast(ids, ARRAY(PG_UUID(as_uuid=True)))))
+            .order_by(AuditEvent.seq)
+        )
+        for event in rows:
+            histories[event.request_id].append(event)  # type: ignore[index]
     now = utcnow()
     out = []
     for request_id in ids:
-        history = list(
-            session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.request_id == request_id)
-                .order_by(AuditEvent.seq)
-            )
-        )
-        summary = _summary(history, now)
+        summary = _summary(histories[request_id], now)
         out.append(
             {
                 "request_id": str(request_id),

@@ -319,6 +319,34 @@ def test_insert_only_forgery_with_a_stolen_older_mac(box: Box) -> None:
     _every_surface_reports(box, rejected, seq, {"not_authenticated"})
 
 
+def test_rewrite_of_a_certificates_payload(box: Box) -> None:
+    from service.audit import append_event
+    from service.db.session import transaction
+
+    rejected = _history(box)
+    body = {"kind": "exact_retrain", "model": "credit", "records_erased": {"train": 2}}
+    with transaction(box.client.app.state.session_factory) as s:  # type: ignore[attr-defined]
+        issued = append_event(
+            s,
+            actor="worker",
+            action="certificate.issued",
+            target_type="model",
+            target_id="credit",
+            request_id=uuid.UUID(rejected),
+            details={"kind": "exact_retrain", "certificate": body},
+        ).seq
+    _file(box)
+    with _as_owner(box) as conn:
+        forged = {**body, "records_erased": {"train": 20}}
+        conn.execute(
+            text("UPDATE audit_events SET details = CAST(:d AS jsonb) WHERE seq = :s"),
+            {"d": json.dumps({"kind": "exact_retrain", "certificate": forged}), "s": issued},
+        )
+        _rehash_from(conn, issued)
+    _checkpointing_runs_then_an_ordinary_event(box)
+    _every_surface_reports(box, rejected, issued, {"not_authenticated"})
+
+
 def test_deleting_the_last_two_events(box: Box) -> None:
     rejected = _history(box)
     with box.attacker.connect() as conn:
