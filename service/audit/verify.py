@@ -5,10 +5,11 @@ consistency of the chain with **every** stored checkpoint (the row at each check
 exists and has the signed hash; no two valid checkpoints disagree; no signature is invalid), and
 reports any tamper a signer recorded. It names the first bad sequence and the kind of tampering.
 
-Incremental: after a successful verification the anchor remembers the (sequence, hash) reached;
-the next incremental run re-checks that row's hash and every checkpoint, and recomputes only the
-rows after it, so its cost follows the new events. A row whose content changed while its stored
-hash was left alone is found only by a full run (docs/THREAT_MODEL.md).
+Incremental: after a successful verification the anchor remembers the (sequence, hash) reached
+and the checkpoints compared; the next incremental run re-checks that row's hash (any rewrite
+that recomputes hashes changes it), compares the checkpoints stored since, and recomputes only
+the rows after it, so its cost follows the new events. A row before that head changed without
+recomputing the hashes after it is found only by a full run (docs/THREAT_MODEL.md).
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ import csv
 import io
 import json
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import cast, func, select
+from sqlalchemy import cast, func, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
@@ -161,7 +162,7 @@ def period_report(
     events = list(session.scalars(stmt))
     completed = [e for e in events if e.action == "request.completed"]
     return {
-        "requests": _requests_in(session, events),
+        "requests": _requests_in(session, events, since, until),
         "report": "period",
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
@@ -174,20 +175,36 @@ def period_report(
     }
 
 
-def _requests_in(session: Session, events: list[AuditEvent]) -> list[dict[str, Any]]:
+def _requests_in(
+    session: Session,
+    events: list[AuditEvent],
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict[str, Any]]:
     """Each request the period's events touch, summarised from its whole history in the log
     (so its due date and closing are known even when they fall outside the period): one query
     for all of them."""
     ids = sorted({e.request_id for e in events if e.request_id is not None}, key=str)
     histories: dict[uuid.UUID, list[AuditEvent]] = {i: [] for i in ids}
     if ids:
-        rows = session.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.request_id == func.any(cast(ids, ARRAY(PG_UUID(as_uuid=True)))))
-            .order_by(AuditEvent.seq)
+        # The period's own events are at hand: read only the ones outside it.
+        bounds = [
+            *([AuditEvent.occurred_at < since] if since is not None else []),
+            *([AuditEvent.occurred_at >= until] if until is not None else []),
+        ]
+        outside: Iterable[AuditEvent] = (
+            session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.request_id == func.any(cast(ids, ARRAY(PG_UUID(as_uuid=True)))),
+                    or_(*bounds),
+                )
+            )
+            if bounds
+            else []
         )
-        for event in rows:
-            histories[event.request_id].append(event)  # type: ignore[index]
+        for event in sorted([*events, *outside], key=lambda e: e.seq):
+            if event.request_id in histories:
+                histories[event.request_id].append(event)
     now = utcnow()
     out = []
     for request_id in ids:
