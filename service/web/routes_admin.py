@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
@@ -36,10 +36,16 @@ ROLES = [r.value for r in Role]
 AccountChange = Callable[[Session, str, str], ConsoleUser]
 
 
+def _tampered(request: Request) -> list[Any]:
+    """Tampers the checkpoint signers recorded, earliest first (the console's banner)."""
+    anchor = request.app.state.anchor
+    return sorted(anchor.tamper_records(), key=lambda p: p.seq) if anchor else []
+
+
 @router.get("/audit")
-def audit_page(session: SessionDep, principal: AuditReader) -> Response:
+def audit_page(request: Request, session: SessionDep, principal: AuditReader) -> Response:
     session.commit()
-    return render("audit.html", principal, verification=None)
+    return render("audit.html", principal, verification=None, tampered=_tampered(request))
 
 
 @router.post("/audit/verify")
@@ -49,7 +55,7 @@ def audit_verify(
     accept(form, principal, Role.dpo, Role.auditor)
     result = verify_log(session, request.app.state.anchor).as_dict()
     session.commit()
-    return render("audit.html", principal, verification=result)
+    return render("audit.html", principal, verification=result, tampered=_tampered(request))
 
 
 def _day(value: str) -> datetime | None:

@@ -255,6 +255,7 @@ def _every_surface_reports(box: Box, request_id: str, bad_seq: int, kinds: set[s
     console = c.post("/console/audit/verify", data={"csrf_token": form_token(c, "/console/audit")})
     assert f"does not verify, from event #{bad_seq}" in console.text
     assert "The audit log verifies" not in console.text
+    assert 'id="tamper-banner"' in c.get("/console/audit").text
     assert csrf_of(console.text)
     cli = _cli_verify()
     assert cli.exit_code == 1, cli.output
@@ -290,6 +291,8 @@ def test_an_untouched_log_verifies_everywhere(box: Box) -> None:
     assert _cli_verify().exit_code == 0
     assert c.get("/readyz").json()["audit_intact"] is True
     assert box.anchor.tamper_records() == []
+    sign_in(c, "auditor@example.test")
+    assert 'id="tamper-banner"' not in c.get("/console/audit").text
 
 
 def test_rewrite_of_a_rejection_into_a_completion(box: Box) -> None:
