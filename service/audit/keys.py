@@ -36,6 +36,9 @@ class Keyring:
     """Named HMAC keys: the last one authenticates, all of them verify."""
 
     keys: tuple[tuple[str, bytes], ...]
+    # Events up to this sequence were written before event keys existed (an upgraded
+    # deployment): a missing MAC there is accepted; the chain and checkpoints still hold them.
+    legacy_through: int = 0
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -69,6 +72,9 @@ class Keyring:
         kid = self.keys[-1][0]
         return f"{kid}:{self._digest(kid, event_hash)}"
 
+    def accepts_missing(self, seq: int) -> bool:
+        return seq <= self.legacy_through
+
     def check(self, event_hash: str, mac: str | None) -> bool:
         if not mac or ":" not in mac:
             return False
@@ -100,6 +106,12 @@ def generate_key_file(path: Path) -> None:
 
 
 def keyring_from_settings(settings: Any) -> Keyring:
+    ring = _keys_from_settings(settings)
+    legacy = int(getattr(settings, "audit_legacy_through", 0) or 0)
+    return Keyring(ring.keys, legacy) if legacy else ring
+
+
+def _keys_from_settings(settings: Any) -> Keyring:
     inline: str | None = settings.audit_mac_keys
     key_file: Path | None = settings.audit_mac_key_file
     if inline:
@@ -127,6 +139,7 @@ def current_keyring() -> Keyring:
         settings.audit_mac_key_file,
         str(settings.data_dir),
         settings.environment,
+        settings.audit_legacy_through,
     )
     if marker not in _cache:
         _cache[marker] = keyring_from_settings(settings)

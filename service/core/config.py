@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         "database: 'kid=base64,kid=base64', newest last (it signs; all verify). Production: "
         "this or the key file.",
     )
+    audit_legacy_through: int = Field(
+        0,
+        ge=0,
+        description="after upgrading to authenticated events: the last sequence written "
+        "before (those rows have no MAC; the chain and checkpoints still cover them)",
+    )
     audit_mac_key_file: Path | None = Field(
         None, description="file of audit event keys, one 'kid base64' per line, newest last"
     )

@@ -45,3 +45,9 @@ def test_key_files_and_weak_keys(tmp_path: Path) -> None:
     first = keyring_from_settings(settings)
     assert keyring_from_settings(settings) == first  # generated once, then read back
     assert oct((tmp_path / "audit-mac.keys").stat().st_mode)[-3:] == "600"
+
+
+def test_rows_from_before_event_keys_are_accepted_only_up_to_the_set_sequence() -> None:
+    ring = Keyring((("k1", bytes(32)),), legacy_through=10)
+    assert ring.accepts_missing(10) and not ring.accepts_missing(11)
+    assert not Keyring((("k1", bytes(32)),)).accepts_missing(1)
