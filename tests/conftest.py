@@ -22,6 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/lethe-run-{os.getuid()}")
 os.environ["LETHE_ENVIRONMENT"] = "test"
+# One event key for every process a test starts (the API in process, real workers, the CLI),
+# as a deployment gives all of its processes the same keys; never a key file in the checkout.
+os.environ.setdefault("LETHE_AUDIT_MAC_KEYS", "test=dGVzdC1vbmx5LWF1ZGl0LWV2ZW50LWtleS0zMmJ5dGVz")
 
 from service.core.config import Settings, get_settings
 from tests.support.api import SentTasks, auth

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,15 @@ def parse_keys(text: str, separator: str) -> Keyring:
 def generate_key_file(path: Path) -> None:
     """A first event key in a file only its owner can read (development default)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    line = f"k1 {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
-    with os.fdopen(fd, "w") as handle:
-        handle.write(line)
+    # Written aside, then linked into place: processes starting together never read a
+    # half-written file, and exactly one key wins (the others raise FileExistsError).
+    fd, staged = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"k1 {base64.b64encode(secrets.token_bytes(32)).decode()}\n")
+        os.link(staged, path)
+    finally:
+        os.unlink(staged)
 
 
 def keyring_from_settings(settings: Any) -> Keyring:
