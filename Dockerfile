@@ -52,7 +52,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 lethe \
  && useradd --system --uid 10001 --gid lethe --home-dir /home/lethe --create-home \
             --shell /usr/sbin/nologin lethe \
- && mkdir -p /var/lib/lethe/artifacts /var/lib/lethe/beat \
+ && mkdir -p /var/lib/lethe/artifacts /var/lib/lethe/beat /var/lib/lethe/audit-checkpoints \
  && chown -R lethe:lethe /var/lib/lethe
 
 COPY --from=builder /opt/venv /opt/venv

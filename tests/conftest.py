@@ -22,6 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/lethe-run-{os.getuid()}")
 os.environ["LETHE_ENVIRONMENT"] = "test"
+# One event key for every process a test starts (the API in process, real workers, the CLI),
+# as a deployment gives all of its processes the same keys; never a key file in the checkout.
+os.environ.setdefault("LETHE_AUDIT_MAC_KEYS", "test=dGVzdC1vbmx5LWF1ZGl0LWV2ZW50LWtleS0zMmJ5dGVz")
 
 from service.core.config import Settings, get_settings
 from tests.support.api import SentTasks, auth
@@ -65,6 +68,21 @@ def settings(
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _own_checkpoint_store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each database test keeps its audit checkpoints in a store of its own: the test's rows
+    are rolled back, and a checkpoint of a head that no longer exists is (rightly) tampering."""
+    if "settings" not in request.fixturenames:
+        return
+    settings = request.getfixturevalue("settings")
+    monkeypatch.setattr(settings, "audit_checkpoint_url", str(tmp_path / "audit-store"))
+    from workers.base import DbTask
+
+    monkeypatch.setattr(DbTask, "_anchor", None)
 
 
 @pytest.fixture

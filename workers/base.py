@@ -19,6 +19,7 @@ from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
 from service.core.skip import Skip
+from service.db.privileges import refuse_in_production
 from service.db.session import database_url, session_factory
 from service.jobs import lifecycle as jobs
 from service.queue.client import send_task
@@ -62,7 +63,9 @@ class DbTask(Task):  # type: ignore[misc]
             return DbTask.factory_override
         if DbTask._factory is None:
             # Commits that append audit events are checkpointed (signed, outside the database).
-            DbTask._factory = anchored(session_factory(database_url(self.settings)), self.anchor)
+            factory = anchored(session_factory(database_url(self.settings)), self.anchor)
+            refuse_in_production(self.settings.environment, factory)
+            DbTask._factory = factory
         return DbTask._factory
 
     @contextmanager

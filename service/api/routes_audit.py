@@ -12,7 +12,7 @@ from service.api.contract import downloads, errors
 from service.api.deps import AdminOnly, AnchorDep, AuditRead, SessionDep, audited
 from service.api.schemas import IsoDatetime, TokenIn, TokenInfo, TokenOut
 from service.api.tokens import create_token, list_tokens, revoke_tokens, token_state
-from service.audit import verify_chain
+from service.audit.verify import verify_log
 from service.core.errors import DomainError
 from service.core.security import hash_token
 from service.db.tables import ApiToken
@@ -23,8 +23,13 @@ router = APIRouter(tags=["audit"])
 
 
 @router.get("/v1/audit/verify")
-def verify(session: SessionDep, _: AuditRead) -> dict[str, object]:
-    return verify_chain(session).as_dict()
+def verify(
+    session: SessionDep, _: AuditRead, anchor: AnchorDep, incremental: bool = False
+) -> dict[str, object]:
+    """The chain, every event's MAC and every stored checkpoint; names the first bad event and
+    the kind of tampering. ``incremental``: recompute only events after the last verified head
+    (every checkpoint is still compared)."""
+    return verify_log(session, anchor, incremental=incremental).as_dict()
 
 
 @router.get(

@@ -182,6 +182,23 @@ class DbCollector(Collector):
         return counter
 
 
+class TamperCollector(Collector):
+    """Tampers the checkpoint signers recorded (read from the checkpoint store, not the
+    database the tamperer may control)."""
+
+    def __init__(self, anchor_of: Callable[[], Any]) -> None:
+        self._anchor_of = anchor_of
+
+    def collect(self) -> Iterator[Metric]:
+        anchor = self._anchor_of()
+        gauge = GaugeMetricFamily(
+            "lethe_audit_tamper_records",
+            "Tampering of the audit log recorded by the checkpoint signer (alert on > 0)",
+        )
+        gauge.add_metric([], float(len(anchor.tamper_records())) if anchor else 0.0)
+        yield gauge
+
+
 def _buckets(
     bounds: tuple[float, ...], cumulative: list[Any], count: int
 ) -> list[tuple[str, float]]:
@@ -214,6 +231,7 @@ def install_metrics(app: FastAPI) -> None:
         registry=registry,
     )
     registry.register(DbCollector(lambda: app.state.session_factory))
+    registry.register(TamperCollector(lambda: getattr(app.state, "anchor", None)))
     app.state.metrics_registry = registry
     app.include_router(router)
 

@@ -44,7 +44,7 @@ from service.db.tables import (
     MlModel,
     RequestAction,
 )
-from service.erasure.certificates import is_certified, plain_words
+from service.erasure.certificates import chained_bodies, is_certified, matches_chain, plain_words
 from service.erasure.deadlines import is_overdue, overdue_clause
 from service.erasure.decisions import extend_deadline, verify_identity
 from service.erasure.filing import NewRequest, file_request, get_request, request_timeline
@@ -146,18 +146,24 @@ def _certificates_out(session: Session, request: ErasureRequest) -> list[Certifi
         .where(Certificate.request_id == request.id)
         .order_by(MlModel.name, Certificate.audit_seq)
     ).all()
-    return [
-        CertificateOut(
-            model=name,
-            kind=c.kind,
-            plain_words=plain_words(c.body),
-            body=c.body,
-            body_sha256=c.body_hash,
-            audit_seq=c.audit_seq,
-            superseded=c.superseded_at is not None,
+    chained = chained_bodies(session, [c for c, _ in certs])
+    out = []
+    for c, name in certs:
+        body = chained.get(c.audit_seq)
+        shown = body if body is not None else c.body
+        out.append(
+            CertificateOut(
+                model=name,
+                kind=str(shown.get("kind", c.kind)),
+                plain_words=plain_words(shown),
+                body=shown,
+                body_sha256=c.body_hash,
+                audit_seq=c.audit_seq,
+                superseded=c.superseded_at is not None,
+                matches_audit_log=matches_chain(c, body),
+            )
         )
-        for c, name in certs
-    ]
+    return out
 
 
 @router.post("", status_code=201, response_model=RequestOut)

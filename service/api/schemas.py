@@ -127,6 +127,9 @@ class CertificateOut(BaseModel):
     audit_seq: int
     # True once a later certificate for the same model replaced it (both stay in the log).
     superseded: bool = False
+    # The certificate shown is the one in the audit log; False: the certificates table (a
+    # cache) differs from it, or the log holds no such certificate.
+    matches_audit_log: bool = True
 
 
 class RequestOut(BaseModel):

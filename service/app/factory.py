@@ -21,6 +21,7 @@ from service.api.routes_requests import router as requests_router
 from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
+from service.db.privileges import refuse_in_production
 from service.db.session import database_url, session_factory
 from service.web import install_console
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Sessions checkpoint the audit chain after every commit that appended events.
     app.state.anchor = Anchor.from_settings(settings)
     app.state.session_factory = anchored(session_factory(database_url(settings)), app.state.anchor)
+    refuse_in_production(settings.environment, app.state.session_factory)
     install_error_handlers(app)
     app.include_router(requests_router)
     app.include_router(models_router)

@@ -1,4 +1,4 @@
-"""Signed checkpoints of the audit chain, kept outside the database.
+"""Signed checkpoints of the audit chain, kept write-once outside the database.
 
 The hash chain alone proves internal consistency only: a database superuser can alter a row and
 recompute every later hash, or cut the tail, and the chain still verifies. A *checkpoint* is an
@@ -14,6 +14,14 @@ trace, and a checkpoint costs one signature and one small object. The hook runs 
 so a crash between commit and signing leaves the newest events unanchored until the next
 commit's checkpoint (which covers them, since a head commits to everything before it) or the
 reaper's periodic ``checkpoint_head`` catches up; signing never fails or delays the transaction.
+
+Sign only what extends what was signed (the consistency check of transparency logs): before
+signing a head, the signer checks that the row at its last signed sequence still has the signed
+hash and that every row after it links, hashes and authenticates (``check_extends``; in the
+committing transaction, under the chain's lock). On a mismatch it signs nothing and records the
+tamper: an alert line in the log, a write-once record in the checkpoint store (which ``/readyz``,
+the metrics and every verification read). Checkpoints are write-once (``service.audit.store``):
+one object per signed head, named by its sequence and hash, never replaced.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -35,8 +44,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.artifacts import ArtifactStore, open_store
-from service.audit.chain import HEAD_INFO_KEY, ChainVerification, verify_chain
+from service.audit.chain import HEAD_INFO_KEY, Problem, walk_from
+from service.audit.store import WriteOnceStore, open_checkpoint_store
 from service.db.tables import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,8 @@ log = logging.getLogger(__name__)
 _DOMAIN = b"lethe-audit-checkpoint-v1\n"
 _PREFIX = "audit-checkpoints/"
 _ANCHOR_KEY = "lethe_audit_anchor"
+_VERDICT_KEY = "lethe_audit_verdict"
+_NOT_CHECKED = object()
 KEY_FILE_NAME = "audit-signing.key"
 
 
@@ -137,14 +148,36 @@ class Checkpoint:
         )
 
 
-class Anchor:
-    """Signs checkpoints with a key the database never sees and keeps them in a store."""
+_TAMPER_PREFIX = "audit-tamper/"
+_REFRESH_S = 2.0
 
-    def __init__(self, private_key: Ed25519PrivateKey, store: ArtifactStore) -> None:
+
+class Anchor:
+    """Signs checkpoints with a key the database never sees and keeps them write-once.
+
+    ``consistency_check=False`` gives the signer of old, which signs whatever head the database
+    holds: only the attack tests' control uses it."""
+
+    def __init__(
+        self,
+        private_key: Ed25519PrivateKey,
+        store: WriteOnceStore,
+        *,
+        consistency_check: bool = True,
+    ) -> None:
         self._key = private_key
         self.store = store
         self.public_key = private_key.public_key()
         self.key_id = public_key_id(self.public_key)
+        self.consistency_check = consistency_check
+        self._known: dict[str, Checkpoint | None] = {}
+        self._listed_at = -1e9
+        self._tampers: list[Problem] = []
+        self._tampers_at = -1e9
+        # (seq, hash) the last successful verification of this process reached.
+        self.verified: tuple[int, str] | None = None
+        self._signature_ok: dict[tuple[int, str, str, str], bool] = {}
+        self._compared: set[tuple[int, str]] = set()
 
     @classmethod
     def from_settings(cls, settings: Any) -> Anchor:
@@ -165,7 +198,7 @@ class Anchor:
             except FileExistsError:
                 key = _load_private_key(default.read_bytes())
         location = settings.audit_checkpoint_url or str(Path(settings.data_dir).resolve())
-        return cls(key, open_store(location))
+        return cls(key, open_checkpoint_store(location, settings.audit_checkpoint_retention_days))
 
     def public_key_pem(self) -> str:
         return self.public_key.public_bytes(
@@ -181,36 +214,119 @@ class Anchor:
         signature = _b64(self._key.sign(unsigned.payload()))
         return Checkpoint(seq, head_hash, signed_at, self.key_id, signature)
 
-    def write(self, checkpoint: Checkpoint) -> None:
-        # One object per sequence number: a later checkpoint never overwrites an earlier one.
+    def write(self, checkpoint: Checkpoint) -> bool:
+        """Store once: one object per signed head; a head already signed keeps its object."""
+        key = f"{_PREFIX}{checkpoint.seq:015d}-{checkpoint.head_hash}.json"
         data = json.dumps(checkpoint.as_dict(), sort_keys=True).encode()
-        self.store.put(f"{_PREFIX}{checkpoint.seq:015d}.json", data)
+        written = self.store.put_once(key, data)
+        if written:
+            self._known[key] = checkpoint
+        return written
 
-    def stored(self) -> list[Checkpoint]:
-        found = []
+    def _refresh(self, force: bool) -> None:
+        if not force and time.monotonic() - self._listed_at < _REFRESH_S:
+            return
         for key in self.store.keys(_PREFIX):
-            try:
-                found.append(Checkpoint.from_dict(json.loads(self.store.get(key))))
-            except (ValueError, KeyError):
-                log.warning("unreadable audit checkpoint object skipped")
-        return found
+            if key not in self._known:
+                self._known[key] = self._read(key)
+        self._listed_at = time.monotonic()
 
-    def latest(self) -> Checkpoint | None:
-        keys = self.store.keys(_PREFIX)
-        if not keys:
+    def _read(self, key: str) -> Checkpoint | None:
+        try:
+            checkpoint = Checkpoint.from_dict(json.loads(self.store.get(key)))
+        except (ValueError, KeyError, OSError):
+            log.warning("unreadable audit checkpoint object: %s", key)
             return None
-        return Checkpoint.from_dict(json.loads(self.store.get(keys[-1])))
+        return checkpoint
+
+    def stored(self, refresh: bool = True) -> list[Checkpoint]:
+        """Every stored checkpoint, by sequence (unreadable objects are left out and logged)."""
+        self._refresh(refresh)
+        found = [c for c in self._known.values() if c is not None]
+        return sorted(found, key=lambda c: (c.seq, c.signed_at))
+
+    def signature_valid(self, checkpoint: Checkpoint) -> bool:
+        """Ed25519 check of a stored checkpoint under this key, once per process."""
+        key = (checkpoint.seq, checkpoint.head_hash, checkpoint.signed_at, checkpoint.signature)
+        if key not in self._signature_ok:
+            self._signature_ok[key] = checkpoint.signature_valid(self.public_key)
+        return self._signature_ok[key]
+
+    def compared(self, checkpoint: Checkpoint) -> bool:
+        """Did a successful verification of this process compare the log with it?"""
+        return (checkpoint.seq, checkpoint.head_hash) in self._compared
+
+    def mark_compared(self, checkpoints: list[Checkpoint]) -> None:
+        self._compared.update((c.seq, c.head_hash) for c in checkpoints)
+
+    def unreadable(self) -> list[str]:
+        return sorted(k for k, c in self._known.items() if c is None)
+
+    def latest(self, refresh: bool = True) -> Checkpoint | None:
+        found = self.stored(refresh)
+        return found[-1] if found else None
+
+    def check_extends(self, session: Session, head_seq: int) -> Problem | None:
+        """Does the chain up to ``head_seq`` extend the newest signed head? (the caller holds
+        the chain's lock, or reads a head already committed)."""
+        last = self.latest(refresh=False)
+        if last is None:
+            return walk_from(session, until_seq=head_seq).problem
+        stored = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == last.seq))
+        if stored is None:
+            return Problem(last.seq, "truncated")
+        if stored != last.head_hash:
+            return Problem(last.seq, "checkpoint_mismatch")
+        if head_seq <= last.seq:
+            return None
+        return walk_from(session, last.seq, last.head_hash, until_seq=head_seq).problem
+
+    def sign_head(self, session: Session, seq: int, head_hash: str) -> Checkpoint | None:
+        """Sign and store ``(seq, head_hash)`` if it extends what was signed; else record the
+        tamper and sign nothing."""
+        problem = self.check_extends(session, seq) if self.consistency_check else None
+        if problem is not None:
+            self.record_tamper(problem)
+            return None
+        return self._sign_and_write(seq, head_hash)
+
+    def _sign_and_write(self, seq: int, head_hash: str) -> Checkpoint:
+        checkpoint = self.sign(seq, head_hash)
+        self.write(checkpoint)
+        return checkpoint
+
+    def record_tamper(self, problem: Problem) -> None:
+        log.critical(
+            "AUDIT TAMPER: %s at sequence %d; no checkpoint signed", problem.kind, problem.seq
+        )
+        body = {**problem.as_dict(), "noticed_at": datetime.now(UTC).isoformat()}
+        key = f"{_TAMPER_PREFIX}{problem.seq:015d}-{problem.kind}.json"
+        self.store.put_once(key, json.dumps(body, sort_keys=True).encode())
+        self._tampers_at = -1e9
+
+    def tamper_records(self) -> list[Problem]:
+        """Every tamper the signers recorded (read from the store at most every 2 s)."""
+        if time.monotonic() - self._tampers_at >= _REFRESH_S:
+            found = []
+            for key in self.store.keys(_TAMPER_PREFIX):
+                try:
+                    data = json.loads(self.store.get(key))
+                    found.append(Problem(int(data["seq"]), str(data["kind"])))
+                except (ValueError, KeyError, OSError):
+                    found.append(Problem(0, "tamper_recorded"))
+            self._tampers, self._tampers_at = found, time.monotonic()
+        return list(self._tampers)
 
     def checkpoint_head(self, session: Session) -> Checkpoint | None:
-        """Sign and store the current head (the periodic catch-up; no-op on an empty chain)."""
+        """Sign and store the current head if it extends the last signed one (the periodic
+        catch-up; no-op on an empty chain)."""
         head = session.execute(
             select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
         ).first()
         if head is None:
             return None
-        checkpoint = self.sign(int(head[0]), str(head[1]))
-        self.write(checkpoint)
-        return checkpoint
+        self._refresh(force=True)
+        return self.sign_head(session, int(head[0]), str(head[1]))
 
 
 def anchored(factory: sessionmaker[Session], anchor: Anchor) -> sessionmaker[Session]:
@@ -220,14 +336,32 @@ def anchored(factory: sessionmaker[Session], anchor: Anchor) -> sessionmaker[Ses
     return sessionmaker(class_=factory.class_, **kw)
 
 
+@event.listens_for(Session, "before_commit")
+def _check_before_commit(session: Session) -> None:
+    """The consistency check, in the committing transaction (which holds the chain's lock)."""
+    head = session.info.get(HEAD_INFO_KEY)
+    anchor: Anchor | None = session.info.get(_ANCHOR_KEY)
+    if head is None or anchor is None or not anchor.consistency_check:
+        return
+    try:
+        session.info[_VERDICT_KEY] = anchor.check_extends(session, head[0])
+    except Exception as exc:  # never fail the commit; the reaper's checkpoint catches up
+        log.error("audit consistency check not run: %s", type(exc).__name__)
+        session.info[_VERDICT_KEY] = _NOT_CHECKED
+
+
 @event.listens_for(Session, "after_commit")
 def _checkpoint_after_commit(session: Session) -> None:
     head = session.info.pop(HEAD_INFO_KEY, None)
+    verdict = session.info.pop(_VERDICT_KEY, None)
     anchor: Anchor | None = session.info.get(_ANCHOR_KEY)
-    if head is None or anchor is None:
+    if head is None or anchor is None or verdict is _NOT_CHECKED:
         return
     try:
-        anchor.write(anchor.sign(*head))
+        if isinstance(verdict, Problem):
+            anchor.record_tamper(verdict)
+        else:
+            anchor._sign_and_write(*head)
     except Exception as exc:  # the commit stands; the next checkpoint covers these events
         log.error("audit checkpoint not written: %s", type(exc).__name__)
 
@@ -236,6 +370,7 @@ def _checkpoint_after_commit(session: Session) -> None:
 def _drop_head(session: Session, previous_transaction: Any) -> None:
     if previous_transaction.parent is None:
         session.info.pop(HEAD_INFO_KEY, None)
+        session.info.pop(_VERDICT_KEY, None)
 
 
 def read_checkpoint(source: str) -> Checkpoint:
@@ -251,57 +386,3 @@ def read_checkpoint(source: str) -> Checkpoint:
     if not isinstance(data, dict):
         raise ValueError("no checkpoint found")
     return Checkpoint.from_dict(data)
-
-
-def verify_against(
-    session: Session, checkpoint: Checkpoint, public_key: Ed25519PublicKey
-) -> ChainVerification:
-    """The chain verifies *and* still contains, unchanged, the head the checkpoint signed.
-
-    A rewrite at or before the checkpoint's sequence (even with every later hash recomputed)
-    changes the hash at that sequence; a truncated tail or a deleted row (re-sequenced or not)
-    removes it or moves it.
-    """
-    if not checkpoint.signature_valid(public_key):
-        return ChainVerification(False, 0, None, "", checkpoint.seq, "checkpoint signature invalid")
-    chain = verify_chain(session)
-    if not chain.ok:
-        return chain
-    if chain.last_seq is None or chain.last_seq < checkpoint.seq:
-        return ChainVerification(
-            False,
-            chain.events_checked,
-            chain.last_seq,
-            chain.last_hash,
-            checkpoint.seq,
-            "chain truncated: the checkpoint's sequence is missing",
-        )
-    stored = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == checkpoint.seq))
-    if stored != checkpoint.head_hash:
-        return ChainVerification(
-            False,
-            chain.events_checked,
-            chain.last_seq,
-            chain.last_hash,
-            checkpoint.seq,
-            "chain rewritten: the hash at the checkpoint's sequence differs",
-        )
-    return chain
-
-
-def export_block(session: Session, anchor: Anchor, chain: ChainVerification) -> dict[str, Any]:
-    """What every export embeds: a fresh signed checkpoint of the head the export verified, and
-    the check of the chain against the newest checkpoint stored before it."""
-    previous = anchor.latest()
-    against = verify_against(session, previous, anchor.public_key) if previous else None
-    checkpoint = None
-    # Never sign a head that contradicts an earlier checkpoint.
-    if chain.ok and chain.last_seq is not None and (against is None or against.ok):
-        checkpoint = anchor.sign(chain.last_seq, chain.last_hash)
-        anchor.write(checkpoint)
-    return {
-        **anchor.public_info(),
-        "checkpoint": checkpoint.as_dict() if checkpoint else None,
-        "previous_checkpoint": previous.as_dict() if previous else None,
-        "previous_checkpoint_check": against.as_dict() if against else None,
-    }

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.audit.keys import Keyring, current_keyring
 from service.db.base import utcnow
 from service.db.tables import AuditEvent
 
@@ -101,6 +102,7 @@ def append_event(
         request_id=request_id,
         details=clean,
     )
+    event_hash = chain_hash(prev_hash, row)
     event = AuditEvent(
         seq=seq,
         occurred_at=occurred_at,
@@ -111,12 +113,41 @@ def append_event(
         request_id=request_id,
         details=clean,
         prev_hash=prev_hash,
-        hash=chain_hash(prev_hash, row),
+        hash=event_hash,
+        mac=current_keyring().mac(event_hash),
     )
     session.add(event)
     session.flush()
     session.info[HEAD_INFO_KEY] = (event.seq, event.hash)
     return event
+
+
+# Kinds of tampering, each with the plain words a report prints.
+KINDS = {
+    "sequence_gap": "an event is missing or out of order",
+    "link_broken": "an event does not follow the one recorded before it",
+    "row_changed": "an event's content differs from what was recorded",
+    "not_authenticated": "an event was not written by lethe (its authentication code is missing "
+    "or wrong)",
+    "checkpoint_mismatch": "history was rewritten: an event differs from a signed checkpoint",
+    "truncated": "events that a signed checkpoint covers are missing",
+    "checkpoint_invalid": "a stored checkpoint's signature is not valid",
+    "checkpoint_conflict": "two signed checkpoints disagree about the same event",
+    "tamper_recorded": "the checkpoint signer found the log did not extend what it had signed",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    seq: int
+    kind: str
+
+    @property
+    def words(self) -> str:
+        return KINDS[self.kind]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "problem": self.words}
 
 
 @dataclass(frozen=True)
@@ -127,6 +158,7 @@ class ChainVerification:
     last_hash: str
     first_broken_seq: int | None = None
     problem: str | None = None
+    kind: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -136,46 +168,107 @@ class ChainVerification:
             "last_hash": self.last_hash,
             "first_broken_seq": self.first_broken_seq,
             "problem": self.problem,
+            "kind": self.kind,
         }
 
 
-def verify_events(events: Iterable[AuditEvent]) -> ChainVerification:
-    """Recompute the chain in seq order and name the first row that does not fit."""
-    prev_hash, expected_seq, checked = GENESIS_HASH, 1, 0
-    last_seq: int | None = None
-    for event in events:
-        problem = None
-        if event.seq != expected_seq:
-            problem = f"sequence gap: expected {expected_seq}, found {event.seq}"
-        elif event.prev_hash != prev_hash:
-            problem = "prev_hash does not match the previous row's hash"
-        else:
-            row = canonical(
-                seq=event.seq,
-                occurred_at=event.occurred_at,
-                actor=event.actor,
-                action=event.action,
-                target_type=event.target_type,
-                target_id=event.target_id,
-                request_id=event.request_id,
-                details=event.details,
-            )
-            if chain_hash(prev_hash, row) != event.hash:
-                problem = "row content does not match its hash"
-        if problem:
-            return ChainVerification(False, checked, last_seq, prev_hash, event.seq, problem)
-        prev_hash, expected_seq, last_seq = event.hash, event.seq + 1, event.seq
-        checked += 1
-    return ChainVerification(True, checked, last_seq, prev_hash)
+ROW_COLUMNS = (
+    AuditEvent.seq,
+    AuditEvent.occurred_at,
+    AuditEvent.actor,
+    AuditEvent.action,
+    AuditEvent.target_type,
+    AuditEvent.target_id,
+    AuditEvent.request_id,
+    AuditEvent.details,
+    AuditEvent.prev_hash,
+    AuditEvent.hash,
+    AuditEvent.mac,
+)
 
 
-def verify_chain(session: Session) -> ChainVerification:
-    events = session.scalars(
-        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=1000)
+def row_problem(row: Any, prev_hash: str, expected_seq: int, keyring: Keyring) -> str | None:
+    """The kind of tampering one row shows, given the row before it; None if it fits."""
+    if row.seq != expected_seq:
+        return "sequence_gap"
+    if row.prev_hash != prev_hash:
+        return "link_broken"
+    body = canonical(
+        seq=row.seq,
+        occurred_at=row.occurred_at,
+        actor=row.actor,
+        action=row.action,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        request_id=row.request_id,
+        details=row.details,
     )
+    if chain_hash(prev_hash, body) != row.hash:
+        return "row_changed"
+    if row.mac is None and keyring.accepts_missing(row.seq):
+        return None
+    if not keyring.check(row.hash, row.mac):
+        return "not_authenticated"
+    return None
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Rows checked from a trusted (seq, hash) onwards, up to the first that does not fit."""
+
+    checked: int
+    last_seq: int | None
+    last_hash: str
+    problem: Problem | None
+
+
+def walk_rows(
+    rows: Iterable[Any], after_seq: int, after_hash: str, keyring: Keyring | None = None
+) -> Walk:
+    keys = keyring or current_keyring()
+    prev_hash, expected, checked = after_hash, after_seq + 1, 0
+    last_seq: int | None = after_seq or None
+    for row in rows:
+        kind = row_problem(row, prev_hash, expected, keys)
+        if kind is not None:
+            return Walk(checked, last_seq, prev_hash, Problem(min(row.seq, expected), kind))
+        prev_hash, expected, last_seq = row.hash, row.seq + 1, row.seq
+        checked += 1
+    return Walk(checked, last_seq, prev_hash, None)
+
+
+def walk_from(
+    session: Session,
+    after_seq: int = 0,
+    after_hash: str = GENESIS_HASH,
+    keyring: Keyring | None = None,
+    until_seq: int | None = None,
+) -> Walk:
+    """Stream the rows after ``after_seq`` (up to ``until_seq``) through ``walk_rows``."""
+    stmt = select(*ROW_COLUMNS).where(AuditEvent.seq > after_seq).order_by(AuditEvent.seq)
+    if until_seq is not None:
+        stmt = stmt.where(AuditEvent.seq <= until_seq)
+    rows = session.execute(stmt.execution_options(yield_per=5000))
     try:
-        return verify_events(events)
+        return walk_rows(rows, after_seq, after_hash, keyring)
     finally:
-        # A broken chain stops early: close the streaming cursor instead of leaving it open
-        # for the rest of the transaction.
-        events.close()
+        # A broken chain stops early: close the streaming cursor.
+        rows.close()
+
+
+def verify_chain(session: Session, keyring: Keyring | None = None) -> ChainVerification:
+    """The chain and every event's MAC, from the first row (no checkpoints: see
+    ``service.audit.verify.verify_log``, which every surface uses)."""
+    walk = walk_from(session, keyring=keyring)
+    if walk.problem is None:
+        return ChainVerification(True, walk.checked, walk.last_seq, walk.last_hash)
+    problem = walk.problem
+    return ChainVerification(
+        False,
+        walk.checked,
+        walk.last_seq,
+        walk.last_hash,
+        problem.seq,
+        problem.words,
+        problem.kind,
+    )

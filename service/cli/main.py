@@ -31,11 +31,19 @@ app.add_typer(user_app, name="user")
 
 @app.command()
 def migrate() -> None:
-    """Apply the database migrations (alembic upgrade head)."""
+    """Apply the database migrations (alembic upgrade head). With LETHE_MIGRATION_DATABASE_URL
+    (the owner), also make the login of LETHE_DATABASE_URL a member of lethe_runtime."""
+    from service.db.privileges import ensure_runtime_login
     from service.stack.migrate import upgrade
     from service.stack.processes import database
 
-    with database(get_settings()) as url:
+    settings = get_settings()
+    if settings.migration_database_url and settings.database_url:
+        upgrade(settings.migration_database_url)
+        login = ensure_runtime_login(settings.migration_database_url, settings.database_url)
+        typer.echo(f"migrations applied; the service connects as {login} (lethe_runtime)")
+        return
+    with database(settings) as url:
         upgrade(url)
     typer.echo("migrations applied")
 
@@ -261,24 +269,29 @@ def audit_verify(
         Path | None,
         typer.Option(help="the signing public key you kept (PEM); default: this service's"),
     ] = None,
+    incremental: Annotated[
+        bool, typer.Option(help="recompute only events after the last verified head")
+    ] = False,
 ) -> None:
-    """Recompute the audit hash chain (names the first broken row); with --checkpoint, also
-    prove that the rows up to the checkpoint are unchanged and still present."""
-    from service.audit import verify_chain
-    from service.audit.anchor import Anchor, load_public_key, read_checkpoint, verify_against
+    """Verify the audit log: every event's chain link and MAC, and agreement with every stored
+    checkpoint; with --checkpoint, also with the checkpoint you kept. Names the first bad
+    event and the kind of tampering; exit 1 if anything fails."""
+    from service.audit.anchor import Anchor, load_public_key, read_checkpoint
+    from service.audit.verify import verify_log
     from service.db.session import database_url, session_factory
 
     settings = get_settings()
+    anchor = Anchor.from_settings(settings)
+    kept = None
+    if checkpoint is not None:
+        key = (
+            load_public_key(public_key.read_bytes())
+            if public_key is not None
+            else anchor.public_key
+        )
+        kept = (read_checkpoint(checkpoint), key)
     with session_factory(database_url(settings))() as session:
-        if checkpoint is None:
-            result = verify_chain(session)
-        else:
-            key = (
-                load_public_key(public_key.read_bytes())
-                if public_key is not None
-                else Anchor.from_settings(settings).public_key
-            )
-            result = verify_against(session, read_checkpoint(checkpoint), key)
+        result = verify_log(session, anchor, incremental=incremental, kept=kept)
     typer.echo(json.dumps(result.as_dict()))
     raise typer.Exit(0 if result.ok else 1)
 

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL (postgresql+psycopg://...). Unset: an embedded PostgreSQL "
         "is started under data_dir.",
     )
+    migration_database_url: str | None = Field(
+        None,
+        description="the owner's URL, used only by `lethe migrate`; when set, migrate also makes "
+        "the login of database_url a member of lethe_runtime (SELECT and INSERT on the audit "
+        "log, nothing more on it). Unset: migrations use database_url",
+    )
     broker_url: str | None = Field(
         None,
         description="Celery broker (redis://, amqp://). Unset: the database through kombu's "
@@ -80,7 +86,28 @@ class Settings(BaseSettings):
     audit_checkpoint_url: str | None = Field(
         None,
         description="where signed checkpoints are kept (a folder or fsspec URL the database "
-        "admin cannot write); unset: data_dir",
+        "admin cannot write); unset: data_dir. Production: required. An s3:// URL is written "
+        "with Object Lock retention (the bucket must have Object Lock enabled).",
+    )
+    audit_checkpoint_retention_days: int = Field(
+        3650,
+        ge=1,
+        description="Object Lock retention (COMPLIANCE mode) of each checkpoint on an S3 store",
+    )
+    audit_mac_keys: str | None = Field(
+        None,
+        description="keys that authenticate audit events (HMAC-SHA256), never stored in the "
+        "database: 'kid=base64,kid=base64', newest last (it signs; all verify). Production: "
+        "this or the key file.",
+    )
+    audit_legacy_through: int = Field(
+        0,
+        ge=0,
+        description="after upgrading to authenticated events: the last sequence written "
+        "before (those rows have no MAC; the chain and checkpoints still cover them)",
+    )
+    audit_mac_key_file: Path | None = Field(
+        None, description="file of audit event keys, one 'kid base64' per line, newest last"
     )
     physical_deletion: Literal["vacuum", "vacuum_full"] = Field(
         "vacuum",
@@ -135,6 +162,15 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "LETHE_AUDIT_SIGNING_KEY or LETHE_AUDIT_SIGNING_KEY_FILE must be set in "
                     "production"
+                )
+            if not self.audit_mac_keys and self.audit_mac_key_file is None:
+                raise ValueError(
+                    "LETHE_AUDIT_MAC_KEYS or LETHE_AUDIT_MAC_KEY_FILE must be set in production"
+                )
+            if not self.audit_checkpoint_url:
+                raise ValueError(
+                    "LETHE_AUDIT_CHECKPOINT_URL must be set in production (a folder or bucket "
+                    "out of the database host's reach)"
                 )
         return self
 

@@ -281,7 +281,9 @@ class Resend(Base):
 
 
 class AuditEvent(Base):
-    """Append-only, hash-chained: hash = sha256(prev_hash || canonical(row))."""
+    """Append-only, hash-chained: hash = sha256(prev_hash || canonical(row)); mac authenticates
+    the hash under a key the database never holds (service.audit.keys). Rows written before
+    event keys existed have no mac and fail verification as unauthenticated."""
 
     __tablename__ = "audit_events"
 
@@ -295,6 +297,7 @@ class AuditEvent(Base):
     details: Mapped[JSON] = mapped_column(JSONB)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    mac: Mapped[str | None] = mapped_column(String(120))
 
 
 class Certificate(UUIDPrimaryKey, CreatedAt, Base):

@@ -28,7 +28,7 @@ from models.conformal import (
 from service.audit import append_event
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, CertificateKind, Strategy
-from service.db.tables import Certificate, ErasureRequest, MlModel, RequestAction
+from service.db.tables import AuditEvent, Certificate, ErasureRequest, MlModel, RequestAction
 from service.erasure.retrain_outcomes import (
     ExactnessResult,
     FinetuneRetrainOutcome,
@@ -333,4 +333,38 @@ def is_certified(kind: str) -> bool:
         CertificateKind.exact_retrain,
         CertificateKind.conformal_risk,
         CertificateKind.no_data_held,
+    )
+
+
+def chained_bodies(
+    session: Session, certificates: Sequence[Certificate]
+) -> dict[int, dict[str, Any] | None]:
+    """The certificate body each row's ``certificate.issued`` event carries (None: the event
+    is missing, is something else, or belongs to another request). The table is a cache of
+    these: pages and reports show the chained body, and say so when the row differs."""
+    seqs = [c.audit_seq for c in certificates]
+    if not seqs:
+        return {}
+    events = {e.seq: e for e in session.scalars(select(AuditEvent).where(AuditEvent.seq.in_(seqs)))}
+    found: dict[int, dict[str, Any] | None] = {}
+    for cert in certificates:
+        event = events.get(cert.audit_seq)
+        ok = (
+            event is not None
+            and event.action == "certificate.issued"
+            and event.request_id == cert.request_id
+            and isinstance(event.details.get("certificate"), dict)
+        )
+        found[cert.audit_seq] = event.details["certificate"] if ok and event else None
+    return found
+
+
+def matches_chain(certificate: Certificate, chained: Mapping[str, Any] | None) -> bool:
+    """The row's body, and its hash, are exactly what the audit log recorded."""
+    if chained is None:
+        return False
+    canonical = json.dumps(chained, sort_keys=True, separators=(",", ":"), default=str)
+    return (
+        chained == certificate.body
+        and hashlib.sha256(canonical.encode()).hexdigest() == certificate.body_hash
     )

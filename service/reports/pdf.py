@@ -262,19 +262,34 @@ def _period_certificates(pdf: _Report, certs: list[Mapping[str, Any]]) -> None:
         pdf.facts(certificate_facts(cert), mono=False)
 
 
-def _chain(pdf: _Report, chain: Mapping[str, Any]) -> None:
-    pdf.heading("Audit-chain verification")
-    ok = bool(chain.get("ok"))
-    pdf.verdict(
-        ok,
-        "The hash chain verifies: no event was changed, removed or reordered."
-        if ok
-        else f"The hash chain is BROKEN at event #{chain.get('first_broken_seq')}: "
-        f"{chain.get('problem')}.",
+def verification_words(chain: Mapping[str, Any]) -> str:
+    """What the verification found, in plain words: a claim only for what was checked."""
+    if not chain.get("ok"):
+        return (
+            f"The audit log does NOT verify, from event #{chain.get('first_broken_seq')}: "
+            f"{chain.get('problem')}."
+        )
+    checkpoints = chain.get("checkpoints_checked") or 0
+    words = (
+        "The audit log verifies: each event follows the one before it, carries lethe's "
+        f"authentication code, and agrees with all {checkpoints} signed checkpoints kept "
+        "outside the database."
     )
+    if chain.get("mode") == "incremental":
+        words += (
+            f" Events after #{chain.get('verified_from_seq')} were recomputed now; the ones "
+            "before were recomputed by an earlier verification of this service."
+        )
+    return words
+
+
+def _chain(pdf: _Report, chain: Mapping[str, Any]) -> None:
+    pdf.heading("Audit-log verification")
+    pdf.verdict(bool(chain.get("ok")), verification_words(chain))
     pdf.facts(
         [
             ("Events checked", str(chain.get("events_checked"))),
+            ("Signed checkpoints checked", str(chain.get("checkpoints_checked", 0))),
             ("Last sequence number", str(chain.get("last_seq"))),
             ("Head hash", str(chain.get("last_hash"))),
         ],
@@ -369,6 +384,14 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
             f"{len(issued) - len(current)} earlier certificate(s) were replaced by the ones "
             "above (re-issued once more was known); every one is in the audit log.",
             9,
+        )
+    check = report.get("certificate_check")
+    if check and not check.get("ok"):
+        seqs = ", ".join(f"#{s}" for s in check.get("differing_audit_seqs") or [])
+        pdf.verdict(
+            False,
+            f"lethe's certificate records differ from the audit log (event {seqs}). The "
+            "certificates above are the audit log's.",
         )
     pdf.heading("Timeline")
     _timeline_chart(pdf, events, summary, report.get("actors") or {}, report.get("notes") or [])

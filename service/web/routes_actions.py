@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from service.erasure.decisions import REJECTION_REASONS, extend_deadline, verify
 from service.erasure.filing import get_request
 from service.erasure.lifecycle import approve_request, cancel_request, reject_request
 from service.reports.annotate import with_words
-from service.reports.build import events_csv, request_report
+from service.reports.build import checkpoint_headers, events_csv, request_report
 from service.reports.pdf import request_pdf
 from service.web.forms import Form, accept, raw, read_note, text
 from service.web.routes_requests import request_page
@@ -154,13 +154,15 @@ def extend(
 
 @router.get("/{request_id}/report.{fmt}")
 def download(
+    http: Request,
     request_id: uuid.UUID,
     fmt: Literal["pdf", "csv", "json"],
     session: SessionDep,
     principal: AuditReader,
 ) -> Response:
     request = get_request(session, request_id)
-    data = with_words(session, request, request_report(session, request.id))
+    report = request_report(session, request.id, http.app.state.anchor)
+    data = with_words(session, request, report)
     session.commit()
     name = f"{data['reference']}.{fmt}"
     disposition = {"content-disposition": f'attachment; filename="{name}"'}
@@ -168,6 +170,8 @@ def download(
         return Response(request_pdf(data), media_type="application/pdf", headers=disposition)
     if fmt == "csv":
         return PlainTextResponse(
-            events_csv(data["events"]), media_type="text/csv", headers=disposition
+            events_csv(data["events"]),
+            media_type="text/csv",
+            headers={**disposition, **checkpoint_headers(data)},
         )
     return Response(json.dumps(data, indent=2), media_type="application/json", headers=disposition)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from service.api.deps import SessionDep, audited
-from service.audit import verify_chain
+from service.audit.verify import verify_log
 from service.core.errors import DomainError
 from service.db.enums import Role
 from service.db.tables import ConsoleUser, MlModel, ModelVersion, RuleSetVersion
-from service.reports.build import events_csv, period_report
+from service.reports.build import checkpoint_headers, events_csv, period_report
 from service.reports.pdf import period_pdf
 from service.web.accounts import (
     active_admins,
@@ -36,18 +36,26 @@ ROLES = [r.value for r in Role]
 AccountChange = Callable[[Session, str, str], ConsoleUser]
 
 
+def _tampered(request: Request) -> list[Any]:
+    """Tampers the checkpoint signers recorded, earliest first (the console's banner)."""
+    anchor = request.app.state.anchor
+    return sorted(anchor.tamper_records(), key=lambda p: p.seq) if anchor else []
+
+
 @router.get("/audit")
-def audit_page(session: SessionDep, principal: AuditReader) -> Response:
+def audit_page(request: Request, session: SessionDep, principal: AuditReader) -> Response:
     session.commit()
-    return render("audit.html", principal, verification=None)
+    return render("audit.html", principal, verification=None, tampered=_tampered(request))
 
 
 @router.post("/audit/verify")
-def audit_verify(session: SessionDep, principal: AuditReader, form: Form) -> Response:
+def audit_verify(
+    request: Request, session: SessionDep, principal: AuditReader, form: Form
+) -> Response:
     accept(form, principal, Role.dpo, Role.auditor)
-    result = verify_chain(session).as_dict()
+    result = verify_log(session, request.app.state.anchor).as_dict()
     session.commit()
-    return render("audit.html", principal, verification=result)
+    return render("audit.html", principal, verification=result, tampered=_tampered(request))
 
 
 def _day(value: str) -> datetime | None:
@@ -59,6 +67,7 @@ def _day(value: str) -> datetime | None:
 
 @router.get("/audit/export")
 def audit_export(
+    request: Request,
     session: SessionDep,
     _: AuditReader,
     since: Annotated[str, Query(max_length=10)] = "",
@@ -66,14 +75,18 @@ def audit_export(
     format: Literal["pdf", "csv", "json"] = "pdf",
 ) -> Response:
     start, end = _day(since), _day(until)
-    data = period_report(session, start, end + timedelta(days=1) if end else None)
+    data = period_report(
+        session, start, end + timedelta(days=1) if end else None, request.app.state.anchor
+    )
     session.commit()
     disposition = {"content-disposition": f'attachment; filename="audit.{format}"'}
     if format == "pdf":
         return Response(period_pdf(data), media_type="application/pdf", headers=disposition)
     if format == "csv":
         return PlainTextResponse(
-            events_csv(data["events"]), media_type="text/csv", headers=disposition
+            events_csv(data["events"]),
+            media_type="text/csv",
+            headers={**disposition, **checkpoint_headers(data)},
         )
     return Response(json.dumps(data, indent=2), media_type="application/json", headers=disposition)
 

@@ -263,6 +263,8 @@ def request_detail(session: Session, request: ErasureRequest, role: Role) -> Det
                 "kind": c.kind,
                 "words": certificate_words(c.body),
                 "facts": engineer_facts(c.body),
+                "matches_audit_log": c.matches_audit_log,
+                "audit_seq": c.audit_seq,
             }
             for c in out.certificates
         ],

@@ -75,6 +75,7 @@ def stack(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             database_url=url,
             broker_url=broker,
             artifact_url=str(tmp / "artifacts"),
+            data_dir=tmp,  # its signing key and checkpoint store: the processes' own
             environment="test",
         )
         try:

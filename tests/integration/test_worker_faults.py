@@ -100,6 +100,7 @@ def env_and_settings(
             database_url=url,
             broker_url=broker,
             artifact_url=str(tmp / "artifacts"),
+            data_dir=tmp,  # its signing key and checkpoint store: the processes' own
             environment="test",
         )
         yield env, settings, tmp

@@ -21,6 +21,8 @@ def worker_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str
         LETHE_ARTIFACT_URL=str(data_dir / "artifacts"),
         LETHE_DATA_DIR=str(data_dir),
         LETHE_LOG_LEVEL="INFO",
+        # The test process's event keys: every process of one deployment shares them.
+        LETHE_AUDIT_MAC_KEYS=os.environ.get("LETHE_AUDIT_MAC_KEYS", ""),
         **extra,
     )
     broker = broker_from_env()

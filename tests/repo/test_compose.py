@@ -55,16 +55,20 @@ WORKERS = ("worker-requests", "worker-ml")
 # Variables that must come from the environment, never from a committed default.
 REQUIRED_SECRETS = (
     "POSTGRES_PASSWORD",
+    "LETHE_RUNTIME_DB_PASSWORD",
     "LETHE_SECRET_KEY",
     "LETHE_ENCRYPTION_KEY",
     "LETHE_AUDIT_SIGNING_KEY",
+    "LETHE_AUDIT_MAC_KEYS",
     "FLOWER_BASIC_AUTH",
 )
 DUMMY_ENV = {
     "POSTGRES_PASSWORD": "dummy-db-password",
+    "LETHE_RUNTIME_DB_PASSWORD": "dummy-runtime-password",
     "LETHE_SECRET_KEY": "dummy-secret-key",
     "LETHE_ENCRYPTION_KEY": "dummy-fernet-key",
     "LETHE_AUDIT_SIGNING_KEY": "dummy-signing-key",
+    "LETHE_AUDIT_MAC_KEYS": "k1=dummy-event-key",
     "FLOWER_BASIC_AUTH": "dummy:dummy",
 }
 TORCH_PIN = "torch==2.13.0"
@@ -191,7 +195,11 @@ def test_compose_config_resolves_with_the_required_variables(tmp_path: Path) -> 
         environment = resolved["services"][name]["environment"]
         assert environment["LETHE_SECRET_KEY"] == DUMMY_ENV["LETHE_SECRET_KEY"], name
         assert environment["LETHE_ENCRYPTION_KEY"] == DUMMY_ENV["LETHE_ENCRYPTION_KEY"], name
-        assert DUMMY_ENV["POSTGRES_PASSWORD"] in environment["LETHE_DATABASE_URL"], name
+        # The services connect as the runtime login, never as the owner.
+        assert DUMMY_ENV["LETHE_RUNTIME_DB_PASSWORD"] in environment["LETHE_DATABASE_URL"], name
+        assert DUMMY_ENV["POSTGRES_PASSWORD"] not in environment["LETHE_DATABASE_URL"], name
+    migrate = resolved["services"]["migrate"]["environment"]
+    assert DUMMY_ENV["POSTGRES_PASSWORD"] in migrate["LETHE_MIGRATION_DATABASE_URL"]
     assert resolved["services"]["worker-ml"]["command"][:3] == ["worker", "--queues", "ml"]
 
 
@@ -315,6 +323,19 @@ _REFERENCE = re.compile(
 )
 
 
+def test_checkpoints_are_shared_by_the_signers_and_out_of_the_databases_reach(
+    compose: dict[str, Any],
+) -> None:
+    """Every process that signs checkpoints writes to one volume; PostgreSQL never mounts it."""
+    declared = compose.get("volumes") or {}
+    signers = ("api", "worker-requests", "worker-ml", "beat")
+    for name in signers:
+        env = compose["services"][name]["environment"]
+        mounts = _named_mounts(compose["services"][name], declared)
+        assert mounts.get("audit-checkpoints") == env["LETHE_AUDIT_CHECKPOINT_URL"], name
+    assert "audit-checkpoints" not in _named_mounts(compose["services"]["postgres"], declared)
+
+
 def test_secrets_are_required_variables_without_defaults(compose: dict[str, Any]) -> None:
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     code = "\n".join(
@@ -329,7 +350,12 @@ def test_secrets_are_required_variables_without_defaults(compose: dict[str, Any]
             )
     for name in APP_SERVICES:
         environment = compose["services"][name]["environment"]
-        for key in ("LETHE_SECRET_KEY", "LETHE_ENCRYPTION_KEY", "LETHE_AUDIT_SIGNING_KEY"):
+        for key in (
+            "LETHE_SECRET_KEY",
+            "LETHE_ENCRYPTION_KEY",
+            "LETHE_AUDIT_SIGNING_KEY",
+            "LETHE_AUDIT_MAC_KEYS",
+        ):
             assert re.fullmatch(rf"\$\{{{key}:\?[^}}]*\}}", environment[key]), (name, key)
     postgres_env = compose["services"]["postgres"]["environment"]
     assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")

@@ -55,7 +55,7 @@ def test_altered_row_is_named(session: Session) -> None:
     _tamper(session, f"UPDATE audit_events SET details = '{{\"i\": 99}}' WHERE seq = {seqs[1]}")
     result = verify_chain(session)
     assert not result.ok and result.first_broken_seq == seqs[1]
-    assert result.problem == "row content does not match its hash"
+    assert result.kind == "row_changed"
 
 
 def test_deleted_row_is_detected(session: Session) -> None:
@@ -63,7 +63,9 @@ def test_deleted_row_is_detected(session: Session) -> None:
     seqs = _last_seqs(session, 4)
     _tamper(session, f"DELETE FROM audit_events WHERE seq = {seqs[2]}")
     result = verify_chain(session)
-    assert not result.ok and result.first_broken_seq == seqs[3]
+    # The missing sequence number is named.
+    assert not result.ok and result.first_broken_seq == seqs[2]
+    assert result.kind == "sequence_gap"
 
 
 def test_reordered_rows_are_detected(session: Session) -> None:
@@ -85,3 +87,15 @@ def test_timestamp_alteration_is_detected(session: Session) -> None:
         f"UPDATE audit_events SET occurred_at = occurred_at - interval '1 day' WHERE seq = {seq}",
     )
     assert verify_chain(session).first_broken_seq == seq
+
+
+def test_rows_without_a_mac_fail_unless_written_before_event_keys(session: Session) -> None:
+    from service.audit.keys import Keyring, current_keyring
+
+    _append(session, 3)
+    first = _last_seqs(session, 3)[0]
+    _tamper(session, f"UPDATE audit_events SET mac = NULL WHERE seq <= {first}")
+    result = verify_chain(session)
+    assert result.kind == "not_authenticated" and result.first_broken_seq is not None
+    upgraded = Keyring(current_keyring().keys, legacy_through=first)
+    assert verify_chain(session, upgraded).ok

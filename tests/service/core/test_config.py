@@ -1,4 +1,5 @@
-"""Settings: production refuses to start without an audit signing key, with the development
+"""Settings: production refuses to start without an audit signing key, event keys, a
+checkpoint location, with the development
 keys, or with console cookies that are not Secure."""
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ def test_production_requires_a_signing_key() -> None:
     }
     with pytest.raises(ValidationError, match="AUDIT_SIGNING_KEY"):
         Settings(**base)
-    assert Settings(**base, audit_signing_key="k").audit_signing_key == "k"
+    with pytest.raises(ValidationError, match="AUDIT_MAC_KEYS"):
+        Settings(**base, audit_signing_key="k")
+    with pytest.raises(ValidationError, match="AUDIT_CHECKPOINT_URL"):
+        Settings(**base, audit_signing_key="k", audit_mac_keys="k1=AAAA")
+    complete = Settings(
+        **base, audit_signing_key="k", audit_mac_keys="k1=AAAA", audit_checkpoint_url="s3://b/c"
+    )
+    assert complete.audit_signing_key == "k"
 
 
 def test_production_refuses_development_keys_and_plain_cookies() -> None:
@@ -30,6 +38,8 @@ def test_production_refuses_development_keys_and_plain_cookies() -> None:
         "encryption_key": "ZmFrZS1mZXJuZXQta2V5LWZvci10ZXN0cy0zMmJ5dGU=",
         "database_url": "postgresql+psycopg://x@127.0.0.1/x",
         "audit_signing_key": "k",
+        "audit_mac_keys": "k1=AAAA",
+        "audit_checkpoint_url": "/srv/checkpoints",
     }
     with pytest.raises(ValidationError, match="COOKIE_SECURE"):
         Settings(**base, console_cookie_secure=False)

@@ -102,7 +102,7 @@ def test_request_pdf_states_the_facts(
         shard["checkpoint_after"],
         shard["superseded_checkpoints"][0][:16],
         f"{shard['accuracy_before']:.4f} -> {shard['accuracy_after']:.4f}",
-        "The hash chain verifies",
+        "The audit log verifies",
         report["chain"]["last_hash"],
     ):
         assert fact in engineers, fact
@@ -120,7 +120,7 @@ def test_period_pdf_and_roles(
     text, _ = pdf_text(r.content)
     (artifacts_dir() / "period-report.pdf").write_bytes(r.content)
     assert "Audit period report" in text and completed_request in text
-    assert "Certificates issued 1" in text and "The hash chain verifies" in text
+    assert "Certificates issued 1" in text and "The audit log verifies" in text
     denied = app_client.get(
         "/v1/audit/export", params={"format": "pdf"}, headers=auth(tokens["ml_engineer"])
     )
@@ -209,7 +209,7 @@ def test_conformal_certificate_extension_and_broken_chain() -> None:
         "B (regeneration budget) 2",
         "Rule-set version 3",
         "exchangeable with future queries",
-        "BROKEN at event #2",
+        "does NOT verify, from event #2",
     ):
         assert fact in text, fact
     period = period_pdf(

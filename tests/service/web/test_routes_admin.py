@@ -21,7 +21,7 @@ def test_period_export_from_the_console(web: TestClient, accounts: dict[str, str
     assert csv.status_code == 200 and csv.text.startswith("seq,occurred_at")
     token = form_token(web, "/console/audit")
     verified = web.post("/console/audit/verify", data={"csrf_token": token})
-    assert "The chain verifies" in verified.text
+    assert "The audit log verifies" in verified.text
     web.cookies.clear()
     sign_in(web, accounts["ml_engineer"])
     assert web.get("/console/audit/export").status_code == 403

@@ -16,13 +16,13 @@ def test_reaper_signs_a_checkpoint_of_the_head(
     """Events committed by a process that died before signing are covered by the reaper."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from models.artifacts import open_store
     from service.audit import append_event
     from service.audit.anchor import Anchor
+    from service.audit.store import FolderStore
     from workers.base import DbTask
     from workers.tasks.reaper import reap_stuck_jobs
 
-    anchor = Anchor(Ed25519PrivateKey.generate(), open_store(tmp_path / "checkpoints"))
+    anchor = Anchor(Ed25519PrivateKey.generate(), FolderStore(tmp_path / "checkpoints"))
     monkeypatch.setattr(DbTask, "_anchor", anchor)
     append_event(session, actor="t", action="test.event", target_type="t", target_id="1")
     session.commit()  # not anchored: as if the process died before it signed
