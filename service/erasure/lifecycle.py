@@ -127,7 +127,7 @@ def _decide(
 ) -> None:
     # The reason is free text typed by a DPO: stored encrypted beside the event (shown back to
     # those who may read it); the log keeps only its keyed hash.
-    details = {**digest_details(kind, reason), **(extra or {})}
+    details = {**digest_details(request, kind, reason), **(extra or {})}
     event = move_request(session, request, target, actor=actor, details=details)
     keep_note(session, request, kind, reason, actor, event)
 

@@ -332,7 +332,11 @@ def _notes(pdf: _Report, notes: list[Mapping[str, Any]] | None) -> None:
             (
                 str(n.get("label")),
                 f"{n.get('text')}"
-                + ("" if n.get("matches_log") else "  [does NOT match the audit log's hash]"),
+                + (
+                    ""
+                    if n.get("matches_log") or n.get("destroyed")
+                    else "  [does NOT match the audit log's hash]"
+                ),
             )
             for n in notes
         ]
@@ -340,6 +344,21 @@ def _notes(pdf: _Report, notes: list[Mapping[str, Any]] | None) -> None:
     pdf.para(
         "Each text is stored encrypted; the audit log keeps a keyed hash of it, checked here.", 8
     )
+
+
+def _keys(pdf: _Report, events: list[Mapping[str, Any]]) -> None:
+    """Which of the request's keys were destroyed, and when (from the audit log only)."""
+    pdf.heading("The requester's data held by lethe")
+    destroyed = [e for e in events if e.get("action") == "request.keys_destroyed"]
+    if not destroyed:
+        pdf.para(
+            "The request's encryption key still exists: its identifier, names, facts, reasons "
+            "and notes are kept encrypted until the retention period of this kind of request "
+            "ends, then the key is destroyed."
+        )
+        return
+    for event in destroyed:
+        pdf.para(describe_event(event))
 
 
 def request_pdf(report: Mapping[str, Any]) -> bytes:
@@ -360,6 +379,7 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
     if line is not None and line.tone in ("ok", "bad"):
         pdf.verdict(line.tone == "ok", line.text)
     _notes(pdf, report.get("notes"))
+    _keys(pdf, events)
     issued = [c for c in summary.get("certificates") or [] if c]
     current = [c for c in summary.get("current_certificates", issued) if c]
     status = str(summary.get("status") or "")

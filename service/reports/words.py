@@ -113,12 +113,23 @@ def _rules_activated(d: Mapping[str, Any]) -> str:
     )
 
 
+def _keys_destroyed(d: Mapping[str, Any]) -> str:
+    keys = ", ".join(str(k) for k in d.get("key_ids") or [])
+    return (
+        f"The request's encryption key ({keys}) was destroyed at "
+        f"{fmt_time(d.get('destroyed_at'))}: the identifier, names, facts, reasons and notes "
+        "it protected can no longer be read anywhere, including database backups. Their "
+        "encrypted copies were also deleted from the request's record."
+    )
+
+
 _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "request.received": _received,
     "request.rejected": _rejected,
     "request.identity_verified": _identity_verified,
     "request.deadline_extended": _deadline_extended,
     "request.completed": _completed,
+    "request.keys_destroyed": _keys_destroyed,
     "action.planned": _planned,
     "action.completed": _action_completed,
     "action.skipped": lambda d: f"{d.get('model')}: nothing to do (no records of this subject).",
