@@ -76,7 +76,8 @@ class LocalArtifactStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Artifacts are derived from personal data: folders 0700, files 0600 (mkstemp).
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"
@@ -86,7 +87,7 @@ class LocalArtifactStore:
 
     def put(self, key: str, data: bytes) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, staged = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as handle:

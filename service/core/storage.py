@@ -5,6 +5,7 @@ Shared by every domain that trains, serves or destroys artifacts."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from models.artifacts import ArtifactStore, open_store
@@ -22,3 +23,13 @@ def merged_root(settings: Settings) -> Path:
     if "://" not in location:
         return Path(location).resolve() / "serving"
     return Path(settings.data_dir).resolve() / "finetuned"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only lethe's user can read (0600; its folder created 0700): reports and
+    exports name requests and models, and lethe writes nothing world-readable."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # an existing file keeps its mode otherwise
+        handle.write(data)

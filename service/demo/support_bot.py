@@ -22,6 +22,7 @@ import httpx
 from models.assets.tofu import QA, author_name
 from models.generative.probes import oracle_leaks, rouge_l_recall
 from models.generative.rules import Fact
+from service.core.storage import write_private
 from service.demo.client import check, wait
 from service.demo.support_data import (
     FINETUNE,
@@ -354,7 +355,6 @@ def _write_pdf(
         f"/v1/requests/{request_id}/report", params={"format": "pdf"}, headers=headers
     )
     response.raise_for_status()
-    reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"request-{request_id}.pdf"
-    path.write_bytes(response.content)
+    write_private(path, response.content)
     return [f"report             {path}"]

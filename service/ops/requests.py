@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from service.core.storage import write_private
 from service.ops.client import EXIT_FAILED
 from service.ops.output import api, emit_json, out, table, wait_for
 
@@ -227,5 +228,5 @@ def export(
         response = client.request(
             "GET", f"/v1/requests/{request_id}/report", params={"format": fmt}
         )
-    output.write_bytes(response.content)
+    write_private(output, response.content)
     out.print(f"wrote {output} ({len(response.content)} bytes)")
