@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(
         5.0, ge=0, description="how long a process keeps an unwrapped data key in memory"
     )
+    encrypt_records: bool = Field(
+        True,
+        description="seal each training record under a key of its data subject (off: stored "
+        "in clear, only to measure what sealing costs)",
+    )
     crypto_shredding: bool = Field(
         True,
         description="destroy a request's keys once its retention ends (off: kept for ever; "

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
 from service.core.keys import KeyDestroyed, keys_for
 from service.core.security import open_sealed
 from service.db.tables import ErasureRequest, RequestNote
@@ -42,7 +42,7 @@ def own_database(pg_server: str) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _own_url(settings: Settings, own_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # What opens its own connection (VACUUM after a purge) goes to this database too.
-    monkeypatch.setattr(settings, "database_url", own_database)
+    monkeypatch.setattr(get_settings(), "database_url", own_database)
 
 
 @pytest.fixture
@@ -130,6 +130,7 @@ def _sealed_copies(factory: sessionmaker[Session], ids: list[str]) -> list[bytes
 def _shred(settings: Settings, monkeypatch: pytest.MonkeyPatch, on: bool) -> dict[str, int]:
     from workers.tasks.reaper import shred_keys
 
+    settings = get_settings()  # the object the task reads (a test may have rebuilt it)
     monkeypatch.setattr(settings, "crypto_shredding", on)
     for kind in ("completed", "rejected", "cancelled"):
         monkeypatch.setattr(settings, f"retention_{kind}_days", 0.0)
