@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -273,11 +274,18 @@ def measure_generate(stack: Stack, requests: int, generations: int) -> dict[str,
         for i in range(generations):
             lm.generate(f"Where does person {i % 8} live?", max_new_tokens=24, seed=0)
         generate_s = (time.perf_counter() - started) / generations
-    rulesets._MERGED = rulesets.LoadedCache(capacity=32)  # cold: as after an activation
     with stack.factory() as s:
         started = time.perf_counter()
-        rulesets.load_active(stack.settings, s, model_id)
-        cold_s = time.perf_counter() - started
+        for _ in range(generations):
+            rulesets.active_row(s, model_id)
+        row_s = (time.perf_counter() - started) / generations
+        colds = []
+        for _ in range(generations):
+            rulesets._MERGED = rulesets.LoadedCache(capacity=32)  # as after an activation
+            started = time.perf_counter()
+            rulesets.load_active(stack.settings, s, model_id)
+            colds.append(time.perf_counter() - started)
+        cold_s = statistics.median(colds)
         started = time.perf_counter()
         for _ in range(generations):
             rulesets.load_active(stack.settings, s, model_id)
@@ -286,42 +294,80 @@ def measure_generate(stack: Stack, requests: int, generations: int) -> dict[str,
         "requests_in_rule_set": requests,
         "generation_s": round(generate_s, 5),
         "rules_read_s": round(warm_s, 6),
+        "row_read_only_s": round(row_s, 6),
+        "opening_cost_s": round(max(warm_s - row_s, 0.0), 6),
         "first_read_after_activation_s": round(cold_s, 5),
-        "ratio": round((generate_s + warm_s) / generate_s, 4),
-        "ratio_first_read": round((generate_s + cold_s) / generate_s, 4),
+        "ratio": round((generate_s + max(warm_s - row_s, 0.0)) / generate_s, 4),
+        "ratio_first_read": round((generate_s + max(cold_s - row_s, 0.0)) / generate_s, 4),
         "target_ratio_max": 1.02,
-        "note": "rules_read_s includes the row's read (one query): with encryption off it "
-        "would still be read; the ratio bounds the cost from above",
+        "note": "ratio: generation plus what opening the rules adds to the row's read "
+        "(cached per version: steady state) over generation alone; ratio_first_read: the "
+        "first generate after an activation opens every request's rules. Generation only "
+        "(no verifier): the guarded generate is longer, so the ratios bound the cost above",
     }
 
 
-def measure_shredding(stack: Stack, requests: int) -> dict[str, Any]:
-    """Requests cancelled (retention 0), then one run of the shredding job."""
-    from service.db.base import utcnow
+def _cancel_many(stack: Stack, requests: int, retention: float) -> tuple[float, list[Any]]:
+    """File ``requests`` requests, then cancel each in its own transaction (the request's
+    end); the median seconds of those transactions, and the requests."""
     from service.erasure.filing import NewRequest, file_request
     from service.erasure.lifecycle import cancel_request
-    from service.erasure.shredding import shred_due
 
-    stack.settings.retention_cancelled_days = 0.0
+    stack.settings.retention_cancelled_days = retention
+    filed = []
     with stack.factory() as s, s.begin():
         for i in range(requests):
-            new = NewRequest(f"P-{i}", "bench", None, {"names": [f"P {i}"]}, None)
-            request, _ = file_request(s, stack.settings, new, "bench")
+            forget = {"names": [f"P {i}"], "facts": []}
+            new = NewRequest(f"P-{i}", "bench", None, forget, None)
+            filed.append(file_request(s, stack.settings, new, "bench")[0].id)
+    spent, ended = [], []
+    for request_id in filed:
+        started = time.perf_counter()
+        with stack.factory() as s, s.begin():
+            request = s.get_one(ErasureRequestRow(), request_id)
             cancel_request(s, request, "bench", "withdrawn")
-        ended = utcnow()
+        spent.append(time.perf_counter() - started)
+        ended.append(request)
+    return statistics.median(spent), ended
+
+
+def ErasureRequestRow() -> Any:
+    from service.db.tables import ErasureRequest
+
+    return ErasureRequest
+
+
+def measure_shredding(stack: Stack, requests: int) -> dict[str, Any]:
+    """Retention 0: the key is destroyed in the transaction that ends the request (before its
+    commit); the extra time that costs. Retention > 0: one run of the periodic job."""
+    from service.core.keys import keys_for
+    from service.db.base import utcnow
+    from service.erasure.shredding import shred_due
+
+    keys = keys_for(stack.settings)
+    kept_s, _ = _cancel_many(stack, requests, retention=30.0)
+    at_end_s, shredded_at_end = _cancel_many(stack, requests, retention=0.0)
+    gone_at_commit = sum(not keys.exists(r.key_id) for r in shredded_at_end)
     started = time.perf_counter()
     with stack.factory() as s, s.begin():
-        shredded = shred_due(s, stack.settings, "bench", utcnow())
+        by_job = shred_due(s, stack.settings, "bench", utcnow() + timedelta(days=31))
     job_s = time.perf_counter() - started
-    interval = stack.settings.shred_interval_seconds
     return {
         "requests": requests,
-        "shredded": shredded,
-        "job_s": round(job_s, 4),
-        "per_request_ms": round(1000 * job_s / max(shredded, 1), 3),
-        "ended_at": ended.isoformat(),
-        "shred_interval_seconds": interval,
-        "worst_case_end_to_destroyed_s": round(interval + job_s, 3),
+        "at_end": {
+            "keys_gone_when_the_ending_commit_returned": gone_at_commit,
+            "end_to_destroyed_s": 0.0 if gone_at_commit == requests else None,
+            "ending_transaction_s": round(at_end_s, 4),
+            "ending_transaction_without_shredding_s": round(kept_s, 4),
+            "added_s": round(at_end_s - kept_s, 4),
+        },
+        "periodic_job": {
+            "shredded": by_job,
+            "job_s": round(job_s, 4),
+            "per_request_ms": round(1000 * job_s / max(by_job, 1), 3),
+            "shred_interval_seconds": stack.settings.shred_interval_seconds,
+            "worst_case_after_retention_s": round(stack.settings.shred_interval_seconds + job_s, 3),
+        },
         "target_s_max": 1.0,
     }
 

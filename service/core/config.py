@@ -67,10 +67,13 @@ class Settings(BaseSettings):
         "only for tests that show what shredding removes)",
     )
     shred_interval_seconds: float = Field(
-        5.0, gt=0, description="how often the periodic job destroys the keys that are due"
+        60.0, gt=0, description="how often the periodic job destroys the keys that are due"
     )
     retention_completed_days: float = Field(
-        0.0, ge=0, description="days a completed request's personal data is kept after it ends"
+        7.0,
+        ge=0,
+        description="days a completed request's personal data is kept after it ends (and its "
+        "rules are no longer served), for the DPO's follow-up; 0: destroyed as it ends",
     )
     retention_rejected_days: float = Field(
         30.0, ge=0, description="days a rejected (or failed) request's personal data is kept"

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
 from service.core.errors import conflict
 from service.db.base import utcnow
 from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus, NoteKind, RequestOutcome
@@ -23,6 +23,7 @@ from service.db.tables import AuditEvent, ErasureRequest, RequestAction
 from service.erasure.deadlines import is_overdue
 from service.erasure.no_data import issue_no_data_certificates
 from service.erasure.notes import digest_details, keep_note
+from service.erasure.shredding import shred_at_end
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_PROCESS_REQUEST
 
@@ -130,6 +131,8 @@ def _decide(
     details = {**digest_details(request, kind, reason), **(extra or {})}
     event = move_request(session, request, target, actor=actor, details=details)
     keep_note(session, request, kind, reason, actor, event)
+    if target in (S.rejected, S.cancelled):
+        shred_at_end(session, get_settings(), request, actor)
 
 
 def approve_request(
@@ -192,6 +195,7 @@ def finish_request_if_done(session: Session, request: ErasureRequest, actor: str
     move_request(
         session, request, S.failed if failed else S.completed, actor=actor, details=details
     )
+    shred_at_end(session, get_settings(), request, actor)
     return True
 
 

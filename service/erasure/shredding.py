@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.keys import keys_for
+from service.db.base import utcnow
 from service.db.enums import RequestStatus as S
 from service.db.enums import RuleSetStatus
 from service.db.tables import ErasureRequest, RuleSetVersion
@@ -143,6 +144,32 @@ def shred_request(
             "cleared": CLEARED,
         },
     )
+
+
+def _retention_days(settings: Settings, request: ErasureRequest) -> float | None:
+    p = RetentionPolicy.from_settings(settings)
+    return {
+        S.completed: p.completed_days,
+        S.failed: p.rejected_days,
+        S.rejected: p.rejected_days,
+        S.cancelled: p.cancelled_days,
+    }.get(S(request.status))
+
+
+def shred_at_end(session: Session, settings: Settings, request: ErasureRequest, actor: str) -> bool:
+    """Called as a request ends (in its transaction): with a retention of 0 for its kind and
+    no rule of it still served, its key is destroyed at once rather than at the job's next
+    run. Whether it was."""
+    if (
+        not settings.crypto_shredding
+        or request.key_id is None
+        or request.keys_destroyed_at is not None
+        or _retention_days(settings, request) != 0
+        or str(request.id) in _served_request_ids(session)
+    ):
+        return False
+    shred_request(session, settings, request, actor, utcnow())
+    return True
 
 
 def shred_due(session: Session, settings: Settings, actor: str, now: datetime) -> int:

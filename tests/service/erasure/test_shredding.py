@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
 from service.core.keys import KeyDestroyed, keys_for
 from service.core.security import open_sealed
 from service.db.base import utcnow
@@ -133,6 +133,18 @@ def test_shredding_switched_off_keeps_the_key(
 
 def test_the_policy_in_words(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(settings, "retention_rejected_days", 0.5)
+    monkeypatch.setattr(settings, "retention_completed_days", 0.0)
     words = " ".join(policy_words(settings))
     assert "Completed requests: the requester's data is destroyed as soon as it ends" in words
     assert "12 hours after it ends" in words and "30 days after it ends" in words
+
+
+def test_a_retention_of_zero_destroys_the_key_as_the_request_ends(
+    session: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "retention_cancelled_days", 0.0)
+    request = get_request(session, _file(session, settings))
+    cancel_request(session, request, "test", "withdrawn by Canary")
+    assert request.keys_destroyed_at is not None
+    assert not keys_for(settings).exists(request.key_id or "")
+    assert [e.details["key_ids"] for e in _events(session, request.id, "request.keys_destroyed")]
