@@ -15,6 +15,7 @@ subject length · subject · 12-byte nonce · ciphertext (the subject is the ass
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import uuid
@@ -42,6 +43,21 @@ class SubjectKeys:
     def __init__(self, keys: Keys, model_id: uuid.UUID | str) -> None:
         self.keys, self.model_id = keys, str(model_id)
         self._bundles: dict[str, dict[str, bytes]] = {}
+        # One cipher object per subject key (building one costs more than sealing a record).
+        self._ciphers: dict[str, AESGCM] = {}
+        # Nonces: a random 8-byte prefix of this instance and a counter; ingestion seals all
+        # of a model's records through one instance, so a key never sees a nonce twice.
+        self._prefix = os.urandom(NONCE_BYTES - 4)
+        self._count = itertools.count()
+
+    def _cipher(self, bid: str, subject: str) -> AESGCM | None:
+        cipher = self._ciphers.get(subject)
+        if cipher is None:
+            key = self._load(bid).get(subject)
+            if key is None:
+                return None
+            cipher = self._ciphers[subject] = AESGCM(key)
+        return cipher
 
     def _load(self, bid: str) -> dict[str, bytes]:
         if bid not in self._bundles:
@@ -75,30 +91,34 @@ class SubjectKeys:
     def ensure(self, subjects: Iterable[str]) -> None:
         """A key for every subject that has none yet (one write per bundle that changed)."""
         changed = set()
-        for subject in subjects:
+        missing = [
+            s for s in dict.fromkeys(subjects) if s not in self._load(bundle_id(self.model_id, s))
+        ]
+        fresh = os.urandom(32 * len(missing))  # one read of the system's random source
+        for i, subject in enumerate(missing):
             bid = bundle_id(self.model_id, subject)
-            bundle = self._load(bid)
-            if subject not in bundle:
-                bundle[subject] = AESGCM.generate_key(bit_length=256)
-                changed.add(bid)
+            self._load(bid)[subject] = fresh[32 * i : 32 * (i + 1)]
+            changed.add(bid)
         for bid in sorted(changed):
             self._save(bid)
 
     def seal(self, subject: str, plaintext: bytes) -> bytes:
         bid = bundle_id(self.model_id, subject)
-        key = self._load(bid)[subject]
-        nonce = os.urandom(NONCE_BYTES)
-        body = AESGCM(key).encrypt(nonce, plaintext, subject.encode())
+        cipher = self._cipher(bid, subject)
+        if cipher is None:
+            raise KeyDestroyed(f"{bid}:{subject}")
+        nonce = self._prefix + next(self._count).to_bytes(4, "big")
+        body = cipher.encrypt(nonce, plaintext, subject.encode())
         b, s = bid.encode(), subject.encode()
         return MAGIC + bytes([len(b)]) + b + bytes([len(s)]) + s + nonce + body
 
     def open(self, blob: bytes) -> bytes:
         bid, subject, nonce, body = _split(blob)
-        key = self._load(bid).get(subject)
-        if key is None:
+        cipher = self._cipher(bid, subject)
+        if cipher is None:
             raise KeyDestroyed(f"{bid}:{subject}")
         try:
-            return AESGCM(key).decrypt(nonce, body, subject.encode())
+            return cipher.decrypt(nonce, body, subject.encode())
         except InvalidTag as exc:
             raise ValueError("stored record does not match its key") from exc
 
@@ -112,6 +132,8 @@ class SubjectKeys:
         rewritten: list[str] = []
         for bid, group in sorted(by_bundle.items()):
             self._bundles.pop(bid, None)
+            for subject in group:
+                self._ciphers.pop(subject, None)
             bundle = self._load(bid)
             gone = sorted(s for s in group if bundle.pop(s, None) is not None)
             if gone:
