@@ -235,3 +235,37 @@ def test_control_without_shredding_the_search_finds_the_canary(
     hits = _raw_hits(own_database, canary)
     assert any("/pg_wal/" in h for h in hits) and any("/base/" in h for h in hits), hits
     assert canary.found_in(_pg_dump(own_database))
+
+
+def test_guard_rules_hold_the_canary_only_sealed_and_keep_their_key_while_served(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    own_database: str,
+    factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_lm: Path,
+    retain_file: Path,
+) -> None:
+    from service.db.tables import RuleSetVersion
+    from service.rules.rulesets import per_request_rule_sets
+    from tests.support.generative_data import generative_model_body
+
+    canary = Canary()
+    body = generative_model_body(canary.model, tiny_lm, retain_file)
+    h = auth(tokens["ml_engineer"])
+    assert app_client.post("/v1/models", json=body, headers=h).status_code == 201
+    rid = _file(app_client, tokens["dpo"], canary, "guard")
+    ok = app_client.post(f"/v1/requests/{rid}/approve", json={"reason": "ok"},
+                         headers=auth(tokens["dpo"]))  # fmt: skip
+    assert ok.status_code == 200
+    drain(sent_tasks)
+    with factory() as s:
+        (row,) = s.scalars(select(RuleSetVersion).where(RuleSetVersion.request_ids.contains([rid])))
+        opened = per_request_rule_sets(get_settings(), row)[rid]
+    assert canary.name in opened.to_json()  # the rules hold the name: sealed, not in clear
+    assert not canary.found_in(bytes(row.rules_encrypted))
+    assert _raw_hits(own_database, canary) == [] and not canary.found_in(_pg_dump(own_database))
+    # Served rules keep their request's key, whatever the retention says.
+    _shred(get_settings(), monkeypatch, on=True)
+    assert keys_for(get_settings()).exists(f"req-{rid}")
