@@ -379,7 +379,6 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
     if line is not None and line.tone in ("ok", "bad"):
         pdf.verdict(line.tone == "ok", line.text)
     _notes(pdf, report.get("notes"))
-    _keys(pdf, events)
     issued = [c for c in summary.get("certificates") or [] if c]
     current = [c for c in summary.get("current_certificates", issued) if c]
     status = str(summary.get("status") or "")
@@ -390,6 +389,7 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
             "above (re-issued once more was known); every one is in the audit log.",
             9,
         )
+    _keys(pdf, events)
     pdf.heading("Timeline")
     _timeline_chart(pdf, events, summary, report.get("actors") or {}, report.get("notes") or [])
     _engineer_details(pdf, current, events)
