@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from service.core.storage import drop_stale_merged
 from service.db.base import utcnow
 from service.erasure.shredding import shred_due
 from service.finetune.deadlines import flag_overdue_exact
@@ -42,4 +43,6 @@ def reap_stuck_jobs(self: DbTask) -> dict[str, int]:
 def shred_keys(self: DbTask) -> dict[str, int]:
     with self.transaction() as session:
         shredded = shred_due(session, self.settings, "retention", utcnow())
-    return {"shredded": shredded}
+    # This worker host's merged weights of erased checkpoints (erased on another host).
+    dropped = drop_stale_merged(self.settings)
+    return {"shredded": shredded, "merged_dropped": len(dropped)}
