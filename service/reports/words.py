@@ -204,6 +204,8 @@ def _exact_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
                 f"until retention ends ({'unknown' if days is None else f'{days} days'})",
             )
         )
+        for key in physical.get("keys_destroyed") or []:
+            rows.append(("Key destroyed", str(key)))
     for s in cert.get("shards_retrained") or []:
         rows += _shard_facts(s)
     if cert.get("slices"):

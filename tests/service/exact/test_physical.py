@@ -207,3 +207,8 @@ def test_sealed_records_leave_no_readable_copy(committed: dict[str, Any]) -> Non
     claim = cert["body"]["physical_deletion"]
     assert len(claim["keys_destroyed"]) == 1 and not claim["remains_readable"]
     assert "key was destroyed" in claim["statement"]
+    from service.reports.plain import certificate_words
+
+    # The DPO's words say it too, and no longer that backups keep readable copies.
+    words = certificate_words(cert["body"])
+    assert "that key was destroyed" in words and "until they expire" not in words
