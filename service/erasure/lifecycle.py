@@ -14,11 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
-from service.core.config import Settings, get_settings
+from service.core.config import Settings
 from service.core.errors import conflict
 from service.db.base import utcnow
 from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus, NoteKind, RequestOutcome
 from service.db.enums import RequestStatus as S
+from service.db.session import settings_of
 from service.db.tables import AuditEvent, ErasureRequest, RequestAction
 from service.erasure.deadlines import is_overdue
 from service.erasure.no_data import issue_no_data_certificates
@@ -132,7 +133,7 @@ def _decide(
     event = move_request(session, request, target, actor=actor, details=details)
     keep_note(session, request, kind, reason, actor, event)
     if target in (S.rejected, S.cancelled):
-        shred_at_end(session, get_settings(), request, actor)
+        shred_at_end(session, settings_of(session), request, actor)
 
 
 def approve_request(
@@ -195,7 +196,7 @@ def finish_request_if_done(session: Session, request: ErasureRequest, actor: str
     move_request(
         session, request, S.failed if failed else S.completed, actor=actor, details=details
     )
-    shred_at_end(session, get_settings(), request, actor)
+    shred_at_end(session, settings_of(session), request, actor)
     return True
 
 

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from service.audit import append_event
-from service.core.config import Settings, get_settings
+from service.core.config import Settings
 from service.core.keys import KeyDestroyed
 from service.core.security import keyed_digest, open_sealed, seal_for
 from service.db.enums import NoteKind
+from service.db.session import settings_of
 from service.db.tables import AuditEvent, ErasureRequest, RequestNote
 
 # Longest DPO text kept: the console's and the API's fields stop at 2,000 characters.
@@ -49,20 +50,19 @@ LABELS: dict[NoteKind, str] = {
 }
 
 
-def _settings() -> Settings:
-    # The decisions that record these texts are shared with the API and take no settings; the
-    # keys are the service's own, the same for every caller in one process.
-    return get_settings()
+def _settings(request: ErasureRequest | None = None) -> Settings:
+    # The decisions that record these texts are shared with the API and take no settings: the
+    # settings bound to the request's session (the API's, a worker's), else the process's.
+    return settings_of(object_session(request) if request is not None else None)
 
 
 def seal_request_text(request: ErasureRequest, text: str) -> bytes:
     """Seal one DPO text of ``request`` under the request's data key."""
-    return seal_for(_settings(), request.key_id, text.encode())
+    return seal_for(_settings(request), request.key_id, text.encode())
 
 
 def open_request_text(request: ErasureRequest, blob: bytes) -> str:
-    del request  # the blob names its key
-    return open_sealed(_settings(), blob).decode()
+    return open_sealed(_settings(request), blob).decode()
 
 
 def text_digest(text: str, purpose: str = "dpo-text") -> str:
@@ -72,7 +72,7 @@ def text_digest(text: str, purpose: str = "dpo-text") -> str:
 
 def request_digest(request: ErasureRequest, text: str) -> str:
     """A keyed hash of a request's text under its data key: unverifiable once destroyed."""
-    return keyed_digest(_settings(), request.key_id, "dpo-text", text)
+    return keyed_digest(_settings(request), request.key_id, "dpo-text", text)
 
 
 def clean_text(text: str) -> str:
