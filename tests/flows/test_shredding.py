@@ -7,7 +7,9 @@ Nothing is found, and every sealed copy taken before the shredding fails to open
 
 The control runs the same search with shredding switched off: the sealed copies still open to
 the canary, and the raw scan finds a canary written in plain text (it does read the pages and
-the WAL). Everything commits for real, on a database of this module's own."""
+the WAL). The guard path keeps the canary only sealed, and its key while its rules are served.
+On a versioned bucket (moto's server) no version or delete marker of a destroyed key remains.
+Everything commits for real, on a database of this module's own."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -269,3 +272,59 @@ def test_guard_rules_hold_the_canary_only_sealed_and_keep_their_key_while_served
     # Served rules keep their request's key, whatever the retention says.
     _shred(get_settings(), monkeypatch, on=True)
     assert keys_for(get_settings()).exists(f"req-{rid}")
+
+
+@pytest.fixture
+def versioned_store(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[Any]:
+    """The artifact store (and with it the key store) on a versioned bucket of moto's
+    server, for the app's and the workers' settings."""
+    import socket
+
+    import boto3
+
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in (("AWS_ACCESS_KEY_ID", "t"), ("AWS_SECRET_ACCESS_KEY", "t")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    bucket = f"lethe-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for target in {id(s): s for s in (settings, get_settings())}.values():
+        monkeypatch.setattr(target, "artifact_url", f"s3://{bucket}/artifacts")
+    try:
+        yield client, bucket
+    finally:
+        server.stop()
+
+
+def test_on_a_versioned_bucket_no_version_of_a_destroyed_key_remains(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    versioned_store: Any,
+) -> None:
+    client, bucket = versioned_store
+    canary = Canary()
+    ids = _through_every_path(app_client, tokens, sent_tasks, canary)
+    keys = [f"artifacts/keys/req-{i}" for i in ids]
+    listed = client.list_object_versions(Bucket=bucket, Prefix="artifacts/keys/")
+    held = {v["Key"] for v in listed.get("Versions", [])}
+    assert set(keys) <= held  # the keys are in the bucket before
+    assert _shred(settings, monkeypatch, on=True)["shredded"] == 3
+    listed = client.list_object_versions(Bucket=bucket, Prefix="artifacts/")
+    every = listed.get("Versions", []) + listed.get("DeleteMarkers", [])
+    assert not [v for v in every if v["Key"] in keys]  # no old version, no delete marker
+    for version in listed.get("Versions", []):  # and no stored byte holds the canary
+        body = client.get_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+        assert not canary.found_in(body["Body"].read()), version["Key"]
