@@ -76,7 +76,8 @@ class LocalArtifactStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Artifacts are derived from personal data: folders 0700, files 0600 (mkstemp).
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"
@@ -86,7 +87,7 @@ class LocalArtifactStore:
 
     def put(self, key: str, data: bytes) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, staged = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -179,7 +180,11 @@ class FsspecArtifactStore:
         return bool(self._fs.isfile(self._fresh(self._path(key))))
 
     def delete(self, key: str) -> bool:
+        """Remove ``key``; on a versioned S3 bucket every stored version and delete marker of
+        it too (a plain delete there only hides the bytes behind a marker)."""
         path = self._fresh(self._path(key))
+        if self._versioned():
+            return self._delete_versions(path)
         if not self._fs.isfile(path):
             return False
         try:
@@ -187,6 +192,42 @@ class FsspecArtifactStore:
         except FileNotFoundError:
             return False
         return True
+
+    def _versioned(self) -> bool:
+        """Whether the bucket keeps object versions (S3: versioning enabled or suspended)."""
+        if not hasattr(self, "_versioning"):
+            self._versioning = False
+            if hasattr(self._fs, "call_s3"):
+                bucket = self._root.split("/", 1)[0]
+                status = self._fs.call_s3("get_bucket_versioning", Bucket=bucket).get("Status")
+                self._versioning = status in ("Enabled", "Suspended")
+        return self._versioning
+
+    def _delete_versions(self, path: str) -> bool:
+        bucket, _, key = path.partition("/")
+        listed = self._fs.call_s3("list_object_versions", Bucket=bucket, Prefix=key)
+        found = [
+            v
+            for v in [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]
+            if v["Key"] == key
+        ]
+        for version in found:
+            self._fs.call_s3(
+                "delete_object", Bucket=bucket, Key=key, VersionId=version["VersionId"]
+            )
+        self._fs.invalidate_cache(path)
+        return any(v in listed.get("Versions", []) for v in found)
+
+    def versions(self, key: str) -> int:
+        """How many stored versions and delete markers ``key`` has (0 when the bucket keeps
+        no versions and the key is gone)."""
+        path = self._fresh(self._path(key))
+        if not self._versioned():
+            return int(self._fs.isfile(path))
+        bucket, _, name = path.partition("/")
+        listed = self._fs.call_s3("list_object_versions", Bucket=bucket, Prefix=name)
+        every = [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]
+        return sum(1 for v in every if v["Key"] == name)
 
     def keys(self, prefix: str = "") -> list[str]:
         folder = prefix.rpartition("/")[0]

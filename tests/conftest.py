@@ -190,11 +190,15 @@ def task_factory(factory: sessionmaker[Session]) -> Iterator[None]:
 
 
 @pytest.fixture
-def own_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def own_artifacts(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """An artifact store of the test's own. Checkpoints are content-addressed: a retrain
     elsewhere in the run would otherwise leave checkpoints that a later test finds instead of
-    training."""
-    monkeypatch.setattr(get_settings(), "artifact_url", str(tmp_path / "artifacts"))
+    training. Both the app's settings and the workers' (``get_settings()``: another object
+    once a test rebuilt it) see it, so records sealed by the API open in the tasks."""
+    for target in {id(s): s for s in (settings, get_settings())}.values():
+        monkeypatch.setattr(target, "artifact_url", str(tmp_path / "artifacts"))
     yield
 
 

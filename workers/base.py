@@ -20,7 +20,7 @@ from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
 from service.core.skip import Skip
 from service.db.privileges import refuse_in_production
-from service.db.session import database_url, session_factory
+from service.db.session import bind_settings, database_url, session_factory
 from service.jobs import lifecycle as jobs
 from service.queue.client import send_task
 
@@ -76,6 +76,7 @@ class DbTask(Task):  # type: ignore[misc]
         lock_audit_chain); only units that never append one (progress heartbeats) skip it.
         """
         with self.factory() as session, session.begin():
+            bind_settings(session, self.settings)
             _open.depth = open_transactions() + 1
             try:
                 if audited:

@@ -10,7 +10,7 @@ from celery import Celery, signals
 from service.core.config import get_settings
 from service.core.observability import configure_logging, correlation_id
 from service.queue.client import celery_config
-from service.queue.names import QUEUE_REQUESTS, TASK_REAP_STUCK_JOBS
+from service.queue.names import QUEUE_REQUESTS, TASK_REAP_STUCK_JOBS, TASK_SHRED_KEYS
 
 # Long ML work: a retrain is killed (and retried by redelivery) past these limits.
 ML_SOFT_TIME_LIMIT_S = 3 * 3600
@@ -38,7 +38,12 @@ def create_celery_app() -> Celery:
                 "task": TASK_REAP_STUCK_JOBS,
                 "schedule": settings.reaper_interval_seconds,
                 "options": {"expires": settings.reaper_interval_seconds},
-            }
+            },
+            "shred-keys": {
+                "task": TASK_SHRED_KEYS,
+                "schedule": settings.shred_interval_seconds,
+                "options": {"expires": settings.shred_interval_seconds},
+            },
         },
     )
     return app

@@ -63,6 +63,13 @@ def load_generator(
     return Generator(model, tokenizer)
 
 
+def private_tree(root: Path) -> None:
+    """Folders 0700 and files 0600 under ``root`` (and ``root`` itself)."""
+    root.chmod(0o700)
+    for path in root.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
+
+
 def merged_dir(out_root: str | Path, checkpoint: str) -> Path:
     """The folder ``export_merged`` writes for ``checkpoint``."""
     return Path(out_root) / f"ft-{checkpoint}"
@@ -110,7 +117,9 @@ def export_merged(
             "weights_sha256": weights.hexdigest(),
         }
         (staged / SERVING_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        staged.chmod(0o755)  # mkdtemp makes it private; servers under other users read it
+        # Weights derived from personal data: readable by lethe's own user only (the folder
+        # mkdtemp made is 0700; the files the writers made follow the umask, so set them).
+        private_tree(staged)
         if target.exists():
             shutil.rmtree(target)  # an unfinished earlier export (no matching meta)
         try:

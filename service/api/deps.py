@@ -19,6 +19,7 @@ from service.audit.chain import lock_audit_chain
 from service.core.config import Settings
 from service.core.errors import DomainError
 from service.db.enums import Role
+from service.db.session import bind_settings
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -30,6 +31,7 @@ def get_session(request: Request) -> Iterator[Session]:
     factory: sessionmaker[Session] = request.app.state.session_factory
     # Anything a handler did not commit explicitly is rolled back here.
     with factory() as session:
+        bind_settings(session, request.app.state.settings)
         yield session
 
 

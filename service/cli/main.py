@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -163,7 +164,13 @@ def verify_exact(
     csv: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="input CSV")],
     subject_column: Annotated[str, typer.Option(help="column naming each row's data subject")],
     label_column: Annotated[str, typer.Option(help="the class label column")],
-    forget: Annotated[list[str], typer.Option(help="a subject to erase (repeatable)")],
+    forget_file: Annotated[
+        str,
+        typer.Option(
+            help="a file naming the subjects to erase, one per line ('-': standard input); "
+            "never on the command line (shell history, process list)"
+        ),
+    ],
     shards: Annotated[
         int | None,
         typer.Option(help="default: one shard per 500 training rows, at most 16"),
@@ -188,7 +195,7 @@ def verify_exact(
             label_column,
             shards,
             slices,
-            list(forget),
+            _subjects(forget_file),
             epochs=epochs,
             seed=seed,
         )
@@ -196,6 +203,14 @@ def verify_exact(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(result))
+
+
+def _subjects(source: str) -> list[str]:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    subjects = [line.strip() for line in text.splitlines() if line.strip()]
+    if not subjects:
+        raise typer.BadParameter("no subject to erase", param_hint="--forget-file")
+    return subjects
 
 
 def _anchored_factory() -> Any:

@@ -47,6 +47,46 @@ class Settings(BaseSettings):
     )
     secret_key: str = Field(DEV_SECRET_KEY, description="HMAC key for subject references")
     encryption_key: str = Field(DEV_ENCRYPTION_KEY, description="Fernet key for stored content")
+    key_encryption_keys: str | None = Field(
+        None,
+        description="key-encryption keys that wrap each request's data key: '<id>:<base64 of "
+        "32 bytes>' separated by commas, the first wraps new keys (rotation: put a new one "
+        "first); unset: one derived from the encryption key",
+    )
+    keystore_url: str | None = Field(
+        None,
+        description="where wrapped data keys live, outside the database (a folder or an "
+        "fsspec URL shared by every host; one object per key, deleted to destroy it); unset: "
+        "the artifact store (under keys/)",
+    )
+    key_cache_seconds: float = Field(
+        5.0, ge=0, description="how long a process keeps an unwrapped data key in memory"
+    )
+    encrypt_records: bool = Field(
+        True,
+        description="seal each training record under a key of its data subject (off: stored "
+        "in clear, only to measure what sealing costs)",
+    )
+    crypto_shredding: bool = Field(
+        True,
+        description="destroy a request's keys once its retention ends (off: kept for ever; "
+        "only for tests that show what shredding removes)",
+    )
+    shred_interval_seconds: float = Field(
+        60.0, gt=0, description="how often the periodic job destroys the keys that are due"
+    )
+    retention_completed_days: float = Field(
+        7.0,
+        ge=0,
+        description="days a completed request's personal data is kept after it ends (and its "
+        "rules are no longer served), for the DPO's follow-up; 0: destroyed as it ends",
+    )
+    retention_rejected_days: float = Field(
+        30.0, ge=0, description="days a rejected (or failed) request's personal data is kept"
+    )
+    retention_cancelled_days: float = Field(
+        30.0, ge=0, description="days a cancelled request's personal data is kept"
+    )
     deadline_days: int = Field(30, ge=1, le=90, description="GDPR Art. 12(3): one month")
     auto_approve: bool = Field(False, description="approve requests on filing")
     batching_window_seconds: float = Field(

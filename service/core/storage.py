@@ -5,6 +5,8 @@ Shared by every domain that trains, serves or destroys artifacts."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from models.artifacts import ArtifactStore, open_store
@@ -22,3 +24,36 @@ def merged_root(settings: Settings) -> Path:
     if "://" not in location:
         return Path(location).resolve() / "serving"
     return Path(settings.data_dir).resolve() / "finetuned"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only lethe's user can read (0600; its folder created 0700): reports and
+    exports name requests and models, and lethe writes nothing world-readable."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # an existing file keeps its mode otherwise
+        handle.write(data)
+
+
+def drop_stale_merged(settings: Settings, store: ArtifactStore | None = None) -> list[str]:
+    """Delete this host's merged-weights folders whose checkpoint is gone from the artifact
+    store (an erasure destroyed it, on whichever host it ran): a host-local folder is only a
+    cache of a checkpoint, so it goes when the checkpoint goes. The checkpoints dropped."""
+    from models.finetune.checkpoints import checkpoint_key  # torch: only when there is work
+
+    root = merged_root(settings)
+    if not root.is_dir():
+        return []
+    store = store or artifact_store(settings)
+    dropped = []
+    for folder in sorted(root.iterdir()):
+        checkpoint = folder.name.removeprefix("ft-")
+        if (
+            folder.is_dir()
+            and folder.name.startswith("ft-")
+            and not store.exists(checkpoint_key(checkpoint))
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+            dropped.append(checkpoint)
+    return dropped

@@ -9,7 +9,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
 
 
 class DatabaseNotConfigured(RuntimeError):
@@ -42,3 +42,19 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """The one owner of a unit of work outside HTTP: commit on success, roll back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+SETTINGS_INFO = "lethe_settings"
+
+
+def bind_settings(session: Session, settings: Settings) -> Session:
+    """Record the settings of the process that opened ``session`` (the API's, a worker's), for
+    domain code that reaches the session but takes no settings (the request's keys)."""
+    session.info[SETTINGS_INFO] = settings
+    return session
+
+
+def settings_of(session: Session | None) -> Settings:
+    """The settings bound to ``session``, else the process's."""
+    bound = session.info.get(SETTINGS_INFO) if session is not None else None
+    return bound if isinstance(bound, Settings) else get_settings()

@@ -148,9 +148,17 @@ class ErasureRequest(UUIDPrimaryKey, Base):
     subject_ref: Mapped[str] = mapped_column(ForeignKey("data_subjects.subject_ref"), index=True)
     # None: every model; otherwise a list of model names.
     scope: Mapped[list[str] | None] = mapped_column(JSONB)
-    reason: Mapped[str] = mapped_column(Text)
-    # Facts to forget (for generative models), Fernet-encrypted.
+    # Written before per-request keys only; the reason is now kept in ``reason_encrypted``.
+    reason: Mapped[str | None] = mapped_column(Text)
+    # The reason given at filing, sealed under the request's data key.
+    reason_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Facts to forget (for generative models), sealed under the request's data key.
     forget_content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The id of the request's data key in the key store (service.core.keys); None: filed before
+    # per-request keys (sealed under the service key).
+    key_id: Mapped[str | None] = mapped_column(String(80))
+    # When the request's data key was destroyed (service.erasure.shredding).
+    keys_destroyed_at: Mapped[datetime | None] = mapped_column(index=True)
     status: Mapped[RequestStatus] = mapped_column(
         EnumString(RequestStatus, 20), default=RequestStatus.received, index=True
     )

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from service.core.config import get_settings
+from service.core.storage import write_private
 from service.demo.client import check, wait
 
 DEMO_DATA_DIR = Path(".lethe/demo")
@@ -175,21 +176,20 @@ def _export_reports(
     http: httpx.Client, auditor: dict[str, str], request_id: str, reports_dir: Path
 ) -> list[Path]:
     """The request's report as JSON, CSV and PDF, written to ``reports_dir``."""
-    reports_dir.mkdir(parents=True, exist_ok=True)
     report = check(http.get(f"/v1/requests/{request_id}/report", headers=auditor))
     json_path = reports_dir / f"request-{request_id}.json"
-    json_path.write_text(json.dumps(report, indent=2))
+    write_private(json_path, json.dumps(report, indent=2).encode())
     csv_resp = http.get(
         f"/v1/requests/{request_id}/report", params={"format": "csv"}, headers=auditor
     )
     csv_path = reports_dir / f"request-{request_id}.csv"
-    csv_path.write_text(csv_resp.text)
+    write_private(csv_path, csv_resp.text.encode())
     pdf_resp = http.get(
         f"/v1/requests/{request_id}/report", params={"format": "pdf"}, headers=auditor
     )
     pdf_resp.raise_for_status()
     pdf_path = reports_dir / f"request-{request_id}.pdf"
-    pdf_path.write_bytes(pdf_resp.content)
+    write_private(pdf_path, pdf_resp.content)
     return [json_path, csv_path, pdf_path]
 
 

@@ -22,12 +22,14 @@ import httpx
 from models.assets.tofu import QA, author_name
 from models.generative.probes import oracle_leaks, rouge_l_recall
 from models.generative.rules import Fact
+from service.core.config import get_settings
+from service.core.storage import write_private
 from service.demo.client import check, wait
 from service.demo.support_data import (
     FINETUNE,
     SLICES,
     SupportData,
-    keep_checkpoints,
+    keep_unerased_checkpoints,
     seed_checkpoints,
     support_data,
 )
@@ -68,8 +70,6 @@ def _base_answers(base: Path, rows: list[QA]) -> list[str]:
 def _register_and_finetune(
     http: httpx.Client, ml: Headers, base: Path, data: SupportData, data_dir: Path, cache: Path
 ) -> dict[str, Any]:
-    from service.core.config import get_settings
-
     location = get_settings().artifact_location
     check(
         http.post(
@@ -119,7 +119,6 @@ def _register_and_finetune(
     )
     if job["status"] != "done":
         raise SystemExit(f"support-bot fine-tune failed: {job['error_code']}")
-    keep_checkpoints(cache, location)
     return dict(job)
 
 
@@ -186,6 +185,8 @@ def run_both_demo(
         ]
     (question, answer_before), (other, _) = known[0], others[0]
     erasure = _erase_author(http, ml, dpo, data, question)
+    # Only what survived the erasure is cached for later runs: nothing of the erased author.
+    keep_unerased_checkpoints(cache_dir / "support-bot", get_settings().artifact_location)
     after = [_ask(http, ml, r.question) for r in forgotten_rows]
     rouge_after = _recall([a["text"] for a in after], forgotten_rows)
     still = _ask(http, ml, other.question)
@@ -354,7 +355,6 @@ def _write_pdf(
         f"/v1/requests/{request_id}/report", params={"format": "pdf"}, headers=headers
     )
     response.raise_for_status()
-    reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"request-{request_id}.pdf"
-    path.write_bytes(response.content)
+    write_private(path, response.content)
     return [f"report             {path}"]

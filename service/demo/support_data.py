@@ -6,11 +6,12 @@ three retain authors. Each record carries its subject, so an erasure finds every
 the person it names.
 
 The fine-tune's slice checkpoints are content-addressed (base weights, hyper-parameters and
-the records' keys and tokens), so the demo keeps a copy of the first fine-tune's checkpoints
-under the cache folder and puts them into each run's fresh artifact store: the worker's
-fine-tune job then finds every slice already trained and only exports the merged weights.
-The copy holds fictional TOFU data only; in a real deployment nothing keeps such a copy, and
-the erasure destroys every checkpoint that saw the subject (as it does in the run's store).
+the records' keys and tokens), so the demo keeps a copy of checkpoints under the cache folder
+and puts them into each run's fresh artifact store: the worker's fine-tune job then finds
+those slices already trained. Only checkpoints that survived the run's erasure are kept
+(``keep_unerased_checkpoints``, after the erasure): every checkpoint that saw the erased
+person is gone from the run's store and is dropped from the cache too, so no run keeps the
+erased person's data for the next one (the next run trains those slices again).
 """
 
 from __future__ import annotations
@@ -118,12 +119,16 @@ def seed_checkpoints(cache: Path, artifact_location: str) -> int:
     return len(keys)
 
 
-def keep_checkpoints(cache: Path, artifact_location: str) -> int:
-    """Copy the run's slice checkpoints into the cache (before any erasure destroys some)."""
+def keep_unerased_checkpoints(cache: Path, artifact_location: str) -> tuple[int, int]:
+    """After the erasure: copy the run's surviving slice checkpoints into the cache and drop
+    from the cache every checkpoint the erasure destroyed. Returns (kept, dropped)."""
     source = open_store(artifact_location)
-    keys = source.keys(CHECKPOINT_PREFIX)
+    survivors = set(source.keys(CHECKPOINT_PREFIX))
     target = open_store(str(cache))
-    for key in keys:
+    for key in sorted(survivors):
         if not target.exists(key):
             target.put(key, source.get(key))
-    return len(keys)
+    dropped = [key for key in target.keys(CHECKPOINT_PREFIX) if key not in survivors]
+    for key in dropped:
+        target.delete(key)
+    return len(survivors), len(dropped)

@@ -81,7 +81,10 @@ def verify_identity(
         request_id=request.id,
         # The reference may point at an identity document: kept encrypted beside the event,
         # shown back to the DPO; the log keeps only its keyed hash.
-        details={"method": method, **digest_details(NoteKind.identity_reference, reference)},
+        details={
+            "method": method,
+            **digest_details(request, NoteKind.identity_reference, reference),
+        },
     )
     keep_note(session, request, NoteKind.identity_reference, reference, actor, event)
 
@@ -113,7 +116,7 @@ def extend_deadline(
             "months": months,
             "previous_due_at": previous.isoformat(),
             "due_at": request.due_at.isoformat(),
-            **digest_details(NoteKind.extension_reason, reason),
+            **digest_details(request, NoteKind.extension_reason, reason),
         },
     )
     keep_note(session, request, NoteKind.extension_reason, reason, actor, event)

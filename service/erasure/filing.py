@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -16,7 +15,8 @@ from sqlalchemy.orm import Session
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict, invalid, not_found
-from service.core.security import subject_ref
+from service.core.keys import keys_for, request_key_id
+from service.core.security import keyed_digest, seal_for, subject_ref
 from service.db.base import utcnow
 from service.db.enums import ModelKind, RequestStatus
 from service.db.tables import AuditEvent, DataSubject, ErasureRequest, MlModel
@@ -41,11 +41,13 @@ def ensure_subject(session: Session, ref: str) -> None:
     session.execute(insert(DataSubject).values(subject_ref=ref).on_conflict_do_nothing())
 
 
-def _payload_hash(ref: str, new: NewRequest) -> str:
+def _payload_hash(settings: Settings, ref: str, new: NewRequest) -> str:
+    """A keyed hash of what was filed (it holds names and facts: never a plain SHA-256 that a
+    guess could be tested against); it outlives the request's key, for idempotent retries."""
     body = {"subject": ref, "scope": new.scope, "reason": new.reason, "forget": new.forget}
     if new.legal_ground is not None:
         body["legal_ground"] = new.legal_ground
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return keyed_digest(settings, None, "request-payload", json.dumps(body, sort_keys=True))
 
 
 def file_request(
@@ -54,8 +56,12 @@ def file_request(
     """Returns (request, created). The same idempotency key returns the same request. An
     identifier no record could carry (a NUL byte, empty once normalised) is refused: 422."""
     check_identifier(new.subject_identifier)
+    if "\x00" in new.reason:
+        # Sealed bytes could hold it, but the reason is text shown back: the same 422 a text
+        # column gave before it was sealed.
+        raise invalid("invalid_value", "a value cannot be stored")
     ref = subject_ref(settings, new.subject_identifier)
-    payload_hash = _payload_hash(ref, new)
+    payload_hash = _payload_hash(settings, ref, new)
     existing = _same_key(session, new.idempotency_key, payload_hash)
     if existing is not None:
         return existing, False
@@ -64,13 +70,19 @@ def file_request(
     keeps_content = new.forget is not None or ModelKind.generative in kinds.values()
     ensure_subject(session, ref)
     now = utcnow()
+    request_id = uuid.uuid4()
+    # The request's own data key, outside the database: destroying it shreds every copy.
+    key_id = request_key_id(request_id)
+    keys_for(settings).create(key_id)
     request = ErasureRequest(
-        id=uuid.uuid4(),
+        id=request_id,
         subject_ref=ref,
         scope=new.scope,
-        reason=new.reason,
+        reason=None,
+        reason_encrypted=seal_for(settings, key_id, new.reason.encode()),
+        key_id=key_id,
         forget_content=(
-            seal(settings, forget_payload(new.subject_identifier, new.forget))
+            seal(settings, key_id, forget_payload(new.subject_identifier, new.forget))
             if keeps_content
             else None
         ),

@@ -1,4 +1,5 @@
-"""What a request asks a generative model to forget: stored encrypted, read only by workers."""
+"""What a request asks a generative model to forget: sealed under the request's data key, read
+only by workers (and unreadable once the key is destroyed)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from models.generative.rules import Fact, ForgetSpec
 from service.core.config import Settings
-from service.core.security import decrypt, encrypt
+from service.core.security import open_sealed, seal_for
 from service.db.tables import ErasureRequest
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -32,14 +33,14 @@ def forget_payload(subject_identifier: str, forget: dict[str, Any] | None) -> di
     return payload
 
 
-def seal(settings: Settings, payload: dict[str, Any]) -> bytes:
-    return encrypt(settings, json.dumps(payload, sort_keys=True).encode())
+def seal(settings: Settings, key_id: str | None, payload: dict[str, Any]) -> bytes:
+    return seal_for(settings, key_id, json.dumps(payload, sort_keys=True).encode())
 
 
 def forget_spec(settings: Settings, request: ErasureRequest) -> ForgetSpec:
     if request.forget_content is None:
         raise ValueError("the request carries no forget content")
-    data = json.loads(decrypt(settings, request.forget_content))
+    data = json.loads(open_sealed(settings, request.forget_content))
     return ForgetSpec(
         subject_names=list(data.get("names", [])),
         aliases=list(data.get("aliases", [])),

@@ -19,10 +19,12 @@ from service.core.errors import conflict
 from service.db.base import utcnow
 from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus, NoteKind, RequestOutcome
 from service.db.enums import RequestStatus as S
+from service.db.session import settings_of
 from service.db.tables import AuditEvent, ErasureRequest, RequestAction
 from service.erasure.deadlines import is_overdue
 from service.erasure.no_data import issue_no_data_certificates
 from service.erasure.notes import digest_details, keep_note
+from service.erasure.shredding import shred_at_end
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_PROCESS_REQUEST
 
@@ -127,9 +129,11 @@ def _decide(
 ) -> None:
     # The reason is free text typed by a DPO: stored encrypted beside the event (shown back to
     # those who may read it); the log keeps only its keyed hash.
-    details = {**digest_details(kind, reason), **(extra or {})}
+    details = {**digest_details(request, kind, reason), **(extra or {})}
     event = move_request(session, request, target, actor=actor, details=details)
     keep_note(session, request, kind, reason, actor, event)
+    if target in (S.rejected, S.cancelled):
+        shred_at_end(session, settings_of(session), request, actor)
 
 
 def approve_request(
@@ -192,6 +196,7 @@ def finish_request_if_done(session: Session, request: ErasureRequest, actor: str
     move_request(
         session, request, S.failed if failed else S.completed, actor=actor, details=details
     )
+    shred_at_end(session, settings_of(session), request, actor)
     return True
 
 

@@ -1,28 +1,30 @@
 """A DPO's own words on a request (the identity check's case number, a filing note, the reasons
 for approving, rejecting, cancelling or extending), kept so they can be shown back.
 
-The text is stored encrypted (``seal_request_text`` / ``open_request_text``: the one place that
-encrypts a DPO's text of a request, so the key it uses can change in one place), one row per
-text, beside the audit event it explains. The audit log keeps only a keyed hash of the text
-(``text_digest``: HMAC under a key derived from the service's secret key, never a plain SHA-256
-that anyone could test guesses against). These functions flush; the caller commits.
+The text is stored sealed under the request's data key (``seal_request_text`` /
+``open_request_text``), one row per text, beside the audit event it explains. The audit log
+keeps only a keyed hash of the text under a sub-key of the same data key (never a plain SHA-256
+that anyone could test guesses against). Once the request's keys are destroyed
+(``service.erasure.shredding``) neither the text nor a guess at it can be checked any more.
+These functions flush; the caller commits.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from service.audit import append_event
-from service.core.config import Settings, get_settings
-from service.core.security import decrypt, encrypt
+from service.core.config import Settings
+from service.core.keys import KeyDestroyed
+from service.core.security import keyed_digest, open_sealed, seal_for
 from service.db.enums import NoteKind
+from service.db.session import settings_of
 from service.db.tables import AuditEvent, ErasureRequest, RequestNote
 
 # Longest DPO text kept: the console's and the API's fields stop at 2,000 characters.
@@ -48,39 +50,39 @@ LABELS: dict[NoteKind, str] = {
 }
 
 
-def _settings() -> Settings:
-    # The decisions that record these texts are shared with the API and take no settings; the
-    # keys are the service's own, the same for every caller in one process.
-    return get_settings()
+def _settings(request: ErasureRequest | None = None) -> Settings:
+    # The decisions that record these texts are shared with the API and take no settings: the
+    # settings bound to the request's session (the API's, a worker's), else the process's.
+    return settings_of(object_session(request) if request is not None else None)
 
 
 def seal_request_text(request: ErasureRequest, text: str) -> bytes:
-    """Encrypt one DPO text of ``request`` (the request is the unit a key may later belong to)."""
-    del request  # today one service key; per-request keys plug in here
-    return encrypt(_settings(), text.encode())
+    """Seal one DPO text of ``request`` under the request's data key."""
+    return seal_for(_settings(request), request.key_id, text.encode())
 
 
 def open_request_text(request: ErasureRequest, blob: bytes) -> str:
-    del request
-    return decrypt(_settings(), blob).decode()
+    return open_sealed(_settings(request), blob).decode()
 
 
 def text_digest(text: str, purpose: str = "dpo-text") -> str:
-    """A keyed hash: equal texts match, but without the service's key a guess cannot be
-    checked against the log."""
-    secret = _settings().secret_key.encode()
-    key = hmac.new(secret, f"lethe:{purpose}".encode(), hashlib.sha256).digest()
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    """A keyed hash under the service's secret key (texts that belong to no request)."""
+    return keyed_digest(_settings(), None, purpose, text)
+
+
+def request_digest(request: ErasureRequest, text: str) -> str:
+    """A keyed hash of a request's text under its data key: unverifiable once destroyed."""
+    return keyed_digest(_settings(request), request.key_id, "dpo-text", text)
 
 
 def clean_text(text: str) -> str:
     return text.strip()[:MAX_TEXT]
 
 
-def digest_details(kind: NoteKind, text: str) -> dict[str, str]:
+def digest_details(request: ErasureRequest, kind: NoteKind, text: str) -> dict[str, str]:
     """What the audit event records about the text: its keyed hash, under the kind's name."""
     clean = clean_text(text)
-    return {DIGEST_FIELD[kind]: text_digest(clean)} if clean else {}
+    return {DIGEST_FIELD[kind]: request_digest(request, clean)} if clean else {}
 
 
 def keep_note(
@@ -121,7 +123,7 @@ def add_note(
         target_type="request",
         target_id=str(request.id),
         request_id=request.id,
-        details={"kind": kind.value, **digest_details(kind, text)},
+        details={"kind": kind.value, **digest_details(request, kind, text)},
     )
     return keep_note(session, request, kind, text, author, event)
 
@@ -136,6 +138,8 @@ class ShownNote:
     audit_seq: int
     # The text hashes to what its audit event recorded (False: text or log changed since).
     matches_log: bool
+    # The request's keys were destroyed: the text is gone for good (``text`` says so).
+    destroyed: bool = False
 
 
 def notes_of(session: Session, request: ErasureRequest) -> list[ShownNote]:
@@ -146,20 +150,29 @@ def notes_of(session: Session, request: ErasureRequest) -> list[ShownNote]:
         .where(RequestNote.request_id == request.id)
         .order_by(RequestNote.audit_seq, RequestNote.created_at)
     ).all()
-    shown = []
-    for note, details in rows:
+    return [_shown(request, note, details or {}) for note, details in rows]
+
+
+def _shown(request: ErasureRequest, note: RequestNote, details: dict[str, object]) -> ShownNote:
+    destroyed = False
+    try:
         text = open_request_text(request, note.text_encrypted)
-        recorded = (details or {}).get(DIGEST_FIELD[note.kind])
-        shown.append(
-            ShownNote(
-                kind=note.kind,
-                label=LABELS[note.kind],
-                text=text,
-                author=note.author,
-                at=note.created_at,
-                audit_seq=note.audit_seq,
-                matches_log=recorded is not None
-                and hmac.compare_digest(str(recorded), text_digest(text)),
-            )
-        )
-    return shown
+    except KeyDestroyed:
+        destroyed = True
+        text = "Destroyed with the request's encryption key when its retention ended."
+    recorded = details.get(DIGEST_FIELD[note.kind])
+    matches = (
+        not destroyed
+        and recorded is not None
+        and hmac.compare_digest(str(recorded), request_digest(request, text))
+    )
+    return ShownNote(
+        kind=note.kind,
+        label=LABELS[note.kind],
+        text=text,
+        author=note.author,
+        at=note.created_at,
+        audit_seq=note.audit_seq,
+        matches_log=matches,
+        destroyed=destroyed,
+    )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from service.audit import append_event
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
+from service.core.subject_keys import subject_keys
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, RecordSplit
 from service.db.tables import ErasureRequest, MlModel, RequestAction, TrainingRecord
@@ -21,23 +23,40 @@ from service.exact.public_base import attestation
 from service.registry.config import ModelConfig
 
 
-def purge_records(session: Session, request_id: uuid.UUID, model_id: uuid.UUID) -> int:
-    """Delete the erased rows' content; the index row stays as a tombstone for the audit.
-    The old row versions stay in the table's pages until the VACUUM the task wrapper runs
-    after commit (service.exact.physical)."""
+@dataclass(frozen=True)
+class Purge:
+    records: int
+    # The subject keys destroyed, as "<key bundle>#<subject ref>" (none when the records were
+    # stored in clear).
+    keys_destroyed: list[str]
+
+
+def purge_records(session: Session, request_id: uuid.UUID, model_id: uuid.UUID) -> Purge:
+    """Delete the erased rows' content and destroy their subjects' keys of this model (every
+    copy of the sealed rows, in page free space, WAL and backups, is then unreadable); the
+    index row stays as a tombstone for the audit. The old row versions stay in the table's
+    pages until the VACUUM the task wrapper runs after commit (service.exact.physical)."""
+    claimed = (
+        TrainingRecord.model_id == model_id,
+        TrainingRecord.erasure_request_id == request_id,
+        TrainingRecord.erased_at.is_(None),
+    )
+    subjects = set(session.scalars(select(TrainingRecord.subject_ref).where(*claimed)))
     result = session.execute(
-        update(TrainingRecord)
-        .where(
-            TrainingRecord.model_id == model_id,
-            TrainingRecord.erasure_request_id == request_id,
-            TrainingRecord.erased_at.is_(None),
-        )
-        .values(payload=None, label=None, erased_at=utcnow())
+        update(TrainingRecord).where(*claimed).values(payload=None, label=None, erased_at=utcnow())
     )
     purged = int(result.rowcount)  # type: ignore[attr-defined]
     if purged:
         mark_purged(session, TrainingRecord.__tablename__, request_id)
-    return purged
+    if not subjects:
+        return Purge(purged, [])
+    # One rewrite of a model's key bundles at a time (two erasures of one model).
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"subject-keys:{model_id}"}
+    )
+    keys = subject_keys(get_settings(), model_id)
+    destroyed = keys.destroy(subjects)
+    return Purge(purged, destroyed)
 
 
 def records_erased(session: Session, request_id: uuid.UUID, model_id: uuid.UUID) -> dict[str, int]:
@@ -64,6 +83,8 @@ def finish_exact_action(
     actor: str,
     note: str | None = None,
 ) -> None:
+    # Purged first: the certificate names the keys actually destroyed (one transaction).
+    purge = purge_records(session, request.id, model.id)
     body = exact_certificate(
         request=request,
         model=model,
@@ -74,11 +95,16 @@ def finish_exact_action(
         note=note,
         public_base=attestation(ModelConfig.model_validate(model.config).public_base),
         warnings=[f"retrained shard {s.shard}: {s.too_small}" for s in shards if s.too_small],
-        physical_deletion=physical_deletion_claim(settings),
+        physical_deletion=physical_deletion_claim(settings, purge.keys_destroyed),
     )
     issue_certificate(session, action, model, body, actor)
-    purged = purge_records(session, request.id, model.id)
     move_action(session, action, ActionStatus.done, actor=actor, model_name=model.name)
+    record_erased(session, request, model, purge, actor)
+
+
+def record_erased(
+    session: Session, request: ErasureRequest, model: MlModel, purge: Purge, actor: str
+) -> None:
     append_event(
         session,
         actor=actor,
@@ -86,5 +112,9 @@ def finish_exact_action(
         target_type="model",
         target_id=str(model.id),
         request_id=request.id,
-        details={"model": model.name, "records": purged},
+        details={
+            "model": model.name,
+            "records": purge.records,
+            "keys_destroyed": purge.keys_destroyed,
+        },
     )

@@ -21,6 +21,7 @@ from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict, invalid
 from service.core.security import subject_ref
+from service.core.subject_keys import seal_payload, subject_keys
 from service.db.enums import ModelStatus, RecordSplit
 from service.db.tables import DataSubject, MlModel, TrainingRecord
 from service.exact.placement import flagged_subjects, placement_report
@@ -128,6 +129,8 @@ def ingest_csv(
     sisa, flagged = _placement(config, model.name, spec, upload, len(classes))
     records = _placed_records(model, config, sisa, upload, classes, flagged)
     subjects = list(dict.fromkeys(upload.refs))
+    if settings.encrypt_records:
+        _seal_records(settings, model, subjects, records)
     session.execute(
         pg_insert(DataSubject).on_conflict_do_nothing(),
         [{"subject_ref": ref} for ref in subjects],
@@ -156,6 +159,17 @@ def ingest_csv(
     )
     _audit_ingested(session, model, summary, actor)
     return summary
+
+
+def _seal_records(
+    settings: Settings, model: MlModel, subjects: list[str], records: list[dict[str, Any]]
+) -> None:
+    """Each record's features sealed under its subject's key: an erasure destroys the key, and
+    with it every copy of the features (page free space, WAL, backups)."""
+    keys = subject_keys(settings, model.id)
+    keys.ensure(subjects)
+    for record in records:
+        record["payload"] = seal_payload(keys, record["subject_ref"], record["payload"])
 
 
 def _check_ingestable(session: Session, model: MlModel) -> None:

@@ -140,8 +140,11 @@ def reclaim_space(task: _Task, purged: dict[str, list[str]], actor: str) -> None
             )
 
 
-def physical_deletion_claim(settings: Settings) -> dict[str, Any]:
-    """What a certificate states about physical removal: what lethe does, what stays."""
+def physical_deletion_claim(
+    settings: Settings, keys_destroyed: list[str] | None = None
+) -> dict[str, Any]:
+    """What a certificate states about physical removal: what lethe does, what stays, and
+    which of the person's keys were destroyed (``keys_destroyed``: those the purge did)."""
     days = settings.backup_retention_days
     method = "VACUUM FULL" if settings.physical_deletion == "vacuum_full" else "VACUUM"
     retention = (
@@ -162,10 +165,19 @@ def physical_deletion_claim(settings: Settings) -> dict[str, Any]:
         f"Copies remain in the database's write-ahead log and in backups {retention}; lethe "
         "does not control backups."
     )
+    if keys_destroyed:
+        words += (
+            " The records were stored encrypted under the person's own key for this model; "
+            "that key was destroyed in the same step, so every copy "
+            "left in the pages' free space, the write-ahead log and backups can no longer be "
+            "read."
+        )
     return {
         "method": method,
         "tables": sorted(PURGEABLE),
         "backup_retention_days": days,
         "remains_in": ["write-ahead log (WAL)", "database backups"],
+        "keys_destroyed": list(keys_destroyed or []),
+        "remains_readable": not keys_destroyed,
         "statement": words,
     }

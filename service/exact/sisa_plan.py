@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 from models.sisa import SisaConfig, SisaPlan, SubjectRecord, assign_shard, assign_slice, plan_sisa
 from models.sisa.planning import DEFAULT_CANDIDATES
 from service.audit import append_event
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
 from service.core.errors import conflict
 from service.core.skip import Skip
+from service.core.subject_keys import PayloadReader
 from service.db.base import utcnow
 from service.db.enums import JobKind, JobStatus, ModelKind, ModelStatus, RecordSplit
 from service.db.tables import Job, MlModel, TrainingRecord
@@ -134,8 +135,9 @@ def load_plan(session: Session, job_id: uuid.UUID) -> PlanInputs | Skip:
         )
         .order_by(TrainingRecord.record_key)
     ).all()
+    reader = PayloadReader(get_settings())
     kept = [
-        (key, ref, flag, payload, label)
+        (key, ref, flag, reader.open(payload), label)
         for key, ref, flag, payload, label in rows
         if payload is not None and label is not None
     ]

@@ -23,7 +23,9 @@ from models.sisa import (
     Weighting,
 )
 from models.tabular import FeatureSpec, featurize
+from service.core.config import get_settings
 from service.core.errors import invalid
+from service.core.subject_keys import PayloadReader
 from service.db.enums import RecordSplit
 from service.db.tables import MlModel, ModelVersion
 from service.db.tables import TrainingRecord as RecordRow
@@ -98,7 +100,8 @@ def _rows(session: Session, *conditions: Any) -> list[tuple[str, int, dict[str, 
         .where(*conditions)
         .order_by(RecordRow.record_key)
     )
-    return [(k, s, p, y) for k, s, p, y in result if p is not None and y is not None]
+    reader = PayloadReader(get_settings())
+    return [(k, s, reader.open(p), y) for k, s, p, y in result if p is not None and y is not None]
 
 
 def load_model_snapshot(session: Session, model: MlModel) -> ModelSnapshot:
@@ -183,9 +186,10 @@ def load_retained_by_shard(
         .order_by(RecordRow.shard, RecordRow.record_key)
     )
     grouped: dict[int, list[tuple[str, int, dict[str, Any], int]]] = {s: [] for s in range(shards)}
+    reader = PayloadReader(get_settings())
     for shard, key, slice_, payload, label in result:
         if payload is not None and label is not None:
-            grouped[shard].append((key, slice_, payload, label))
+            grouped[shard].append((key, slice_, reader.open(payload), label))
     return {shard: to_training_records(spec, rows, base) for shard, rows in grouped.items()}
 
 

@@ -25,7 +25,7 @@ from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion, Traini
 from service.erasure.certificates import exact_certificate, issue_certificate
 from service.erasure.lifecycle import finish_request_if_done, move_action
 from service.erasure.retrain_outcomes import FinetuneRetrainOutcome
-from service.exact.finish import purge_records, records_erased
+from service.exact.finish import purge_records, record_erased, records_erased
 from service.exact.physical import physical_deletion_claim
 from service.exact.publish import PublishResult
 from service.finetune.retrain import ExactInputs
@@ -179,6 +179,8 @@ def finish_exact(
         if action.status != ActionStatus.running:
             continue
         request = session.get_one(ErasureRequest, action.request_id, with_for_update=True)
+        # Purged first: the certificate names the keys actually destroyed (one transaction).
+        purge = purge_records(session, request.id, model.id)
         body = exact_certificate(
             request=request,
             model=model,
@@ -186,7 +188,7 @@ def finish_exact(
             records_erased=records_erased(session, request.id, model.id),
             version_before=outcome.version_before,
             version_after=version_after,
-            physical_deletion=physical_deletion_claim(settings),
+            physical_deletion=physical_deletion_claim(settings, purge.keys_destroyed),
         )
         body["destroyed_artifacts"] = destroyed
         body["plain_words"] = (
@@ -195,17 +197,8 @@ def finish_exact(
             "suppressed the subject in the meantime are retired."
         )
         issue_certificate(session, action, model, body, actor)
-        purged = purge_records(session, request.id, model.id)
         move_action(session, action, ActionStatus.done, actor=actor, model_name=model.name)
-        append_event(
-            session,
-            actor=actor,
-            action="records.erased",
-            target_type="model",
-            target_id=str(model.id),
-            request_id=request.id,
-            details={"model": model.name, "records": purged},
-        )
+        record_erased(session, request, model, purge, actor)
         closed.append(request)
     retire_rules(session, settings, model, {str(r.id) for r in closed}, actor)
     for request in closed:

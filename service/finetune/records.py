@@ -17,7 +17,8 @@ from models.finetune import FinetuneConfig, FinetuneRecord, assign_slice
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict, invalid
-from service.core.security import decrypt, encrypt, subject_ref
+from service.core.security import decrypt, subject_ref
+from service.core.subject_keys import SEALED_FIELD, PayloadReader, seal_payload, subject_keys
 from service.db.enums import ModelStatus, RecordSplit
 from service.db.tables import DataSubject, MlModel, TrainingRecord
 from service.exact.ingest import partition_salt, record_key
@@ -89,7 +90,8 @@ def _parse_line(line: str, subject_column: str) -> tuple[str, str | None, str, b
 def ingest_jsonl(
     session: Session, settings: Settings, model: MlModel, data: bytes, actor: str
 ) -> FinetuneIngestSummary:
-    """Store the records: the subject as a keyed hash, the text Fernet-encrypted."""
+    """Store the records: the subject as a keyed hash, the text sealed under a key of the
+    subject (service.core.subject_keys)."""
     if model.status != ModelStatus.registered:
         raise conflict(
             "model_already_trained", "records can only be ingested before the first fine-tune"
@@ -109,12 +111,12 @@ def ingest_jsonl(
     flagged = {ref for ref, (_, _, _, likely) in zip(refs, parsed, strict=True) if likely}
     occurrences: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
+    keys = subject_keys(settings, model.id)
+    keys.ensure(dict.fromkeys(refs))
     for ref, (_, prompt, completion, _) in zip(refs, parsed, strict=True):
         key = record_key(model.name, ref, occurrences[ref])
         occurrences[ref] += 1
-        sealed = encrypt(
-            settings, json.dumps({"prompt": prompt, "completion": completion}).encode()
-        )
+        text = {"prompt": prompt, "completion": completion}
         rows.append(
             {
                 "model_id": model.id,
@@ -123,7 +125,8 @@ def ingest_jsonl(
                 "shard": 0,
                 "slice": assign_slice(ref, config, likely_erased=ref in flagged),
                 "split": RecordSplit.train,
-                "payload": {"sealed": sealed.decode("ascii"), "likely_erased": ref in flagged},
+                # The text sealed under the subject's key (destroyed by an erasure).
+                "payload": {**seal_payload(keys, ref, text), "likely_erased": ref in flagged},
                 "label": None,
             }
         )
@@ -145,6 +148,13 @@ def ingest_jsonl(
     return summary
 
 
+def _content(settings: Settings, reader: PayloadReader, payload: dict[str, Any]) -> Any:
+    if SEALED_FIELD in payload:
+        return reader.open(payload)
+    # Ingested before per-subject keys: the service key.
+    return json.loads(decrypt(settings, payload["sealed"].encode("ascii")))
+
+
 def load_records(
     session: Session, settings: Settings, model_id: uuid.UUID, *, include_claimed: bool
 ) -> list[FinetuneRecord]:
@@ -159,10 +169,11 @@ def load_records(
         .order_by(TrainingRecord.record_key)
     )
     records = []
+    reader = PayloadReader(settings)
     for key, ref, payload in rows:
         if payload is None:
             continue
-        content = json.loads(decrypt(settings, payload["sealed"].encode("ascii")))
+        content = _content(settings, reader, payload)
         records.append(
             FinetuneRecord(
                 key=key,

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from service.core.storage import write_private
 from service.ops.output import api, out
 from service.ops.requests import ApiUrl
 
@@ -22,5 +23,5 @@ def export(
     params = {k: v for k, v in {"since": since, "until": until, "format": fmt}.items() if v}
     with api(url) as client:
         response = client.request("GET", "/v1/audit/export", params=params)
-    output.write_bytes(response.content)
+    write_private(output, response.content)
     out.print(f"wrote {output} ({len(response.content)} bytes)")

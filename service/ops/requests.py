@@ -4,11 +4,13 @@ the API."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
+from service.core.storage import write_private
 from service.ops.client import EXIT_FAILED
 from service.ops.output import api, emit_json, out, table, wait_for
 
@@ -18,6 +20,29 @@ ApiUrl = Annotated[str | None, typer.Option("--api-url", help="default: LETHE_AP
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 Reason = Annotated[str, typer.Option(help="why (kept on the request, never in the log)")]
 FINISHED = ("completed", "failed", "rejected", "cancelled")
+SubjectFile = Annotated[
+    str | None,
+    typer.Option(
+        "--subject-file",
+        help="a file holding the subject's identifier ('-': standard input); none given: "
+        "read from standard input, or asked for without echo at a terminal",
+    ),
+]
+
+
+def read_subject(source: str | None) -> str:
+    """The identifier from a file, standard input or a hidden prompt: never from the command
+    line, where shell history and the process list would keep it."""
+    if source == "-" or (source is None and not sys.stdin.isatty()):
+        text = sys.stdin.readline()
+    elif source is None:
+        text = typer.prompt("Subject identifier", hide_input=True)
+    else:
+        text = Path(source).read_text()
+    identifier = text.strip()
+    if not identifier:
+        raise typer.BadParameter("no subject identifier given", param_hint="--subject-file")
+    return identifier
 
 
 def _progress(request: dict[str, Any]) -> float:
@@ -69,8 +94,8 @@ def _finish(
 
 @app.command("file")
 def file_request(
-    subject: Annotated[str, typer.Option(help="the subject's identifier (hashed by the server)")],
     reason: Reason,
+    subject_file: SubjectFile = None,
     model: Annotated[
         list[str] | None, typer.Option(help="a model in scope (repeat); none: all")
     ] = None,
@@ -82,8 +107,8 @@ def file_request(
     url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
-    """File an erasure request."""
-    body: dict[str, Any] = {"subject_id": subject, "reason": reason}
+    """File an erasure request (the identifier is hashed by the server, never stored)."""
+    body: dict[str, Any] = {"subject_id": read_subject(subject_file), "reason": reason}
     if model:
         body["scope"] = list(model)
     if legal_ground:
@@ -203,5 +228,5 @@ def export(
         response = client.request(
             "GET", f"/v1/requests/{request_id}/report", params={"format": fmt}
         )
-    output.write_bytes(response.content)
+    write_private(output, response.content)
     out.print(f"wrote {output} ({len(response.content)} bytes)")

@@ -17,11 +17,13 @@ TASK_FINETUNE_MODEL: Final = "lethe.finetune_model"
 TASK_FINETUNE_RETRAIN: Final = "lethe.finetune_retrain"
 TASK_PLAN_SISA: Final = "lethe.plan_sisa"
 TASK_DISPATCH_LATER: Final = "lethe.dispatch_later"
+TASK_SHRED_KEYS: Final = "lethe.shred_keys"
 
 TASK_QUEUES: Final = {
     TASK_PROCESS_REQUEST: QUEUE_REQUESTS,
     TASK_REAP_STUCK_JOBS: QUEUE_REQUESTS,
     TASK_DISPATCH_LATER: QUEUE_REQUESTS,
+    TASK_SHRED_KEYS: QUEUE_REQUESTS,
     # Activating rules embeds and scores text (no generation, no training) and is what stops a
     # leak: it must not wait behind a retrain or a budget calibration on the ML queue.
     TASK_UPDATE_VERIFIER_RULES: QUEUE_REQUESTS,

@@ -26,6 +26,7 @@ def with_words(session: Session, request: ErasureRequest, report: dict[str, Any]
             "text": n.text,
             "audit_seq": n.audit_seq,
             "matches_log": n.matches_log,
+            "destroyed": n.destroyed,
         }
         for n in notes_of(session, request)
     ]

@@ -347,7 +347,11 @@ def _notes(pdf: _Report, notes: list[Mapping[str, Any]] | None) -> None:
             (
                 str(n.get("label")),
                 f"{n.get('text')}"
-                + ("" if n.get("matches_log") else "  [does NOT match the audit log's hash]"),
+                + (
+                    ""
+                    if n.get("matches_log") or n.get("destroyed")
+                    else "  [does NOT match the audit log's hash]"
+                ),
             )
             for n in notes
         ]
@@ -355,6 +359,21 @@ def _notes(pdf: _Report, notes: list[Mapping[str, Any]] | None) -> None:
     pdf.para(
         "Each text is stored encrypted; the audit log keeps a keyed hash of it, checked here.", 8
     )
+
+
+def _keys(pdf: _Report, events: list[Mapping[str, Any]]) -> None:
+    """Which of the request's keys were destroyed, and when (from the audit log only)."""
+    pdf.heading("The requester's data held by lethe")
+    destroyed = [e for e in events if e.get("action") == "request.keys_destroyed"]
+    if not destroyed:
+        pdf.para(
+            "The request's encryption key still exists: its identifier, names, facts, reasons "
+            "and notes are kept encrypted until the retention period of this kind of request "
+            "ends, then the key is destroyed."
+        )
+        return
+    for event in destroyed:
+        pdf.para(describe_event(event))
 
 
 def request_pdf(report: Mapping[str, Any]) -> bytes:
@@ -393,6 +412,7 @@ def request_pdf(report: Mapping[str, Any]) -> bytes:
             f"lethe's certificate records differ from the audit log (event {seqs}). The "
             "certificates above are the audit log's.",
         )
+    _keys(pdf, events)
     pdf.heading("Timeline")
     _timeline_chart(pdf, events, summary, report.get("actors") or {}, report.get("notes") or [])
     _engineer_details(pdf, current, events)

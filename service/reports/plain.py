@@ -163,9 +163,16 @@ def _exact_words(cert: Mapping[str, Any]) -> str:
     if physical:
         days = physical.get("backup_retention_days")
         text += " The database space was cleared."
-        text += " Copies may remain in database backups until they expire" + (
-            f" ({_days(int(days))})." if days is not None else " (retention not stated)."
-        )
+        if physical.get("keys_destroyed"):
+            # Only certificates whose purge destroyed the person's key say so (exact.finish).
+            text += (
+                " The person's records were stored encrypted under their own key, and that "
+                "key was destroyed: the copies left in database backups can no longer be read."
+            )
+        else:
+            text += " Copies may remain in database backups until they expire" + (
+                f" ({_days(int(days))})." if days is not None else " (retention not stated)."
+            )
     warnings = cert.get("warnings") or []
     if warnings:
         text += (

@@ -113,12 +113,23 @@ def _rules_activated(d: Mapping[str, Any]) -> str:
     )
 
 
+def _keys_destroyed(d: Mapping[str, Any]) -> str:
+    keys = ", ".join(str(k) for k in d.get("key_ids") or [])
+    return (
+        f"The request's encryption key ({keys}) was destroyed at "
+        f"{fmt_time(d.get('destroyed_at'))}: the identifier, names, facts, reasons and notes "
+        "it protected can no longer be read anywhere, including database backups. Their "
+        "encrypted copies were also deleted from the request's record."
+    )
+
+
 _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "request.received": _received,
     "request.rejected": _rejected,
     "request.identity_verified": _identity_verified,
     "request.deadline_extended": _deadline_extended,
     "request.completed": _completed,
+    "request.keys_destroyed": _keys_destroyed,
     "action.planned": _planned,
     "action.completed": _action_completed,
     "action.skipped": lambda d: f"{d.get('model')}: nothing to do (no records of this subject).",
@@ -193,6 +204,8 @@ def _exact_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
                 f"until retention ends ({'unknown' if days is None else f'{days} days'})",
             )
         )
+        for key in physical.get("keys_destroyed") or []:
+            rows.append(("Key destroyed", str(key)))
     for s in cert.get("shards_retrained") or []:
         rows += _shard_facts(s)
     if cert.get("slices"):

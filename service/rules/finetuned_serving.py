@@ -17,7 +17,7 @@ from models.artifacts import ArtifactNotFound
 from models.finetune import FinetuneConfig, export_merged
 from service.core.config import Settings
 from service.core.errors import conflict
-from service.core.storage import artifact_store, merged_root
+from service.core.storage import artifact_store, drop_stale_merged, merged_root
 from service.db.tables import MlModel
 from service.registry.config import GenerativeConfig
 from service.registry.service import current_version
@@ -64,6 +64,9 @@ def finetuned_generator(settings: Settings, served: ServedVersion) -> Any:
     from models.generative.generator import Generator  # torch + transformers: load lazily
 
     def load() -> Generator:
+        # A version this host has not served yet: the one it served may have been erased on
+        # another host, so its merged weights here go first.
+        drop_stale_merged(settings)
         folder = export_merged(
             served.base_dir,
             served.config,

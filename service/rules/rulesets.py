@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
@@ -14,7 +15,8 @@ from sqlalchemy.orm import Session
 from models.conformal import ExitCalibration, exit_in_force
 from models.generative.rules import RuleSet
 from service.core.config import Settings
-from service.core.security import decrypt, encrypt
+from service.core.keys import KeyDestroyed, keys_for, request_key_id
+from service.core.security import decrypt, open_sealed, seal_for
 from service.db.base import utcnow
 from service.db.enums import RuleSetStatus
 from service.db.tables import CalibrationRecord, RuleSetVersion
@@ -36,14 +38,43 @@ class ActiveRules:
     exit_threshold: float | None = None
 
 
-def per_request_rule_sets(settings: Settings, row: RuleSetVersion) -> dict[str, RuleSet]:
-    data = json.loads(decrypt(settings, row.rules_encrypted))
-    return {request_id: RuleSet.from_json(text) for request_id, text in data.items()}
+# A rule set version stored per request: each request's rules sealed under its own data key,
+# so destroying one request's key leaves no readable name or fact of it in any version.
+_PER_REQUEST = b"LRS1"
+
+
+def per_request_rule_sets(
+    settings: Settings, row: RuleSetVersion, *, skip_destroyed: bool = False
+) -> dict[str, RuleSet]:
+    """Each request's rules, opened into memory. ``KeyDestroyed`` when a request's key is gone
+    (``skip_destroyed``: leave that request out, for versions no longer served)."""
+    blob = bytes(row.rules_encrypted)
+    if not blob.startswith(_PER_REQUEST):
+        data = json.loads(decrypt(settings, blob))
+        return {request_id: RuleSet.from_json(text) for request_id, text in data.items()}
+    sealed: dict[str, str] = json.loads(blob[len(_PER_REQUEST) :])
+    opened: dict[str, RuleSet] = {}
+    for request_id, text in sealed.items():
+        try:
+            plain = open_sealed(settings, base64.b64decode(text))
+        except KeyDestroyed:
+            if skip_destroyed:
+                continue
+            raise
+        opened[request_id] = RuleSet.from_json(plain.decode())
+    return opened
 
 
 def seal_rule_sets(settings: Settings, rule_sets: dict[str, RuleSet]) -> bytes:
-    data = {request_id: rs.to_json() for request_id, rs in sorted(rule_sets.items())}
-    return encrypt(settings, json.dumps(data, sort_keys=True).encode())
+    """Each request's rules under its own key (the service key for requests filed before
+    per-request keys)."""
+    keys = keys_for(settings)
+    sealed = {}
+    for request_id, rs in sorted(rule_sets.items()):
+        key_id = request_key_id(request_id)
+        blob = seal_for(settings, key_id if keys.exists(key_id) else None, rs.to_json().encode())
+        sealed[request_id] = base64.b64encode(blob).decode()
+    return _PER_REQUEST + json.dumps(sealed, sort_keys=True).encode()
 
 
 def merge_rule_sets(rule_sets: dict[str, RuleSet]) -> RuleSet:

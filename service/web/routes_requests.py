@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.deps import SessionDep, SettingsDep, audited
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
 from service.core.errors import DomainError
 from service.core.security import subject_ref
 from service.db.enums import NoteKind, Role
@@ -30,6 +30,7 @@ from service.erasure.filing import file_request, get_request
 from service.erasure.identifiers import identifier_problem
 from service.erasure.notes import add_note
 from service.erasure.references import reference
+from service.erasure.shredding import policy_words
 from service.web import drafts
 from service.web.forms import FIELD_LABELS, Filing, Form, accept, raw, read_filing
 from service.web.render import render, signin_redirect
@@ -84,6 +85,7 @@ def _home(
         listing=listing,
         filters=filters,
         statuses=STATUSES,
+        retention=policy_words(get_settings()),
         **extra,
     )
 

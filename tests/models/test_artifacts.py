@@ -75,6 +75,9 @@ def test_local_writes_leave_no_staging_files(tmp_path: Path) -> None:
         store.put("a/b", bytes([i]) * 1000)
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["b"]
     assert store.keys() == ["a/b"]
+    # Artifacts are derived from personal data: lethe's user only.
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "a" / "b").stat().st_mode & 0o777 == 0o600
 
 
 def _hammer(root: str, marker: int) -> None:

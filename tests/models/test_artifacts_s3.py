@@ -105,3 +105,24 @@ def test_explicit_storage_options_reach_the_filesystem(
     store = FsspecArtifactStore(bucket_url, client_kwargs={"endpoint_url": endpoint})
     store.put("x/y", b"z")
     assert store.get("x/y") == b"z"
+
+
+def test_on_a_versioned_bucket_delete_removes_every_version(bucket_url: str, endpoint: str) -> None:
+    import boto3
+
+    bucket = bucket_url.removeprefix("s3://").split("/")[0]
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    store = open_store(bucket_url)
+    assert isinstance(store, FsspecArtifactStore)
+    for content in (b"v1 saw the person", b"v2 saw the person"):
+        store.put("keys/req-1", content)
+    store.put("keys/req-10", b"another key, kept")
+    assert store.versions("keys/req-1") == 2
+    assert store.delete("keys/req-1") and not store.exists("keys/req-1")
+    assert store.versions("keys/req-1") == 0  # no old version, no delete marker
+    listed = client.list_object_versions(Bucket=bucket, Prefix="artifacts/keys/req-1")
+    names = [v["Key"] for v in listed.get("Versions", []) + listed.get("DeleteMarkers", [])]
+    assert names == ["artifacts/keys/req-10"]
+    assert store.get("keys/req-10") == b"another key, kept"
+    assert not store.delete("keys/req-1")

@@ -37,6 +37,9 @@ def test_served_model_loads_and_generates(tiny_base: Path, tmp_path: Path) -> No
     assert folder == merged_dir(tmp_path / "serve", result.final_checkpoint)
     meta = json.loads((folder / "lethe_finetune.json").read_text())
     assert meta["checkpoint"] == result.final_checkpoint
+    # Weights derived from personal data: lethe's user only (folders 0700, files 0600).
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [folder, *folder.rglob("*")]}
+    assert modes[folder.name] == 0o700 and set(modes.values()) <= {0o700, 0o600}, modes
     # Exporting again finds the finished folder instead of rewriting it.
     stamp = (folder / "lethe_finetune.json").stat().st_mtime_ns
     assert export_merged(tiny_base, CONFIG, result.final_checkpoint, store, tmp_path / "serve")

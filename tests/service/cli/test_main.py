@@ -16,6 +16,13 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _forget(tmp_path: Path, *subjects: str) -> str:
+    """The subjects to erase, in a file: never on the command line."""
+    path = tmp_path / "forget.txt"
+    path.write_text("\n".join(subjects) + "\n")
+    return str(path)
+
+
 def test_verify_exact_on_a_csv(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_bytes(synthetic_csv(n_subjects=60, rows_per_subject=2))
@@ -33,10 +40,8 @@ def test_verify_exact_on_a_csv(tmp_path: Path) -> None:
         "3",
         "--epochs",
         "3",
-        "--forget",
-        "S-0003",
-        "--forget",
-        "S-0010",
+        "--forget-file",
+        _forget(tmp_path, "S-0003", "S-0010"),
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -62,8 +67,8 @@ def test_verify_exact_converges_by_default(tmp_path: Path) -> None:
         "2",
         "--slices",
         "2",
-        "--forget",
-        "S-0003",
+        "--forget-file",
+        _forget(tmp_path, "S-0003"),
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -82,8 +87,8 @@ def test_verify_exact_rejects_unknown_subject_without_echoing_it(tmp_path: Path)
         "customer_id",
         "--label-column",
         "label",
-        "--forget",
-        "secret-person-42",
+        "--forget-file",
+        _forget(tmp_path, "secret-person-42"),
     )
     assert result.returncode == 2
     assert "secret-person-42" not in result.stderr + result.stdout

@@ -5,6 +5,9 @@ These tests commit (VACUUM cannot see the work of an open transaction), so they 
 database of their own, with the real task functions and an autocommit VACUUM. The probe reads
 every heap tuple of training_records with pageinspect (superuser; both the embedded server and
 CI's have it): without the VACUUM the erased row's old versions are still there (the control).
+The VACUUM tests store records in clear (``encrypt_records`` off) to show what VACUUM removes;
+with records sealed under the subject's key (the default) no page ever holds the value, and
+the erasure destroys the key.
 """
 
 from __future__ import annotations
@@ -38,17 +41,23 @@ def _csv() -> bytes:
     return out.getvalue().encode()
 
 
-@pytest.fixture
+@pytest.fixture(params=[False])
 def committed(
-    pg_server: str, settings: Settings, monkeypatch: pytest.MonkeyPatch, sent_tasks: SentTasks
+    request: pytest.FixtureRequest,
+    pg_server: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    sent_tasks: SentTasks,
 ) -> Iterator[dict[str, Any]]:
-    """A fresh database whose transactions really commit, the API and the tasks both on it."""
+    """A fresh database whose transactions really commit, the API and the tasks both on it.
+    ``request.param``: records sealed under their subject's key."""
     from service.api.tokens import create_token
     from service.app.factory import create_app
     from workers.base import DbTask
 
     with fresh_database(pg_server, prefix="lethe_vac") as url:
         monkeypatch.setenv("LETHE_DATABASE_URL", url)
+        monkeypatch.setenv("LETHE_ENCRYPT_RECORDS", "true" if request.param else "false")
         get_settings.cache_clear()
         engine = create_engine(url)
         with engine.begin() as conn:
@@ -71,7 +80,7 @@ def committed(
             get_settings.cache_clear()
 
 
-def _erase_canary(env: dict[str, Any]) -> dict[str, Any]:
+def _erase_canary(env: dict[str, Any], sealed: bool = False) -> dict[str, Any]:
     client, tokens, sent = env["client"], env["tokens"], env["sent"]
     ml, dpo = auth(tokens["ml_engineer"]), auth(tokens["dpo"])
     assert client.post("/v1/models", json=MODEL_BODY, headers=ml).status_code == 201
@@ -83,7 +92,8 @@ def _erase_canary(env: dict[str, Any]) -> dict[str, Any]:
     assert r.status_code == 201, r.text
     client.post(f"/v1/models/{MODEL_BODY['name']}/train", headers=ml)
     drain(sent)
-    assert _tuples_holding(env["engine"]) > 0  # the probe sees the live rows
+    # The probe sees the live rows (clear), or nothing at all (sealed).
+    assert (_tuples_holding(env["engine"]) == 0) is sealed
     rid = client.post(
         "/v1/requests", json={"subject_id": CANARY_SUBJECT, "reason": "art 17"}, headers=dpo
     ).json()["id"]
@@ -186,3 +196,19 @@ def test_without_the_vacuum_the_row_stays_and_full_drops_its_bytes(
             "vacuum_relations": plain["relations"],
         }
     )
+
+
+@pytest.mark.parametrize("committed", [True], indirect=True)
+def test_sealed_records_leave_no_readable_copy(committed: dict[str, Any]) -> None:
+    request = _erase_canary(committed, sealed=True)
+    engine = committed["engine"]
+    assert _tuples_holding(engine) == 0 and _pages_holding(engine) == 0
+    [cert] = request["certificates"]
+    claim = cert["body"]["physical_deletion"]
+    assert len(claim["keys_destroyed"]) == 1 and not claim["remains_readable"]
+    assert "key was destroyed" in claim["statement"]
+    from service.reports.plain import certificate_words
+
+    # The DPO's words say it too, and no longer that backups keep readable copies.
+    words = certificate_words(cert["body"])
+    assert "that key was destroyed" in words and "until they expire" not in words

@@ -78,8 +78,8 @@ def run(
     monkeypatch.setenv("LETHE_PROFILE", str(tmp_path / "no-profile.json"))
     runner = CliRunner()
 
-    def invoke(token: str, *args: str) -> Any:
+    def invoke(token: str, *args: str, stdin: str | None = None) -> Any:
         monkeypatch.setenv("LETHE_API_TOKEN", token)
-        return runner.invoke(app, list(args))
+        return runner.invoke(app, list(args), input=stdin)
 
     return invoke

@@ -12,7 +12,17 @@ from tests.support.api import cli_json
 
 def test_export_writes_the_report(run: Any, tokens: dict[str, str], tmp_path: Path) -> None:
     filed = cli_json(
-        run(tokens["dpo"], "requests", "file", "--subject", "S-1", "--reason", "r", "--json")
+        run(
+            tokens["dpo"],
+            "requests",
+            "file",
+            "--subject-file",
+            "-",
+            "--reason",
+            "r",
+            "--json",
+            stdin="S-1",
+        )
     )
     out = tmp_path / "r.csv"
     result = run(

@@ -15,7 +15,17 @@ from tests.support.tasks import drain
 def test_requests_commands(run: Any, tokens: dict[str, str], sent_tasks: SentTasks) -> None:
     dpo, auditor = tokens["dpo"], tokens["auditor"]
     filed = cli_json(
-        run(dpo, "requests", "file", "--subject", CANARY_SUBJECT, "--reason", "art 17", "--json")
+        run(
+            dpo,
+            "requests",
+            "file",
+            "--subject-file",
+            "-",
+            "--reason",
+            "art 17",
+            "--json",
+            stdin=CANARY_SUBJECT,
+        )
     )
     assert filed["status"] == "received" and CANARY_SUBJECT not in json.dumps(filed)
     listed = cli_json(run(auditor, "requests", "list", "--status", "received", "--json"))
@@ -26,7 +36,19 @@ def test_requests_commands(run: Any, tokens: dict[str, str], sent_tasks: SentTas
     shown = cli_json(run(auditor, "requests", "show", filed["id"], "--json"))
     assert shown["status"] == "completed"
 
-    other = cli_json(run(dpo, "requests", "file", "--subject", "S-0009", "--reason", "r", "--json"))
+    other = cli_json(
+        run(
+            dpo,
+            "requests",
+            "file",
+            "--subject-file",
+            "-",
+            "--reason",
+            "r",
+            "--json",
+            stdin="S-0009",
+        )
+    )
     assert (
         cli_json(run(dpo, "requests", "cancel", other["id"], "--reason", "withdrawn", "--json"))[
             "status"
@@ -35,7 +57,19 @@ def test_requests_commands(run: Any, tokens: dict[str, str], sent_tasks: SentTas
     )
     again = run(dpo, "requests", "cancel", other["id"], "--reason", "twice")
     assert again.exit_code == exits.EXIT_CONFLICT and "invalid_transition" in again.output
-    third = cli_json(run(dpo, "requests", "file", "--subject", "S-0010", "--reason", "r", "--json"))
+    third = cli_json(
+        run(
+            dpo,
+            "requests",
+            "file",
+            "--subject-file",
+            "-",
+            "--reason",
+            "r",
+            "--json",
+            stdin="S-0010",
+        )
+    )
     extended = run(
         dpo, "requests", "extend", third["id"], "--months", "1", "--reason", "complex", "--json"
     )
@@ -54,3 +88,18 @@ def test_requests_commands(run: Any, tokens: dict[str, str], sent_tasks: SentTas
     )
     assert cli_json(rejected)["status"] == "rejected"
     assert cli_json(rejected)["rejection_code"] == "manifestly_unfounded"
+
+
+def test_the_identifier_never_comes_from_the_command_line(
+    run: Any, tokens: dict[str, str], tmp_path: Any
+) -> None:
+    dpo = tokens["dpo"]
+    refused = run(dpo, "requests", "file", "--subject", CANARY_SUBJECT, "--reason", "r")
+    assert refused.exit_code != 0 and "No such option" in refused.output
+    held = tmp_path / "subject.txt"
+    held.write_text(CANARY_SUBJECT + "\n")
+    from_file = run(dpo, "requests", "file", "--subject-file", str(held), "--reason", "r")
+    from_stdin = run(dpo, "requests", "file", "--reason", "r", "--json", stdin=CANARY_SUBJECT)
+    assert from_file.exit_code == 0 and cli_json(from_stdin)["status"] == "received"
+    empty = run(dpo, "requests", "file", "--reason", "r", stdin="\n")
+    assert empty.exit_code != 0 and "no subject identifier" in empty.output
