@@ -88,8 +88,9 @@ class SwitchOff:
     """Slices from here on are switched off; equals the slice count when nothing was erased."""
     checkpoint_before: str
     checkpoint_served: str
-    """What serving switches to: the checkpoint after slice first_affected_slice - 1, or the
-    initial (untrained) adapters when the first slice is affected."""
+    """What serving switches to: the checkpoint after slice first_affected_slice - 1 (or an
+    earlier one already served), or the initial (untrained) adapters when the first slice is
+    affected."""
     retained_prefix_keys: list[str]
     """The record keys the served checkpoint was trained on (slices before the first affected
     one, in training order)."""
@@ -106,6 +107,16 @@ class SwitchOff:
         return len(self.superseded_checkpoints)
 
 
+def _served_prefix(served: str, ids: Sequence[str], initial: str) -> int:
+    """How many slices the served checkpoint was trained on: the full fine-tune, or one an
+    earlier erasure switched off and whose restore has not been published yet."""
+    if served == initial:
+        return 0
+    if served not in ids:
+        raise ValueError("the served checkpoint was not trained on the given records")
+    return list(ids).index(served) + 1
+
+
 def switch_off(
     config: FinetuneConfig,
     records: Sequence[FinetuneRecord],
@@ -115,25 +126,27 @@ def switch_off(
 ) -> SwitchOff:
     """Which stored checkpoint serves the fine-tune without ``erase_subjects``, at once.
 
-    ``records`` are the records ``served_checkpoint`` was trained on (erased ones included).
+    ``records`` are the records the fine-tune was trained on (erased ones included);
+    ``served_checkpoint`` is the checkpoint after one of its slices (the last, or an earlier one
+    a previous erasure switched to) or the initial adapters.
     """
     by_slice = keys_by_slice(config, records)
     old_ids = checkpoint_ids(base_id, config, by_slice)
-    if old_ids[-1] != served_checkpoint:
-        raise ValueError("the served checkpoint was not trained on the given records")
+    initial = initial_checkpoint_id(base_id, config)
+    served_prefix = _served_prefix(served_checkpoint, old_ids, initial)
     wanted = set(erase_subjects)
     slices = slice_of_subjects(config, records)
     found = sorted(s for s in wanted if s in slices)
     first = min((slices[s] for s in found), default=config.slices)
-    served = old_ids[first - 1] if first else initial_checkpoint_id(base_id, config)
+    keep = min(first, served_prefix)
     return SwitchOff(
         erased_subjects=found,
         subjects_not_found=sorted(wanted - set(found)),
         erased_records=sum(1 for r in records if r.subject in wanted),
         first_affected_slice=first,
         checkpoint_before=served_checkpoint,
-        checkpoint_served=served,
-        retained_prefix_keys=[key for keys in by_slice[:first] for key in keys],
+        checkpoint_served=old_ids[keep - 1] if keep else initial,
+        retained_prefix_keys=[key for keys in by_slice[:keep] for key in keys],
         superseded_checkpoints=old_ids[first:],
     )
 

@@ -15,6 +15,7 @@ from models.finetune import (
     checkpoint_ids,
     checkpoint_key,
     destroy_checkpoints,
+    initial_checkpoint_id,
     keys_by_slice,
     load_checkpoint,
     merged_model,
@@ -182,3 +183,21 @@ def test_the_background_retrain_equals_training_without_the_person(
     # A model trained with the person is told apart.
     wrong, _ = verify_bit_exact(four_layer_base, LAYERED, RECORDS, outcome.checkpoint_after, store)
     assert not wrong.bit_exact
+
+
+def test_a_second_switch_off_before_the_restore_keeps_the_shorter_prefix(
+    four_layer_base: Path, layered: tuple[LocalArtifactStore, str]
+) -> None:
+    _, served = layered
+    base = base_model_id(four_layer_base)
+    first = switch_off(LAYERED, RECORDS, [subject_in(1)], served, base)
+    retained = [r for r in RECORDS if r.subject != subject_in(1)]
+    later = switch_off(LAYERED, retained, [subject_in(3)], first.checkpoint_served, base)
+    assert later.checkpoint_served == first.checkpoint_served
+    earlier = switch_off(LAYERED, retained, [subject_in(0)], first.checkpoint_served, base)
+    assert earlier.checkpoint_served == initial_checkpoint_id(base, LAYERED)
+    assert earlier.retained_prefix_keys == []
+    nothing = switch_off(LAYERED, retained, [], first.checkpoint_served, base)
+    assert nothing.checkpoint_served == first.checkpoint_served
+    with pytest.raises(ValueError, match="not trained on the given records"):
+        switch_off(LAYERED, retained, [subject_in(0)], "0" * 64, base)
