@@ -28,7 +28,13 @@ from models.finetune.placement import (
     retrain_fraction,
 )
 from models.finetune.records import FinetuneRecord, assign_slice, keys_by_slice, slice_of_subjects
-from models.finetune.serving import export_merged, load_generator, merged_dir, merged_model
+from models.finetune.serving import (
+    SERVING_META,
+    export_merged,
+    load_generator,
+    merged_dir,
+    merged_model,
+)
 from models.finetune.training import (
     FinetuneResult,
     TrainedAdapter,
@@ -45,6 +51,7 @@ from models.finetune.unlearning import (
 )
 
 __all__ = [
+    "SERVING_META",
     "AdaptedModel",
     "FinetuneConfig",
     "FinetuneRecord",

@@ -91,6 +91,8 @@ class SwitchOff:
     """What serving switches to: the checkpoint after slice first_affected_slice - 1 (or an
     earlier one already served), or the initial (untrained) adapters when the first slice is
     affected."""
+    checkpoints_served: list[str]
+    """The checkpoints of the slices still served (those before ``checkpoint_served`` and it)."""
     retained_prefix_keys: list[str]
     """The record keys the served checkpoint was trained on (slices before the first affected
     one, in training order)."""
@@ -146,6 +148,7 @@ def switch_off(
         first_affected_slice=first,
         checkpoint_before=served_checkpoint,
         checkpoint_served=old_ids[keep - 1] if keep else initial,
+        checkpoints_served=old_ids[:keep],
         retained_prefix_keys=[key for keys in by_slice[:keep] for key in keys],
         superseded_checkpoints=old_ids[first:],
     )
