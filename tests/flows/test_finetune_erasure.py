@@ -335,7 +335,6 @@ def test_a_retrain_stopped_after_publishing_is_finished_on_redelivery(
     retain_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from celery.exceptions import Retry
 
     from service.finetune.publish import destroy_artifacts
     from workers.tasks import finetune
