@@ -158,6 +158,8 @@ def _determinism(checks: Sequence[ExactnessResult]) -> str:
         return ExactnessResult.bit_exact.value
     if any(c == ExactnessResult.mismatch for c in checks):
         return ExactnessResult.mismatch.value
+    if any(c == ExactnessResult.pending for c in checks):
+        return ExactnessResult.pending.value
     return ExactnessResult.not_run.value
 
 
@@ -327,6 +329,8 @@ def describe_exact(body: Mapping[str, Any]) -> str:
     check = {
         "bit_exact": "An independent retraining from scratch matched it bit for bit.",
         "mismatch": "WARNING: the independent retraining did not match bit for bit.",
+        "pending": "An independent retraining from scratch is under way to check it bit for "
+        "bit; a further certificate will record its result.",
     }.get(str(body.get("determinism_check")), "The bit-for-bit check was not run (policy).")
     words = (
         f"The subject's {erased.get('train', 0)} training record(s) were removed and the model "

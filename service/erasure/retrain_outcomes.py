@@ -23,6 +23,7 @@ class ExactnessResult(StrEnum):
     bit_exact = "bit_exact"
     mismatch = "mismatch"
     not_run = "not_run"  # the model's verify policy skipped it
+    pending = "pending"  # runs as its own job; a further certificate records its result
 
     @classmethod
     def of(cls, bit_exact: bool) -> ExactnessResult:

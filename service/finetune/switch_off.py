@@ -19,7 +19,6 @@ from models.finetune import (
     initial_checkpoint_id,
     switch_off,
     train_sliced,
-    verify_bit_exact,
 )
 from service.core.config import Settings
 from service.core.storage import artifact_store, merged_root
@@ -87,7 +86,7 @@ def restore_exact(
     progress: Callable[[float], None],
 ) -> FinetuneRetrainOutcome:
     """Retrain the switched-off slices on the retained records (resuming from the last stored
-    checkpoint they share), optionally check it bit for bit, merge it for serving."""
+    checkpoint they share) and merge it for serving."""
     served = inputs.served
     config = served.config
     erased = set(inputs.erase_subjects)
@@ -101,19 +100,9 @@ def restore_exact(
         base_id=served.base_id,
         progress=slices_progress(progress),
     )
-    exactness = FinetuneExactness(ExactnessResult.not_run)
-    if inputs.verify:
-        check, fresh = verify_bit_exact(
-            served.base_dir, config, retained, training.final_checkpoint, store,
-            base_id=served.base_id,
-        )  # fmt: skip
-        exactness = FinetuneExactness(
-            status=ExactnessResult.of(check.bit_exact),
-            tensors_compared=check.tensors_compared,
-            mismatched=tuple(check.mismatched[:20]),
-            seconds=round(check.seconds, 4),
-            full_finetune_seconds=round(fresh.result.seconds, 4),
-        )
+    # The from-scratch check is a whole fine-tune: its own job (service.finetune.verify).
+    status = ExactnessResult.pending if inputs.verify else ExactnessResult.not_run
+    exactness = FinetuneExactness(status)
     started = time.perf_counter()
     weights = _export(settings, inputs, training.final_checkpoint)
     return FinetuneRetrainOutcome(

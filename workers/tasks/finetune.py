@@ -27,8 +27,9 @@ from service.finetune.publish import (
 from service.finetune.retrain import ExactInputs, UnfinishedExact, load_exact
 from service.finetune.switch_off import restore_exact, switch_exact
 from service.finetune.training import load_finetune, record_finetune, run_finetune
+from service.finetune.verify import load_verify, open_verify, record_verify, run_verify
 from service.jobs import lifecycle as jobs
-from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN
+from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN, TASK_FINETUNE_VERIFY
 from workers.base import DbTask, db_task_options, give_up_or_retry, wait_turn
 from workers.progress import progress_reporter
 
@@ -127,4 +128,24 @@ def _restore(
         published = publish_exact(session, task.settings, inputs, outcome, ACTOR)
         if published == PublishResult.done:
             certify_restored(session, task.settings, inputs.model_id, jid, outcome, ACTOR)
+            if inputs.verify:
+                open_verify(session, task.settings, inputs.model_id, jid, outcome)
     return published.value
+
+
+@shared_task(name=TASK_FINETUNE_VERIFY, **db_task_options(max_retries=5))
+def finetune_verify(self: DbTask, job_id: str) -> str:
+    """The from-scratch check of a restored fine-tune (service.finetune.verify)."""
+    jid = uuid.UUID(job_id)
+    with self.transaction() as session:
+        inputs = load_verify(session, self.settings, jid)
+    if isinstance(inputs, Skip):
+        return inputs.value
+    try:
+        exactness = run_verify(self.settings, inputs)
+    except Exception as exc:
+        give_up_or_retry(self, jid, "verify_error", exc)
+        raise
+    with self.transaction() as session:
+        recorded = record_verify(session, inputs, exactness, ACTOR)
+    return recorded.value if isinstance(recorded, Skip) else exactness.status.value
