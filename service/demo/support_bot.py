@@ -286,12 +286,19 @@ def _erase_author(
         stages = [_stage(c) for c in r["certificates"]]
         return 0.0, "restored" in stages or r["status"] == "failed"
 
+    def checked(r: dict[str, Any]) -> tuple[float, bool]:
+        certificates = r["certificates"]
+        checks = [c.get("body", {}).get("determinism_check") for c in certificates]
+        restored_now = "restored" in [_stage(c) for c in certificates]
+        return 0.0, r["status"] == "failed" or (restored_now and "pending" not in checks)
+
     request = wait(
         get_request, "erasure 3/3: background restore of the fine-tune", restored, WAIT_S
     )
-    return _Erasure(
-        request, interim, guarded, time_to_rules, time_to_exact, time.monotonic() - approved_at
-    )
+    time_to_restored = time.monotonic() - approved_at
+    # The from-scratch check runs as its own job after the restore (a whole fine-tune).
+    request = wait(get_request, "bit-for-bit check of the restore (its own job)", checked, WAIT_S)
+    return _Erasure(request, interim, guarded, time_to_rules, time_to_exact, time_to_restored)
 
 
 def _stage(certificate: dict[str, Any]) -> str | None:
