@@ -274,31 +274,34 @@ def _erase_author(
     interim = request["certificates"][0] if request["certificates"] else None
     guarded = _ask(http, ml, question.question)
 
-    def exact_done(r: dict[str, Any]) -> tuple[float, bool]:
-        exact = [a for a in r["actions"] if a["strategy"] == "exact_retrain"]
-        progress = exact[0]["progress"] if exact else 0.0
-        return progress, r["status"] in ("completed", "failed")
-
-    request = wait(get_request, "erasure 2/3: exact removal (switch-off)", exact_done, WAIT_S)
+    request = wait(get_request, "erasure 2/3: exact removal (switch-off)", _exact_done, WAIT_S)
     time_to_exact = time.monotonic() - approved_at
-
-    def restored(r: dict[str, Any]) -> tuple[float, bool]:
-        stages = [_stage(c) for c in r["certificates"]]
-        return 0.0, "restored" in stages or r["status"] == "failed"
-
-    def checked(r: dict[str, Any]) -> tuple[float, bool]:
-        certificates = r["certificates"]
-        checks = [c.get("body", {}).get("determinism_check") for c in certificates]
-        restored_now = "restored" in [_stage(c) for c in certificates]
-        return 0.0, r["status"] == "failed" or (restored_now and "pending" not in checks)
-
     request = wait(
-        get_request, "erasure 3/3: background restore of the fine-tune", restored, WAIT_S
+        get_request, "erasure 3/3: background restore of the fine-tune", _restored, WAIT_S
     )
     time_to_restored = time.monotonic() - approved_at
     # The from-scratch check runs as its own job after the restore (a whole fine-tune).
-    request = wait(get_request, "bit-for-bit check of the restore (its own job)", checked, WAIT_S)
+    request = wait(get_request, "bit-for-bit check of the restore (its own job)", _checked, WAIT_S)
     return _Erasure(request, interim, guarded, time_to_rules, time_to_exact, time_to_restored)
+
+
+def _exact_done(r: dict[str, Any]) -> tuple[float, bool]:
+    exact = [a for a in r["actions"] if a["strategy"] == "exact_retrain"]
+    progress = exact[0]["progress"] if exact else 0.0
+    return progress, r["status"] in ("completed", "failed")
+
+
+def _restored(r: dict[str, Any]) -> tuple[float, bool]:
+    stages = [_stage(c) for c in r["certificates"]]
+    return 0.0, "restored" in stages or r["status"] == "failed"
+
+
+def _checked(r: dict[str, Any]) -> tuple[float, bool]:
+    """The restore's from-scratch check has run (or the request failed)."""
+    certificates = r["certificates"]
+    checks = [c.get("body", {}).get("determinism_check") for c in certificates]
+    restored_now = "restored" in [_stage(c) for c in certificates]
+    return 0.0, r["status"] == "failed" or (restored_now and "pending" not in checks)
 
 
 def _stage(certificate: dict[str, Any]) -> str | None:

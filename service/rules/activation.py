@@ -143,6 +143,30 @@ def _companions(
     return tuple(found)
 
 
+@dataclass(frozen=True)
+class _Scorer:
+    """How one activation scores each request's evidence: new requests share the leak draw."""
+
+    embedder: PrefetchedEmbedder
+    cache: Embedder
+    negatives: list[str]
+    negative_prompts: Sequence[str | None] | None
+    score_negatives: bool
+    share: int
+
+    def score(self, rid: str, rules: RuleSet, new: bool) -> RequestEvidence:
+        return request_evidence(
+            rules,
+            self.embedder,
+            self.cache,
+            self.negatives,
+            seed=rid,
+            negative_prompts=self.negative_prompts,
+            score_negatives=self.score_negatives,
+            max_positives=self.share if new else MAX_POSITIVES_PER_REQUEST,
+        )
+
+
 def calibrate_activation(
     new_request_id: str,
     new_rules: RuleSet,
@@ -158,13 +182,10 @@ def calibrate_activation(
     score_negatives: bool = True,
     also_new: Mapping[str, RuleSet] | None = None,
 ) -> ActivationOutcome:
-    """Calibrate λ for the rule set of every request in force plus the new one(s).
+    """Calibrate λ for the rule set of every request in force plus the new one(s) (``also_new``:
+    activated together, in one calibration sharing the leak draw, ``positives_per_request``).
 
-    ``also_new``: requests activated together with the new one, calibrated once for all of
-    them; they share the synthetic-leak draw (``positives_per_request``), so the time does not
-    grow with how many are activated at once.
-
-    The new request is always scored; the others' stored evidence is reused while it was
+    The new requests are always scored; the others' stored evidence is reused while it was
     computed on the same retained answers with the same scoring (``evidence_key``).
     `negative_prompts`: the question of each retained answer (serving scores an answer with
     its prompt); scores of the model's own leaks kept from the budget task's recalibration
@@ -179,28 +200,43 @@ def calibrate_activation(
     key = evidence_key(embedder_kind, negatives, negative_prompts)
     reusable = stored_evidence.get("by_request", {}) if stored_evidence.get("key") == key else {}
     to_score = {rid for rid in rule_sets if rid not in reusable or rid in new}
-    share = positives_per_request(len(new))
-    scoring = PrefetchedEmbedder(scoring_embedder)
+    scorer = _Scorer(
+        PrefetchedEmbedder(scoring_embedder),
+        cache,
+        negatives,
+        negative_prompts,
+        score_negatives,
+        positives_per_request(len(new)),
+    )
     prefetch_evidence(
-        {rid: rs for rid, rs in new.items() if rid in to_score}, scoring, cache, share
+        {rid: rs for rid, rs in new.items() if rid in to_score},
+        scorer.embedder,
+        cache,
+        scorer.share,
     )
     evidence = {
         rid: (
-            request_evidence(
-                rs,
-                scoring,
-                cache,
-                negatives,
-                seed=rid,
-                negative_prompts=negative_prompts,
-                score_negatives=score_negatives,
-                max_positives=share if rid in new else MAX_POSITIVES_PER_REQUEST,
-            )
+            scorer.score(rid, rs, rid in new)
             if rid in to_score
             else RequestEvidence.from_json(reusable[rid])
         )
         for rid, rs in rule_sets.items()
     }
+    threshold, calibration, records = _calibrated(evidence, policy, stored_evidence, key)
+    calibration["requests_scored"] = len(to_score)
+    calibration["requests_activated"] = sorted(new)
+    calibration["seconds_to_calibrate"] = round(time.perf_counter() - started, 4)
+    return ActivationOutcome(rule_sets, threshold, calibration, records, evidence)
+
+
+def _calibrated(
+    evidence: dict[str, RequestEvidence],
+    policy: GenerativePolicy,
+    stored_evidence: Mapping[str, Any],
+    key: str,
+) -> tuple[ThresholdCalibration, dict[str, Any], list[Record]]:
+    """λ on the pooled evidence (with the model's own leaks kept under the same key), and the
+    evidence stored with the version for the next activation to reuse."""
     same_key = stored_evidence.get("key") == key
     real = [float(s) for s in stored_evidence.get("model_leaks", [])] if same_key else []
     threshold, calibration, records = calibrate_threshold_for(evidence, policy, real)
@@ -209,10 +245,7 @@ def calibrate_activation(
         "by_request": {rid: ev.to_json() for rid, ev in sorted(evidence.items())},
         "model_leaks": real,
     }
-    calibration["requests_scored"] = len(to_score)
-    calibration["requests_activated"] = sorted(new)
-    calibration["seconds_to_calibrate"] = round(time.perf_counter() - started, 4)
-    return ActivationOutcome(rule_sets, threshold, calibration, records, evidence)
+    return threshold, calibration, records
 
 
 def calibrate(inputs: ActivationInputs) -> ActivationOutcome:
