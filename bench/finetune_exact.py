@@ -64,10 +64,13 @@ from models.finetune import (
     FinetuneRecord,
     PrefixCache,
     base_model_id,
+    ensure_initial_checkpoint,
     export_merged,
+    initial_checkpoint_id,
     merged_model,
     placement_report,
     retrain_fraction,
+    switch_off,
     unlearn_subjects,
     verify_bit_exact,
 )
@@ -419,6 +422,181 @@ def run_placement(
     return out
 
 
+# --- switch-off (layer-sliced adapters, exact removal at once; run with --switch-off) --------
+
+SWITCH_OFF_KS = (1, 5, 20)
+
+
+def _erase_order() -> list[str]:
+    """Who is erased for k = 1, 5, 20: the forget authors first, then retain authors."""
+    return [f"forget-{i}" for i in range(10)] + [f"retain-{i:02d}" for i in range(10)]
+
+
+def _specs_by_subject() -> dict[str, ForgetSpec]:
+    """A DPO's request for every author: the name and every TOFU fact."""
+    specs = forget_specs()
+    by_author: dict[str, list[QA]] = {}
+    for i, row in enumerate(load_qa(tofu_file(RETAIN_FILE))):
+        by_author.setdefault(f"retain-{i // RETAIN_ROWS_PER_AUTHOR:02d}", []).append(row)
+    for subject, rows in by_author.items():
+        specs[subject] = ForgetSpec(
+            subject_names=[author_name(rows)], facts=[Fact(r.question, r.answer) for r in rows]
+        )
+    return specs
+
+
+def suppression_by_k(records: list[FinetuneRecord], embedder: MiniLMEmbedder) -> dict[str, Any]:
+    """Approval -> rules active for k requests approved together: one batched activation
+    (the worker's calibrate_activation with ``also_new``), beside k activations in turn (the
+    baseline: how the worker went before)."""
+    specs = _specs_by_subject()
+    negatives = [r.completion for r in records if r.subject.startswith("retain-1")]
+    prompts: list[str | None] = [r.prompt for r in records if r.subject.startswith("retain-1")]
+    out: dict[str, Any] = {"batched": {}, "one_by_one": {}}
+    calibrate_activation(  # warm-up: tokenizer, kernels (a worker is warm)
+        "warm", compile_rules(specs["retain-14"]), {}, {}, negatives, POLICY,
+        embedder_kind=EMBEDDER_KIND, scoring_embedder=embedder, cache=CachingEmbedder(embedder),
+        negative_prompts=prompts, score_negatives=False,
+    )  # fmt: skip
+    for k in SWITCH_OFF_KS:
+        subjects = _erase_order()[:k]
+        started = time.perf_counter()
+        rules = {s: compile_rules(specs[s]) for s in subjects}
+        first = subjects[0]
+        activation = calibrate_activation(
+            first, rules[first], {}, {}, negatives, POLICY,
+            embedder_kind=EMBEDDER_KIND, scoring_embedder=embedder,
+            cache=CachingEmbedder(embedder), negative_prompts=prompts, score_negatives=False,
+            also_new={s: rules[s] for s in subjects[1:]},
+        )  # fmt: skip
+        Verifier(
+            merge_rule_sets(activation.rule_sets), embedder, fact_embedder=CachingEmbedder(embedder)
+        )
+        out["batched"][str(k)] = round(time.perf_counter() - started, 3)
+        if k <= 5:
+            out["one_by_one"][str(k)] = round(
+                time_to_suppression(subjects, specs, records, embedder)[0], 3
+            )
+        log(f"  suppression k={k}: {out['batched'][str(k)]}s batched")
+    return out
+
+
+def _retain_quality(
+    model: Any, tok: Any, rows: list[FinetuneRecord], max_new: int
+) -> dict[str, Any]:
+    result = rouge(model, tok, rows, max_new)
+    return {"accuracy": result["accuracy"], "mean_rouge_l_recall": result["mean_rouge_l_recall"]}
+
+
+def _ratio(after: dict[str, Any], before: dict[str, Any]) -> float | None:
+    if not before["mean_rouge_l_recall"]:
+        return None
+    return round(after["mean_rouge_l_recall"] / before["mean_rouge_l_recall"], 4)
+
+
+def switch_off_k(
+    base: Path, base_id: str, config: FinetuneConfig, records: list[FinetuneRecord],
+    store: LocalArtifactStore, served: str, k: int, ctx: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """One erasure of k subjects: switch-off (what the service does before publishing), the
+    quality it serves, the background restore, the quality after it."""
+    subjects = set(_erase_order()[:k])
+    merged = ctx["workdir"] / "merged"
+    started = time.perf_counter()
+    off = switch_off(config, records, subjects, served, base_id)
+    if off.checkpoint_served == initial_checkpoint_id(base_id, config):
+        ensure_initial_checkpoint(base, config, store, base_id)
+    export_merged(base, config, off.checkpoint_served, store, merged, base_id=base_id)
+    removal_s = time.perf_counter() - started
+    rows = [r for r in ctx["retain_eval"] if r.subject not in subjects]
+    model, tok = merged_model(base, config, off.checkpoint_served, store, base_id=base_id)
+    before = _retain_quality(ctx["model"], ctx["tok"], rows, ctx["max_new"])
+    switched = _retain_quality(model, tok, rows, ctx["max_new"])
+    retained = [r for r in records if r.subject not in subjects]
+    started = time.perf_counter()
+    restore = train_sliced(base, config, retained, store, base_id=base_id)
+    export_merged(base, config, restore.final_checkpoint, store, merged, base_id=base_id)
+    restored_s = time.perf_counter() - started
+    model, tok = merged_model(base, config, restore.final_checkpoint, store, base_id=base_id)
+    after = _retain_quality(model, tok, rows, ctx["max_new"])
+    out = {
+        "first_affected_slice": off.first_affected_slice,
+        "slices_switched_off": off.slices_switched_off,
+        "time_to_exact_removal_s": round(removal_s, 3),
+        "time_to_restored_s": round(restored_s, 3),
+        "slices_retrained": restore.slices_trained,
+        "retain_before": before, "retain_after_switch_off": switched, "retain_after_restore": after,
+        "quality_after_switch_off": _ratio(switched, before),
+        "quality_after_restore": _ratio(after, before),
+    }  # fmt: skip
+    if k == 1:  # the from-scratch check: a whole fine-tune (the service runs it as its own job)
+        check, fresh = verify_bit_exact(
+            base, config, retained, restore.final_checkpoint, store, base_id=base_id
+        )
+        out["bit_exact"] = check.bit_exact
+        out["full_finetune_s"] = round(fresh.result.seconds, 3)
+    log(f"  k={k}: removal {removal_s:.1f}s, restore {restored_s:.1f}s")
+    return out
+
+
+def run_switch_off(
+    args: argparse.Namespace, sizes: dict[str, int], workdir: Path
+) -> dict[str, Any]:
+    base = materialize_smollm2(args.cache_dir)
+    base_id = base_model_id(base)
+    records = tofu_records(sizes["per_author"])
+    config = FinetuneConfig(
+        slices=4, epochs=sizes["epochs"], learning_rate=args.lr or 5e-3,
+        batch_size=args.batch_size, seed=args.seed, lora_rank=args.lora_rank,
+        lora_alpha=2 * args.lora_rank, adapter_layers=4, num_threads=args.threads, layered=True,
+    )  # fmt: skip
+    store = LocalArtifactStore(workdir / "store")
+    log(f"layered fine-tune of {len(records)} records ({config.slices} slices)")
+    full = train_sliced(base, config, records, store, base_id=base_id)
+    model, tok = merged_model(base, config, full.final_checkpoint, store, base_id=base_id)
+    retain_eval = [r for r in records if r.key.endswith("/00")]
+    ctx = {"workdir": workdir, "retain_eval": retain_eval, "model": model, "tok": tok,
+           "max_new": sizes["max_new_tokens"]}  # fmt: skip
+    by_k = {
+        str(k): switch_off_k(base, base_id, config, records, store, full.final_checkpoint, k, ctx)
+        for k in SWITCH_OFF_KS
+    }
+    log("time to suppression by k")
+    suppression = suppression_by_k(records, MiniLMEmbedder())
+    return {
+        "benchmark": "finetune_exact",
+        "mode": "switch_off",
+        "quick": args.quick,
+        "time_to_exact_removal_s": {k: v["time_to_exact_removal_s"] for k, v in by_k.items()},
+        "time_to_restored_s": {k: v["time_to_restored_s"] for k, v in by_k.items()},
+        "quality_after_switch_off": {k: v["quality_after_switch_off"] for k, v in by_k.items()},
+        "quality_after_restore": {k: v["quality_after_restore"] for k, v in by_k.items()},
+        "time_to_suppression_s": suppression["batched"],
+        "time_to_suppression_one_by_one_s": suppression["one_by_one"],
+        "bit_exact_restore": by_k["1"].get("bit_exact"),
+        "full_finetune_s": full.seconds,
+        "checkpoint_bytes": sorted(set(full.checkpoint_bytes.values())),
+        "permutations": 1,
+        "by_k": by_k,
+        "config": config.to_dict(),
+        "sizes": sizes,
+        "records": len(records),
+        "definitions": {
+            "time_to_exact_removal_s": "switch_off + merged export of the served state "
+            "(the work between the job's claim and publishing; one measurement per k, no "
+            "p95)",
+            "time_to_restored_s": "retrain of the switched-off slices on the retained records "
+            "+ merged export (the background job; the baseline the old path paid before "
+            "removal, plus its bit-exact check)",
+            "quality_after_switch_off": "mean ROUGE-L recall on retained authors' trained "
+            "answers, switched-off model / un-erased fine-tune",
+            "quality_after_restore": "the same for the restored model",
+            "time_to_suppression_s": "k requests activated together: one calibrate_activation "
+            "(also_new) + the merged verifier, MiniLM warm; one_by_one: k activations in turn",
+        },
+    }
+
+
 def compare_checkpoints(stored: Any, scratch: Any) -> dict[str, Any]:
     """``torch.equal`` on every adapter and optimizer tensor of a stored checkpoint and an
     in-memory from-scratch run."""
@@ -445,6 +623,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--switch-off",
+        action="store_true",
+        help="layer-sliced adapters: exact removal at once, restore, suppression by k",
+    )
     return parser.parse_args(argv)
 
 
@@ -459,6 +642,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in sizes:
         if getattr(args, name) is not None:
             sizes[name] = int(getattr(args, name))
+    if args.switch_off:
+        with tempfile.TemporaryDirectory(prefix="lethe-switch-off-bench-") as scratch:
+            output = run_switch_off(args, sizes, Path(scratch))
+        output["seconds_total"] = time.perf_counter() - started
+        _emit(args, output)
+        return
     base = materialize_smollm2(args.cache_dir)
     base_id = base_model_id(base)
     records = tofu_records(sizes["per_author"])
@@ -555,6 +744,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         "seconds_total": time.perf_counter() - started,
     }
+    _emit(args, output)
+
+
+def _emit(args: argparse.Namespace, output: dict[str, Any]) -> None:
     text = json.dumps(output, indent=2)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,12 +52,12 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> PreTrainedTo
     return tokenizer
 
 
-def tiny_config(tokenizer: Any) -> LlamaConfig:
+def tiny_config(tokenizer: Any, layers: int = 2) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=256,
@@ -76,6 +76,7 @@ def train_tiny_qa(
     steps: int = 160,
     lr: float = 1e-2,
     batch_size: int = 16,
+    layers: int = 2,
 ) -> Path:
     """Train a tiny LM on (question, answer) pairs until it recites them; save it to `out_dir`.
     A question may be a conversation: the answer then follows its last turn.
@@ -90,7 +91,7 @@ def train_tiny_qa(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model: Any = LlamaForCausalLM(tiny_config(tokenizer))
+        model: Any = LlamaForCausalLM(tiny_config(tokenizer, layers))
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         schedule = torch.optim.lr_scheduler.OneCycleLR(

@@ -5,6 +5,11 @@ one slice) and trained cumulatively, SISA-style, with LoRA adapters on the top l
 content-addressed checkpoint (adapter and optimizer state) after every slice. Erasing a subject
 retrains from the checkpoint before its slice, on the retained records only; the result is
 ``torch.equal`` to fine-tuning from scratch on them, which ``verify_bit_exact`` checks.
+
+Before any retraining, ``switch_off`` serves the stored checkpoint before the first affected
+slice: the model trained without those slices, exact by construction. ``layered`` fine-tunes
+(S3T) give every slice an adapter on a layer group of its own, so switching slices off turns
+adapters off rather than rolling one adapter back.
 """
 
 from models.finetune.adapter import AdaptedModel, PrefixCache
@@ -13,6 +18,7 @@ from models.finetune.checkpoints import (
     checkpoint_ids,
     checkpoint_key,
     destroy_checkpoints,
+    initial_checkpoint_id,
     load_checkpoint,
 )
 from models.finetune.config import FinetuneConfig
@@ -22,30 +28,47 @@ from models.finetune.placement import (
     retrain_fraction,
 )
 from models.finetune.records import FinetuneRecord, assign_slice, keys_by_slice, slice_of_subjects
-from models.finetune.serving import export_merged, load_generator, merged_dir, merged_model
+from models.finetune.serving import (
+    SERVING_META,
+    export_merged,
+    load_generator,
+    merged_dir,
+    merged_model,
+)
 from models.finetune.training import (
     FinetuneResult,
     TrainedAdapter,
+    ensure_initial_checkpoint,
     train_sliced,
     train_sliced_in_memory,
 )
-from models.finetune.unlearning import FinetuneUnlearning, unlearn_subjects, verify_bit_exact
+from models.finetune.unlearning import (
+    FinetuneUnlearning,
+    SwitchOff,
+    switch_off,
+    unlearn_subjects,
+    verify_bit_exact,
+)
 
 __all__ = [
+    "SERVING_META",
     "AdaptedModel",
     "FinetuneConfig",
     "FinetuneRecord",
     "FinetuneResult",
     "FinetuneUnlearning",
     "PrefixCache",
+    "SwitchOff",
     "TrainedAdapter",
     "assign_slice",
     "base_model_id",
     "checkpoint_ids",
     "checkpoint_key",
     "destroy_checkpoints",
+    "ensure_initial_checkpoint",
     "expected_retrain_fraction",
     "export_merged",
+    "initial_checkpoint_id",
     "keys_by_slice",
     "load_checkpoint",
     "load_generator",
@@ -54,6 +77,7 @@ __all__ = [
     "placement_report",
     "retrain_fraction",
     "slice_of_subjects",
+    "switch_off",
     "train_sliced",
     "train_sliced_in_memory",
     "unlearn_subjects",

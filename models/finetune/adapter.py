@@ -12,6 +12,7 @@ embeddings) is refused instead of trained wrongly.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,8 @@ from models.generative.qa_data import IGNORE, collate, end_of_turn_id
 from models.sisa.determinism import derive_seed
 
 __all__ = ["AdaptedModel", "PrefixCache"]
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
 class _Stop(Exception):
@@ -49,8 +52,11 @@ class PrefixCache:
         return len(self._items)
 
     @staticmethod
-    def key(base_id: str, split: int, ids: Sequence[int]) -> str:
-        digest = hashlib.sha256(f"{base_id}\x1f{split}\x1f".encode())
+    def key(base_id: str, split: int, ids: Sequence[int], below: str = "") -> str:
+        """``below`` names the adapters active under layer ``split`` (a layered fine-tune's
+        checkpoint of the slices below); empty when none are."""
+        tag = f"{base_id}\x1f{split}\x1f" + (f"{below}\x1f" if below else "")
+        digest = hashlib.sha256(tag.encode())
         digest.update(",".join(map(str, ids)).encode())
         return digest.hexdigest()
 
@@ -108,6 +114,26 @@ class AdaptedModel:
         if not self.trainable:
             raise ValueError(f"no module matched target_modules={list(config.target_modules)}")
 
+    # -- layer-sliced adapters -----------------------------------------------------------------
+
+    def group_start(self, slice_index: int) -> int:
+        """The first decoder layer slice ``slice_index`` trains (layered fine-tunes)."""
+        return self.split + self.config.layer_group(slice_index)[0]
+
+    def train_slice(self, slice_index: int) -> list[nn.Parameter]:
+        """Layered: make only slice ``slice_index``'s adapter trainable; returns its tensors."""
+        lo, hi = self.config.layer_group(slice_index)
+        chosen: list[nn.Parameter] = []
+        for name, p in self.trainable.items():
+            match = _LAYER.search(name)
+            mine = match is not None and self.split + lo <= int(match.group(1)) < self.split + hi
+            p.requires_grad_(mine)
+            if mine:
+                chosen.append(p)
+        if not chosen:
+            raise ValueError(f"slice {slice_index} has no adapter tensors")
+        return chosen
+
     # -- adapter state -------------------------------------------------------------------------
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
@@ -125,9 +151,18 @@ class AdaptedModel:
 
     # -- the two halves of a forward pass ------------------------------------------------------
 
-    def prefix_hidden(self, ids: Sequence[int], cache: PrefixCache) -> torch.Tensor:
-        """Input of the first adapted layer for one record, ``[tokens, hidden]``."""
-        key = PrefixCache.key(self.base_id, self.split, ids)
+    def prefix_hidden(
+        self,
+        ids: Sequence[int],
+        cache: PrefixCache,
+        *,
+        start: int | None = None,
+        below: str = "",
+    ) -> torch.Tensor:
+        """Input of layer ``start`` (default: the first adapted layer) for one record,
+        ``[tokens, hidden]``; ``below`` names the adapter state of the layers under it."""
+        split = self.split if start is None else start
+        key = PrefixCache.key(self.base_id, split, ids, below)
         cached = cache.get(key)
         if cached is not None:
             return cached
@@ -135,21 +170,21 @@ class AdaptedModel:
         # no_grad, not inference_mode: the result is later the input of autograd graphs.
         with torch.no_grad():
             hidden: torch.Tensor
-            if self.split == 0:
+            if split == 0:
                 hidden = self.trunk.get_input_embeddings()(input_ids)[0]
             else:
-                hidden = self._run_prefix(input_ids)
+                hidden = self._run_prefix(input_ids, split)
         cache.put(key, hidden)
         return hidden
 
-    def _run_prefix(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _run_prefix(self, input_ids: torch.Tensor, split: int) -> torch.Tensor:
         captured: list[torch.Tensor] = []
 
         def hook(_module: nn.Module, _args: Any, output: Any) -> None:
             captured.append(output[0] if isinstance(output, tuple) else output)
             raise _Stop
 
-        handle = self.trunk.layers[self.split - 1].register_forward_hook(hook)
+        handle = self.trunk.layers[split - 1].register_forward_hook(hook)
         try:
             self.trunk(input_ids=input_ids, use_cache=False)
         except _Stop:
@@ -159,23 +194,29 @@ class AdaptedModel:
         return captured[0][0].detach().clone()
 
     @contextmanager
-    def _top_layers_only(self) -> Iterator[None]:
+    def _top_layers_only(self, start: int) -> Iterator[None]:
         full = self.trunk.layers
-        self.trunk.layers = nn.ModuleList(list(full)[self.split :])
+        self.trunk.layers = nn.ModuleList(list(full)[start:])
         try:
             yield
         finally:
             self.trunk.layers = full
 
-    def loss(self, examples: Sequence[Example], hiddens: Sequence[torch.Tensor]) -> torch.Tensor:
+    def loss(
+        self,
+        examples: Sequence[Example],
+        hiddens: Sequence[torch.Tensor],
+        start: int | None = None,
+    ) -> torch.Tensor:
         """Mean next-token cross-entropy over the labelled positions of a right-padded batch,
-        running only the adapted layers on the cached prefix activations."""
+        running only the layers from ``start`` (default: the first adapted one) on the cached
+        activations of the layers below."""
         batch = collate(examples, self.pad_id)
         width = batch["input_ids"].shape[1]
         # Padded positions come after every real token, so under the causal mask no real
         # position attends to them and their (zero) activations change nothing.
         padded = torch.stack([functional.pad(h, (0, 0, 0, width - h.shape[0])) for h in hiddens])
-        with self._top_layers_only():
+        with self._top_layers_only(self.split if start is None else start):
             out = self.trunk(
                 inputs_embeds=padded, attention_mask=batch["attention_mask"], use_cache=False
             )

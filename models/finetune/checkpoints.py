@@ -22,6 +22,7 @@ __all__ = [
     "checkpoint_ids",
     "checkpoint_key",
     "destroy_checkpoints",
+    "initial_checkpoint_id",
     "load_checkpoint",
     "runtime_tag",
     "save_checkpoint",
@@ -80,6 +81,13 @@ def checkpoint_ids(
         text = f"{header}\x1f{slice_index}\x1f{hasher.copy().hexdigest()}"
         ids.append(hashlib.sha256(text.encode("utf-8")).hexdigest())
     return ids
+
+
+def initial_checkpoint_id(base_id: str, config: FinetuneConfig) -> str:
+    """The content address of a layered fine-tune's adapters before any slice: what is served
+    when an erasure switches off every slice. Depends on no record."""
+    text = f"{TRAINING_PROCEDURE}\x1f{base_id}\x1f{config.fingerprint()}\x1finitial"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def checkpoint_key(checkpoint: str) -> str:

@@ -52,6 +52,7 @@ class FinetuneConfig:
     placement: Placement = "hash"
     late_slices: int = 2
     num_threads: int = 1
+    layered: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
@@ -72,6 +73,8 @@ class FinetuneConfig:
             # likely_last needs at least one slice for the subjects not flagged.
             "late_slices": 1 <= self.late_slices < self.slices or self.placement == "hash",
             "num_threads": self.num_threads >= 1,
+            # Every slice needs a layer group of its own.
+            "layered": not self.layered or self.adapter_layers >= self.slices,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -81,6 +84,12 @@ class FinetuneConfig:
     def slice_epochs(self) -> int:
         """Epochs run after adding each slice (see the class docstring)."""
         return math.ceil(2 * self.epochs / (self.slices + 1))
+
+    def layer_group(self, slice_index: int) -> tuple[int, int]:
+        """Layered: the adapted layers of slice ``slice_index``, as offsets [lo, hi) into the
+        top ``adapter_layers`` layers (bottom first, as even as the counts allow)."""
+        lo = slice_index * self.adapter_layers // self.slices
+        return lo, (slice_index + 1) * self.adapter_layers // self.slices
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -98,7 +107,11 @@ class FinetuneConfig:
         """sha256 of the canonical JSON form; equal configs, equal fingerprints.
 
         The thread count is included: a reduction split over another number of threads sums in
-        another order, so it changes the trained bits.
+        another order, so it changes the trained bits. ``layered`` counts only when set, so
+        fine-tunes trained before it existed keep their checkpoint addresses.
         """
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        data = self.to_dict()
+        if not self.layered:
+            del data["layered"]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

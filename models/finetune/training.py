@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,8 @@ from models.finetune.adapter import AdaptedModel, PrefixCache
 from models.finetune.checkpoints import (
     base_model_id,
     checkpoint_ids,
+    checkpoint_key,
+    initial_checkpoint_id,
     load_checkpoint,
     runtime_tag,
     save_checkpoint,
@@ -24,7 +26,13 @@ from models.finetune.records import FinetuneRecord, SliceLayout
 from models.sisa.checkpoints import Checkpoint, latest_matching
 from models.sisa.determinism import deterministic_torch, seeded_generator
 
-__all__ = ["FinetuneResult", "TrainedAdapter", "train_sliced", "train_sliced_in_memory"]
+__all__ = [
+    "FinetuneResult",
+    "TrainedAdapter",
+    "ensure_initial_checkpoint",
+    "train_sliced",
+    "train_sliced_in_memory",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -92,12 +100,20 @@ def _latest_usable(
     )
 
 
+@dataclass(frozen=True)
+class _Step:
+    """What slice ``slice_index`` trains: its tensors, its optimizer, the first layer its
+    forward runs, and the adapter state under that layer (layered fine-tunes)."""
+
+    slice_index: int
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    start: int
+    below: str
+
+
 def _fit_prefix(
-    model: AdaptedModel,
-    optimizer: torch.optim.Optimizer,
-    layout: SliceLayout,
-    slice_index: int,
-    cache: PrefixCache,
+    model: AdaptedModel, layout: SliceLayout, step: _Step, cache: PrefixCache
 ) -> tuple[int, float]:
     """``slice_epochs`` epochs over the records of slices 0..slice_index; returns the steps
     taken and the seconds spent computing prefix activations.
@@ -106,25 +122,43 @@ def _fit_prefix(
     slice r - 1 makes exactly the draws a run from scratch makes at slice r.
     """
     config = model.config
-    end = layout.ends[slice_index]
+    end = layout.ends[step.slice_index]
     started = time.perf_counter()
-    hiddens = [model.prefix_hidden(ids, cache) for ids, _ in layout.examples[:end]]
+    hiddens = [
+        model.prefix_hidden(ids, cache, start=step.start, below=step.below)
+        for ids, _ in layout.examples[:end]
+    ]
     prefix_seconds = time.perf_counter() - started
-    params = list(model.trainable.values())
+    optimizer = step.optimizer
     steps = 0
     for epoch in range(config.slice_epochs if end else 0):
         order = torch.randperm(
-            end, generator=seeded_generator("shuffle", config.seed, slice_index, epoch)
+            end, generator=seeded_generator("shuffle", config.seed, step.slice_index, epoch)
         ).tolist()
-        for start in range(0, end, config.batch_size):
-            chosen = order[start : start + config.batch_size]
-            loss = model.loss([layout.examples[i] for i in chosen], [hiddens[i] for i in chosen])
+        for first in range(0, end, config.batch_size):
+            chosen = order[first : first + config.batch_size]
+            loss = model.loss(
+                [layout.examples[i] for i in chosen], [hiddens[i] for i in chosen], step.start
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(step.params, config.max_grad_norm)
             optimizer.step()
             steps += 1
     return steps, prefix_seconds
+
+
+def _step(start: _Start, slice_index: int) -> _Step:
+    """Cumulative fine-tunes train every adapter with one optimizer throughout; layered ones
+    train slice r's adapter alone, with a fresh optimizer, on the frozen groups below it."""
+    model = start.model
+    if not model.config.layered:
+        params = list(model.trainable.values())
+        return _Step(slice_index, params, start.optimizer, model.split, "")
+    params = model.train_slice(slice_index)
+    optimizer = torch.optim.AdamW(params, lr=model.config.learning_rate, weight_decay=0.0)
+    below = start.ids[slice_index - 1] if slice_index else ""
+    return _Step(slice_index, params, optimizer, model.group_start(slice_index), below)
 
 
 @dataclass(frozen=True)
@@ -136,6 +170,8 @@ class _Start:
     layout: SliceLayout
     ids: list[str]
     first_slice: int
+    initial_state: Mapping[str, torch.Tensor]
+    """The adapters before any slice was trained (kept for layered fine-tunes only)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +179,8 @@ class _Work:
     steps: int
     prefix_seconds: float
     checkpoint_bytes: dict[str, int]
+    optimizer: torch.optim.Optimizer
+    """The last slice's optimizer (layered fine-tunes have one per slice)."""
 
 
 def _start(
@@ -157,16 +195,21 @@ def _start(
     model = AdaptedModel(base_dir, config, base)
     layout = SliceLayout.build(config, records, model.tokenizer, model.eos_id)
     ids = checkpoint_ids(base, config, layout.keys_by_slice)
-    optimizer = torch.optim.AdamW(
-        list(model.trainable.values()), lr=config.learning_rate, weight_decay=0.0
-    )
+    initial = model.adapter_state() if config.layered else {}
     first_slice, cached = 0, None
     if cache_store is not None:
         first_slice, cached = _latest_usable(config, base, layout, ids, cache_store)
+    # Layered: each slice trains with an optimizer of its own; this one is the last slice's,
+    # and is what a run that finds every checkpoint stored returns.
+    params = (
+        model.train_slice(config.slices - 1) if config.layered else list(model.trainable.values())
+    )
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     if cached is not None:
         model.load_adapter_state(cached.model_state)
-        optimizer.load_state_dict(dict(cached.optimizer_state))
-    return _Start(model, optimizer, layout, ids, first_slice)
+        if not config.layered or first_slice == config.slices:
+            optimizer.load_state_dict(dict(cached.optimizer_state))
+    return _Start(model, optimizer, layout, ids, first_slice, initial)
 
 
 def _fit_slices(
@@ -176,30 +219,69 @@ def _fit_slices(
     cache: PrefixCache,
     store: ArtifactStore | None,
     progress: Progress | None,
+    upto: int,
 ) -> _Work:
-    """Train every slice from ``start.first_slice`` on, storing a checkpoint after each."""
+    """Train every slice from ``start.first_slice`` to ``upto`` (exclusive), storing a
+    checkpoint after each."""
     written: dict[str, int] = {}
     steps, prefix_seconds = 0, 0.0
+    optimizer = start.optimizer
     if progress is not None:
-        progress(start.first_slice, config.slices)
-    for slice_index in range(start.first_slice, config.slices):
-        slice_steps, slice_prefix_seconds = _fit_prefix(
-            start.model, start.optimizer, start.layout, slice_index, cache
-        )
+        progress(start.first_slice, upto)
+    for slice_index in range(start.first_slice, upto):
+        step = _step(start, slice_index)
+        optimizer = step.optimizer
+        slice_steps, slice_prefix_seconds = _fit_prefix(start.model, start.layout, step, cache)
         steps += slice_steps
         prefix_seconds += slice_prefix_seconds
         if store is not None:
             checkpoint = Checkpoint(
                 start.model.adapter_state(),
-                start.optimizer.state_dict(),
+                optimizer.state_dict(),
                 _meta(config, base, slice_index, start.layout),
             )
             written[start.ids[slice_index]] = save_checkpoint(
                 store, start.ids[slice_index], checkpoint
             )
         if progress is not None:
-            progress(slice_index + 1, config.slices)
-    return _Work(steps, prefix_seconds, written)
+            progress(slice_index + 1, upto)
+    return _Work(steps, prefix_seconds, written, optimizer)
+
+
+def _store_initial(
+    config: FinetuneConfig,
+    base: str,
+    state: Mapping[str, torch.Tensor],
+    store: ArtifactStore,
+) -> None:
+    """Store the adapters before any slice (at their zero-effect start), the state served when
+    an erasure switches off every slice. A function of the base and the config alone, so it is
+    written once."""
+    checkpoint = initial_checkpoint_id(base, config)
+    if store.exists(checkpoint_key(checkpoint)):
+        return
+    meta = {
+        "config_fingerprint": config.fingerprint(),
+        "base_id": base,
+        "slice": -1,
+        "num_records": 0,
+        "content_digest": "",
+        "runtime": runtime_tag(config.num_threads),
+    }
+    save_checkpoint(store, checkpoint, Checkpoint(dict(state), {}, meta))
+
+
+def ensure_initial_checkpoint(
+    base_dir: str | Path, config: FinetuneConfig, store: ArtifactStore, base_id: str
+) -> str:
+    """The initial checkpoint's id, stored first if it is not (fine-tunes trained before it
+    existed, or cumulative ones): freshly seeded adapters are the same draws every time."""
+    checkpoint = initial_checkpoint_id(base_id, config)
+    if not store.exists(checkpoint_key(checkpoint)):
+        with deterministic_torch(config.num_threads):
+            state = AdaptedModel(base_dir, config, base_id).adapter_state()
+        _store_initial(config, base_id, state, store)
+    return checkpoint
 
 
 def _train(
@@ -212,21 +294,27 @@ def _train(
     use_cache: bool,
     prefix_cache: PrefixCache | None,
     progress: Progress | None,
+    upto: int | None = None,
 ) -> TrainedAdapter:
     started, cpu_started = time.perf_counter(), time.process_time()
     base = base_id if base_id is not None else base_model_id(base_dir)
     cache = prefix_cache if prefix_cache is not None else PrefixCache()
+    last = config.slices if upto is None else upto
+    if not 0 <= last <= config.slices:
+        raise ValueError(f"upto must be between 0 and {config.slices}")
     with deterministic_torch(config.num_threads), torch.enable_grad():
         start = _start(base_dir, config, records, base, store if use_cache else None)
-        if start.first_slice < config.slices and start.layout.examples:
+        if config.layered and store is not None:
+            _store_initial(config, base, start.initial_state, store)
+        if start.first_slice < last and start.layout.examples:
             start.model.self_check(start.layout.examples[0], cache)
-        work = _fit_slices(config, base, start, cache, store, progress)
+        work = _fit_slices(config, base, start, cache, store, progress, last)
     result = FinetuneResult(
         base_id=base,
         checkpoint_ids=start.ids,
-        final_checkpoint=start.ids[-1],
+        final_checkpoint=start.ids[last - 1] if last else initial_checkpoint_id(base, config),
         resumed_from_slice=start.first_slice,
-        slices_trained=config.slices - start.first_slice,
+        slices_trained=max(0, last - start.first_slice),
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started,
         lineage_hash=start.layout.lineage_hash(),
@@ -236,7 +324,7 @@ def _train(
         optimizer_steps=work.steps,
         prefix_seconds=work.prefix_seconds,
     )
-    return TrainedAdapter(result, start.model, start.optimizer)
+    return TrainedAdapter(result, start.model, work.optimizer)
 
 
 def train_sliced(
@@ -279,8 +367,10 @@ def train_sliced_in_memory(
     base_id: str | None = None,
     prefix_cache: PrefixCache | None = None,
     progress: Progress | None = None,
+    upto: int | None = None,
 ) -> TrainedAdapter:
-    """Fine-tune from scratch without reading or writing any store."""
+    """Fine-tune from scratch without reading or writing any store; ``upto`` stops after that
+    many slices (a layered fine-tune's model trained without the slices from ``upto`` on)."""
     return _train(
         base_dir,
         config,
@@ -290,4 +380,5 @@ def train_sliced_in_memory(
         use_cache=False,
         prefix_cache=prefix_cache,
         progress=progress,
+        upto=upto,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,12 @@ from typing import Any
 
 from models.artifacts import ArtifactStore
 from models.finetune.adapter import PrefixCache
-from models.finetune.checkpoints import base_model_id, checkpoint_ids, load_checkpoint
+from models.finetune.checkpoints import (
+    base_model_id,
+    checkpoint_ids,
+    initial_checkpoint_id,
+    load_checkpoint,
+)
 from models.finetune.config import FinetuneConfig
 from models.finetune.records import FinetuneRecord, keys_by_slice, slice_of_subjects
 from models.finetune.training import (
@@ -21,8 +27,9 @@ from models.finetune.training import (
     train_sliced_in_memory,
 )
 from models.sisa.exactness import ExactnessCheck, compare_states
+from models.sisa.records import encode_keys
 
-__all__ = ["FinetuneUnlearning", "unlearn_subjects", "verify_bit_exact"]
+__all__ = ["FinetuneUnlearning", "SwitchOff", "switch_off", "unlearn_subjects", "verify_bit_exact"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,90 @@ class FinetuneUnlearning:
             "lineage_hash": self.lineage_hash,
             "seconds": self.seconds,
         }
+
+
+@dataclass(frozen=True)
+class SwitchOff:
+    """An erasure served at once: the checkpoint before the first slice that held an erased
+    subject. Nothing is trained; the checkpoint was stored by the first fine-tune.
+
+    Exact by construction: the checkpoint after slice j - 1 is a function of slices 0..j - 1
+    alone (records, order, seeds), none of which held an erased subject, so it is the model a
+    fine-tune of the retained records of those slices gives. A layered fine-tune's later
+    adapters are at their zero-effect start in it; a cumulative one's simply saw fewer records.
+    """
+
+    erased_subjects: list[str]
+    subjects_not_found: list[str]
+    erased_records: int
+    first_affected_slice: int
+    """Slices from here on are switched off; equals the slice count when nothing was erased."""
+    checkpoint_before: str
+    checkpoint_served: str
+    """What serving switches to: the checkpoint after slice first_affected_slice - 1 (or an
+    earlier one already served), or the initial (untrained) adapters when the first slice is
+    affected."""
+    checkpoints_served: list[str]
+    """The checkpoints of the slices still served (those before ``checkpoint_served`` and it)."""
+    retained_prefix_keys: list[str]
+    """The record keys the served checkpoint was trained on (slices before the first affected
+    one, in training order)."""
+    superseded_checkpoints: list[str]
+    """The served fine-tune's checkpoints from the first affected slice on: they saw an erased
+    subject, so nothing may serve or resume from them any more."""
+
+    @property
+    def retained_prefix_hash(self) -> str:
+        return hashlib.sha256(encode_keys(self.retained_prefix_keys)).hexdigest()
+
+    @property
+    def slices_switched_off(self) -> int:
+        return len(self.superseded_checkpoints)
+
+
+def _served_prefix(served: str, ids: Sequence[str], initial: str) -> int:
+    """How many slices the served checkpoint was trained on: the full fine-tune, or one an
+    earlier erasure switched off and whose restore has not been published yet."""
+    if served == initial:
+        return 0
+    if served not in ids:
+        raise ValueError("the served checkpoint was not trained on the given records")
+    return list(ids).index(served) + 1
+
+
+def switch_off(
+    config: FinetuneConfig,
+    records: Sequence[FinetuneRecord],
+    erase_subjects: Collection[str],
+    served_checkpoint: str,
+    base_id: str,
+) -> SwitchOff:
+    """Which stored checkpoint serves the fine-tune without ``erase_subjects``, at once.
+
+    ``records`` are the records the fine-tune was trained on (erased ones included);
+    ``served_checkpoint`` is the checkpoint after one of its slices (the last, or an earlier one
+    a previous erasure switched to) or the initial adapters.
+    """
+    by_slice = keys_by_slice(config, records)
+    old_ids = checkpoint_ids(base_id, config, by_slice)
+    initial = initial_checkpoint_id(base_id, config)
+    served_prefix = _served_prefix(served_checkpoint, old_ids, initial)
+    wanted = set(erase_subjects)
+    slices = slice_of_subjects(config, records)
+    found = sorted(s for s in wanted if s in slices)
+    first = min((slices[s] for s in found), default=config.slices)
+    keep = min(first, served_prefix)
+    return SwitchOff(
+        erased_subjects=found,
+        subjects_not_found=sorted(wanted - set(found)),
+        erased_records=sum(1 for r in records if r.subject in wanted),
+        first_affected_slice=first,
+        checkpoint_before=served_checkpoint,
+        checkpoint_served=old_ids[keep - 1] if keep else initial,
+        checkpoints_served=old_ids[:keep],
+        retained_prefix_keys=[key for keys in by_slice[:keep] for key in keys],
+        superseded_checkpoints=old_ids[first:],
+    )
 
 
 def unlearn_subjects(

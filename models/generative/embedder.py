@@ -138,3 +138,25 @@ class CachingEmbedder:
         if not rows:
             return np.zeros((0, 1), dtype=np.float32)
         return np.stack(rows).astype(np.float32, copy=False)
+
+
+class PrefetchedEmbedder:
+    """Embeds, in one call, texts that several scorings will ask for one at a time; then
+    answers them from memory (others go to ``inner``). Lives for one calibration only: what it
+    holds may be personal data (synthetic leaks), which CachingEmbedder must never keep."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self._vectors: dict[str, Vectors] = {}
+
+    def prefetch(self, texts: Sequence[str]) -> None:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if missing:
+            for text, row in zip(missing, self.inner.embed(missing), strict=True):
+                self._vectors[text] = row
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.prefetch(texts)
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
+        return np.stack([self._vectors[t] for t in texts]).astype(np.float32, copy=False)

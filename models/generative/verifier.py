@@ -73,6 +73,13 @@ def _unique(spans: Sequence[str]) -> list[str]:
     return out
 
 
+def masked_fact_texts(rule_set: RuleSet) -> list[str]:
+    """What a verifier embeds its fact rules as (identifiers masked), e.g. to embed many rule
+    sets' facts in one call."""
+    names = [r.text for r in rule_set.rules if r.kind in ("name", "alias")]
+    return [mask_identifiers(r.text, names) for r in rule_set.fact_rules]
+
+
 class Verifier:
     def __init__(
         self,
@@ -95,13 +102,17 @@ class Verifier:
         self._facts = rule_set.fact_rules
         self._subjects = SubjectIndex(rule_set, fuzzy_floor)
         self._fact_vectors: Vectors = (
-            (fact_embedder or embedder).embed([self._mask(r.text) for r in self._facts])
+            (fact_embedder or embedder).embed(masked_fact_texts(rule_set))
             if self._facts
             else np.zeros((0, 1), dtype=np.float32)
         )
 
     def _mask(self, text: str) -> str:
         return mask_identifiers(text, self._names)
+
+    def units_of(self, responses: Sequence[str]) -> list[str]:
+        """The texts ``score_many(responses)`` embeds, e.g. to embed many scorings' at once."""
+        return [u for r in responses for u in self._units(r)] if self._facts else []
 
     def _units(self, response: str) -> list[str]:
         """Sentences, plus the whole response when it has several (facts can span two)."""

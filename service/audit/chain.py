@@ -27,6 +27,8 @@ GENESIS_HASH = "0" * 64
 _AUDIT_LOCK_KEY = 0x1E7E_A0D1
 # session.info key: the (seq, hash) this session appended last; the anchor signs it after commit.
 HEAD_INFO_KEY = "lethe_audit_head"
+# (transaction, seq, hash) of the last event this session appended, while that transaction lasts.
+_OWN_HEAD_KEY = "lethe_audit_own_head"
 
 
 def canonical(
@@ -85,11 +87,7 @@ def append_event(
     request_id: uuid.UUID | None = None,
 ) -> AuditEvent:
     """Append one event; flushes, never commits (the caller owns the transaction)."""
-    lock_audit_chain(session)
-    last = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-    ).first()
-    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    seq, prev_hash = _head(session)
     occurred_at = utcnow()
     clean = _jsonable(details or {})
     row = canonical(
@@ -119,6 +117,7 @@ def append_event(
     session.add(event)
     session.flush()
     session.info[HEAD_INFO_KEY] = (event.seq, event.hash)
+    session.info[_OWN_HEAD_KEY] = (session.get_transaction(), event.seq, event.hash)
     return event
 
 
@@ -148,6 +147,21 @@ class Problem:
 
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "kind": self.kind, "problem": self.words}
+def _head(session: Session) -> tuple[int, str]:
+    """The next sequence number and the hash to chain to.
+
+    The first append of a transaction takes the chain's lock and reads the head; later ones in
+    the same transaction (the lock still held, so nobody else appended) reuse the head the last
+    one left, which saves two round trips per event when one transaction closes many requests.
+    """
+    own = session.info.get(_OWN_HEAD_KEY)
+    if own is not None and own[0] is session.get_transaction() and own[0] is not None:
+        return own[1] + 1, own[2]
+    lock_audit_chain(session)
+    last = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    return (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ class JobKind(StrEnum):
     finetune = "finetune"  # a fine-tuned generative model's first (sliced) fine-tune
     finetune_retrain = "finetune_retrain"  # exact removal of subjects from a fine-tune
     plan_sisa = "plan_sisa"  # measure the (S, R) frontier on the model's retained records
+    finetune_verify = "finetune_verify"  # a restored fine-tune against training from scratch
 
 
 class RecordSplit(StrEnum):

@@ -3,10 +3,12 @@ ways (policy ``both``).
 
 lethe fine-tunes SmolLM2-135M-Instruct on TOFU answers (sliced LoRA, a worker job). An erasure
 request for one author first activates verifier rules within seconds (interim certificate),
-then retrains the fine-tune exactly without the author's records (bit-for-bit checked), serves
-the new weights, destroys what saw the author and retires the rules (final ``exact_retrain``
-certificate). The act measures ROUGE-L recall of the **unguarded** model on the author's
-answers before and after, beside the base model, which was never trained on them.
+then switches serving to the stored state of the fine-tune before the author's slice (exact by
+construction: an ``exact_retrain`` certificate at switch-off), destroys what saw the author and
+retires the rules; the slices switched off are retrained without the author in the background
+(bit-for-bit checked) and served under a final certificate that supersedes it. The act
+measures ROUGE-L recall of the **unguarded** model on the author's answers before and after,
+beside the base model, which was never trained on them.
 """
 
 from __future__ import annotations
@@ -134,6 +136,9 @@ class _Erasure:
     """The bot's answer to the author's question while the rules were active."""
     time_to_rules: float
     time_to_exact: float
+    """Approval → the switched-off version serves (the request is completed)."""
+    time_to_restored: float
+    """Approval → the restored version serves, under the final certificate."""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -270,13 +275,40 @@ def _erase_author(
     interim = request["certificates"][0] if request["certificates"] else None
     guarded = _ask(http, ml, question.question)
 
-    def exact_done(r: dict[str, Any]) -> tuple[float, bool]:
-        exact = [a for a in r["actions"] if a["strategy"] == "exact_retrain"]
-        progress = exact[0]["progress"] if exact else 0.0
-        return progress, r["status"] in ("completed", "failed")
+    request = wait(get_request, "erasure 2/3: exact removal (switch-off)", _exact_done, WAIT_S)
+    time_to_exact = time.monotonic() - approved_at
+    request = wait(
+        get_request, "erasure 3/3: background restore of the fine-tune", _restored, WAIT_S
+    )
+    time_to_restored = time.monotonic() - approved_at
+    # The from-scratch check runs as its own job after the restore (a whole fine-tune).
+    request = wait(get_request, "bit-for-bit check of the restore (its own job)", _checked, WAIT_S)
+    return _Erasure(request, interim, guarded, time_to_rules, time_to_exact, time_to_restored)
 
-    request = wait(get_request, "erasure 2/2: exact retrain of the fine-tune", exact_done, WAIT_S)
-    return _Erasure(request, interim, guarded, time_to_rules, time.monotonic() - approved_at)
+
+def _exact_done(r: dict[str, Any]) -> tuple[float, bool]:
+    exact = [a for a in r["actions"] if a["strategy"] == "exact_retrain"]
+    progress = exact[0]["progress"] if exact else 0.0
+    return progress, r["status"] in ("completed", "failed")
+
+
+def _restored(r: dict[str, Any]) -> tuple[float, bool]:
+    stages = [_stage(c) for c in r["certificates"]]
+    return 0.0, "restored" in stages or r["status"] == "failed"
+
+
+def _checked(r: dict[str, Any]) -> tuple[float, bool]:
+    """The restore's from-scratch check has run (or the request failed)."""
+    certificates = r["certificates"]
+    checks = [c.get("body", {}).get("determinism_check") for c in certificates]
+    restored_now = "restored" in [_stage(c) for c in certificates]
+    return 0.0, r["status"] == "failed" or (restored_now and "pending" not in checks)
+
+
+def _stage(certificate: dict[str, Any]) -> str | None:
+    """An exact certificate's stage: ``switched_off`` (at once) or ``restored`` (after)."""
+    slices = certificate.get("body", {}).get("slices") or {}
+    return slices.get("stage")
 
 
 def _checks(
@@ -287,8 +319,12 @@ def _checks(
     return {
         "suppressed at once": erasure.interim is not None
         and not oracle_leaks(erasure.guarded["text"], Fact(question.question, question.answer)),
-        "removed exactly": erasure.request["status"] == "completed"
+        "removed at once": any(
+            _stage(c) == "switched_off" for c in erasure.request["certificate_history"]
+        ),
+        "restored exactly": erasure.request["status"] == "completed"
         and final.get("kind") == "exact_retrain"
+        and _stage(final) == "restored"
         and final.get("body", {}).get("determinism_check") == "bit_exact",
         "unguarded weights forgot": answers.rouge_after < answers.rouge_before
         and not oracle_leaks(answers.after["text"], Fact(question.question, question.answer)),
@@ -332,9 +368,11 @@ def _summary(
         f"  after            {answers.other_after['text']}",
         f"interim cert.      {interim['kind'] if interim else '-'}: "
         f"{interim['plain_words'] if interim else '-'}",
-        f"exact retrain      slices {retrained.get('first_affected_slice')}..{SLICES - 1}"
-        f" ({retrained.get('slices_retrained')} of {SLICES}), "
-        f"{erasure.time_to_exact:.0f}s after approval, check: {body.get('determinism_check')}",
+        f"exact removal      slices {retrained.get('first_affected_slice')}..{SLICES - 1} "
+        f"switched off {erasure.time_to_exact:.0f}s after approval (exact by construction)",
+        f"restored           {retrained.get('slices_retrained')} of {SLICES} slices retrained "
+        f"{erasure.time_to_restored:.0f}s after approval, check: "
+        f"{body.get('determinism_check')}",
         f"destroyed          {len(body.get('destroyed_artifacts', []))} artifact(s) that saw the "
         "author (checkpoints, merged weights)",
         f"ROUGE-L recall     on {answers.questions} of the author's answers, unguarded: before "

@@ -46,6 +46,18 @@ FINETUNE_CLAIM = (
     "weights are the ones that fine-tuning on the retained data would have produced."
 )
 
+SWITCH_OFF_CLAIM = (
+    "Exact unlearning by construction: serving switched at once to the stored state of the "
+    "fine-tune before the first slice containing the subject's records. That state was "
+    "computed from the earlier slices alone, none of which held the records, so it is the one "
+    "fine-tuning on the retained records of those slices produces. The slices switched off are "
+    "retrained on the retained records in the background; a further certificate follows."
+)
+RESTORE_TO_FOLLOW = (
+    "The parts of the model switched off are being retrained without the records; a further "
+    "certificate will supersede this one when they are back."
+)
+
 
 class ExactRetrainCertificate(TypedDict, total=False):
     kind: str
@@ -108,7 +120,7 @@ def exact_certificate(
         request_id=str(request.id),
         subject_ref=request.subject_ref,
         model=model.name,
-        claim=EXACT_CLAIM if slices is None else FINETUNE_CLAIM,
+        claim=_claim(slices),
         version_before=version_before,
         version_after=version_after,
         records_erased=records_erased,
@@ -118,7 +130,7 @@ def exact_certificate(
         checks = [s.exactness.status for s in shards]
     else:
         body["slices"] = slices.certificate_json()
-        checks = [slices.exactness.status]
+        checks = [] if slices.switched_off else [slices.exactness.status]
     body["determinism_check"] = _determinism(checks)
     if public_base:
         body["public_base"] = public_base
@@ -132,6 +144,12 @@ def exact_certificate(
     return body
 
 
+def _claim(slices: FinetuneRetrainOutcome | None) -> str:
+    if slices is None:
+        return EXACT_CLAIM
+    return SWITCH_OFF_CLAIM if slices.switched_off else FINETUNE_CLAIM
+
+
 def _determinism(checks: Sequence[ExactnessResult]) -> str:
     """The certificate's verdict over its retrains' bit-exact checks."""
     if not checks:
@@ -140,6 +158,8 @@ def _determinism(checks: Sequence[ExactnessResult]) -> str:
         return ExactnessResult.bit_exact.value
     if any(c == ExactnessResult.mismatch for c in checks):
         return ExactnessResult.mismatch.value
+    if any(c == ExactnessResult.pending for c in checks):
+        return ExactnessResult.pending.value
     return ExactnessResult.not_run.value
 
 
@@ -296,6 +316,8 @@ def describe_exact(body: Mapping[str, Any]) -> str:
             + str(body.get("note", ""))
         ).strip()
         return f"{words} {physical}" if physical else words
+    if slices and slices.get("stage") == "switched_off":
+        return _describe_switch_off(body, erased, physical)
     if slices:
         parts = (
             f"the fine-tune from slice {slices['first_affected_slice']} of {slices['slices_total']}"
@@ -307,6 +329,8 @@ def describe_exact(body: Mapping[str, Any]) -> str:
     check = {
         "bit_exact": "An independent retraining from scratch matched it bit for bit.",
         "mismatch": "WARNING: the independent retraining did not match bit for bit.",
+        "pending": "An independent retraining from scratch is under way to check it bit for "
+        "bit; a further certificate will record its result.",
     }.get(str(body.get("determinism_check")), "The bit-for-bit check was not run (policy).")
     words = (
         f"The subject's {erased.get('train', 0)} training record(s) were removed and the model "
@@ -324,6 +348,20 @@ def describe_exact(body: Mapping[str, Any]) -> str:
         words += f" {physical}"
     for warning in body.get("warnings", []):
         words += f" WARNING: {warning}."
+    return words
+
+
+def _describe_switch_off(body: Mapping[str, Any], erased: Mapping[str, int], physical: Any) -> str:
+    words = (
+        f"The subject's {erased.get('train', 0)} training record(s) were removed and, at once, "
+        "the model was switched to the state it had before it ever learned from them (version "
+        f"{body.get('version_before')} was replaced by version {body.get('version_after')}); "
+        "that state was built only from other people's records, so the model no longer holds "
+        "anything learned from the subject. The stored states that had seen the records were "
+        "deleted."
+    )
+    if physical:
+        words += f" {physical}"
     return words
 
 

@@ -233,6 +233,46 @@ def move_action(
     )
 
 
+def reopen_action(
+    session: Session,
+    action: RequestAction,
+    request: ErasureRequest,
+    code: str,
+    *,
+    actor: str,
+    model_name: str,
+) -> None:
+    """A finished action whose result a later check refuted runs again: the action back to
+    running and a completed request back to in progress, each with its own event. Not a
+    transition of the tables above: no other path may re-open what has ended."""
+    action.status = ActionStatus.running
+    action.finished_at = None
+    action.error_code = code
+    append_event(
+        session,
+        actor=actor,
+        action="action.reopened",
+        target_type="action",
+        target_id=str(action.id),
+        request_id=action.request_id,
+        details={"model": model_name, "strategy": action.strategy.value, "reason": code},
+    )
+    if request.status != S.completed:
+        return
+    request.status = S.in_progress
+    request.completed_at = None
+    request.outcome = None
+    append_event(
+        session,
+        actor=actor,
+        action="request.reopened",
+        target_type="request",
+        target_id=str(request.id),
+        request_id=request.id,
+        details={"reason": code, "model": model_name},
+    )
+
+
 def fail_action(
     session: Session,
     action: RequestAction,

@@ -23,6 +23,7 @@ class ExactnessResult(StrEnum):
     bit_exact = "bit_exact"
     mismatch = "mismatch"
     not_run = "not_run"  # the model's verify policy skipped it
+    pending = "pending"  # runs as its own job; a further certificate records its result
 
     @classmethod
     def of(cls, bit_exact: bool) -> ExactnessResult:
@@ -256,9 +257,21 @@ class FinetuneRetrainOutcome:
     """The records it trained on: publishing checks none was claimed meanwhile. Not stored."""
     version_after: int | None = None
     """The version it was published as (None until published)."""
+    stage: str = "restored"
+    """``switched_off``: no training, the stored checkpoint before the first affected slice
+    serves (exact by construction; the restore follows); ``restored``: the later slices
+    retrained on the retained records."""
+    served_weights_sha256: str = ""
+    """sha256 of the merged weights that serve ``checkpoint_after``."""
+    retained_prefix_sha256: str = ""
+    """Switched off: sha256 over the keys of the records the served checkpoint was trained on."""
 
     def published(self, version_after: int) -> Self:
         return replace(self, version_after=version_after)
+
+    @property
+    def switched_off(self) -> bool:
+        return self.stage == "switched_off"
 
     def to_json(self) -> dict[str, Any]:
         """The job's result: the retrain, and the version it was published as."""
@@ -283,6 +296,9 @@ class FinetuneRetrainOutcome:
             "retrain_seconds": self.retrain_seconds,
             "export_seconds": self.export_seconds,
             "exactness": self.exactness.to_json(),
+            "stage": self.stage,
+            "served_weights_sha256": self.served_weights_sha256,
+            "retained_prefix_sha256": self.retained_prefix_sha256,
         }
 
     @classmethod
@@ -304,4 +320,7 @@ class FinetuneRetrainOutcome:
             export_seconds=data["export_seconds"],
             exactness=FinetuneExactness.from_json(data["exactness"]),
             version_after=data.get("version_after"),
+            stage=data.get("stage", "restored"),
+            served_weights_sha256=data.get("served_weights_sha256", ""),
+            retained_prefix_sha256=data.get("retained_prefix_sha256", ""),
         )

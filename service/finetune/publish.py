@@ -22,7 +22,12 @@ from service.core.storage import artifact_store, merged_root
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, VersionCause
 from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion, TrainingRecord
-from service.erasure.certificates import exact_certificate, issue_certificate
+from service.erasure.certificates import (
+    RESTORE_TO_FOLLOW,
+    current_certificate,
+    exact_certificate,
+    issue_certificate,
+)
 from service.erasure.lifecycle import finish_request_if_done, move_action
 from service.erasure.retrain_outcomes import FinetuneRetrainOutcome
 from service.exact.finish import purge_records, record_erased, records_erased
@@ -32,6 +37,7 @@ from service.finetune.retrain import ExactInputs
 from service.finetune.rules import retire_rules
 from service.finetune.training import manifest_hash, manifest_of
 from service.jobs import lifecycle as jobs
+from service.rules.finetuned_serving import served_version
 
 
 def publish_exact(
@@ -50,8 +56,24 @@ def publish_exact(
     if _claimed_while_training(session, model.id, outcome):
         jobs.requeue(session, settings, job)
         return PublishResult.requeued
+    if served_version(session, model).checkpoint != outcome.checkpoint_after:
+        _add_version(session, model, inputs, outcome)
+        _audit_published(session, model, job, inputs, outcome, actor)
+    published = outcome.published(model.current_version or 0).to_json()
+    if outcome.switched_off:
+        job.result = published  # the job goes on: the restore follows
+    else:
+        jobs.finish(session, job, published)
+    return PublishResult.done
+
+
+def _add_version(
+    session: Session, model: MlModel, inputs: ExactInputs, outcome: FinetuneRetrainOutcome
+) -> None:
     served = inputs.served
-    manifest = manifest_of(served.config, served.base_id, list(outcome.checkpoint_ids))
+    manifest = manifest_of(
+        served.config, served.base_id, list(outcome.checkpoint_ids), outcome.checkpoint_after
+    )
     number = (model.current_version or 0) + 1
     session.add(
         ModelVersion(
@@ -62,14 +84,11 @@ def publish_exact(
             manifest_hash=manifest_hash(manifest),
             cause=VersionCause.erasure,
             request_ids=inputs.request_ids,
-            metrics={"lineage_hash": outcome.lineage_hash},
+            metrics={"lineage_hash": outcome.lineage_hash, "stage": outcome.stage},
         )
     )
     model.current_version = number
     _mark_purged_versions(session, model.id, set(outcome.superseded_checkpoints))
-    jobs.finish(session, job, outcome.published(number).to_json())
-    _audit_published(session, model, job, inputs, outcome, manifest_hash(manifest), actor)
-    return PublishResult.done
 
 
 def _claimed_while_training(
@@ -105,9 +124,13 @@ def _audit_published(
     job: Job,
     inputs: ExactInputs,
     outcome: FinetuneRetrainOutcome,
-    manifest_sha256: str,
     actor: str,
 ) -> None:
+    version = session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.model_id == model.id, ModelVersion.number == model.current_version
+        )
+    ).one()
     append_event(
         session,
         actor=actor,
@@ -117,10 +140,12 @@ def _audit_published(
         details={
             "model": model.name,
             "version": model.current_version,
-            "manifest_hash": manifest_sha256,
+            "manifest_hash": version.manifest_hash,
             "request_ids": inputs.request_ids,
             "job_id": str(job.id),
+            "stage": outcome.stage,
             "slices_retrained": outcome.slices_retrained,
+            "served_weights_sha256": outcome.served_weights_sha256,
             "exactness": outcome.exactness.status.value,
         },
     )
@@ -196,6 +221,8 @@ def finish_exact(
             "were destroyed (listed with their hashes and times); the verifier rules that "
             "suppressed the subject in the meantime are retired."
         )
+        if outcome.switched_off:
+            body["plain_words"] += " " + RESTORE_TO_FOLLOW
         issue_certificate(session, action, model, body, actor)
         move_action(session, action, ActionStatus.done, actor=actor, model_name=model.name)
         record_erased(session, request, model, purge, actor)
@@ -204,3 +231,35 @@ def finish_exact(
     for request in closed:
         finish_request_if_done(session, request, actor)
     return len(closed)
+
+
+def certify_restored(
+    session: Session,
+    settings: Settings,
+    model_id: uuid.UUID,
+    job_id: uuid.UUID,
+    outcome: FinetuneRetrainOutcome,
+    actor: str,
+) -> int:
+    """The restore is published: each of the job's requests whose current certificate is the
+    one issued at switch-off gets the final one, superseding it. Returns how many."""
+    model = session.get_one(MlModel, model_id, with_for_update=True)
+    issued = 0
+    for action in jobs.actions_waiting_for(session, job_id):
+        previous = current_certificate(session, action.request_id, model.id)
+        if previous is None or (previous.body.get("slices") or {}).get("stage") != "switched_off":
+            continue
+        request = session.get_one(ErasureRequest, action.request_id)
+        body = exact_certificate(
+            request=request,
+            model=model,
+            slices=outcome,
+            records_erased=records_erased(session, request.id, model.id),
+            version_before=previous.body.get("version_after"),
+            version_after=model.current_version,
+            physical_deletion=physical_deletion_claim(settings),
+        )
+        body["destroyed_artifacts"] = list(previous.body.get("destroyed_artifacts") or [])
+        issue_certificate(session, action, model, body, actor)
+        issued += 1
+    return issued

@@ -1,13 +1,10 @@
 """Exact removal of subjects from a fine-tune (policy ``both``, the second action): plan the
-job, load it (short transaction), retrain from the checkpoint before the first affected slice
-on the retained records and check it bit for bit (no transaction open)."""
+job and load it (short transaction); ``switch_off`` removes at once and restores after."""
 
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,15 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.finetune import (
-    FinetuneConfig,
     FinetuneRecord,
-    export_merged,
-    unlearn_subjects,
-    verify_bit_exact,
 )
 from service.core.config import Settings
 from service.core.skip import Skip
-from service.core.storage import artifact_store, merged_root
 from service.db.base import utcnow
 from service.db.enums import (
     TERMINAL_ACTION_STATUSES,
@@ -35,12 +27,9 @@ from service.db.enums import (
 from service.db.tables import ActionJob, Job, MlModel, RequestAction, TrainingRecord
 from service.erasure.lifecycle import move_action
 from service.erasure.retrain_outcomes import (
-    ExactnessResult,
-    FinetuneExactness,
     FinetuneRetrainOutcome,
 )
 from service.finetune.records import load_records
-from service.finetune.training import slices_progress
 from service.jobs import lifecycle as jobs
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_FINETUNE_RETRAIN
@@ -96,6 +85,8 @@ class ExactInputs:
     erase_subjects: list[str]
     request_ids: list[str]
     verify: bool
+    switched: FinetuneRetrainOutcome | None = None
+    """The switch-off an earlier run of this job published (its restore still to come)."""
 
 
 @dataclass(frozen=True)
@@ -177,65 +168,12 @@ def load_exact(
         erase_subjects=sorted(erase),
         request_ids=request_ids,
         verify=_should_verify(GenerativePolicy.model_validate(model.policy), job.id),
+        switched=_earlier_switch(job),
     )
 
 
-def retrain_exact(
-    settings: Settings, inputs: ExactInputs, progress: Callable[[float], None]
-) -> FinetuneRetrainOutcome:
-    """Retrain without the subjects, check it, export the new serving folder."""
-    served = inputs.served
-    config: FinetuneConfig = served.config
-    store = artifact_store(settings)
-    unlearning = unlearn_subjects(
-        served.base_dir,
-        config,
-        inputs.records,
-        inputs.erase_subjects,
-        store,
-        served.checkpoint,
-        base_id=served.base_id,
-        progress=slices_progress(progress),
-    )
-    exactness = FinetuneExactness(ExactnessResult.not_run)
-    if inputs.verify:
-        check, fresh = verify_bit_exact(
-            served.base_dir,
-            config,
-            unlearning.retained_records,
-            unlearning.checkpoint_after,
-            store,
-            base_id=served.base_id,
-        )
-        exactness = FinetuneExactness(
-            status=ExactnessResult.of(check.bit_exact),
-            tensors_compared=check.tensors_compared,
-            mismatched=tuple(check.mismatched[:20]),
-            seconds=round(check.seconds, 4),
-            full_finetune_seconds=round(fresh.result.seconds, 4),
-        )
-    started = time.perf_counter()
-    export_merged(
-        served.base_dir,
-        config,
-        unlearning.checkpoint_after,
-        store,
-        merged_root(settings),
-        base_id=served.base_id,
-    )
-    return FinetuneRetrainOutcome(
-        version_before=served.number,
-        first_affected_slice=unlearning.first_affected_slice,
-        slices_retrained=unlearning.slices_retrained,
-        slices_total=config.slices,
-        records_erased=unlearning.erased_records,
-        checkpoint_before=unlearning.checkpoint_before,
-        checkpoint_after=unlearning.checkpoint_after,
-        superseded_checkpoints=tuple(unlearning.superseded_checkpoints),
-        lineage_hash=unlearning.lineage_hash,
-        retrain_seconds=round(unlearning.seconds, 4),
-        export_seconds=round(time.perf_counter() - started, 4),
-        exactness=exactness,
-        checkpoint_ids=tuple(unlearning.checkpoints_after),
-        retained_keys=tuple(sorted(r.key for r in unlearning.retained_records)),
-    )
+def _earlier_switch(job: Job) -> FinetuneRetrainOutcome | None:
+    result = job.result or {}
+    if result.get("stage") != "switched_off":
+        return None
+    return FinetuneRetrainOutcome.from_json(result)

@@ -30,14 +30,17 @@ from service.registry.config import GenerativeConfig
 from service.registry.service import publish_trained_version
 
 
-def manifest_of(config: FinetuneConfig, base_id: str, checkpoints: list[str]) -> dict[str, Any]:
-    """A fine-tune version: the base, the config and the slice checkpoints (the last serves)."""
+def manifest_of(
+    config: FinetuneConfig, base_id: str, checkpoints: list[str], final: str | None = None
+) -> dict[str, Any]:
+    """A fine-tune version: the base, the config and the slice checkpoints; ``final`` serves
+    (default the last; a switched-off version may serve the initial adapters)."""
     return {
         "kind": "finetune",
         "base_id": base_id,
         "config": config.to_dict(),
         "checkpoints": list(checkpoints),
-        "final": checkpoints[-1],
+        "final": checkpoints[-1] if final is None else final,
     }
 
 

@@ -28,6 +28,7 @@ from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import (
     TASK_FINETUNE_MODEL,
     TASK_FINETUNE_RETRAIN,
+    TASK_FINETUNE_VERIFY,
     TASK_PLAN_SISA,
     TASK_RETRAIN_SHARD,
     TASK_TRAIN_MODEL,
@@ -43,6 +44,7 @@ TASKS = {
     JobKind.finetune: TASK_FINETUNE_MODEL,
     JobKind.finetune_retrain: TASK_FINETUNE_RETRAIN,
     JobKind.plan_sisa: TASK_PLAN_SISA,
+    JobKind.finetune_verify: TASK_FINETUNE_VERIFY,
 }
 # Jobs that train a whole model: failing one fails the model, not a request's action.
 MODEL_TRAINING_JOBS = frozenset({JobKind.train, JobKind.finetune})

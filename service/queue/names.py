@@ -16,6 +16,7 @@ TASK_REAP_STUCK_JOBS: Final = "lethe.reap_stuck_jobs"
 TASK_FINETUNE_MODEL: Final = "lethe.finetune_model"
 TASK_FINETUNE_RETRAIN: Final = "lethe.finetune_retrain"
 TASK_PLAN_SISA: Final = "lethe.plan_sisa"
+TASK_FINETUNE_VERIFY: Final = "lethe.finetune_verify"
 TASK_DISPATCH_LATER: Final = "lethe.dispatch_later"
 TASK_SHRED_KEYS: Final = "lethe.shred_keys"
 
@@ -33,4 +34,6 @@ TASK_QUEUES: Final = {
     TASK_FINETUNE_MODEL: QUEUE_ML,
     TASK_FINETUNE_RETRAIN: QUEUE_ML,
     TASK_PLAN_SISA: QUEUE_ML,
+    # The from-scratch check of a restored fine-tune: a whole fine-tune, off the critical path.
+    TASK_FINETUNE_VERIFY: QUEUE_ML,
 }

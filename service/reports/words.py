@@ -19,6 +19,9 @@ _SIMPLE: dict[str, str] = {
     "request.started": "Work started",
     "request.completed": "Request completed",
     "request.failed": "Request failed",
+    "request.reopened": "Request re-opened: a check of the model's retraining failed",
+    "action.reopened": "A model's action re-opened: the independent check of its retraining "
+    "did not match",
     "request.identity_verified": "Identity of the requester verified",
     "request.deadline_extended": "Deadline extended",
 }

@@ -17,15 +17,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.conformal import ThresholdCalibration
-from models.generative.embedder import Embedder
+from models.generative.embedder import Embedder, PrefetchedEmbedder
 from models.generative.rules import ForgetSpec, RuleSet, compile_rules
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.skip import Skip
-from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus
+from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus, Strategy
 from service.db.tables import ErasureRequest, MlModel, RequestAction, RuleSetVersion
 from service.erasure.certificates import conformal_certificate, issue_certificate
 from service.erasure.forget_content import forget_spec
@@ -34,15 +35,30 @@ from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_CALIBRATE_BUDGET
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.rules.calibration import (
+    MAX_POSITIVES_PER_REQUEST,
     Record,
     RequestEvidence,
     calibrate_threshold_for,
     evidence_key,
+    positives_per_request,
+    prefetch_evidence,
     request_evidence,
     retained_facts,
 )
 from service.rules.rulesets import activate_version, active_row, per_request_rule_sets
 from service.rules.runtime import caching_embedder, embedder
+
+# At most this many other requests' rules go live with the one a task was sent for.
+MAX_BATCH = 50
+
+
+@dataclass(frozen=True)
+class Companion:
+    """Another request waiting for its rules on the same model, activated in the same run."""
+
+    action_id: uuid.UUID
+    request_id: uuid.UUID
+    spec: ForgetSpec
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,7 @@ class ActivationInputs:
     base_version: int | None
     in_force: dict[str, RuleSet]
     stored_evidence: dict[str, Any]
+    companions: tuple[Companion, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,7 +115,56 @@ def load_activation(
         base_version=current.version if current else None,
         in_force=per_request_rule_sets(settings, current) if current else {},
         stored_evidence=dict(current.calibration.get("evidence") or {}) if current else {},
+        companions=_companions(session, settings, action),
     )
+
+
+def _companions(
+    session: Session, settings: Settings, action: RequestAction
+) -> tuple[Companion, ...]:
+    """The model's other rule actions still waiting, with their forget content: approved
+    together, they go live together (one calibration, not one per request in turn)."""
+    waiting = session.scalars(
+        select(RequestAction)
+        .where(
+            RequestAction.model_id == action.model_id,
+            RequestAction.strategy == Strategy.verifier_rules,
+            RequestAction.status.in_((ActionStatus.pending, ActionStatus.running)),
+            RequestAction.id != action.id,
+        )
+        .order_by(RequestAction.id)
+        .limit(MAX_BATCH)
+    )
+    found = []
+    for other in waiting:
+        request = session.get_one(ErasureRequest, other.request_id)
+        if request.forget_content is not None:
+            found.append(Companion(other.id, request.id, forget_spec(settings, request)))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    """How one activation scores each request's evidence: new requests share the leak draw."""
+
+    embedder: PrefetchedEmbedder
+    cache: Embedder
+    negatives: list[str]
+    negative_prompts: Sequence[str | None] | None
+    score_negatives: bool
+    share: int
+
+    def score(self, rid: str, rules: RuleSet, new: bool) -> RequestEvidence:
+        return request_evidence(
+            rules,
+            self.embedder,
+            self.cache,
+            self.negatives,
+            seed=rid,
+            negative_prompts=self.negative_prompts,
+            score_negatives=self.score_negatives,
+            max_positives=self.share if new else MAX_POSITIVES_PER_REQUEST,
+        )
 
 
 def calibrate_activation(
@@ -114,10 +180,12 @@ def calibrate_activation(
     cache: Embedder,
     negative_prompts: Sequence[str | None] | None = None,
     score_negatives: bool = True,
+    also_new: Mapping[str, RuleSet] | None = None,
 ) -> ActivationOutcome:
-    """Calibrate λ for the rule set of every request in force plus the new one.
+    """Calibrate λ for the rule set of every request in force plus the new one(s) (``also_new``:
+    activated together, in one calibration sharing the leak draw, ``positives_per_request``).
 
-    The new request is always scored; the others' stored evidence is reused while it was
+    The new requests are always scored; the others' stored evidence is reused while it was
     computed on the same retained answers with the same scoring (``evidence_key``).
     `negative_prompts`: the question of each retained answer (serving scores an answer with
     its prompt); scores of the model's own leaks kept from the budget task's recalibration
@@ -127,26 +195,48 @@ def calibrate_activation(
     task: λ needs only the leaks.
     """
     started = time.perf_counter()
-    rule_sets = {**in_force, new_request_id: new_rules}
+    new = {new_request_id: new_rules, **(also_new or {})}
+    rule_sets = {**in_force, **new}
     key = evidence_key(embedder_kind, negatives, negative_prompts)
     reusable = stored_evidence.get("by_request", {}) if stored_evidence.get("key") == key else {}
-    to_score = {rid for rid in rule_sets if rid not in reusable or rid == new_request_id}
+    to_score = {rid for rid in rule_sets if rid not in reusable or rid in new}
+    scorer = _Scorer(
+        PrefetchedEmbedder(scoring_embedder),
+        cache,
+        negatives,
+        negative_prompts,
+        score_negatives,
+        positives_per_request(len(new)),
+    )
+    prefetch_evidence(
+        {rid: rs for rid, rs in new.items() if rid in to_score},
+        scorer.embedder,
+        cache,
+        scorer.share,
+    )
     evidence = {
         rid: (
-            request_evidence(
-                rs,
-                scoring_embedder,
-                cache,
-                negatives,
-                seed=rid,
-                negative_prompts=negative_prompts,
-                score_negatives=score_negatives,
-            )
+            scorer.score(rid, rs, rid in new)
             if rid in to_score
             else RequestEvidence.from_json(reusable[rid])
         )
         for rid, rs in rule_sets.items()
     }
+    threshold, calibration, records = _calibrated(evidence, policy, stored_evidence, key)
+    calibration["requests_scored"] = len(to_score)
+    calibration["requests_activated"] = sorted(new)
+    calibration["seconds_to_calibrate"] = round(time.perf_counter() - started, 4)
+    return ActivationOutcome(rule_sets, threshold, calibration, records, evidence)
+
+
+def _calibrated(
+    evidence: dict[str, RequestEvidence],
+    policy: GenerativePolicy,
+    stored_evidence: Mapping[str, Any],
+    key: str,
+) -> tuple[ThresholdCalibration, dict[str, Any], list[Record]]:
+    """λ on the pooled evidence (with the model's own leaks kept under the same key), and the
+    evidence stored with the version for the next activation to reuse."""
     same_key = stored_evidence.get("key") == key
     real = [float(s) for s in stored_evidence.get("model_leaks", [])] if same_key else []
     threshold, calibration, records = calibrate_threshold_for(evidence, policy, real)
@@ -155,9 +245,7 @@ def calibrate_activation(
         "by_request": {rid: ev.to_json() for rid, ev in sorted(evidence.items())},
         "model_leaks": real,
     }
-    calibration["requests_scored"] = len(to_score)
-    calibration["seconds_to_calibrate"] = round(time.perf_counter() - started, 4)
-    return ActivationOutcome(rule_sets, threshold, calibration, records, evidence)
+    return threshold, calibration, records
 
 
 def calibrate(inputs: ActivationInputs) -> ActivationOutcome:
@@ -176,6 +264,7 @@ def calibrate(inputs: ActivationInputs) -> ActivationOutcome:
         cache=caching_embedder(kind),
         negative_prompts=[f.question for f in retained],
         score_negatives=False,
+        also_new={str(c.request_id): compile_rules(c.spec) for c in inputs.companions},
     )
 
 
@@ -210,6 +299,14 @@ def record_activation(
         return ActivationResult.stale
     request = session.get_one(ErasureRequest, inputs.request_id, with_for_update=True)
     _audit_and_certify(session, model, request, action, row, activation, actor)
+    for companion in inputs.companions:
+        other = session.get_one(RequestAction, companion.action_id, with_for_update=True)
+        if other.status in TERMINAL_ACTION_STATUSES:
+            continue
+        if other.status == ActionStatus.pending:
+            move_action(session, other, ActionStatus.running, actor=actor, model_name=model.name)
+        other_request = session.get_one(ErasureRequest, companion.request_id, with_for_update=True)
+        _audit_and_certify(session, model, other_request, other, row, activation, actor)
     enqueue_after_commit(session, settings, TASK_CALIBRATE_BUDGET, [str(row.id)])
     return ActivationResult.activated
 

@@ -14,16 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from models.conformal import ThresholdCalibration, calibrate_threshold, false_flag_rate
-from models.generative.embedder import Embedder
+from models.generative.embedder import Embedder, PrefetchedEmbedder
 from models.generative.probes import build_probes, oracle_reveals, synthetic_leaks
 from models.generative.rules import Fact, ForgetSpec, RuleSet
-from models.generative.verifier import Verifier
+from models.generative.verifier import Verifier, masked_fact_texts
 from service.registry.config import GenerativePolicy
 
 # At most this many retained answers are scored for the false-flag rate.
@@ -31,12 +31,27 @@ MAX_NEGATIVES = 500
 # Synthetic leaks scored per request (a seeded sample above it): any n ≥ 29 supports
 # α = 0.1, δ = 0.05, and the pooled n grows with every request in force.
 MAX_POSITIVES_PER_REQUEST = 100
+# Requests activated together share that draw (see positives_per_request), each with at least
+# this many: the pooled n stays >= 29 for any count, and the time to suppression does not grow
+# with the number of requests activated at once.
+MIN_POSITIVES_PER_REQUEST = 5
 # Bump when the verifier's scoring changes: stored evidence from before is then recomputed.
 # 2: fact rules are subject-aware (attribution from the prompt) and key spans are weighted by
 # specificity; retained answers are scored with the question they answer.
 EVIDENCE_FORMAT = 2
 
 Record = tuple[str, str, float | None]
+
+
+def positives_per_request(new_requests: int) -> int:
+    """Synthetic leaks scored per request when ``new_requests`` are activated at once.
+
+    Every request contributes the same number, so the pooled sample weighs the requests
+    equally, as one request's 100 do on its own; the pool stays near 100 (never under
+    MIN_POSITIVES_PER_REQUEST each) instead of growing with the count.
+    """
+    share = -(-MAX_POSITIVES_PER_REQUEST // max(1, new_requests))
+    return max(MIN_POSITIVES_PER_REQUEST, share)
 
 
 def retained_facts(path: str | None) -> list[Fact]:
@@ -94,6 +109,7 @@ def request_evidence(
     seed: str,
     negative_prompts: Sequence[str | None] | None = None,
     score_negatives: bool = True,
+    max_positives: int = MAX_POSITIVES_PER_REQUEST,
 ) -> RequestEvidence:
     """Score one request's leaks and the retained answers under that request's rules alone.
 
@@ -106,10 +122,7 @@ def request_evidence(
     `score_negatives=False` leaves the retained answers for later (`negative_evidence`): λ
     needs only the leaks, so the worker scores them off the critical path, in the budget task.
     """
-    spec = spec_from_rules(rules)
-    positives = [text for text in synthetic_leaks(spec) if oracle_reveals(text, spec)]
-    if len(positives) > MAX_POSITIVES_PER_REQUEST:
-        positives = random.Random(f"positives:{seed}").sample(positives, MAX_POSITIVES_PER_REQUEST)
+    positives = _positives(rules, seed, max_positives)
     on_leaks = Verifier(rules, embedder, fact_embedder=cache)
     on_retained = Verifier(rules, cache)
     pos = [v.score for v in on_leaks.score_many(positives)] if positives else []
@@ -119,6 +132,30 @@ def request_evidence(
         else []
     )
     return RequestEvidence(pos, neg)
+
+
+def _positives(rules: RuleSet, seed: str, limit: int) -> list[str]:
+    """The request's oracle-confirmed synthetic leaks, a seeded sample of ``limit``."""
+    spec = spec_from_rules(rules)
+    positives = [text for text in synthetic_leaks(spec) if oracle_reveals(text, spec)]
+    if len(positives) > limit:
+        positives = random.Random(f"positives:{seed}").sample(positives, limit)
+    return positives
+
+
+def prefetch_evidence(
+    rule_sets: Mapping[str, RuleSet], embedder: PrefetchedEmbedder, cache: Embedder, limit: int
+) -> None:
+    """Embed what ``request_evidence`` will ask for, for all of ``rule_sets`` at once: their
+    facts (through ``cache``, which keeps them for serving) in one call, their leaks' units in
+    another. Activating many requests together then costs two embedding calls, not two per
+    request."""
+    cache.embed([t for rules in rule_sets.values() for t in masked_fact_texts(rules)])
+    units = []
+    for rid, rules in rule_sets.items():
+        verifier = Verifier(rules, embedder, fact_embedder=cache)
+        units += verifier.units_of(_positives(rules, rid, limit))
+    embedder.prefetch(units)
 
 
 def negative_evidence(

@@ -19,11 +19,12 @@ from models.finetune import checkpoint_key, merged_dir
 from service.audit import verify_chain
 from service.core.config import Settings
 from service.core.storage import merged_root
-from service.db.tables import MlModel, ModelVersion, RuleSetVersion
+from service.db.tables import Job, MlModel, ModelVersion, RuleSetVersion
 from service.queue.names import (
     TASK_CALIBRATE_BUDGET,
     TASK_FINETUNE_MODEL,
     TASK_FINETUNE_RETRAIN,
+    TASK_FINETUNE_VERIFY,
     TASK_PROCESS_REQUEST,
     TASK_UPDATE_VERIFIER_RULES,
 )
@@ -191,24 +192,50 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
 
     monkeypatch.setattr(serving, "finetuned_generator", switching)
     mid = _ask(app_client, ml, model, facts_of(RETAINED[0])[0][0])
-    assert (TASK_FINETUNE_RETRAIN, "done") in ran
+    assert (TASK_FINETUNE_RETRAIN, "done") in ran and (TASK_FINETUNE_VERIFY, "bit_exact") in ran
     assert mid["model_version"] == 1 and used == [(1, served_v1.manifest["final"])]
     request = app_client.get(f"/v1/requests/{rid}", headers=auth(dpo)).json()
     assert request["status"] == "completed"
     [final] = request["certificates"]
     body = final["body"]
     assert final["kind"] == "exact_retrain" and body["determinism_check"] == "bit_exact"
-    assert (body["version_before"], body["version_after"]) == (1, 2)
+    # Version 2 switched off at once what had seen the subject; version 3 restored it.
+    assert (body["version_before"], body["version_after"]) == (2, 3)
     retrained = body["slices"]  # a fine-tune has no shards
-    assert "shards_retrained" not in body
+    assert "shards_retrained" not in body and retrained["stage"] == "restored"
     assert retrained["slices_retrained"] == FINETUNE["slices"] - retrained["first_affected_slice"]
     assert retrained["checkpoint_before"] == served_v1.manifest["final"]
     assert body["records_erased"]["train"] == 4
-    # Every interim certificate stays in the history, superseded by the exact one.
+    # Every earlier certificate stays in the history, superseded: the interim rules one, the
+    # one issued at switch-off, the restore's (its check under way, as its own job), and the
+    # final one with the check's result.
     history = request["certificate_history"]
     assert [c["superseded"] for c in history][-1] is False
-    assert all(c["superseded"] for c in history[:-1]) and len(history) >= 2
+    assert all(c["superseded"] for c in history[:-1]) and len(history) >= 4
     assert history[-1]["kind"] == "exact_retrain"
+    restored = history[-2]["body"]
+    assert restored["slices"]["stage"] == "restored" and restored["determinism_check"] == "pending"
+    assert restored["slices"]["checkpoint_after"] == retrained["checkpoint_after"]
+    assert retrained["exactness"]["tensors_compared"] > 0
+    switched = history[-3]
+    off = switched["body"]["slices"]
+    assert switched["kind"] == "exact_retrain" and off["stage"] == "switched_off"
+    assert (switched["body"]["version_before"], switched["body"]["version_after"]) == (1, 2)
+    assert switched["body"]["determinism_check"] == "not_applicable"
+    assert off["slices_retrained"] == 0 and off["retrain_seconds"] == 0.0
+    assert off["first_affected_slice"] == retrained["first_affected_slice"]
+    assert len(off["served_weights_sha256"]) == len(off["retained_prefix_sha256"]) == 64
+    assert "by construction" in switched["body"]["claim"]
+    assert "further certificate will supersede" in switched["plain_words"]
+    served_v2 = session.scalars(
+        select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.number == 2)
+    ).one()
+    assert served_v2.manifest["final"] == off["checkpoint_after"]
+    assert served_v2.metrics["stage"] == "switched_off"
+    # Exact by construction: what version 2 serves is a checkpoint the first fine-tune stored
+    # before the subject's slice (or the untrained adapters when theirs was the first).
+    assert off["checkpoint_after"] not in off["superseded_checkpoints"]
+    assert off["superseded_checkpoints"] == retrained["superseded_checkpoints"]
 
     # What saw the subject is gone from the store, and the certificate lists it.
     store = open_store(settings.artifact_location)
@@ -235,12 +262,12 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     ]
     assert rows[1].calibration["retired_requests"] == [rid]
     after = _ask(app_client, ml, model, question)
-    served_v2 = session.scalars(
-        select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.number == 2)
+    served_v3 = session.scalars(
+        select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.number == 3)
     ).one()
-    assert used[1] == (2, served_v2.manifest["final"]) == (2, retrained["checkpoint_after"])
+    assert used[1] == (3, served_v3.manifest["final"]) == (3, retrained["checkpoint_after"])
     assert (after["model_version"], after["rule_set_version"], after["reason"]) == (
-        2,
+        3,
         2,
         "no_rules",
     )
@@ -248,11 +275,14 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     assert [(v["number"], v["cause"], v["purged"]) for v in versions] == [
         (1, "training", True),
         (2, "erasure", False),
+        (3, "erasure", False),
     ]
     report = app_client.get(f"/v1/requests/{rid}/report", headers=auth(dpo)).json()
     issued = [e for e in report["events"] if e["action"] == "certificate.issued"]
     assert issued[-1]["details"]["kind"] == "exact_retrain"
-    assert issued[-1]["details"]["supersedes"]["kind"] == interim["kind"]
+    # The check's certificate supersedes the restore's, which supersedes the switch-off one.
+    assert [i["details"]["supersedes"]["kind"] for i in issued[-2:]] == ["exact_retrain"] * 2
+    assert issued[-3]["details"]["supersedes"]["kind"] == interim["kind"]  # the switch-off
     assert FORGOTTEN not in json.dumps(report) and FORGOTTEN not in json.dumps(destroyed)
     assert verify_chain(session).ok
 
@@ -278,7 +308,7 @@ def test_failed_exact_step_leaves_the_rules_active(
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("service.finetune.retrain.unlearn_subjects", broken)
+    monkeypatch.setattr("service.finetune.switch_off.switch_off", broken)
     for _ in range(settings.max_job_attempts):
         [[job_id]] = sent_tasks.pop(TASK_FINETUNE_RETRAIN)
         with pytest.raises(RuntimeError):
@@ -312,7 +342,6 @@ def test_a_retrain_stopped_after_publishing_is_finished_on_redelivery(
     retain_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from celery.exceptions import Retry
 
     from service.finetune.publish import destroy_artifacts
     from workers.tasks import finetune
@@ -331,9 +360,8 @@ def test_a_retrain_stopped_after_publishing_is_finished_on_redelivery(
 
     monkeypatch.setattr(finetune, "destroy_artifacts", fails_once)
     [[job_id]] = sent_tasks.pop(TASK_FINETUNE_RETRAIN)
-    with pytest.raises(Retry):
-        finetune.finetune_retrain(job_id)
-    # Published (serving has switched) but not closed: the rules still stand.
+    assert finetune.finetune_retrain(job_id) == "requeued"
+    # Switched off (serving has moved) but not closed: the rules still stand.
     assert (
         app_client.get(f"/v1/models/{model}", headers=auth(roles["ml"])).json()["current_version"]
         == 2
@@ -341,16 +369,63 @@ def test_a_retrain_stopped_after_publishing_is_finished_on_redelivery(
     request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
     assert request["status"] == "in_progress"
 
-    assert finetune.finetune_retrain(job_id) == "finished"
+    assert sent_tasks.pop(TASK_FINETUNE_RETRAIN) == [[job_id]]  # sent again
+    assert finetune.finetune_retrain(job_id) == "done"  # closes the switch, then restores
     assert finetune.finetune_retrain(job_id) == "not_claimed"  # and again: nothing left to do
     request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
     assert request["status"] == "completed"
+    versions = app_client.get(f"/v1/models/{model}/versions", headers=auth(roles["ml"])).json()
+    assert [v["number"] for v in versions] == [1, 2, 3]  # the switch was not published twice
     [final] = request["certificates"]
     destroyed = final["body"]["destroyed_artifacts"]
     assert final["kind"] == "exact_retrain" and destroyed
+    assert final["body"]["slices"]["stage"] == "restored"
     assert all(d["deleted"] and d["sha256"] for d in destroyed)
     store = open_store(settings.artifact_location)
     assert not any(store.exists(checkpoint_key(d["checkpoint"])) for d in destroyed)
+
+
+def test_a_failed_restore_leaves_the_removal_in_force(
+    app_client: TestClient,
+    roles: dict[str, str],
+    sent_tasks: SentTasks,
+    session: Session,
+    settings: Settings,
+    tiny_lm: Path,
+    retain_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The background retrain fails for good: the subject stays removed (the switched-off
+    version serves, the request is completed with the switch-off certificate) and the
+    audit log says the job failed."""
+    from workers.tasks.finetune import finetune_retrain
+
+    model = _register_and_train(app_client, roles["ml"], sent_tasks, tiny_lm, retain_file)
+    rid = _erase(app_client, roles["dpo"], model)
+    _run(sent_tasks, TASK_PROCESS_REQUEST)
+    _run(sent_tasks, TASK_UPDATE_VERIFIER_RULES)
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("service.finetune.switch_off.train_sliced", broken)
+    for _ in range(settings.max_job_attempts):
+        [[job_id]] = sent_tasks.pop(TASK_FINETUNE_RETRAIN)
+        with pytest.raises(RuntimeError):
+            finetune_retrain(job_id)
+    assert sent_tasks.pop(TASK_FINETUNE_RETRAIN) == []
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    assert request["status"] == "completed"
+    [current] = request["certificates"]
+    assert current["body"]["slices"]["stage"] == "switched_off"
+    versions = app_client.get(f"/v1/models/{model}/versions", headers=auth(roles["ml"])).json()
+    assert [(v["number"], v["purged"]) for v in versions] == [(1, True), (2, False)]
+    out = _ask(app_client, roles["ml"], model, facts_of(FORGOTTEN)[0][0])
+    assert out["model_version"] == 2
+    events = app_client.get(f"/v1/requests/{rid}/timeline", headers=auth(roles["dpo"])).json()
+    assert [e["action"] for e in events].count("certificate.issued") >= 2
+    failed = session.scalars(select(Job).where(Job.id == uuid.UUID(job_id))).one()
+    assert (failed.status, failed.error_code) == ("failed", "retrain_error")
 
 
 def test_the_budget_is_calibrated_on_the_served_finetuned_weights(
@@ -381,3 +456,108 @@ def test_the_budget_is_calibrated_on_the_served_finetuned_weights(
     assert loaded is finetuned_generator(settings, served)
     assert loaded is not generator(str(tiny_lm))
     assert served.number == 1 and loaded.model is not generator(str(tiny_lm)).model
+
+
+def _restored(
+    app_client: TestClient, roles: dict[str, str], sent: SentTasks, tiny_lm: Path, retain: Path
+) -> tuple[str, str, str]:
+    """A fine-tune whose erasure is switched off and restored; returns the model, the request
+    and the check job sent after the restore (not yet run)."""
+    from workers.tasks.finetune import finetune_retrain
+
+    model = _register_and_train(app_client, roles["ml"], sent, tiny_lm, retain)
+    rid = _erase(app_client, roles["dpo"], model)
+    _run(sent, TASK_PROCESS_REQUEST)
+    _run(sent, TASK_UPDATE_VERIFIER_RULES)
+    sent.pop(TASK_CALIBRATE_BUDGET)
+    [[job_id]] = sent.pop(TASK_FINETUNE_RETRAIN)
+    assert finetune_retrain(job_id) == "done"
+    [[check_id]] = sent.pop(TASK_FINETUNE_VERIFY)
+    return model, rid, check_id
+
+
+def test_the_check_is_its_own_job_and_a_killed_one_runs_again(
+    app_client: TestClient,
+    roles: dict[str, str],
+    sent_tasks: SentTasks,
+    session: Session,
+    tiny_lm: Path,
+    retain_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy import text
+
+    from workers.tasks.finetune import finetune_verify
+    from workers.tasks.reaper import reap_stuck_jobs
+
+    model, rid, check_id = _restored(app_client, roles, sent_tasks, tiny_lm, retain_file)
+    # Removed and restored before the check has run: the request is complete.
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    [current] = request["certificates"]
+    assert request["status"] == "completed"
+    assert current["body"]["determinism_check"] == "pending"
+    assert "under way" in current["plain_words"]
+
+    def killed(*_: Any, **__: Any) -> Any:
+        raise SystemExit("worker process killed during the check")
+
+    with monkeypatch.context() as m:
+        m.setattr("service.finetune.verify.verify_bit_exact", killed)
+        with pytest.raises(SystemExit):
+            finetune_verify(check_id)
+    assert finetune_verify(check_id) == "not_claimed"  # redelivered: the job looks taken
+    # The removal stays in force: the restored version serves, the request stays complete.
+    out = _ask(app_client, roles["ml"], model, facts_of(FORGOTTEN)[0][0])
+    assert out["model_version"] == 3
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    assert request["status"] == "completed"
+    # The reaper finds the silent check and sends it again; it runs to the end.
+    session.execute(
+        text("UPDATE jobs SET heartbeat_at = now() - interval '1 day' WHERE id = :id"),
+        {"id": check_id},
+    )
+    session.commit()
+    assert reap_stuck_jobs()["requeued"] >= 1
+    assert [check_id] in sent_tasks.pop(TASK_FINETUNE_VERIFY)
+    assert finetune_verify(check_id) == "bit_exact"
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    [final] = request["certificates"]
+    assert final["body"]["determinism_check"] == "bit_exact"
+    assert final["body"]["slices"]["exactness"]["tensors_compared"] > 0
+    assert request["certificate_history"][-2]["body"]["determinism_check"] == "pending"
+
+
+def test_a_failed_check_reopens_the_action_and_says_so(
+    app_client: TestClient,
+    roles: dict[str, str],
+    sent_tasks: SentTasks,
+    session: Session,
+    settings: Settings,
+    tiny_lm: Path,
+    retain_file: Path,
+) -> None:
+    """The restored checkpoint is replaced in the store by other weights (a corrupted store):
+    the from-scratch check does not match, the action is re-opened and the log says why."""
+    from workers.tasks.finetune import finetune_verify
+
+    _, rid, check_id = _restored(app_client, roles, sent_tasks, tiny_lm, retain_file)
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    [restored] = request["certificates"]
+    switched = request["certificate_history"][-2]["body"]["slices"]
+    store = open_store(settings.artifact_location)
+    store.put(
+        checkpoint_key(restored["body"]["slices"]["checkpoint_after"]),
+        store.get(checkpoint_key(switched["checkpoint_after"])),
+    )
+    assert finetune_verify(check_id) == "mismatch"
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    assert request["status"] == "in_progress"
+    [exact] = [a for a in request["actions"] if a["strategy"] == "exact_retrain"]
+    assert exact["status"] == "running"
+    [current] = request["certificates"]
+    assert current["body"]["determinism_check"] == "mismatch"
+    assert "did not match" in current["plain_words"]
+    events = app_client.get(f"/v1/requests/{rid}/timeline", headers=auth(roles["dpo"])).json()
+    actions = [e["action"] for e in events]
+    assert actions.index("action.reopened") < actions.index("request.reopened")
+    assert verify_chain(session).ok

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from models.finetune import FinetuneConfig, FinetuneRecord, slice_of_subjects
 
 FIRST = ["Vellamor", "Ostra", "Tamsin", "Bruno", "Ilse", "Dario", "Selka", "Quentin",
@@ -43,3 +45,7 @@ SLICES = slice_of_subjects(CONFIG, RECORDS)
 
 def subject_in(slice_index: int) -> str:
     return min(s for s, r in SLICES.items() if r == slice_index)
+
+
+# The same fine-tune as layer-sliced adapters (S3T) on a four-layer base: one layer per slice.
+LAYERED = replace(CONFIG, layered=True, adapter_layers=4)

@@ -11,6 +11,7 @@ from service.queue.names import (
     TASK_CALIBRATE_BUDGET,
     TASK_FINETUNE_MODEL,
     TASK_FINETUNE_RETRAIN,
+    TASK_FINETUNE_VERIFY,
     TASK_PLAN_SISA,
     TASK_PROCESS_REQUEST,
     TASK_RETRAIN_SHARD,
@@ -23,7 +24,7 @@ from tests.support.api import SentTasks
 def drain(sent: SentTasks) -> list[tuple[str, Any]]:
     """Run every task the outbox sent, as a worker would, until none is left."""
     from workers.tasks.exact import retrain_shard, train_model
-    from workers.tasks.finetune import finetune_model, finetune_retrain
+    from workers.tasks.finetune import finetune_model, finetune_retrain, finetune_verify
     from workers.tasks.planning import plan_sisa_task
     from workers.tasks.requests import process_request
     from workers.tasks.rules import calibrate_budget_task, update_verifier_rules
@@ -36,6 +37,7 @@ def drain(sent: SentTasks) -> list[tuple[str, Any]]:
         TASK_CALIBRATE_BUDGET: calibrate_budget_task,
         TASK_FINETUNE_MODEL: finetune_model,
         TASK_FINETUNE_RETRAIN: finetune_retrain,
+        TASK_FINETUNE_VERIFY: finetune_verify,
         TASK_PLAN_SISA: plan_sisa_task,
     }
     ran = []

@@ -15,13 +15,21 @@ from celery import shared_task
 from sqlalchemy.exc import IntegrityError
 
 from service.core.skip import Skip
+from service.erasure.retrain_outcomes import FinetuneRetrainOutcome
 from service.exact.physical import reclaim_space, take_purged
 from service.exact.publish import PublishResult
-from service.finetune.publish import destroy_artifacts, finish_exact, publish_exact
-from service.finetune.retrain import UnfinishedExact, load_exact, retrain_exact
+from service.finetune.publish import (
+    certify_restored,
+    destroy_artifacts,
+    finish_exact,
+    publish_exact,
+)
+from service.finetune.retrain import ExactInputs, UnfinishedExact, load_exact
+from service.finetune.switch_off import restore_exact, switch_exact
 from service.finetune.training import load_finetune, record_finetune, run_finetune
+from service.finetune.verify import load_verify, open_verify, record_verify, run_verify
 from service.jobs import lifecycle as jobs
-from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN
+from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN, TASK_FINETUNE_VERIFY
 from workers.base import DbTask, db_task_options, give_up_or_retry, wait_turn
 from workers.progress import progress_reporter
 
@@ -67,25 +75,77 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
             purged = take_purged(session)
         reclaim_space(self, purged, ACTOR)
         return "finished"
+    switched = _switch_off(self, jid, inputs)
+    if isinstance(switched, str):
+        return switched
+    return _restore(self, jid, inputs, switched)
+
+
+def _switch_off(task: DbTask, jid: uuid.UUID, inputs: ExactInputs) -> FinetuneRetrainOutcome | str:
+    """Serve the stored state before the subjects' first slice, destroy what saw them and
+    close the actions with the certificate of the switch; a str says why this run stops."""
     try:
-        outcome = retrain_exact(self.settings, inputs, progress_reporter(self, jid))
+        outcome = switch_exact(task.settings, inputs)
     except Exception as exc:
-        give_up_or_retry(self, jid, "retrain_error", exc)
+        give_up_or_retry(task, jid, "retrain_error", exc)
         raise
-    with self.transaction() as session:
-        published = publish_exact(session, self.settings, inputs, outcome, ACTOR)
+    if outcome.records_erased == 0 and inputs.switched is not None:
+        return inputs.switched  # run again after its switch: only the restore is left
+    with task.transaction() as session:
+        published = publish_exact(session, task.settings, inputs, outcome, ACTOR)
     if published != PublishResult.done:
         return published.value
-    # The new version serves from here on: what saw the subjects can go.
+    # The switched-off version serves from here on: what saw the subjects can go.
     try:
-        destroyed = destroy_artifacts(self.settings, list(outcome.superseded_checkpoints))
+        destroyed = destroy_artifacts(task.settings, list(outcome.superseded_checkpoints))
     except Exception as exc:
-        # Published, not closed: the redelivered task finds the job done and finishes it.
+        # Published, not closed: run the job again; it finds the switch made and closes it.
         log.error("job %s: destroying artifacts failed (%s)", jid, type(exc).__name__)
-        raise self.retry(countdown=jobs.RETRY_DELAY_S) from None
-    with self.transaction() as session:
-        finish_exact(session, self.settings, inputs.model_id, jid, outcome, destroyed, ACTOR)
+        with task.transaction() as session:
+            job = jobs.running_job(session, jid)
+            if job is not None:
+                jobs.requeue(session, task.settings, job, countdown=jobs.RETRY_DELAY_S)
+        return "requeued"
+    with task.transaction() as session:
+        finish_exact(session, task.settings, inputs.model_id, jid, outcome, destroyed, ACTOR)
         purged = take_purged(session)
     # VACUUM cannot run inside a transaction: the purge committed above, reclaim its space now.
-    reclaim_space(self, purged, ACTOR)
+    reclaim_space(task, purged, ACTOR)
+    return outcome
+
+
+def _restore(
+    task: DbTask, jid: uuid.UUID, inputs: ExactInputs, switched: FinetuneRetrainOutcome
+) -> str:
+    """Retrain the switched-off slices in the background and publish them, superseding the
+    switch-off certificates; a failure leaves the removal in force."""
+    try:
+        outcome = restore_exact(task.settings, inputs, switched, progress_reporter(task, jid))
+    except Exception as exc:
+        give_up_or_retry(task, jid, "retrain_error", exc)
+        raise
+    with task.transaction() as session:
+        published = publish_exact(session, task.settings, inputs, outcome, ACTOR)
+        if published == PublishResult.done:
+            certify_restored(session, task.settings, inputs.model_id, jid, outcome, ACTOR)
+            if inputs.verify:
+                open_verify(session, task.settings, inputs.model_id, jid, outcome)
     return published.value
+
+
+@shared_task(name=TASK_FINETUNE_VERIFY, **db_task_options(max_retries=5))
+def finetune_verify(self: DbTask, job_id: str) -> str:
+    """The from-scratch check of a restored fine-tune (service.finetune.verify)."""
+    jid = uuid.UUID(job_id)
+    with self.transaction() as session:
+        inputs = load_verify(session, self.settings, jid)
+    if isinstance(inputs, Skip):
+        return inputs.value
+    try:
+        exactness = run_verify(self.settings, inputs)
+    except Exception as exc:
+        give_up_or_retry(self, jid, "verify_error", exc)
+        raise
+    with self.transaction() as session:
+        recorded = record_verify(session, inputs, exactness, ACTOR)
+    return recorded.value if isinstance(recorded, Skip) else exactness.status.value

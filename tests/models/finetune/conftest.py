@@ -11,7 +11,7 @@ import pytest
 from models.artifacts import LocalArtifactStore
 from models.assets.tiny import train_tiny_qa
 from models.finetune import train_sliced
-from tests.support.finetune_data import CONFIG, RECORDS
+from tests.support.finetune_data import CONFIG, LAYERED, RECORDS
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -30,4 +30,23 @@ def trained(tiny_base: Path, tmp_path: Path) -> tuple[LocalArtifactStore, str]:
     result = train_sliced(tiny_base, CONFIG, RECORDS, store)
     assert result.slices_trained == CONFIG.slices
     assert result.optimizer_steps > 0
+    return store, result.final_checkpoint
+
+
+@pytest.fixture(scope="session")
+def four_layer_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same, with four layers: a layer group for each of the four slices."""
+    pairs = [(r.prompt or "", r.completion) for r in RECORDS]
+    out = tmp_path_factory.mktemp("finetune-base-4")
+    return train_tiny_qa(pairs, out, seed=0, steps=20, layers=4)
+
+
+@pytest.fixture(scope="session")
+def layered(
+    four_layer_base: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[LocalArtifactStore, str]:
+    """A layered fine-tune; tests may add checkpoints to its store but never delete any."""
+    store = LocalArtifactStore(tmp_path_factory.mktemp("layered-store"))
+    result = train_sliced(four_layer_base, LAYERED, RECORDS, store)
+    assert result.slices_trained == LAYERED.slices and result.optimizer_steps > 0
     return store, result.final_checkpoint

@@ -6,18 +6,24 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from models.artifacts import LocalArtifactStore
 from models.finetune import (
+    FinetuneConfig,
     FinetuneRecord,
+    base_model_id,
+    checkpoint_ids,
+    initial_checkpoint_id,
+    keys_by_slice,
     load_checkpoint,
     train_sliced,
     train_sliced_in_memory,
 )
 from models.finetune.records import tokenize_record
 from models.sisa.exactness import compare_states
-from tests.support.finetune_data import CONFIG, RECORDS, subject_in
+from tests.support.finetune_data import CONFIG, LAYERED, RECORDS, subject_in
 
 
 def test_training_changes_the_adapter_and_resumes_nothing_twice(
@@ -68,3 +74,29 @@ def test_plain_text_records_train_on_every_token(tiny_base: Path) -> None:
     # Question/answer records take the loss on the answer only.
     assert qa_labels[0] == -100 and qa_labels[-1] == trained.model.eos_id
     assert len(qa_ids) == len(qa_labels)
+
+
+def test_a_layered_config_needs_a_layer_group_per_slice() -> None:
+    with pytest.raises(ValueError, match="layered"):
+        FinetuneConfig(slices=4, adapter_layers=2, layered=True)
+    assert LAYERED.layer_group(0) == (0, 1) and LAYERED.layer_group(3) == (3, 4)
+    # Fine-tunes trained before layering existed keep their addresses.
+    assert replace(CONFIG, layered=False).fingerprint() == CONFIG.fingerprint()
+    assert LAYERED.fingerprint() != replace(LAYERED, layered=False).fingerprint()
+
+
+def test_each_slice_trains_only_its_own_layer(
+    four_layer_base: Path, layered: tuple[LocalArtifactStore, str]
+) -> None:
+    store, _ = layered
+    base = base_model_id(four_layer_base)
+    ids = checkpoint_ids(base, LAYERED, keys_by_slice(LAYERED, RECORDS))
+    initial = load_checkpoint(store, initial_checkpoint_id(base, LAYERED)).model_state
+    for slice_index, checkpoint in enumerate(ids):
+        state = load_checkpoint(store, checkpoint).model_state
+        for name, tensor in state.items():
+            layer = int(name.split(".layers.")[1].split(".")[0])
+            if layer > slice_index:  # a later slice's adapter: still at its start
+                assert torch.equal(tensor, initial[name]), name
+        changed = [n for n, t in state.items() if not torch.equal(t, initial[n])]
+        assert any(f".layers.{slice_index}." in n for n in changed)

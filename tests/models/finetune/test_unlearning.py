@@ -15,14 +15,18 @@ from models.finetune import (
     checkpoint_ids,
     checkpoint_key,
     destroy_checkpoints,
+    initial_checkpoint_id,
     keys_by_slice,
     load_checkpoint,
+    merged_model,
+    switch_off,
     train_sliced,
+    train_sliced_in_memory,
     unlearn_subjects,
     verify_bit_exact,
 )
 from models.sisa.exactness import compare_states
-from tests.support.finetune_data import CONFIG, RECORDS, subject_in
+from tests.support.finetune_data import CONFIG, LAYERED, RECORDS, subject_in
 
 
 @pytest.mark.parametrize("slice_index", [0, 2, 3], ids=["first", "middle", "last"])
@@ -129,3 +133,71 @@ def test_unlearning_refuses_records_the_served_checkpoint_was_not_trained_on(
     store, served = trained
     with pytest.raises(ValueError, match="not trained on the given records"):
         unlearn_subjects(tiny_base, CONFIG, RECORDS[:-2], [subject_in(0)], store, served)
+
+
+@pytest.mark.parametrize("slice_index", [0, 2, 3], ids=["first", "middle", "last"])
+def test_switch_off_serves_the_model_trained_without_the_slices(
+    four_layer_base: Path, layered: tuple[LocalArtifactStore, str], slice_index: int
+) -> None:
+    store, served = layered
+    base = base_model_id(four_layer_base)
+    subject = subject_in(slice_index)
+    off = switch_off(LAYERED, RECORDS, [subject, "never-trained"], served, base)
+    assert off.first_affected_slice == slice_index
+    assert off.erased_subjects == [subject] and off.subjects_not_found == ["never-trained"]
+    assert off.erased_records == 2 and off.slices_switched_off == LAYERED.slices - slice_index
+    retained = [r for r in RECORDS if r.subject != subject]
+
+    # From scratch on the retained records, stopping before the erased subject's slice.
+    scratch = train_sliced_in_memory(four_layer_base, LAYERED, retained, upto=slice_index)
+    assert scratch.result.final_checkpoint == off.checkpoint_served
+    stored = load_checkpoint(store, off.checkpoint_served).model_state
+    fresh = scratch.model.adapter_state()
+    assert set(fresh) == set(stored)
+    for name, tensor in fresh.items():
+        assert torch.equal(tensor, stored[name]), name
+    # The served weights themselves (adapters merged into the base) are equal too.
+    served_model, _ = merged_model(four_layer_base, LAYERED, off.checkpoint_served, store)
+    with torch.no_grad():
+        scratch_model = scratch.model.peft.merge_and_unload()
+    scratch_weights = scratch_model.state_dict()
+    for name, tensor in served_model.state_dict().items():
+        assert torch.equal(tensor, scratch_weights[name]), name
+    assert all(r.subject != subject for r in RECORDS if r.key in off.retained_prefix_keys)
+
+
+def test_the_background_retrain_equals_training_without_the_person(
+    four_layer_base: Path, layered: tuple[LocalArtifactStore, str], tmp_path: Path
+) -> None:
+    store, served = layered
+    subject = subject_in(1)
+    outcome = unlearn_subjects(four_layer_base, LAYERED, RECORDS, [subject], store, served)
+    assert outcome.training.resumed_from_slice == 1 and outcome.slices_retrained == 3
+    check, scratch = verify_bit_exact(
+        four_layer_base, LAYERED, outcome.retained_records, outcome.checkpoint_after, store
+    )
+    assert check.bit_exact, check.mismatched
+    stored = load_checkpoint(store, outcome.checkpoint_after)
+    for name, tensor in scratch.model.adapter_state().items():
+        assert torch.equal(tensor, stored.model_state[name]), name
+    # A model trained with the person is told apart.
+    wrong, _ = verify_bit_exact(four_layer_base, LAYERED, RECORDS, outcome.checkpoint_after, store)
+    assert not wrong.bit_exact
+
+
+def test_a_second_switch_off_before_the_restore_keeps_the_shorter_prefix(
+    four_layer_base: Path, layered: tuple[LocalArtifactStore, str]
+) -> None:
+    _, served = layered
+    base = base_model_id(four_layer_base)
+    first = switch_off(LAYERED, RECORDS, [subject_in(1)], served, base)
+    retained = [r for r in RECORDS if r.subject != subject_in(1)]
+    later = switch_off(LAYERED, retained, [subject_in(3)], first.checkpoint_served, base)
+    assert later.checkpoint_served == first.checkpoint_served
+    earlier = switch_off(LAYERED, retained, [subject_in(0)], first.checkpoint_served, base)
+    assert earlier.checkpoint_served == initial_checkpoint_id(base, LAYERED)
+    assert earlier.retained_prefix_keys == []
+    nothing = switch_off(LAYERED, retained, [], first.checkpoint_served, base)
+    assert nothing.checkpoint_served == first.checkpoint_served
+    with pytest.raises(ValueError, match="not trained on the given records"):
+        switch_off(LAYERED, retained, [subject_in(0)], "0" * 64, base)
