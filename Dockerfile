@@ -26,7 +26,7 @@ COPY . .
 
 # `redis` extra: the production broker/result backend is Redis. flower: the monitoring UI.
 # torch is already satisfied (2.13.0+cpu matches ==2.13.0), so PyPI's CUDA build is not pulled.
-RUN pip install ".[redis]" flower \
+RUN pip install ".[redis,s3]" flower \
  && python -c "import torch; assert not torch.version.cuda, torch.version.cuda" \
  && mkdir -p /opt/lethe \
  && if [ -d migrations ]; then cp -r migrations /opt/lethe/migrations; fi \

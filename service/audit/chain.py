@@ -147,6 +147,8 @@ class Problem:
 
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "kind": self.kind, "problem": self.words}
+
+
 def _head(session: Session) -> tuple[int, str]:
     """The next sequence number and the hash to chain to.
 
