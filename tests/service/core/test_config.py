@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from service.core.config import Settings
 
 
-def test_production_requires_a_signing_key() -> None:
+def test_production_requires_a_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LETHE_AUDIT_MAC_KEYS", raising=False)  # the suite's own
     base: dict[str, Any] = {
         "environment": "production",
         "secret_key": "s" * 32,
