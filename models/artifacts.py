@@ -218,6 +218,27 @@ class FsspecArtifactStore:
         self._fs.invalidate_cache(path)
         return any(v in listed.get("Versions", []) for v in found)
 
+    def check_version_deletion(self) -> None:
+        """On a versioned bucket, prove that every version of an object can be deleted (a
+        probe written twice, then deleted): a store where "deleted" leaves old versions
+        readable is refused (``PermissionError``). Nothing to check on other stores."""
+        if not self._versioned():
+            return
+        probe = f"lethe-probe/{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            self.put(probe, b"probe")
+            self.put(probe, b"probe")
+            self.delete(probe)
+            left = self.versions(probe)
+        except Exception as exc:  # a denied call: the same answer as a version left behind
+            raise PermissionError(
+                f"{self.url} keeps object versions and lethe cannot delete them all"
+            ) from exc
+        if left:
+            raise PermissionError(
+                f"{self.url} keeps object versions and lethe cannot delete them all"
+            )
+
     def versions(self, key: str) -> int:
         """How many stored versions and delete markers ``key`` has (0 when the bucket keeps
         no versions and the key is gone)."""

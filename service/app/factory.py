@@ -21,6 +21,7 @@ from service.api.routes_requests import router as requests_router
 from service.audit.anchor import Anchor, anchored
 from service.core.config import Settings, get_settings
 from service.core.observability import correlation_id
+from service.core.storage import check_stores
 from service.db.privileges import refuse_in_production
 from service.db.session import database_url, session_factory
 from service.web import install_console
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Right-to-be-forgotten requests against machine-learning models, with proof.",
     )
     app.state.settings = settings
+    check_stores(settings)  # a versioned bucket that keeps "deleted" versions: refused
     # Sessions checkpoint the audit chain after every commit that appended events.
     app.state.anchor = Anchor.from_settings(settings)
     app.state.session_factory = anchored(session_factory(database_url(settings)), app.state.anchor)

@@ -11,10 +11,20 @@ from pathlib import Path
 
 from models.artifacts import ArtifactStore, open_store
 from service.core.config import Settings
+from service.core.keys import keystore_location
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:
     return open_store(settings.artifact_location)
+
+
+def check_stores(settings: Settings) -> None:
+    """Refuse to start on a versioned bucket (artifacts or keys) whose old versions lethe
+    cannot delete: erased checkpoints and destroyed keys would survive as old versions."""
+    for location in dict.fromkeys([settings.artifact_location, keystore_location(settings)]):
+        check = getattr(open_store(location), "check_version_deletion", None)
+        if check is not None:
+            check()
 
 
 def merged_root(settings: Settings) -> Path:

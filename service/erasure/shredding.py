@@ -29,7 +29,10 @@ from service.db.tables import ErasureRequest, RuleSetVersion
 # At most this many requests per run: one run stays short; the next run takes the rest.
 BATCH = 200
 
-CLEARED = ["forget_content", "reason", "rule_sets", "notes"]
+# Deleted from the request's row with the key (their ciphertext); what stays is ciphertext
+# whose key is gone.
+CLEARED = ["forget_content", "reason"]
+UNREADABLE = ["rule_sets", "notes", "identity_references", "audit_digests"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ def shred_request(
             "key_found": existed,
             "status": str(request.status),
             "cleared": CLEARED,
+            "unreadable": UNREADABLE,
         },
     )
 

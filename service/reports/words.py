@@ -121,8 +121,8 @@ def _keys_destroyed(d: Mapping[str, Any]) -> str:
     return (
         f"The request's encryption key ({keys}) was destroyed at "
         f"{fmt_time(d.get('destroyed_at'))}: the identifier, names, facts, reasons and notes "
-        "it protected can no longer be read anywhere, including database backups. Their "
-        "encrypted copies were also deleted from the request's record."
+        "it protected can no longer be read anywhere, including database backups. The "
+        "encrypted forget content and reason were also deleted from the request's record."
     )
 
 

@@ -283,7 +283,6 @@ def versioned_store(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iter
     import boto3
 
     moto_server = pytest.importorskip("moto.server")
-    pytest.importorskip("s3fs")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
@@ -300,9 +299,15 @@ def versioned_store(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iter
     client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     for target in {id(s): s for s in (settings, get_settings())}.values():
         monkeypatch.setattr(target, "artifact_url", f"s3://{bucket}/artifacts")
+    import s3fs
+
+    # s3fs keeps one filesystem per set of options (the endpoint comes from the environment,
+    # not the options): none may outlive this server, none from before may point elsewhere.
+    s3fs.S3FileSystem.clear_instance_cache()
     try:
         yield client, bucket
     finally:
+        s3fs.S3FileSystem.clear_instance_cache()
         server.stop()
 
 

@@ -126,3 +126,21 @@ def test_on_a_versioned_bucket_delete_removes_every_version(bucket_url: str, end
     assert names == ["artifacts/keys/req-10"]
     assert store.get("keys/req-10") == b"another key, kept"
     assert not store.delete("keys/req-1")
+
+
+def test_the_version_deletion_check_passes_where_lethe_can_delete_versions(
+    bucket_url: str, endpoint: str
+) -> None:
+    import boto3
+
+    store = open_store(bucket_url)
+    assert isinstance(store, FsspecArtifactStore)
+    store.check_version_deletion()  # not versioned: nothing to prove
+    bucket = bucket_url.removeprefix("s3://").split("/")[0]
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    versioned = open_store(bucket_url)
+    assert isinstance(versioned, FsspecArtifactStore)
+    versioned.check_version_deletion()
+    listed = client.list_object_versions(Bucket=bucket, Prefix="artifacts/lethe-probe")
+    assert not listed.get("Versions") and not listed.get("DeleteMarkers")  # the probe is gone
