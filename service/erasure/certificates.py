@@ -319,8 +319,10 @@ def describe_exact(body: Mapping[str, Any]) -> str:
     if slices and slices.get("stage") == "switched_off":
         return _describe_switch_off(body, erased, physical)
     if slices:
+        retrained = slices["slices_total"] - slices["first_affected_slice"]
         parts = (
-            f"the fine-tune from slice {slices['first_affected_slice']} of {slices['slices_total']}"
+            f"the last {retrained} of the fine-tune's {slices['slices_total']} training stages, "
+            "from the first that used them"
         )
     else:
         parts = ", ".join(

@@ -62,6 +62,7 @@ def finetune_config(model_name: str, ft: FinetuneSettings) -> FinetuneConfig:
         adapter_layers=ft.adapter_layers,
         placement=ft.placement,
         late_slices=ft.late_slices,
+        layered=ft.layered,
     )
 
 

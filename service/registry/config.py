@@ -184,6 +184,17 @@ class FinetuneSettings(BaseModel):
     adapter_layers: int = Field(4, ge=1, le=128)
     placement: Literal["hash", "likely_last"] = "hash"
     late_slices: int = Field(2, ge=1, le=63)
+    layered: bool = Field(
+        False,
+        description="layer-sliced adapters (S3T): each slice trains its own group of the "
+        "adapted layers; needs adapter_layers >= slices",
+    )
+
+    @model_validator(mode="after")
+    def _a_layer_group_per_slice(self) -> FinetuneSettings:
+        if self.layered and self.adapter_layers < self.slices:
+            raise ValueError("layered fine-tunes need adapter_layers >= slices")
+        return self
 
 
 class GenerativeConfig(BaseModel):

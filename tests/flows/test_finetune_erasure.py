@@ -561,3 +561,49 @@ def test_a_failed_check_reopens_the_action_and_says_so(
     actions = [e["action"] for e in events]
     assert actions.index("action.reopened") < actions.index("request.reopened")
     assert verify_chain(session).ok
+
+
+def test_a_layered_finetune_switches_off_and_restores_exactly(
+    app_client: TestClient,
+    roles: dict[str, str],
+    sent_tasks: SentTasks,
+    session: Session,
+    tiny_lm: Path,
+    retain_file: Path,
+) -> None:
+    """``layered``: each slice trains one of the tiny model's two layers; the erasure is
+    switched off, restored and checked bit for bit like a cumulative fine-tune."""
+    ml, dpo = roles["ml"], roles["dpo"]
+    body = generative_model_body(f"ft-{uuid.uuid4().hex[:6]}", tiny_lm, retain_file)
+    body["policy"]["strategy"] = "both"
+    body["config"]["finetune"] = {**FINETUNE, "slices": 4, "adapter_layers": 2, "layered": True}
+    r = app_client.post("/v1/models", json=body, headers=auth(ml))
+    assert r.status_code == 422  # a layer group per slice: 2 layers cannot hold 4
+    [detail] = r.json()["error"]["details"]
+    assert detail["loc"][-1] == "finetune" and detail["type"] == "value_error"
+    body["config"]["finetune"] = {**FINETUNE, "slices": 2, "adapter_layers": 2, "layered": True}
+    name = body["name"]
+    assert app_client.post("/v1/models", json=body, headers=auth(ml)).status_code == 201
+    r = app_client.post(
+        f"/v1/models/{name}/records",
+        files={"file": ("r.jsonl", _jsonl(), "application/jsonl")},
+        headers=auth(ml),
+    )
+    assert r.status_code == 201, r.text
+    assert app_client.post(f"/v1/models/{name}/train", headers=auth(ml)).status_code == 202
+    assert drain(sent_tasks) == [(TASK_FINETUNE_MODEL, "done")]
+    rid = _erase(app_client, dpo, name)
+    ran = drain(sent_tasks)
+    assert (TASK_FINETUNE_RETRAIN, "done") in ran and (TASK_FINETUNE_VERIFY, "bit_exact") in ran
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(dpo)).json()
+    assert request["status"] == "completed"
+    [final] = request["certificates"]
+    assert final["body"]["determinism_check"] == "bit_exact"
+    stages = [c["body"].get("slices", {}).get("stage") for c in request["certificate_history"]]
+    assert stages[-3:] == ["switched_off", "restored", "restored"]
+    versions = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.model_id == _model_id(session, name))
+        .order_by(ModelVersion.number)
+    ).all()
+    assert [v.manifest["config"]["layered"] for v in versions] == [True, True, True]
