@@ -83,8 +83,10 @@ def test_second_factor_enrolment_sign_in_replay_and_recovery(
     token = csrf_of(page.text)
     wrong = web.post("/console/account/second-factor", data={"csrf_token": token, "code": "1"})
     assert wrong.status_code == 422
+    # The code is kept: replaying it below must fail even when a 30 s step has passed since.
+    enrolment_code = totp.now()
     done = web.post(
-        "/console/account/second-factor", data={"csrf_token": token, "code": totp.now()}
+        "/console/account/second-factor", data={"csrf_token": token, "code": enrolment_code}
     )
     codes = re.findall(r"<li>([0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4})</li>", done.text)
     assert done.status_code == 200 and len(codes) == 10
@@ -96,7 +98,7 @@ def test_second_factor_enrolment_sign_in_replay_and_recovery(
     code_page = web.get("/console/signin/code")
     replay = web.post(
         "/console/signin/code",
-        data={"code": totp.now(), "csrf_token": csrf_of(code_page.text)},
+        data={"code": enrolment_code, "csrf_token": csrf_of(code_page.text)},
         follow_redirects=False,
     )
     assert replay.status_code == 401  # the enrolment's code, used once already
