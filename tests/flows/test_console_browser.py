@@ -45,7 +45,11 @@ def live(
         live_lethe(settings, url, mp) as running,
     ):
         # Its own checkpoint store: content-addressed checkpoints must not leak across suites.
-        mp.setattr(get_settings(), "artifact_url", str(tmp_path_factory.mktemp("web-artifacts")))
+        # The app's settings and the tasks' (get_settings(): another object once a test rebuilt
+        # it) must see the same store, or records the API sealed find no key in the tasks.
+        store = str(tmp_path_factory.mktemp("web-artifacts"))
+        for target in {id(s): s for s in (settings, get_settings())}.values():
+            mp.setattr(target, "artifact_url", store)
         _seed(running)
         yield running
 
