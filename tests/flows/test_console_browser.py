@@ -29,6 +29,7 @@ from tests.support.db import fresh_database
 from tests.support.live import CHROMIUM_ARGS, Live, artifacts_dir, chromium_or_skip, live_lethe
 from tests.support.pdf_tools import pdf_text as read_pdf
 from tests.support.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
+from workers.base import DbTask
 
 NAME = MODEL_BODY["name"]
 WIDTHS = (1280, 390)
@@ -42,16 +43,21 @@ def live(
     with (
         fresh_database(pg_server, prefix="lethe_web") as url,
         pytest.MonkeyPatch.context() as mp,
-        live_lethe(settings, url, mp) as running,
     ):
-        # Its own checkpoint store: content-addressed checkpoints must not leak across suites.
-        # The app's settings and the tasks' (get_settings(): another object once a test rebuilt
-        # it) must see the same store, or records the API sealed find no key in the tasks.
+        # Its own artifact store (content-addressed checkpoints must not leak across suites) and
+        # its own audit checkpoint store (one per database, as in a deployment: another
+        # database's signed heads would rightly read as a rewritten history). The app's settings
+        # and the tasks' (get_settings(): another object once a test rebuilt it) see the same
+        # stores, or records the API sealed find no key in the tasks.
         store = str(tmp_path_factory.mktemp("web-artifacts"))
+        audit_store = str(tmp_path_factory.mktemp("web-audit-checkpoints"))
         for target in {id(s): s for s in (settings, get_settings())}.values():
             mp.setattr(target, "artifact_url", store)
-        _seed(running)
-        yield running
+            mp.setattr(target, "audit_checkpoint_url", audit_store)
+        mp.setattr(DbTask, "_anchor", None)
+        with live_lethe(settings, url, mp) as running:
+            _seed(running)
+            yield running
 
 
 def _seed(live: Live) -> None:
