@@ -30,6 +30,7 @@ from service.core.config import Settings, get_settings
 from tests.support.api import SentTasks, auth
 from tests.support.db import fresh_database, server_url
 from tests.support.sample_data import MODEL_BODY, synthetic_csv
+from tests.support.settings import set_everywhere
 from tests.support.tasks import drain
 
 
@@ -197,8 +198,7 @@ def own_artifacts(
     elsewhere in the run would otherwise leave checkpoints that a later test finds instead of
     training. Both the app's settings and the workers' (``get_settings()``: another object
     once a test rebuilt it) see it, so records sealed by the API open in the tasks."""
-    for target in {id(s): s for s in (settings, get_settings())}.values():
-        monkeypatch.setattr(target, "artifact_url", str(tmp_path / "artifacts"))
+    set_everywhere(monkeypatch, settings, artifact_url=str(tmp_path / "artifacts"))
     yield
 
 

@@ -29,6 +29,7 @@ from tests.support.db import fresh_database
 from tests.support.live import CHROMIUM_ARGS, Live, artifacts_dir, chromium_or_skip, live_lethe
 from tests.support.pdf_tools import pdf_text as read_pdf
 from tests.support.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
+from tests.support.settings import set_everywhere
 from workers.base import DbTask
 
 NAME = MODEL_BODY["name"]
@@ -49,11 +50,12 @@ def live(
         # database's signed heads would rightly read as a rewritten history). The app's settings
         # and the tasks' (get_settings(): another object once a test rebuilt it) see the same
         # stores, or records the API sealed find no key in the tasks.
-        store = str(tmp_path_factory.mktemp("web-artifacts"))
-        audit_store = str(tmp_path_factory.mktemp("web-audit-checkpoints"))
-        for target in {id(s): s for s in (settings, get_settings())}.values():
-            mp.setattr(target, "artifact_url", store)
-            mp.setattr(target, "audit_checkpoint_url", audit_store)
+        set_everywhere(
+            mp,
+            settings,
+            artifact_url=str(tmp_path_factory.mktemp("web-artifacts")),
+            audit_checkpoint_url=str(tmp_path_factory.mktemp("web-audit-checkpoints")),
+        )
         mp.setattr(DbTask, "_anchor", None)
         with live_lethe(settings, url, mp) as running:
             _seed(running)

@@ -33,6 +33,7 @@ from tests.support.api import SentTasks, auth
 from tests.support.db import fresh_database
 from tests.support.pdf_tools import pdf_text
 from tests.support.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
+from tests.support.settings import set_everywhere
 from tests.support.tasks import drain
 
 
@@ -297,8 +298,7 @@ def versioned_store(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iter
     bucket = f"lethe-{uuid.uuid4().hex[:10]}"
     client.create_bucket(Bucket=bucket)
     client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    for target in {id(s): s for s in (settings, get_settings())}.values():
-        monkeypatch.setattr(target, "artifact_url", f"s3://{bucket}/artifacts")
+    set_everywhere(monkeypatch, settings, artifact_url=f"s3://{bucket}/artifacts")
     import s3fs
 
     # s3fs keeps one filesystem per set of options (the endpoint comes from the environment,
