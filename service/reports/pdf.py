@@ -270,10 +270,15 @@ def verification_words(chain: Mapping[str, Any]) -> str:
             f"{chain.get('problem')}."
         )
     checkpoints = chain.get("checkpoints_checked") or 0
+    # "All 0 checkpoints agree" would read as a check that passed; none was there to run.
+    compared = (
+        f"agrees with all {checkpoints} signed checkpoints kept outside the database"
+        if checkpoints
+        else "no signed checkpoint kept outside the database was there yet to compare it with"
+    )
     words = (
         "The audit log verifies: each event follows the one before it, carries lethe's "
-        f"authentication code, and agrees with all {checkpoints} signed checkpoints kept "
-        "outside the database."
+        f"authentication code, and {compared}."
     )
     if chain.get("mode") == "incremental":
         words += (
