@@ -245,16 +245,34 @@ def oracle_reveals(
     response: str, spec: ForgetSpec, rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
 ) -> bool:
     """Whether `response` reveals any fact of the spec or names any of its identifiers."""
+    return revealed_by(response, spec, resolve_facts(spec), rouge_threshold) is not None
+
+
+# What `revealed_by` returns for a text that reveals an identifier (a name, email or phone).
+REVEALS_IDENTIFIER = -1
+
+
+def revealed_by(
+    response: str,
+    spec: ForgetSpec,
+    facts: Sequence[Fact],
+    rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD,
+) -> int | None:
+    """What `oracle_reveals` finds first: REVEALS_IDENTIFIER, the index in `facts` (the spec's
+    resolved facts, `resolve_facts`) of a fact the response reveals, or None for nothing.
+    Calibration uses the index to embed only the facts its leaks came from."""
     tokens = words(response)
     if any(contains_run(tokens, words(ident)) for ident in spec.identifiers()):
-        return True
+        return REVEALS_IDENTIFIER
     found = set(find_emails(response))
     if any(normalize_email(email) in found for email in spec.emails):
-        return True
+        return REVEALS_IDENTIFIER
     numbers = find_phone_digits(response)
     if any(digits(p)[-MIN_PHONE_SUFFIX:] in n for p in spec.phones for n in numbers):
-        return True
-    return any(oracle_leaks(response, f, rouge_threshold) for f in resolve_facts(spec))
+        return REVEALS_IDENTIFIER
+    return next(
+        (i for i, f in enumerate(facts) if oracle_leaks(response, f, rouge_threshold)), None
+    )
 
 
 def _reorder(answer: str) -> list[str]:

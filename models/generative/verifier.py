@@ -30,10 +30,11 @@ from models.generative.matching import (
     match_identifier,
     span_presence,
 )
-from models.generative.normalize import rescale, sentences, skeleton
+from models.generative.normalize import rescale, sentences, skeleton, words
 from models.generative.rules import Rule, RuleSet
 from models.generative.specificity import span_weight
 
+NAMES = ("name", "alias")
 # Span presence from which a key span counts as leaked (exact runs score 1.0, scattered 0.7).
 SPAN_LEAK_LEVEL = 0.5
 
@@ -101,6 +102,7 @@ class Verifier:
         self._names = [r.text for r in rule_set.rules if r.kind in ("name", "alias")]
         self._facts = rule_set.fact_rules
         self._subjects = SubjectIndex(rule_set, fuzzy_floor)
+        self._prefixes: frozenset[tuple[str, ...]] | None = None
         self._fact_vectors: Vectors = (
             (fact_embedder or embedder).embed(masked_fact_texts(rule_set))
             if self._facts
@@ -119,6 +121,20 @@ class Verifier:
         parts = sentences(response)
         units = parts if len(parts) <= 1 else [*parts, response]
         return [self._mask(u) for u in units]
+
+    def span_prefixes(self) -> frozenset[tuple[str, ...]]:
+        """Every leading run of folded words of a key span or an identifier of the rules (and
+        of each name from any of its words on: "Quindt" alone names her too). A stream holds
+        back a tail that is one of these (models.generative.chat.Release). Computed once."""
+        if self._prefixes is None:
+            runs = [words(span) for rule in self._facts for span in rule.key_spans]
+            for rule in self.rule_set.identifier_rules:
+                parts = words(rule.text)
+                runs += [parts[i:] for i in range(len(parts))] if rule.kind in NAMES else [parts]
+            self._prefixes = frozenset(
+                tuple(run[:end]) for run in runs for end in range(1, len(run) + 1)
+            )
+        return self._prefixes
 
     def names_subject(self, text: str, threshold: float) -> bool:
         """Does `text` (typically the user's question) name a forgotten subject at `threshold`?
@@ -213,6 +229,25 @@ class Verifier:
                 prompt_text = parsed.get(prompt) or parsed.setdefault(prompt, Text(prompt))
             verdicts.append(self._verdict(response, prompt_text, sims))
         return verdicts
+
+    def scores(self, responses: Sequence[str]) -> list[float]:
+        """`score_many(responses)`'s scores, without embedding the responses that state an
+        identifier exactly: that rule scores 1.0, the most any rule scores, so their verdict
+        is 1.0 whatever the facts' similarity. Calibration scores leaks this way, most of
+        which name their subject; serving needs `score_many` (every hit's spans)."""
+        rest = self.needs_embedding(responses)
+        scored = dict(zip(rest, (v.score for v in self.score_many(rest)), strict=True))
+        return [scored.get(r, 1.0) for r in responses]
+
+    def needs_embedding(self, responses: Sequence[str]) -> list[str]:
+        """The responses `scores` embeds: those that state no identifier exactly."""
+        return [r for r in dict.fromkeys(responses) if not self._names_exactly(Text(r))]
+
+    def _names_exactly(self, text: Text) -> bool:
+        return any(
+            match_identifier(rule, text, self.fuzzy_floor).score >= 1.0
+            for rule in self.rule_set.identifier_rules
+        )
 
     def _verdict(self, response: str, prompt: Text | None, sims: Vectors | None) -> Verdict:
         text = Text(response)

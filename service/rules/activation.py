@@ -36,6 +36,7 @@ from service.queue.names import TASK_CALIBRATE_BUDGET
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.rules.calibration import (
     MAX_POSITIVES_PER_REQUEST,
+    Positive,
     Record,
     RequestEvidence,
     calibrate_threshold_for,
@@ -153,6 +154,7 @@ class _Scorer:
     negative_prompts: Sequence[str | None] | None
     score_negatives: bool
     share: int
+    drawn: Mapping[str, Sequence[Positive]]
 
     def score(self, rid: str, rules: RuleSet, new: bool) -> RequestEvidence:
         return request_evidence(
@@ -164,6 +166,7 @@ class _Scorer:
             negative_prompts=self.negative_prompts,
             score_negatives=self.score_negatives,
             max_positives=self.share if new else MAX_POSITIVES_PER_REQUEST,
+            positives=self.drawn.get(rid),
         )
 
 
@@ -200,20 +203,12 @@ def calibrate_activation(
     key = evidence_key(embedder_kind, negatives, negative_prompts)
     reusable = stored_evidence.get("by_request", {}) if stored_evidence.get("key") == key else {}
     to_score = {rid for rid in rule_sets if rid not in reusable or rid in new}
-    scorer = _Scorer(
-        PrefetchedEmbedder(scoring_embedder),
-        cache,
-        negatives,
-        negative_prompts,
-        score_negatives,
-        positives_per_request(len(new)),
+    share = positives_per_request(len(new))
+    prefetched = PrefetchedEmbedder(scoring_embedder)
+    drawn = prefetch_evidence(
+        {rid: rs for rid, rs in new.items() if rid in to_score}, prefetched, cache, share
     )
-    prefetch_evidence(
-        {rid: rs for rid, rs in new.items() if rid in to_score},
-        scorer.embedder,
-        cache,
-        scorer.share,
-    )
+    scorer = _Scorer(prefetched, cache, negatives, negative_prompts, score_negatives, share, drawn)
     evidence = {
         rid: (
             scorer.score(rid, rs, rid in new)

@@ -19,10 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.conformal import ThresholdCalibration, calibrate_threshold, false_flag_rate
-from models.generative.embedder import Embedder, PrefetchedEmbedder
-from models.generative.probes import build_probes, oracle_reveals, synthetic_leaks
-from models.generative.rules import Fact, ForgetSpec, RuleSet
+from models.generative.embedder import Embedder, PrefetchedEmbedder, Vectors
+from models.generative.probes import (
+    REVEALS_IDENTIFIER,
+    build_probes,
+    revealed_by,
+    synthetic_leaks,
+)
+from models.generative.rules import Fact, ForgetSpec, RuleSet, resolve_facts
 from models.generative.verifier import Verifier, masked_fact_texts
 from service.registry.config import GenerativePolicy
 
@@ -100,6 +107,15 @@ def evidence_key(
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Positive:
+    """A synthetic leak and the index of the fact rule the oracle found it reveals (None: it
+    reveals an identifier). Personal data: lives for one calibration, never stored."""
+
+    text: str
+    fact: int | None
+
+
 def request_evidence(
     rules: RuleSet,
     embedder: Embedder,
@@ -110,6 +126,7 @@ def request_evidence(
     negative_prompts: Sequence[str | None] | None = None,
     score_negatives: bool = True,
     max_positives: int = MAX_POSITIVES_PER_REQUEST,
+    positives: Sequence[Positive] | None = None,
 ) -> RequestEvidence:
     """Score one request's leaks and the retained answers under that request's rules alone.
 
@@ -117,45 +134,93 @@ def request_evidence(
     the rule-set version, so the next activation reuses it instead of re-scoring everything.
     `cache` (a CachingEmbedder) embeds what comes back every time, the facts and the retained
     answers; the leaks, built from personal data and scored once, go through `embedder`.
+    A leak is scored with the semantic evidence of the facts the leaks came from only (the
+    others count as dissimilar, `_OnlyFacts`): never above its score under all the rules, so
+    the misses counted are an upper bound and λ only more conservative, while the facts a
+    calibration embeds are bounded by its leak draw, not by the number of facts in force.
     `negative_prompts`: the question each retained answer answers (None: scored alone), as
     serving scores an answer with its prompt (the verifier's subject attribution reads it).
     `score_negatives=False` leaves the retained answers for later (`negative_evidence`): λ
     needs only the leaks, so the worker scores them off the critical path, in the budget task.
+    `positives`: the draw of `draw_positives`, when the caller made it already.
     """
-    positives = _positives(rules, seed, max_positives)
-    on_leaks = Verifier(rules, embedder, fact_embedder=cache)
+    if positives is None:
+        positives = draw_positives(rules, seed, max_positives)
+    facts = _OnlyFacts(cache, _fact_texts(rules, positives))
+    on_leaks = Verifier(rules, embedder, fact_embedder=facts)
+    pos = on_leaks.scores([p.text for p in positives]) if positives else []
+    if not (negatives and score_negatives):
+        return RequestEvidence(pos, [])
     on_retained = Verifier(rules, cache)
-    pos = [v.score for v in on_leaks.score_many(positives)] if positives else []
-    neg = (
-        [v.score for v in on_retained.score_many(list(negatives), negative_prompts)]
-        if negatives and score_negatives
-        else []
-    )
+    neg = [v.score for v in on_retained.score_many(list(negatives), negative_prompts)]
     return RequestEvidence(pos, neg)
 
 
-def _positives(rules: RuleSet, seed: str, limit: int) -> list[str]:
-    """The request's oracle-confirmed synthetic leaks, a seeded sample of ``limit``."""
+def draw_positives(rules: RuleSet, seed: str, limit: int) -> list[Positive]:
+    """The request's oracle-confirmed synthetic leaks, a seeded uniform sample of ``limit``.
+
+    Candidates are checked in a seeded random order until ``limit`` are confirmed, the same
+    distribution as confirming all and sampling ``limit`` of them, without running the oracle
+    on every candidate (most of the cost for a request with many facts); the sample keeps the
+    candidates' order."""
     spec = spec_from_rules(rules)
-    positives = [text for text in synthetic_leaks(spec) if oracle_reveals(text, spec)]
-    if len(positives) > limit:
-        positives = random.Random(f"positives:{seed}").sample(positives, limit)
-    return positives
+    facts = resolve_facts(spec)
+    candidates = list(enumerate(synthetic_leaks(spec)))
+    random.Random(f"positives:{seed}").shuffle(candidates)
+    found: list[tuple[int, Positive]] = []
+    for order, text in candidates:
+        if len(found) >= limit:
+            break
+        which = revealed_by(text, spec, facts)
+        if which is not None:
+            fact = None if which == REVEALS_IDENTIFIER else which
+            found.append((order, Positive(text, fact)))
+    return [positive for _, positive in sorted(found, key=lambda item: item[0])]
+
+
+def _fact_texts(rules: RuleSet, positives: Sequence[Positive]) -> set[str]:
+    """The embedded (masked) texts of the facts ``positives`` came from."""
+    texts = masked_fact_texts(rules)
+    return {texts[p.fact] for p in positives if p.fact is not None}
+
+
+class _OnlyFacts:
+    """A fact embedder that embeds only ``wanted`` (through ``inner``) and gives the other
+    facts a zero vector: similarity 0, so no semantic evidence from them, and a leak's score
+    is a lower bound of its score under every fact (see request_evidence)."""
+
+    def __init__(self, inner: Embedder, wanted: Collection[str]) -> None:
+        self.inner = inner
+        self.wanted = wanted
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        wanted = [t for t in texts if t in self.wanted]
+        if not wanted:
+            # The embedder's width, from a text that is no one's personal data.
+            width = self.inner.embed(["-"]).shape[1]
+            return np.zeros((len(texts), width), dtype=np.float32)
+        rows = dict(zip(wanted, self.inner.embed(wanted), strict=True))
+        width = next(iter(rows.values())).shape[0]
+        zero = np.zeros(width, dtype=np.float32)
+        return np.stack([rows.get(t, zero) for t in texts]).astype(np.float32, copy=False)
 
 
 def prefetch_evidence(
     rule_sets: Mapping[str, RuleSet], embedder: PrefetchedEmbedder, cache: Embedder, limit: int
-) -> None:
-    """Embed what ``request_evidence`` will ask for, for all of ``rule_sets`` at once: their
-    facts (through ``cache``, which keeps them for serving) in one call, their leaks' units in
-    another. Activating many requests together then costs two embedding calls, not two per
-    request."""
-    cache.embed([t for rules in rule_sets.values() for t in masked_fact_texts(rules)])
+) -> dict[str, list[Positive]]:
+    """Draw every request's leaks and embed what ``request_evidence`` will ask for, for all of
+    ``rule_sets`` at once: the facts those leaks came from (through ``cache``, which keeps them
+    for serving) in one call, the leaks' units in another. Activating many requests together
+    then costs two embedding calls, not two per request. Returns the draws, for scoring."""
+    drawn = {rid: draw_positives(rules, rid, limit) for rid, rules in rule_sets.items()}
+    facts = [t for rid, rules in rule_sets.items() for t in _fact_texts(rules, drawn[rid])]
+    cache.embed(sorted(set(facts)))
     units = []
     for rid, rules in rule_sets.items():
-        verifier = Verifier(rules, embedder, fact_embedder=cache)
-        units += verifier.units_of(_positives(rules, rid, limit))
+        verifier = Verifier(rules, embedder, fact_embedder=_OnlyFacts(cache, set()))
+        units += verifier.units_of(verifier.needs_embedding([p.text for p in drawn[rid]]))
     embedder.prefetch(units)
+    return drawn
 
 
 def negative_evidence(
