@@ -3,15 +3,20 @@
 Whole: `refine` on the conversation (every turn is the context the verifier judges the answer
 against, `conversation`), decoding as the caller asked (greedy, or sampled under a seed).
 
-Streamed: nothing unscreened reaches the client. Decoded text is held until a sentence ends
-(`normalize.sentences`' boundaries), and the answer so far with that sentence is screened as a
-whole answer would be (`SentenceScreen`); only then does the sentence go out. A sentence that
-fails is never sent, and decoding stops:
+Streamed: nothing unscreened reaches the client. When the conversation already identifies a
+forgotten subject (by name, attributes or an earlier turn), the refusal is sent at once and
+nothing is decoded (reason `subject_in_query`, as the whole answer is refused when it would be
+flagged). Otherwise decoded text goes out a few words at a time (`Release`): at each release
+point the whole answer so far is screened as a whole answer would be (`SentenceScreen`), and
+only then does the new text go out, less a held-back tail that could be the start of a
+forgotten key span or name of the active rules (`Verifier.span_prefixes`), so that no part of
+a span goes out before the text that completes it has been screened. When a screen fails,
+nothing more is sent and decoding stops:
 
 - when nothing has gone out yet, the rest of the first answer is decoded unseen and the whole
   answer goes through `refine` with it as round 0 (`first`), exactly as the same request without
   streaming would: accepted, backed off, regenerated or refused, and sent in one piece;
-- when earlier sentences have gone out, they stay accepted (each was screened with all that
+- when earlier text has gone out, it stays accepted (each release was screened with all that
   preceded it), the refusal text follows, and the choice ends with finish reason
   `content_filter` (reason `withheld`). A non-streamed answer to the same request may differ
   here: it would have been backed off, regenerated or refused as a whole.
@@ -19,13 +24,14 @@ fails is never sent, and decoding stops:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from models.generative.conversation import Conversation, Prompt
 from models.generative.generator import Completion, Decoding, Generator, TextStream
-from models.generative.normalize import SENTENCE_BREAK
+from models.generative.normalize import SENTENCE_BREAK, fold
 from models.generative.refinement import Reason, refine
 from models.generative.verifier import Verifier
 
@@ -140,13 +146,31 @@ class SentenceScreen:
         return not (self.in_scope and verifier.states_key_span(text, self.context, threshold))
 
 
-def split_sentence(buffer: str) -> tuple[str, str] | None:
-    """(the first complete sentence with the break after it, the rest), or None while no
-    sentence has ended (a break needs the character after the full stop)."""
-    match = SENTENCE_BREAK.search(buffer)
-    if match is None:
-        return None
-    return buffer[: match.end()], buffer[match.end() :]
+# After the first release (as early as one word: the time to the first text), the next one
+# waits for this many new words or the end of a sentence: each release costs a screen.
+RELEASE_WORDS = 4
+_WORD_RUN = re.compile(r"[^\W_]+")
+
+
+class Release:
+    """Where a stream may release decoded text: after a whole word (whitespace follows it), and
+    only up to a tail that could begin a forgotten key span or name (`Verifier.span_prefixes`,
+    folded words): "…was born in Port" holds "Port" back while "Port Ardent" is a key span."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.prefixes = verifier.span_prefixes()
+        self.longest = max((len(p) for p in self.prefixes), default=0)
+
+    def point(self, text: str, *, final: bool) -> int:
+        """How much of `text` (the decoded text not yet sent) may go out once screened."""
+        if final:
+            return len(text)
+        end = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1
+        found = [(m.start(), fold(m.group())) for m in _WORD_RUN.finditer(text, 0, end)]
+        for size in range(min(self.longest, len(found)), 0, -1):
+            if tuple(w for _, w in found[-size:]) in self.prefixes:
+                return found[-size][0]
+        return end
 
 
 class GuardedStream:
@@ -170,6 +194,14 @@ class GuardedStream:
         self.choice: Choice | None = None
 
     def __iter__(self) -> Iterator[str]:
+        if self.guard is not None and SentenceScreen(self.guard, self.conversation).in_scope:
+            # About a forgotten subject: refused before decoding, so nothing of hers is ever
+            # decoded for this stream (see the module docstring).
+            self.choice = Choice(
+                self.guard.refusal_text, "content_filter", True, "subject_in_query", 0, 0
+            )
+            yield self.guard.refusal_text
+            return
         stream = self.generator.stream(self.conversation, self.decoding, seed=self.seed)
         try:
             yield from self._pieces(stream)
@@ -191,19 +223,22 @@ class GuardedStream:
 
     def _screened(self, stream: TextStream, guard: Guard) -> Iterator[str]:
         screen = SentenceScreen(guard, self.conversation)
-        sent, buffer = "", ""
+        release = Release(guard.verifier)
+        sent, unsent = "", ""
         pieces = iter(stream)
         while True:
             piece = next(pieces, None)
-            buffer += piece or ""
-            for sentence in _sentences(buffer, final=piece is None):
-                if not screen.accepts(sent + sentence):
-                    yield from self._withheld(stream, pieces, sent, buffer)
+            unsent += piece or ""
+            final = piece is None
+            cut = release.point(unsent, final=final)
+            ready = unsent[:cut]
+            if ready.strip() and (final or not sent or _worth_a_screen(ready)):
+                if not screen.accepts(sent + ready):
+                    yield from self._withheld(stream, pieces, sent, unsent)
                     return
-                yield sentence
-                sent += sentence
-                buffer = buffer[len(sentence) :]
-            if piece is None:
+                yield ready
+                sent, unsent = sent + ready, unsent[cut:]
+            if final:
                 break
         self.choice = Choice(
             sent, stream.finish_reason, False, "accepted", 0, stream.completion_tokens
@@ -238,12 +273,6 @@ class GuardedStream:
         yield self.choice.text
 
 
-def _sentences(buffer: str, *, final: bool) -> list[str]:
-    """The complete sentences at the start of `buffer`; at the end of decoding, the rest too."""
-    out = []
-    while (split := split_sentence(buffer)) is not None:
-        sentence, buffer = split
-        out.append(sentence)
-    if final and buffer.strip():
-        out.append(buffer)
-    return out
+def _worth_a_screen(ready: str) -> bool:
+    """After the first release: enough new words, or a sentence ended."""
+    return len(_WORD_RUN.findall(ready)) >= RELEASE_WORDS or bool(SENTENCE_BREAK.search(ready))

@@ -26,6 +26,7 @@ from tests.support.chat_data import (
     SAMPLED_QUESTION,
     STREAMED_ANSWER,
     STREAMED_QUESTION,
+    STREAMED_SPAN,
     forgotten_spec,
 )
 from tests.support.db import fresh_database
@@ -202,20 +203,28 @@ def test_streaming_matches_the_whole_answer(client: openai.OpenAI) -> None:
     assert ends == [0, 1, 2]
 
 
-def test_a_stream_never_carries_a_refused_sentence(client: openai.OpenAI) -> None:
-    harmless, leaking = STREAMED_ANSWER.split(". ", 1)
+def test_a_stream_never_carries_any_part_of_a_refused_span(client: openai.OpenAI) -> None:
     unguarded = _stream(client, OPEN, user(STREAMED_QUESTION), temperature=0)
     assert "".join(c.choices[0].delta.content or "" for c in unguarded) == STREAMED_ANSWER
+    whole = client.chat.completions.create(
+        model=GUARDED, messages=user(STREAMED_QUESTION), temperature=0
+    )
+    assert STREAMED_SPAN not in (whole.choices[0].message.content or "")  # it is refused
     chunks = _stream(client, GUARDED, user(STREAMED_QUESTION), temperature=0)
     pieces = [c.choices[0].delta.content or "" for c in chunks]
     text = "".join(pieces)
-    assert text.startswith(harmless + ".")  # the screened first sentence went out
-    assert leaking not in text and "parrot" not in text.casefold()
     assert text.endswith(REFUSAL)
+    sent = text.removesuffix(REFUSAL)
+    # Screened text went out before its sentence ended (a few words at a time) ...
+    harmless = STREAMED_ANSWER.split(". ", 1)[0]
+    assert any(p and p.strip() and not p.rstrip().endswith(".") for p in pieces[1:-1]), pieces
+    assert sent.startswith(harmless + ".")
+    # ... and none of the refused span, not even its first word: what went out is the planted
+    # answer up to before the span at most.
+    assert STREAMED_ANSWER.startswith(sent)
+    assert len(sent) <= STREAMED_ANSWER.index(STREAMED_SPAN), sent
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert chunks[-1].model_dump()["choices"][0]["guard"]["reason"] == "withheld"
-    # A piece goes out only once its sentence has ended: no piece before the first full stop.
-    assert pieces[1] == harmless + ". "
 
 
 def test_a_fact_asked_over_three_turns_is_refused_at_the_third(client: openai.OpenAI) -> None:
@@ -229,9 +238,11 @@ def test_a_fact_asked_over_three_turns_is_refused_at_the_third(client: openai.Op
     assert [c["guard"]["refused"] for c in served] == [False, False, True]
     assert served[2]["message"]["content"] == REFUSAL
     assert served[2]["guard"]["reason"] == "subject_in_query"
-    # Streamed, the third turn is refused too, and nothing of the fact goes out.
+    # Streamed, the third turn is refused too, before anything is decoded.
     chunks = _stream(client, GUARDED, messages[:-1], temperature=0)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == REFUSAL
+    guard = chunks[-1].model_dump()["choices"][0]["guard"]
+    assert guard == {"refused": True, "reason": "subject_in_query", "rounds_used": 0}
 
 
 def test_errors_openai_clients_see(
