@@ -255,7 +255,8 @@ def chat_latency(
     """Seconds per chat answer, guarded vs unguarded, alternated prompt by prompt (so both see
     the same machine load): whole answers (p95 ratio), and streams' time to the first text
     (median and p95 ratios; the unguarded stream sends its first token, the guarded one its
-    first screened sentence, so the unguarded time to its first full sentence is given too)."""
+    first screened words, or its refusal at once for a conversation about a forgotten subject;
+    the unguarded time to its first full sentence is given too)."""
     greedy = Decoding(max_new_tokens=max_new_tokens)
     # Wall seconds, and CPU seconds of this process (every thread: the stream decodes in one
     # of its own), steadier on a shared machine where a niced run waits for a core.

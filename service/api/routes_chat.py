@@ -6,8 +6,8 @@ forgotten answer was, whatever the guard served), so ``logprobs: true`` is refus
 answer that was refused, backed off or cut short in a stream ends with finish reason
 ``content_filter``; each choice carries ``guard`` (what the guard did) and the response
 ``lethe`` (the model and rule-set versions that answered). Streams are server-sent events in
-OpenAI's chunk format, ending with ``data: [DONE]``; a stream sends a sentence only once it has
-been screened (models.generative.chat)."""
+OpenAI's chunk format, ending with ``data: [DONE]``; a stream sends text a few words at a time,
+each piece only once the answer so far has been screened (models.generative.chat)."""
 
 from __future__ import annotations
 
