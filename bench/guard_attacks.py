@@ -251,12 +251,14 @@ def chat_latency(
     *,
     max_new_tokens: int,
     progress: Callable[[Sequence[Prompt], str], Any] = lambda xs, _: xs,
+    kinds: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Seconds per chat answer, guarded vs unguarded, alternated prompt by prompt (so both see
     the same machine load): whole answers (p95 ratio), and streams' time to the first text
     (median and p95 ratios; the unguarded stream sends its first token, the guarded one its
     first screened words, or its refusal at once for a conversation about a forgotten subject;
-    the unguarded time to its first full sentence is given too)."""
+    the unguarded time to its first full sentence is given too). `kinds`: a label per prompt
+    (e.g. forget / retained), for the streams' figures per label as well."""
     greedy = Decoding(max_new_tokens=max_new_tokens)
     # Wall seconds, and CPU seconds of this process (every thread: the stream decodes in one
     # of its own), steadier on a shared machine where a niced run waits for a core.
@@ -307,7 +309,27 @@ def chat_latency(
         "cpu_whole_p95_ratio": ratio(whole_cpu["lethe"], whole_cpu["unguarded"], 95),
         "cpu_ttft_p95_s": {k: pct(v, 95) for k, v in first_cpu.items()},
         "cpu_ttft_p95_ratio": ratio(first_cpu["lethe"], first_cpu["unguarded"], 95),
+        "ttft_by_kind": _by_kind(kinds, first, first_cpu) if kinds else None,
     }
+
+
+def _by_kind(
+    kinds: Sequence[str], wall: dict[str, list[float]], cpu: dict[str, list[float]]
+) -> dict[str, Any]:
+    """Streams' time to first text per prompt label: median and p95, wall and CPU, and ratios."""
+    out: dict[str, Any] = {}
+    for kind in sorted(set(kinds)):
+        rows = [i for i, k in enumerate(kinds) if k == kind]
+        figures: dict[str, Any] = {"n_prompts": len(rows)}
+        for name, table in (("wall", wall), ("cpu", cpu)):
+            lethe = [table["lethe"][i] for i in rows]
+            plain = [table["unguarded"][i] for i in rows]
+            for q in (50, 95):
+                a, b = float(np.percentile(lethe, q)), float(np.percentile(plain, q))
+                figures[f"{name}_p{q}_s"] = {"lethe": a, "unguarded": b}
+                figures[f"{name}_p{q}_ratio"] = a / b if b > 0 else None
+        out[kind] = figures
+    return out
 
 
 def sample_attacks(attacks: Sequence[Attack], per_family: int, seed: str) -> list[Attack]:

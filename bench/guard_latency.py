@@ -291,7 +291,11 @@ def measure_latency(
     embedder.embed(["warm-up"])
     _ = generator.token_index
     log(f"chat latency: {len(prompts)} prompts, k={k}")
-    figures = chat_latency(generator, guard, prompts, max_new_tokens=args.max_new_tokens)
+    kinds = ["forget"] * min(half, len(forget_prompts))
+    kinds += ["retained"] * (len(prompts) - len(kinds))
+    figures = chat_latency(
+        generator, guard, prompts, max_new_tokens=args.max_new_tokens, kinds=kinds
+    )
     return {
         **figures,
         "k": k,
