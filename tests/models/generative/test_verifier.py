@@ -134,3 +134,18 @@ def test_score_many_matches_score(minilm_verifier: Verifier) -> None:
 def test_empty_rule_set_scores_zero(minilm: MiniLMEmbedder) -> None:
     verifier = Verifier(compile_rules(ForgetSpec([])), minilm)
     assert verifier.score("The father of Hsiao Yun-Hwa is a civil engineer.").score == 0.0
+
+
+def test_scores_skip_only_what_cannot_change_the_score() -> None:
+    """`scores` leaves out of the embedding the texts that state a forgotten identifier
+    exactly (1.0, the most any rule gives) and equals `score_many` on every text."""
+    from models.generative.probes import synthetic_leaks
+    from tests.support.generative_data import FORGOTTEN, facts_of
+
+    spec = ForgetSpec([FORGOTTEN], facts=[Fact(q, a) for q, a in facts_of(FORGOTTEN)])
+    verifier = Verifier(compile_rules(spec), HashingEmbedder())
+    texts = [*synthetic_leaks(spec), "The weather is mild.", "Vellamor kept a parrot."]
+    assert verifier.scores(texts) == [v.score for v in verifier.score_many(texts)]
+    skipped = set(texts) - set(verifier.needs_embedding(texts))
+    assert skipped and all(FORGOTTEN.casefold() in t.casefold() for t in skipped)
+    assert "The weather is mild." in verifier.needs_embedding(texts)

@@ -134,3 +134,22 @@ def test_retained_answers_left_for_later_then_scored_off_the_critical_path() -> 
     completed = negative_evidence(later, rules, cache, negatives, prompts)
     assert completed == full
     assert negative_evidence(full, rules, cache, negatives, prompts) is full
+
+
+def test_calibration_scores_a_leak_no_higher_than_all_its_rules_do() -> None:
+    """A leak scored with only the facts its draw came from (the others dissimilar) never
+    scores above its score under every fact: the misses counted are an upper bound."""
+    from service.rules.calibration import draw_positives
+
+    spec = ForgetSpec([FORGOTTEN], facts=[Fact(q, a) for q, a in facts_of(FORGOTTEN)])
+    rules = compile_rules(spec)
+    embedder = HashingEmbedder()
+    drawn = draw_positives(rules, "seed", 100)
+    assert any(p.fact is not None for p in drawn) and any(p.fact is None for p in drawn)
+    partial = request_evidence(rules, embedder, embedder, [], seed="seed", positives=drawn)
+    full = [v.score for v in Verifier(rules, embedder).score_many([p.text for p in drawn])]
+    assert all(p <= f + 1e-9 for p, f in zip(partial.positive_scores, full, strict=True))
+    # The same draw for the same seed, and a uniform sample when it is smaller.
+    assert draw_positives(rules, "seed", 100) == drawn
+    few = draw_positives(rules, "seed", 5)
+    assert len(few) == 5 and set(few) <= set(drawn)
