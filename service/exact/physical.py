@@ -170,8 +170,8 @@ def physical_deletion_claim(
     if keys_destroyed:
         words += (
             " The records were stored encrypted under the person's own key for this model; "
-            f"that key ({_key_words(keys_destroyed)}) was destroyed in the same step, at "
-            f"{_minute(when)} UTC, so every copy left in the pages' free space, the write-ahead "
+            f"that key was destroyed in the same step ({_key_words(keys_destroyed)}, at "
+            f"{_minute(when)} UTC), so every copy left in the pages' free space, the write-ahead "
             "log and backups can no longer be read."
         )
     return {
