@@ -66,6 +66,9 @@ def settings(
     os.environ["LETHE_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
     os.environ["LETHE_ARTIFACT_URL"] = str(artifact_dir)
     os.environ["LETHE_BROKER_URL"] = "memory://"
+    # No host loop in the test process: its own connection would wait on the locks of the
+    # test's open transaction (the two-host test runs real processes with theirs).
+    os.environ["LETHE_HOST_HEARTBEAT_SECONDS"] = "0"
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

@@ -75,6 +75,11 @@ def _announce_presence(sender: Any = None, **_: Any) -> None:
     # A worker that (re)starts reaps at once: jobs whose holder died with the previous worker
     # and messages lost with it are sent again now, not at the next tick.
     celery_app.send_task(TASK_REAP_STUCK_JOBS, queue=QUEUE_REQUESTS)
+    # This worker host registers, heartbeats and deletes its copies of erased weights (its
+    # main process: the folder is the host's, whichever child wrote it).
+    from service.finetune.hosts import HostLoop
+
+    HostLoop(get_settings(), "worker").start()
 
 
 @signals.worker_process_init.connect

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
@@ -24,7 +25,24 @@ from service.core.observability import correlation_id
 from service.core.storage import check_stores
 from service.db.privileges import refuse_in_production
 from service.db.session import database_url, session_factory
+from service.finetune.hosts import HostLoop
 from service.web import install_console
+
+
+def _host_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """This API host registers, heartbeats and deletes its copies of erased weights while it
+    runs (service.finetune.hosts)."""
+    host = HostLoop(settings, "api")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        host.start()
+        try:
+            yield
+        finally:
+            host.stop()
+
+    return lifespan
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="lethe",
         version="0.1.0",
         description="Right-to-be-forgotten requests against machine-learning models, with proof.",
+        lifespan=_host_lifespan(settings),
     )
     app.state.settings = settings
     check_stores(settings)  # a versioned bucket that keeps "deleted" versions: refused

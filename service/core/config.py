@@ -87,6 +87,24 @@ class Settings(BaseSettings):
     retention_cancelled_days: float = Field(
         30.0, ge=0, description="days a cancelled request's personal data is kept"
     )
+    host_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="this host's id in the list of hosts that hold local copies of fine-tuned "
+        "weights; unset: made once and kept in data_dir/host-id",
+    )
+    host_heartbeat_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="how often a host says it is alive and drops the local copies of erased "
+        "versions (0: only when it serves or works)",
+    )
+    host_absent_after_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="a host silent this long is marked absent: its unconfirmed deletions are "
+        "recorded as such on the certificate",
+    )
     deadline_days: int = Field(30, ge=1, le=90, description="GDPR Art. 12(3): one month")
     auto_approve: bool = Field(False, description="approve requests on filing")
     batching_window_seconds: float = Field(

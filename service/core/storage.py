@@ -5,8 +5,10 @@ Shared by every domain that trains, serves or destroys artifacts."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from models.artifacts import ArtifactStore, open_store
@@ -66,4 +68,30 @@ def drop_stale_merged(settings: Settings, store: ArtifactStore | None = None) ->
         ):
             shutil.rmtree(folder, ignore_errors=True)
             dropped.append(checkpoint)
+    return dropped
+
+
+def drop_merged(settings: Settings, checkpoints: list[str]) -> list[dict[str, object]]:
+    """Delete this host's merged-weights folders of ``checkpoints`` (those it has): one entry
+    per folder deleted, with the sha256 of its weights and the time."""
+    root = merged_root(settings)
+    dropped: list[dict[str, object]] = []
+    for checkpoint in checkpoints:
+        folder = root / f"ft-{checkpoint}"  # models.finetune.merged_dir, without torch
+        if not folder.exists():
+            continue
+        weights = hashlib.sha256()
+        for path in sorted(folder.glob("*.safetensors")):
+            weights.update(path.read_bytes())
+        shutil.rmtree(folder)
+        dropped.append(
+            {
+                "type": "merged_weights",
+                "checkpoint": checkpoint,
+                "key": folder.name,
+                "sha256": weights.hexdigest(),
+                "deleted": not folder.exists(),
+                "destroyed_at": datetime.now(UTC).isoformat(),
+            }
+        )
     return dropped

@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import uuid
+from base64 import b64encode
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,6 +46,7 @@ class SubjectKeys:
         self._bundles: dict[str, dict[str, bytes]] = {}
         # One cipher object per subject key (building one costs more than sealing a record).
         self._ciphers: dict[str, AESGCM] = {}
+        self._sealers: dict[str, tuple[AESGCM, bytes, bytes]] = {}
         # Nonces: a random 8-byte prefix of this instance and a counter; ingestion seals all
         # of a model's records through one instance, so a key never sees a nonce twice.
         self._prefix = os.urandom(NONCE_BYTES - 4)
@@ -103,14 +105,24 @@ class SubjectKeys:
             self._save(bid)
 
     def seal(self, subject: str, plaintext: bytes) -> bytes:
+        sealer = self._sealers.get(subject)
+        if sealer is None:
+            sealer = self._sealer(subject)
+        cipher, header, aad = sealer
+        nonce = self._prefix + next(self._count).to_bytes(4, "big")
+        return b"".join((header, nonce, cipher.encrypt(nonce, plaintext, aad)))
+
+    def _sealer(self, subject: str) -> tuple[AESGCM, bytes, bytes]:
+        """A subject's cipher with the header and associated data of its records, built once:
+        ingestion seals every record through here, so nothing per record is built twice."""
         bid = bundle_id(self.model_id, subject)
         cipher = self._cipher(bid, subject)
         if cipher is None:
             raise KeyDestroyed(f"{bid}:{subject}")
-        nonce = self._prefix + next(self._count).to_bytes(4, "big")
-        body = cipher.encrypt(nonce, plaintext, subject.encode())
         b, s = bid.encode(), subject.encode()
-        return MAGIC + bytes([len(b)]) + b + bytes([len(s)]) + s + nonce + body
+        sealer = (cipher, MAGIC + bytes([len(b)]) + b + bytes([len(s)]) + s, s)
+        self._sealers[subject] = sealer
+        return sealer
 
     def open(self, blob: bytes) -> bytes:
         bid, subject, nonce, body = _split(blob)
@@ -134,6 +146,7 @@ class SubjectKeys:
             self._bundles.pop(bid, None)
             for subject in group:
                 self._ciphers.pop(subject, None)
+                self._sealers.pop(subject, None)
             bundle = self._load(bid)
             gone = sorted(s for s in group if bundle.pop(s, None) is not None)
             if gone:
@@ -160,10 +173,14 @@ def subject_keys(settings: Settings, model_id: uuid.UUID | str) -> SubjectKeys:
     return SubjectKeys(keys_for(settings), model_id)
 
 
+# One encoder for every payload: json.dumps with options builds a new one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def seal_payload(keys: SubjectKeys, subject: str, payload: dict[str, Any]) -> dict[str, str]:
     """A record's payload as stored: sealed under the subject's key (JSON-able)."""
-    blob = keys.seal(subject, json.dumps(payload, separators=(",", ":")).encode())
-    return {SEALED_FIELD: base64.b64encode(blob).decode("ascii")}
+    blob = keys.seal(subject, _COMPACT.encode(payload).encode())
+    return {SEALED_FIELD: b64encode(blob).decode("ascii")}
 
 
 class PayloadReader:

@@ -73,6 +73,15 @@ class RuleSetStatus(StrEnum):
     superseded = "superseded"
 
 
+class HostPurgeStatus(StrEnum):
+    """A host's deletion of its local copies of an erased version: asked, done, or the host was
+    silent past the timeout (absent)."""
+
+    pending = "pending"
+    confirmed = "confirmed"
+    absent = "absent"
+
+
 class ActionStatus(StrEnum):
     pending = "pending"
     running = "running"

@@ -30,6 +30,7 @@ from service.db.enums import (
     CalibrationKind,
     CertificateKind,
     EnumString,
+    HostPurgeStatus,
     JobKind,
     JobStatus,
     ModelKind,
@@ -467,3 +468,40 @@ class ConsoleDraft(UUIDPrimaryKey, CreatedAt, Base):
     form_key: Mapped[str] = mapped_column(String(64))
     content_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Host(Base):
+    """A process with its own data folder (an API server or a worker) that can hold local
+    copies of fine-tuned weights: it registers and heartbeats so that an erasure knows whom to
+    ask to delete them (service.erasure.host_purges). Its id is random: no personal data."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class HostPurge(UUIDPrimaryKey, CreatedAt, Base):
+    """One host's deletion of its local copies of erased checkpoints: what to drop (content
+    addresses only), for which requests, and whether the host confirmed it."""
+
+    __tablename__ = "host_purges"
+    __table_args__ = (
+        CheckConstraint(check_in("status", HostPurgeStatus), name="status"),
+        Index("ix_host_purges_pending", "host_id", postgresql_where=text("status = 'pending'")),
+    )
+
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"))
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id"), index=True)
+    request_ids: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    checkpoints: Mapped[list[str]] = mapped_column(JSONB)
+    status: Mapped[HostPurgeStatus] = mapped_column(
+        EnumString(HostPurgeStatus, 20), default=HostPurgeStatus.pending
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime | None]
+    settled_at: Mapped[datetime | None]
+    # What the host found and deleted: checkpoint, folder name, sha256 of its weights.
+    dropped: Mapped[list[JSON]] = mapped_column(JSONB, default=list)

@@ -79,6 +79,9 @@ class ExactRetrainCertificate(TypedDict, total=False):
     destroyed_artifacts: list[dict[str, Any]]
     # What was physically removed from the database and what stays in WAL and backups.
     physical_deletion: dict[str, Any]
+    # Where the local copies of the destroyed checkpoints were deleted, host by host
+    # (service.erasure.host_purges).
+    hosts: dict[str, Any]
     plain_words: str
 
 

@@ -141,10 +141,11 @@ def reclaim_space(task: _Task, purged: dict[str, list[str]], actor: str) -> None
 
 
 def physical_deletion_claim(
-    settings: Settings, keys_destroyed: list[str] | None = None
+    settings: Settings, keys_destroyed: list[str] | None = None, destroyed_at: str | None = None
 ) -> dict[str, Any]:
     """What a certificate states about physical removal: what lethe does, what stays, and
-    which of the person's keys were destroyed (``keys_destroyed``: those the purge did)."""
+    which of the person's keys were destroyed (``keys_destroyed``: those the purge did, at
+    ``destroyed_at``; now when not given)."""
     days = settings.backup_retention_days
     method = "VACUUM FULL" if settings.physical_deletion == "vacuum_full" else "VACUUM"
     retention = (
@@ -165,12 +166,13 @@ def physical_deletion_claim(
         f"Copies remain in the database's write-ahead log and in backups {retention}; lethe "
         "does not control backups."
     )
+    when = destroyed_at or (utcnow().isoformat() if keys_destroyed else None)
     if keys_destroyed:
         words += (
             " The records were stored encrypted under the person's own key for this model; "
-            "that key was destroyed in the same step, so every copy "
-            "left in the pages' free space, the write-ahead log and backups can no longer be "
-            "read."
+            f"that key was destroyed in the same step ({_key_words(keys_destroyed)}, at "
+            f"{_minute(when)} UTC), so every copy left in the pages' free space, the write-ahead "
+            "log and backups can no longer be read."
         )
     return {
         "method": method,
@@ -178,6 +180,28 @@ def physical_deletion_claim(
         "backup_retention_days": days,
         "remains_in": ["write-ahead log (WAL)", "database backups"],
         "keys_destroyed": list(keys_destroyed or []),
+        "keys_destroyed_at": when,
         "remains_readable": not keys_destroyed,
         "statement": words,
     }
+
+
+def carried_claim(settings: Settings, earlier: dict[str, Any]) -> dict[str, Any]:
+    """The claim of a certificate that supersedes ``earlier`` (a fine-tune's restore after its
+    switch-off): the keys destroyed then, at their time, are still the keys of this erasure."""
+    physical = earlier.get("physical_deletion") or {}
+    return physical_deletion_claim(
+        settings, list(physical.get("keys_destroyed") or []), physical.get("keys_destroyed_at")
+    )
+
+
+def _key_words(keys: list[str]) -> str:
+    # Key ids are "<bundle>#<keyed hash of the subject>": the hash's head names the key for
+    # whoever compares with the certificate's JSON, and is no personal data.
+    heads = [k.rsplit("#", 1)[-1] for k in keys[:3]]
+    shown = ", ".join(f"key id {h[:16]}…" if len(h) > 16 else f"key id {h}" for h in heads)
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def _minute(when: str | None) -> str:
+    return (when or "")[:16].replace("T", " ")

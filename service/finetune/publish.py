@@ -6,19 +6,17 @@ records' content deleted."""
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import uuid
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.finetune import destroy_checkpoints, merged_dir
+from models.finetune import destroy_checkpoints
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.skip import Skip
-from service.core.storage import artifact_store, merged_root
+from service.core.storage import artifact_store, drop_merged
 from service.db.base import utcnow
 from service.db.enums import ActionStatus, VersionCause
 from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion, TrainingRecord
@@ -28,10 +26,11 @@ from service.erasure.certificates import (
     exact_certificate,
     issue_certificate,
 )
+from service.erasure.host_purges import record_purges, with_hosts
 from service.erasure.lifecycle import finish_request_if_done, move_action
 from service.erasure.retrain_outcomes import FinetuneRetrainOutcome
 from service.exact.finish import purge_records, record_erased, records_erased
-from service.exact.physical import physical_deletion_claim
+from service.exact.physical import carried_claim, physical_deletion_claim
 from service.exact.publish import PublishResult
 from service.finetune.retrain import ExactInputs
 from service.finetune.rules import retire_rules
@@ -158,24 +157,7 @@ def destroy_artifacts(settings: Settings, checkpoints: list[str]) -> list[dict[s
     destroyed = []
     for entry in destroy_checkpoints(artifact_store(settings), checkpoints):
         destroyed.append({"type": "checkpoint", **entry, "destroyed_at": utcnow().isoformat()})
-    for checkpoint in checkpoints:
-        folder = merged_dir(merged_root(settings), checkpoint)
-        if not folder.exists():
-            continue
-        weights = hashlib.sha256()
-        for path in sorted(folder.glob("*.safetensors")):
-            weights.update(path.read_bytes())
-        shutil.rmtree(folder)
-        destroyed.append(
-            {
-                "type": "merged_weights",
-                "checkpoint": checkpoint,
-                "key": folder.name,
-                "sha256": weights.hexdigest(),
-                "deleted": not folder.exists(),
-                "destroyed_at": utcnow().isoformat(),
-            }
-        )
+    destroyed.extend(drop_merged(settings, checkpoints))
     return destroyed
 
 
@@ -200,9 +182,16 @@ def finish_exact(
     )
     version_after = model.current_version
     closed = []
-    for action in jobs.actions_waiting_for(session, job_id):
-        if action.status != ActionStatus.running:
-            continue
+    waiting = [
+        a for a in jobs.actions_waiting_for(session, job_id) if a.status == ActionStatus.running
+    ]
+    if waiting and outcome.superseded_checkpoints:
+        # Every other host deletes its own copies of what was destroyed here, and confirms.
+        local = [d for d in destroyed if d["type"] == "merged_weights"]
+        request_ids = sorted({str(a.request_id) for a in waiting})
+        checkpoints = list(outcome.superseded_checkpoints)
+        record_purges(session, settings, model.id, request_ids, checkpoints, local, actor)
+    for action in waiting:
         request = session.get_one(ErasureRequest, action.request_id, with_for_update=True)
         # Purged first: the certificate names the keys actually destroyed (one transaction).
         purge = purge_records(session, request.id, model.id)
@@ -223,7 +212,7 @@ def finish_exact(
         )
         if outcome.switched_off:
             body["plain_words"] += " " + RESTORE_TO_FOLLOW
-        issue_certificate(session, action, model, body, actor)
+        issue_certificate(session, action, model, with_hosts(session, body, model.id), actor)
         move_action(session, action, ActionStatus.done, actor=actor, model_name=model.name)
         record_erased(session, request, model, purge, actor)
         closed.append(request)
@@ -257,9 +246,10 @@ def certify_restored(
             records_erased=records_erased(session, request.id, model.id),
             version_before=previous.body.get("version_after"),
             version_after=model.current_version,
-            physical_deletion=physical_deletion_claim(settings),
+            # The keys the switch-off destroyed, with their time: the final words name them.
+            physical_deletion=carried_claim(settings, previous.body),
         )
         body["destroyed_artifacts"] = list(previous.body.get("destroyed_artifacts") or [])
-        issue_certificate(session, action, model, body, actor)
+        issue_certificate(session, action, model, with_hosts(session, body, model.id), actor)
         issued += 1
     return issued

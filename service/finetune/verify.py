@@ -29,6 +29,7 @@ from service.erasure.certificates import (
     describe_exact,
     issue_certificate,
 )
+from service.erasure.host_purges import with_hosts
 from service.erasure.lifecycle import reopen_action
 from service.erasure.retrain_outcomes import (
     ExactnessResult,
@@ -159,7 +160,7 @@ def record_verify(
         slices = (previous.body.get("slices") or {}) if previous is not None else {}
         if previous is None or slices.get("checkpoint_after") != inputs.checkpoint:
             continue
-        body = _checked(previous.body, exactness)
+        body = with_hosts(session, _checked(previous.body, exactness), model.id)
         issue_certificate(session, action, model, body, actor)
         issued += 1
         if exactness.status != ExactnessResult.bit_exact:

@@ -165,14 +165,19 @@ def _exact_words(cert: Mapping[str, Any]) -> str:
         text += " The database space was cleared."
         if physical.get("keys_destroyed"):
             # Only certificates whose purge destroyed the person's key say so (exact.finish).
+            when = physical.get("keys_destroyed_at")
             text += (
                 " The person's records were stored encrypted under their own key, and that "
-                "key was destroyed: the copies left in database backups can no longer be read."
+                f"key was destroyed{f' on {_day(when)}' if when else ''}: the copies left in "
+                "database backups can no longer be read."
             )
         else:
             text += " Copies may remain in database backups until they expire" + (
                 f" ({_days(int(days))})." if days is not None else " (retention not stated)."
             )
+    hosts = cert.get("hosts") or {}
+    if hosts.get("words"):  # a fine-tune's copies on every server that serves it
+        text += " " + str(hosts["words"])
     warnings = cert.get("warnings") or []
     if warnings:
         text += (

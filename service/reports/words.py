@@ -209,10 +209,25 @@ def _exact_facts(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
         )
         for key in physical.get("keys_destroyed") or []:
             rows.append(("Key destroyed", str(key)))
+        if physical.get("keys_destroyed") and physical.get("keys_destroyed_at"):
+            rows.append(("Keys destroyed at", str(physical["keys_destroyed_at"])))
+    rows += _host_facts(cert.get("hosts") or {})
     for s in cert.get("shards_retrained") or []:
         rows += _shard_facts(s)
     if cert.get("slices"):
         rows += _slices_facts(cert["slices"])
+    return rows
+
+
+def _host_facts(hosts: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Where a fine-tune's local copies were deleted: the count, then each host."""
+    if not hosts.get("total"):
+        return []
+    rows = [("Servers confirmed", f"{hosts.get('confirmed')} of {hosts.get('total')}")]
+    for server in hosts.get("servers") or []:
+        rows.append(
+            (f"  {server.get('host')}", f"{server.get('status')} {server.get('settled_at') or ''}")
+        )
     return rows
 
 

@@ -21,7 +21,12 @@ from service.core.config import Settings
 from service.core.errors import conflict
 from service.db.tables import MlModel
 from service.registry.config import GenerativeConfig
-from service.rules.finetuned_serving import ServedVersion, finetuned_generator, served_version
+from service.rules.finetuned_serving import (
+    ServedVersion,
+    confirm_purges,
+    finetuned_generator,
+    served_version,
+)
 from service.rules.rulesets import ActiveRules, load_active
 from service.rules.runtime import generator, verifier_for
 
@@ -44,6 +49,8 @@ def serve_chat(settings: Settings, session: Session, model: MlModel) -> ServedCh
     served = served_version(session, model) if config.finetune is not None else None
     active = load_active(settings, session, model.id)
     model_id = model.id
+    if served is not None:
+        confirm_purges(session, settings, model_id)
     session.close()
     loaded = _load_weights(settings, config, served)
     return ServedChat(

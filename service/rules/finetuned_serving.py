@@ -7,6 +7,7 @@ new checkpoint, so a switch needs no restart and a generation never mixes two ve
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from service.core.config import Settings
 from service.core.errors import conflict
 from service.core.storage import artifact_store, drop_stale_merged, merged_root
 from service.db.tables import MlModel
+from service.erasure.host_purges import acknowledge
 from service.registry.config import GenerativeConfig
 from service.registry.service import current_version
 from service.rules.rulesets import load_active
@@ -80,6 +82,19 @@ def finetuned_generator(settings: Settings, served: ServedVersion) -> Any:
     return GENERATORS.get(("finetune", served.checkpoint), load)
 
 
+def forget_generator(checkpoint: str) -> None:
+    """This process's loaded copy of a checkpoint's weights (erased)."""
+    GENERATORS.drop(("finetune", checkpoint))
+
+
+def confirm_purges(session: Session, settings: Settings, model_id: uuid.UUID) -> None:
+    """Before serving a model: this host's unconfirmed purges of it (an erasure on another
+    host destroyed a version this host had copies of) are done and confirmed now, committed
+    before the session ends, rather than at the host loop's next tick."""
+    if acknowledge(session, settings, "api", model_id=model_id, forget=forget_generator):
+        session.commit()
+
+
 def finetuned_generate(
     settings: Settings,
     session: Session,
@@ -89,11 +104,13 @@ def finetuned_generate(
     seed: int = 0,
     max_new_tokens: int | None = None,
 ) -> FinetunedAnswer:
-    """Reads the served version and the active rules, closes the session, then generates."""
+    """Reads the served version and the active rules, confirms this host's purges of the model,
+    ends the session, then generates."""
     config = GenerativeConfig.model_validate(model.config)
     served = served_version(session, model)
     active = load_active(settings, session, model.id)
     model_id = model.id
+    confirm_purges(session, settings, model_id)
     session.close()
     try:
         loaded = finetuned_generator(settings, served)

@@ -33,6 +33,15 @@ class LoadedCache:
             self._items[key] = value
             return value
 
+    def __contains__(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def drop(self, key: Any) -> None:
+        """Forget one entry (its weights were erased)."""
+        with self._lock:
+            self._items.pop(key, None)
+
 
 GENERATORS = LoadedCache(capacity=2)
 VERIFIERS = LoadedCache(capacity=16)

