@@ -1,10 +1,12 @@
 """The from-scratch check of a restored fine-tune, as its own job off the critical path.
 
 The removal is already in force when it runs (the switched-off version, then the restored one,
-serve): the check fine-tunes from scratch on the records the restore trained on and compares
-every adapter and optimizer tensor. A match supersedes the restore's certificate with one that
-says so; a mismatch says so too and re-opens the request's action, in the audit log and so in
-the console. A killed check leaves its job running; the reaper sends it again and it re-runs.
+serve). It is sent with the switch-off: the checkpoint the restore will store is addressed by
+the retained records, so the check fine-tunes from scratch on them beside the restore (another
+worker process where one is free) and compares every adapter and optimizer tensor once the
+restore is published. A match supersedes the restore's certificate with one that says so; a
+mismatch says so too and re-opens the request's action, in the audit log and so in the
+console. A killed check leaves its job running; the reaper sends it again and it re-runs.
 """
 
 from __future__ import annotations
