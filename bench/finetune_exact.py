@@ -64,15 +64,18 @@ from models.finetune import (
     FinetuneRecord,
     PrefixCache,
     base_model_id,
+    best_order,
     ensure_initial_checkpoint,
     export_merged,
     initial_checkpoint_id,
     merged_model,
+    order_plan,
     placement_report,
     retrain_fraction,
     switch_off,
     unlearn_subjects,
     verify_bit_exact,
+    with_orders,
 )
 from models.finetune.checkpoints import load_checkpoint
 from models.finetune.training import train_sliced
@@ -495,23 +498,34 @@ def _ratio(after: dict[str, Any], before: dict[str, Any]) -> float | None:
 
 
 def switch_off_k(
-    base: Path, base_id: str, config: FinetuneConfig, records: list[FinetuneRecord],
-    store: LocalArtifactStore, served: str, k: int, ctx: dict[str, Any],
+    base: Path, base_id: str, configs: list[FinetuneConfig], records: list[FinetuneRecord],
+    store: LocalArtifactStore, served: list[str], k: int, ctx: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
-    """One erasure of k subjects: switch-off (what the service does before publishing), the
-    quality it serves, the background restore, the quality after it."""
+    """One erasure of k subjects: switch-off in the order where they sit deepest (what the
+    service does before publishing), the quality it serves (and the identity order's, the one
+    order an earlier run kept), the background restore of that order, the quality after it."""
     subjects = set(_erase_order()[:k])
     merged = ctx["workdir"] / "merged"
     started = time.perf_counter()
-    off = switch_off(config, records, subjects, served, base_id)
+    chosen = best_order(configs, records, subjects)
+    config = configs[chosen]
+    off = switch_off(config, records, subjects, served[chosen], base_id)
     if off.checkpoint_served == initial_checkpoint_id(base_id, config):
         ensure_initial_checkpoint(base, config, store, base_id)
     export_merged(base, config, off.checkpoint_served, store, merged, base_id=base_id)
     removal_s = time.perf_counter() - started
     rows = [r for r in ctx["retain_eval"] if r.subject not in subjects]
-    model, tok = merged_model(base, config, off.checkpoint_served, store, base_id=base_id)
     before = _retain_quality(ctx["model"], ctx["tok"], rows, ctx["max_new"])
+    model, tok = merged_model(base, config, off.checkpoint_served, store, base_id=base_id)
     switched = _retain_quality(model, tok, rows, ctx["max_new"])
+    one = switch_off(configs[0], records, subjects, served[0], base_id)
+    if chosen == 0:
+        one_order = switched
+    else:
+        if one.checkpoint_served == initial_checkpoint_id(base_id, configs[0]):
+            ensure_initial_checkpoint(base, configs[0], store, base_id)
+        model, tok = merged_model(base, configs[0], one.checkpoint_served, store, base_id=base_id)
+        one_order = _retain_quality(model, tok, rows, ctx["max_new"])
     retained = [r for r in records if r.subject not in subjects]
     started = time.perf_counter()
     restore = train_sliced(base, config, retained, store, base_id=base_id)
@@ -520,13 +534,17 @@ def switch_off_k(
     model, tok = merged_model(base, config, restore.final_checkpoint, store, base_id=base_id)
     after = _retain_quality(model, tok, rows, ctx["max_new"])
     out = {
+        "order_served": chosen,
         "first_affected_slice": off.first_affected_slice,
+        "first_affected_slice_identity_order": one.first_affected_slice,
         "slices_switched_off": off.slices_switched_off,
         "time_to_exact_removal_s": round(removal_s, 3),
         "time_to_restored_s": round(restored_s, 3),
         "slices_retrained": restore.slices_trained,
         "retain_before": before, "retain_after_switch_off": switched, "retain_after_restore": after,
+        "retain_after_switch_off_identity_order": one_order,
         "quality_after_switch_off": _ratio(switched, before),
+        "quality_after_switch_off_identity_order": _ratio(one_order, before),
         "quality_after_restore": _ratio(after, before),
     }  # fmt: skip
     if k == 1:  # the from-scratch check: a whole fine-tune (the service runs it as its own job)
@@ -535,8 +553,23 @@ def switch_off_k(
         )
         out["bit_exact"] = check.bit_exact
         out["full_finetune_s"] = round(fresh.result.seconds, 3)
-    log(f"  k={k}: removal {removal_s:.1f}s, restore {restored_s:.1f}s")
+    log(f"  k={k}: order {chosen}, removal {removal_s:.1f}s, restore {restored_s:.1f}s")
     return out
+
+
+def _orders(
+    args: argparse.Namespace, base: Path, base_id: str, config: FinetuneConfig,
+    records: list[FinetuneRecord], store: LocalArtifactStore,
+) -> tuple[list[FinetuneConfig], list[Any]]:  # fmt: skip
+    """The fine-tune in each of ``--orders`` slice orders (S3T's permutations)."""
+    configs = with_orders(config, args.orders)
+    fulls = []
+    for i, c in enumerate(configs):
+        log(
+            f"layered fine-tune of {len(records)} records, order {i}: {c.slice_order or 'identity'}"
+        )
+        fulls.append(train_sliced(base, c, records, store, base_id=base_id))
+    return configs, fulls
 
 
 def run_switch_off(
@@ -551,18 +584,20 @@ def run_switch_off(
         lora_alpha=2 * args.lora_rank, adapter_layers=4, num_threads=args.threads, layered=True,
     )  # fmt: skip
     store = LocalArtifactStore(workdir / "store")
-    log(f"layered fine-tune of {len(records)} records ({config.slices} slices)")
-    full = train_sliced(base, config, records, store, base_id=base_id)
+    configs, fulls = _orders(args, base, base_id, config, records, store)
+    full = fulls[0]
     model, tok = merged_model(base, config, full.final_checkpoint, store, base_id=base_id)
     retain_eval = [r for r in records if r.key.endswith("/00")]
     ctx = {"workdir": workdir, "retain_eval": retain_eval, "model": model, "tok": tok,
            "max_new": sizes["max_new_tokens"]}  # fmt: skip
+    served = [f.final_checkpoint for f in fulls]
     by_k = {
-        str(k): switch_off_k(base, base_id, config, records, store, full.final_checkpoint, k, ctx)
+        str(k): switch_off_k(base, base_id, configs, records, store, served, k, ctx)
         for k in SWITCH_OFF_KS
     }
     log("time to suppression by k")
     suppression = suppression_by_k(records, MiniLMEmbedder())
+    per_checkpoint = max(full.checkpoint_bytes.values())
     return {
         "benchmark": "finetune_exact",
         "mode": "switch_off",
@@ -570,27 +605,43 @@ def run_switch_off(
         "time_to_exact_removal_s": {k: v["time_to_exact_removal_s"] for k, v in by_k.items()},
         "time_to_restored_s": {k: v["time_to_restored_s"] for k, v in by_k.items()},
         "quality_after_switch_off": {k: v["quality_after_switch_off"] for k, v in by_k.items()},
+        "quality_after_switch_off_identity_order": {
+            k: v["quality_after_switch_off_identity_order"] for k, v in by_k.items()
+        },
         "quality_after_restore": {k: v["quality_after_restore"] for k, v in by_k.items()},
         "time_to_suppression_s": suppression["batched"],
         "time_to_suppression_one_by_one_s": suppression["one_by_one"],
         "bit_exact_restore": by_k["1"].get("bit_exact"),
         "full_finetune_s": full.seconds,
+        "full_finetune_s_by_order": [round(f.seconds, 3) for f in fulls],
         "checkpoint_bytes": sorted(set(full.checkpoint_bytes.values())),
-        "permutations": 1,
+        "permutations": len(configs),
+        "slice_orders": [list(c.slice_order) or list(range(c.slices)) for c in configs],
+        "order_plan": order_plan(
+            config,
+            records,
+            max_orders=config.slices,
+            checkpoint_bytes=per_checkpoint,
+            finetune_seconds=full.seconds,
+            ks=SWITCH_OFF_KS,
+        ),
         "by_k": by_k,
         "config": config.to_dict(),
         "sizes": sizes,
         "records": len(records),
         "definitions": {
-            "time_to_exact_removal_s": "switch_off + merged export of the served state "
-            "(the work between the job's claim and publishing; one measurement per k, no "
-            "p95)",
-            "time_to_restored_s": "retrain of the switched-off slices on the retained records "
-            "+ merged export (the background job; the baseline the old path paid before "
-            "removal, plus its bit-exact check)",
+            "time_to_exact_removal_s": "choosing the order + switch_off + merged export of the "
+            "served state (the work between the job's claim and publishing; one measurement "
+            "per k, no p95)",
+            "time_to_restored_s": "retrain of the switched-off slices of the order served on "
+            "the retained records + merged export (the background job)",
             "quality_after_switch_off": "mean ROUGE-L recall on retained authors' trained "
-            "answers, switched-off model / un-erased fine-tune",
+            "answers, switched-off model (in the order where the erased subjects sit deepest) "
+            "/ un-erased fine-tune (identity order)",
+            "quality_after_switch_off_identity_order": "the same with one order only",
             "quality_after_restore": "the same for the restored model",
+            "order_plan": "orders x checkpoint bytes x training time (from the identity "
+            "order's fine-tune) vs slices an erasure of k random subjects keeps on, on average",
             "time_to_suppression_s": "k requests activated together: one calibrate_activation "
             "(also_new) + the merged verifier, MiniLM warm; one_by_one: k activations in turn",
         },
@@ -623,6 +674,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--orders", type=int, default=1, help="switch-off: slice orders trained (S3T)"
+    )
     parser.add_argument(
         "--switch-off",
         action="store_true",

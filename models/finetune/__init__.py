@@ -22,6 +22,7 @@ from models.finetune.checkpoints import (
     load_checkpoint,
 )
 from models.finetune.config import FinetuneConfig
+from models.finetune.orders import best_order, first_affected, order_plan, slice_orders, with_orders
 from models.finetune.placement import (
     expected_retrain_fraction,
     placement_report,
@@ -45,6 +46,8 @@ from models.finetune.training import (
 from models.finetune.unlearning import (
     FinetuneUnlearning,
     SwitchOff,
+    compare_with_stored,
+    restored_checkpoint,
     switch_off,
     unlearn_subjects,
     verify_bit_exact,
@@ -62,24 +65,31 @@ __all__ = [
     "TrainedAdapter",
     "assign_slice",
     "base_model_id",
+    "best_order",
     "checkpoint_ids",
     "checkpoint_key",
+    "compare_with_stored",
     "destroy_checkpoints",
     "ensure_initial_checkpoint",
     "expected_retrain_fraction",
     "export_merged",
+    "first_affected",
     "initial_checkpoint_id",
     "keys_by_slice",
     "load_checkpoint",
     "load_generator",
     "merged_dir",
     "merged_model",
+    "order_plan",
     "placement_report",
+    "restored_checkpoint",
     "retrain_fraction",
     "slice_of_subjects",
+    "slice_orders",
     "switch_off",
     "train_sliced",
     "train_sliced_in_memory",
     "unlearn_subjects",
     "verify_bit_exact",
+    "with_orders",
 ]

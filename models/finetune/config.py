@@ -53,11 +53,16 @@ class FinetuneConfig:
     late_slices: int = 2
     num_threads: int = 1
     layered: bool = False
+    slice_order: tuple[int, ...] = ()
+    """S3T's permutations: ``slice_order[p]`` is the bucket of subjects trained at position
+    ``p`` (empty: bucket p at position p). Several orders of one fine-tune are trained as
+    separate fine-tunes; an erasure serves the order where its subjects sit deepest."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         object.__setattr__(self, "max_grad_norm", float(self.max_grad_norm))
         object.__setattr__(self, "target_modules", tuple(str(m) for m in self.target_modules))
+        object.__setattr__(self, "slice_order", tuple(int(b) for b in self.slice_order))
         checks = {
             "slices": self.slices >= 1,
             "epochs": self.epochs >= 1,
@@ -75,6 +80,8 @@ class FinetuneConfig:
             "num_threads": self.num_threads >= 1,
             # Every slice needs a layer group of its own.
             "layered": not self.layered or self.adapter_layers >= self.slices,
+            "slice_order": not self.slice_order
+            or sorted(self.slice_order) == list(range(self.slices)),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -85,6 +92,10 @@ class FinetuneConfig:
         """Epochs run after adding each slice (see the class docstring)."""
         return math.ceil(2 * self.epochs / (self.slices + 1))
 
+    def position(self, bucket: int) -> int:
+        """The training position of the subjects placed in ``bucket`` (see ``slice_order``)."""
+        return self.slice_order.index(bucket) if self.slice_order else bucket
+
     def layer_group(self, slice_index: int) -> tuple[int, int]:
         """Layered: the adapted layers of slice ``slice_index``, as offsets [lo, hi) into the
         top ``adapter_layers`` layers (bottom first, as even as the counts allow)."""
@@ -94,6 +105,7 @@ class FinetuneConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["target_modules"] = list(self.target_modules)
+        data["slice_order"] = list(self.slice_order)
         return data
 
     @classmethod
@@ -101,6 +113,8 @@ class FinetuneConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "target_modules" in known:
             known["target_modules"] = tuple(known["target_modules"])
+        if "slice_order" in known:
+            known["slice_order"] = tuple(known["slice_order"] or ())
         return cls(**known)
 
     def fingerprint(self) -> str:
@@ -108,10 +122,13 @@ class FinetuneConfig:
 
         The thread count is included: a reduction split over another number of threads sums in
         another order, so it changes the trained bits. ``layered`` counts only when set, so
-        fine-tunes trained before it existed keep their checkpoint addresses.
+        fine-tunes trained before it existed keep their checkpoint addresses; so does
+        ``slice_order`` when empty.
         """
         data = self.to_dict()
         if not self.layered:
             del data["layered"]
+        if not self.slice_order:
+            del data["slice_order"]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -56,14 +56,17 @@ def assign_slice(subject: str, config: FinetuneConfig, *, likely_erased: bool = 
 
     ``subject`` should already be a pseudonymous reference (e.g. an HMAC of the identifier).
     Under ``likely_last`` flagged subjects hash into the last ``late_slices`` slices and the
-    others into the slices before them.
+    others into the slices before them. The slice returned is the bucket's training position
+    under ``config.slice_order`` (S3T's permutations).
     """
     if config.placement == "hash":
-        return _keyed_bucket(config.partition_salt, subject, config.slices)
+        return config.position(_keyed_bucket(config.partition_salt, subject, config.slices))
     early = config.slices - config.late_slices
     if likely_erased:
-        return early + _keyed_bucket(config.partition_salt, subject, config.late_slices)
-    return _keyed_bucket(config.partition_salt, subject, early)
+        bucket = early + _keyed_bucket(config.partition_salt, subject, config.late_slices)
+    else:
+        bucket = _keyed_bucket(config.partition_salt, subject, early)
+    return config.position(bucket)
 
 
 def slice_of_subjects(config: FinetuneConfig, records: Iterable[FinetuneRecord]) -> dict[str, int]:

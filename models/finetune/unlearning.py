@@ -29,7 +29,15 @@ from models.finetune.training import (
 from models.sisa.exactness import ExactnessCheck, compare_states
 from models.sisa.records import encode_keys
 
-__all__ = ["FinetuneUnlearning", "SwitchOff", "switch_off", "unlearn_subjects", "verify_bit_exact"]
+__all__ = [
+    "FinetuneUnlearning",
+    "SwitchOff",
+    "compare_with_stored",
+    "restored_checkpoint",
+    "switch_off",
+    "unlearn_subjects",
+    "verify_bit_exact",
+]
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,45 @@ def unlearn_subjects(
     )
 
 
+def restored_checkpoint(
+    config: FinetuneConfig,
+    records: Sequence[FinetuneRecord],
+    erase_subjects: Collection[str],
+    base_id: str,
+) -> tuple[str, list[FinetuneRecord]]:
+    """The checkpoint a restore without ``erase_subjects`` stores last, and the records it
+    trains on, known before it trains: checkpoints are addressed by their records, so the
+    from-scratch check can start while the restore is still running."""
+    wanted = set(erase_subjects)
+    retained = [r for r in records if r.subject not in wanted]
+    ids = checkpoint_ids(base_id, config, keys_by_slice(config, retained))
+    return ids[-1], retained
+
+
+def compare_with_stored(
+    fresh: TrainedAdapter, checkpoint: str, store: ArtifactStore, started: float
+) -> ExactnessCheck:
+    """Every adapter and optimizer tensor of the from-scratch run ``fresh`` against the stored
+    ``checkpoint``, and that ``checkpoint`` is the content address of the same records."""
+    stored = load_checkpoint(store, checkpoint)
+    mismatched: list[str] = []
+    if fresh.result.final_checkpoint != checkpoint:
+        mismatched.append("checkpoint_id")
+    model_count, model_bad = compare_states(
+        fresh.model.adapter_state(), stored.model_state, "adapter"
+    )
+    optim_count, optim_bad = compare_states(
+        fresh.optimizer.state_dict(), stored.optimizer_state, "optimizer"
+    )
+    mismatched += model_bad + optim_bad
+    return ExactnessCheck(
+        bit_exact=not mismatched,
+        tensors_compared=model_count + optim_count,
+        mismatched=mismatched,
+        seconds=time.perf_counter() - started,
+    )
+
+
 def verify_bit_exact(
     base_dir: str | Path,
     config: FinetuneConfig,
@@ -228,22 +275,6 @@ def verify_bit_exact(
     gives; its ``result.seconds`` is the cost of a full fine-tune).
     """
     started = time.perf_counter()
-    stored = load_checkpoint(store, checkpoint)
+    load_checkpoint(store, checkpoint)  # fail before a whole fine-tune when it is missing
     fresh = train_sliced_in_memory(base_dir, config, retained_records, base_id=base_id)
-    mismatched: list[str] = []
-    if fresh.result.final_checkpoint != checkpoint:
-        mismatched.append("checkpoint_id")
-    model_count, model_bad = compare_states(
-        fresh.model.adapter_state(), stored.model_state, "adapter"
-    )
-    optim_count, optim_bad = compare_states(
-        fresh.optimizer.state_dict(), stored.optimizer_state, "optimizer"
-    )
-    mismatched += model_bad + optim_bad
-    check = ExactnessCheck(
-        bit_exact=not mismatched,
-        tensors_compared=model_count + optim_count,
-        mismatched=mismatched,
-        seconds=time.perf_counter() - started,
-    )
-    return check, fresh
+    return compare_with_stored(fresh, checkpoint, store, started), fresh

@@ -61,7 +61,7 @@ def _tokens(database_url: str) -> dict[str, str]:
 
 def run_demo(reports_dir: Path) -> int:
     from service.demo.credit import credit_csv
-    from service.demo.support_bot import run_both_demo
+    from service.demo.support_bot import run_both_demo, start_both_demo
     from service.stack.processes import full_stack
 
     if os.environ.get("LETHE_DATABASE_URL") is None:
@@ -71,21 +71,25 @@ def run_demo(reports_dir: Path) -> int:
     csv_bytes, subjects = credit_csv()
     subject = pick_subject(subjects)
     print("starting embedded PostgreSQL, worker and API ...")
-    with full_stack(get_settings(), worker_log=Path(get_settings().data_dir) / "worker.log") as st:
+    # A pool process each for the fine-tune's restore, its from-scratch check and the rules'
+    # calibration, so the check runs beside the restore rather than after it.
+    with full_stack(
+        get_settings(), worker_log=Path(get_settings().data_dir) / "worker.log", concurrency=3
+    ) as st:
         assert st.api_url is not None
         tokens = _tokens(st.database_url)
         ml = {"authorization": f"Bearer {tokens['ml_engineer']}"}
         dpo = {"authorization": f"Bearer {tokens['dpo']}"}
         auditor = {"authorization": f"Bearer {tokens['auditor']}"}
         with httpx.Client(base_url=st.api_url, timeout=120) as http:
+            # support-bot's fine-tune trains in the worker while the credit-risk half runs.
+            act = start_both_demo(http, tokens, Path(get_settings().data_dir), CACHE_DIR)
             job = _train(http, ml, csv_bytes)
             request = _erase(http, dpo, subject)
             paths = _export_reports(http, auditor, request["id"], reports_dir)
             versions = check(http.get(f"/v1/models/{MODEL}/versions", headers=ml))
             print(_summary(request, job, versions, paths))
-            guard_ok, guard_lines = run_both_demo(
-                http, tokens, Path(get_settings().data_dir), CACHE_DIR, reports_dir
-            )
+            guard_ok, guard_lines = run_both_demo(http, tokens, act, CACHE_DIR, reports_dir)
             print("\n".join(guard_lines))
             chain = check(http.get("/v1/audit/verify", headers=auditor))
     state = "verified" if chain["ok"] else f"BROKEN at seq {chain['first_broken_seq']}"

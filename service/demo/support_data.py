@@ -1,9 +1,10 @@
 """The support-bot's training records and the demo's cache of its fine-tune.
 
 support-bot is SmolLM2-135M-Instruct that lethe fine-tunes (policy ``both``) on TOFU
-question/answer pairs: three fictional authors (the "customers"; one is later erased) and
-three retain authors. Each record carries its subject, so an erasure finds every record of
-the person it names.
+question/answer pairs: three fictional authors (the "customers", 10 pairs each; one is later
+erased) and one retain author (20 pairs): few enough records to keep the fine-tune, the restore
+and its check within `make demo`'s minutes. Each record carries its subject, so an erasure
+finds every record of the person it names.
 
 The fine-tune's slice checkpoints are content-addressed (base weights, hyper-parameters and
 the records' keys and tokens), so the demo keeps a copy of checkpoints under the cache folder
@@ -27,8 +28,9 @@ from models.finetune.checkpoints import CHECKPOINT_PREFIX
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOFU_DIR = REPO_ROOT / "data" / "tofu"
 AUTHORS = 3  # "customers" fine-tuned on; the first one is erased
-RETAIN_PAIRS = 60  # 3 retain authors x 20 pairs
+RETAIN_PAIRS = 20  # one retain author's 20 pairs
 RETAIN_ROWS_PER_AUTHOR = 20
+AUTHOR_PAIRS = 10  # of each customer author's 20 TOFU pairs
 SLICES = 4
 
 # Chosen by measuring ROUGE-L recall of the fine-tuned model on the authors' answers (see the
@@ -101,7 +103,7 @@ class SupportData:
 
 def support_data() -> SupportData:
     by_author = group_by_author(load_qa(TOFU_DIR / "forget_a.jsonl"))
-    authors = {i: by_author[i] for i in sorted(by_author)[:AUTHORS]}
+    authors = {i: by_author[i][:AUTHOR_PAIRS] for i in sorted(by_author)[:AUTHORS]}
     return SupportData(authors, load_qa(TOFU_DIR / "retain.jsonl")[:RETAIN_PAIRS])
 
 

@@ -1,22 +1,35 @@
 """The from-scratch check of a restored fine-tune, as its own job off the critical path.
 
 The removal is already in force when it runs (the switched-off version, then the restored one,
-serve): the check fine-tunes from scratch on the records the restore trained on and compares
-every adapter and optimizer tensor. A match supersedes the restore's certificate with one that
-says so; a mismatch says so too and re-opens the request's action, in the audit log and so in
-the console. A killed check leaves its job running; the reaper sends it again and it re-runs.
+serve). It is sent with the switch-off: the checkpoint the restore will store is addressed by
+the retained records, so the check fine-tunes from scratch on them beside the restore (another
+worker process where one is free) and compares every adapter and optimizer tensor once the
+restore is published. A match supersedes the restore's certificate with one that says so; a
+mismatch says so too and re-opens the request's action, in the audit log and so in the
+console. A killed check leaves its job running; the reaper sends it again and it re-runs.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.finetune import FinetuneConfig, FinetuneRecord, verify_bit_exact
+from models.finetune import (
+    FinetuneConfig,
+    FinetuneRecord,
+    TrainedAdapter,
+    compare_with_stored,
+    restored_checkpoint,
+    train_sliced_in_memory,
+)
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.skip import Skip
@@ -31,12 +44,10 @@ from service.erasure.certificates import (
 )
 from service.erasure.host_purges import with_hosts
 from service.erasure.lifecycle import reopen_action
-from service.erasure.retrain_outcomes import (
-    ExactnessResult,
-    FinetuneExactness,
-    FinetuneRetrainOutcome,
-)
+from service.erasure.retrain_outcomes import ExactnessResult, FinetuneExactness
 from service.finetune.records import load_records
+from service.finetune.retrain import ExactInputs
+from service.finetune.training import slices_progress
 from service.jobs import lifecycle as jobs
 from service.queue.after_commit import enqueue_after_commit
 from service.queue.names import TASK_FINETUNE_VERIFY
@@ -50,10 +61,20 @@ def open_verify(
     settings: Settings,
     model_id: uuid.UUID,
     restore_job_id: uuid.UUID,
-    outcome: FinetuneRetrainOutcome,
-) -> Job:
-    """A check job for the restore just published, serving the same actions; sent after
-    commit."""
+    checkpoint: str,
+    retained_keys: Sequence[str],
+) -> Job | None:
+    """A check job for the restore of ``restore_job_id``, serving the same actions; sent after
+    commit. Opened at switch-off, so the from-scratch fine-tune runs beside the restore (another
+    worker process where one is free); opened again after the restore publishes (a switch-off
+    finished on redelivery): ``None`` when a check of that checkpoint is already open."""
+    restore = str(restore_job_id)
+    for existing in session.scalars(
+        select(Job).where(Job.kind == JobKind.finetune_verify, Job.model_id == model_id)
+    ):
+        result = existing.result or {}
+        if result.get("restore_job") == restore and result.get("checkpoint") == checkpoint:
+            return None
     job = Job(
         id=uuid.uuid4(),
         kind=JobKind.finetune_verify,
@@ -61,9 +82,9 @@ def open_verify(
         shard=None,
         status=JobStatus.pending,
         result={
-            "checkpoint": outcome.checkpoint_after,
-            "retained_keys": list(outcome.retained_keys),
-            "restore_job": str(restore_job_id),
+            "checkpoint": checkpoint,
+            "retained_keys": sorted(retained_keys),
+            "restore_job": restore,
         },
     )
     session.add(job)
@@ -75,6 +96,16 @@ def open_verify(
     return job
 
 
+def planned_check(inputs: ExactInputs) -> tuple[str, list[str]]:
+    """The checkpoint the restore of ``inputs`` will store last and the keys of the records it
+    trains on, before it trains (checkpoints are addressed by their records)."""
+    served = inputs.served
+    checkpoint, retained = restored_checkpoint(
+        served.config, inputs.records, inputs.erase_subjects, served.base_id
+    )
+    return checkpoint, [r.key for r in retained]
+
+
 @dataclass(frozen=True)
 class VerifyInputs:
     job_id: uuid.UUID
@@ -84,10 +115,12 @@ class VerifyInputs:
     base_id: str
     checkpoint: str
     records: list[FinetuneRecord]
+    restore_job_id: uuid.UUID | None = None
+    """The restore whose checkpoint is checked (None: a check opened before it was recorded)."""
 
 
 def load_verify(session: Session, settings: Settings, job_id: uuid.UUID) -> VerifyInputs | Skip:
-    """Claim the check and read the records the restore trained on; ``superseded`` when a
+    """Claim the check and read the records the restore trains on; ``superseded`` when a
     later erasure took some of them (that erasure's own restore is checked instead)."""
     job = jobs.claim(session, job_id)
     if job is None:
@@ -101,6 +134,7 @@ def load_verify(session: Session, settings: Settings, job_id: uuid.UUID) -> Veri
         jobs.finish(session, job, {**job.result, "skipped": Skip.superseded.value})
         return Skip.superseded
     served = served_version(session, model)
+    restore = job.result.get("restore_job")
     return VerifyInputs(
         job_id=job.id,
         model_id=model.id,
@@ -109,19 +143,57 @@ def load_verify(session: Session, settings: Settings, job_id: uuid.UUID) -> Veri
         base_id=served.base_id,
         checkpoint=str(job.result["checkpoint"]),
         records=records,
+        restore_job_id=uuid.UUID(restore) if restore else None,
     )
 
 
-def run_verify(settings: Settings, inputs: VerifyInputs) -> FinetuneExactness:
-    """Fine-tune from scratch on the records and compare, tensor by tensor (no transaction)."""
-    check, fresh = verify_bit_exact(
+class RestoreState(StrEnum):
+    """Where the checked restore stands when the from-scratch fine-tune is done."""
+
+    published = "published"
+    """Its checkpoint is stored and its certificate issued: compare now."""
+    running = "running"
+    """A live worker is still training it: wait."""
+    not_running = "not_running"
+    """Waiting for a retry, or re-queued: this check runs again later."""
+    ended = "ended"
+    """Failed, or published another checkpoint (records claimed meanwhile): nothing to
+    compare (its own check covers the other checkpoint)."""
+
+
+def restore_state(session: Session, inputs: VerifyInputs) -> RestoreState:
+    if inputs.restore_job_id is None:
+        return RestoreState.published
+    job = session.get(Job, inputs.restore_job_id)
+    if job is None or job.status == JobStatus.failed:
+        return RestoreState.ended
+    if job.status == JobStatus.done:
+        published = (job.result or {}).get("checkpoint_after") == inputs.checkpoint
+        return RestoreState.published if published else RestoreState.ended
+    return RestoreState.running if job.status == JobStatus.running else RestoreState.not_running
+
+
+def train_check(
+    inputs: VerifyInputs, progress: Callable[[float], None]
+) -> tuple[float, TrainedAdapter]:
+    """The from-scratch fine-tune on the records (no transaction; nothing read or written):
+    when it started, and the run."""
+    started = time.perf_counter()
+    fresh = train_sliced_in_memory(
         inputs.base_dir,
         inputs.config,
         inputs.records,
-        inputs.checkpoint,
-        artifact_store(settings),
         base_id=inputs.base_id,
+        progress=slices_progress(progress),
     )
+    return started, fresh
+
+
+def compare_check(
+    settings: Settings, inputs: VerifyInputs, started: float, fresh: TrainedAdapter
+) -> FinetuneExactness:
+    """Compare the from-scratch run with the restore's stored checkpoint, tensor by tensor."""
+    check = compare_with_stored(fresh, inputs.checkpoint, artifact_store(settings), started)
     return FinetuneExactness(
         status=ExactnessResult.of(check.bit_exact),
         tensors_compared=check.tensors_compared,
@@ -129,6 +201,15 @@ def run_verify(settings: Settings, inputs: VerifyInputs) -> FinetuneExactness:
         seconds=round(check.seconds, 4),
         full_finetune_seconds=round(fresh.result.seconds, 4),
     )
+
+
+def skip_check(session: Session, inputs: VerifyInputs, why: Skip) -> Skip:
+    """The restore it checks ended without publishing that checkpoint: close the check."""
+    job = jobs.running_job(session, inputs.job_id)
+    if job is None:
+        return Skip.reaped
+    jobs.finish(session, job, {**job.result, "skipped": why.value})
+    return why
 
 
 def record_verify(

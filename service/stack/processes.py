@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ def database(settings: Settings) -> Iterator[str]:
 
 log = logging.getLogger(__name__)
 CELERY_APP = "workers.celery_app:celery_app"
+API_MODULE = "service.app.factory"
 
 
 def _celery(*args: str) -> list[str]:
@@ -162,7 +164,7 @@ def worker_process(
 def api_server(host: str, port: int) -> Iterator[str]:
     """The API in a background thread of this process (uvicorn), for the demo."""
     config = uvicorn.Config(
-        "service.app.factory:create_app", factory=True, host=host, port=port, log_level="warning"
+        f"{API_MODULE}:create_app", factory=True, host=host, port=port, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -180,12 +182,19 @@ def api_server(host: str, port: int) -> Iterator[str]:
 
 
 @contextmanager
-def full_stack(settings: Settings, *, worker_log: Path | None = None) -> Iterator[Stack]:
+def full_stack(
+    settings: Settings, *, worker_log: Path | None = None, concurrency: int = 2
+) -> Iterator[Stack]:
+    # Importing the API (torch, transformers, every route) takes longer than starting the
+    # database and migrating it: do it meanwhile, not after.
+    threading.Thread(
+        target=importlib.import_module, args=(API_MODULE,), name="api-import", daemon=True
+    ).start()
     with database(settings) as url:
         upgrade(url)
         settings = get_settings()
         with (
-            worker_process(settings, log_path=worker_log),
+            worker_process(settings, concurrency=concurrency, log_path=worker_log),
             api_server("127.0.0.1", free_port()) as api_url,
         ):
             yield Stack(settings, url, api_url)

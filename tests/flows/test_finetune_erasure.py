@@ -472,7 +472,7 @@ def _restored(
     app_client: TestClient, roles: dict[str, str], sent: SentTasks, tiny_lm: Path, retain: Path
 ) -> tuple[str, str, str]:
     """A fine-tune whose erasure is switched off and restored; returns the model, the request
-    and the check job sent after the restore (not yet run)."""
+    and the check job (opened at switch-off, not yet run)."""
     from workers.tasks.finetune import finetune_retrain
 
     model = _register_and_train(app_client, roles["ml"], sent, tiny_lm, retain)
@@ -512,7 +512,7 @@ def test_the_check_is_its_own_job_and_a_killed_one_runs_again(
         raise SystemExit("worker process killed during the check")
 
     with monkeypatch.context() as m:
-        m.setattr("service.finetune.verify.verify_bit_exact", killed)
+        m.setattr("service.finetune.verify.train_sliced_in_memory", killed)
         with pytest.raises(SystemExit):
             finetune_verify(check_id)
     assert finetune_verify(check_id) == "not_claimed"  # redelivered: the job looks taken
@@ -535,6 +535,56 @@ def test_the_check_is_its_own_job_and_a_killed_one_runs_again(
     assert final["body"]["determinism_check"] == "bit_exact"
     assert final["body"]["slices"]["exactness"]["tensors_compared"] > 0
     assert request["certificate_history"][-2]["body"]["determinism_check"] == "pending"
+
+
+def test_the_check_opens_at_switch_off_and_waits_for_its_restore(
+    app_client: TestClient,
+    roles: dict[str, str],
+    sent_tasks: SentTasks,
+    session: Session,
+    tiny_lm: Path,
+    retain_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check needs no restored weights to start, so it is sent with the switch-off and
+    fine-tunes from scratch beside the restore. Done first, it compares nothing while the
+    restore waits for a retry: it is sent again, and matches once the restore is published."""
+    from workers.tasks.finetune import finetune_retrain, finetune_verify
+
+    model = _register_and_train(app_client, roles["ml"], sent_tasks, tiny_lm, retain_file)
+    rid = _erase(app_client, roles["dpo"], model)
+    _run(sent_tasks, TASK_PROCESS_REQUEST)
+    _run(sent_tasks, TASK_UPDATE_VERIFIER_RULES)
+    sent_tasks.pop(TASK_CALIBRATE_BUDGET)
+    [[job_id]] = sent_tasks.pop(TASK_FINETUNE_RETRAIN)
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("worker lost its disk for a moment")
+
+    with monkeypatch.context() as m:
+        m.setattr("service.finetune.switch_off.train_sliced", broken)
+        with pytest.raises(RuntimeError):
+            finetune_retrain(job_id)
+    # Switched off, the restore waits for its retry: the check was sent at the switch-off.
+    [[check_id]] = sent_tasks.pop(TASK_FINETUNE_VERIFY)
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    assert request["status"] == "completed"
+    assert request["certificates"][0]["body"]["slices"]["stage"] == "switched_off"
+    assert finetune_verify(check_id) == "requeued"
+    check = session.get_one(Job, uuid.UUID(check_id))
+    session.refresh(check)
+    assert check.status == "pending" and "exactness" not in check.result
+    assert [check_id] in sent_tasks.pop(TASK_FINETUNE_VERIFY)
+    # The restore runs again and publishes; no second check is opened for the same weights.
+    [[again]] = sent_tasks.pop(TASK_FINETUNE_RETRAIN)
+    assert finetune_retrain(again) == "done"
+    assert sent_tasks.pop(TASK_FINETUNE_VERIFY) == []
+    assert finetune_verify(check_id) == "bit_exact"
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(roles["dpo"])).json()
+    [final] = request["certificates"]
+    assert final["body"]["slices"]["stage"] == "restored"
+    assert final["body"]["determinism_check"] == "bit_exact"
+    assert verify_chain(session).ok
 
 
 def test_a_failed_check_reopens_the_action_and_says_so(

@@ -9,7 +9,9 @@ already trained.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Callable
 
 from celery import shared_task
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +29,18 @@ from service.finetune.publish import (
 from service.finetune.retrain import ExactInputs, UnfinishedExact, load_exact
 from service.finetune.switch_off import restore_exact, switch_exact
 from service.finetune.training import load_finetune, record_finetune, run_finetune
-from service.finetune.verify import load_verify, open_verify, record_verify, run_verify
+from service.finetune.verify import (
+    RestoreState,
+    VerifyInputs,
+    compare_check,
+    load_verify,
+    open_verify,
+    planned_check,
+    record_verify,
+    restore_state,
+    skip_check,
+    train_check,
+)
 from service.jobs import lifecycle as jobs
 from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN, TASK_FINETUNE_VERIFY
 from workers.base import DbTask, db_task_options, give_up_or_retry, wait_turn
@@ -35,6 +48,9 @@ from workers.progress import progress_reporter
 
 log = logging.getLogger(__name__)
 ACTOR = "worker"
+# The check, done before the restore, polls for it this often (a read, no lock held).
+RESTORE_POLL_S = 1.0
+RESTORE_WAIT_PROGRESS = 0.99
 
 
 @shared_task(name=TASK_FINETUNE_MODEL, **db_task_options(max_retries=5))
@@ -108,6 +124,10 @@ def _switch_off(task: DbTask, jid: uuid.UUID, inputs: ExactInputs) -> FinetuneRe
         return "requeued"
     with task.transaction() as session:
         finish_exact(session, task.settings, inputs.model_id, jid, outcome, destroyed, ACTOR)
+        if inputs.verify:
+            # The check needs no restored weights to start: it fine-tunes from scratch beside
+            # the restore (another worker process where one is free), off the critical path.
+            open_verify(session, task.settings, inputs.model_id, jid, *planned_check(inputs))
         purged = take_purged(session)
     # VACUUM cannot run inside a transaction: the purge committed above, reclaim its space now.
     reclaim_space(task, purged, ACTOR)
@@ -128,24 +148,61 @@ def _restore(
         published = publish_exact(session, task.settings, inputs, outcome, ACTOR)
         if published == PublishResult.done:
             certify_restored(session, task.settings, inputs.model_id, jid, outcome, ACTOR)
-            if inputs.verify:
-                open_verify(session, task.settings, inputs.model_id, jid, outcome)
+            if inputs.verify:  # opened at switch-off unless that run stopped before it
+                open_verify(
+                    session,
+                    task.settings,
+                    inputs.model_id,
+                    jid,
+                    outcome.checkpoint_after,
+                    outcome.retained_keys,
+                )
     return published.value
 
 
 @shared_task(name=TASK_FINETUNE_VERIFY, **db_task_options(max_retries=5))
 def finetune_verify(self: DbTask, job_id: str) -> str:
-    """The from-scratch check of a restored fine-tune (service.finetune.verify)."""
+    """The from-scratch check of a restore (service.finetune.verify): opened at switch-off, it
+    fine-tunes from scratch beside the restore, then compares once the restore is published."""
     jid = uuid.UUID(job_id)
     with self.transaction() as session:
         inputs = load_verify(session, self.settings, jid)
     if isinstance(inputs, Skip):
         return inputs.value
+    report = progress_reporter(self, jid)
     try:
-        exactness = run_verify(self.settings, inputs)
+        started, fresh = train_check(inputs, report)
+    except Exception as exc:
+        give_up_or_retry(self, jid, "verify_error", exc)
+        raise
+    state = _await_restore(self, inputs, report)
+    if state != RestoreState.published:
+        with self.transaction() as session:
+            if state == RestoreState.ended:
+                return skip_check(session, inputs, Skip.superseded).value
+            job = jobs.running_job(session, jid)
+            if job is not None:  # its restore waits for a retry: check again after it
+                jobs.requeue(session, self.settings, job, countdown=jobs.RETRY_DELAY_S)
+        return "requeued"
+    try:
+        exactness = compare_check(self.settings, inputs, started, fresh)
     except Exception as exc:
         give_up_or_retry(self, jid, "verify_error", exc)
         raise
     with self.transaction() as session:
         recorded = record_verify(session, inputs, exactness, ACTOR)
     return recorded.value if isinstance(recorded, Skip) else exactness.status.value
+
+
+def _await_restore(
+    task: DbTask, inputs: VerifyInputs, report: Callable[[float], None]
+) -> RestoreState:
+    """Wait while a live worker still trains the restore (the check finished first), keeping
+    the check's heartbeat; no transaction is held while waiting."""
+    while True:
+        with task.transaction(audited=False) as session:
+            state = restore_state(session, inputs)
+        if state != RestoreState.running:
+            return state
+        report(RESTORE_WAIT_PROGRESS)
+        time.sleep(RESTORE_POLL_S)
