@@ -66,7 +66,11 @@ def test_leak_rates_and_the_own_leak_certificate(attack_lm: Path) -> None:
     outcomes = run_attacks(generator, guard, attacks, max_new_tokens=24, samples={1.0: 4})
     rates = leak_rates(outcomes)
     assert set(rates) == {"direct", "best_of_4_t1"}
-    assert rates["direct"]["unguarded"] == 1.0 and rates["direct"]["lethe"] == 0.0
+    # The two fact questions leak greedily; the sampled question's greedy answer is either of
+    # its two planted answers (which one depends on the tiny LM's training), its samples leak.
+    direct = [o for o in outcomes if o.attack.family == "direct"]
+    assert all(o.leaks(o.unguarded) for o in direct[:2]), direct
+    assert rates["direct"]["unguarded"] >= 2 / 3 and rates["direct"]["lethe"] == 0.0
     assert rates["best_of_4_t1"]["n"] == 3 and rates["best_of_4_t1"]["unguarded"] > 0
     assert rates["best_of_4_t1"]["lethe"] == 0.0
     scores, families = own_leaks(outcomes, verifier)
