@@ -38,7 +38,9 @@ from models.conformal import (
     exit_in_force,
     refinement_rule,
 )
+from models.generative.conversation import Prompt
 from models.generative.refinement import (
+    GenerateFn,
     RefinementResult,
     exit_calibration_point,
     refine,
@@ -91,6 +93,36 @@ class BudgetInputs:
     model's own leaks must be measured on what answers users, not on the base)."""
 
 
+class Abandoned(Exception):
+    """The rule set stopped being served while its budget was calibrated (superseded, or
+    retired once the weights no longer hold the subjects): nothing left to calibrate."""
+
+
+# How often a calibration asks whether its rule set is still served: one short read, so a
+# retired rule set frees its worker within seconds instead of generating for minutes.
+STILL_SERVED_EVERY_S = 5.0
+
+
+def abandon_when_retired(
+    generate: GenerateFn, still_served: Callable[[], bool], every_s: float = STILL_SERVED_EVERY_S
+) -> GenerateFn:
+    """``generate``, which first raises `Abandoned` when ``still_served`` says no (asked before
+    the first generation, then at most every ``every_s`` seconds, between generations)."""
+    asked: float | None = None
+
+    def checked(
+        prompt: Prompt, *, banned_phrases: Sequence[str], instruction: str | None, seed: int | None
+    ) -> str:
+        nonlocal asked
+        if asked is None or time.monotonic() - asked >= every_s:
+            asked = time.monotonic()
+            if not still_served():
+                raise Abandoned
+        return generate(prompt, banned_phrases=banned_phrases, instruction=instruction, seed=seed)
+
+    return checked
+
+
 @dataclass(frozen=True)
 class BudgetOutcome:
     threshold: ThresholdCalibration
@@ -132,6 +164,12 @@ def load_budget(
     )
 
 
+def still_served(session: Session, rule_set_id: uuid.UUID) -> bool:
+    """Whether the rule set is still the one served (its budget still worth calibrating)."""
+    row = session.get(RuleSetVersion, rule_set_id)
+    return row is not None and _nothing_to_calibrate(row) is None
+
+
 def _nothing_to_calibrate(row: RuleSetVersion) -> Skip | None:
     """Why this rule set's budget needs no calibration, or None when it does."""
     if row.status != RuleSetStatus.active:
@@ -151,11 +189,16 @@ def _served_weights(
     return partial(finetuned_generator, settings, served_version(session, model))
 
 
-def calibrate(inputs: BudgetInputs) -> BudgetOutcome:
-    """λ on the pooled leaks, then B and the exit at that λ (see the module docstring)."""
+def calibrate(
+    inputs: BudgetInputs, still_served: Callable[[], bool] = lambda: True
+) -> BudgetOutcome:
+    """λ on the pooled leaks, then B and the exit at that λ (see the module docstring).
+    Raises `Abandoned` once ``still_served`` says the rule set is no longer served."""
     started = time.perf_counter()
     config, policy = inputs.config, inputs.policy
-    generate = inputs.served_weights().bind(max_new_tokens=config.max_new_tokens)
+    generate = abandon_when_retired(
+        inputs.served_weights().bind(max_new_tokens=config.max_new_tokens), still_served
+    )
     verifier = verifier_for((inputs.model_id, inputs.version), inputs.rules, config.embedder)
     evidence = _with_retained_scores(inputs)
     held = held_apart_probes(inputs.rules, policy.max_probes, seed=str(inputs.version))

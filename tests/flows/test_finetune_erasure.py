@@ -19,6 +19,7 @@ from models.finetune import checkpoint_key, merged_dir
 from service.audit import verify_chain
 from service.core.config import Settings
 from service.core.storage import merged_root
+from service.db.enums import RuleSetStatus
 from service.db.tables import Job, MlModel, ModelVersion, RuleSetVersion
 from service.queue.names import (
     TASK_CALIBRATE_BUDGET,
@@ -466,6 +467,12 @@ def test_the_budget_is_calibrated_on_the_served_finetuned_weights(
     assert loaded is finetuned_generator(settings, served)
     assert loaded is not generator(str(tiny_lm))
     assert served.number == 1 and loaded.model is not generator(str(tiny_lm)).model
+    # Once the rules are no longer the ones served, the calibration stops before it generates.
+    assert budget.still_served(session, inputs.rule_set_id)
+    session.get_one(RuleSetVersion, inputs.rule_set_id).status = RuleSetStatus.superseded
+    session.flush()
+    with pytest.raises(budget.Abandoned):
+        budget.calibrate(inputs, lambda: budget.still_served(session, inputs.rule_set_id))
 
 
 def _restored(

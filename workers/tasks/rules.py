@@ -9,6 +9,7 @@ transaction).
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
 from celery import shared_task
 
@@ -60,7 +61,16 @@ def calibrate_budget_task(self: DbTask, rule_set_id: str) -> str:
         inputs = budget.load_budget(session, self.settings, uuid.UUID(rule_set_id))
     if isinstance(inputs, Skip):
         return inputs.value
-    outcome = budget.calibrate(inputs)
+    try:
+        outcome = budget.calibrate(inputs, partial(_still_served, self, inputs.rule_set_id))
+    except budget.Abandoned:
+        return Skip.superseded.value
     with self.transaction() as session:
         skipped = budget.record_budget(session, inputs, outcome, ACTOR)
     return "calibrated" if skipped is None else skipped.value
+
+
+def _still_served(task: DbTask, rule_set_id: uuid.UUID) -> bool:
+    """One short transaction between generations (none is held across them)."""
+    with task.transaction() as session:
+        return budget.still_served(session, rule_set_id)

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
+
+import pytest
 
 from models.conformal import calibrate_budget
+from models.generative.conversation import Prompt
 from models.generative.refinement import RefinementResult
-from service.rules.budget import refine_until_handled
+from service.rules.budget import Abandoned, abandon_when_retired, refine_until_handled
 
 
 def _result(rounds: float | None) -> RefinementResult:
@@ -79,3 +83,34 @@ def test_b_calibrated_on_the_draw_keeps_its_coverage() -> None:
     assert mean <= alpha_b + 3 * spread / len(misses) ** 0.5
     # Not vacuous: B is tight enough that some orders miss.
     assert mean > 0.0
+
+
+def test_a_calibration_stops_between_generations_once_its_rules_are_retired() -> None:
+    """A retired rule set frees its worker: the wrapper asks before the first generation and
+    then every `every_s`, never generating once the answer is no."""
+    answers = iter([True, True, False])
+    asked: list[bool] = []
+
+    def still_served() -> bool:
+        asked.append(next(answers))
+        return asked[-1]
+
+    generated: list[str] = []
+
+    def generate(
+        prompt: Prompt, *, banned_phrases: Sequence[str], instruction: str | None, seed: int | None
+    ) -> str:
+        generated.append(str(prompt))
+        return "an answer"
+
+    checked = abandon_when_retired(generate, still_served, every_s=0.0)
+    assert checked("q1", banned_phrases=(), instruction=None, seed=0) == "an answer"
+    assert checked("q2", banned_phrases=(), instruction=None, seed=1) == "an answer"
+    with pytest.raises(Abandoned):
+        checked("q3", banned_phrases=(), instruction=None, seed=2)
+    assert generated == ["q1", "q2"] and asked == [True, True, False]
+    # Asked at most every `every_s`: a long interval asks once, before the first generation.
+    once = abandon_when_retired(generate, lambda: asked.append(True) or True, every_s=3600.0)
+    for i in range(3):
+        once(f"r{i}", banned_phrases=(), instruction=None, seed=i)
+    assert len(asked) == 4
