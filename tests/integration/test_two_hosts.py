@@ -1,5 +1,6 @@
 """Two API hosts, each with its own data folder, over one artifact store (a versioned bucket on
-moto's S3 server), one database (also the broker and the task-result store) and a real worker
+moto's S3 server), one database (also the broker, unless LETHE_TEST_BROKER_URL names Redis,
+and the task-result store) and a real worker
 (a third host, with a folder of its own).
 
 A fine-tune learns a canary person; both API hosts serve it (each writes merged weights into
@@ -8,9 +9,10 @@ removal). Host B confirms deleting its copies when it next serves the model: its
 from the new version and its folder holds no merged weights of the old one; the certificate
 names the three hosts as confirmed, in its JSON and in plain words in the PDF. The request's
 keys are destroyed as it ends; afterwards the canary is searched in plain text everywhere:
-``pg_dump`` (broker tables and task results included), the raw data files and WAL, every
-version of every object in the bucket, every host's folder and every process's log, the
-reports. The control keeps the keys (shredding off): the sealed copies still open to it.
+``pg_dump`` (broker tables and task results included; or every value Redis holds), the raw
+data files and WAL, every version of every object in the bucket, every host's folder and every
+process's log, the reports. The control keeps the keys (shredding off): the sealed copies still
+open to it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from service.core.security import open_sealed
 from service.core.subject_keys import PayloadReader
 from service.db.tables import ErasureRequest, HostPurge, MlModel, ModelVersion, TrainingRecord
 from service.stack.processes import free_port, worker_command
-from tests.integration.worker_env import worker_env
+from tests.integration.worker_env import broker_from_env, worker_env
 from tests.support.canary import Canary, held_in, pg_dump, raw_hits
 from tests.support.db import fresh_database
 from tests.support.generative_data import RETAINED, facts_of, generative_model_body
@@ -357,6 +359,28 @@ def test_an_erasure_on_host_a_reaches_host_b_and_leaves_nothing_of_the_canary(
     _assert_nothing_left(cluster, canary, reports)
 
 
+def redis_bytes(broker: str | None) -> bytes:
+    """Every value a Redis broker holds (queues, unacknowledged messages, anything else), or
+    nothing for the database broker (its tables are in the dump)."""
+    if broker is None or not broker.startswith("redis"):
+        return b""
+    import redis
+
+    client = redis.Redis.from_url(broker)
+    held: list[bytes] = []
+    for key in client.scan_iter():
+        kind = client.type(key)
+        if kind == b"string":
+            held.append(client.get(key) or b"")
+        elif kind == b"list":
+            held += client.lrange(key, 0, -1)
+        elif kind == b"hash":
+            held += [k + v for k, v in client.hgetall(key).items()]
+        elif kind in (b"set", b"zset"):
+            held += list(client.smembers(key) if kind == b"set" else client.zrange(key, 0, -1))
+    return b"\n".join(held)
+
+
 def _keys_destroyed(cluster: Cluster, rid: str) -> bool:
     with Session(create_engine(cluster.url)) as s:
         return s.get_one(ErasureRequest, uuid.UUID(rid)).keys_destroyed_at is not None
@@ -364,13 +388,15 @@ def _keys_destroyed(cluster: Cluster, rid: str) -> bool:
 
 def _assert_nothing_left(cluster: Cluster, canary: Canary, reports: bytes) -> None:
     dump = pg_dump(cluster.url)
-    # The broker's tables (with the messages of every task of this erasure) and the task
-    # results' table (empty: lethe keeps no task results) are in the dump that is searched.
-    for table in ("kombu_message", "celery_taskmeta"):
-        assert f"COPY public.{table} ".encode() in dump, table
-    with create_engine(cluster.url).connect() as conn:
-        assert conn.scalar(text("SELECT count(*) FROM kombu_message"))
-    places = {"pg_dump": dump, "reports": reports}
+    broker = broker_from_env()
+    if broker is None:
+        # The broker's tables (with the messages of every task of this erasure) and the task
+        # results' table (empty: lethe keeps no task results) are in the dump that is searched.
+        for table in ("kombu_message", "celery_taskmeta"):
+            assert f"COPY public.{table} ".encode() in dump, table
+        with create_engine(cluster.url).connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM kombu_message"))
+    places = {"pg_dump": dump, "reports": reports, "broker": redis_bytes(broker)}
     assert [where for where, data in places.items() if canary.found_in(data)] == []
     assert raw_hits(cluster.url, canary) == []
     versions = cluster.bucket.every_version()
