@@ -227,7 +227,8 @@ def hosts_words(section: dict[str, Any]) -> str:
         return ""
     words = (
         f"The local copies of the model's old version were deleted on {confirmed} of {total} "
-        f"server{'s' if total != 1 else ''} that serve this model, each confirming it."
+        + ("server that serves" if total == 1 else "servers that serve")
+        + " this model, each confirming it."
     )
     if section["absent"]:
         words += (

@@ -255,7 +255,7 @@ def test_both_suppresses_then_removes_exactly_and_retires_the_rules(
     # the record key the switch-off destroyed, and when.
     hosts = body["hosts"]
     assert (hosts["confirmed"], hosts["total"], hosts["pending"]) == (1, 1, 0)
-    assert "deleted on 1 of 1 server that serve" in final["plain_words"]
+    assert "deleted on 1 of 1 server that serves this model" in final["plain_words"]
     physical = body["physical_deletion"]
     assert physical["keys_destroyed"] and physical["keys_destroyed_at"]
     assert physical["keys_destroyed_at"] == off_physical["keys_destroyed_at"]
