@@ -30,6 +30,7 @@ from service.db.tables import ErasureRequest, RequestNote
 from tests.support.api import SentTasks, auth
 from tests.support.canary import Canary, files_under, pg_dump, raw_hits
 from tests.support.db import fresh_database
+from tests.support.moto_s3 import versioned_bucket
 from tests.support.pdf_tools import pdf_text
 from tests.support.sample_data import CANARY_SUBJECT, MODEL_BODY, synthetic_csv
 from tests.support.settings import set_everywhere
@@ -239,36 +240,9 @@ def test_guard_rules_hold_the_canary_only_sealed_and_keep_their_key_while_served
 def versioned_store(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[Any]:
     """The artifact store (and with it the key store) on a versioned bucket of moto's
     server, for the app's and the workers' settings."""
-    import socket
-
-    import boto3
-
-    moto_server = pytest.importorskip("moto.server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in (("AWS_ACCESS_KEY_ID", "t"), ("AWS_SECRET_ACCESS_KEY", "t")):
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    client = boto3.client("s3", endpoint_url=endpoint)
-    bucket = f"lethe-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    set_everywhere(monkeypatch, settings, artifact_url=f"s3://{bucket}/artifacts")
-    import s3fs
-
-    # s3fs keeps one filesystem per set of options (the endpoint comes from the environment,
-    # not the options): none may outlive this server, none from before may point elsewhere.
-    s3fs.S3FileSystem.clear_instance_cache()
-    try:
-        yield client, bucket
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        server.stop()
+    with versioned_bucket() as bucket:
+        set_everywhere(monkeypatch, settings, artifact_url=f"s3://{bucket.name}/artifacts")
+        yield bucket.client, bucket.name
 
 
 def test_on_a_versioned_bucket_no_version_of_a_destroyed_key_remains(
