@@ -135,11 +135,7 @@ def acknowledge(
         row.status = P.confirmed
         row.settled_at = utcnow()
         confirmed.append(row)
-    session.flush()
-    for row in confirmed:
-        _audit(session, row, "host.purge_confirmed", actor)
-    settle_certificates(session, confirmed, actor)
-    return len(confirmed)
+    return _settled(session, confirmed, "host.purge_confirmed", actor)
 
 
 def mark_absent(session: Session, settings: Settings, actor: str, now: datetime) -> int:
@@ -157,9 +153,15 @@ def mark_absent(session: Session, settings: Settings, actor: str, now: datetime)
     for row in rows:
         row.status = P.absent
         row.settled_at = now
+    return _settled(session, rows, "host.purge_absent", actor)
+
+
+def _settled(session: Session, rows: list[HostPurge], action: str, actor: str) -> int:
+    """Purges just confirmed or marked absent: audited, and the certificates they complete
+    issued again. How many."""
     session.flush()
     for row in rows:
-        _audit(session, row, "host.purge_absent", actor)
+        _audit(session, row, action, actor)
     settle_certificates(session, rows, actor)
     return len(rows)
 
