@@ -38,16 +38,10 @@ from tests.support.generative_data import (
     forget_body,
     generative_model_body,
 )
+from tests.support.generative_data import (
+    TINY_FINETUNE as FINETUNE,
+)
 from tests.support.tasks import drain
-
-FINETUNE = {
-    "slices": 4,
-    "epochs": 2,
-    "learning_rate": 0.02,
-    "batch_size": 4,
-    "lora_rank": 4,
-    "adapter_layers": 2,
-}
 
 
 def _jsonl() -> bytes:

@@ -44,19 +44,12 @@ from tests.integration.worker_env import broker_from_env, worker_env
 from tests.support.canary import Canary, held_in, pg_dump, raw_hits
 from tests.support.db import fresh_database
 from tests.support.generative_data import RETAINED, facts_of, generative_model_body
+from tests.support.generative_data import TINY_FINETUNE as FINETUNE
 from tests.support.moto_s3 import Bucket, versioned_bucket
 from tests.support.pdf_tools import pdf_text
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-FINETUNE = {
-    "slices": 4,
-    "epochs": 2,
-    "learning_rate": 0.02,
-    "batch_size": 4,
-    "lora_rank": 4,
-    "adapter_layers": 2,
-}
 HOSTS = ("a", "b", "worker")
 
 

@@ -61,3 +61,14 @@ def generative_model_body(name: str, model_dir: Path, retain: Path) -> dict[str,
             "max_budget_probes": 12,
         },
     }
+
+
+# A fine-tune of the tiny LM small enough for a test: 4 slices, 2 adapted layers.
+TINY_FINETUNE = {
+    "slices": 4,
+    "epochs": 2,
+    "learning_rate": 0.02,
+    "batch_size": 4,
+    "lora_rank": 4,
+    "adapter_layers": 2,
+}
