@@ -270,4 +270,9 @@ _SIMPLE: dict[str, str] = {
     "request.started": "Work started.",
     "request.failed": "Request failed.",
     "request.note_added": "Note added.",
+    "host.purge_confirmed": "A server confirmed it deleted its copies of the old model version.",
+    "host.purge_absent": (
+        "A server did not confirm in time and is recorded as absent; it deletes its copies of "
+        "the old model version when it comes back."
+    ),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.reports.plain import certificate_words
+from service.reports.plain import certificate_words, event_words
 from service.reports.words import certificate_facts
 
 HOSTS: dict[str, Any] = {
@@ -53,3 +53,11 @@ def test_the_facts_list_each_host_and_the_key_time() -> None:
     assert facts["Servers confirmed"] == "1 of 2"
     assert facts["  host-b"].startswith("absent")
     assert facts["Keys destroyed at"] == "2026-12-05T06:27:31+00:00"
+
+
+def test_a_servers_confirmation_reads_in_plain_words() -> None:
+    """The audit trail's steps for a server's deletion say "server", not the event's name."""
+    for action in ("host.purge_confirmed", "host.purge_absent"):
+        words = event_words({"action": action, "details": {"host": "host-1"}})
+        assert "server" in words and "old model version" in words
+        assert "purge" not in words.lower() and "host" not in words.lower()
