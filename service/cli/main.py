@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from functools import partial
@@ -18,6 +17,7 @@ from service.core.config import get_settings
 from service.ops import audit as ops_audit
 from service.ops import models as ops_models
 from service.ops import requests as ops_requests
+from service.stack.stopping import Stopped, signals_stop
 
 app = typer.Typer(no_args_is_help=True, help="lethe: right-to-be-forgotten for ML models.")
 token_app = typer.Typer(help="API tokens.")
@@ -68,12 +68,10 @@ def serve(
 
     settings = get_settings()
     embedded = settings.database_url is None
-    # uvicorn shuts down on SIGTERM/SIGINT and then re-raises the signal: turn it into an
-    # exception so that the worker and the embedded PostgreSQL below are stopped too.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _raise_stop)
+    # uvicorn shuts down on SIGTERM/SIGINT and then re-raises the signal: it becomes an
+    # exception, so that the worker and the embedded PostgreSQL below are stopped too.
     try:
-        with database(settings) as url:
+        with signals_stop(), database(settings) as url:
             upgrade(url)
             settings = get_settings()
             if embedded:
@@ -96,19 +94,8 @@ def serve(
                     run()
             else:
                 run()
-    except _Stop:
+    except Stopped:
         pass
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum: int, frame: object) -> None:
-    # Once: a second signal must not interrupt the shutdown it started.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-    raise _Stop
 
 
 @app.command()
@@ -156,7 +143,14 @@ def demo(
     """Run the main job end to end on the embedded default (see README)."""
     from service.demo.run import run_demo
 
-    raise typer.Exit(run_demo(reports_dir))
+    try:
+        with signals_stop():
+            code = run_demo(reports_dir)
+    except Stopped as stop:
+        # The worker and the embedded PostgreSQL were stopped on the way out.
+        typer.echo(f"demo stopped ({stop}); its worker and database were stopped too", err=True)
+        code = 128 + stop.signum
+    raise typer.Exit(code)
 
 
 @app.command("verify-exact")
