@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 
 from service.audit.anchor import Anchor
+from service.audit.chain import ROW_COLUMNS
 from service.audit.verify import export_block, verify_log
 from service.db.base import utcnow
 from service.db.enums import RequestStatus
@@ -155,7 +156,7 @@ def period_report(
     anchor: Anchor | None = None,
 ) -> dict[str, Any]:
     # Plain rows, not ORM objects: a period may hold 100,000 events (they read alike).
-    stmt = select(*_EVENT_COLUMNS).order_by(AuditEvent.seq)
+    stmt = select(*ROW_COLUMNS).order_by(AuditEvent.seq)
     if since is not None:
         stmt = stmt.where(AuditEvent.occurred_at >= since)
     if until is not None:
@@ -174,20 +175,6 @@ def period_report(
         "events": [event_dict(e) for e in events],
         **_chain_and_anchor(session, anchor),
     }
-
-
-_EVENT_COLUMNS = (
-    AuditEvent.seq,
-    AuditEvent.occurred_at,
-    AuditEvent.actor,
-    AuditEvent.action,
-    AuditEvent.target_type,
-    AuditEvent.target_id,
-    AuditEvent.request_id,
-    AuditEvent.details,
-    AuditEvent.prev_hash,
-    AuditEvent.hash,
-)
 
 
 def _requests_in(
@@ -209,7 +196,7 @@ def _requests_in(
         ]
         outside: Iterable[Any] = (
             session.execute(
-                select(*_EVENT_COLUMNS).where(
+                select(*ROW_COLUMNS).where(
                     AuditEvent.request_id == func.any(cast(ids, ARRAY(PG_UUID(as_uuid=True)))),
                     or_(*bounds),
                 )
