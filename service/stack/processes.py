@@ -161,24 +161,32 @@ def worker_process(
 
 
 @contextmanager
-def api_server(host: str, port: int) -> Iterator[str]:
-    """The API in a background thread of this process (uvicorn), for the demo."""
-    config = uvicorn.Config(
-        f"{API_MODULE}:create_app", factory=True, host=host, port=port, log_level="warning"
-    )
+def served(config: uvicorn.Config, timeout: float = 30) -> Iterator[uvicorn.Server]:
+    """A uvicorn server in a background thread of this process for the block's duration:
+    started (or ``RuntimeError``) before the block runs, stopped after it."""
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the API did not start")
         time.sleep(0.05)
     try:
-        yield f"http://{host}:{port}"
+        yield server
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def api_server(host: str, port: int) -> Iterator[str]:
+    """The API in a background thread of this process (uvicorn), for the demo."""
+    config = uvicorn.Config(
+        f"{API_MODULE}:create_app", factory=True, host=host, port=port, log_level="warning"
+    )
+    with served(config):
+        yield f"http://{host}:{port}"
 
 
 @contextmanager

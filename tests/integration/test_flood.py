@@ -5,8 +5,6 @@ throughout, and exactly the distinct filings are created, once each."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,16 +17,11 @@ import uvicorn
 from sqlalchemy import create_engine, text
 
 from service.core.config import Settings
+from service.stack.processes import free_port, served
 from tests.support.db import fresh_database
 
 pytestmark = pytest.mark.integration
 UNAUTHENTICATED, FILINGS, DISTINCT = 300, 200, 180
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +44,12 @@ def server(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         )
         with transaction(session_factory(url)) as s:
             token = create_token(s, "flood-dpo", "dpo", actor="test")
-        port = _port()
-        srv = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="error")
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="error"
         )
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not srv.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.05)
-        try:
+        with served(config):
             yield {"url": f"http://127.0.0.1:{port}", "db": url, "token": token}
-        finally:
-            srv.should_exit = True
-            thread.join(timeout=30)
 
 
 async def _flood(url: str, token: str) -> tuple[Counter[int], list[int], list[float]]:

@@ -8,9 +8,7 @@ never a 500. The throttle's own rules are tests/service/web/test_routes_auth.py'
 from __future__ import annotations
 
 import re
-import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,16 +20,11 @@ import pytest
 import uvicorn
 
 from service.core.config import Settings
+from service.stack.processes import free_port, served
 from tests.support.db import fresh_database
 
 pytestmark = pytest.mark.integration
 FLOOD = 40
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +49,12 @@ def server(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         with transaction(session_factory(url)) as s:
             token = create_token(s, "flood-auditor", "auditor", actor="test")
             create_user(s, "dpo@example.test", "dpo", "a long enough password", "test")
-        port = _port()
-        srv = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="error")
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="error"
         )
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not srv.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.05)
-        try:
+        with served(config):
             yield {"url": f"http://127.0.0.1:{port}", "token": token}
-        finally:
-            srv.should_exit = True
-            thread.join(timeout=15)
 
 
 def _sign_in_form(client: httpx.Client) -> str:

@@ -8,8 +8,6 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.config import Settings
 from service.db.session import session_factory
-from service.stack.processes import free_port
+from service.stack.processes import free_port, served
 from tests.support.api import SentTasks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,17 +118,6 @@ def live_lethe(settings: Settings, database_url: str, mp: pytest.MonkeyPatch) ->
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, access_log=True, log_level="info"
         )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the console did not start")
-            time.sleep(0.05)
-        live.url = f"http://localhost:{port}"
-        try:
+        with served(config):
+            live.url = f"http://localhost:{port}"
             yield live
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)

@@ -3,8 +3,6 @@ its own (the API thread and the tasks commit for real), one per run."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from typer.testing import CliRunner
 
 from service.core.config import Settings
 from service.db.session import session_factory, transaction
-from service.stack.processes import free_port
+from service.stack.processes import free_port, served
 from tests.support.api import SentTasks
 from tests.support.db import fresh_database
 
@@ -36,16 +34,9 @@ def live_api(settings: Settings, ops_db: str) -> Iterator[str]:
     app = create_app(settings)
     app.state.session_factory = session_factory(ops_db)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    with served(config):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
