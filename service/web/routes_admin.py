@@ -13,11 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from service.api.deps import SessionDep, audited
+from service.api.deps import SessionDep, SettingsDep, audited
 from service.audit.verify import verify_log
 from service.core.errors import DomainError
 from service.db.enums import Role
 from service.db.tables import ConsoleUser, MlModel, ModelVersion, RuleSetVersion
+from service.finetune.records import is_finetuned
 from service.reports.build import checkpoint_headers, events_csv, period_report
 from service.reports.pdf import period_pdf
 from service.web.accounts import (
@@ -29,6 +30,7 @@ from service.web.accounts import (
 )
 from service.web.forms import Form, accept, raw, text
 from service.web.render import render
+from service.web.servers import server_rows
 from service.web.sessions import Admin, AuditReader, ConsolePrincipal, Member
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -121,7 +123,7 @@ def calibration_words(row: RuleSetVersion) -> str:
 
 
 @router.get("/models")
-def models_page(session: SessionDep, principal: Member) -> Response:
+def models_page(session: SessionDep, settings: SettingsDep, principal: Member) -> Response:
     models = []
     for m in session.scalars(select(MlModel).order_by(MlModel.name)):
         versions = list(
@@ -137,9 +139,18 @@ def models_page(session: SessionDep, principal: Member) -> Response:
             )
         )
         calibration = calibration_words(active) if active is not None else None
-        models.append({"m": m, "versions": versions, "active": active, "words": calibration})
+        models.append(
+            {
+                "m": m,
+                "versions": versions,
+                "active": active,
+                "words": calibration,
+                "finetuned": is_finetuned(m),
+            }
+        )
+    servers = server_rows(session, settings)
     session.commit()
-    return render("models.html", principal, models=models)
+    return render("models.html", principal, models=models, servers=servers)
 
 
 def _users_page(
