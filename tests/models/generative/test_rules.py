@@ -61,3 +61,26 @@ def test_json_round_trip_and_tamper_detection() -> None:
     payload["schema"] = 99
     with pytest.raises(ValueError, match="schema"):
         RuleSet.from_json(json.dumps(payload))
+
+
+def test_a_rule_as_a_dict_is_what_asdict_gives() -> None:
+    """The rule set's JSON and content hash are built from ``Rule.as_dict`` (fast); stored
+    rule sets hashed from ``dataclasses.asdict`` must still open."""
+    from dataclasses import asdict
+
+    rules = compile_rules(SPEC)
+    assert any(r.key_spans for r in rules.rules) and any(r.question for r in rules.rules)
+    for rule in rules.rules:
+        assert json.dumps(rule.as_dict(), sort_keys=True) == json.dumps(
+            asdict(rule), sort_keys=True
+        )
+    stored = json.dumps(
+        {
+            "schema": json.loads(rules.to_json())["schema"],
+            "version_hint": rules.version_hint,
+            "rules": [asdict(r) for r in rules.rules],
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+    assert stored == rules.to_json() and RuleSet.from_json(stored) == rules
