@@ -36,6 +36,7 @@ from service.erasure.filing import NewRequest, file_request
 from service.erasure.forget_content import forget_payload, forget_spec
 from service.erasure.notes import notes_of
 from service.erasure.shredding import shred_due
+from service.reports.words import describe_event
 from service.rules.rulesets import per_request_rule_sets
 from service.stack.migrate import alembic_config
 from tests.support.canary import Canary, pg_dump
@@ -231,6 +232,8 @@ def test_sealed_existing_requests_are_shredded_and_leave_no_plain_text(legacy_db
             session.scalars(select(AuditEvent).where(AuditEvent.action == "request.keys_created"))
         )
         assert len(events) == 2 and all(canary.token not in str(e.details) for e in events)
+        words = describe_event({"action": events[0].action, "details": events[0].details})
+        assert "its own encryption key" in words and "key_ids" not in words
         sealed = [r.reason_encrypted for r in session.scalars(select(ErasureRequest))] + [
             first.forget_content,
             base64.b64decode(entry),
