@@ -41,7 +41,7 @@ from service.api.schemas import (
 from service.core.errors import DomainError, conflict
 from service.db.enums import ModelKind
 from service.registry.service import get_model
-from service.rules.chat import ServedChat, choice_seed, serve_chat
+from service.rules.chat import ServedChat, choice_seed, read_chat, serve_chat
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -151,7 +151,12 @@ def chat_completions(
     if model.kind != ModelKind.generative:
         raise conflict("wrong_model_kind", "only generative models chat")
     call = _call(body, int(model.config.get("max_new_tokens", 64)))
-    served = serve_chat(settings, session, model)  # the session is closed from here on
+    read = read_chat(settings, session, model)
+    # This host's purges of the model are confirmed before an answer is served from it; the
+    # session is closed from here on (no transaction while generating).
+    session.commit()
+    session.close()
+    served = serve_chat(settings, read)
     prompt_tokens = _prompt_tokens(served, call)
     if body.stream:
         return StreamingResponse(

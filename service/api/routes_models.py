@@ -38,7 +38,7 @@ from service.registry.service import (
     validate_registration,
 )
 from service.registry.service import request_training as start_training
-from service.rules.finetuned_serving import finetuned_generate
+from service.rules.finetuned_serving import finetuned_generate, read_finetuned
 from service.rules.serving import guarded_generate
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -199,13 +199,13 @@ def generate(
     if model.kind != ModelKind.generative:
         raise conflict("wrong_model_kind", "only generative models generate")
     if is_finetuned(model):
+        read = read_finetuned(settings, session, model)
+        # This host's purges of the model are confirmed before an answer is served from it;
+        # then no transaction stays open while generating.
+        session.commit()
+        session.close()
         tuned = finetuned_generate(
-            settings,
-            session,
-            model,
-            body.prompt,
-            seed=body.seed,
-            max_new_tokens=body.max_new_tokens,
+            settings, read, body.prompt, seed=body.seed, max_new_tokens=body.max_new_tokens
         )
         return GenerateOut(
             model=name,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from service.cli.keys import keys_app, unsealed_warning
 from service.cli.users import user_app
 from service.core.config import get_settings
 from service.ops import audit as ops_audit
@@ -28,6 +29,7 @@ app.add_typer(ops_requests.app, name="requests")
 app.add_typer(ops_models.app, name="models")
 audit_app.command("export")(ops_audit.export)
 app.add_typer(user_app, name="user")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()
@@ -43,10 +45,14 @@ def migrate() -> None:
         upgrade(settings.migration_database_url)
         login = ensure_runtime_login(settings.migration_database_url, settings.database_url)
         typer.echo(f"migrations applied; the service connects as {login} (lethe_runtime)")
-        return
-    with database(settings) as url:
-        upgrade(url)
-    typer.echo("migrations applied")
+        warning = unsealed_warning(settings.migration_database_url)
+    else:
+        with database(settings) as url:
+            upgrade(url)
+            warning = unsealed_warning(url)
+        typer.echo("migrations applied")
+    if warning:  # requests from before per-request keys: their data would never be destroyed
+        typer.echo(warning)
 
 
 @app.command()

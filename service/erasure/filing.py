@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -41,13 +42,24 @@ def ensure_subject(session: Session, ref: str) -> None:
     session.execute(insert(DataSubject).values(subject_ref=ref).on_conflict_do_nothing())
 
 
-def _payload_hash(settings: Settings, ref: str, new: NewRequest) -> str:
-    """A keyed hash of what was filed (it holds names and facts: never a plain SHA-256 that a
-    guess could be tested against); it outlives the request's key, for idempotent retries."""
+def _payload(ref: str, new: NewRequest) -> str:
     body = {"subject": ref, "scope": new.scope, "reason": new.reason, "forget": new.forget}
     if new.legal_ground is not None:
         body["legal_ground"] = new.legal_ground
-    return keyed_digest(settings, None, "request-payload", json.dumps(body, sort_keys=True))
+    return json.dumps(body, sort_keys=True)
+
+
+def _payload_hash(settings: Settings, ref: str, new: NewRequest) -> str:
+    """A keyed hash of what was filed (it holds names and facts: never a plain SHA-256 that a
+    guess could be tested against); it outlives the request's key, for idempotent retries."""
+    return keyed_digest(settings, None, "request-payload", _payload(ref, new))
+
+
+def legacy_payload_hash(settings: Settings, plain_sha256: str) -> str:
+    """What replaces the plain SHA-256 of the payload of a request filed before per-request
+    keys (``service.erasure.seal_existing``): a keyed hash of it, so that no guess at the
+    reason or the facts can be tested against it, while a retry still matches."""
+    return keyed_digest(settings, None, "legacy-request-payload", plain_sha256)
 
 
 def file_request(
@@ -62,7 +74,8 @@ def file_request(
         raise invalid("invalid_value", "a value cannot be stored")
     ref = subject_ref(settings, new.subject_identifier)
     payload_hash = _payload_hash(settings, ref, new)
-    existing = _same_key(session, new.idempotency_key, payload_hash)
+    legacy = legacy_payload_hash(settings, hashlib.sha256(_payload(ref, new).encode()).hexdigest())
+    existing = _same_key(session, new.idempotency_key, {payload_hash, legacy})
     if existing is not None:
         return existing, False
     kinds = _kinds_in_scope(session, new.scope)
@@ -104,16 +117,17 @@ def file_request(
 
 
 def _same_key(
-    session: Session, idempotency_key: str | None, payload_hash: str
+    session: Session, idempotency_key: str | None, payload_hashes: set[str]
 ) -> ErasureRequest | None:
-    """The request filed before under this idempotency key; a different request under the same
-    key is a conflict."""
+    """The request filed before under this idempotency key (its payload hash is one of
+    ``payload_hashes``: today's, or that of a request filed before per-request keys); a
+    different request under the same key is a conflict."""
     if idempotency_key is None:
         return None
     existing = session.scalar(
         select(ErasureRequest).where(ErasureRequest.idempotency_key == idempotency_key)
     )
-    if existing is not None and existing.payload_hash != payload_hash:
+    if existing is not None and existing.payload_hash not in payload_hashes:
         raise conflict(
             "idempotency_key_reused",
             "this idempotency key was used for a different request",

@@ -126,6 +126,15 @@ def _keys_destroyed(d: Mapping[str, Any]) -> str:
     )
 
 
+def _keys_created(d: Mapping[str, Any]) -> str:
+    del d
+    return (
+        "This request was filed before each request had its own encryption key. It was given "
+        "one, and everything lethe keeps of the requester for it was encrypted again under "
+        "that key, so that it is destroyed with the key when the retention period ends."
+    )
+
+
 _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "request.received": _received,
     "request.rejected": _rejected,
@@ -133,6 +142,7 @@ _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "request.deadline_extended": _deadline_extended,
     "request.completed": _completed,
     "request.keys_destroyed": _keys_destroyed,
+    "request.keys_created": _keys_created,
     "action.planned": _planned,
     "action.completed": _action_completed,
     "action.skipped": lambda d: f"{d.get('model')}: nothing to do (no records of this subject).",

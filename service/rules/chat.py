@@ -1,5 +1,5 @@
 """Guarded chat for a generative model: read the weights it serves and the rules in force (one
-short read, then the session is closed), and answer with no transaction open.
+short read; the handler commits and closes the session), and answer with no transaction open.
 
 Frozen and fine-tuned weights alike: a model lethe fine-tunes answers with its current
 version's merged weights (service.rules.finetuned_serving), any other with its folder's. Every
@@ -43,22 +43,37 @@ class ServedChat:
     rule_set_version: int | None
 
 
-def serve_chat(settings: Settings, session: Session, model: MlModel) -> ServedChat:
-    """Reads the served version and the active rules, closes the session, loads the weights."""
+@dataclass(frozen=True)
+class ChatRead:
+    """What a chat request read in the handler's session: the served version (a fine-tune's)
+    and the active rules."""
+
+    model_id: uuid.UUID
+    config: GenerativeConfig
+    served: ServedVersion | None
+    active: ActiveRules | None
+
+
+def read_chat(settings: Settings, session: Session, model: MlModel) -> ChatRead:
+    """Reads the served version and the active rules; a fine-tune's purges on this host are
+    confirmed (flushed: the handler commits them, then closes the session, before serving)."""
     config = GenerativeConfig.model_validate(model.config)
     served = served_version(session, model) if config.finetune is not None else None
-    active = load_active(settings, session, model.id)
-    model_id = model.id
+    read = ChatRead(model.id, config, served, load_active(settings, session, model.id))
     if served is not None:
-        confirm_purges(session, settings, model_id)
-    session.close()
-    loaded = _load_weights(settings, config, served)
+        confirm_purges(session, settings, read.model_id)
+    return read
+
+
+def serve_chat(settings: Settings, read: ChatRead) -> ServedChat:
+    """Loads the weights ``read_chat`` read (no session used or held)."""
+    loaded = _load_weights(settings, read.config, read.served)
     return ServedChat(
         generator=loaded,
-        guard=guard_of(active, config, model_id),
-        config=config,
-        model_version=served.number if served is not None else None,
-        rule_set_version=active.version if active is not None else None,
+        guard=guard_of(read.active, read.config, read.model_id),
+        config=read.config,
+        model_version=read.served.number if read.served is not None else None,
+        rule_set_version=read.active.version if read.active is not None else None,
     )
 
 

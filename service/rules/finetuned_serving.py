@@ -23,7 +23,7 @@ from service.db.tables import MlModel
 from service.erasure.host_purges import acknowledge
 from service.registry.config import GenerativeConfig
 from service.registry.service import current_version
-from service.rules.rulesets import load_active
+from service.rules.rulesets import ActiveRules, load_active
 from service.rules.runtime import GENERATORS
 from service.rules.serving import answer_with_rules
 
@@ -87,42 +87,57 @@ def forget_generator(checkpoint: str) -> None:
     GENERATORS.drop(("finetune", checkpoint))
 
 
-def confirm_purges(session: Session, settings: Settings, model_id: uuid.UUID) -> None:
+def confirm_purges(session: Session, settings: Settings, model_id: uuid.UUID) -> int:
     """Before serving a model: this host's unconfirmed purges of it (an erasure on another
-    host destroyed a version this host had copies of) are done and confirmed now, committed
-    before the session ends, rather than at the host loop's next tick."""
-    if acknowledge(session, settings, "api", model_id=model_id, forget=forget_generator):
-        session.commit()
+    host destroyed a version this host had copies of) are done and confirmed now rather than
+    at the host loop's next tick. Flushes only: the handler commits before it serves. How
+    many were confirmed."""
+    return acknowledge(session, settings, "api", model_id=model_id, forget=forget_generator)
+
+
+@dataclass(frozen=True)
+class FinetunedRead:
+    """What one generation of a fine-tune answers with, read in the handler's session."""
+
+    model_id: uuid.UUID
+    config: GenerativeConfig
+    served: ServedVersion
+    active: ActiveRules | None
+
+
+def read_finetuned(settings: Settings, session: Session, model: MlModel) -> FinetunedRead:
+    """Reads the served version and the active rules and confirms this host's purges of the
+    model (flushed; the handler commits them, then closes the session, before generating)."""
+    read = FinetunedRead(
+        model_id=model.id,
+        config=GenerativeConfig.model_validate(model.config),
+        served=served_version(session, model),
+        active=load_active(settings, session, model.id),
+    )
+    confirm_purges(session, settings, read.model_id)
+    return read
 
 
 def finetuned_generate(
     settings: Settings,
-    session: Session,
-    model: MlModel,
+    read: FinetunedRead,
     prompt: str,
     *,
     seed: int = 0,
     max_new_tokens: int | None = None,
 ) -> FinetunedAnswer:
-    """Reads the served version and the active rules, confirms this host's purges of the model,
-    ends the session, then generates."""
-    config = GenerativeConfig.model_validate(model.config)
-    served = served_version(session, model)
-    active = load_active(settings, session, model.id)
-    model_id = model.id
-    confirm_purges(session, settings, model_id)
-    session.close()
+    """Generates with the version ``read_finetuned`` read; no session is used or held."""
     try:
-        loaded = finetuned_generator(settings, served)
+        loaded = finetuned_generator(settings, read.served)
     except ArtifactNotFound:
         # This process had not loaded the version it read, and an erasure has since destroyed
         # its checkpoint: the next read finds the new version.
         raise conflict("model_version_switched", "the model switched versions; retry") from None
-    generate = loaded.bind(max_new_tokens=max_new_tokens or config.max_new_tokens)
-    answer = answer_with_rules(generate, active, config, model_id, prompt, seed=seed)
+    generate = loaded.bind(max_new_tokens=max_new_tokens or read.config.max_new_tokens)
+    answer = answer_with_rules(generate, read.active, read.config, read.model_id, prompt, seed=seed)
     return FinetunedAnswer(
         answer.text,
-        served.number,
+        read.served.number,
         answer.rule_set_version,
         answer.rounds_used,
         answer.refused,

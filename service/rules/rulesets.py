@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from models.conformal import ExitCalibration, exit_in_force
 from models.generative.rules import RuleSet
 from service.core.config import Settings
-from service.core.keys import KeyDestroyed, keys_for, request_key_id
-from service.core.security import decrypt, open_sealed, seal_for
+from service.core.keys import KeyDestroyed, is_sealed, keys_for, request_key_id
+from service.core.security import decrypt, encrypt, open_sealed, seal_for
 from service.db.base import utcnow
 from service.db.enums import RuleSetStatus
 from service.db.tables import CalibrationRecord, RuleSetVersion
@@ -75,6 +75,50 @@ def seal_rule_sets(settings: Settings, rule_sets: dict[str, RuleSet]) -> bytes:
         blob = seal_for(settings, key_id if keys.exists(key_id) else None, rs.to_json().encode())
         sealed[request_id] = base64.b64encode(blob).decode()
     return _PER_REQUEST + json.dumps(sealed, sort_keys=True).encode()
+
+
+def reseal_request_rules(settings: Settings, row: RuleSetVersion, request_id: str) -> bool:
+    """Seal ``request_id``'s rules in ``row`` under the request's data key (which must exist),
+    where they are still under the service key: a version written before per-request keys (one
+    service-key blob; its other requests' rules stay under the service key, each on its own)
+    or a per-request entry sealed without a key. The rules themselves do not change; every other
+    entry's bytes are kept as they are. Whether the row changed."""
+    blob = bytes(row.rules_encrypted)
+    if blob.startswith(_PER_REQUEST):
+        sealed: dict[str, str] = json.loads(blob[len(_PER_REQUEST) :])
+        if request_id not in sealed:
+            return False
+        entry = base64.b64decode(sealed[request_id])
+        if is_sealed(entry):
+            return False
+        plain = decrypt(settings, entry)
+    else:
+        old: dict[str, str] = json.loads(decrypt(settings, blob))
+        if request_id not in old:
+            return False
+        sealed = {rid: _b64(encrypt(settings, text.encode())) for rid, text in old.items()}
+        plain = old[request_id].encode()
+    sealed[request_id] = _b64(seal_for(settings, request_key_id(request_id), plain))
+    row.rules_encrypted = _PER_REQUEST + json.dumps(sealed, sort_keys=True).encode()
+    return True
+
+
+def reseal_rules_of_request(session: Session, settings: Settings, request_id: str) -> int:
+    """``reseal_request_rules`` in every version (of every model) that holds the request's
+    rules, superseded ones included; flushes. How many versions changed."""
+    rows = session.scalars(
+        select(RuleSetVersion)
+        .where(RuleSetVersion.request_ids.contains([request_id]))
+        .order_by(RuleSetVersion.model_id, RuleSetVersion.version)
+        .with_for_update()
+    )
+    changed = sum(reseal_request_rules(settings, row, request_id) for row in rows)
+    session.flush()
+    return changed
+
+
+def _b64(blob: bytes) -> str:
+    return base64.b64encode(blob).decode()
 
 
 def merge_rule_sets(rule_sets: dict[str, RuleSet]) -> RuleSet:

@@ -36,13 +36,22 @@ def server_url(tmp_root: Path) -> Iterator[str]:
 
 
 @contextmanager
-def fresh_database(server: str, prefix: str = "lethe_t") -> Iterator[str]:
+def fresh_database(server: str, prefix: str = "lethe_t", revision: str = "head") -> Iterator[str]:
+    """A new database migrated to ``revision`` (an older one: to write rows as older code did,
+    then upgrade), dropped at the end."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(_admin_dsn(server), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
     try:
-        upgrade(url)
+        if revision == "head":
+            upgrade(url)
+        else:
+            from alembic import command
+
+            from service.stack.migrate import alembic_config
+
+            command.upgrade(alembic_config(url), revision)
         yield url
     finally:
         from sqlalchemy import create_engine  # dispose pools holding connections to it
