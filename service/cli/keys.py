@@ -101,6 +101,8 @@ def seal_existing(
         raise typer.Exit(1 if remaining else 0)
     totals = _run(factory, remaining, batch)
     typer.echo(_summary(totals))
+    if totals.requests:
+        typer.echo(_reclaimed())
     remaining, legacy_events = _counts(factory)
     typer.echo(_remaining_words(remaining))
     if legacy_events:
@@ -139,6 +141,40 @@ def _run(factory: Any, total: int, batch: int) -> _Totals:
             bar.update(len(requests))
             if not requests:
                 return totals
+
+
+# Where sealing left the plain text behind as dead row versions.
+SEALED_TABLES = ["erasure_requests", "request_notes", "rule_set_versions"]
+
+
+def _reclaimed() -> str:
+    """VACUUM (FULL, per LETHE_PHYSICAL_DELETION) the tables whose old row versions still hold
+    the plain text sealing replaced; what it did, or why it could not."""
+    from sqlalchemy.exc import DBAPIError
+
+    from service.exact.physical import vacuum
+
+    advice = f"run VACUUM FULL on {', '.join(SEALED_TABLES)} as the tables' owner."
+    try:
+        done = vacuum(get_settings(), SEALED_TABLES)
+    except DBAPIError as exc:
+        return f"The old plain copies could not be cleared ({type(exc.orig).__name__}): {advice}"
+    vacuumed = {r["relation"].rpartition(".")[2] for r in done["relations"]}
+    if missing := [t for t in SEALED_TABLES if t not in vacuumed]:
+        # PostgreSQL skips, with a warning only, a table the user may not vacuum.
+        return f"The old plain copies could not be cleared from {', '.join(missing)}: {advice}"
+    removed = sum(r["removed"] for r in done["relations"])
+    kept = (
+        "the space is rewritten: no page keeps them"
+        if done["method"] == "VACUUM FULL"
+        else "their bytes may stay in free page space until overwritten (LETHE_PHYSICAL_DELETION"
+        "=vacuum_full rewrites the tables)"
+    )
+    return (
+        f"{done['method']} removed {removed} old row version(s) that held the plain text; {kept}."
+        " Copies in the write-ahead log and in backups taken before remain until their "
+        "retention ends."
+    )
 
 
 _WORDS = {

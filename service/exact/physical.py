@@ -30,12 +30,20 @@ from service.db.session import database_url
 log = logging.getLogger(__name__)
 
 _PURGED = "lethe.purged_tables"
-# Only tables lethe purges may be vacuumed: the name is interpolated into SQL.
+# The table an erasure purges; only these may be vacuumed (the name is interpolated into SQL):
+# it, and the request tables whose dead row versions hold the plain text that sealing
+# requests filed before per-request keys replaced (service.cli.keys).
 PURGEABLE = frozenset({"training_records"})
+VACUUMABLE = PURGEABLE | {"erasure_requests", "request_notes", "rule_set_versions"}
 _TUPLES = re.compile(
     r'finished vacuuming "(?P<rel>[^"]+)".*?tuples: (?P<removed>\d+) removed, '
     r"(?P<remain>\d+) remain, (?P<held>\d+) are dead but not yet removable",
     re.S,
+)
+# VACUUM FULL reports each rewritten relation differently: removable and kept row versions.
+_REWRITTEN = re.compile(
+    r'"(?P<rel>[^"]+)": found (?P<removed>\d+) removable, (?P<remain>\d+) nonremovable row '
+    r"versions"
 )
 
 
@@ -68,7 +76,7 @@ def vacuum(settings: Settings, tables: list[str]) -> dict[str, Any]:
             conn.exec_driver_sql("SET lock_timeout = '60s'")
             before = _dead_tuples(conn, tables)
             for table in tables:
-                assert table in PURGEABLE, table
+                assert table in VACUUMABLE, table
                 conn.exec_driver_sql(f"VACUUM ({'FULL, ' if full else ''}VERBOSE) {table}")
             after = _dead_tuples(conn, tables)
     finally:
@@ -81,6 +89,15 @@ def vacuum(settings: Settings, tables: list[str]) -> dict[str, Any]:
             "dead_not_yet_removable": int(m["held"]),
         }
         for m in _TUPLES.finditer("\n".join(notices))
+    ] + [
+        # Rewritten: nothing dead stays in the new pages (nonremovable: live or still needed).
+        {
+            "relation": m["rel"],
+            "removed": int(m["removed"]),
+            "remaining": int(m["remain"]),
+            "dead_not_yet_removable": None,
+        }
+        for m in _REWRITTEN.finditer("\n".join(notices))
     ]
     return {
         "tables": tables,

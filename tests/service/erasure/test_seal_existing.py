@@ -189,9 +189,33 @@ def _shred(url: str) -> int:
     return shredded
 
 
-def test_sealed_existing_requests_are_shredded_and_leave_no_plain_text(legacy_db: str) -> None:
+def _table_files(url: str, tables: list[str]) -> list[Path]:
+    """The data files of ``tables`` and of their TOAST tables, after a checkpoint wrote them."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CHECKPOINT"))
+        data_dir = Path(str(conn.scalar(text("SHOW data_directory"))))
+        paths = []
+        for table in tables:
+            toast = conn.scalar(
+                text("SELECT reltoastrelid::regclass::text FROM pg_class WHERE relname = :t"),
+                {"t": table},
+            )
+            for rel in (table, toast):
+                rel_path = conn.scalar(text("SELECT pg_relation_filepath(:r)"), {"r": rel})
+                paths += sorted(data_dir.glob(f"{rel_path}*"))
+    engine.dispose()
+    return paths
+
+
+def test_sealed_existing_requests_are_shredded_and_leave_no_plain_text(
+    legacy_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     canary, runner = Canary(), CliRunner()
     ids = _upgraded_with_legacy_rows(legacy_db, canary)
+    # The tables are rewritten after sealing: no page keeps the plain text it replaced.
+    monkeypatch.setenv("LETHE_PHYSICAL_DELETION", "vacuum_full")
+    get_settings.cache_clear()
     settings = get_settings()
     assert canary.found_in(pg_dump(legacy_db))  # the plain reason and references, to start
 
@@ -205,7 +229,11 @@ def test_sealed_existing_requests_are_shredded_and_leave_no_plain_text(legacy_db
     assert run.exit_code == 0, run.output
     assert "Sealed 2 request(s)" in run.output
     assert "Every request has its own encryption key." in run.output
+    assert "VACUUM FULL removed" in run.output, run.output
+    assert "no page keeps them" in run.output
     assert canary.token not in run.output
+    files = _table_files(legacy_db, ["erasure_requests", "request_notes"])
+    assert files and not [str(f) for f in files if canary.found_in(f.read_bytes())]
     again = runner.invoke(app, ["keys", "seal-existing"])
     assert again.exit_code == 0 and "Nothing to seal." in again.output
     assert runner.invoke(app, ["keys", "seal-existing", "--check"]).exit_code == 0

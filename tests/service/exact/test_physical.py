@@ -185,6 +185,7 @@ def test_without_the_vacuum_the_row_stays_and_full_drops_its_bytes(
     get_settings.cache_clear()
     full = vacuum(get_settings(), ["training_records"])
     assert full["method"] == "VACUUM FULL"
+    assert [r for r in full["relations"] if r["relation"].endswith("training_records")]
     assert _pages_holding(engine) == 0
     print(
         {
