@@ -22,7 +22,14 @@ from models.finetune.checkpoints import (
     load_checkpoint,
 )
 from models.finetune.config import FinetuneConfig
-from models.finetune.orders import best_order, first_affected, order_plan, slice_orders, with_orders
+from models.finetune.orders import (
+    best_order,
+    first_affected,
+    order_plan,
+    slice_orders,
+    switch_off_orders,
+    with_orders,
+)
 from models.finetune.placement import (
     expected_retrain_fraction,
     placement_report,
@@ -45,6 +52,7 @@ from models.finetune.training import (
 )
 from models.finetune.unlearning import (
     FinetuneUnlearning,
+    FreshRun,
     SwitchOff,
     compare_with_stored,
     restored_checkpoint,
@@ -60,6 +68,7 @@ __all__ = [
     "FinetuneRecord",
     "FinetuneResult",
     "FinetuneUnlearning",
+    "FreshRun",
     "PrefixCache",
     "SwitchOff",
     "TrainedAdapter",
@@ -87,6 +96,7 @@ __all__ = [
     "slice_of_subjects",
     "slice_orders",
     "switch_off",
+    "switch_off_orders",
     "train_sliced",
     "train_sliced_in_memory",
     "unlearn_subjects",

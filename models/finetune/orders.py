@@ -18,8 +18,16 @@ from typing import Any
 
 from models.finetune.config import FinetuneConfig
 from models.finetune.records import FinetuneRecord, slice_of_subjects
+from models.finetune.unlearning import SwitchOff, switch_off
 
-__all__ = ["best_order", "first_affected", "order_plan", "slice_orders", "with_orders"]
+__all__ = [
+    "best_order",
+    "first_affected",
+    "order_plan",
+    "slice_orders",
+    "switch_off_orders",
+    "with_orders",
+]
 
 
 def slice_orders(slices: int, count: int) -> list[tuple[int, ...]]:
@@ -57,6 +65,30 @@ def best_order(
     position is deepest (most adapters kept); the earliest listed on a tie."""
     depths = [first_affected(c, records, erase_subjects) for c in configs]
     return depths.index(max(depths))
+
+
+def switch_off_orders(
+    configs: Sequence[FinetuneConfig],
+    records: Sequence[FinetuneRecord],
+    erase_subjects: Collection[str],
+    served_checkpoints: Sequence[str],
+    base_id: str,
+) -> tuple[int, list[SwitchOff]]:
+    """Every order switched off without ``erase_subjects``, and the index of the one to serve.
+
+    ``served_checkpoints[i]`` is what order i serves now: its last checkpoint, or an earlier one
+    a previous erasure switched it to (its restore not published yet). Each order keeps the
+    slices before its own first affected position, so the one to serve keeps the most; on a
+    fully trained fine-tune that is ``best_order``'s choice (the earliest listed on a tie).
+    """
+    if len(configs) != len(served_checkpoints) or not configs:
+        raise ValueError("one served checkpoint per order is needed")
+    offs = [
+        switch_off(config, records, erase_subjects, served, base_id)
+        for config, served in zip(configs, served_checkpoints, strict=True)
+    ]
+    kept = [len(off.checkpoints_served) for off in offs]
+    return kept.index(max(kept)), offs
 
 
 def _expected_kept(

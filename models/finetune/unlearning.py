@@ -31,6 +31,7 @@ from models.sisa.records import encode_keys
 
 __all__ = [
     "FinetuneUnlearning",
+    "FreshRun",
     "SwitchOff",
     "compare_with_stored",
     "restored_checkpoint",
@@ -234,20 +235,33 @@ def restored_checkpoint(
     return ids[-1], retained
 
 
+@dataclass(frozen=True)
+class FreshRun:
+    """A from-scratch fine-tune's result and final tensors, without its model: a check of
+    several slice orders keeps one per order while it waits for the restore."""
+
+    result: FinetuneResult
+    adapter_state: dict[str, Any]
+    optimizer_state: dict[str, Any]
+
+    @classmethod
+    def of(cls, fresh: TrainedAdapter) -> FreshRun:
+        return cls(fresh.result, fresh.model.adapter_state(), fresh.optimizer.state_dict())
+
+
 def compare_with_stored(
-    fresh: TrainedAdapter, checkpoint: str, store: ArtifactStore, started: float
+    fresh: TrainedAdapter | FreshRun, checkpoint: str, store: ArtifactStore, started: float
 ) -> ExactnessCheck:
     """Every adapter and optimizer tensor of the from-scratch run ``fresh`` against the stored
     ``checkpoint``, and that ``checkpoint`` is the content address of the same records."""
+    run = fresh if isinstance(fresh, FreshRun) else FreshRun.of(fresh)
     stored = load_checkpoint(store, checkpoint)
     mismatched: list[str] = []
-    if fresh.result.final_checkpoint != checkpoint:
+    if run.result.final_checkpoint != checkpoint:
         mismatched.append("checkpoint_id")
-    model_count, model_bad = compare_states(
-        fresh.model.adapter_state(), stored.model_state, "adapter"
-    )
+    model_count, model_bad = compare_states(run.adapter_state, stored.model_state, "adapter")
     optim_count, optim_bad = compare_states(
-        fresh.optimizer.state_dict(), stored.optimizer_state, "optimizer"
+        run.optimizer_state, stored.optimizer_state, "optimizer"
     )
     mismatched += model_bad + optim_bad
     return ExactnessCheck(

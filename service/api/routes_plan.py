@@ -1,5 +1,6 @@
 """(S, R) per model: start a plan job (the accuracy/speed-up frontier on the model's own
-retained data) and read the stored frontier and proposal."""
+retained data) and read the stored frontier and proposal; for a model lethe fine-tunes, the
+slice orders' trade-off (computed on read)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from service.api.schemas import JobOut, PlanIn, PlanOut
 from service.db.enums import JobKind
 from service.db.tables import Job
 from service.exact.sisa_plan import PlanOptions, request_plan
+from service.finetune.order_plan import order_tradeoff
 from service.registry.config import ModelConfig
 from service.registry.service import get_model
 
@@ -39,7 +41,8 @@ def start_plan(
 
 @router.get("/models/{name}/plan", response_model=PlanOut)
 def read_plan(name: str, session: SessionDep, _: ModelRead) -> PlanOut:
-    """The latest plan job and the last frontier and proposal stored on the model."""
+    """The latest plan job and the last frontier and proposal stored on the model; a fine-tune's
+    slice-order trade-off."""
     model = get_model(session, name)
     job = session.scalar(
         select(Job)
@@ -55,4 +58,5 @@ def read_plan(name: str, session: SessionDep, _: ModelRead) -> PlanOut:
         job_id=job.id if job else None,
         job_status=job.status.value if job else None,
         plan=plan,
+        orders=order_tradeoff(session, model),
     )

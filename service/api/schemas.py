@@ -362,6 +362,12 @@ class PlanOut(BaseModel):
     job_id: uuid.UUID | None
     job_status: str | None
     plan: dict[str, Any] | None
+    orders: dict[str, Any] | None = Field(
+        None,
+        description="a model lethe fine-tunes: slice orders against their cost (checkpoint "
+        "bytes and training seconds from its own training) and the slices kept on after an "
+        "erasure of 1, 5 or 20 subjects",
+    )
 
 
 class ErrorInfo(BaseModel):

@@ -325,7 +325,7 @@ def describe_exact(body: Mapping[str, Any]) -> str:
         retrained = slices["slices_total"] - slices["first_affected_slice"]
         parts = (
             f"the last {retrained} of the fine-tune's {slices['slices_total']} training stages, "
-            "from the first that used them"
+            "from the first that used them" + _orders_restored(slices)
         )
     else:
         parts = ", ".join(
@@ -365,9 +365,38 @@ def _describe_switch_off(body: Mapping[str, Any], erased: Mapping[str, int], phy
         "anything learned from the subject. The stored states that had seen the records were "
         "deleted."
     )
+    words += _orders_switched(body.get("slices") or {})
     if physical:
         words += f" {physical}"
     return words
+
+
+def _orders_switched(slices: Mapping[str, Any]) -> str:
+    """A fine-tune kept trained in several orders of its training stages: which one serves and
+    why it is exact (empty for one order)."""
+    orders = slices.get("orders") or []
+    if len(orders) < 2:
+        return ""
+    served = orders[slices.get("served_order", 0)]
+    total = slices["slices_total"]
+    return (
+        f" The model is kept trained in {len(orders)} different orders of its {total} "
+        f"training stages; it now serves order {served['order'] + 1}, where the subject's "
+        f"records came latest, so {served['slices_kept']} of its {total} stages stay on. Each "
+        "of those stages was built only from other people's records, before any stage that "
+        "used the subject's; the stored states of every order that had seen the records were "
+        "deleted."
+    )
+
+
+def _orders_restored(slices: Mapping[str, Any]) -> str:
+    orders = slices.get("orders") or []
+    if len(orders) < 2:
+        return ""
+    return (
+        f"; each of the {len(orders)} orders the model is kept trained in was retrained the "
+        "same way"
+    )
 
 
 def is_certified(kind: str) -> bool:

@@ -209,17 +209,23 @@ class FinetuneExactness:
     """The first 20 mismatched tensors."""
     seconds: float | None = None
     full_finetune_seconds: float | None = None
+    orders_checked: int | None = None
+    """A fine-tune kept in several slice orders: how many were checked (every one restored);
+    None for a fine-tune with one order."""
 
     def to_json(self) -> dict[str, Any]:
         if self.status == ExactnessResult.not_run:
             return {"status": self.status.value}
-        return {
+        data = {
             "status": self.status.value,
             "tensors_compared": self.tensors_compared,
             "mismatched": list(self.mismatched),
             "seconds": self.seconds,
             "full_finetune_seconds": self.full_finetune_seconds,
         }
+        if self.orders_checked is not None:
+            data["orders_checked"] = self.orders_checked
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
@@ -229,6 +235,44 @@ class FinetuneExactness:
             mismatched=tuple(data.get("mismatched") or ()),
             seconds=data.get("seconds"),
             full_finetune_seconds=data.get("full_finetune_seconds"),
+            orders_checked=data.get("orders_checked"),
+        )
+
+
+@dataclass(frozen=True)
+class OrderOutcome:
+    """One slice order (S3T's permutations) of a fine-tune kept in several, after a switch-off
+    or a restore. The certificate lists every order; the manifest stores their checkpoints."""
+
+    order: int
+    first_affected_slice: int
+    """The first training position of this order that held an erased subject."""
+    slices_kept: int
+    """The slices (adapters, when layered) this order serves: those before its first affected
+    position after a switch-off, all of them after a restore."""
+    slices_retrained: int
+    checkpoint_after: str
+    """What this order serves now: its last kept checkpoint (or its initial adapters)."""
+    checkpoint_ids: tuple[str, ...] = ()
+    """Its checkpoint per kept slice, for the next version's manifest (stored there)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "order": self.order,
+            "first_affected_slice": self.first_affected_slice,
+            "slices_kept": self.slices_kept,
+            "slices_retrained": self.slices_retrained,
+            "checkpoint_after": self.checkpoint_after,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        return cls(
+            order=data["order"],
+            first_affected_slice=data["first_affected_slice"],
+            slices_kept=data["slices_kept"],
+            slices_retrained=data["slices_retrained"],
+            checkpoint_after=data["checkpoint_after"],
         )
 
 
@@ -265,6 +309,11 @@ class FinetuneRetrainOutcome:
     """sha256 of the merged weights that serve ``checkpoint_after``."""
     retained_prefix_sha256: str = ""
     """Switched off: sha256 over the keys of the records the served checkpoint was trained on."""
+    orders: tuple[OrderOutcome, ...] = ()
+    """A fine-tune kept in several slice orders: each order's state (empty: one order)."""
+    served_order: int = 0
+    """The order that serves: after a switch-off the one keeping the most slices; the others'
+    fields above describe it."""
 
     def published(self, version_after: int) -> Self:
         return replace(self, version_after=version_after)
@@ -299,6 +348,16 @@ class FinetuneRetrainOutcome:
             "stage": self.stage,
             "served_weights_sha256": self.served_weights_sha256,
             "retained_prefix_sha256": self.retained_prefix_sha256,
+            **self._orders_json(),
+        }
+
+    def _orders_json(self) -> dict[str, Any]:
+        if not self.orders:
+            return {}
+        return {
+            "served_order": self.served_order,
+            "slices_kept": self.orders[self.served_order].slices_kept,
+            "orders": [o.to_json() for o in self.orders],
         }
 
     @classmethod
@@ -323,4 +382,6 @@ class FinetuneRetrainOutcome:
             stage=data.get("stage", "restored"),
             served_weights_sha256=data.get("served_weights_sha256", ""),
             retained_prefix_sha256=data.get("retained_prefix_sha256", ""),
+            orders=tuple(OrderOutcome.from_json(o) for o in data.get("orders") or ()),
+            served_order=data.get("served_order", 0),
         )

@@ -34,9 +34,9 @@ from service.exact.physical import carried_claim, physical_deletion_claim
 from service.exact.publish import PublishResult
 from service.finetune.retrain import ExactInputs
 from service.finetune.rules import retire_rules
-from service.finetune.training import manifest_hash, manifest_of
+from service.finetune.training import manifest_checkpoints, manifest_hash, manifest_of
 from service.jobs import lifecycle as jobs
-from service.rules.finetuned_serving import served_version
+from service.rules.finetuned_serving import ServedOrder, served_version
 
 
 def publish_exact(
@@ -69,10 +69,7 @@ def publish_exact(
 def _add_version(
     session: Session, model: MlModel, inputs: ExactInputs, outcome: FinetuneRetrainOutcome
 ) -> None:
-    served = inputs.served
-    manifest = manifest_of(
-        served.config, served.base_id, list(outcome.checkpoint_ids), outcome.checkpoint_after
-    )
+    manifest = manifest_of(inputs.served.base_id, *_orders_after(inputs, outcome))
     number = (model.current_version or 0) + 1
     session.add(
         ModelVersion(
@@ -88,6 +85,20 @@ def _add_version(
     )
     model.current_version = number
     _mark_purged_versions(session, model.id, set(outcome.superseded_checkpoints))
+
+
+def _orders_after(
+    inputs: ExactInputs, outcome: FinetuneRetrainOutcome
+) -> tuple[list[ServedOrder], int]:
+    """Every slice order of the next version, and the one that serves."""
+    served = inputs.served
+    if not outcome.orders:
+        return [ServedOrder(served.config, outcome.checkpoint_ids, outcome.checkpoint_after)], 0
+    orders = [
+        ServedOrder(served.orders[o.order].config, o.checkpoint_ids, o.checkpoint_after)
+        for o in outcome.orders
+    ]
+    return orders, outcome.served_order
 
 
 def _claimed_while_training(
@@ -113,7 +124,7 @@ def _mark_purged_versions(session: Session, model_id: uuid.UUID, superseded: set
             ModelVersion.model_id == model_id, ModelVersion.purged_at.is_(None)
         )
     ):
-        if superseded & set(version.manifest.get("checkpoints", [])):
+        if superseded & manifest_checkpoints(version.manifest):
             version.purged_at = utcnow()
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from models.finetune import (
     FinetuneConfig,
     FinetuneRecord,
-    TrainedAdapter,
+    FreshRun,
     compare_with_stored,
     restored_checkpoint,
     train_sliced_in_memory,
@@ -63,11 +63,14 @@ def open_verify(
     restore_job_id: uuid.UUID,
     checkpoint: str,
     retained_keys: Sequence[str],
+    order_checkpoints: Sequence[str] = (),
 ) -> Job | None:
     """A check job for the restore of ``restore_job_id``, serving the same actions; sent after
     commit. Opened at switch-off, so the from-scratch fine-tune runs beside the restore (another
     worker process where one is free); opened again after the restore publishes (a switch-off
-    finished on redelivery): ``None`` when a check of that checkpoint is already open."""
+    finished on redelivery): ``None`` when a check of that checkpoint is already open.
+    ``order_checkpoints``: a fine-tune kept in several slice orders, the last checkpoint of
+    each order's restore (``checkpoint`` is the first's), all checked."""
     restore = str(restore_job_id)
     for existing in session.scalars(
         select(Job).where(Job.kind == JobKind.finetune_verify, Job.model_id == model_id)
@@ -85,6 +88,7 @@ def open_verify(
             "checkpoint": checkpoint,
             "retained_keys": sorted(retained_keys),
             "restore_job": restore,
+            **({"order_checkpoints": list(order_checkpoints)} if order_checkpoints else {}),
         },
     )
     session.add(job)
@@ -96,14 +100,18 @@ def open_verify(
     return job
 
 
-def planned_check(inputs: ExactInputs) -> tuple[str, list[str]]:
-    """The checkpoint the restore of ``inputs`` will store last and the keys of the records it
-    trains on, before it trains (checkpoints are addressed by their records)."""
+def planned_check(inputs: ExactInputs) -> tuple[str, list[str], list[str]]:
+    """The checkpoint the restore of ``inputs`` will store last (its first order's), the keys
+    of the records it trains on, and with several slice orders each order's last checkpoint,
+    before it trains (checkpoints are addressed by their records)."""
     served = inputs.served
-    checkpoint, retained = restored_checkpoint(
-        served.config, inputs.records, inputs.erase_subjects, served.base_id
-    )
-    return checkpoint, [r.key for r in retained]
+    planned = [
+        restored_checkpoint(order.config, inputs.records, inputs.erase_subjects, served.base_id)
+        for order in served.orders
+    ]
+    checkpoint, retained = planned[0]
+    orders = [c for c, _ in planned] if len(planned) > 1 else []
+    return checkpoint, [r.key for r in retained], orders
 
 
 @dataclass(frozen=True)
@@ -111,10 +119,12 @@ class VerifyInputs:
     job_id: uuid.UUID
     model_id: uuid.UUID
     base_dir: Path
-    config: FinetuneConfig
     base_id: str
     checkpoint: str
+    """The restore's first order's last checkpoint (what it publishes as serving)."""
     records: list[FinetuneRecord]
+    checks: tuple[tuple[FinetuneConfig, str], ...]
+    """Each slice order's config and the restored checkpoint to compare (one: one order)."""
     restore_job_id: uuid.UUID | None = None
     """The restore whose checkpoint is checked (None: a check opened before it was recorded)."""
 
@@ -135,14 +145,18 @@ def load_verify(session: Session, settings: Settings, job_id: uuid.UUID) -> Veri
         return Skip.superseded
     served = served_version(session, model)
     restore = job.result.get("restore_job")
+    checkpoints = job.result.get("order_checkpoints") or [job.result["checkpoint"]]
     return VerifyInputs(
         job_id=job.id,
         model_id=model.id,
         base_dir=Path(served.base_dir),
-        config=served.config,
         base_id=served.base_id,
         checkpoint=str(job.result["checkpoint"]),
         records=records,
+        checks=tuple(
+            (order.config, str(checkpoint))
+            for order, checkpoint in zip(served.orders, checkpoints, strict=True)
+        ),
         restore_job_id=uuid.UUID(restore) if restore else None,
     )
 
@@ -175,31 +189,47 @@ def restore_state(session: Session, inputs: VerifyInputs) -> RestoreState:
 
 def train_check(
     inputs: VerifyInputs, progress: Callable[[float], None]
-) -> tuple[float, TrainedAdapter]:
-    """The from-scratch fine-tune on the records (no transaction; nothing read or written):
-    when it started, and the run."""
+) -> tuple[float, list[FreshRun]]:
+    """The from-scratch fine-tune of every slice order on the records (no transaction; nothing
+    read or written): when it started, and one run per order."""
     started = time.perf_counter()
-    fresh = train_sliced_in_memory(
-        inputs.base_dir,
-        inputs.config,
-        inputs.records,
-        base_id=inputs.base_id,
-        progress=slices_progress(progress),
-    )
+    parts = len(inputs.checks)
+    fresh = [
+        FreshRun.of(
+            train_sliced_in_memory(
+                inputs.base_dir,
+                config,
+                inputs.records,
+                base_id=inputs.base_id,
+                progress=slices_progress(progress, index, parts),
+            )
+        )
+        for index, (config, _) in enumerate(inputs.checks)
+    ]
     return started, fresh
 
 
 def compare_check(
-    settings: Settings, inputs: VerifyInputs, started: float, fresh: TrainedAdapter
+    settings: Settings, inputs: VerifyInputs, started: float, fresh: Sequence[FreshRun]
 ) -> FinetuneExactness:
-    """Compare the from-scratch run with the restore's stored checkpoint, tensor by tensor."""
-    check = compare_with_stored(fresh, inputs.checkpoint, artifact_store(settings), started)
+    """Compare each order's from-scratch run with the restore's stored checkpoint of that
+    order, tensor by tensor; bit-exact only when every order is."""
+    store = artifact_store(settings)
+    several = len(inputs.checks) > 1
+    compared, seconds = 0, 0.0
+    mismatched: list[str] = []
+    for index, ((_, checkpoint), run) in enumerate(zip(inputs.checks, fresh, strict=True)):
+        check = compare_with_stored(run, checkpoint, store, started)
+        compared += check.tensors_compared
+        mismatched += [f"order {index}: {m}" if several else m for m in check.mismatched]
+        seconds = check.seconds
     return FinetuneExactness(
-        status=ExactnessResult.of(check.bit_exact),
-        tensors_compared=check.tensors_compared,
-        mismatched=tuple(check.mismatched[:20]),
-        seconds=round(check.seconds, 4),
-        full_finetune_seconds=round(fresh.result.seconds, 4),
+        status=ExactnessResult.of(not mismatched),
+        tensors_compared=compared,
+        mismatched=tuple(mismatched[:20]),
+        seconds=round(seconds, 4),
+        full_finetune_seconds=round(sum(r.result.seconds for r in fresh), 4),
+        orders_checked=len(fresh) if several else None,
     )
 
 

@@ -126,7 +126,8 @@ def plan(
     url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
-    """Print a model's (S, R) frontier and proposal; --run measures it first."""
+    """Print a model's (S, R) frontier and proposal (--run measures it first); for a model
+    lethe fine-tunes, what keeping more slice orders costs and what it keeps on."""
     with api(url) as client:
         if run:
             body = {
@@ -151,6 +152,10 @@ def plan(
         stored = client.get(f"/v1/models/{name}/plan")
     if as_json:
         emit_json(stored)
+        return
+    orders = stored.get("orders")
+    if orders is not None:  # a fine-tune: its slice orders' trade-off
+        typer.echo(format_orders(orders))
         return
     if stored["plan"] is None:
         err.print("no plan yet: run `lethe models plan NAME --run`")
@@ -192,3 +197,48 @@ def format_plan(plan: dict[str, Any]) -> str:
         + ("applied" if plan["applied"] else f"not applied: {plan['not_applied_because']}")
     )
     return "\n".join(lines)
+
+
+def _megabytes(value: Any) -> str:
+    return "-" if value is None else f"{value / 1e6:.1f}"
+
+
+def format_orders(orders: dict[str, Any]) -> str:
+    """A fine-tune's slice orders as a table (cost against parts kept), then in words."""
+    slices, sizes = orders["slices"], orders["erasure_sizes"]
+    kept = " ".join(f"{f'erase {k}':>9}" for k in sizes)
+    header = f"{'orders':>6} {'checkpoints MB':>15} {'training s':>11} {kept}"
+    lines = [
+        f"{orders['subjects']} people in {slices} training stages; "
+        f"{orders['orders_configured']} order(s) configured. After an erasure the model serves "
+        "the order where those people were trained latest; the columns on the right are the "
+        f"stages (of {slices}) it keeps on, on average.",
+        header,
+        "-" * len(header),
+    ]
+    for row in orders["rows"]:
+        mark = " <" if row["orders"] == orders["orders_configured"] else ""
+        stays = " ".join(f"{row['expected_slices_kept'][str(k)]:>9.2f}" for k in sizes)
+        lines.append(
+            f"{row['orders']:>6} {_megabytes(row['checkpoint_bytes']):>15} "
+            f"{_number(row['training_seconds'], 1):>11} {stays}{mark}"
+        )
+    lines.append(_orders_in_words(orders))
+    return "\n".join(lines)
+
+
+def _orders_in_words(orders: dict[str, Any]) -> str:
+    if not orders["measured"]:
+        return "costs: not measured yet (the model has not been trained)."
+    rows = {row["orders"]: row for row in orders["rows"]}
+    one, most = rows[1], rows[max(rows)]
+    if most is one:
+        return "one training stage order is all this model can have."
+    k = str(orders["erasure_sizes"][0])
+    return (
+        f"{most['orders']} orders cost {_megabytes(most['checkpoint_bytes'])} MB of checkpoints "
+        f"and {_number(most['training_seconds'], 1)} s of training (one: "
+        f"{_megabytes(one['checkpoint_bytes'])} MB, {_number(one['training_seconds'], 1)} s) "
+        f"and keep {most['expected_slices_kept'][k]:.2f} of {orders['slices']} stages on after "
+        f"erasing one person (one order: {one['expected_slices_kept'][k]:.2f})."
+    )

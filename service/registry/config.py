@@ -189,11 +189,21 @@ class FinetuneSettings(BaseModel):
         description="layer-sliced adapters (S3T): each slice trains its own group of the "
         "adapted layers; needs adapter_layers >= slices",
     )
+    orders: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="slice orders trained (S3T's permutations, at most slices): an erasure "
+        "serves the order where the subject's records were trained latest, so more of the "
+        "fine-tune stays on; each order costs one more fine-tune's training and checkpoints",
+    )
 
     @model_validator(mode="after")
     def _a_layer_group_per_slice(self) -> FinetuneSettings:
         if self.layered and self.adapter_layers < self.slices:
             raise ValueError("layered fine-tunes need adapter_layers >= slices")
+        if self.orders > self.slices:
+            raise ValueError("a fine-tune has at most as many slice orders as slices")
         return self
 
 

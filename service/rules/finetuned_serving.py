@@ -8,6 +8,7 @@ new checkpoint, so a switch needs no restart and a generation never mixes two ve
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,41 @@ from service.rules.serving import answer_with_rules
 
 
 @dataclass(frozen=True)
+class ServedOrder:
+    """One slice order of a fine-tune version (S3T's permutations): its config, its stored
+    checkpoints and the one it would serve."""
+
+    config: FinetuneConfig
+    checkpoints: tuple[str, ...]
+    final: str
+
+
+@dataclass(frozen=True)
 class ServedVersion:
+    """The current version of a fine-tune; ``config`` and ``checkpoint`` are those of the order
+    that serves (``orders[served_order]``)."""
+
     number: int
     base_dir: str
     config: FinetuneConfig
     base_id: str
     checkpoint: str
+    orders: tuple[ServedOrder, ...] = ()
+    served_order: int = 0
+
+
+def manifest_orders(manifest: Mapping[str, Any]) -> tuple[ServedOrder, ...]:
+    """Every slice order a fine-tune version keeps; a version with one order has no
+    ``orders`` list, its top-level config and checkpoints are the order."""
+    entries = manifest.get("orders") or [manifest]
+    return tuple(
+        ServedOrder(
+            config=FinetuneConfig.from_dict(entry["config"]),
+            checkpoints=tuple(str(c) for c in entry["checkpoints"]),
+            final=str(entry["final"]),
+        )
+        for entry in entries
+    )
 
 
 @dataclass(frozen=True)
@@ -58,6 +88,8 @@ def served_version(session: Session, model: MlModel) -> ServedVersion:
         config=FinetuneConfig.from_dict(manifest["config"]),
         base_id=str(manifest["base_id"]),
         checkpoint=str(manifest["final"]),
+        orders=manifest_orders(manifest),
+        served_order=int(manifest.get("served_order", 0)),
     )
 
 

@@ -313,7 +313,7 @@ def test_failed_exact_step_leaves_the_rules_active(
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("service.finetune.switch_off.switch_off", broken)
+    monkeypatch.setattr("service.finetune.switch_off.switch_off_orders", broken)
     for _ in range(settings.max_job_attempts):
         [[job_id]] = sent_tasks.pop(TASK_FINETUNE_RETRAIN)
         with pytest.raises(RuntimeError):

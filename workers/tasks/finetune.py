@@ -156,6 +156,7 @@ def _restore(
                     jid,
                     outcome.checkpoint_after,
                     outcome.retained_keys,
+                    [o.checkpoint_after for o in outcome.orders],
                 )
     return published.value
 

@@ -21,6 +21,7 @@ from models.finetune import (
     slice_of_subjects,
     slice_orders,
     switch_off,
+    switch_off_orders,
     train_sliced,
     train_sliced_in_memory,
     with_orders,
@@ -68,6 +69,9 @@ def test_switch_off_in_the_chosen_order_is_exact(four_layer_base: Path, tmp_path
     config = configs[chosen]
     off = switch_off(config, RECORDS, [subject], served[chosen].final_checkpoint, base)
     assert chosen == 1 and off.first_affected_slice == 2
+    finals = [s.final_checkpoint for s in served]
+    index, offs = switch_off_orders(configs, RECORDS, [subject], finals, base)
+    assert index == chosen and offs[index] == off and offs[0].first_affected_slice == 0
     retained = [r for r in RECORDS if r.subject != subject]
     scratch = train_sliced_in_memory(
         four_layer_base, config, retained, base_id=base, upto=off.first_affected_slice

@@ -12,6 +12,7 @@ from service.erasure.retrain_outcomes import (
     FinetuneRetrainOutcome,
     MembershipEvidence,
     MembershipNotComputed,
+    OrderOutcome,
     ShardRetrainOutcome,
 )
 
@@ -90,6 +91,24 @@ def test_a_finetune_outcome_has_no_shard_and_round_trips() -> None:
     assert "shard" not in stored and stored["slices_total"] == 4
     assert FinetuneRetrainOutcome.from_json(stored).to_json() == stored
     assert "version_after" not in outcome.certificate_json()
+
+
+def test_a_finetune_kept_in_several_orders_names_the_one_served_and_round_trips() -> None:
+    orders = (
+        OrderOutcome(0, 0, 0, 0, "e" * 64, ()),
+        OrderOutcome(1, 3, 3, 0, "b" * 64, ("f" * 64, "g" * 64, "b" * 64)),
+    )
+    checked = FinetuneExactness(ExactnessResult.bit_exact, 80, (), 10.0, 60.0, orders_checked=2)
+    outcome = _finetune(orders=orders, served_order=1, exactness=checked, stage="switched_off")
+    stored = json.loads(json.dumps(outcome.to_json()))
+    assert (stored["served_order"], stored["slices_kept"]) == (1, 3)
+    assert [o["slices_kept"] for o in stored["orders"]] == [0, 3]
+    assert "checkpoint_ids" not in stored["orders"][1]  # the manifest's, not the certificate's
+    assert stored["exactness"]["orders_checked"] == 2
+    assert FinetuneRetrainOutcome.from_json(stored).to_json() == stored
+    # One order: the shape stored before orders existed, unchanged.
+    assert not {"orders", "served_order", "slices_kept"} & set(_finetune().to_json())
+    assert "orders_checked" not in _finetune().exactness.to_json()
 
 
 def test_a_finetune_result_stored_in_the_old_shape_is_still_read() -> None:

@@ -1,5 +1,5 @@
 """``lethe models …`` against a live API: register, ingest, train, list, show, and the (S, R) plan
-printed as a table."""
+printed as a table (a fine-tune's: its slice orders)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from service.ops import client as exits
-from service.queue.names import TASK_PLAN_SISA
+from service.queue.names import TASK_FINETUNE_MODEL, TASK_PLAN_SISA
 from tests.support.api import SentTasks, cli_json
+from tests.support.generative_data import PEOPLE, TINY_FINETUNE, facts_of, generative_model_body
 from tests.support.sample_data import MODEL_BODY, synthetic_csv
 from tests.support.tasks import drain
 
@@ -66,3 +67,68 @@ def test_models_plan_prints_the_frontier_as_a_table(
     assert lines[-1].startswith(f"proposal: S={plan['chosen']['shards']}")
     unknown = run(ml, "models", "plan", "no-such-model")
     assert unknown.exit_code == exits.EXIT_NOT_FOUND and "model_not_found" in unknown.output
+
+
+def test_models_plan_prints_a_finetunes_slice_orders(
+    run: Any,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    tmp_path: Path,
+    tiny_lm: Path,
+    retain_file: Path,
+) -> None:
+    """A fine-tune kept in two slice orders: before training the table has no costs; after,
+    they are priced from the model's own training, and two orders keep one of two stages on
+    after any one person's erasure (each person is trained last in one of them)."""
+    ml = tokens["ml_engineer"]
+    name = "cli-ordered"
+    body = generative_model_body(name, tiny_lm, retain_file)
+    body["config"]["finetune"] = {
+        **TINY_FINETUNE,
+        "slices": 2,
+        "adapter_layers": 2,
+        "layered": True,
+        "orders": 2,
+    }
+    config, policy, records = tmp_path / "c.json", tmp_path / "p.json", tmp_path / "r.jsonl"
+    config.write_text(json.dumps(body["config"]))
+    policy.write_text(json.dumps({**body["policy"], "strategy": "both"}))
+    records.write_text(
+        "\n".join(
+            json.dumps({"subject": person, "question": q, "answer": a})
+            for person in PEOPLE
+            for q, a in facts_of(person)
+        )
+    )
+    registered = run(
+        ml, "models", "register", name, "--config", str(config), "--kind", "generative",
+        "--policy", str(policy),
+    )  # fmt: skip
+    assert registered.exit_code == 0, registered.output
+    assert run(ml, "models", "ingest", name, "--csv", str(records)).exit_code == 0
+    untrained = run(ml, "models", "plan", name)
+    assert untrained.exit_code == 0, untrained.output
+    assert (
+        untrained.stdout.splitlines()[-1]
+        == "costs: not measured yet (the model has not been trained)."
+    )
+    assert run(ml, "models", "train", name).exit_code == 0
+    assert drain(sent_tasks) == [(TASK_FINETUNE_MODEL, "done")]
+    orders = cli_json(run(ml, "models", "plan", name, "--json"))["orders"]
+    assert (orders["measured"], orders["orders_trained"], orders["subjects"]) == (True, 2, 4)
+    [version] = cli_json(run(ml, "models", "show", name, "--json"))["versions"]
+    measured = version["metrics"]
+    one, two = orders["rows"]
+    assert two["training_seconds"] == round(measured["training_seconds"], 1)
+    assert abs(two["checkpoint_bytes"] - measured["checkpoint_bytes"]) < 4  # per-slice average
+    assert 2 * one["checkpoint_bytes"] == two["checkpoint_bytes"]
+    assert two["expected_slices_kept"]["1"] == 1.0
+    assert one["expected_slices_kept"]["1"] <= 1.0
+    result = run(ml, "models", "plan", name)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[:2] == ["orders", "checkpoints"]
+    rows = [line.split() for line in lines[3:5]]
+    assert [r[0] for r in rows] == ["1", "2"] and rows[1][-1] == "<"
+    assert float(rows[1][1]) == round(two["checkpoint_bytes"] / 1e6, 1)
+    assert lines[-1].startswith("2 orders cost ")
