@@ -145,6 +145,17 @@ class SentenceScreen:
             return False
         return not (self.in_scope and verifier.states_key_span(text, self.context, threshold))
 
+    def settles_refusal(self, text: str) -> bool:
+        """For a conversation that identifies a forgotten subject: does `text`, the answer's
+        start up to a whole word, already settle that `refine` will refuse the whole answer?
+        It does when `text` names a forgotten subject at λ or states a key span of hers that no
+        turn gave: both only grow as words are added, so the whole answer scores at least as
+        high, and `refine` refuses a flagged answer to such a conversation at once."""
+        verifier, threshold = self.guard.verifier, self.guard.threshold
+        return verifier.names_in(text, threshold) or verifier.states_key_span(
+            text, self.context, threshold
+        )
+
 
 # After the first release (as early as one word: the time to the first text), the next one
 # waits for this many new words or the end of a sentence: each release costs a screen.
@@ -155,9 +166,16 @@ _WORD_RUN = re.compile(r"[^\W_]+")
 class Release:
     """Where a stream may release decoded text: after a whole word (whitespace follows it), and
     only up to a tail that could begin a forgotten key span or name (`Verifier.span_prefixes`,
-    folded words): "…was born in Port" holds "Port" back while "Port Ardent" is a key span."""
+    folded words): "…was born in Port" holds "Port" back while "Port Ardent" is a key span.
+
+    A word that resembles a word of a forgotten name, misspelt or partial ("Velamor", "Quint";
+    `Verifier.resembles_name`), is held back with everything after it until the answer ends,
+    and then goes out only if the whole answer passes the screen: the screen scores a misspelt
+    name by how close the whole name comes, which the next words decide, and a fact in a later
+    sentence is attributed to her through it."""
 
     def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
         self.prefixes = verifier.span_prefixes()
         self.longest = max((len(p) for p in self.prefixes), default=0)
 
@@ -165,12 +183,18 @@ class Release:
         """How much of `text` (the decoded text not yet sent) may go out once screened."""
         if final:
             return len(text)
-        end = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1
+        end = _whole_words(text)
         found = [(m.start(), fold(m.group())) for m in _WORD_RUN.finditer(text, 0, end)]
+        named = next((at for at, word in found if self.verifier.resembles_name(word)), end)
         for size in range(min(self.longest, len(found)), 0, -1):
             if tuple(w for _, w in found[-size:]) in self.prefixes:
-                return found[-size][0]
-        return end
+                return min(named, found[-size][0])
+        return named
+
+
+def _whole_words(text: str) -> int:
+    """Where the whole words of `text` end: after its last blank."""
+    return max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1
 
 
 class GuardedStream:
@@ -194,36 +218,63 @@ class GuardedStream:
         self.choice: Choice | None = None
 
     def __iter__(self) -> Iterator[str]:
-        if self.guard is not None and SentenceScreen(self.guard, self.conversation).in_scope:
-            # About a forgotten subject: refused before decoding, so nothing of hers is ever
-            # decoded for this stream (see the module docstring).
-            self.choice = Choice(
-                self.guard.refusal_text, "content_filter", True, "subject_in_query", 0, 0
-            )
-            yield self.guard.refusal_text
-            return
+        # Decoding starts first, in a thread of its own: the screen is prepared (whom the
+        # conversation is about) while the model decodes the first words.
         stream = self.generator.stream(self.conversation, self.decoding, seed=self.seed)
         try:
-            yield from self._pieces(stream)
+            if self.guard is None:
+                yield from self._unguarded(stream)
+                return
+            screen = SentenceScreen(self.guard, self.conversation)
+            if screen.in_scope:
+                yield from self._whole(stream, screen)
+            else:
+                yield from self._screened(stream, screen)
         finally:  # the client may leave mid-stream: stop decoding for nobody
             stream.close()
 
-    def _pieces(self, stream: TextStream) -> Iterator[str]:
-        if self.guard is None:
-            pieces = []
-            for piece in stream:
-                pieces.append(piece)
-                yield piece
-            self.choice = Choice(
-                "".join(pieces), stream.finish_reason, False, "no_rules", 0,
-                stream.completion_tokens,
-            )  # fmt: skip
-            return
-        yield from self._screened(stream, self.guard)
+    def _unguarded(self, stream: TextStream) -> Iterator[str]:
+        pieces = []
+        for piece in stream:
+            pieces.append(piece)
+            yield piece
+        self.choice = Choice(
+            "".join(pieces), stream.finish_reason, False, "no_rules", 0, stream.completion_tokens
+        )
 
-    def _screened(self, stream: TextStream, guard: Guard) -> Iterator[str]:
-        screen = SentenceScreen(guard, self.conversation)
-        release = Release(guard.verifier)
+    def _whole(self, stream: TextStream, screen: SentenceScreen) -> Iterator[str]:
+        """A conversation about a forgotten subject: the answer is judged whole, as without
+        streaming, and sent in one piece (a stream cannot take back text, and `refine` refuses
+        a flagged answer to such a conversation whole). Decoding stops as soon as the answer's
+        start settles the refusal (`SentenceScreen.settles_refusal`)."""
+        guard = screen.guard
+        text, checked = "", 0
+        pieces = iter(stream)
+        for piece in pieces:
+            text += piece
+            end = _whole_words(text)
+            if end > checked and (not checked or _worth_a_screen(text[checked:end])):
+                checked = end
+                if screen.settles_refusal(text[:end]):
+                    stream.close()
+                    for _ in pieces:  # let the decoding thread end
+                        pass
+                    self.choice = Choice(
+                        guard.refusal_text, "content_filter", True, "subject_in_query", 0,
+                        stream.completion_tokens,
+                    )  # fmt: skip
+                    yield guard.refusal_text
+                    return
+        first = Completion(
+            text.strip(), stream.finish_reason, stream.prompt_tokens, stream.completion_tokens
+        )
+        self.choice = _refined(
+            self.generator, guard, self.conversation, self.decoding, self.seed, first
+        )
+        yield self.choice.text
+
+    def _screened(self, stream: TextStream, screen: SentenceScreen) -> Iterator[str]:
+        release = Release(screen.guard.verifier)
         sent, unsent = "", ""
         pieces = iter(stream)
         while True:
@@ -233,7 +284,10 @@ class GuardedStream:
             cut = release.point(unsent, final=final)
             ready = unsent[:cut]
             if ready.strip() and (final or not sent or _worth_a_screen(ready)):
-                if not screen.accepts(sent + ready):
+                # Screened with the held tail's whole words too: a word goes out only once
+                # the words that could complete a name or span with it were screened with it.
+                screened = unsent if final else unsent[: _whole_words(unsent)]
+                if not screen.accepts(sent + screened):
                     yield from self._withheld(stream, pieces, sent, unsent)
                     return
                 yield ready
