@@ -145,16 +145,21 @@ class SentenceScreen:
             return False
         return not (self.in_scope and verifier.states_key_span(text, self.context, threshold))
 
-    def settles_refusal(self, text: str) -> bool:
+    def settles_refusal(self, text: str, new: int, *, spans: bool) -> bool:
         """For a conversation that identifies a forgotten subject: does `text`, the answer's
         start up to a whole word, already settle that `refine` will refuse the whole answer?
-        It does when `text` names a forgotten subject at λ or states a key span of hers that no
-        turn gave: both only grow as words are added, so the whole answer scores at least as
-        high, and `refine` refuses a flagged answer to such a conversation at once."""
+        It does when `text` names a forgotten subject at λ or (`spans`) states a key span of
+        hers that no turn gave: both only grow as words are added, so the whole answer scores
+        at least as high, and `refine` refuses a flagged answer to such a conversation at
+        once. `new`: where the words not checked before begin; a name is looked for only in
+        the windows that reach them (a name has at most `name_length` words)."""
         verifier, threshold = self.guard.verifier, self.guard.threshold
-        return verifier.names_in(text, threshold) or verifier.states_key_span(
-            text, self.context, threshold
-        )
+        starts = [m.start() for m in _WORD_RUN.finditer(text)]
+        first_new = next((i for i, at in enumerate(starts) if at >= new), len(starts))
+        reach = starts[max(0, first_new - verifier.name_length())] if starts else 0
+        if verifier.names_in(text[reach:], threshold):
+            return True
+        return spans and verifier.states_key_span(text, self.context, threshold)
 
 
 # After the first release (as early as one word: the time to the first text), the next one
@@ -248,23 +253,28 @@ class GuardedStream:
         a flagged answer to such a conversation whole). Decoding stops as soon as the answer's
         start settles the refusal (`SentenceScreen.settles_refusal`)."""
         guard = screen.guard
-        text, checked = "", 0
+        text, checked, spans_checked = "", 0, 0
         pieces = iter(stream)
         for piece in pieces:
             text += piece
             end = _whole_words(text)
-            if end > checked and (not checked or _worth_a_screen(text[checked:end])):
-                checked = end
-                if screen.settles_refusal(text[:end]):
-                    stream.close()
-                    for _ in pieces:  # let the decoding thread end
-                        pass
-                    self.choice = Choice(
-                        guard.refusal_text, "content_filter", True, "subject_in_query", 0,
-                        stream.completion_tokens,
-                    )  # fmt: skip
-                    yield guard.refusal_text
-                    return
+            if end <= checked:
+                continue
+            # Names at every new word (cheap, and they settle most refusals within the first
+            # words); key spans, which need the whole answer so far, at the release cadence.
+            spans = not spans_checked or _worth_a_screen(text[spans_checked:end])
+            settled = screen.settles_refusal(text[:end], checked, spans=spans)
+            checked, spans_checked = end, end if spans else spans_checked
+            if settled:
+                stream.close()
+                for _ in pieces:  # let the decoding thread end
+                    pass
+                self.choice = Choice(
+                    guard.refusal_text, "content_filter", True, "subject_in_query", 0,
+                    stream.completion_tokens,
+                )  # fmt: skip
+                yield guard.refusal_text
+                return
         first = Completion(
             text.strip(), stream.finish_reason, stream.prompt_tokens, stream.completion_tokens
         )

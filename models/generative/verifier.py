@@ -166,6 +166,10 @@ class Verifier:
             )
         return self._prefixes
 
+    def name_length(self) -> int:
+        """The most words any forgotten name or alias has (0 without one)."""
+        return max((len(words(r.text)) for r in self._name_rules()), default=0)
+
     def _name_rules(self) -> list[Rule]:
         return [r for r in self.rule_set.identifier_rules if r.kind in NAMES]
 
