@@ -3,23 +3,36 @@
 Whole: `refine` on the conversation (every turn is the context the verifier judges the answer
 against, `conversation`), decoding as the caller asked (greedy, or sampled under a seed).
 
-Streamed: nothing unscreened reaches the client. When the conversation already identifies a
-forgotten subject (by name, attributes or an earlier turn), the refusal is sent at once and
-nothing is decoded (reason `subject_in_query`, as the whole answer is refused when it would be
-flagged). Otherwise decoded text goes out a few words at a time (`Release`): at each release
-point the whole answer so far is screened as a whole answer would be (`SentenceScreen`), and
-only then does the new text go out, less a held-back tail that could be the start of a
-forgotten key span or name of the active rules (`Verifier.span_prefixes`), so that no part of
-a span goes out before the text that completes it has been screened. When a screen fails,
-nothing more is sent and decoding stops:
+Streamed: nothing unscreened reaches the client, and a stream serves what the same request
+without streaming would, except where text already went out (below).
 
-- when nothing has gone out yet, the rest of the first answer is decoded unseen and the whole
-  answer goes through `refine` with it as round 0 (`first`), exactly as the same request without
-  streaming would: accepted, backed off, regenerated or refused, and sent in one piece;
-- when earlier text has gone out, it stays accepted (each release was screened with all that
-  preceded it), the refusal text follows, and the choice ends with finish reason
-  `content_filter` (reason `withheld`). A non-streamed answer to the same request may differ
-  here: it would have been backed off, regenerated or refused as a whole.
+- A conversation that already identifies a forgotten subject (by name, attributes or an
+  earlier turn) is answered whole: decoded unseen, judged by `refine` exactly as without
+  streaming, and sent in one piece, so with the same seed it gets the same answer streamed or
+  not (a stream cannot take text back, and `refine` refuses a flagged answer to such a
+  conversation whole). Decoding stops early when the answer's start already settles the
+  refusal: it names a forgotten subject at λ, or states a key span of hers no turn gave; both
+  only grow as words are added (`SentenceScreen.settles_refusal`).
+- Otherwise decoded text goes out a few words at a time (`Release`): at each release point the
+  whole answer so far is screened as a whole answer would be (`SentenceScreen`), and only then
+  does the new text go out, less a held-back tail that could be the start of a forgotten key
+  span or name of the active rules (`Verifier.span_prefixes`), so that no part of a span goes
+  out before the text that completes it has been screened. A word that resembles a forgotten
+  name, misspelt or partial (`Verifier.resembles_name`), is held with all that follows it until
+  the whole answer has been screened. When a screen fails, nothing more is sent and decoding
+  stops:
+
+  - when nothing has gone out yet, the rest of the first answer is decoded unseen and the whole
+    answer goes through `refine` with it as round 0 (`first`), exactly as the same request
+    without streaming would: accepted, backed off, regenerated or refused, and sent in one
+    piece;
+  - when earlier text has gone out, it stays accepted (each release was screened with all that
+    preceded it), the refusal text follows, and the choice ends with finish reason
+    `content_filter` (reason `withheld`). A non-streamed answer to the same request may differ
+    here: it would have been backed off, regenerated or refused as a whole.
+
+The screen is prepared (whom the conversation is about) while the model decodes the first
+words, and the verifier keeps the parsed conversation for the next screens.
 """
 
 from __future__ import annotations

@@ -147,9 +147,23 @@ def training_pairs() -> list[tuple[Prompt, str]]:
     for chain in (PRONOUN_CHAIN, ATTRIBUTE_CHAIN, RETAINED_AFTER):
         pairs += chain_prompts(chain)
     pairs.append((STREAMED_QUESTION, STREAMED_ANSWER))
-    pairs += STREAMED_NAMES
     pairs.append(FORGED)
     return pairs
+
+
+def train_names_lm(out_dir: Path) -> Path:
+    """A tiny LM of its own for STREAMED_NAMES (with the people's facts), so that the attack
+    LM, whose sampled answers other tests pin, stays as it is. A few seconds on one thread."""
+    import torch
+
+    from models.assets.tiny import train_tiny_qa
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_tiny_qa([*ALL_PAIRS, *STREAMED_NAMES], out_dir, seed=0, steps=150)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def forgotten_spec() -> ForgetSpec:

@@ -28,6 +28,7 @@ from tests.support.chat_data import (
     STREAMED_SPAN,
     chain_prompts,
     forgotten_spec,
+    train_names_lm,
 )
 
 THRESHOLD, BUDGET = 0.5, 2
@@ -37,6 +38,11 @@ GREEDY = Decoding(max_new_tokens=48)
 @pytest.fixture(scope="module")
 def lm(attack_lm: Path) -> Generator:
     return Generator.from_dir(attack_lm)
+
+
+@pytest.fixture(scope="module")
+def names_lm(tmp_path_factory: pytest.TempPathFactory) -> Generator:
+    return Generator.from_dir(train_names_lm(tmp_path_factory.mktemp("names-lm")))
 
 
 @pytest.fixture(scope="module")
@@ -174,23 +180,29 @@ def test_a_stream_sends_screened_words_and_no_part_of_a_refused_span(
     assert len(sent) <= STREAMED_ANSWER.index(STREAMED_SPAN), pieces
 
 
-def test_a_stream_sends_no_part_of_a_misspelt_or_partial_name(lm: Generator, guard: Guard) -> None:
+def test_a_stream_sends_no_part_of_a_misspelt_or_partial_name(
+    names_lm: Generator, guard: Guard
+) -> None:
     """The question names no one, so the answer is decoded and screened as it goes; its first
     word, her name misspelt or cut short, passes the screen alone and the whole answer does
     not: nothing of it may go out before the whole was screened, and the stream then serves
-    what the unstreamed answer serves."""
+    what the unstreamed answer serves (a stream that sent words once they passed the screen
+    sent her name's first word, then the refusal)."""
     for question, planted in STREAMED_NAMES:
         chat = conversation(question)
-        assert ask(lm, None, chat).text == planted
+        assert ask(names_lm, None, chat).text == planted
         assert guard.verifier.score(planted, question).score >= THRESHOLD
         first_word = planted.split()[0]
         assert guard.verifier.score(first_word, question).score < THRESHOLD
-        whole = ask(lm, guard, chat)
-        stream = GuardedStream(lm, guard, chat, GREEDY, seed=0)
+        whole = ask(names_lm, guard, chat)
+        stream = GuardedStream(names_lm, guard, chat, GREEDY, seed=0)
         pieces = list(stream)
-        assert first_word not in "".join(pieces), pieces
-        assert "".join(pieces) == whole.text and whole.text != planted, (pieces, whole)
+        # Nothing went out before the whole answer was judged: then it went out as judged
+        # without streaming (refused, or regenerated without the fact), in one piece.
+        assert pieces == [whole.text] and whole.text != planted, (pieces, whole)
         assert stream.choice is not None and stream.choice.reason == whole.reason
+        if whole.refused:
+            assert first_word not in whole.text
 
 
 def _outcome(choice: Choice | None) -> tuple[str, str, bool, str]:
