@@ -269,10 +269,8 @@ def chat_latency(
     for prompt in progress(prompts, "chat latency"):
         chat = as_conversation(prompt)
         for name, g in (("unguarded", None), ("lethe", guard)):
-            t, c = time.perf_counter(), time.process_time()
-            answer(generator, g, chat, greedy, seed=0)
-            whole[name].append(time.perf_counter() - t)
-            whole_cpu[name].append(time.process_time() - c)
+            # The stream first: the guard keeps what it found in a conversation, and a
+            # stream's first screen must not find it found by the whole answer before it.
             t, c = time.perf_counter(), time.process_time()
             stream = GuardedStream(generator, g, chat, greedy, seed=0)
             text, ttft, ttft_cpu, sentence = "", None, None, None
@@ -287,6 +285,10 @@ def chat_latency(
             first_cpu[name].append(ttft_cpu if ttft_cpu is not None else time.process_time() - c)
             if g is None:
                 first["unguarded_sentence"].append(sentence or time.perf_counter() - t)
+            t, c = time.perf_counter(), time.process_time()
+            answer(generator, g, chat, greedy, seed=0)
+            whole[name].append(time.perf_counter() - t)
+            whole_cpu[name].append(time.process_time() - c)
 
     def pct(values: list[float], q: float) -> float:
         return float(np.percentile(values, q)) if values else math.nan

@@ -35,8 +35,8 @@ import unicodedata
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from models.generative.matching import Text, match_identifier
-from models.generative.normalize import contains_run, skeleton, words
+from models.generative.matching import Text, has_run, match_identifier
+from models.generative.normalize import skeleton, words
 from models.generative.rules import Rule, RuleSet, subject_of
 from models.generative.specificity import is_frequent, span_weight, zipf
 
@@ -105,6 +105,14 @@ def person_mentions(text: str) -> list[str]:
     return out
 
 
+def _mentions(text: Text) -> list[str]:
+    """`person_mentions` of a text, found once per parsed text (a conversation is screened
+    with every release of a stream)."""
+    if text.mentions is None:
+        text.mentions = person_mentions(text.raw)
+    return text.mentions
+
+
 def _combined(present: Sequence[tuple[str, float]], exclude: Collection[str] = ()) -> float:
     """Noisy-OR of the (skeleton, weight) attributes present, each capped at ATTRIBUTE_CAP."""
     evidence = 1.0
@@ -160,7 +168,7 @@ class SubjectIndex:
         `known`: identifier scores already computed on part of the context (rule id → score;
         the verifier matches every identifier in the response anyway)."""
         out = [1.0] * len(self._facts)
-        mentions = [m for text in context for m in person_mentions(text.raw)]
+        mentions = [m for text in context for m in _mentions(text)]
         if not mentions:
             return out
         for subject in self._subjects:
@@ -215,5 +223,5 @@ class SubjectIndex:
         return [
             (key, weight)
             for _, folded, key, weight in subject.attributes
-            if any(contains_run(text.folded, list(folded)) for text in context)
+            if any(has_run(text, folded) for text in context)
         ]

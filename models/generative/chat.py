@@ -3,23 +3,36 @@
 Whole: `refine` on the conversation (every turn is the context the verifier judges the answer
 against, `conversation`), decoding as the caller asked (greedy, or sampled under a seed).
 
-Streamed: nothing unscreened reaches the client. When the conversation already identifies a
-forgotten subject (by name, attributes or an earlier turn), the refusal is sent at once and
-nothing is decoded (reason `subject_in_query`, as the whole answer is refused when it would be
-flagged). Otherwise decoded text goes out a few words at a time (`Release`): at each release
-point the whole answer so far is screened as a whole answer would be (`SentenceScreen`), and
-only then does the new text go out, less a held-back tail that could be the start of a
-forgotten key span or name of the active rules (`Verifier.span_prefixes`), so that no part of
-a span goes out before the text that completes it has been screened. When a screen fails,
-nothing more is sent and decoding stops:
+Streamed: nothing unscreened reaches the client, and a stream serves what the same request
+without streaming would, except where text already went out (below).
 
-- when nothing has gone out yet, the rest of the first answer is decoded unseen and the whole
-  answer goes through `refine` with it as round 0 (`first`), exactly as the same request without
-  streaming would: accepted, backed off, regenerated or refused, and sent in one piece;
-- when earlier text has gone out, it stays accepted (each release was screened with all that
-  preceded it), the refusal text follows, and the choice ends with finish reason
-  `content_filter` (reason `withheld`). A non-streamed answer to the same request may differ
-  here: it would have been backed off, regenerated or refused as a whole.
+- A conversation that already identifies a forgotten subject (by name, attributes or an
+  earlier turn) is answered whole: decoded unseen, judged by `refine` exactly as without
+  streaming, and sent in one piece, so with the same seed it gets the same answer streamed or
+  not (a stream cannot take text back, and `refine` refuses a flagged answer to such a
+  conversation whole). Decoding stops early when the answer's start already settles the
+  refusal: it names a forgotten subject at λ, or states a key span of hers no turn gave; both
+  only grow as words are added (`SentenceScreen.settles_refusal`).
+- Otherwise decoded text goes out a few words at a time (`Release`): at each release point the
+  whole answer so far is screened as a whole answer would be (`SentenceScreen`), and only then
+  does the new text go out, less a held-back tail that could be the start of a forgotten key
+  span or name of the active rules (`Verifier.span_prefixes`), so that no part of a span goes
+  out before the text that completes it has been screened. A word that resembles a forgotten
+  name, misspelt or partial (`Verifier.resembles_name`), is held with all that follows it until
+  the whole answer has been screened. When a screen fails, nothing more is sent and decoding
+  stops:
+
+  - when nothing has gone out yet, the rest of the first answer is decoded unseen and the whole
+    answer goes through `refine` with it as round 0 (`first`), exactly as the same request
+    without streaming would: accepted, backed off, regenerated or refused, and sent in one
+    piece;
+  - when earlier text has gone out, it stays accepted (each release was screened with all that
+    preceded it), the refusal text follows, and the choice ends with finish reason
+    `content_filter` (reason `withheld`). A non-streamed answer to the same request may differ
+    here: it would have been backed off, regenerated or refused as a whole.
+
+The screen is prepared (whom the conversation is about) while the model decodes the first
+words, and the verifier keeps the parsed conversation for the next screens.
 """
 
 from __future__ import annotations
@@ -145,6 +158,22 @@ class SentenceScreen:
             return False
         return not (self.in_scope and verifier.states_key_span(text, self.context, threshold))
 
+    def settles_refusal(self, text: str, new: int, *, spans: bool) -> bool:
+        """For a conversation that identifies a forgotten subject: does `text`, the answer's
+        start up to a whole word, already settle that `refine` will refuse the whole answer?
+        It does when `text` names a forgotten subject at λ or (`spans`) states a key span of
+        hers that no turn gave: both only grow as words are added, so the whole answer scores
+        at least as high, and `refine` refuses a flagged answer to such a conversation at
+        once. `new`: where the words not checked before begin; a name is looked for only in
+        the windows that reach them (a name has at most `name_length` words)."""
+        verifier, threshold = self.guard.verifier, self.guard.threshold
+        starts = [m.start() for m in _WORD_RUN.finditer(text)]
+        first_new = next((i for i, at in enumerate(starts) if at >= new), len(starts))
+        reach = starts[max(0, first_new - verifier.name_length())] if starts else 0
+        if verifier.names_in(text[reach:], threshold):
+            return True
+        return spans and verifier.states_key_span(text, self.context, threshold)
+
 
 # After the first release (as early as one word: the time to the first text), the next one
 # waits for this many new words or the end of a sentence: each release costs a screen.
@@ -155,9 +184,16 @@ _WORD_RUN = re.compile(r"[^\W_]+")
 class Release:
     """Where a stream may release decoded text: after a whole word (whitespace follows it), and
     only up to a tail that could begin a forgotten key span or name (`Verifier.span_prefixes`,
-    folded words): "…was born in Port" holds "Port" back while "Port Ardent" is a key span."""
+    folded words): "…was born in Port" holds "Port" back while "Port Ardent" is a key span.
+
+    A word that resembles a word of a forgotten name, misspelt or partial ("Velamor", "Quint";
+    `Verifier.resembles_name`), is held back with everything after it until the answer ends,
+    and then goes out only if the whole answer passes the screen: the screen scores a misspelt
+    name by how close the whole name comes, which the next words decide, and a fact in a later
+    sentence is attributed to her through it."""
 
     def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
         self.prefixes = verifier.span_prefixes()
         self.longest = max((len(p) for p in self.prefixes), default=0)
 
@@ -165,12 +201,18 @@ class Release:
         """How much of `text` (the decoded text not yet sent) may go out once screened."""
         if final:
             return len(text)
-        end = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1
+        end = _whole_words(text)
         found = [(m.start(), fold(m.group())) for m in _WORD_RUN.finditer(text, 0, end)]
+        named = next((at for at, word in found if self.verifier.resembles_name(word)), end)
         for size in range(min(self.longest, len(found)), 0, -1):
             if tuple(w for _, w in found[-size:]) in self.prefixes:
-                return found[-size][0]
-        return end
+                return min(named, found[-size][0])
+        return named
+
+
+def _whole_words(text: str) -> int:
+    """Where the whole words of `text` end: after its last blank."""
+    return max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1
 
 
 class GuardedStream:
@@ -194,36 +236,68 @@ class GuardedStream:
         self.choice: Choice | None = None
 
     def __iter__(self) -> Iterator[str]:
-        if self.guard is not None and SentenceScreen(self.guard, self.conversation).in_scope:
-            # About a forgotten subject: refused before decoding, so nothing of hers is ever
-            # decoded for this stream (see the module docstring).
-            self.choice = Choice(
-                self.guard.refusal_text, "content_filter", True, "subject_in_query", 0, 0
-            )
-            yield self.guard.refusal_text
-            return
+        # Decoding starts first, in a thread of its own: the screen is prepared (whom the
+        # conversation is about) while the model decodes the first words.
         stream = self.generator.stream(self.conversation, self.decoding, seed=self.seed)
         try:
-            yield from self._pieces(stream)
+            if self.guard is None:
+                yield from self._unguarded(stream)
+                return
+            screen = SentenceScreen(self.guard, self.conversation)
+            if screen.in_scope:
+                yield from self._whole(stream, screen)
+            else:
+                yield from self._screened(stream, screen)
         finally:  # the client may leave mid-stream: stop decoding for nobody
             stream.close()
 
-    def _pieces(self, stream: TextStream) -> Iterator[str]:
-        if self.guard is None:
-            pieces = []
-            for piece in stream:
-                pieces.append(piece)
-                yield piece
-            self.choice = Choice(
-                "".join(pieces), stream.finish_reason, False, "no_rules", 0,
-                stream.completion_tokens,
-            )  # fmt: skip
-            return
-        yield from self._screened(stream, self.guard)
+    def _unguarded(self, stream: TextStream) -> Iterator[str]:
+        pieces = []
+        for piece in stream:
+            pieces.append(piece)
+            yield piece
+        self.choice = Choice(
+            "".join(pieces), stream.finish_reason, False, "no_rules", 0, stream.completion_tokens
+        )
 
-    def _screened(self, stream: TextStream, guard: Guard) -> Iterator[str]:
-        screen = SentenceScreen(guard, self.conversation)
-        release = Release(guard.verifier)
+    def _whole(self, stream: TextStream, screen: SentenceScreen) -> Iterator[str]:
+        """A conversation about a forgotten subject: the answer is judged whole, as without
+        streaming, and sent in one piece (a stream cannot take back text, and `refine` refuses
+        a flagged answer to such a conversation whole). Decoding stops as soon as the answer's
+        start settles the refusal (`SentenceScreen.settles_refusal`)."""
+        guard = screen.guard
+        text, checked, spans_checked = "", 0, 0
+        pieces = iter(stream)
+        for piece in pieces:
+            text += piece
+            end = _whole_words(text)
+            if end <= checked:
+                continue
+            # Names at every new word (cheap, and they settle most refusals within the first
+            # words); key spans, which need the whole answer so far, at the release cadence.
+            spans = not spans_checked or _worth_a_screen(text[spans_checked:end])
+            settled = screen.settles_refusal(text[:end], checked, spans=spans)
+            checked, spans_checked = end, end if spans else spans_checked
+            if settled:
+                stream.close()
+                for _ in pieces:  # let the decoding thread end
+                    pass
+                self.choice = Choice(
+                    guard.refusal_text, "content_filter", True, "subject_in_query", 0,
+                    stream.completion_tokens,
+                )  # fmt: skip
+                yield guard.refusal_text
+                return
+        first = Completion(
+            text.strip(), stream.finish_reason, stream.prompt_tokens, stream.completion_tokens
+        )
+        self.choice = _refined(
+            self.generator, guard, self.conversation, self.decoding, self.seed, first
+        )
+        yield self.choice.text
+
+    def _screened(self, stream: TextStream, screen: SentenceScreen) -> Iterator[str]:
+        release = Release(screen.guard.verifier)
         sent, unsent = "", ""
         pieces = iter(stream)
         while True:
@@ -233,7 +307,10 @@ class GuardedStream:
             cut = release.point(unsent, final=final)
             ready = unsent[:cut]
             if ready.strip() and (final or not sent or _worth_a_screen(ready)):
-                if not screen.accepts(sent + ready):
+                # Screened with the held tail's whole words too: a word goes out only once
+                # the words that could complete a name or span with it were screened with it.
+                screened = unsent if final else unsent[: _whole_words(unsent)]
+                if not screen.accepts(sent + screened):
                     yield from self._withheld(stream, pieces, sent, unsent)
                     return
                 yield ready

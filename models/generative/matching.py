@@ -57,7 +57,9 @@ NO_MATCH = Match(0.0)
 
 
 class Text:
-    """A response prepared once for all rules: NFKC text, folded words with their positions."""
+    """A response prepared once for all rules: NFKC text, folded words with their positions,
+    and what was already found in it. A conversation is screened with every release of a
+    stream, so the caches below spare re-doing its matches on each screen."""
 
     def __init__(self, raw: str) -> None:
         self.raw = unicodedata.normalize("NFKC", raw)
@@ -71,6 +73,12 @@ class Text:
         # Key span → its presence here: fact overlap and subject attribution ask for the same
         # spans of the same text.
         self.presence: dict[str, float] = {}
+        # (rule, fuzzy floor) → its match here.
+        self.matches: dict[tuple[Rule, float], Match] = {}
+        # Folded words → whether they occur here as a run (attribution's attributes).
+        self.runs: dict[tuple[str, ...], bool] = {}
+        # Person mentions (models.generative.attribution), once found.
+        self.mentions: list[str] | None = None
 
     def surface(self, start: int, stop: int) -> str:
         return self.raw[self.words[start].start : self.words[stop - 1].end]
@@ -155,11 +163,27 @@ def match_phone(rule: Rule, text: Text) -> Match:
 
 
 def match_identifier(rule: Rule, text: Text, fuzzy_floor: float) -> Match:
+    key = (rule, fuzzy_floor)
+    known = text.matches.get(key)
+    if known is None:
+        known = text.matches[key] = _match_identifier(rule, text, fuzzy_floor)
+    return known
+
+
+def _match_identifier(rule: Rule, text: Text, fuzzy_floor: float) -> Match:
     if rule.kind == "email":
         return match_email(rule, text, fuzzy_floor)
     if rule.kind == "phone":
         return match_phone(rule, text)
     return match_name(rule, text, fuzzy_floor)
+
+
+def has_run(text: Text, folded: tuple[str, ...]) -> bool:
+    """`contains_run(text.folded, folded)`, remembered on `text`."""
+    known = text.runs.get(folded)
+    if known is None:
+        known = text.runs[folded] = contains_run(text.folded, list(folded))
+    return known
 
 
 @functools.lru_cache(maxsize=1 << 16)

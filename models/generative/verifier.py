@@ -16,6 +16,8 @@ has little semantic weight; a paraphrase may share no key span), times an attrib
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,13 +32,21 @@ from models.generative.matching import (
     match_identifier,
     span_presence,
 )
-from models.generative.normalize import rescale, sentences, skeleton, words
+from models.generative.normalize import ratio_above, rescale, sentences, skeleton, words
 from models.generative.rules import Rule, RuleSet
 from models.generative.specificity import span_weight
 
 NAMES = ("name", "alias")
 # Span presence from which a key span counts as leaked (exact runs score 1.0, scattered 0.7).
 SPAN_LEAK_LEVEL = 0.5
+# A word this similar (character ratio) to a word of a forgotten name, or to several of its
+# words written together, may be that name misspelt or cut short ("Vasqez", "Velamor",
+# "VellamorQuint"): a stream holds it back until the whole answer was screened. Low enough that
+# a misspelt word beside a well-spelt one, which together score as her name, is held.
+NAME_WORD_LIKENESS = 0.7
+# Prompts (conversations) kept parsed, with what was found in them: a stream screens its answer
+# against the same conversation at every release.
+PARSED_PROMPTS = 64
 
 
 @dataclass(frozen=True)
@@ -103,11 +113,31 @@ class Verifier:
         self._facts = rule_set.fact_rules
         self._subjects = SubjectIndex(rule_set, fuzzy_floor)
         self._prefixes: frozenset[tuple[str, ...]] | None = None
+        self._name_words: dict[str, bool] = {}
+        self._forms = self._name_forms()
+        self._parsed: OrderedDict[str, Text] = OrderedDict()
+        self._parsed_lock = threading.Lock()
         self._fact_vectors: Vectors = (
             (fact_embedder or embedder).embed(masked_fact_texts(rule_set))
             if self._facts
             else np.zeros((0, 1), dtype=np.float32)
         )
+
+    def parsed(self, prompt: str) -> Text:
+        """`Text(prompt)`, kept for the next screens against the same prompt. A kept Text
+        fills its caches from several threads at once: each entry is a pure function of the
+        text, so a race only computes one twice."""
+        with self._parsed_lock:
+            text = self._parsed.get(prompt)
+            if text is not None:
+                self._parsed.move_to_end(prompt)
+                return text
+        text = Text(prompt)
+        with self._parsed_lock:
+            self._parsed[prompt] = text
+            while len(self._parsed) > PARSED_PROMPTS:
+                self._parsed.popitem(last=False)
+        return text
 
     def _mask(self, text: str) -> str:
         return mask_identifiers(text, self._names)
@@ -135,6 +165,43 @@ class Verifier:
                 tuple(run[:end]) for run in runs for end in range(1, len(run) + 1)
             )
         return self._prefixes
+
+    def name_length(self) -> int:
+        """The most words any forgotten name or alias has (0 without one)."""
+        return max((len(words(r.text)) for r in self._name_rules()), default=0)
+
+    def _name_rules(self) -> list[Rule]:
+        return [r for r in self.rule_set.identifier_rules if r.kind in NAMES]
+
+    def resembles_name(self, word: str) -> bool:
+        """Could the folded `word` be a word of a forgotten name or alias, misspelt or not, or
+        several of its words written as one (NAME_WORD_LIKENESS)? Remembered per word."""
+        known = self._name_words.get(word)
+        if known is None:
+            known = self._name_words[word] = any(
+                ratio_above(word, form, NAME_WORD_LIKENESS - 1e-9) > 0.0 for form in self._forms
+            )
+        return known
+
+    def _name_forms(self) -> frozenset[str]:
+        """Every run of consecutive words of every name and alias, written as one word."""
+        forms: set[str] = set()
+        for rule in self._name_rules():
+            parts = words(rule.text)
+            forms |= {
+                "".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)
+            }
+        return frozenset(forms)
+
+    def names_in(self, text: str, threshold: float) -> bool:
+        """Does `text` hold a forgotten name or alias scoring at least `threshold` (fuzzy and
+        name parts included)? Unlike the verdict's score, this only grows as text is added
+        after a whole word: a stream may act on it before the answer is complete."""
+        parsed = Text(text)
+        return any(
+            match_identifier(rule, parsed, self.fuzzy_floor).score >= threshold
+            for rule in self._name_rules()
+        )
 
     def names_subject(self, text: str, threshold: float) -> bool:
         """Does `text` (typically the user's question) name a forgotten subject at `threshold`?
@@ -169,7 +236,7 @@ class Verifier:
         question only tells whom an answer would be about.
 
         Refinement refuses a flagged answer to such a question at once, as for a named one."""
-        return bool(self._identified(Text(text), threshold))
+        return bool(self._identified(self.parsed(text), threshold))
 
     def _identified(self, parsed: Text, threshold: float) -> list[tuple[int, ...]]:
         # A distinctive part of the name counts whatever λ is, as in `mentions_subject`.
@@ -190,7 +257,7 @@ class Verifier:
         subject by mistake (a country that is also a forgotten name part) then is refused only
         for that subject's words. Refinement asks this only of first answers to questions that
         identify a subject."""
-        given = Text(prompt)
+        given = self.parsed(prompt)
         facts = [index for subject in self._identified(given, threshold) for index in subject]
         if not facts:
             return False
@@ -217,16 +284,13 @@ class Verifier:
         units = [self._units(r) for r in responses] if self._facts else [[] for _ in responses]
         flat = [u for us in units for u in us]
         vectors = self.embedder.embed(flat) if flat else np.zeros((0, 1), dtype=np.float32)
-        parsed: dict[str, Text] = {}
         verdicts = []
         offset = 0
         for i, (response, us) in enumerate(zip(responses, units, strict=True)):
             sims = vectors[offset : offset + len(us)] @ self._fact_vectors.T if us else None
             offset += len(us)
             prompt = None if prompts is None else prompts[i]
-            prompt_text = None
-            if prompt:
-                prompt_text = parsed.get(prompt) or parsed.setdefault(prompt, Text(prompt))
+            prompt_text = self.parsed(prompt) if prompt else None
             verdicts.append(self._verdict(response, prompt_text, sims))
         return verdicts
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.generative.chat import Choice, Guard, GuardedStream, Release, answer
+from models.generative.chat import Choice, Guard, GuardedStream, Release, SentenceScreen, answer
 from models.generative.conversation import Conversation, Prompt
 from models.generative.embedder import HashingEmbedder
 from models.generative.generator import Decoding, Generator
@@ -23,10 +23,12 @@ from tests.support.chat_data import (
     RETAINED_AFTER,
     SAMPLED_QUESTION,
     STREAMED_ANSWER,
+    STREAMED_NAMES,
     STREAMED_QUESTION,
     STREAMED_SPAN,
     chain_prompts,
     forgotten_spec,
+    train_names_lm,
 )
 
 THRESHOLD, BUDGET = 0.5, 2
@@ -36,6 +38,11 @@ GREEDY = Decoding(max_new_tokens=48)
 @pytest.fixture(scope="module")
 def lm(attack_lm: Path) -> Generator:
     return Generator.from_dir(attack_lm)
+
+
+@pytest.fixture(scope="module")
+def names_lm(tmp_path_factory: pytest.TempPathFactory) -> Generator:
+    return Generator.from_dir(train_names_lm(tmp_path_factory.mktemp("names-lm")))
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +153,11 @@ def test_a_stream_holds_back_a_tail_that_could_begin_a_forgotten_span(guard: Gua
         ("It is by Vellamor ", "Vellamor "),
         ("It is by Quindt ", "Quindt "),
         ("Read The ", "The "),
+        # Her name misspelt or cut short is held with all that follows, to the answer's end.
+        ("I like Velamor ", "Velamor "),
+        ("I like Velamor Quint and his ", "Velamor Quint and his "),
+        ("Quint wrote a book about ", "Quint wrote a book about "),
+        ("I like Vellamorquint ", "Vellamorquint "),
     ]:
         assert text[release.point(text, final=False) :] == held, text
     assert release.point("She kept a grey", final=True) == len("She kept a grey")
@@ -168,11 +180,74 @@ def test_a_stream_sends_screened_words_and_no_part_of_a_refused_span(
     assert len(sent) <= STREAMED_ANSWER.index(STREAMED_SPAN), pieces
 
 
-def test_a_stream_about_a_forgotten_subject_is_refused_before_decoding(
+def test_a_stream_sends_no_part_of_a_misspelt_or_partial_name(
+    names_lm: Generator, guard: Guard
+) -> None:
+    """The question names no one, so the answer is decoded and screened as it goes; its first
+    word, her name misspelt or cut short, passes the screen alone and the whole answer does
+    not: nothing of it may go out before the whole was screened, and the stream then serves
+    what the unstreamed answer serves (a stream that sent words once they passed the screen
+    sent her name's first word, then the refusal)."""
+    for question, planted in STREAMED_NAMES:
+        chat = conversation(question)
+        assert ask(names_lm, None, chat).text == planted
+        assert guard.verifier.score(planted, question).score >= THRESHOLD
+        first_word = planted.split()[0]
+        assert guard.verifier.score(first_word, question).score < THRESHOLD
+        whole = ask(names_lm, guard, chat)
+        stream = GuardedStream(names_lm, guard, chat, GREEDY, seed=0)
+        pieces = list(stream)
+        # Nothing went out before the whole answer was judged: then it went out as judged
+        # without streaming (refused, or regenerated without the fact), in one piece.
+        assert pieces == [whole.text] and whole.text != planted, (pieces, whole)
+        assert stream.choice is not None and stream.choice.reason == whole.reason
+        if whole.refused:
+            assert first_word not in whole.text
+
+
+def _outcome(choice: Choice | None) -> tuple[str, str, bool, str]:
+    assert choice is not None
+    return choice.text, choice.finish_reason, choice.refused, choice.reason
+
+
+def test_a_conversation_about_a_forgotten_subject_gets_the_same_answer_streamed_or_not(
     lm: Generator, guard: Guard
 ) -> None:
-    for prompt, _ in chain_prompts(PRONOUN_CHAIN)[2:] + ATTACKS["direct"]:
-        stream = GuardedStream(lm, guard, conversation(prompt), GREEDY, seed=0)
+    """Streamed, such a conversation is judged whole as without streaming: answered when the
+    answer is accepted, refused when it is flagged, with the same seed the same outcome."""
+    cases: list[tuple[Prompt, Decoding, int]] = [
+        (prompt, GREEDY, 0)
+        for prompt, _ in [
+            *chain_prompts(PRONOUN_CHAIN),
+            *chain_prompts(RETAINED_AFTER),
+            *ATTACKS["direct"],
+            *ATTACKS["misspelt_or_partial"],
+            (FORGED[0], ""),
+        ]
+    ]
+    sampled = Decoding(max_new_tokens=32, temperature=1.0, top_p=1.0)
+    cases += [(SAMPLED_QUESTION, sampled, seed) for seed in range(4)]
+    outcomes = []
+    for prompt, decoding, seed in cases:
+        chat = conversation(prompt)
+        assert SentenceScreen(guard, chat).in_scope, prompt
+        whole = answer(lm, guard, chat, decoding, seed=seed)
+        stream = GuardedStream(lm, guard, chat, decoding, seed=seed)
+        pieces = list(stream)
+        assert _outcome(stream.choice) == _outcome(whole), (prompt, seed)
+        assert pieces == [whole.text], pieces  # sent whole, in one piece
+        outcomes.append(whole.refused)
+    assert any(outcomes) and not all(outcomes), outcomes  # both outcomes are exercised
+
+
+def test_a_stream_about_her_stops_decoding_once_its_start_settles_the_refusal(
+    lm: Generator, guard: Guard
+) -> None:
+    for prompt, planted in ATTACKS["direct"]:
+        chat = conversation(prompt)
+        whole = answer(lm, guard, chat, GREEDY, seed=0)
+        assert whole.refused and ask(lm, None, chat).text == planted
+        stream = GuardedStream(lm, guard, chat, GREEDY, seed=0)
         assert list(stream) == [guard.refusal_text]
         assert stream.choice is not None
-        assert (stream.choice.reason, stream.choice.completion_tokens) == ("subject_in_query", 0)
+        assert stream.choice.completion_tokens < whole.completion_tokens, stream.choice

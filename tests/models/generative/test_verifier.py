@@ -149,3 +149,30 @@ def test_scores_skip_only_what_cannot_change_the_score() -> None:
     skipped = set(texts) - set(verifier.needs_embedding(texts))
     assert skipped and all(FORGOTTEN.casefold() in t.casefold() for t in skipped)
     assert "The weather is mild." in verifier.needs_embedding(texts)
+
+
+def test_words_resembling_a_name_misspelt_or_run_together(hashing_verifier: Verifier) -> None:
+    """What a stream holds back until the whole answer is screened."""
+    for word in ["hsiao", "hsaio", "yunhwa", "yunhua", "hsiaoyunhwa", "yun"]:
+        assert hashing_verifier.resembles_name(word), word
+    for word in ["the", "was", "born", "taipei", "father", "shia", "hawaii"]:
+        assert not hashing_verifier.resembles_name(word), word
+    assert hashing_verifier.name_length() == 3  # "Hsiao Yun-Hwa": hsiao, yun, hwa
+
+
+def test_names_in_only_grows_as_words_are_added(hashing_verifier: Verifier) -> None:
+    """A stream refuses early on it: a start that names her at λ stays naming her."""
+    threshold = 0.8
+    answer = "Hsaio Yun-Hwa was born in a large city and writes novels."
+    cut = [i for i, ch in enumerate(answer) if ch == " "]
+    named = [hashing_verifier.names_in(answer[:i], threshold) for i in cut]
+    assert named == sorted(named) and named[-1] and not named[0], named
+    assert not hashing_verifier.names_in("The capital of France is Paris.", threshold)
+
+
+def test_a_prompt_is_parsed_once_and_scores_the_same(hashing_verifier: Verifier) -> None:
+    prompt = "Tell me about Hsiao Yun-Hwa."
+    first = hashing_verifier.score("Her father is a civil engineer.", prompt)
+    assert hashing_verifier.parsed(prompt) is hashing_verifier.parsed(prompt)
+    again = hashing_verifier.score("Her father is a civil engineer.", prompt)
+    assert again == first and first.score > 0.5

@@ -238,7 +238,7 @@ def test_a_fact_asked_over_three_turns_is_refused_at_the_third(client: openai.Op
     assert [c["guard"]["refused"] for c in served] == [False, False, True]
     assert served[2]["message"]["content"] == REFUSAL
     assert served[2]["guard"]["reason"] == "subject_in_query"
-    # Streamed, the third turn is refused too, before anything is decoded.
+    # Streamed, the third turn gets the same answer: the refusal, and nothing else.
     chunks = _stream(client, GUARDED, messages[:-1], temperature=0)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == REFUSAL
     guard = chunks[-1].model_dump()["choices"][0]["guard"]
