@@ -146,12 +146,13 @@ def _companions(
     approved together, they go live together (one calibration, not one per request in turn).
     Actions whose rules are already in force only wait for their certificate."""
     waiting = session.execute(
-        select(RequestAction.id, RequestAction.detail, ErasureRequest)
+        select(RequestAction.id, ErasureRequest)
         .join(ErasureRequest, ErasureRequest.id == RequestAction.request_id)
         .where(
             RequestAction.model_id == action.model_id,
             RequestAction.strategy == Strategy.verifier_rules,
             RequestAction.status.in_((ActionStatus.pending, ActionStatus.running)),
+            RequestAction.detail[IN_FORCE].astext.is_(None),
             RequestAction.id != action.id,
             ErasureRequest.forget_content.is_not(None),
         )
@@ -160,8 +161,7 @@ def _companions(
     ).all()
     return tuple(
         Companion(action_id, request.id, forget_spec(settings, request))
-        for action_id, detail, request in waiting
-        if not (detail or {}).get(IN_FORCE)
+        for action_id, request in waiting
     )
 
 
