@@ -146,11 +146,13 @@ def test_suppression_time_does_not_grow_with_the_number_of_subjects(
     print(f"suppression by k: CPU s {cpu}, wall s {wall}; CPU ratio 20/1 = {ratio:.2f}")
     # On this process's CPU seconds: what the activation costs, whatever else the shared
     # machine runs (wall seconds there include waiting for a core, and swing several-fold at
-    # the load other jobs put on two cores). Together, k requests cost one calibration on a
-    # leak draw of fixed size (positives_per_request), leaks that name their subject are not
-    # embedded, only the facts the draw came from are: the calibration itself took 25 ms at
-    # k = 1 and 71 ms at k = 20 here. What grows is each request's own certificate, audit
-    # events, status changes and sealed rules in the activation's transaction (~8 ms each):
-    # measured 2.7 at load 2 and 4.1 at load 13, above the 1.5 (see CHANGELOG); the
-    # bound holds the activation far under one calibration per request (20).
-    assert ratio <= 6.0, (cpu, wall)
+    # the load other jobs put on two cores). Up to the commit that activates the version:
+    # the certificates, events and completions of the k requests come after it. Together, k
+    # requests cost one calibration on a leak draw of fixed size (positives_per_request),
+    # leaks that name their subject are not embedded, only the facts the draw came from are;
+    # what still grows is that embedding (about 6 short texts at k = 1, 29 at k = 20: 30 ->
+    # ~80 ms of CPU), scoring and compiling each request's rules (~40 ms at k = 20), opening
+    # its forget content and sealing its rules (~30 ms at k = 20). Measured 2.5-2.7 at load
+    # 6-7 on two cores (0.05 s at k = 1, 0.13-0.14 s at k = 20): the 1.5 is not met
+    # (see CHANGELOG); the bound holds suppression far under one activation per request.
+    assert ratio <= 4.0, (cpu, wall)
