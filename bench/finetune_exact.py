@@ -10,7 +10,9 @@ top layers). Then, from the served checkpoint, erase 1 author (forget author 0) 
 (forget authors 0-4), each time:
 
 - time to suppression (hash run): one verifier-rules activation per erased author, through
-  the worker's `service.rules.activation.calibrate_activation` (no HTTP, database or queue),
+  the worker's `service.rules.activation.calibrate_activation` on one torch thread as the
+  worker runs it, up to the point where the worker commits the active version (no HTTP,
+  database or queue; the serving verifier is built after, untimed),
   and how many of the erased authors' trained questions the fine-tuned model behind those
   rules still answers revealingly (one refinement loop each, as serving runs it);
 - exact retrain (`unlearn_subjects`: from the checkpoint before the first affected slice, on the
@@ -89,6 +91,7 @@ from models.sisa.exactness import compare_states
 from service.registry.config import GenerativePolicy
 from service.rules.activation import calibrate_activation
 from service.rules.rulesets import merge_rule_sets
+from service.rules.runtime import one_embedding_thread
 
 RETAIN_ROWS_PER_AUTHOR = 20
 SIZES = {
@@ -147,11 +150,14 @@ def time_to_suppression(
     embedder: MiniLMEmbedder,
 ) -> tuple[float, RuleSet, Verifier, float, list[float]]:
     """Approval → rules active, for one request per subject in turn, through the worker's own
-    code: compile the request's rules, score its synthetic leaks and calibrate λ
-    (``service.rules.activation.calibrate_activation``, retained answers left to the budget
-    task as the worker does), merge the rule sets in force and build the serving verifier. No
-    HTTP, database or queue: those add the API's and a task's round trips. The embedder is
-    loaded beforehand (a worker keeps it); fact embeddings are not cached across runs."""
+    code up to its activating commit (the moment of suppression): compile the request's rules,
+    score its synthetic leaks and calibrate λ (``service.rules.activation.calibrate_activation``
+    on one torch thread, retained answers left to the budget task as the worker does). The
+    serving verifier of the merged rules is built after the clock stops (serving builds it at
+    its first answer). No HTTP, database or queue: those add the API's and a task's round
+    trips (the tiny-model test, tests/service/rules/test_activation.py, times the task with its
+    transactions). The embedder is loaded beforehand (a worker keeps it); fact embeddings are
+    not cached across runs."""
     negatives = [r.completion for r in retained]
     prompts: list[str | None] = [r.prompt for r in retained]
     cache = CachingEmbedder(embedder)
@@ -161,22 +167,23 @@ def time_to_suppression(
     threshold = POLICY.fallback_threshold
     for subject in subjects:
         started = time.perf_counter()
-        activation = calibrate_activation(
-            subject,
-            compile_rules(specs[subject]),
-            in_force,
-            stored,
-            negatives,
-            POLICY,
-            embedder_kind=EMBEDDER_KIND,
-            scoring_embedder=embedder,
-            cache=cache,
-            negative_prompts=prompts,
-            score_negatives=False,
-        )
+        with one_embedding_thread(EMBEDDER_KIND):
+            activation = calibrate_activation(
+                subject,
+                compile_rules(specs[subject]),
+                in_force,
+                stored,
+                negatives,
+                POLICY,
+                embedder_kind=EMBEDDER_KIND,
+                scoring_embedder=embedder,
+                cache=cache,
+                negative_prompts=prompts,
+                score_negatives=False,
+            )
+        per_request.append(time.perf_counter() - started)
         merged = merge_rule_sets(activation.rule_sets)
         verifier = Verifier(merged, embedder, fact_embedder=cache)
-        per_request.append(time.perf_counter() - started)
         in_force, stored = activation.rule_sets, activation.calibration["evidence"]
         threshold = float(activation.calibration["serving_threshold"])
     return sum(per_request), merged, verifier, threshold, per_request
@@ -449,9 +456,10 @@ def _specs_by_subject() -> dict[str, ForgetSpec]:
 
 
 def suppression_by_k(records: list[FinetuneRecord], embedder: MiniLMEmbedder) -> dict[str, Any]:
-    """Approval -> rules active for k requests approved together: one batched activation
-    (the worker's calibrate_activation with ``also_new``), beside k activations in turn (the
-    baseline: how the worker went before)."""
+    """Approval -> rules active (the worker's part up to its activating commit, on one torch
+    thread as the worker) for k requests approved together: one batched activation (the
+    worker's calibrate_activation with ``also_new``), beside k activations in turn (the
+    baseline: how the worker went before). The serving verifier is not timed."""
     specs = _specs_by_subject()
     negatives = [r.completion for r in records if r.subject.startswith("retain-1")]
     prompts: list[str | None] = [r.prompt for r in records if r.subject.startswith("retain-1")]
@@ -466,15 +474,13 @@ def suppression_by_k(records: list[FinetuneRecord], embedder: MiniLMEmbedder) ->
         started = time.perf_counter()
         rules = {s: compile_rules(specs[s]) for s in subjects}
         first = subjects[0]
-        activation = calibrate_activation(
-            first, rules[first], {}, {}, negatives, POLICY,
-            embedder_kind=EMBEDDER_KIND, scoring_embedder=embedder,
-            cache=CachingEmbedder(embedder), negative_prompts=prompts, score_negatives=False,
-            also_new={s: rules[s] for s in subjects[1:]},
-        )  # fmt: skip
-        Verifier(
-            merge_rule_sets(activation.rule_sets), embedder, fact_embedder=CachingEmbedder(embedder)
-        )
+        with one_embedding_thread(EMBEDDER_KIND):
+            calibrate_activation(
+                first, rules[first], {}, {}, negatives, POLICY,
+                embedder_kind=EMBEDDER_KIND, scoring_embedder=embedder,
+                cache=CachingEmbedder(embedder), negative_prompts=prompts, score_negatives=False,
+                also_new={s: rules[s] for s in subjects[1:]},
+            )  # fmt: skip
         out["batched"][str(k)] = round(time.perf_counter() - started, 3)
         if k <= 5:
             out["one_by_one"][str(k)] = round(
@@ -642,8 +648,10 @@ def run_switch_off(
             "quality_after_restore": "the same for the restored model",
             "order_plan": "orders x checkpoint bytes x training time (from the identity "
             "order's fine-tune) vs slices an erasure of k random subjects keeps on, on average",
-            "time_to_suppression_s": "k requests activated together: one calibrate_activation "
-            "(also_new) + the merged verifier, MiniLM warm; one_by_one: k activations in turn",
+            "time_to_suppression_s": "k requests activated together: compile + one "
+            "calibrate_activation (also_new) on one torch thread, the worker's part up to its "
+            "activating commit (no database; the serving verifier not timed), MiniLM warm; "
+            "one_by_one: k activations in turn",
         },
     }
 
@@ -768,9 +776,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "checkpoint_bytes_per_slice": max(sizes_written),
         "definitions": {
             "time_to_suppression_s": "one verifier-rules activation per erased author in "
-            "turn (compile, calibrate λ, merge, build the verifier) through "
-            "service.rules.activation.calibrate_activation, the worker's function; no HTTP, "
-            "database or queue (hash run; the rules do not depend on placement)",
+            "turn (compile, calibrate λ on one torch thread) through "
+            "service.rules.activation.calibrate_activation, the worker's function, up to its "
+            "activating commit; no HTTP, database or queue, the serving verifier not timed "
+            "(hash run; the rules do not depend on placement)",
             "time_to_exact_s": "exact retrain + bit-exact verification + merged export (hash)",
             "retrain_speedup_prefix_cached": "the same ratio when the retrain is handed the "
             "frozen-prefix activations the full fine-tune computed (models.finetune."

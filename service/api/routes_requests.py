@@ -43,6 +43,7 @@ from service.db.tables import (
     Job,
     MlModel,
     RequestAction,
+    RuleSetVersion,
 )
 from service.erasure.certificates import chained_bodies, is_certified, matches_chain, plain_words
 from service.erasure.deadlines import is_overdue, overdue_clause
@@ -53,6 +54,7 @@ from service.erasure.references import reference
 from service.reports.annotate import with_words
 from service.reports.build import checkpoint_headers, events_csv, request_report
 from service.reports.pdf import request_pdf
+from service.rules.activation import rules_in_force
 
 router = APIRouter(
     prefix="/v1/requests",
@@ -131,10 +133,20 @@ def _actions_out(session: Session, request: ErasureRequest) -> list[ActionOut]:
                 progress=round(progress, 4),
                 shards=list(action.detail.get("shards", [])),
                 error_code=action.error_code,
+                rules_in_force_since=_rules_in_force_since(session, action),
                 **exact_due(action),
             )
         )
     return actions
+
+
+def _rules_in_force_since(session: Session, action: RequestAction) -> datetime | None:
+    """The activation of the version that put a still-running action's rules in force."""
+    rule_set_id = rules_in_force(action)
+    if rule_set_id is None or action.status != ActionStatus.running:
+        return None
+    row = session.get(RuleSetVersion, rule_set_id)
+    return row.activated_at if row is not None else None
 
 
 def _certificates_out(session: Session, request: ErasureRequest) -> list[CertificateOut]:

@@ -116,6 +116,9 @@ class ActionOut(BaseModel):
     # Policy "both": when exact removal is due, and whether it is late (the rules stay active).
     exact_due_at: datetime | None = None
     exact_overdue: bool | None = None
+    # Verifier rules: when the rules went into force while the action still waits for its
+    # certificate (None otherwise; the certificate follows within the same worker run).
+    rules_in_force_since: datetime | None = None
 
 
 class CertificateOut(BaseModel):

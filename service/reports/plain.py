@@ -249,6 +249,10 @@ _WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "Clearing the database space failed; an engineer must look (details below)."
     ),
     "rules.activated": lambda d: f"{d.get('model')}: checking of answers switched on.",
+    "rules.version_activated": lambda d: (
+        f"{d.get('model')}: checking of answers switched on for "
+        f"{len(d.get('requests_activated') or [])} request(s); certificates follow."
+    ),
     "certificate.issued": _certificate,
 }
 

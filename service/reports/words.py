@@ -110,9 +110,18 @@ def _vacuumed(d: Mapping[str, Any]) -> str:
 
 
 def _rules_activated(d: Mapping[str, Any]) -> str:
+    since = f" since {fmt_time(d['active_since'])}" if d.get("active_since") else ""
+    return (
+        f"{d.get('model')} screens every answer against {d.get('rule_count')} rules "
+        f"(rule-set version {d.get('version')}){since}."
+    )
+
+
+def _rules_version_activated(d: Mapping[str, Any]) -> str:
     return (
         f"{d.get('model')} now screens every answer against {d.get('rule_count')} rules "
-        f"(rule-set version {d.get('version')})."
+        f"(rule-set version {d.get('version')}), newly for "
+        f"{len(d.get('requests_activated') or [])} request(s); their certificates follow."
     )
 
 
@@ -155,6 +164,7 @@ _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
         f"VACUUM of {', '.join(d.get('tables') or [])} failed ({d.get('error')})."
     ),
     "rules.activated": _rules_activated,
+    "rules.version_activated": _rules_version_activated,
     "certificate.issued": lambda d: _certificate_event(d.get("certificate") or {}),
 }
 

@@ -1,5 +1,6 @@
 """Activating a request's verifier rules: load (short transaction), calibrate (none open),
-activate with its certificate (one transaction).
+activate (one transaction: the moment of suppression), then certify (service.rules.certify,
+a transaction of its own right after).
 
 ``calibrate_activation`` is the one implementation of "the k-th request's rules go live": the
 worker's task and bench/guard.py both call it. It compiles the new request's rules, scores its
@@ -22,17 +23,14 @@ from sqlalchemy.orm import Session
 
 from models.conformal import ThresholdCalibration
 from models.generative.embedder import Embedder, PrefetchedEmbedder
-from models.generative.rules import ForgetSpec, RuleSet, compile_rules
+from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.skip import Skip
 from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus, Strategy
 from service.db.tables import ErasureRequest, MlModel, RequestAction, RuleSetVersion
-from service.erasure.certificates import conformal_certificate, issue_certificate
 from service.erasure.forget_content import forget_spec
 from service.erasure.lifecycle import fail_action, finish_request_if_done, move_action
-from service.queue.after_commit import enqueue_after_commit
-from service.queue.names import TASK_CALIBRATE_BUDGET
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.rules.calibration import (
     MAX_POSITIVES_PER_REQUEST,
@@ -47,10 +45,12 @@ from service.rules.calibration import (
     retained_facts,
 )
 from service.rules.rulesets import activate_version, active_row, per_request_rule_sets
-from service.rules.runtime import caching_embedder, embedder
+from service.rules.runtime import caching_embedder, embedder, one_embedding_thread
 
 # At most this many other requests' rules go live with the one a task was sent for.
 MAX_BATCH = 50
+# The action's detail key naming the version that put its rules in force (certificate pending).
+IN_FORCE = "rules_in_force"
 
 
 @dataclass(frozen=True)
@@ -87,14 +87,26 @@ class ActivationOutcome:
     evidence: dict[str, RequestEvidence]
 
 
+@dataclass(frozen=True)
+class Suppressed:
+    """A version is active with the action's rules: what is left is to certify its requests
+    (service.rules.certify), in this run or, after a crash, the next one."""
+
+    rule_set_id: uuid.UUID
+
+
 def load_activation(
     session: Session, settings: Settings, action_id: uuid.UUID, actor: str
-) -> ActivationInputs | Skip:
+) -> ActivationInputs | Suppressed | Skip:
     """Mark the action running and read what calibration needs; ``Skip.terminal`` when the
-    action ended (or failed here for want of forget content)."""
+    action ended (or failed here for want of forget content); ``Suppressed`` when its rules
+    are already in force and only the certificate is missing (a run died in between)."""
     action = session.get(RequestAction, action_id, with_for_update=True)
     if action is None or action.status in TERMINAL_ACTION_STATUSES:
         return Skip.terminal
+    in_force = rules_in_force(action)
+    if in_force is not None:
+        return Suppressed(in_force)
     request = session.get_one(ErasureRequest, action.request_id)
     model = session.get_one(MlModel, action.model_id)
     if request.forget_content is None:
@@ -120,28 +132,37 @@ def load_activation(
     )
 
 
+def rules_in_force(action: RequestAction) -> uuid.UUID | None:
+    """The version that put the action's rules in force while its certificate is still to
+    come (set at activation, the action closes when certified)."""
+    rule_set_id = (action.detail or {}).get(IN_FORCE)
+    return uuid.UUID(rule_set_id) if rule_set_id else None
+
+
 def _companions(
     session: Session, settings: Settings, action: RequestAction
 ) -> tuple[Companion, ...]:
-    """The model's other rule actions still waiting, with their forget content: approved
-    together, they go live together (one calibration, not one per request in turn)."""
-    waiting = session.scalars(
-        select(RequestAction)
+    """The model's other rule actions still waiting, with their forget content (one query):
+    approved together, they go live together (one calibration, not one per request in turn).
+    Actions whose rules are already in force only wait for their certificate."""
+    waiting = session.execute(
+        select(RequestAction.id, ErasureRequest)
+        .join(ErasureRequest, ErasureRequest.id == RequestAction.request_id)
         .where(
             RequestAction.model_id == action.model_id,
             RequestAction.strategy == Strategy.verifier_rules,
             RequestAction.status.in_((ActionStatus.pending, ActionStatus.running)),
+            RequestAction.detail[IN_FORCE].astext.is_(None),
             RequestAction.id != action.id,
+            ErasureRequest.forget_content.is_not(None),
         )
         .order_by(RequestAction.id)
         .limit(MAX_BATCH)
+    ).all()
+    return tuple(
+        Companion(action_id, request.id, forget_spec(settings, request))
+        for action_id, request in waiting
     )
-    found = []
-    for other in waiting:
-        request = session.get_one(ErasureRequest, other.request_id)
-        if request.forget_content is not None:
-            found.append(Companion(other.id, request.id, forget_spec(settings, request)))
-    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -247,6 +268,11 @@ def calibrate(inputs: ActivationInputs) -> ActivationOutcome:
     """The worker's call: the model's retained answers and the process's embedders."""
     kind = inputs.config.embedder
     retained = retained_facts(inputs.config.retain_qa_file)
+    with one_embedding_thread(kind):
+        return _calibrate(inputs, kind, retained)
+
+
+def _calibrate(inputs: ActivationInputs, kind: str, retained: list[Fact]) -> ActivationOutcome:
     return calibrate_activation(
         str(inputs.request_id),
         compile_rules(inputs.spec),
@@ -274,12 +300,23 @@ def record_activation(
     inputs: ActivationInputs,
     activation: ActivationOutcome,
     actor: str,
-) -> ActivationResult | Skip:
-    """Activate the new version with its audit trail and certificate, close the action, and
-    send the budget calibration after commit — all in the caller's one transaction."""
+) -> Suppressed | ActivationResult | Skip:
+    """Suppression, in the caller's one transaction: the new version active with every
+    request's sealed rules, their actions marked as having rules in force, one audit event
+    naming the requests. Nothing per request beyond that: their certificates, events and
+    completion follow in a transaction of their own (service.rules.certify)."""
     model = session.get_one(MlModel, inputs.model_id, with_for_update=True)
-    action = session.get_one(RequestAction, inputs.action_id, with_for_update=True)
-    if action.status in TERMINAL_ACTION_STATUSES:
+    ids = sorted({inputs.action_id, *(c.action_id for c in inputs.companions)})
+    actions = {
+        a.id: a
+        for a in session.scalars(
+            select(RequestAction)
+            .where(RequestAction.id.in_(ids))
+            .order_by(RequestAction.id)
+            .with_for_update()
+        )
+    }
+    if actions[inputs.action_id].status in TERMINAL_ACTION_STATUSES:
         return Skip.terminal
     row = activate_version(
         session,
@@ -292,41 +329,36 @@ def record_activation(
     )
     if row is None:
         return ActivationResult.stale
-    request = session.get_one(ErasureRequest, inputs.request_id, with_for_update=True)
-    _audit_and_certify(session, model, request, action, row, activation, actor)
-    for companion in inputs.companions:
-        other = session.get_one(RequestAction, companion.action_id, with_for_update=True)
-        if other.status in TERMINAL_ACTION_STATUSES:
-            continue
-        if other.status == ActionStatus.pending:
-            move_action(session, other, ActionStatus.running, actor=actor, model_name=model.name)
-        other_request = session.get_one(ErasureRequest, companion.request_id, with_for_update=True)
-        _audit_and_certify(session, model, other_request, other, row, activation, actor)
-    enqueue_after_commit(session, settings, TASK_CALIBRATE_BUDGET, [str(row.id)])
-    return ActivationResult.activated
+    for action in actions.values():
+        if action.status in TERMINAL_ACTION_STATUSES:
+            continue  # cancelled or failed meanwhile: its rules are in force all the same
+        if action.status == ActionStatus.pending:
+            move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
+        action.detail = {**action.detail, IN_FORCE: str(row.id), "rule_set_version": row.version}
+    _audit_activation(session, model, row, activation, actor)
+    return Suppressed(row.id)
 
 
-def _audit_and_certify(
+def _audit_activation(
     session: Session,
     model: MlModel,
-    request: ErasureRequest,
-    action: RequestAction,
     row: RuleSetVersion,
     activation: ActivationOutcome,
     actor: str,
 ) -> None:
+    """One event for the activation, naming the requests it put in force (ids only)."""
     calibration = activation.calibration
     append_event(
         session,
         actor=actor,
-        action="rules.activated",
+        action="rules.version_activated",
         target_type="model",
         target_id=str(model.id),
-        request_id=request.id,
         details={
             "model": model.name,
             "version": row.version,
             "rule_count": row.rule_count,
+            "requests_activated": calibration["requests_activated"],
             "requests_in_force": len(row.request_ids),
             "serving_threshold": calibration["serving_threshold"],
             "threshold_certified": calibration["threshold_certified"],
@@ -334,19 +366,3 @@ def _audit_and_certify(
             "seconds_to_calibrate": calibration["seconds_to_calibrate"],
         },
     )
-    certificate = conformal_certificate(
-        activation.threshold,
-        None,
-        request=request,
-        model=model,
-        false_flag_rate=calibration["false_flag_rate"],
-        rule_set_version=row.version,
-        serving_threshold=calibration["serving_threshold"],
-        serving_budget=calibration["serving_budget"],
-        stage="interim",
-        evidence=calibration["positives_source"],
-    )
-    issue_certificate(session, action, model, certificate, actor)
-    action.detail = {**action.detail, "rule_set_version": row.version}
-    move_action(session, action, ActionStatus.done, actor=actor, model_name=model.name)
-    finish_request_if_done(session, request, actor)

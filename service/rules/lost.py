@@ -6,7 +6,9 @@ its worker (kill -9 of a pool child is redelivered by the broker, but a killed m
 takes the message with it on the database broker); a pending one whose request was decided
 longer ago than ``redispatch_seconds`` may have lost its message. Either is sent again, less and
 less often while it stays so (service.queue.resends); a duplicate is harmless (the task exits
-on a terminal action, and only one can hold the lease).
+on a terminal action, and only one can hold the lease). A running action whose rules are
+already in force (its worker died after the activating commit) is sent again the same way:
+the task then only certifies (service.rules.certify).
 """
 
 from __future__ import annotations

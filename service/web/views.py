@@ -12,7 +12,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.api.routes_requests import request_out
-from service.api.schemas import RequestOut
+from service.api.schemas import ActionOut, RequestOut
 from service.db.enums import TERMINAL_REQUEST_STATUSES, RequestStatus, Role
 from service.db.tables import ErasureRequest, MlModel
 from service.erasure.deadlines import closed_at, days_left, is_overdue, overdue_clause
@@ -208,6 +208,7 @@ class Detail:
     certificates: list[dict[str, Any]]
     no_certificate: str | None
     others_open: list[Row]
+    action_words: dict[str, str]  # model name → its action's status in words
 
 
 def _timeline(
@@ -270,6 +271,7 @@ def request_detail(session: Session, request: ErasureRequest, role: Role) -> Det
         ],
         no_certificate=certificate_status(request.status.value, outcome, len(out.certificates)),
         others_open=others,
+        action_words={a.model: action_status_words(a) for a in out.actions},
     )
 
 
@@ -278,6 +280,15 @@ def progress(session: Session, request: ErasureRequest) -> dict[str, Any]:
     return {
         "status": out.status,
         "actions": [
-            {"model": a.model, "status": a.status, "progress": a.progress} for a in out.actions
+            {"model": a.model, "status": action_status_words(a), "progress": a.progress}
+            for a in out.actions
         ],
     }
+
+
+def action_status_words(action: ActionOut) -> str:
+    """An action's status for the DPO: rules already screening answers are said so while
+    their certificate is still being issued."""
+    if action.rules_in_force_since is not None:
+        return "rules in force, certificate pending"
+    return action.status.replace("_", " ")

@@ -1,6 +1,8 @@
 """Inference-time unlearning tasks (service.rules): activate a request's verifier rules within
-seconds, then, with real generations, recalibrate λ on the model's own leaks and calibrate the
-refinement budget B and the early exit (service.rules.budget), re-issuing the certificates.
+seconds (suppression: the commit that makes the version active), certify the requests it put
+in force in a transaction right after (service.rules.certify), then, with real generations,
+recalibrate λ on the model's own leaks and calibrate the refinement budget B and the early
+exit (service.rules.budget), re-issuing the certificates.
 
 Each task: load (one transaction) → calibrate or generate (no transaction open) → record (one
 transaction).
@@ -16,7 +18,7 @@ from celery import shared_task
 from service.core.skip import Skip
 from service.jobs.leases import leases_for
 from service.queue.names import TASK_CALIBRATE_BUDGET, TASK_UPDATE_VERIFIER_RULES
-from service.rules import activation, budget
+from service.rules import activation, budget, certify
 from workers.base import DbTask, db_task_options
 
 ACTOR = "worker"
@@ -40,18 +42,31 @@ def update_verifier_rules(self: DbTask, action_id: str) -> str:
 
 
 def _activate(self: DbTask, aid: uuid.UUID) -> str:
+    suppressed = _suppress(self, aid)
+    if isinstance(suppressed, Skip):
+        return suppressed.value
+    # The rules are in force (committed); a crash from here on leaves the action running with
+    # the version named in it, and the next run of this task only certifies.
+    with self.transaction() as session:
+        certify.certify_activation(session, self.settings, suppressed.rule_set_id, ACTOR)
+    return activation.ActivationResult.activated.value
+
+
+def _suppress(self: DbTask, aid: uuid.UUID) -> activation.Suppressed | Skip:
+    """Load, calibrate and activate: returns once the version with the action's rules is
+    active (committed), or found so by the load of a run after a crash."""
     for _ in range(MAX_ACTIVATION_ATTEMPTS):
         with self.transaction() as session:
             inputs = activation.load_activation(session, self.settings, aid, ACTOR)
-        if isinstance(inputs, Skip):
-            return inputs.value
+        if not isinstance(inputs, activation.ActivationInputs):
+            return inputs
         calibrated = activation.calibrate(inputs)
         with self.transaction() as session:
             outcome = activation.record_activation(
                 session, self.settings, inputs, calibrated, ACTOR
             )
-        if outcome != activation.ActivationResult.stale:
-            return outcome.value
+        if not isinstance(outcome, activation.ActivationResult):  # stale: on the new base
+            return outcome
     raise RuntimeError("rule activation kept losing to concurrent activations")
 
 

@@ -1,20 +1,27 @@
 """Activating verifier rules for many requests at once: the rules of every request waiting on
-the model go live in one calibration, so the time to suppression does not grow with the
-number of subjects (measured as a ratio in one run, the embedder already loaded)."""
+the model go live in one calibration and one commit, so the time to suppression grows little
+with the number of subjects (measured as a ratio in one run, the embedder already loaded).
+
+Suppression is the commit that makes the new rule-set version active; the requests'
+certificates follow in the task's next transaction (service.rules.certify)."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.tables import RuleSetVersion
 from service.queue.names import TASK_PROCESS_REQUEST, TASK_UPDATE_VERIFIER_RULES
+from service.rules import certify
 from tests.support.api import SentTasks, auth
 from tests.support.generative_data import generative_model_body
 
@@ -43,11 +50,29 @@ def _model(client: TestClient, ml: str, tiny_lm: Path, retain: Path) -> str:
     return name
 
 
+@contextmanager
+def _noting_suppression() -> Iterator[list[Took]]:
+    """The clocks when the task's certification step starts: right after the commit that made
+    the version active. The task's own step runs; only the clocks are read."""
+    real = certify.certify_activation
+    noted: list[Took] = []
+
+    def noting(*args: Any, **kwargs: Any) -> int:
+        if not noted:
+            noted.append(Took(time.perf_counter(), time.process_time()))
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(certify, "certify_activation", noting)
+        yield noted
+
+
 def _suppress(
     client: TestClient, dpo: dict[str, str], sent: SentTasks, model: str, k: int
 ) -> tuple[Took, list[str]]:
     """Approve k requests for k subjects, plan them, then run the rule activations the
-    planner sent; returns the seconds until every request's rules are active."""
+    planner sent; returns the seconds from the start of the first task to the commit that put
+    every request's rules in force."""
     from workers.tasks.requests import process_request
     from workers.tasks.rules import update_verifier_rules
 
@@ -71,15 +96,16 @@ def _suppress(
         assert process_request(*args) == "planned"
     activations = sent.pop(TASK_UPDATE_VERIFIER_RULES)
     assert len(activations) == k
-    # Suppressed once the first activation ends: it activates every request waiting on the
-    # model; the others' tasks then find their action done.
-    started, cpu = time.perf_counter(), time.process_time()
-    outcomes = [update_verifier_rules(*activations[0])]
-    seconds = time.perf_counter() - started
-    cpu_seconds = time.process_time() - cpu
+    # The first activation puts every request waiting on the model in force, then certifies
+    # them all; the others' tasks then find their action done.
+    with _noting_suppression() as noted:
+        started, cpu = time.perf_counter(), time.process_time()
+        outcomes = [update_verifier_rules(*activations[0])]
+    [at] = noted
+    took = Took(at.wall - started, at.cpu - cpu)
     outcomes += [update_verifier_rules(*args) for args in activations[1:]]
     assert outcomes[0] == "activated" and set(outcomes[1:]) <= {"terminal"}
-    return Took(seconds, cpu_seconds), rids
+    return took, rids
 
 
 def test_suppression_time_does_not_grow_with_the_number_of_subjects(
@@ -93,7 +119,8 @@ def test_suppression_time_does_not_grow_with_the_number_of_subjects(
 ) -> None:
     ml, dpo = auth(tokens["ml_engineer"]), auth(tokens["dpo"])
     # A first activation loads the embedder (a worker keeps it loaded): not measured.
-    _suppress(app_client, dpo, sent_tasks, _model(app_client, ml, tiny_lm, retain_file), 1)
+    model = _model(app_client, ml, tiny_lm, retain_file)
+    _suppress(app_client, dpo, sent_tasks, model, 1)
     cpu: dict[int, float] = {}
     wall: dict[int, float] = {}
     # Each count five times on a fresh model, the fastest kept: the machine is shared, and
@@ -119,11 +146,13 @@ def test_suppression_time_does_not_grow_with_the_number_of_subjects(
     print(f"suppression by k: CPU s {cpu}, wall s {wall}; CPU ratio 20/1 = {ratio:.2f}")
     # On this process's CPU seconds: what the activation costs, whatever else the shared
     # machine runs (wall seconds there include waiting for a core, and swing several-fold at
-    # the load other jobs put on two cores). Together, k requests cost one calibration on a
-    # leak draw of fixed size (positives_per_request), leaks that name their subject are not
-    # embedded, only the facts the draw came from are: the calibration itself took 25 ms at
-    # k = 1 and 71 ms at k = 20 here. What grows is each request's own certificate, audit
-    # events, status changes and sealed rules in the activation's transaction (~8 ms each):
-    # measured 2.7 at load 2 and 4.1 at load 13, above the issue's 1.5 (see CHANGELOG); the
-    # bound holds the activation far under one calibration per request (20).
-    assert ratio <= 6.0, (cpu, wall)
+    # the load other jobs put on two cores). Up to the commit that activates the version:
+    # the certificates, events and completions of the k requests come after it. Together, k
+    # requests cost one calibration on a leak draw of fixed size (positives_per_request),
+    # leaks that name their subject are not embedded, only the facts the draw came from are;
+    # what still grows is that embedding (about 6 short texts at k = 1, 29 at k = 20: 30 ->
+    # ~80 ms of CPU), scoring and compiling each request's rules (~40 ms at k = 20), opening
+    # its forget content and sealing its rules (~30 ms at k = 20). Measured 2.5-2.7 at load
+    # 6-7 on two cores (0.05 s at k = 1, 0.13-0.14 s at k = 20): the issue's 1.5 is not met
+    # (see CHANGELOG); the bound holds suppression far under one activation per request.
+    assert ratio <= 4.0, (cpu, wall)
