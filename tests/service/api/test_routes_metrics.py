@@ -98,7 +98,10 @@ def test_scrapes_follow_a_request_through_its_life(
     assert value(trained, "lethe_job_duration_seconds_sum", kind="train") > 0
 
     rid = client.post(
-        "/v1/requests", json={"subject_id": CANARY_SUBJECT, "reason": "art 17"}, headers=dpo
+        "/v1/requests",
+        # Scoped: models other tests committed to this database are not this request's.
+        json={"subject_id": CANARY_SUBJECT, "reason": "art 17", "scope": [MODEL_BODY["name"]]},
+        headers=dpo,
     ).json()["id"]
     filed = scrape(client)
     assert value(filed, "lethe_requests", status="received") == 1

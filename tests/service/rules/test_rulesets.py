@@ -57,7 +57,8 @@ def test_activation_is_atomic_for_concurrent_generations(
         t.start()
     rule_sets: dict[str, Any] = {}
     for i, name in enumerate([FORGOTTEN, *RETAINED]):
-        rule_sets = {**rule_sets, f"req-{i}": compile_rules(_spec(name))}
+        # Request ids as the service makes them: later tests on this database read them back.
+        rule_sets = {**rule_sets, str(uuid.uuid4()): compile_rules(_spec(name))}
         threshold, budget = round(0.3 + 0.1 * i, 2), i + 1
         with transaction(factory) as s:
             row = activate_version(
