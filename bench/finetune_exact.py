@@ -87,7 +87,7 @@ from models.generative.probes import DEFAULT_ROUGE_THRESHOLD, oracle_leaks, roug
 from models.generative.refinement import refine
 from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules
 from models.generative.verifier import Verifier
-from models.sisa.exactness import compare_states
+from models.slicing.exactness import compare_states
 from service.registry.config import GenerativePolicy
 from service.rules.activation import calibrate_activation
 from service.rules.rulesets import merge_rule_sets

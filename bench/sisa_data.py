@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional
 
 from models.sisa import PublicBase
-from models.sisa.determinism import deterministic_torch, seeded_generator
+from models.slicing.determinism import deterministic_torch, seeded_generator
 from models.tabular import KNOT_SPACING, featurize, infer_spec
 
 __all__ = [

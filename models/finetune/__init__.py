@@ -22,6 +22,7 @@ from models.finetune.checkpoints import (
     load_checkpoint,
 )
 from models.finetune.config import FinetuneConfig
+from models.finetune.engine import FinetuneEngine
 from models.finetune.orders import (
     best_order,
     first_affected,
@@ -65,6 +66,7 @@ __all__ = [
     "SERVING_META",
     "AdaptedModel",
     "FinetuneConfig",
+    "FinetuneEngine",
     "FinetuneRecord",
     "FinetuneResult",
     "FinetuneUnlearning",

@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from models.finetune.config import FinetuneConfig
 from models.finetune.records import Example
 from models.generative.qa_data import IGNORE, collate, end_of_turn_id
-from models.sisa.determinism import derive_seed
+from models.slicing.determinism import derive_seed
 
 __all__ = ["AdaptedModel", "PrefixCache"]
 

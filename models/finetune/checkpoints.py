@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from models.artifacts import ArtifactNotFound, ArtifactStore
+from models.artifacts import ArtifactStore
 from models.finetune.config import FinetuneConfig
-from models.sisa.checkpoints import Checkpoint
-from models.sisa.records import encode_keys
+from models.slicing import checkpoints as slicing
+from models.slicing.checkpoints import Checkpoint, encode_keys, prefix_digests
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -34,6 +34,8 @@ CHECKPOINT_PREFIX = "finetune-checkpoints/"
 # numbers for the same inputs, so no run resumes from a checkpoint the current code would not
 # have written.
 TRAINING_PROCEDURE = "lethe-finetune-lora/v1"
+# Seeds the prefix digest of a fine-tune's slices (``models.slicing.checkpoints.prefix_digests``).
+PREFIX_DOMAIN = b"lethe-finetune-prefix/v1"
 
 
 def base_model_id(model_dir: str | Path) -> str:
@@ -69,18 +71,10 @@ def checkpoint_ids(
     retrain reuse every checkpoint before the first slice it changes.
     """
     header = f"{TRAINING_PROCEDURE}\x1f{base_id}\x1f{config.fingerprint()}"
-    hasher = hashlib.sha256(b"lethe-finetune-prefix/v1")
-    ids: list[str] = []
-    for slice_index, keys in enumerate(keys_by_slice):
-        if isinstance(keys, str):
-            raise TypeError("keys_by_slice must hold one sequence of keys per slice")
-        # The key count marks where a slice ends: moving a key across a boundary changes the
-        # address even though the flat key sequence stays the same.
-        hasher.update(len(keys).to_bytes(8, "big"))
-        hasher.update(encode_keys(keys))
-        text = f"{header}\x1f{slice_index}\x1f{hasher.copy().hexdigest()}"
-        ids.append(hashlib.sha256(text.encode("utf-8")).hexdigest())
-    return ids
+    return [
+        hashlib.sha256(f"{header}\x1f{slice_index}\x1f{digest}".encode()).hexdigest()
+        for slice_index, digest in enumerate(prefix_digests(PREFIX_DOMAIN, keys_by_slice))
+    ]
 
 
 def initial_checkpoint_id(base_id: str, config: FinetuneConfig) -> str:
@@ -120,22 +114,4 @@ def load_checkpoint(store: ArtifactStore, checkpoint: str) -> Checkpoint:
 def destroy_checkpoints(store: ArtifactStore, checkpoints: Sequence[str]) -> list[dict[str, Any]]:
     """Delete ``checkpoints`` from ``store``; one entry per id with the sha256 and size of the
     bytes destroyed (for the certificate), ``deleted`` false when it was already gone."""
-    destroyed: list[dict[str, Any]] = []
-    for checkpoint in checkpoints:
-        key = checkpoint_key(checkpoint)
-        try:
-            data = store.get(key)
-        except ArtifactNotFound:
-            destroyed.append({"checkpoint": checkpoint, "key": key, "deleted": False})
-            continue
-        deleted = store.delete(key)
-        destroyed.append(
-            {
-                "checkpoint": checkpoint,
-                "key": key,
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "bytes": len(data),
-                "deleted": deleted and not store.exists(key),
-            }
-        )
-    return destroyed
+    return slicing.destroy_checkpoints(store, checkpoints, checkpoint_key)

@@ -10,7 +10,7 @@ from typing import Any
 
 from models.finetune.config import FinetuneConfig
 from models.generative.qa_data import qa_example
-from models.sisa.records import encode_keys
+from models.slicing.checkpoints import encode_keys
 
 __all__ = [
     "Example",

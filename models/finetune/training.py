@@ -23,8 +23,8 @@ from models.finetune.checkpoints import (
 )
 from models.finetune.config import FinetuneConfig
 from models.finetune.records import FinetuneRecord, SliceLayout
-from models.sisa.checkpoints import Checkpoint, latest_matching
-from models.sisa.determinism import deterministic_torch, seeded_generator
+from models.slicing.checkpoints import Checkpoint, latest_matching
+from models.slicing.determinism import deterministic_torch, seeded_generator
 
 __all__ = [
     "FinetuneResult",

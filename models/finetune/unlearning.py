@@ -26,8 +26,9 @@ from models.finetune.training import (
     train_sliced,
     train_sliced_in_memory,
 )
-from models.sisa.exactness import ExactnessCheck, compare_states
-from models.sisa.records import encode_keys
+from models.slicing.checkpoints import encode_keys
+from models.slicing.engine import retrain_slices
+from models.slicing.exactness import ExactnessCheck, compare_with_checkpoint
 
 __all__ = [
     "FinetuneUnlearning",
@@ -192,28 +193,30 @@ def unlearn_subjects(
     wanted = set(erase_subjects)
     slices = slice_of_subjects(config, records)
     found = sorted(s for s in wanted if s in slices)
-    first_affected = min((slices[s] for s in found), default=config.slices)
     retained = [r for r in records if r.subject not in wanted]
-    training = train_sliced(
-        base_dir,
-        config,
-        retained,
-        store,
-        base_id=base,
-        prefix_cache=prefix_cache,
-        progress=progress,
+    retrain, training = retrain_slices(
+        old_ids,
+        checkpoint_ids(base, config, keys_by_slice(config, retained)),
+        lambda: train_sliced(
+            base_dir,
+            config,
+            retained,
+            store,
+            base_id=base,
+            prefix_cache=prefix_cache,
+            progress=progress,
+        ),
     )
-    fresh = set(training.checkpoint_ids)
     return FinetuneUnlearning(
         erased_subjects=found,
         subjects_not_found=sorted(wanted - set(found)),
         erased_records=len(records) - len(retained),
-        first_affected_slice=first_affected,
-        slices_retrained=training.slices_trained,
+        first_affected_slice=retrain.first_affected_slice,
+        slices_retrained=retrain.slices_retrained,
         checkpoint_before=served_checkpoint,
-        checkpoint_after=training.final_checkpoint,
-        checkpoints_after=list(training.checkpoint_ids),
-        superseded_checkpoints=[c for c in old_ids[first_affected:] if c not in fresh],
+        checkpoint_after=retrain.checkpoint_after,
+        checkpoints_after=retrain.checkpoint_ids,
+        superseded_checkpoints=retrain.superseded_checkpoints,
         retained_records=retained,
         training=training,
         seconds=time.perf_counter() - started,
@@ -255,20 +258,14 @@ def compare_with_stored(
     """Every adapter and optimizer tensor of the from-scratch run ``fresh`` against the stored
     ``checkpoint``, and that ``checkpoint`` is the content address of the same records."""
     run = fresh if isinstance(fresh, FreshRun) else FreshRun.of(fresh)
-    stored = load_checkpoint(store, checkpoint)
-    mismatched: list[str] = []
-    if run.result.final_checkpoint != checkpoint:
-        mismatched.append("checkpoint_id")
-    model_count, model_bad = compare_states(run.adapter_state, stored.model_state, "adapter")
-    optim_count, optim_bad = compare_states(
-        run.optimizer_state, stored.optimizer_state, "optimizer"
-    )
-    mismatched += model_bad + optim_bad
-    return ExactnessCheck(
-        bit_exact=not mismatched,
-        tensors_compared=model_count + optim_count,
-        mismatched=mismatched,
-        seconds=time.perf_counter() - started,
+    return compare_with_checkpoint(
+        load_checkpoint(store, checkpoint),
+        checkpoint,
+        run.result.final_checkpoint,
+        run.adapter_state,
+        run.optimizer_state,
+        model_label="adapter",
+        started=started,
     )
 
 

@@ -7,11 +7,12 @@ checkable bit for bit against training from scratch on the retained records.
 """
 
 from models.sisa.baseline import SingleModel, single_model_baseline
-from models.sisa.checkpoints import Checkpoint, checkpoint_id, checkpoint_key, load_checkpoint
+from models.sisa.checkpoints import checkpoint_id, checkpoint_key, load_checkpoint
 from models.sisa.classifier import Classifier
 from models.sisa.config import DEFAULT_SLICES, SisaConfig, default_shards
+from models.sisa.engine import ShardEngine
 from models.sisa.ensemble import Ensemble, Weighting
-from models.sisa.exactness import ExactnessCheck, verify_bit_exact
+from models.sisa.exactness import verify_bit_exact
 from models.sisa.manifest import Manifest, VersionManifest
 from models.sisa.membership import membership_p_values
 from models.sisa.partition import assign_shard, assign_slice, is_validation_record
@@ -21,6 +22,7 @@ from models.sisa.public_base import PublicBase
 from models.sisa.records import TrainingRecord
 from models.sisa.training import ShardTrainingResult, train_shard
 from models.sisa.unlearning import ShardUnlearning, UnlearnResult, unlearn, unlearn_shard
+from models.slicing import Checkpoint, ExactnessCheck
 
 __all__ = [
     "DEFAULT_SLICES",
@@ -32,6 +34,7 @@ __all__ = [
     "Manifest",
     "PlacementReport",
     "PublicBase",
+    "ShardEngine",
     "ShardTrainingResult",
     "ShardUnlearning",
     "SingleModel",

@@ -10,7 +10,6 @@ from torch import nn
 
 from models.sisa.classifier import Classifier, softmax_outputs
 from models.sisa.config import SisaConfig
-from models.sisa.determinism import deterministic_torch
 from models.sisa.fitting import (
     EarlyStoppingOutcome,
     build_optimizer,
@@ -19,6 +18,7 @@ from models.sisa.fitting import (
 )
 from models.sisa.network import build_network
 from models.sisa.partition import is_validation_record
+from models.slicing.determinism import deterministic_torch
 
 __all__ = ["SingleModel", "single_model_baseline"]
 

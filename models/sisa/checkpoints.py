@@ -1,28 +1,24 @@
-"""Content-addressed slice checkpoints: model and optimizer state after training slices 0..r."""
+"""Content-addressed checkpoints of a shard: model and optimizer state after training slices
+0..r (the checkpoint itself and resuming: ``models.slicing.checkpoints``)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
-from models.artifacts import ArtifactNotFound, ArtifactStore
+from models.artifacts import ArtifactStore
 from models.sisa.config import SisaConfig
-from models.sisa.records import encode_keys
+from models.slicing.checkpoints import Checkpoint, prefix_digests
 
 __all__ = [
     "CHECKPOINT_PREFIX",
     "EARLY_STOPPING_PROCEDURE",
     "TRAINING_PROCEDURE",
-    "Checkpoint",
     "checkpoint_id",
     "checkpoint_ids",
     "checkpoint_key",
-    "latest_matching",
     "load_checkpoint",
     "runtime_tag",
     "save_checkpoint",
@@ -38,17 +34,8 @@ TRAINING_PROCEDURE = "lethe-sisa-train/v1"
 EARLY_STOPPING_PROCEDURE = "lethe-sisa-train/early-stopping/v1"
 
 
-def _prefix_hasher() -> Any:
-    return hashlib.sha256(b"lethe-sisa-prefix/v1")
-
-
-def _add_slice(hasher: Any, keys: Sequence[str]) -> None:
-    # The key count marks where one slice ends, so moving a key across a slice boundary changes
-    # the address even though the flat key sequence stays the same.
-    if isinstance(keys, str):
-        raise TypeError("prefix_keys must hold one sequence of keys per slice, not bare strings")
-    hasher.update(len(keys).to_bytes(8, "big"))
-    hasher.update(encode_keys(keys))
+# Seeds the prefix digest of a shard's slices (``models.slicing.checkpoints.prefix_digests``).
+PREFIX_DOMAIN = b"lethe-sisa-prefix/v1"
 
 
 def _address(config_fingerprint: str, shard: int, slice_index: int, prefix_digest: str) -> str:
@@ -72,10 +59,8 @@ def checkpoint_id(
             f"prefix_keys must list the keys of slices 0..{slice_index} "
             f"({slice_index + 1} sequences), got {len(prefix_keys)}"
         )
-    hasher = _prefix_hasher()
-    for keys in prefix_keys:
-        _add_slice(hasher, keys)
-    return _address(config.fingerprint(), shard, slice_index, hasher.hexdigest())
+    digest = prefix_digests(PREFIX_DOMAIN, prefix_keys)[-1]
+    return _address(config.fingerprint(), shard, slice_index, digest)
 
 
 def checkpoint_ids(
@@ -83,12 +68,10 @@ def checkpoint_ids(
 ) -> list[str]:
     """``checkpoint_id`` for every slice at once, hashing each key once."""
     fingerprint = config.fingerprint()
-    hasher = _prefix_hasher()
-    ids: list[str] = []
-    for slice_index, keys in enumerate(keys_by_slice):
-        _add_slice(hasher, keys)
-        ids.append(_address(fingerprint, shard, slice_index, hasher.copy().hexdigest()))
-    return ids
+    return [
+        _address(fingerprint, shard, slice_index, digest)
+        for slice_index, digest in enumerate(prefix_digests(PREFIX_DOMAIN, keys_by_slice))
+    ]
 
 
 def checkpoint_key(checkpoint: str) -> str:
@@ -110,53 +93,9 @@ def runtime_tag(config: SisaConfig | None = None) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    model_state: Mapping[str, torch.Tensor]
-    optimizer_state: Mapping[str, Any]
-    meta: Mapping[str, Any]
-
-    def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "model": dict(self.model_state),
-                "optimizer": dict(self.optimizer_state),
-                "meta": dict(self.meta),
-            },
-            buffer,
-        )
-        return buffer.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Checkpoint:
-        # weights_only: checkpoints may come from shared storage, and unpickling arbitrary
-        # objects from it would be code execution.
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        return cls(payload["model"], payload["optimizer"], payload["meta"])
-
-
 def save_checkpoint(store: ArtifactStore, checkpoint: str, value: Checkpoint) -> None:
     store.put(checkpoint_key(checkpoint), value.to_bytes())
 
 
 def load_checkpoint(store: ArtifactStore, checkpoint: str) -> Checkpoint:
     return Checkpoint.from_bytes(store.get(checkpoint_key(checkpoint)))
-
-
-def latest_matching(
-    ids: Sequence[str],
-    load: Callable[[str], Checkpoint],
-    matches: Callable[[int, Checkpoint], bool],
-) -> tuple[int, Checkpoint | None]:
-    """The last slice whose checkpoint is stored and ``matches`` (made from these very inputs
-    on this runtime); returns (first slice still to train, that checkpoint). Shared by every
-    sliced trainer: resuming anywhere else would not equal training from scratch."""
-    for slice_index in range(len(ids) - 1, -1, -1):
-        try:
-            checkpoint = load(ids[slice_index])
-        except ArtifactNotFound:
-            continue
-        if matches(slice_index, checkpoint):
-            return slice_index + 1, checkpoint
-    return 0, None

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional
 
 from models.sisa.config import SisaConfig
-from models.sisa.determinism import seeded_generator
+from models.slicing.determinism import seeded_generator
 
 __all__ = [
     "MIN_IMPROVEMENT",

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from models.sisa.config import SisaConfig
-from models.sisa.determinism import seeded_generator
+from models.slicing.determinism import seeded_generator
 
 __all__ = ["build_network"]
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.sisa.determinism import deterministic_torch
+from models.slicing.determinism import deterministic_torch
 
 __all__ = ["PublicBase"]
 

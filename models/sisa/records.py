@@ -10,6 +10,7 @@ import numpy as np
 
 from models.sisa.config import SisaConfig
 from models.sisa.partition import is_validation_record
+from models.slicing.checkpoints import encode_keys
 
 __all__ = ["ShardLayout", "TrainingRecord", "encode_keys", "keys_by_slice"]
 
@@ -23,16 +24,6 @@ class TrainingRecord:
     slice: int
     x: np.ndarray
     y: int
-
-
-def encode_keys(keys: Iterable[str]) -> bytes:
-    """Length-prefixed UTF-8, so no two different key lists share an encoding."""
-    parts: list[bytes] = []
-    for key in keys:
-        raw = key.encode("utf-8")
-        parts.append(len(raw).to_bytes(8, "big"))
-        parts.append(raw)
-    return b"".join(parts)
 
 
 @dataclass(frozen=True, eq=False)

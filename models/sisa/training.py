@@ -13,15 +13,12 @@ from torch import nn
 
 from models.artifacts import ArtifactStore
 from models.sisa.checkpoints import (
-    Checkpoint,
     checkpoint_ids,
-    latest_matching,
     load_checkpoint,
     runtime_tag,
     save_checkpoint,
 )
 from models.sisa.config import SisaConfig
-from models.sisa.determinism import deterministic_torch
 from models.sisa.fitting import (
     build_optimizer,
     fit_epochs,
@@ -29,6 +26,8 @@ from models.sisa.fitting import (
 )
 from models.sisa.network import build_network
 from models.sisa.records import ShardLayout, TrainingRecord
+from models.slicing.checkpoints import Checkpoint, latest_matching
+from models.slicing.determinism import deterministic_torch
 
 __all__ = [
     "MIN_VALIDATION_RECORDS",

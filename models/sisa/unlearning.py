@@ -14,6 +14,7 @@ from models.sisa.config import SisaConfig
 from models.sisa.manifest import Manifest
 from models.sisa.records import TrainingRecord, keys_by_slice
 from models.sisa.training import ShardTrainingResult, train_shard
+from models.slicing.engine import retrain_slices
 
 __all__ = ["ShardUnlearning", "UnlearnResult", "unlearn", "unlearn_shard"]
 
@@ -169,26 +170,18 @@ def unlearn_shard(
             f"shard {shard}: {len(served_checkpoint_ids)} served checkpoints for "
             f"{config.slices} slices"
         )
-    wanted = checkpoint_ids(config, shard, keys_by_slice(config, retained))
-    first_affected = next(
-        (
-            i
-            for i, (old, new) in enumerate(zip(served_checkpoint_ids, wanted, strict=True))
-            if old != new
-        ),
-        config.slices,
+    retrain, training = retrain_slices(
+        served_checkpoint_ids,
+        checkpoint_ids(config, shard, keys_by_slice(config, retained)),
+        lambda: train_shard(config, shard, retained, store, progress=progress),
     )
-    training = train_shard(config, shard, retained, store, progress=progress)
-    fresh = set(training.checkpoint_ids)
     return ShardUnlearning(
         shard=shard,
         erased_keys=sorted(erased_keys),
-        first_affected_slice=first_affected,
-        checkpoint_before=served_checkpoint_ids[-1],
-        checkpoint_after=training.final_checkpoint,
-        slices_retrained=training.slices_trained,
-        superseded_checkpoints=[
-            c for c in served_checkpoint_ids[first_affected:] if c not in fresh
-        ],
+        first_affected_slice=retrain.first_affected_slice,
+        checkpoint_before=retrain.checkpoint_before,
+        checkpoint_after=retrain.checkpoint_after,
+        slices_retrained=retrain.slices_retrained,
+        superseded_checkpoints=retrain.superseded_checkpoints,
         training=training,
     )

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from models.artifacts import ArtifactStore
 from models.sisa.config import SisaConfig
-from models.sisa.exactness import ExactnessCheck, verify_bit_exact
+from models.sisa.exactness import verify_bit_exact
 from models.sisa.manifest import Manifest
 from models.sisa.records import TrainingRecord
 from models.sisa.training import ShardTrainingResult, train_shard
 from models.sisa.unlearning import UnlearnResult, unlearn
+from models.slicing.exactness import ExactnessCheck
 
 __all__ = [
     "ExactErasureOutcome",

@@ -10,10 +10,11 @@ its keys and values never change shape silently.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 
 class ExactnessResult(StrEnum):
@@ -385,3 +386,17 @@ class FinetuneRetrainOutcome:
             orders=tuple(OrderOutcome.from_json(o) for o in data.get("orders") or ()),
             served_order=data.get("served_order", 0),
         )
+
+
+OutcomeT = TypeVar("OutcomeT", ShardRetrainOutcome, FinetuneRetrainOutcome)
+
+
+@dataclass(frozen=True)
+class PublishedRetrain(Generic[OutcomeT]):
+    """A retrain's outcome as published, with its job and model: what destroying what saw the
+    subjects and certifying need. A loader returns one for a run that stopped after publishing
+    (what is left is those two stages)."""
+
+    job_id: uuid.UUID
+    model_id: uuid.UUID
+    outcome: OutcomeT

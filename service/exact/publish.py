@@ -1,5 +1,7 @@
-"""Publishing a retrained shard as the model's next version, in one transaction; then destroying
-the checkpoints that saw the erased rows (an old checkpoint left behind undoes the erasure)."""
+"""A retrained shard's stages after the retrain: publish it as the model's next version (one
+transaction); destroy the checkpoints that saw the erased rows (none open; an old checkpoint
+left behind undoes the erasure); then certify (one transaction): the destruction recorded and
+every action that was waiting only for retrains closed with its certificate."""
 
 from __future__ import annotations
 
@@ -7,22 +9,26 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models import slicing
 from models.sisa import VersionManifest, checkpoint_key
 from service.audit import append_event
 from service.core.config import Settings
 from service.core.skip import Skip
 from service.core.storage import artifact_store
-from service.db.base import utcnow
-from service.db.enums import ActionStatus, JobStatus, VersionCause
-from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion, TrainingRecord
+from service.db.enums import ActionStatus, JobStatus
+from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion
 from service.erasure.lifecycle import finish_request_if_done
 from service.erasure.retrain_outcomes import ShardRetrainOutcome
 from service.exact.finish import finish_exact_action
-from service.exact.retrain import RetrainInputs
+from service.exact.retrain import CLOSED, RetrainInputs
 from service.exact.training import too_small_warnings
+from service.exact.versions import (
+    add_erasure_version,
+    claimed_while_training,
+    mark_purged_versions,
+)
 from service.jobs import lifecycle as jobs
 from service.registry.service import current_version
 
@@ -42,13 +48,13 @@ def publish_retrain(
     outcome: ShardRetrainOutcome,
     actor: str,
 ) -> PublishResult | Skip:
-    """Record a retrain: new version, job done, audit events, and every action that was
-    waiting only for this job closed with its certificate."""
+    """Record a retrain: new version, job done, audit events (``certify_retrain`` closes the
+    actions once the superseded checkpoints are destroyed)."""
     model = session.get_one(MlModel, inputs.snapshot.model_id, with_for_update=True)
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
         return Skip.reaped
-    if _claimed_while_training(session, model.id, inputs):
+    if claimed_while_training(session, model.id, [r.key for r in inputs.retained], inputs.shard):
         # What we trained still holds rows a request claimed meanwhile. Run again: the
         # unaffected prefix is found in the store.
         jobs.requeue(session, settings, job)
@@ -66,7 +72,6 @@ def publish_retrain(
     _audit_retrained(session, model, job, request_ids, actor)
     if published.version_after != inputs.snapshot.version_number:
         _audit_version(session, model, manifest, request_ids, actor)
-    _finish_waiting_actions(session, settings, job.id, model, actor)
     return PublishResult.done
 
 
@@ -80,21 +85,21 @@ def _publish_version(
 ) -> None:
     """The next version serves the retrained shard; versions that need a checkpoint it
     supersedes are marked purged."""
-    number = current.number + 1
-    session.add(
-        ModelVersion(
-            id=uuid.uuid4(),
-            model_id=model.id,
-            number=number,
-            manifest=manifest.to_json(),
-            manifest_hash=manifest.version_hash(),
-            cause=VersionCause.erasure,
-            request_ids=request_ids,
-            metrics=_version_metrics(current.metrics, outcome.shard, outcome),
-        )
+    add_erasure_version(
+        session,
+        model,
+        manifest=manifest.to_json(),
+        manifest_hash=manifest.version_hash(),
+        request_ids=request_ids,
+        metrics=_version_metrics(current.metrics, outcome.shard, outcome),
     )
-    model.current_version = number
-    _mark_purged_versions(session, model.id, outcome.shard, set(outcome.superseded_checkpoints))
+    superseded = set(outcome.superseded_checkpoints)
+    if superseded:
+        mark_purged_versions(
+            session,
+            model.id,
+            lambda v: VersionManifest.from_json(v.manifest).holds_any(outcome.shard, superseded),
+        )
 
 
 def _audit_retrained(
@@ -147,35 +152,6 @@ def _version_metrics(served: Any, shard: int, outcome: ShardRetrainOutcome) -> d
     }
 
 
-def _claimed_while_training(session: Session, model_id: uuid.UUID, inputs: RetrainInputs) -> bool:
-    claimed_now = set(
-        session.scalars(
-            select(TrainingRecord.record_key).where(
-                TrainingRecord.model_id == model_id,
-                TrainingRecord.shard == inputs.shard,
-                TrainingRecord.erasure_request_id.is_not(None),
-            )
-        )
-    )
-    return bool(claimed_now & {r.key for r in inputs.retained})
-
-
-def _mark_purged_versions(
-    session: Session, model_id: uuid.UUID, shard: int, superseded: set[str]
-) -> None:
-    """Older versions that need a destroyed checkpoint can no longer be loaded: say so."""
-    if not superseded:
-        return
-    versions = session.scalars(
-        select(ModelVersion).where(
-            ModelVersion.model_id == model_id, ModelVersion.purged_at.is_(None)
-        )
-    )
-    for version in versions:
-        if VersionManifest.from_json(version.manifest).holds_any(shard, superseded):
-            version.purged_at = utcnow()
-
-
 def _finish_waiting_actions(
     session: Session, settings: Settings, job_id: uuid.UUID, model: MlModel, actor: str
 ) -> None:
@@ -199,21 +175,37 @@ def _finish_waiting_actions(
         finish_request_if_done(session, request, actor)
 
 
-def destroy_checkpoints(settings: Settings, checkpoints: list[str]) -> int:
-    """Delete the old checkpoints trained on the erased rows (no transaction open); returns
-    how many were there to delete. Call after the new version serves."""
-    store = artifact_store(settings)
-    return sum(1 for c in checkpoints if store.delete(checkpoint_key(c)))
+def destroy_checkpoints(settings: Settings, checkpoints: list[str]) -> list[dict[str, Any]]:
+    """Delete the old checkpoints trained on the erased rows (no transaction open; after the new
+    version serves): one entry per checkpoint, ``deleted`` false when it was already gone."""
+    return slicing.destroy_checkpoints(artifact_store(settings), checkpoints, checkpoint_key)
 
 
-def record_destroyed(
-    session: Session, inputs: RetrainInputs, checkpoints: list[str], deleted: int, actor: str
+def certify_retrain(
+    session: Session,
+    settings: Settings,
+    model_id: uuid.UUID,
+    job_id: uuid.UUID,
+    outcome: ShardRetrainOutcome,
+    destroyed: list[dict[str, Any]],
+    actor: str,
 ) -> None:
-    append_event(
-        session,
-        actor=actor,
-        action="artifacts.deleted",
-        target_type="model",
-        target_id=str(inputs.snapshot.model_id),
-        details={"model": inputs.snapshot.name, "checkpoints": checkpoints, "deleted": deleted},
-    )
+    """The destruction recorded, the job marked closed, and every action that waited only for
+    retrains now done closed with its certificate (purging its rows)."""
+    model = session.get_one(MlModel, model_id, with_for_update=True)
+    job = session.get_one(Job, job_id, with_for_update=True)
+    if outcome.superseded_checkpoints:
+        append_event(
+            session,
+            actor=actor,
+            action="artifacts.deleted",
+            target_type="model",
+            target_id=str(model.id),
+            details={
+                "model": model.name,
+                "checkpoints": [d["checkpoint"] for d in destroyed],
+                "deleted": sum(1 for d in destroyed if d["deleted"]),
+            },
+        )
+    job.result = {**(job.result or {}), CLOSED: True}
+    _finish_waiting_actions(session, settings, job.id, model, actor)

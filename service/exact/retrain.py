@@ -32,12 +32,14 @@ from models.sisa import (
 from service.core.config import Settings
 from service.core.skip import Skip
 from service.core.storage import artifact_store
-from service.db.tables import MlModel
+from service.db.enums import ActionStatus, JobKind, JobStatus
+from service.db.tables import Job, MlModel
 from service.erasure.retrain_outcomes import (
     Exactness,
     ExactnessResult,
     MembershipEvidence,
     MembershipNotComputed,
+    PublishedRetrain,
     ShardRetrainOutcome,
 )
 from service.exact.snapshot import (
@@ -50,6 +52,9 @@ from service.exact.snapshot import (
 )
 from service.jobs import lifecycle as jobs
 from service.registry.service import current_version
+
+# Marks a shard's job whose destroy and certify stages ran (``unfinished``: those that did not).
+CLOSED = "closed"
 
 # Evaluating against the served version can lose a race with another shard's publish (which
 # destroys the checkpoints it replaced) this many times before the retrain gives up.
@@ -66,12 +71,17 @@ class RetrainInputs:
     """Rows claimed by a request but not purged yet: what the served shard still holds."""
 
 
-def load_retrain(session: Session, job_id: uuid.UUID) -> RetrainInputs | Skip:
-    """Claim the job and read what it needs (``Skip.not_claimed``: not ours to run). Raises
-    IntegrityError when another retrain of the shard is running (the caller retries)."""
+def load_retrain(
+    session: Session, job_id: uuid.UUID
+) -> RetrainInputs | PublishedRetrain[ShardRetrainOutcome] | Skip:
+    """Claim the job and read what it needs (``Skip.not_claimed``: not ours to run; unfinished:
+    published, its destroy and certify stages left). Raises IntegrityError when another retrain
+    of the shard is running (the caller retries)."""
     job = jobs.claim(session, job_id)
     if job is None:
-        return Skip.not_claimed
+        done = session.get(Job, job_id)
+        left = _unfinished(session, done) if done is not None else None
+        return Skip.not_claimed if left is None else left
     assert job.shard is not None
     model = session.get_one(MlModel, job.model_id)
     snapshot = load_model_snapshot(session, model)
@@ -235,3 +245,15 @@ def _membership(
         p_value_min=round(min(p), 6),
         p_value_median=round(statistics.median(p), 6),
     )
+
+
+def _unfinished(session: Session, job: Job) -> PublishedRetrain[ShardRetrainOutcome] | None:
+    """A retrain published but not certified (its task stopped in between) while an action
+    still waits for it: its destroy and certify stages are left."""
+    if job.status != JobStatus.done or job.kind != JobKind.retrain_shard or not job.result:
+        return None
+    if job.result.get(CLOSED):
+        return None
+    if not any(a.status == ActionStatus.running for a in jobs.actions_waiting_for(session, job.id)):
+        return None
+    return PublishedRetrain(job.id, job.model_id, ShardRetrainOutcome.from_json(job.result))

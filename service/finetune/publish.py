@@ -18,8 +18,8 @@ from service.core.config import Settings
 from service.core.skip import Skip
 from service.core.storage import artifact_store, drop_merged
 from service.db.base import utcnow
-from service.db.enums import ActionStatus, VersionCause
-from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion, TrainingRecord
+from service.db.enums import ActionStatus
+from service.db.tables import ErasureRequest, Job, MlModel, ModelVersion
 from service.erasure.certificates import (
     RESTORE_TO_FOLLOW,
     current_certificate,
@@ -32,6 +32,11 @@ from service.erasure.retrain_outcomes import FinetuneRetrainOutcome
 from service.exact.finish import purge_records, record_erased, records_erased
 from service.exact.physical import carried_claim, physical_deletion_claim
 from service.exact.publish import PublishResult
+from service.exact.versions import (
+    add_erasure_version,
+    claimed_while_training,
+    mark_purged_versions,
+)
 from service.finetune.retrain import ExactInputs
 from service.finetune.rules import retire_rules
 from service.finetune.training import manifest_checkpoints, manifest_hash, manifest_of
@@ -52,7 +57,7 @@ def publish_exact(
     job = jobs.running_job(session, inputs.job_id)
     if job is None:
         return Skip.reaped
-    if _claimed_while_training(session, model.id, outcome):
+    if claimed_while_training(session, model.id, outcome.retained_keys):
         jobs.requeue(session, settings, job)
         return PublishResult.requeued
     if served_version(session, model).checkpoint != outcome.checkpoint_after:
@@ -70,21 +75,18 @@ def _add_version(
     session: Session, model: MlModel, inputs: ExactInputs, outcome: FinetuneRetrainOutcome
 ) -> None:
     manifest = manifest_of(inputs.served.base_id, *_orders_after(inputs, outcome))
-    number = (model.current_version or 0) + 1
-    session.add(
-        ModelVersion(
-            id=uuid.uuid4(),
-            model_id=model.id,
-            number=number,
-            manifest=manifest,
-            manifest_hash=manifest_hash(manifest),
-            cause=VersionCause.erasure,
-            request_ids=inputs.request_ids,
-            metrics={"lineage_hash": outcome.lineage_hash, "stage": outcome.stage},
-        )
+    add_erasure_version(
+        session,
+        model,
+        manifest=manifest,
+        manifest_hash=manifest_hash(manifest),
+        request_ids=inputs.request_ids,
+        metrics={"lineage_hash": outcome.lineage_hash, "stage": outcome.stage},
     )
-    model.current_version = number
-    _mark_purged_versions(session, model.id, set(outcome.superseded_checkpoints))
+    superseded = set(outcome.superseded_checkpoints)
+    mark_purged_versions(
+        session, model.id, lambda v: bool(superseded & manifest_checkpoints(v.manifest))
+    )
 
 
 def _orders_after(
@@ -99,33 +101,6 @@ def _orders_after(
         for o in outcome.orders
     ]
     return orders, outcome.served_order
-
-
-def _claimed_while_training(
-    session: Session, model_id: uuid.UUID, outcome: FinetuneRetrainOutcome
-) -> bool:
-    """Whether a request claimed, while the retrain ran, records it trained on."""
-    claimed = set(
-        session.scalars(
-            select(TrainingRecord.record_key).where(
-                TrainingRecord.model_id == model_id,
-                TrainingRecord.erasure_request_id.is_not(None),
-                TrainingRecord.erased_at.is_(None),
-            )
-        )
-    )
-    return bool(claimed & set(outcome.retained_keys))
-
-
-def _mark_purged_versions(session: Session, model_id: uuid.UUID, superseded: set[str]) -> None:
-    """Older versions that need a destroyed checkpoint can no longer be loaded: say so."""
-    for version in session.scalars(
-        select(ModelVersion).where(
-            ModelVersion.model_id == model_id, ModelVersion.purged_at.is_(None)
-        )
-    ):
-        if superseded & manifest_checkpoints(version.manifest):
-            version.purged_at = utcnow()
 
 
 def _audit_published(

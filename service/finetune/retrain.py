@@ -26,9 +26,7 @@ from service.db.enums import (
 )
 from service.db.tables import ActionJob, Job, MlModel, RequestAction, TrainingRecord
 from service.erasure.lifecycle import move_action
-from service.erasure.retrain_outcomes import (
-    FinetuneRetrainOutcome,
-)
+from service.erasure.retrain_outcomes import FinetuneRetrainOutcome, PublishedRetrain
 from service.finetune.records import load_records
 from service.jobs import lifecycle as jobs
 from service.queue.after_commit import enqueue_after_commit
@@ -89,24 +87,14 @@ class ExactInputs:
     """The switch-off an earlier run of this job published (its restore still to come)."""
 
 
-@dataclass(frozen=True)
-class UnfinishedExact:
-    """A retrain published but not closed (its task stopped after publishing): what is left
-    is destroying what saw the subjects and closing the actions."""
-
-    job_id: uuid.UUID
-    model_id: uuid.UUID
-    outcome: FinetuneRetrainOutcome
-
-
-def _unfinished(session: Session, job: Job) -> UnfinishedExact | Skip:
+def _unfinished(session: Session, job: Job) -> PublishedRetrain[FinetuneRetrainOutcome] | Skip:
     """A job no worker can claim: left to close if it published, else not ours."""
     if job.status != JobStatus.done or job.kind != JobKind.finetune_retrain:
         return Skip.not_claimed
     waiting = jobs.actions_waiting_for(session, job.id)
     if not any(a.status == ActionStatus.running for a in waiting):
         return Skip.not_claimed
-    return UnfinishedExact(job.id, job.model_id, FinetuneRetrainOutcome.from_json(job.result))
+    return PublishedRetrain(job.id, job.model_id, FinetuneRetrainOutcome.from_json(job.result))
 
 
 def _rules_pending(session: Session, actions: list[RequestAction]) -> bool:
@@ -132,7 +120,7 @@ def _should_verify(policy: GenerativePolicy, job_id: uuid.UUID) -> bool:
 
 def load_exact(
     session: Session, settings: Settings, job_id: uuid.UUID
-) -> ExactInputs | UnfinishedExact | Skip:
+) -> ExactInputs | PublishedRetrain[FinetuneRetrainOutcome] | Skip:
     """Claim the job and read the served version and records; a Skip says why not."""
     pending = session.get(Job, job_id)
     if pending is None:

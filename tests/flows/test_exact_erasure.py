@@ -233,6 +233,59 @@ def test_redelivered_task_does_not_retrain_twice(
     assert session.scalar(select(func.count()).select_from(ModelVersion)) == versions
 
 
+def test_certificate_follows_the_destruction_and_a_failed_one_runs_again(
+    app_client: TestClient,
+    tokens: dict[str, str],
+    sent_tasks: SentTasks,
+    trained_model: dict[str, Any],
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import workers.tasks.exact as training
+    from workers.tasks.requests import process_request
+
+    rid = file_and_approve(app_client, tokens, a_trained_subject(session))
+    [args] = sent_tasks.pop(TASK_PROCESS_REQUEST)
+    process_request(*args)
+    [job_args] = sent_tasks.pop(TASK_RETRAIN_SHARD)
+    real, calls = training.destroy_checkpoints, []
+
+    def fails_once(*a: Any) -> Any:
+        calls.append(a)
+        if len(calls) == 1:
+            raise OSError("store unreachable")
+        return real(*a)
+
+    monkeypatch.setattr(training, "destroy_checkpoints", fails_once)
+    assert training.retrain_shard(*job_args) == "requeued"
+    # Published (version 2 serves) but nothing certified while the old checkpoints exist.
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+    assert request["status"] == "in_progress" and request["certificates"] == []
+    session.expire_all()
+    job = session.get_one(Job, uuid.UUID(job_args[0]))
+    assert job.status == "done" and "closed" not in job.result
+    store = artifact_store(get_settings())
+    superseded = job.result["superseded_checkpoints"]
+    assert superseded and all(store.exists(checkpoint_key(c)) for c in superseded)
+
+    assert sent_tasks.pop(TASK_RETRAIN_SHARD) == [job_args]  # sent again
+    assert training.retrain_shard(*job_args) == "finished"
+    assert training.retrain_shard(*job_args) == "not_claimed"  # closed: nothing left
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+    assert request["status"] == "completed"
+    [cert] = request["certificates"]
+    assert cert["body"]["determinism_check"] == "bit_exact"
+    assert not any(store.exists(checkpoint_key(c)) for c in superseded)
+    versions = session.scalar(select(func.count()).select_from(ModelVersion))
+    assert versions == 2  # published once
+    timeline = [
+        e["action"]
+        for e in app_client.get(f"/v1/requests/{rid}/timeline", headers=auth(tokens["dpo"])).json()
+    ]
+    assert "certificate.issued" in timeline and "request.completed" in timeline
+    assert verify_chain(session).ok
+
+
 def test_worker_death_before_publish_is_reaped_and_resumes_from_checkpoints(
     app_client: TestClient,
     tokens: dict[str, str],

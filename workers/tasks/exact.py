@@ -1,32 +1,36 @@
 """ML tasks for models lethe trains, on the ``ml`` queue: a model's first training and one
 shard's retrain after an erasure.
 
-Each task: load (one transaction) → compute in service.exact (no transaction open) → record (one
-transaction). Checkpoints are content-addressed, so a redelivered task finds the slices it
+Training: load (one transaction) → compute in service.exact (no transaction open) → record (one
+transaction). A shard's retrain runs the slice-retrain pipeline (workers.slice_retrain) with the
+shard's stages. Checkpoints are content-addressed, so a redelivered task finds the slices it
 already trained and does not train them again.
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from celery import shared_task
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from models.sisa import Manifest
+from service.core.config import Settings
 from service.core.errors import DomainError
 from service.core.skip import Skip
-from service.exact.physical import reclaim_space, take_purged
+from service.erasure.retrain_outcomes import PublishedRetrain, ShardRetrainOutcome
 from service.exact.publish import (
     PublishResult,
+    certify_retrain,
     destroy_checkpoints,
     publish_retrain,
-    record_destroyed,
 )
-from service.exact.retrain import load_retrain, retrain, served_finals
+from service.exact.retrain import RetrainInputs, load_retrain, retrain, served_finals
 from service.exact.training import load_training, record_training, train_all
 from service.queue.names import TASK_RETRAIN_SHARD, TASK_TRAIN_MODEL
-from workers.base import DbTask, db_task_options, give_up_or_retry, wait_turn
+from workers import slice_retrain as pipeline
+from workers.base import DbTask, db_task_options, give_up_or_retry
 from workers.progress import progress_reporter
 
 ACTOR = "worker"
@@ -54,20 +58,48 @@ def train_model(self: DbTask, job_id: str) -> str:
     return "done" if skipped is None else skipped.value
 
 
+class ShardRetrainStages:
+    """A shard's stages of the slice-retrain pipeline (workers.slice_retrain)."""
+
+    def load(
+        self, session: Session, settings: Settings, job_id: uuid.UUID
+    ) -> RetrainInputs | PublishedRetrain[ShardRetrainOutcome] | Skip:
+        return load_retrain(session, job_id)
+
+    def publish(
+        self,
+        session: Session,
+        settings: Settings,
+        inputs: RetrainInputs,
+        outcome: ShardRetrainOutcome,
+    ) -> PublishResult | Skip:
+        return publish_retrain(session, settings, inputs, outcome, ACTOR)
+
+    def destroy(self, settings: Settings, checkpoints: list[str]) -> list[dict[str, Any]]:
+        return destroy_checkpoints(settings, checkpoints)
+
+    def certify(
+        self,
+        session: Session,
+        settings: Settings,
+        inputs: RetrainInputs | None,
+        retrain: PublishedRetrain[ShardRetrainOutcome],
+        destroyed: list[dict[str, Any]],
+    ) -> None:
+        certify_retrain(
+            session, settings, retrain.model_id, retrain.job_id, retrain.outcome, destroyed, ACTOR
+        )
+
+
+STAGES = ShardRetrainStages()
+
+
 @shared_task(name=TASK_RETRAIN_SHARD, **db_task_options(max_retries=5))
 def retrain_shard(self: DbTask, job_id: str) -> str:
     jid = uuid.UUID(job_id)
-    try:
-        with self.transaction() as session:
-            inputs = load_retrain(session, jid)
-    except IntegrityError:
-        # Another retrain of this shard is running; this one waits its turn.
-        return wait_turn(self, job_id)
-    except DomainError as exc:
-        give_up_or_retry(self, jid, exc.code, None)
-        return "failed"
-    if isinstance(inputs, Skip):
-        return inputs.value
+    inputs = pipeline.load(self, jid, STAGES)
+    if isinstance(inputs, str):
+        return inputs
     if inputs.snapshot.manifest is None:
         give_up_or_retry(self, jid, "model_not_trained", None)
         return "failed"
@@ -76,19 +108,8 @@ def retrain_shard(self: DbTask, job_id: str) -> str:
         with self.transaction(audited=False) as session:
             return served_finals(session, inputs.snapshot.model_id)
 
-    try:
-        outcome = retrain(self.settings, inputs, progress_reporter(self, jid), served)
-    except Exception as exc:
-        give_up_or_retry(self, jid, "retrain_error", exc)
-        raise
-    with self.transaction() as session:
-        published = publish_retrain(session, self.settings, inputs, outcome, ACTOR)
-        purged = take_purged(session)
-    # VACUUM cannot run inside a transaction: the purge committed above, reclaim its space now.
-    reclaim_space(self, purged, ACTOR)
-    if published == PublishResult.done and outcome.superseded_checkpoints:
-        superseded = list(outcome.superseded_checkpoints)
-        deleted = destroy_checkpoints(self.settings, superseded)
-        with self.transaction() as session:
-            record_destroyed(session, inputs, superseded, deleted, ACTOR)
-    return published.value
+    outcome = pipeline.unlearn(
+        self, jid, lambda: retrain(self.settings, inputs, progress_reporter(self, jid), served)
+    )
+    published = PublishedRetrain(jid, inputs.snapshot.model_id, outcome)
+    return pipeline.publish_destroy_certify(self, STAGES, inputs, published)

@@ -12,13 +12,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from celery import shared_task
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from service.core.config import Settings
 from service.core.skip import Skip
-from service.erasure.retrain_outcomes import FinetuneRetrainOutcome
-from service.exact.physical import reclaim_space, take_purged
+from service.erasure.retrain_outcomes import FinetuneRetrainOutcome, PublishedRetrain
 from service.exact.publish import PublishResult
 from service.finetune.publish import (
     certify_restored,
@@ -26,7 +27,7 @@ from service.finetune.publish import (
     finish_exact,
     publish_exact,
 )
-from service.finetune.retrain import ExactInputs, UnfinishedExact, load_exact
+from service.finetune.retrain import ExactInputs, load_exact
 from service.finetune.switch_off import restore_exact, switch_exact
 from service.finetune.training import load_finetune, record_finetune, run_finetune
 from service.finetune.verify import (
@@ -43,7 +44,8 @@ from service.finetune.verify import (
 )
 from service.jobs import lifecycle as jobs
 from service.queue.names import TASK_FINETUNE_MODEL, TASK_FINETUNE_RETRAIN, TASK_FINETUNE_VERIFY
-from workers.base import DbTask, db_task_options, give_up_or_retry, wait_turn
+from workers import slice_retrain as pipeline
+from workers.base import DbTask, db_task_options, give_up_or_retry
 from workers.progress import progress_reporter
 
 log = logging.getLogger(__name__)
@@ -70,27 +72,53 @@ def finetune_model(self: DbTask, job_id: str) -> str:
     return "done" if skipped is None else skipped.value
 
 
+class FinetuneRetrainStages:
+    """A fine-tune's stages of the slice-retrain pipeline (workers.slice_retrain), for its
+    switch-off: the removal served at once; the restore after it is ``_restore``."""
+
+    def load(
+        self, session: Session, settings: Settings, job_id: uuid.UUID
+    ) -> ExactInputs | PublishedRetrain[FinetuneRetrainOutcome] | Skip:
+        return load_exact(session, settings, job_id)
+
+    def publish(
+        self,
+        session: Session,
+        settings: Settings,
+        inputs: ExactInputs,
+        outcome: FinetuneRetrainOutcome,
+    ) -> PublishResult | Skip:
+        return publish_exact(session, settings, inputs, outcome, ACTOR)
+
+    def destroy(self, settings: Settings, checkpoints: list[str]) -> list[dict[str, Any]]:
+        # The checkpoints and the serving weights merged from them, here and on every host.
+        return destroy_artifacts(settings, checkpoints)
+
+    def certify(
+        self,
+        session: Session,
+        settings: Settings,
+        inputs: ExactInputs | None,
+        retrain: PublishedRetrain[FinetuneRetrainOutcome],
+        destroyed: list[dict[str, Any]],
+    ) -> None:
+        model_id, job_id = retrain.model_id, retrain.job_id
+        finish_exact(session, settings, model_id, job_id, retrain.outcome, destroyed, ACTOR)
+        if inputs is not None and inputs.verify:
+            # The check needs no restored weights to start: it fine-tunes from scratch beside
+            # the restore (another worker process where one is free), off the critical path.
+            open_verify(session, settings, model_id, job_id, *planned_check(inputs))
+
+
+STAGES = FinetuneRetrainStages()
+
+
 @shared_task(name=TASK_FINETUNE_RETRAIN, **db_task_options(max_retries=5))
 def finetune_retrain(self: DbTask, job_id: str) -> str:
     jid = uuid.UUID(job_id)
-    try:
-        with self.transaction() as session:
-            inputs = load_exact(session, self.settings, jid)
-    except IntegrityError:
-        # Another exact retrain of this model is running; this one waits its turn.
-        return wait_turn(self, job_id)
-    if isinstance(inputs, Skip):
-        return inputs.value
-    if isinstance(inputs, UnfinishedExact):  # published before the task stopped: close it
-        superseded = list(inputs.outcome.superseded_checkpoints)
-        destroyed = destroy_artifacts(self.settings, superseded)
-        with self.transaction() as session:
-            finish_exact(
-                session, self.settings, inputs.model_id, jid, inputs.outcome, destroyed, ACTOR
-            )
-            purged = take_purged(session)
-        reclaim_space(self, purged, ACTOR)
-        return "finished"
+    inputs = pipeline.load(self, jid, STAGES)
+    if isinstance(inputs, str):
+        return inputs
     switched = _switch_off(self, jid, inputs)
     if isinstance(switched, str):
         return switched
@@ -100,38 +128,12 @@ def finetune_retrain(self: DbTask, job_id: str) -> str:
 def _switch_off(task: DbTask, jid: uuid.UUID, inputs: ExactInputs) -> FinetuneRetrainOutcome | str:
     """Serve the stored state before the subjects' first slice, destroy what saw them and
     close the actions with the certificate of the switch; a str says why this run stops."""
-    try:
-        outcome = switch_exact(task.settings, inputs)
-    except Exception as exc:
-        give_up_or_retry(task, jid, "retrain_error", exc)
-        raise
+    outcome = pipeline.unlearn(task, jid, lambda: switch_exact(task.settings, inputs))
     if outcome.records_erased == 0 and inputs.switched is not None:
         return inputs.switched  # run again after its switch: only the restore is left
-    with task.transaction() as session:
-        published = publish_exact(session, task.settings, inputs, outcome, ACTOR)
-    if published != PublishResult.done:
-        return published.value
-    # The switched-off version serves from here on: what saw the subjects can go.
-    try:
-        destroyed = destroy_artifacts(task.settings, list(outcome.superseded_checkpoints))
-    except Exception as exc:
-        # Published, not closed: run the job again; it finds the switch made and closes it.
-        log.error("job %s: destroying artifacts failed (%s)", jid, type(exc).__name__)
-        with task.transaction() as session:
-            job = jobs.running_job(session, jid)
-            if job is not None:
-                jobs.requeue(session, task.settings, job, countdown=jobs.RETRY_DELAY_S)
-        return "requeued"
-    with task.transaction() as session:
-        finish_exact(session, task.settings, inputs.model_id, jid, outcome, destroyed, ACTOR)
-        if inputs.verify:
-            # The check needs no restored weights to start: it fine-tunes from scratch beside
-            # the restore (another worker process where one is free), off the critical path.
-            open_verify(session, task.settings, inputs.model_id, jid, *planned_check(inputs))
-        purged = take_purged(session)
-    # VACUUM cannot run inside a transaction: the purge committed above, reclaim its space now.
-    reclaim_space(task, purged, ACTOR)
-    return outcome
+    published = PublishedRetrain(jid, inputs.model_id, outcome)
+    result = pipeline.publish_destroy_certify(task, STAGES, inputs, published)
+    return outcome if result == PublishResult.done else result
 
 
 def _restore(
@@ -139,11 +141,10 @@ def _restore(
 ) -> str:
     """Retrain the switched-off slices in the background and publish them, superseding the
     switch-off certificates; a failure leaves the removal in force."""
-    try:
-        outcome = restore_exact(task.settings, inputs, switched, progress_reporter(task, jid))
-    except Exception as exc:
-        give_up_or_retry(task, jid, "retrain_error", exc)
-        raise
+    report = progress_reporter(task, jid)
+    outcome = pipeline.unlearn(
+        task, jid, lambda: restore_exact(task.settings, inputs, switched, report)
+    )
     with task.transaction() as session:
         published = publish_exact(session, task.settings, inputs, outcome, ACTOR)
         if published == PublishResult.done:

@@ -22,7 +22,7 @@ from models.finetune import (
     train_sliced_in_memory,
 )
 from models.finetune.records import tokenize_record
-from models.sisa.exactness import compare_states
+from models.slicing.exactness import compare_states
 from tests.support.finetune_data import CONFIG, LAYERED, RECORDS, subject_in
 
 

@@ -25,7 +25,7 @@ from models.finetune import (
     unlearn_subjects,
     verify_bit_exact,
 )
-from models.sisa.exactness import compare_states
+from models.slicing.exactness import compare_states
 from tests.support.finetune_data import CONFIG, LAYERED, RECORDS, subject_in
 
 

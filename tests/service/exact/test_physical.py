@@ -171,7 +171,7 @@ def test_without_the_vacuum_the_row_stays_and_full_drops_its_bytes(
     from service.exact.physical import vacuum
 
     # The control: the same erasure without the VACUUM leaves the old row versions readable.
-    for module in ("workers.tasks.exact", "workers.tasks.requests"):
+    for module in ("workers.slice_retrain", "workers.tasks.requests"):
         monkeypatch.setattr(f"{module}.reclaim_space", lambda *_: None)
     _erase_canary(committed)
     engine = committed["engine"]

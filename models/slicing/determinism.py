@@ -1,4 +1,5 @@
-"""The pieces that make SISA training reproducible bit for bit on CPU."""
+"""The pieces that make sliced training (SISA shards, fine-tunes) reproducible bit for bit on
+CPU."""
 
 from __future__ import annotations
 
