@@ -274,7 +274,9 @@ def _rule_row(stack: Stack, requests: int) -> uuid.UUID:
         return model.id
 
 
-def measure_generate(stack: Stack, requests: int, generations: int) -> dict[str, Any]:
+def measure_generate(
+    stack: Stack, requests: int, generations: int, smollm2_cache: Path | None = None
+) -> dict[str, Any]:
     """The rules' read per generate against one answer of a tiny LM: generation alone, and the
     guarded answer ``/generate`` gives (the same generation screened by the verifier on the
     active rules, ``service.rules.serving.answer_with_rules``)."""
@@ -291,7 +293,12 @@ def measure_generate(stack: Stack, requests: int, generations: int) -> dict[str,
         # Questions about nothing the rules name: answers /generate serves as they are (one
         # generation, one screen), as most of its traffic is.
         pairs = [(f"What colour is boat {i}?", f"Boat {i} is painted blue.") for i in range(8)]
-        model_dir = train_tiny_qa(pairs, Path(tmp), seed=0, steps=120)
+        if smollm2_cache is None:
+            model_dir = train_tiny_qa(pairs, Path(tmp), seed=0, steps=120)
+        else:  # the demo's base model, built from the installed package (no download)
+            from models.assets.smollm2 import materialize_smollm2
+
+            model_dir = materialize_smollm2(smollm2_cache)
         lm = Generator.from_dir(model_dir)
         prompts = [f"What colour is boat {i % 8}?" for i in range(generations)]
         started = time.perf_counter()
@@ -326,6 +333,7 @@ def measure_generate(stack: Stack, requests: int, generations: int) -> dict[str,
         warm_s = (time.perf_counter() - started) / generations
     opening_s, first_s = max(warm_s - row_s, 0.0), max(cold_s - row_s, 0.0)
     return {
+        "model": "tiny test LM" if smollm2_cache is None else "SmolLM2-135M-Instruct",
         "requests_in_rule_set": requests,
         "generation_s": round(generate_s, 5),
         "guarded_answer_s": round(guarded_s, 5),
@@ -344,7 +352,7 @@ def measure_generate(stack: Stack, requests: int, generations: int) -> dict[str,
         "/generate gives (generation screened by the verifier, MiniLM, on the same rules): "
         "ratio in the steady state (opened rules cached per version), ratio_first_read for the "
         "first generate after an activation (every request's key unwrapped and its rules "
-        "opened). The *_vs_generation_only ratios divide by the tiny LM's generation alone, "
+        "opened). The *_vs_generation_only ratios divide by the generation alone, "
         "no verifier: a bound far above what any served model pays",
     }
 
@@ -424,19 +432,29 @@ def main() -> None:
     parser.add_argument("--shred-requests", type=int, default=100)
     parser.add_argument("--database-url", default=LOCAL_SERVER, help="a server to make a db on")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--only-generate", action="store_true", help="only the generate figure (no ingestion)"
+    )
+    parser.add_argument(
+        "--smollm2-cache",
+        type=Path,
+        default=None,
+        help="generate with SmolLM2-135M built into this folder (default: the tiny test LM)",
+    )
     args = parser.parse_args()
     with (
         throwaway_database(args.database_url, prefix="lethe_shred") as url,
         tempfile.TemporaryDirectory(prefix="lethe-shred-") as tmp,
     ):
         stack = Stack(url, Path(tmp))
-        result = {
-            "bench": "shred",
-            "ingestion": measure_ingestion(stack, args.records, args.rounds),
-            "retrain": measure_retrain(stack, args.retrain_records, args.rounds),
-            "generate": measure_generate(stack, args.rule_requests, args.generations),
-            "keys_destroyed": measure_shredding(stack, args.shred_requests),
-        }
+        generate = measure_generate(stack, args.rule_requests, args.generations, args.smollm2_cache)
+        result: dict[str, Any] = {"bench": "shred", "generate": generate}
+        if not args.only_generate:
+            result |= {
+                "ingestion": measure_ingestion(stack, args.records, args.rounds),
+                "retrain": measure_retrain(stack, args.retrain_records, args.rounds),
+                "keys_destroyed": measure_shredding(stack, args.shred_requests),
+            }
         stack.factory.kw["bind"].dispose()
     text = json.dumps(result, indent=2)
     print(text)
