@@ -66,7 +66,11 @@ def request_plan(
 ) -> Job:
     """Open a plan job for the (locked) model and send it after commit."""
     if model.kind != ModelKind.sharded_classifier:
-        raise conflict("wrong_model_kind", "only sharded classifiers are planned")
+        raise conflict(
+            "wrong_model_kind",
+            "only sharded classifiers have a plan job; a fine-tune's slice-order trade-off "
+            "needs none: read it with GET /v1/models/{name}/plan (lethe models plan NAME)",
+        )
     if ModelConfig.model_validate(model.config).sisa_config is None:
         raise conflict("no_training_records", "ingest training records before planning")
     busy = session.scalar(

@@ -112,6 +112,9 @@ def test_models_plan_prints_a_finetunes_slice_orders(
         untrained.stdout.splitlines()[-1]
         == "costs: not measured yet (the model has not been trained)."
     )
+    # A fine-tune has no plan job to run: the refusal says where its trade-off is.
+    refused = run(ml, "models", "plan", name, "--run")
+    assert refused.exit_code != 0 and "needs none" in refused.output, refused.output
     assert run(ml, "models", "train", name).exit_code == 0
     assert drain(sent_tasks) == [(TASK_FINETUNE_MODEL, "done")]
     orders = cli_json(run(ml, "models", "plan", name, "--json"))["orders"]
