@@ -140,10 +140,12 @@ def destroy_artifacts(settings: Settings, checkpoints: list[str]) -> list[dict[s
     """Delete the superseded checkpoints and any merged weights made from them (no
     transaction open; after the new version serves). One entry per artifact with its sha256
     and the time it was destroyed."""
-    destroyed = []
+    # The merged weights first: a serving process on this host drops (unrecorded) any merged
+    # folder whose checkpoint is gone when it loads the new version, so deleting the
+    # checkpoints first could leave this list, and the certificate, without the folder.
+    destroyed = list(drop_merged(settings, checkpoints))
     for entry in destroy_checkpoints(artifact_store(settings), checkpoints):
         destroyed.append({"type": "checkpoint", **entry, "destroyed_at": utcnow().isoformat()})
-    destroyed.extend(drop_merged(settings, checkpoints))
     return destroyed
 
 
