@@ -11,7 +11,10 @@ from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
+from service.db.enums import ModelKind
+from service.db.tables import MlModel
 from service.stack.migrate import upgrade
 
 
@@ -62,3 +65,19 @@ def fresh_database(server: str, prefix: str = "lethe_t", revision: str = "head")
         create_engine(url).dispose()
         with psycopg.connect(_admin_dsn(server), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bare_generative_model(session: Session, prefix: str = "gen") -> MlModel:
+    """A generative model row with no config (flushed): what tests of rule sets, purges and
+    keys hang their rows on, without registering a real model."""
+    model = MlModel(
+        id=uuid.uuid4(),
+        name=f"{prefix}-{uuid.uuid4().hex[:8]}",
+        kind=ModelKind.generative,
+        config={},
+        policy={},
+        created_by="test",
+    )
+    session.add(model)
+    session.flush()
+    return model

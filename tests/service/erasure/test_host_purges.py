@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from service.core.config import Settings
 from service.core.storage import merged_root
 from service.db.base import utcnow
-from service.db.enums import ActionStatus, HostPurgeStatus, ModelKind, Strategy
-from service.db.tables import AuditEvent, Host, HostPurge, MlModel, RequestAction
+from service.db.enums import ActionStatus, HostPurgeStatus, Strategy
+from service.db.tables import AuditEvent, Host, HostPurge, RequestAction
 from service.erasure.certificates import current_certificate, issue_certificate
 from service.erasure.filing import NewRequest, file_request
 from service.erasure.host_purges import (
@@ -26,22 +26,9 @@ from service.erasure.host_purges import (
     mark_absent,
     record_purges,
 )
+from tests.support.db import bare_generative_model
 
 CHECKPOINTS = ["c" * 64, "d" * 64]
-
-
-def _model(session: Session) -> MlModel:
-    model = MlModel(
-        id=uuid.uuid4(),
-        name=f"ft-{uuid.uuid4().hex[:8]}",
-        kind=ModelKind.generative,
-        config={},
-        policy={},
-        created_by="test",
-    )
-    session.add(model)
-    session.flush()
-    return model
 
 
 def _as(settings: Settings, host: str, tmp_path: Path) -> Settings:
@@ -72,7 +59,7 @@ def test_every_live_host_gets_a_purge_and_the_one_that_destroyed_confirms_at_onc
     me, other, gone = f"self-{_tag()}", f"other-{_tag()}", f"gone-{_tag()}"
     _host(session, other, timedelta(seconds=5))
     _host(session, gone, timedelta(hours=2))  # silent past the timeout: not asked
-    model, rid = _model(session), str(uuid.uuid4())
+    model, rid = bare_generative_model(session, "ft"), str(uuid.uuid4())
     dropped = [{"type": "merged_weights", "checkpoint": CHECKPOINTS[0]}]
     rows = record_purges(
         session, _as(settings, me, tmp_path), model.id, [rid], CHECKPOINTS, dropped, "worker"
@@ -94,7 +81,7 @@ def test_a_host_deletes_its_copies_forgets_them_and_confirms(
     me, other = f"self-{_tag()}", f"other-{_tag()}"
     theirs = _as(settings, other, tmp_path)
     heartbeat(session, theirs, "api")
-    model, rid = _model(session), str(uuid.uuid4())
+    model, rid = bare_generative_model(session, "ft"), str(uuid.uuid4())
     folder, sha = _copy(theirs, CHECKPOINTS[1])
     kept, _ = _copy(theirs, "e" * 64)  # another version's copy: not named, kept
     record_purges(session, _as(settings, me, tmp_path), model.id, [rid], CHECKPOINTS, [], "w")
@@ -120,7 +107,7 @@ def test_a_silent_host_is_marked_absent_and_the_words_say_so(
 ) -> None:
     me, other = f"self-{_tag()}", f"other-{_tag()}"
     _host(session, other, timedelta(seconds=1))
-    model, rid = _model(session), str(uuid.uuid4())
+    model, rid = bare_generative_model(session, "ft"), str(uuid.uuid4())
     record_purges(session, _as(settings, me, tmp_path), model.id, [rid], CHECKPOINTS, [], "w")
     assert mark_absent(session, settings, "reaper", utcnow()) == 0  # not silent long enough
     later = utcnow() + timedelta(seconds=settings.host_absent_after_seconds + 1)
@@ -138,7 +125,7 @@ def test_once_no_host_is_pending_the_certificate_is_issued_again_with_the_hosts(
 ) -> None:
     me, other = f"self-{_tag()}", f"other-{_tag()}"
     _host(session, other, timedelta(seconds=1))
-    model = _model(session)
+    model = bare_generative_model(session, "ft")
     new = NewRequest(
         subject_identifier=f"hosts-{_tag()}@example.org",
         reason="art 17",

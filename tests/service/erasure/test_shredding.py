@@ -14,14 +14,15 @@ from service.core.config import Settings, get_settings
 from service.core.keys import KeyDestroyed, keys_for
 from service.core.security import open_sealed
 from service.db.base import utcnow
-from service.db.enums import ModelKind, RuleSetStatus
-from service.db.tables import AuditEvent, MlModel, RequestNote, RuleSetVersion
+from service.db.enums import RuleSetStatus
+from service.db.tables import AuditEvent, RequestNote, RuleSetVersion
 from service.erasure.decisions import verify_identity
 from service.erasure.filing import NewRequest, file_request, get_request
 from service.erasure.lifecycle import cancel_request, reject_request
 from service.erasure.notes import notes_of
 from service.erasure.shredding import policy_words, shred_due
 from service.reports.words import describe_event
+from tests.support.db import bare_generative_model
 
 CANARY = "canary.shred@example.org"
 
@@ -91,16 +92,7 @@ def test_a_rejected_request_is_shredded_after_its_retention(
 def test_rules_in_force_keep_their_key_until_retired(session: Session, settings: Settings) -> None:
     request = get_request(session, _file(session, settings))
     cancel_request(session, request, "test", "withdrawn")
-    model = MlModel(
-        id=uuid.uuid4(),
-        name=f"gen-{uuid.uuid4().hex[:8]}",
-        kind=ModelKind.generative,
-        config={},
-        policy={},
-        created_by="test",
-    )
-    session.add(model)
-    session.flush()
+    model = bare_generative_model(session, "gen")
     rules = RuleSetVersion(
         id=uuid.uuid4(),
         model_id=model.id,

@@ -15,6 +15,7 @@ from service.db.enums import HostPurgeStatus, ModelKind
 from service.db.tables import Host, HostPurge, MlModel
 from service.web.servers import server_rows
 from tests.support.console import sign_in
+from tests.support.db import bare_generative_model
 
 
 def _hosts(session: Session) -> tuple[str, str]:
@@ -25,16 +26,7 @@ def _hosts(session: Session) -> tuple[str, str]:
     session.add(Host(id=live, role="api", registered_at=now, last_seen_at=now))
     ago = now - timedelta(hours=2)
     session.add(Host(id=silent, role="worker", registered_at=ago, last_seen_at=ago))
-    model = MlModel(
-        id=uuid.uuid4(),
-        name=f"ft-{uuid.uuid4().hex[:8]}",
-        kind=ModelKind.generative,
-        config={},
-        policy={},
-        created_by="test",
-    )
-    session.add(model)
-    session.flush()
+    model = bare_generative_model(session, "ft")
     for host, status in (
         (live, HostPurgeStatus.confirmed),
         (live, HostPurgeStatus.pending),
