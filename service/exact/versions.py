@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from service.db.base import utcnow
 from service.db.enums import VersionCause
 from service.db.tables import MlModel, ModelVersion, TrainingRecord
+from service.registry.service import add_version
 
 
 def claimed_while_training(
@@ -40,23 +41,17 @@ def add_erasure_version(
     request_ids: list[str],
     metrics: dict[str, Any],
 ) -> int:
-    """The model's next version, serving from now on (the model row is locked by the caller);
-    returns its number."""
-    number = (model.current_version or 0) + 1
-    session.add(
-        ModelVersion(
-            id=uuid.uuid4(),
-            model_id=model.id,
-            number=number,
-            manifest=manifest,
-            manifest_hash=manifest_hash,
-            cause=VersionCause.erasure,
-            request_ids=request_ids,
-            metrics=metrics,
-        )
+    """The model's next version after an erasure, serving from now on (the model row is locked
+    by the caller); returns its number."""
+    return add_version(
+        session,
+        model,
+        VersionCause.erasure,
+        manifest=manifest,
+        manifest_hash=manifest_hash,
+        request_ids=request_ids,
+        metrics=metrics,
     )
-    model.current_version = number
-    return number
 
 
 def mark_purged_versions(

@@ -138,6 +138,35 @@ def get_job(session: Session, job_id: uuid.UUID) -> Job:
     return job
 
 
+def add_version(
+    session: Session,
+    model: MlModel,
+    cause: VersionCause,
+    *,
+    manifest: dict[str, Any],
+    manifest_hash: str,
+    request_ids: list[str],
+    metrics: dict[str, Any],
+) -> int:
+    """The model's next version, serving from now on (the model row is locked by the caller):
+    after a training or an erasure's retrain. Its number."""
+    number = (model.current_version or 0) + 1
+    session.add(
+        ModelVersion(
+            id=uuid.uuid4(),
+            model_id=model.id,
+            number=number,
+            manifest=manifest,
+            manifest_hash=manifest_hash,
+            cause=cause,
+            request_ids=request_ids,
+            metrics=metrics,
+        )
+    )
+    model.current_version = number
+    return number
+
+
 def publish_trained_version(
     session: Session,
     model: MlModel,
@@ -150,20 +179,15 @@ def publish_trained_version(
 ) -> int:
     """A training job's result becomes the model's next version: the model is ready, the job
     done, and ``model.trained`` is in the log. Shared by every kind of model lethe trains."""
-    number = (model.current_version or 0) + 1
-    session.add(
-        ModelVersion(
-            id=uuid.uuid4(),
-            model_id=model.id,
-            number=number,
-            manifest=manifest,
-            manifest_hash=manifest_hash,
-            cause=VersionCause.training,
-            request_ids=[],
-            metrics=metrics,
-        )
+    number = add_version(
+        session,
+        model,
+        VersionCause.training,
+        manifest=manifest,
+        manifest_hash=manifest_hash,
+        request_ids=[],
+        metrics=metrics,
     )
-    model.current_version = number
     model.status = ModelStatus.ready
     jobs.finish(session, job, {"version": number, **metrics})
     append_event(

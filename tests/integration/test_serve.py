@@ -1,5 +1,6 @@
 """`lethe serve` on the embedded default: it restarts the worker it started when that dies,
-and SIGTERM stops the API, the worker and the embedded PostgreSQL."""
+and SIGTERM stops the API, the worker and the embedded PostgreSQL. SIGTERM to `lethe demo`
+(a cancelled CI job, a closed terminal) stops what it started, as Ctrl-C does."""
 
 from __future__ import annotations
 
@@ -92,3 +93,39 @@ def test_serve_supervises_its_worker_and_stops_everything_on_sigterm(data_dir: P
             serve.kill()
             serve.wait()
         log.close()
+
+
+def test_sigterm_stops_the_demo_and_everything_it_started(data_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env.update(LETHE_ENVIRONMENT="test", PYTHONPATH=str(ROOT))
+    log_path = data_dir / "demo.log"
+    with open(log_path, "wb") as log:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "demo", "--reports-dir", "reports"],
+            cwd=data_dir,  # the demo keeps its data in ./.lethe/demo
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            parent = psutil.Process(demo.pid)
+            postmaster = data_dir / ".lethe" / "demo" / "pgdata" / "postmaster.pid"
+
+            def started() -> bool:
+                assert demo.poll() is None, log_path.read_text()[-3000:]
+                return postmaster.exists() and bool(_celery_mains(parent))
+
+            _wait(started, 180, "the demo's database and worker")
+            workers = [psutil.Process(pid) for pid in _celery_mains(parent)]
+            demo.send_signal(signal.SIGTERM)
+            code = demo.wait(timeout=120)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait()
+    output = log_path.read_text()
+    assert code == 128 + signal.SIGTERM, output[-3000:]
+    assert "its worker and database were stopped too" in output
+    assert not postmaster.exists(), "the embedded PostgreSQL is still running"
+    alive = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, "the worker outlived lethe demo"
