@@ -143,24 +143,22 @@ def _run(factory: Any, total: int, batch: int) -> _Totals:
                 return totals
 
 
-# Where sealing left the plain text behind as dead row versions.
-SEALED_TABLES = ["erasure_requests", "request_notes", "rule_set_versions"]
-
-
 def _reclaimed() -> str:
     """VACUUM (FULL, per LETHE_PHYSICAL_DELETION) the tables whose old row versions still hold
     the plain text sealing replaced; what it did, or why it could not."""
     from sqlalchemy.exc import DBAPIError
 
-    from service.exact.physical import vacuum
+    from service.exact.physical import SEALED_REQUEST_TABLES, vacuum
 
-    advice = f"run VACUUM FULL on {', '.join(SEALED_TABLES)} as the tables' owner."
+    tables = list(SEALED_REQUEST_TABLES)
+
+    advice = f"run VACUUM FULL on {', '.join(tables)} as the tables' owner."
     try:
-        done = vacuum(get_settings(), SEALED_TABLES)
+        done = vacuum(get_settings(), tables)
     except DBAPIError as exc:
         return f"The old plain copies could not be cleared ({type(exc.orig).__name__}): {advice}"
     vacuumed = {r["relation"].rpartition(".")[2] for r in done["relations"]}
-    if missing := [t for t in SEALED_TABLES if t not in vacuumed]:
+    if missing := [t for t in tables if t not in vacuumed]:
         # PostgreSQL skips, with a warning only, a table the user may not vacuum.
         return f"The old plain copies could not be cleared from {', '.join(missing)}: {advice}"
     removed = sum(r["removed"] for r in done["relations"])

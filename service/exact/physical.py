@@ -30,11 +30,12 @@ from service.db.session import database_url
 log = logging.getLogger(__name__)
 
 _PURGED = "lethe.purged_tables"
-# The table an erasure purges; only these may be vacuumed (the name is interpolated into SQL):
-# it, and the request tables whose dead row versions hold the plain text that sealing
-# requests filed before per-request keys replaced (service.cli.keys).
+# The table an erasure purges, and the request tables whose dead row versions hold the plain
+# text that sealing requests filed before per-request keys replaced (service.cli.keys). Only
+# these may be vacuumed: the name is interpolated into SQL.
 PURGEABLE = frozenset({"training_records"})
-VACUUMABLE = PURGEABLE | {"erasure_requests", "request_notes", "rule_set_versions"}
+SEALED_REQUEST_TABLES = ("erasure_requests", "request_notes", "rule_set_versions")
+VACUUMABLE = PURGEABLE | set(SEALED_REQUEST_TABLES)
 _TUPLES = re.compile(
     r'finished vacuuming "(?P<rel>[^"]+)".*?tuples: (?P<removed>\d+) removed, '
     r"(?P<remain>\d+) remain, (?P<held>\d+) are dead but not yet removable",

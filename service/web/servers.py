@@ -40,19 +40,23 @@ def _ago(seconds: float) -> str:
     return f"{round(seconds / 86400)} days ago"
 
 
+def _deletions_of(n: int) -> str:
+    return f"{n} deletion{'s' if n != 1 else ''}"
+
+
 def _deletions(counts: Counter[str]) -> str:
     done, waiting, missed = counts[P.confirmed], counts[P.pending], counts[P.absent]
     if not done + waiting + missed:
         return "No deletion has been asked of it."
     parts = []
     if done:
-        parts.append(f"confirmed {done} deletion{'s' if done != 1 else ''} of erased weights")
+        parts.append(f"confirmed {_deletions_of(done)} of erased weights")
     if waiting:
-        parts.append(f"{waiting} deletion{'s' if waiting != 1 else ''} not confirmed yet")
+        parts.append(f"{_deletions_of(waiting)} not confirmed yet")
     if missed:
         parts.append(
-            f"{missed} deletion{'s' if missed != 1 else ''} it never confirmed before it "
-            "fell silent (named in the certificates concerned)"
+            f"{_deletions_of(missed)} it never confirmed before it fell silent (named in the "
+            "certificates concerned)"
         )
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
