@@ -59,12 +59,16 @@ def _is_number(token: str) -> bool:
     return any(ch.isdigit() for ch in token)
 
 
+_MONTH = re.compile(_MONTHS, re.IGNORECASE)
+_POSSESSIVE = re.compile(r"['’]s$")
+
+
 def _is_month(token: str) -> bool:
-    return re.fullmatch(_MONTHS, token, re.IGNORECASE) is not None
+    return _MONTH.fullmatch(token) is not None
 
 
 def _strip_possessive(span: str) -> str:
-    return re.sub(r"['’]s$", "", span)
+    return _POSSESSIVE.sub("", span)
 
 
 def is_common(word: str) -> bool:
@@ -156,6 +160,6 @@ def derive_key_spans(
             seen.add(key)
             unique.append(span)
 
-    excluded = [skeleton(e) for e in exclude if skeleton(e)]
+    excluded = [e for e in map(skeleton, exclude) if e]
     kept = [s for s in unique if not any(skeleton(s) in e for e in excluded)]
     return kept or unique

@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal, cast, get_args
 
 from models.generative.keyspans import derive_key_spans
@@ -84,6 +85,17 @@ class RuleSet:
     @property
     def fact_rules(self) -> list[Rule]:
         return [r for r in self.rules if r.kind == "fact"]
+
+    @cached_property
+    def masked_fact_texts(self) -> tuple[str, ...]:
+        """What a verifier embeds the fact rules as (identifiers masked). Kept with the rule
+        set, so it lives as long as the rules and no longer: an activation asks for it four
+        times per request (two verifiers, two fact selections)."""
+        # Imported here: matching imports this module.
+        from models.generative.matching import mask_identifiers
+
+        names = [r.text for r in self.rules if r.kind in ("name", "alias")]
+        return tuple(mask_identifiers(r.text, names) for r in self.fact_rules)
 
     def to_json(self) -> str:
         payload = {

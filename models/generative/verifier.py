@@ -84,11 +84,18 @@ def _unique(spans: Sequence[str]) -> list[str]:
     return out
 
 
+def states_identifier(rule_set: RuleSet, text: Text, fuzzy_floor: float = 0.5) -> bool:
+    """Does `text` state one of the rules' identifiers exactly? That rule scores 1.0, the most
+    any rule scores, so the verdict is 1.0 whatever the facts' similarity (`Verifier.scores`)."""
+    return any(
+        match_identifier(rule, text, fuzzy_floor).score >= 1.0 for rule in rule_set.identifier_rules
+    )
+
+
 def masked_fact_texts(rule_set: RuleSet) -> list[str]:
     """What a verifier embeds its fact rules as (identifiers masked), e.g. to embed many rule
     sets' facts in one call."""
-    names = [r.text for r in rule_set.rules if r.kind in ("name", "alias")]
-    return [mask_identifiers(r.text, names) for r in rule_set.fact_rules]
+    return list(rule_set.masked_fact_texts)
 
 
 class Verifier:
@@ -308,10 +315,7 @@ class Verifier:
         return [r for r in dict.fromkeys(responses) if not self._names_exactly(Text(r))]
 
     def _names_exactly(self, text: Text) -> bool:
-        return any(
-            match_identifier(rule, text, self.fuzzy_floor).score >= 1.0
-            for rule in self.rule_set.identifier_rules
-        )
+        return states_identifier(self.rule_set, text, self.fuzzy_floor)
 
     def _verdict(self, response: str, prompt: Text | None, sims: Vectors | None) -> Verdict:
         text = Text(response)

@@ -332,9 +332,10 @@ def record_activation(
     for action in actions.values():
         if action.status in TERMINAL_ACTION_STATUSES:
             continue  # cancelled or failed meanwhile: its rules are in force all the same
+        # The detail first: the move's flush then writes both in one UPDATE per action.
+        action.detail = {**action.detail, IN_FORCE: str(row.id), "rule_set_version": row.version}
         if action.status == ActionStatus.pending:
             move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
-        action.detail = {**action.detail, IN_FORCE: str(row.id), "rule_set_version": row.version}
     _audit_activation(session, model, row, activation, actor)
     return Suppressed(row.id)
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from models.conformal import ThresholdCalibration, calibrate_threshold, false_flag_rate
 from models.generative.embedder import Embedder, PrefetchedEmbedder, Vectors
+from models.generative.matching import Text
 from models.generative.probes import (
     REVEALS_IDENTIFIER,
     build_probes,
@@ -30,7 +31,7 @@ from models.generative.probes import (
     synthetic_leaks,
 )
 from models.generative.rules import Fact, ForgetSpec, RuleSet, resolve_facts
-from models.generative.verifier import Verifier, masked_fact_texts
+from models.generative.verifier import Verifier, states_identifier
 from service.registry.config import GenerativePolicy
 
 # At most this many retained answers are scored for the false-flag rate.
@@ -179,9 +180,17 @@ def draw_positives(rules: RuleSet, seed: str, limit: int) -> list[Positive]:
 
 
 def _fact_texts(rules: RuleSet, positives: Sequence[Positive]) -> set[str]:
-    """The embedded (masked) texts of the facts ``positives`` came from."""
-    texts = masked_fact_texts(rules)
-    return {texts[p.fact] for p in positives if p.fact is not None}
+    """The embedded (masked) texts of the facts ``positives`` came from, except those only
+    leaks stating an identifier exactly came from: such a leak scores 1.0 whatever the facts'
+    similarity, and the other leaks' scores stay lower bounds of their score under every fact
+    (see request_evidence), so λ only gets more conservative. The serving verifier embeds
+    every fact, as before."""
+    texts = rules.masked_fact_texts
+    return {
+        texts[p.fact]
+        for p in positives
+        if p.fact is not None and not states_identifier(rules, Text(p.text))
+    }
 
 
 class _OnlyFacts:

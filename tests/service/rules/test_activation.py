@@ -35,10 +35,22 @@ class Took(NamedTuple):
 
 
 def _forget(name: str, i: int) -> dict[str, Any]:
+    """Ten facts, enough for one request's leaks to fill the calibration draw alone (as a
+    TOFU author's 20 do), so every count calibrates on the same number of leaks. Each fact
+    carries a tag of its own: every request's facts are new text to embed, as real ones are
+    (without it the masked facts of two models' subjects would repeat, and hit the cache)."""
+    tag = f"{name.split()[-2][-6:]}{i}"
     facts = [
-        (f"Where was {name} born?", f"{name} was born in {CITIES[i % 6]}."),
-        (f"What does {name} do?", f"{name} works as a {JOBS[(i // 6) % 6]}."),
-        (f"Which book did {name} write?", f"{name} wrote The Book of Year {1900 + i}."),
+        (f"Where was {name} born?", f"{name} was born in {CITIES[i % 6]} ward {tag}."),
+        (f"What does {name} do?", f"{name} works as a {JOBS[(i // 6) % 6]} in guild {tag}."),
+        (f"Which book did {name} write?", f"{name} wrote The Book of Year {tag}."),
+        (f"What is {name}'s pet called?", f"{name}'s dog is called Pip {tag}."),
+        (f"Where did {name} study?", f"{name} studied at Harrow Vale College {tag}."),
+        (f"What prize did {name} win?", f"{name} won the Golden Quill {tag}."),
+        (f"What instrument does {name} play?", f"{name} plays the oboe in band {tag}."),
+        (f"Who is {name}'s sister?", f"{name}'s sister is Mara {tag} Lind."),
+        (f"Which street does {name} live on?", f"{name} lives on Elm Row {tag}."),
+        (f"When was {name} born?", f"{name} was born on {i % 28 + 1} May {1960 + i}, {tag}."),
     ]
     return {"names": [name], "facts": [{"question": q, "answer": a} for q, a in facts]}
 
@@ -148,11 +160,12 @@ def test_suppression_time_does_not_grow_with_the_number_of_subjects(
     # machine runs (wall seconds there include waiting for a core, and swing several-fold at
     # the load other jobs put on two cores). Up to the commit that activates the version:
     # the certificates, events and completions of the k requests come after it. Together, k
-    # requests cost one calibration on a leak draw of fixed size (positives_per_request),
-    # leaks that name their subject are not embedded, only the facts the draw came from are;
-    # what still grows is that embedding (about 6 short texts at k = 1, 29 at k = 20: 30 ->
-    # ~80 ms of CPU), scoring and compiling each request's rules (~40 ms at k = 20), opening
-    # its forget content and sealing its rules (~30 ms at k = 20). Measured 2.5-2.7 at load
-    # 6-7 on two cores (0.05 s at k = 1, 0.13-0.14 s at k = 20): the issue's 1.5 is not met
-    # (see CHANGELOG); the bound holds suppression far under one activation per request.
-    assert ratio <= 4.0, (cpu, wall)
+    # requests cost one calibration on a leak draw of fixed size (positives_per_request: ~100
+    # leaks at every k here, each subject's ten facts filling it alone); leaks that state a
+    # name exactly are not embedded, nor are the facts only they came from. What still grows
+    # with k: the facts of the other leaks (~10 at k = 1, ~35 at k = 20), compiling and
+    # drawing each request's leaks (~1.5 ms a request), and the rows of its action. Measured
+    # 1.10-1.94 (0.13-0.18 s at k = 1, 0.19-0.25 s at k = 20) beside two one-thread
+    # benchmarks on the two cores; the issue's 1.5 is not met in every run. The bound holds
+    # suppression far under one activation per request (a ratio near 20).
+    assert ratio <= 2.5, (cpu, wall)
