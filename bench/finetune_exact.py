@@ -555,34 +555,41 @@ def switch_off_k(
         model, tok = merged_model(base, configs[0], one.checkpoint_served, store, base_id=base_id)
         one_order = _retain_quality(model, tok, rows, ctx["max_new"])
     retained = [r for r in records if r.subject not in subjects]
-    started = time.perf_counter()
-    restore = train_sliced(base, config, retained, store, base_id=base_id)
-    export_merged(base, config, restore.final_checkpoint, store, merged, base_id=base_id)
-    restored_s = time.perf_counter() - started
-    model, tok = merged_model(base, config, restore.final_checkpoint, store, base_id=base_id)
-    after = _retain_quality(model, tok, rows, ctx["max_new"])
-    out = {
+    out: dict[str, Any] = {}
+    restored_s: float | None = None
+    after: dict[str, Any] | None = None
+    restore = None
+    if k in ctx["restore_ks"]:
+        started = time.perf_counter()
+        restore = train_sliced(base, config, retained, store, base_id=base_id)
+        export_merged(base, config, restore.final_checkpoint, store, merged, base_id=base_id)
+        restored_s = time.perf_counter() - started
+        model, tok = merged_model(base, config, restore.final_checkpoint, store, base_id=base_id)
+        after = _retain_quality(model, tok, rows, ctx["max_new"])
+    out |= {
         "order_served": chosen,
         "first_affected_slice": off.first_affected_slice,
         "first_affected_slice_identity_order": one.first_affected_slice,
         "slices_switched_off": off.slices_switched_off,
         "time_to_exact_removal_s": round(removal_s, 3),
         "time_to_exact_removal_runs_s": [round(x, 3) for x in removals],
-        "time_to_restored_s": round(restored_s, 3),
-        "slices_retrained": restore.slices_trained,
+        "time_to_restored_s": None if restored_s is None else round(restored_s, 3),
+        "slices_retrained": None if restore is None else restore.slices_trained,
         "retain_before": before, "retain_after_switch_off": switched, "retain_after_restore": after,
         "retain_after_switch_off_identity_order": one_order,
         "quality_after_switch_off": _ratio(switched, before),
         "quality_after_switch_off_identity_order": _ratio(one_order, before),
-        "quality_after_restore": _ratio(after, before),
+        "quality_after_restore": None if after is None else _ratio(after, before),
     }  # fmt: skip
-    if k == 1:  # the from-scratch check: a whole fine-tune (the service runs it as its own job)
+    # The from-scratch check: a whole fine-tune (the service runs it as its own job).
+    if k == 1 and restore is not None and ctx["check"]:
         check, fresh = verify_bit_exact(
             base, config, retained, restore.final_checkpoint, store, base_id=base_id
         )
         out["bit_exact"] = check.bit_exact
         out["full_finetune_s"] = round(fresh.result.seconds, 3)
-    log(f"  k={k}: order {chosen}, removal p95 {removal_s:.1f}s, restore {restored_s:.1f}s")
+    log(f"  k={k}: order {chosen}, removal p95 {removal_s:.1f}s, restore {restored_s} s")
+    log(f"  k={k}: {json.dumps(out)}")  # kept in the log should a later k not finish
     return out
 
 
@@ -618,7 +625,9 @@ def run_switch_off(
     model, tok = merged_model(base, config, full.final_checkpoint, store, base_id=base_id)
     retain_eval = [r for r in records if r.key.endswith("/00")]
     ctx = {"workdir": workdir, "retain_eval": retain_eval, "model": model, "tok": tok,
-           "max_new": sizes["max_new_tokens"], "repeats": args.repeats}  # fmt: skip
+           "max_new": sizes["max_new_tokens"], "repeats": args.repeats,
+           "restore_ks": {int(k) for k in args.restore_ks.split(",") if k},
+           "check": not args.skip_check}  # fmt: skip
     served = [f.final_checkpoint for f in fulls]
     by_k = {
         str(k): switch_off_k(base, base_id, configs, records, store, served, k, ctx)
@@ -642,6 +651,8 @@ def run_switch_off(
         "time_to_suppression_runs_s": suppression["batched_runs"],
         "time_to_suppression_one_by_one_s": suppression["one_by_one"],
         "bit_exact_restore": by_k["1"].get("bit_exact"),
+        "restore_ks": sorted(ctx["restore_ks"]),
+        "bit_exact_check_run": "bit_exact" in by_k["1"],
         "full_finetune_s": full.seconds,
         "full_finetune_s_by_order": [round(f.seconds, 3) for f in fulls],
         "checkpoint_bytes": sorted(set(full.checkpoint_bytes.values())),
@@ -711,6 +722,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--repeats", type=int, default=1, help="switch-off: runs of each timed removal (p95)"
+    )
+    parser.add_argument(
+        "--restore-ks",
+        default="1,5,20",
+        help="switch-off: the k whose background restore is run and timed (each a retrain)",
+    )
+    parser.add_argument(
+        "--skip-check",
+        action="store_true",
+        help="switch-off: no from-scratch bit-exact check of the k = 1 restore (a whole fine-tune)",
     )
     parser.add_argument(
         "--switch-off",
