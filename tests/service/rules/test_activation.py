@@ -165,7 +165,7 @@ def test_suppression_time_does_not_grow_with_the_number_of_subjects(
     # name exactly are not embedded, nor are the facts only they came from. What still grows
     # with k: the facts of the other leaks (~10 at k = 1, ~35 at k = 20), compiling and
     # drawing each request's leaks (~1.5 ms a request), and the rows of its action. Measured
-    # 1.10-1.94 (0.13-0.18 s at k = 1, 0.19-0.25 s at k = 20) beside two one-thread
-    # benchmarks on the two cores; the 1.5 is not met in every run. The bound holds
-    # suppression far under one activation per request (a ratio near 20).
+    # 1.08-1.94, median 1.48 of five runs (0.13-0.18 s at k = 1, 0.17-0.25 s at k = 20) beside
+    # one-thread benchmarks on the two cores; the 1.5 is not met in every run. The
+    # bound holds suppression far under one activation per request (a ratio near 20).
     assert ratio <= 2.5, (cpu, wall)
