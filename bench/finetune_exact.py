@@ -555,7 +555,6 @@ def switch_off_k(
         model, tok = merged_model(base, configs[0], one.checkpoint_served, store, base_id=base_id)
         one_order = _retain_quality(model, tok, rows, ctx["max_new"])
     retained = [r for r in records if r.subject not in subjects]
-    out: dict[str, Any] = {}
     restored_s: float | None = None
     after: dict[str, Any] | None = None
     restore = None
@@ -566,7 +565,7 @@ def switch_off_k(
         restored_s = time.perf_counter() - started
         model, tok = merged_model(base, config, restore.final_checkpoint, store, base_id=base_id)
         after = _retain_quality(model, tok, rows, ctx["max_new"])
-    out |= {
+    out: dict[str, Any] = {
         "order_served": chosen,
         "first_affected_slice": off.first_affected_slice,
         "first_affected_slice_identity_order": one.first_affected_slice,
