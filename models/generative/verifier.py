@@ -84,12 +84,19 @@ def _unique(spans: Sequence[str]) -> list[str]:
     return out
 
 
-def states_identifier(rule_set: RuleSet, text: Text, fuzzy_floor: float = 0.5) -> bool:
-    """Does `text` state one of the rules' identifiers exactly? That rule scores 1.0, the most
-    any rule scores, so the verdict is 1.0 whatever the facts' similarity (`Verifier.scores`)."""
-    return any(
-        match_identifier(rule, text, fuzzy_floor).score >= 1.0 for rule in rule_set.identifier_rules
-    )
+def needs_embedding(
+    rule_set: RuleSet, responses: Sequence[str], fuzzy_floor: float = 0.5
+) -> list[str]:
+    """The responses `Verifier.scores` embeds (each once): those that state none of the rules'
+    identifiers exactly. One that does scores 1.0 under that rule, the most any rule scores, so
+    its verdict is 1.0 whatever the facts' similarity."""
+    rules = rule_set.identifier_rules
+    out = []
+    for response in dict.fromkeys(responses):
+        text = Text(response)
+        if not any(match_identifier(rule, text, fuzzy_floor).score >= 1.0 for rule in rules):
+            out.append(response)
+    return out
 
 
 def masked_fact_texts(rule_set: RuleSet) -> list[str]:
@@ -312,10 +319,7 @@ class Verifier:
 
     def needs_embedding(self, responses: Sequence[str]) -> list[str]:
         """The responses `scores` embeds: those that state no identifier exactly."""
-        return [r for r in dict.fromkeys(responses) if not self._names_exactly(Text(r))]
-
-    def _names_exactly(self, text: Text) -> bool:
-        return states_identifier(self.rule_set, text, self.fuzzy_floor)
+        return needs_embedding(self.rule_set, responses, self.fuzzy_floor)
 
     def _verdict(self, response: str, prompt: Text | None, sims: Vectors | None) -> Verdict:
         text = Text(response)

@@ -23,7 +23,6 @@ import numpy as np
 
 from models.conformal import ThresholdCalibration, calibrate_threshold, false_flag_rate
 from models.generative.embedder import Embedder, PrefetchedEmbedder, Vectors
-from models.generative.matching import Text
 from models.generative.probes import (
     REVEALS_IDENTIFIER,
     build_probes,
@@ -31,7 +30,7 @@ from models.generative.probes import (
     synthetic_leaks,
 )
 from models.generative.rules import Fact, ForgetSpec, RuleSet, resolve_facts
-from models.generative.verifier import Verifier, states_identifier
+from models.generative.verifier import Verifier, needs_embedding
 from service.registry.config import GenerativePolicy
 
 # At most this many retained answers are scored for the false-flag rate.
@@ -147,9 +146,10 @@ def request_evidence(
     """
     if positives is None:
         positives = draw_positives(rules, seed, max_positives)
-    facts = _OnlyFacts(cache, _fact_texts(rules, positives))
-    on_leaks = Verifier(rules, embedder, fact_embedder=facts)
-    pos = on_leaks.scores([p.text for p in positives]) if positives else []
+    texts = [p.text for p in positives]
+    wanted = _fact_texts(rules, positives, set(needs_embedding(rules, texts)))
+    on_leaks = Verifier(rules, embedder, fact_embedder=_OnlyFacts(cache, wanted))
+    pos = on_leaks.scores(texts) if positives else []
     if not (negatives and score_negatives):
         return RequestEvidence(pos, [])
     on_retained = Verifier(rules, cache)
@@ -179,18 +179,16 @@ def draw_positives(rules: RuleSet, seed: str, limit: int) -> list[Positive]:
     return [positive for _, positive in sorted(found, key=lambda item: item[0])]
 
 
-def _fact_texts(rules: RuleSet, positives: Sequence[Positive]) -> set[str]:
-    """The embedded (masked) texts of the facts ``positives`` came from, except those only
-    leaks stating an identifier exactly came from: such a leak scores 1.0 whatever the facts'
-    similarity, and the other leaks' scores stay lower bounds of their score under every fact
-    (see request_evidence), so λ only gets more conservative. The serving verifier embeds
-    every fact, as before."""
+def _fact_texts(
+    rules: RuleSet, positives: Sequence[Positive], embedded: Collection[str]
+) -> set[str]:
+    """The embedded (masked) texts of the facts the leaks in ``embedded`` came from (those
+    `needs_embedding` returned). A leak left out states an identifier exactly and scores 1.0
+    whatever the facts' similarity, and the other leaks' scores stay lower bounds of their
+    score under every fact (see request_evidence), so λ only gets more conservative. The
+    serving verifier embeds every fact, as before."""
     texts = rules.masked_fact_texts
-    return {
-        texts[p.fact]
-        for p in positives
-        if p.fact is not None and not states_identifier(rules, Text(p.text))
-    }
+    return {texts[p.fact] for p in positives if p.fact is not None and p.text in embedded}
 
 
 class _OnlyFacts:
@@ -222,12 +220,14 @@ def prefetch_evidence(
     for serving) in one call, the leaks' units in another. Activating many requests together
     then costs two embedding calls, not two per request. Returns the draws, for scoring."""
     drawn = {rid: draw_positives(rules, rid, limit) for rid, rules in rule_sets.items()}
-    facts = [t for rid, rules in rule_sets.items() for t in _fact_texts(rules, drawn[rid])]
-    cache.embed(sorted(set(facts)))
-    units = []
+    facts: set[str] = set()
+    units: list[str] = []
     for rid, rules in rule_sets.items():
+        rest = needs_embedding(rules, [p.text for p in drawn[rid]])
+        facts |= _fact_texts(rules, drawn[rid], set(rest))
         verifier = Verifier(rules, embedder, fact_embedder=_OnlyFacts(cache, set()))
-        units += verifier.units_of(verifier.needs_embedding([p.text for p in drawn[rid]]))
+        units += verifier.units_of(rest)
+    cache.embed(sorted(facts))
     embedder.prefetch(units)
     return drawn
 
