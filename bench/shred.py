@@ -17,7 +17,8 @@ with the real service functions and task bodies:
 Targets (issue 28): ingestion and retrain ≤ 10 % slower, generate ≤ 2 %, keys destroyed ≤ 1 s
 after the request ends. Prints JSON; ``--out`` writes it too.
 
-    python -m bench.shred [--records 100000] [--retrain-records 20000] [--out FILE]
+    python -m bench.shred [--records 100000] [--retrain-records 20000] [--rounds N]
+        [--parts generate,ingestion,retrain,keys_destroyed] [--out FILE]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -97,6 +99,8 @@ class Stack:
         self.settings = get_settings()
         self.factory = sessionmaker(bind=create_engine(database_url), expire_on_commit=False)
         self.sent: list[tuple[str, list[Any]]] = []
+        self.cpu_spent: dict[str, float] = {}
+        self.artifacts = data_dir / "artifacts"
         self._capture()
 
     def _capture(self) -> None:
@@ -110,7 +114,8 @@ class Stack:
         DbTask.factory_override = self.factory
 
     def run_sent(self) -> dict[str, float]:
-        """Run every sent task (and what it sends); seconds per task name, summed."""
+        """Run every sent task (and what it sends); seconds per task name, summed (the CPU
+        seconds of this process, torch's threads included, in ``cpu_spent``)."""
         from service.queue import names
         from workers.tasks.exact import retrain_shard, train_model
         from workers.tasks.requests import process_request
@@ -121,11 +126,14 @@ class Stack:
             names.TASK_RETRAIN_SHARD: retrain_shard,
         }
         spent: dict[str, float] = {}
+        self.cpu_spent = {}
         while self.sent:
             name, args = self.sent.pop(0)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             tasks[name](*args)
             spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+            self.cpu_spent[name] = self.cpu_spent.get(name, 0.0) + cpu
         return spent
 
 
@@ -185,16 +193,48 @@ def measure_ingestion(stack: Stack, n: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def _trained_and_erased(stack: Stack, n: int, sealed: bool) -> float:
-    """A model ingested (sealed or clear) and trained, then one subject erased: the retrain
-    task's seconds."""
+def _in_first_slice(stack: Stack, model_id: uuid.UUID, subjects: int) -> str:
+    """A subject (its raw id) with a record in its shard's first slice: erasing them retrains
+    the whole shard. Placement hashes with the model's name, so a fixed subject would land in
+    a different slice of each model, and each round would retrain a different amount."""
+    from sqlalchemy import select
+
+    from service.core.security import subject_ref
+    from service.db.tables import TrainingRecord
+
+    with stack.factory() as s:
+        first = set(
+            s.scalars(
+                select(TrainingRecord.subject_ref).where(
+                    TrainingRecord.model_id == model_id, TrainingRecord.slice == 0
+                )
+            )
+        )
+    for i in range(subjects):
+        raw = f"C-{i:07d}"
+        if subject_ref(stack.settings, raw) in first:
+            return raw
+    raise RuntimeError("no subject in a first slice")
+
+
+def _trained_and_erased(stack: Stack, n: int, sealed: bool, name: str) -> tuple[float, float]:
+    """A model ingested (sealed or clear) and trained, then one subject of a shard's first
+    slice erased: the retrain task's wall and CPU seconds (the task runs in this process).
+
+    Placement hashes with the model's name, and early stopping makes the training depend on
+    the shard's records: both variants of a round take the same ``name`` (the first is renamed
+    once measured), so they place, train and retrain the same records and differ only in
+    sealing. Checkpoints are content-addressed, so the first variant's are deleted once it is
+    measured: the second trains and retrains everything itself, resuming from nothing of it."""
+    from sqlalchemy import update
+
+    from models.sisa.checkpoints import CHECKPOINT_PREFIX
     from service.db.tables import MlModel
     from service.erasure.filing import NewRequest, file_request
     from service.erasure.lifecycle import approve_request
     from service.exact.ingest import ingest_csv
     from service.registry.service import request_training
 
-    name = f"retrain-{uuid.uuid4().hex[:8]}"
     model_id = _model(stack, name).id
     with records_sealed(stack.settings, sealed):
         with stack.factory() as s, s.begin():
@@ -203,28 +243,54 @@ def _trained_and_erased(stack: Stack, n: int, sealed: bool) -> float:
             request_training(s, stack.settings, s.get_one(MlModel, model_id), "bench")
         stack.run_sent()
         with stack.factory() as s, s.begin():
-            new = NewRequest("C-0000042", "bench", [name], None, None)
+            raw = _in_first_slice(stack, model_id, n // 2)
+            new = NewRequest(raw, "bench", [name], None, None)
             request, _ = file_request(s, stack.settings, new, "bench")
             approve_request(s, stack.settings, request, "bench", "bench")
         spent = stack.run_sent()
-    return spent["lethe.retrain_shard"]
+    with stack.factory() as s, s.begin():
+        s.execute(
+            update(MlModel)
+            .where(MlModel.id == model_id)
+            .values(name=f"{name}-{'sealed' if sealed else 'clear'}")
+        )
+    shutil.rmtree(stack.artifacts / CHECKPOINT_PREFIX, ignore_errors=True)
+    return spent["lethe.retrain_shard"], stack.cpu_spent["lethe.retrain_shard"]
+
+
+def _paired_median(seconds: dict[bool, list[float]]) -> float:
+    ratios = [on / off for on, off in zip(seconds[True], seconds[False], strict=True)]
+    return round(statistics.median(ratios), 3)
 
 
 def measure_retrain(stack: Stack, n: int, rounds: int) -> dict[str, Any]:
     times: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(rounds):
+        name = f"retrain-{uuid.uuid4().hex[:8]}"
         for sealed in (False, True):
-            times[sealed].append(_trained_and_erased(stack, n, sealed))
+            wall, cpu_s = _trained_and_erased(stack, n, sealed, name)
+            times[sealed].append(wall)
+            cpu[sealed].append(cpu_s)
     on, off = statistics.median(times[True]), statistics.median(times[False])
+    cpu_on, cpu_off = statistics.median(cpu[True]), statistics.median(cpu[False])
     return {
         "records": n,
         "rounds": rounds,
-        "what": "the retrain_shard task body (load, retrain, bit-exact check, publish, purge)",
+        "what": "the retrain_shard task body (load, retrain, bit-exact check, publish, purge) "
+        "after erasing a subject of a shard's first slice (the whole shard retrained)",
         "sealed_s": round(on, 3),
         "clear_s": round(off, 3),
         "ratio": round(on / off, 3),
+        "cpu_sealed_s": round(cpu_on, 3),
+        "cpu_clear_s": round(cpu_off, 3),
+        "cpu_ratio": round(cpu_on / cpu_off, 3),
+        # Each round's two variants retrain the same records: their ratio, median over rounds.
+        "paired_ratio_median": _paired_median(times),
+        "paired_cpu_ratio_median": _paired_median(cpu),
         "target_ratio_max": 1.10,
         "all_s": {"sealed": times[True], "clear": times[False]},
+        "all_cpu_s": {"sealed": cpu[True], "clear": cpu[False]},
     }
 
 
@@ -422,6 +488,9 @@ def measure_shredding(stack: Stack, requests: int) -> dict[str, Any]:
     }
 
 
+PARTS = ("generate", "ingestion", "retrain", "keys_destroyed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -436,25 +505,37 @@ def main() -> None:
         "--only-generate", action="store_true", help="only the generate figure (no ingestion)"
     )
     parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"which figures, comma-separated (default all: {','.join(PARTS)})",
+    )
+    parser.add_argument(
         "--smollm2-cache",
         type=Path,
         default=None,
         help="generate with SmolLM2-135M built into this folder (default: the tiny test LM)",
     )
     args = parser.parse_args()
+    parts = ["generate"] if args.only_generate else [p for p in args.parts.split(",") if p]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown --parts {unknown}; choose from {list(PARTS)}")
     with (
         throwaway_database(args.database_url, prefix="lethe_shred") as url,
         tempfile.TemporaryDirectory(prefix="lethe-shred-") as tmp,
     ):
         stack = Stack(url, Path(tmp))
-        generate = measure_generate(stack, args.rule_requests, args.generations, args.smollm2_cache)
-        result: dict[str, Any] = {"bench": "shred", "generate": generate}
-        if not args.only_generate:
-            result |= {
-                "ingestion": measure_ingestion(stack, args.records, args.rounds),
-                "retrain": measure_retrain(stack, args.retrain_records, args.rounds),
-                "keys_destroyed": measure_shredding(stack, args.shred_requests),
-            }
+        figures: dict[str, Callable[[], dict[str, Any]]] = {
+            "generate": lambda: measure_generate(
+                stack, args.rule_requests, args.generations, args.smollm2_cache
+            ),
+            "ingestion": lambda: measure_ingestion(stack, args.records, args.rounds),
+            "retrain": lambda: measure_retrain(stack, args.retrain_records, args.rounds),
+            "keys_destroyed": lambda: measure_shredding(stack, args.shred_requests),
+        }
+        result: dict[str, Any] = {"bench": "shred"}
+        for part in parts:
+            result[part] = figures[part]()
         stack.factory.kw["bind"].dispose()
     text = json.dumps(result, indent=2)
     print(text)

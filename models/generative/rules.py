@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, cast, get_args
 
@@ -18,6 +18,7 @@ from models.generative.normalize import digits, normalize_email, words
 
 RuleKind = Literal["name", "alias", "email", "phone", "fact"]
 IDENTIFIER_KINDS: frozenset[str] = frozenset({"name", "alias", "email", "phone"})
+RULE_KINDS: frozenset[str] = frozenset(get_args(RuleKind))
 SCHEMA_VERSION = 1
 
 
@@ -119,7 +120,7 @@ class RuleSet:
 
 def _rule_from_dict(d: dict[str, Any]) -> Rule:
     kind = d["kind"]
-    if kind not in get_args(RuleKind):
+    if kind not in RULE_KINDS:
         raise ValueError(f"unknown rule kind {kind!r}")
     return Rule(
         rule_id=str(d["rule_id"]),
@@ -148,9 +149,11 @@ def merge_rule_sets(rule_sets: Sequence[RuleSet]) -> RuleSet:
     Ids become "<position>/<id>", which is how the verifier knows whose name and whose facts
     go together (`subject_of`)."""
     rules = tuple(
-        replace(rule, rule_id=f"{i}/{rule.rule_id}")
+        # The constructor, not dataclasses.replace: serving merges every request's rules on
+        # the first read after an activation, and replace costs three times as much a rule.
+        Rule(f"{i}/{r.rule_id}", r.kind, r.text, r.normalized, r.key_spans, r.question)
         for i, rs in enumerate(rule_sets)
-        for rule in rs.rules
+        for r in rs.rules
     )
     hints = "|".join(rs.version_hint for rs in rule_sets)
     return RuleSet(rules=rules, version_hint=hashlib.sha256(hints.encode()).hexdigest()[:16])

@@ -21,7 +21,7 @@ from service.audit import append_event
 from service.core.config import Settings
 from service.core.errors import conflict, invalid
 from service.core.security import subject_ref
-from service.core.subject_keys import seal_payload, subject_keys
+from service.core.subject_keys import seal_payloads, subject_keys
 from service.db.enums import ModelStatus, RecordSplit
 from service.db.tables import DataSubject, MlModel, TrainingRecord
 from service.exact.placement import flagged_subjects, placement_report
@@ -168,8 +168,9 @@ def _seal_records(
     with it every copy of the features (page free space, WAL, backups)."""
     keys = subject_keys(settings, model.id)
     keys.ensure(subjects)
-    for record in records:
-        record["payload"] = seal_payload(keys, record["subject_ref"], record["payload"])
+    sealed = seal_payloads(keys, ((r["subject_ref"], r["payload"]) for r in records))
+    for record, payload in zip(records, sealed, strict=True):
+        record["payload"] = payload
 
 
 def _check_ingestable(session: Session, model: MlModel) -> None:

@@ -29,9 +29,10 @@ from models.sisa import (
     unlearn_shard,
     verify_bit_exact,
 )
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
 from service.core.skip import Skip
 from service.core.storage import artifact_store
+from service.core.subject_keys import PayloadReader
 from service.db.enums import ActionStatus, JobKind, JobStatus
 from service.db.tables import Job, MlModel
 from service.erasure.retrain_outcomes import (
@@ -84,14 +85,16 @@ def load_retrain(
         return Skip.not_claimed if left is None else left
     assert job.shard is not None
     model = session.get_one(MlModel, job.model_id)
-    snapshot = load_model_snapshot(session, model)
+    reader = PayloadReader(get_settings())  # one for the three reads: each bundle opened once
+    snapshot = load_model_snapshot(session, model, reader)
+    spec, base = snapshot.spec, snapshot.base
     return RetrainInputs(
         job_id=job_id,
         shard=job.shard,
         snapshot=snapshot,
-        retained=load_retained(session, model.id, snapshot.spec, job.shard, snapshot.base),
+        retained=load_retained(session, model.id, spec, job.shard, base, reader),
         # Raw features (not through the base): only keys and membership evidence use them.
-        pending=load_pending_erasure(session, model.id, snapshot.spec, job.shard),
+        pending=load_pending_erasure(session, model.id, spec, job.shard, reader=reader),
     )
 
 

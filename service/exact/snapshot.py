@@ -94,17 +94,23 @@ class ModelSnapshot:
     aggregation: Weighting = "uniform"
 
 
-def _rows(session: Session, *conditions: Any) -> list[tuple[str, int, dict[str, Any], int]]:
+def _rows(
+    session: Session, reader: PayloadReader | None, *conditions: Any
+) -> list[tuple[str, int, dict[str, Any], int]]:
+    """The rows' keys, slices, opened payloads and labels. Pass one ``reader`` to every load
+    of a task: each reader loads and unwraps the key bundles it touches (256 per model)."""
     result = session.execute(
         select(RecordRow.record_key, RecordRow.slice, RecordRow.payload, RecordRow.label)
         .where(*conditions)
         .order_by(RecordRow.record_key)
     )
-    reader = PayloadReader(get_settings())
+    reader = reader or PayloadReader(get_settings())
     return [(k, s, reader.open(p), y) for k, s, p, y in result if p is not None and y is not None]
 
 
-def load_model_snapshot(session: Session, model: MlModel) -> ModelSnapshot:
+def load_model_snapshot(
+    session: Session, model: MlModel, reader: PayloadReader | None = None
+) -> ModelSnapshot:
     spec = feature_spec(model.config)
     base = public_base(model.config)
     version = None
@@ -118,6 +124,7 @@ def load_model_snapshot(session: Session, model: MlModel) -> ModelSnapshot:
         spec,
         _rows(
             session,
+            reader,
             RecordRow.model_id == model.id,
             RecordRow.split == RecordSplit.holdout,
             RecordRow.erasure_request_id.is_(None),
@@ -151,6 +158,7 @@ def load_retained(
     spec: FeatureSpec,
     shard: int | None,
     base: PublicBase | None = None,
+    reader: PayloadReader | None = None,
 ) -> list[TrainingRecord]:
     """Train-split rows that no erasure request has claimed (all shards when shard is None)."""
     conditions = [
@@ -160,7 +168,7 @@ def load_retained(
     ]
     if shard is not None:
         conditions.append(RecordRow.shard == shard)
-    return to_training_records(spec, _rows(session, *conditions), base)
+    return to_training_records(spec, _rows(session, reader, *conditions), base)
 
 
 def load_retained_by_shard(
@@ -169,6 +177,7 @@ def load_retained_by_shard(
     spec: FeatureSpec,
     shards: int,
     base: PublicBase | None = None,
+    reader: PayloadReader | None = None,
 ) -> dict[int, list[TrainingRecord]]:
     result = session.execute(
         select(
@@ -186,7 +195,7 @@ def load_retained_by_shard(
         .order_by(RecordRow.shard, RecordRow.record_key)
     )
     grouped: dict[int, list[tuple[str, int, dict[str, Any], int]]] = {s: [] for s in range(shards)}
-    reader = PayloadReader(get_settings())
+    reader = reader or PayloadReader(get_settings())
     for shard, key, slice_, payload, label in result:
         if payload is not None and label is not None:
             grouped[shard].append((key, slice_, reader.open(payload), label))
@@ -199,12 +208,14 @@ def load_pending_erasure(
     spec: FeatureSpec,
     shard: int,
     base: PublicBase | None = None,
+    reader: PayloadReader | None = None,
 ) -> list[TrainingRecord]:
     """Claimed by a request but not yet purged: used for membership evidence, then deleted."""
     return to_training_records(
         spec,
         _rows(
             session,
+            reader,
             RecordRow.model_id == model_id,
             RecordRow.split == RecordSplit.train,
             RecordRow.shard == shard,

@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from models.sisa import ShardTrainingResult, TrainingRecord, VersionManifest, train_shard
-from service.core.config import Settings
+from service.core.config import Settings, get_settings
 from service.core.skip import Skip
 from service.core.storage import artifact_store
+from service.core.subject_keys import PayloadReader
 from service.db.tables import MlModel
 from service.exact.snapshot import (
     ModelSnapshot,
@@ -45,9 +46,10 @@ def load_training(session: Session, job_id: uuid.UUID) -> TrainingInputs | Skip:
     if job is None:
         return Skip.not_claimed
     model = session.get_one(MlModel, job.model_id)
-    snapshot = load_model_snapshot(session, model)
+    reader = PayloadReader(get_settings())  # one for both reads: each key bundle opened once
+    snapshot = load_model_snapshot(session, model, reader)
     by_shard = load_retained_by_shard(
-        session, model.id, snapshot.spec, snapshot.config.shards, snapshot.base
+        session, model.id, snapshot.spec, snapshot.config.shards, snapshot.base, reader
     )
     return TrainingInputs(job_id, snapshot, by_shard)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from models.conformal import ExitCalibration, exit_in_force
 from models.generative.rules import RuleSet
+from models.generative.rules import merge_rule_sets as merge_in_order
 from service.core.config import Settings
 from service.core.keys import KeyDestroyed, is_sealed, keys_for, request_key_id
 from service.core.security import decrypt, encrypt, open_sealed, seal_for
@@ -123,13 +123,7 @@ def _b64(blob: bytes) -> str:
 
 def merge_rule_sets(rule_sets: dict[str, RuleSet]) -> RuleSet:
     """One rule set for the verifier; rule ids stay positional (prefixed by request order)."""
-    rules = tuple(
-        replace(rule, rule_id=f"{i}/{rule.rule_id}")
-        for i, (_, rs) in enumerate(sorted(rule_sets.items()))
-        for rule in rs.rules
-    )
-    hints = "|".join(rs.version_hint for _, rs in sorted(rule_sets.items()))
-    return RuleSet(rules=rules, version_hint=hashlib.sha256(hints.encode()).hexdigest()[:16])
+    return merge_in_order([rs for _, rs in sorted(rule_sets.items())])
 
 
 def active_row(session: Session, model_id: uuid.UUID) -> RuleSetVersion | None:

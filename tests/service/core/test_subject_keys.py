@@ -61,3 +61,44 @@ def test_a_destroyed_key_seals_nothing_more_in_the_process_that_destroyed_it(
     # Nonces never repeat under one instance: two seals of one text differ.
     twice = [keys.seal("sub_" + "b" * 40, b"same") for _ in range(2)]
     assert twice[0] != twice[1] and {keys.open(t) for t in twice} == {b"same"}
+
+
+def test_records_sealed_with_the_long_header_still_open(tmp_path: Path) -> None:
+    """Records sealed before the compact header (``LS1``: bundle id and subject spelt out)
+    open as before; a subject ref of another form is still sealed that way."""
+    from service.core.subject_keys import COMPACT_MAGIC, MAGIC, bundle_id
+
+    model = uuid.uuid4()
+    subject, odd = "sub_" + "c" * 40, "legacy-subject"
+    keys = SubjectKeys(_keys(tmp_path), model)
+    keys.ensure([subject, odd])
+    compact = keys.seal(subject, b"new")
+    assert compact[:3] == COMPACT_MAGIC and keys.open(compact) == b"new"
+    # 3 + 16 + 20 header bytes, 12 nonce, the text and the 16-byte tag: nothing spelt out.
+    assert len(compact) == 3 + 16 + 20 + 12 + 3 + 16 and subject.encode() not in compact
+    # The same record as the long form wrote it: the same nonce and ciphertext, LS1 header.
+    bid, s = bundle_id(model, subject).encode(), subject.encode()
+    long_form = MAGIC + bytes([len(bid)]) + bid + bytes([len(s)]) + s + compact[39:]
+    reader = SubjectKeys(_keys(tmp_path), model)
+    assert reader.open(long_form) == b"new"
+    assert keys.seal(odd, b"old")[:3] == MAGIC and reader.open(keys.seal(odd, b"old")) == b"old"
+    # A header that names another subject fails to open (the subject is the associated data).
+    other = "sub_" + "d" * 40
+    keys.ensure([other])
+    forged = compact[:19] + bytes.fromhex("d" * 40) + compact[39:]
+    with pytest.raises(ValueError):
+        reader.open(forged)
+
+
+def test_a_payload_orjson_refuses_is_sealed_and_opens_the_same(tmp_path: Path) -> None:
+    """Text with a lone surrogate (an escaped JSON string can carry one) is sealed through
+    the stdlib encoder instead of failing the ingestion, and opens to the same text."""
+    from service.core.subject_keys import PayloadReader
+
+    subject, model = "sub_" + "e" * 40, uuid.uuid4()
+    keys = SubjectKeys(_keys(tmp_path), model)
+    keys.ensure([subject])
+    odd = {"prompt": "x\ud800y", "score": 0.1 + 0.2}
+    reader = PayloadReader.__new__(PayloadReader)
+    reader.keys, reader._models = keys.keys, {}
+    assert reader.open(seal_payload(keys, subject, odd)) == odd
