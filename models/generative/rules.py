@@ -150,7 +150,7 @@ def merge_rule_sets(rule_sets: Sequence[RuleSet]) -> RuleSet:
     go together (`subject_of`)."""
     rules = tuple(
         # The constructor, not dataclasses.replace: serving merges every request's rules on
-        # the first read after an activation, and replace costs three times as much a rule.
+        # the first read after an activation, and replace costs three times as much per rule.
         Rule(f"{i}/{r.rule_id}", r.kind, r.text, r.normalized, r.key_spans, r.question)
         for i, rs in enumerate(rule_sets)
         for r in rs.rules
