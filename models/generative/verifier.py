@@ -308,12 +308,15 @@ class Verifier:
             verdicts.append(self._verdict(response, prompt_text, sims))
         return verdicts
 
-    def scores(self, responses: Sequence[str]) -> list[float]:
+    def scores(
+        self, responses: Sequence[str], embedded: Sequence[str] | None = None
+    ) -> list[float]:
         """`score_many(responses)`'s scores, without embedding the responses that state an
         identifier exactly: that rule scores 1.0, the most any rule scores, so their verdict
         is 1.0 whatever the facts' similarity. Calibration scores leaks this way, most of
-        which name their subject; serving needs `score_many` (every hit's spans)."""
-        rest = self.needs_embedding(responses)
+        which name their subject; serving needs `score_many` (every hit's spans).
+        `embedded`: `needs_embedding(responses)`, when the caller has it already."""
+        rest = self.needs_embedding(responses) if embedded is None else embedded
         scored = dict(zip(rest, (v.score for v in self.score_many(rest)), strict=True))
         return [scored.get(r, 1.0) for r in responses]
 

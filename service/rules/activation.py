@@ -34,7 +34,7 @@ from service.erasure.lifecycle import fail_action, finish_request_if_done, move_
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.rules.calibration import (
     MAX_POSITIVES_PER_REQUEST,
-    Positive,
+    LeakDraw,
     Record,
     RequestEvidence,
     calibrate_threshold_for,
@@ -175,9 +175,10 @@ class _Scorer:
     negative_prompts: Sequence[str | None] | None
     score_negatives: bool
     share: int
-    drawn: Mapping[str, Sequence[Positive]]
+    drawn: Mapping[str, LeakDraw]
 
     def score(self, rid: str, rules: RuleSet, new: bool) -> RequestEvidence:
+        draw = self.drawn.get(rid)
         return request_evidence(
             rules,
             self.embedder,
@@ -187,7 +188,8 @@ class _Scorer:
             negative_prompts=self.negative_prompts,
             score_negatives=self.score_negatives,
             max_positives=self.share if new else MAX_POSITIVES_PER_REQUEST,
-            positives=self.drawn.get(rid),
+            positives=None if draw is None else draw.positives,
+            embedded=None if draw is None else draw.embedded,
         )
 
 

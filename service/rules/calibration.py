@@ -127,6 +127,7 @@ def request_evidence(
     score_negatives: bool = True,
     max_positives: int = MAX_POSITIVES_PER_REQUEST,
     positives: Sequence[Positive] | None = None,
+    embedded: Sequence[str] | None = None,
 ) -> RequestEvidence:
     """Score one request's leaks and the retained answers under that request's rules alone.
 
@@ -142,14 +143,17 @@ def request_evidence(
     serving scores an answer with its prompt (the verifier's subject attribution reads it).
     `score_negatives=False` leaves the retained answers for later (`negative_evidence`): λ
     needs only the leaks, so the worker scores them off the critical path, in the budget task.
-    `positives`: the draw of `draw_positives`, when the caller made it already.
+    `positives`: the draw of `draw_positives`, when the caller made it already; `embedded`:
+    the leaks of that draw `needs_embedding` returns, when the caller found them already.
     """
     if positives is None:
         positives = draw_positives(rules, seed, max_positives)
     texts = [p.text for p in positives]
-    wanted = _fact_texts(rules, positives, set(needs_embedding(rules, texts)))
+    if embedded is None:
+        embedded = needs_embedding(rules, texts)
+    wanted = _fact_texts(rules, positives, set(embedded))
     on_leaks = Verifier(rules, embedder, fact_embedder=_OnlyFacts(cache, wanted))
-    pos = on_leaks.scores(texts) if positives else []
+    pos = on_leaks.scores(texts, embedded) if positives else []
     if not (negatives and score_negatives):
         return RequestEvidence(pos, [])
     on_retained = Verifier(rules, cache)
@@ -212,24 +216,35 @@ class _OnlyFacts:
         return np.stack([rows.get(t, zero) for t in texts]).astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class LeakDraw:
+    """One request's drawn leaks and those of them `needs_embedding` returned."""
+
+    positives: list[Positive]
+    embedded: list[str]
+
+
 def prefetch_evidence(
     rule_sets: Mapping[str, RuleSet], embedder: PrefetchedEmbedder, cache: Embedder, limit: int
-) -> dict[str, list[Positive]]:
+) -> dict[str, LeakDraw]:
     """Draw every request's leaks and embed what ``request_evidence`` will ask for, for all of
     ``rule_sets`` at once: the facts those leaks came from (through ``cache``, which keeps them
     for serving) in one call, the leaks' units in another. Activating many requests together
-    then costs two embedding calls, not two per request. Returns the draws, for scoring."""
-    drawn = {rid: draw_positives(rules, rid, limit) for rid, rules in rule_sets.items()}
+    then costs two embedding calls, not two per request. Returns the draws, for scoring (with
+    the leaks to embed: finding them matches every leak against every name)."""
+    draws = {}
     facts: set[str] = set()
     units: list[str] = []
     for rid, rules in rule_sets.items():
-        rest = needs_embedding(rules, [p.text for p in drawn[rid]])
-        facts |= _fact_texts(rules, drawn[rid], set(rest))
+        drawn = draw_positives(rules, rid, limit)
+        rest = needs_embedding(rules, [p.text for p in drawn])
+        draws[rid] = LeakDraw(drawn, rest)
+        facts |= _fact_texts(rules, drawn, set(rest))
         verifier = Verifier(rules, embedder, fact_embedder=_OnlyFacts(cache, set()))
         units += verifier.units_of(rest)
     cache.embed(sorted(facts))
     embedder.prefetch(units)
-    return drawn
+    return draws
 
 
 def negative_evidence(
