@@ -30,7 +30,12 @@ from service.core.skip import Skip
 from service.db.enums import TERMINAL_ACTION_STATUSES, ActionStatus, Strategy
 from service.db.tables import ErasureRequest, MlModel, RequestAction, RuleSetVersion
 from service.erasure.forget_content import forget_spec
-from service.erasure.lifecycle import fail_action, finish_request_if_done, move_action
+from service.erasure.lifecycle import (
+    fail_action,
+    finish_request_if_done,
+    move_action,
+    start_actions,
+)
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.rules.calibration import (
     MAX_POSITIVES_PER_REQUEST,
@@ -331,13 +336,12 @@ def record_activation(
     )
     if row is None:
         return ActivationResult.stale
-    for action in actions.values():
-        if action.status in TERMINAL_ACTION_STATUSES:
-            continue  # cancelled or failed meanwhile: its rules are in force all the same
-        # The detail first: the move's flush then writes both in one UPDATE per action.
+    live = [a for a in actions.values() if a.status not in TERMINAL_ACTION_STATUSES]
+    # (An action cancelled or failed meanwhile keeps its state: its rules are in force all the
+    # same.) The detail first: the one flush then writes both, one UPDATE per action.
+    for action in live:
         action.detail = {**action.detail, IN_FORCE: str(row.id), "rule_set_version": row.version}
-        if action.status == ActionStatus.pending:
-            move_action(session, action, ActionStatus.running, actor=actor, model_name=model.name)
+    start_actions(session, [a for a in live if a.status == ActionStatus.pending])
     _audit_activation(session, model, row, activation, actor)
     return Suppressed(row.id)
 
