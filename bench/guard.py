@@ -8,11 +8,12 @@ trains). Then, for k = 1, 5 and 10 erased authors (the first k author indices):
 
 1. compile the k authors' specs into one rule set; calibrate λ by Learn-then-Test (α=0.1,
    δ=0.05) on verifier scores of synthetic leaks (no generation); false-flag rate on the true
-   answers of retain rows that are not evaluated; calibrate B (α_B=0.1, max 4) by split
-   conformal on rounds-to-acceptance of the held-out probes refinement handles (flagged
-   answers to questions that do not identify an erased author by name or by several of their
-   attributes: retain rows that are not evaluated, and probes of the erased authors'
-   calibration facts without their names; never the test questions);
+   answers of retain rows that are not evaluated, each scored with its question as the worker
+   and serving score an answer (before 2026-12-05 the bench scored them alone); calibrate B
+   (α_B=0.1, max 4) by split conformal on rounds-to-acceptance of the held-out probes
+   refinement handles (flagged answers to questions that do not identify an erased author by
+   name or by several of their attributes: retain rows that are not evaluated, and probes of
+   the erased authors' calibration facts without their names; never the test questions);
 2. answer the same test questions, greedily, with these methods: `unguarded`,
    `system_prompt`, `filter_only`, `paper_refinement` (the paper's refinement: every flagged
    answer regenerated for up to 4 rounds), `fixed_budget` (lethe's guard with B=4, no
@@ -304,6 +305,9 @@ class Evidence:
     embedder: MiniLMEmbedder
     cache: CachingEmbedder
     negatives: list[str]
+    # The question of each retained answer: the worker scores an answer with it, as serving
+    # does (the verifier's subject attribution reads it).
+    negative_prompts: list[str]
     rules: dict[int, RuleSet] = field(default_factory=dict)
     scores: dict[int, RequestEvidence] = field(default_factory=dict)
 
@@ -312,7 +316,12 @@ class Evidence:
         if author not in self.scores:
             self.rules[author] = compile_rules(spec)
             self.scores[author] = request_evidence(
-                self.rules[author], self.embedder, self.cache, self.negatives, seed=str(author)
+                self.rules[author],
+                self.embedder,
+                self.cache,
+                self.negatives,
+                seed=str(author),
+                negative_prompts=self.negative_prompts,
             )
 
 
@@ -340,7 +349,7 @@ def activate(
     stages["compile"] = time.perf_counter() - t
     t = time.perf_counter()
     stored = {
-        "key": evidence_key(EMBEDDER_KIND, ev.negatives),
+        "key": evidence_key(EMBEDDER_KIND, ev.negatives, ev.negative_prompts),
         "by_request": {f"{a:06d}": ev.scores[a].to_json() for a in earlier},
     }
     activation = calibrate_activation(
@@ -353,6 +362,7 @@ def activate(
         embedder_kind=EMBEDDER_KIND,
         scoring_embedder=ev.embedder,
         cache=ev.cache,
+        negative_prompts=ev.negative_prompts,
         score_negatives=score_negatives,
     )
     stages["calibrate"] = time.perf_counter() - t
@@ -634,10 +644,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Retained answers that are not evaluated: the negatives of the false-flag rate.
     # Questions of the retained rows that are not evaluated: B's calibration probes.
     probe_questions = [retain_rows[i].question for i in sorted(retain_order[args.max_retain :])]
-    negatives = [
-        retain_rows[i].answer
+    negative_rows = [
+        retain_rows[i]
         for i in sorted(retain_order[args.max_retain : args.max_retain + args.max_negatives])
     ]
+    negatives = [r.answer for r in negative_rows]
 
     def sample_choice(rows: list[ChoiceQA], tag: str) -> list[ChoiceQA]:
         picked = sorted(
@@ -734,7 +745,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     gen = MemoGenerator(generator, args.max_new_tokens)
     embedder = MiniLMEmbedder()
     embedder.embed(["warm-up"])  # one-off load costs are not part of any timing
-    evidence = Evidence(embedder, CachingEmbedder(embedder), negatives)
+    evidence = Evidence(
+        embedder, CachingEmbedder(embedder), negatives, [r.question for r in negative_rows]
+    )
     evidence.cache.embed(negatives)  # a running worker has embedded them before
     gen.timed("Warm-up: say hello.")
     gen.memo.clear()
@@ -1467,8 +1480,10 @@ def assemble(
                 "they do not identify the author). Retain: "
                 f"{args.max_retain} test questions sampled with the seed; up to "
                 f"{args.max_negatives} of the other retain answers are the false-flag "
-                "negatives, and the other retain questions are B probes; B is calibrated on "
-                f"a seeded sample of {args.budget_probes} probes. real_authors / world_facts: "
+                "negatives, each scored with its question as the worker does (runs before "
+                "2026-12-05 scored them alone, harsher than the service), and the other "
+                "retain questions are B probes; B is calibrated on a seeded sample of "
+                f"{args.budget_probes} probes. real_authors / world_facts: "
                 f"{args.max_choice} questions each sampled with the seed. λ is calibrated on "
                 f"synthetic leaks only (up to {MAX_POSITIVES_PER_REQUEST} per author). Sizes "
                 "are chosen to fit a ~40 min run on the shared 2-core machine. Nothing is "
