@@ -166,7 +166,7 @@ def test_suppression_time_does_not_grow_with_the_number_of_subjects(
     # with k: the facts of the other leaks (~10 at k = 1, ~35 at k = 20), compiling and
     # drawing each request's leaks (~1.5 ms a request). The actions of the k requests start in
     # one flush (they took a round trip each), and the leaks that need embedding are found
-    # once per request. Measured 1.08-1.35, median 1.19 of eleven runs (0.09-0.10 s at k = 1,
-    # 0.10-0.15 s at k = 20) beside a two-thread benchmark on the two cores; before those two
+    # once per request. Measured 1.08-1.38, median 1.28 of eleven runs (0.09-0.10 s at k = 1,
+    # 0.10-0.14 s at k = 20) beside a two-thread benchmark on the two cores; before those two
     # changes 1.08-1.94, median 1.48. One activation per request would be a ratio near 20.
     assert ratio <= 1.5, (cpu, wall)
