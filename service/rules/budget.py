@@ -58,7 +58,7 @@ from service.db.tables import (
     RequestAction,
     RuleSetVersion,
 )
-from service.erasure.certificates import conformal_certificate, issue_certificate
+from service.erasure.certificates import issue_certificate
 from service.registry.config import GenerativeConfig, GenerativePolicy
 from service.rules.calibration import (
     Record,
@@ -68,6 +68,7 @@ from service.rules.calibration import (
     negative_evidence,
     retained_facts,
 )
+from service.rules.certify import budget_pending, final_certificate
 from service.rules.finetuned_serving import finetuned_generator, served_version
 from service.rules.model_leaks import ModelLeaks, held_apart_probes, model_leaks
 from service.rules.rulesets import merge_rule_sets, per_request_rule_sets
@@ -174,7 +175,7 @@ def _nothing_to_calibrate(row: RuleSetVersion) -> Skip | None:
     """Why this rule set's budget needs no calibration, or None when it does."""
     if row.status != RuleSetStatus.active:
         return Skip.superseded
-    if row.calibration.get("budget", {}).get("status") != "pending":
+    if not budget_pending(row):
         return Skip.already_calibrated
     return None
 
@@ -421,12 +422,6 @@ def reissue_certificates(session: Session, row: RuleSetVersion, actor: str) -> N
     """Every request in force is now protected by this version's final λ, B and exit: its
     certificate is re-issued with them, superseding the interim one (both stay in the log)."""
     model = session.get_one(MlModel, row.model_id)
-    cal = row.calibration
-    threshold = ThresholdCalibration(**cal["threshold"])
-    budget = BudgetCalibration(
-        **{k: v for k, v in cal["budget"].items() if k in BudgetCalibration.__dataclass_fields__}
-    )
-    exit_cal = ExitCalibration(**cal["exit"])
     for request_id in row.request_ids:
         rid = uuid.UUID(request_id)
         action = session.scalar(
@@ -439,18 +434,4 @@ def reissue_certificates(session: Session, row: RuleSetVersion, actor: str) -> N
         request = session.get(ErasureRequest, rid)
         if action is None or request is None or action.status != ActionStatus.done:
             continue
-        certificate = conformal_certificate(
-            threshold,
-            budget,
-            request=request,
-            model=model,
-            false_flag_rate=cal.get("false_flag_rate"),
-            rule_set_version=row.version,
-            serving_threshold=float(cal["serving_threshold"]),
-            serving_budget=int(cal["serving_budget"]),
-            exit_cal=exit_cal,
-            serving_exit_threshold=cal["serving_exit_threshold"],
-            stage="final",
-            evidence=str(cal["positives_source"]),
-        )
-        issue_certificate(session, action, model, certificate, actor)
+        issue_certificate(session, action, model, final_certificate(row, model, request), actor)
