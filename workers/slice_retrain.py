@@ -129,7 +129,7 @@ def destroy_and_certify(
         destroyed = stages.destroy(task.settings, list(published.outcome.superseded_checkpoints))
     except Exception as exc:
         log.error("job %s: destroying artifacts failed (%s)", published.job_id, type(exc).__name__)
-        _run_again(task, published.job_id)
+        _run_again(task, published.job_id, type(exc).__name__)
         return "requeued"
     with task.transaction() as session:
         stages.certify(session, task.settings, inputs, published, destroyed)
@@ -139,14 +139,14 @@ def destroy_and_certify(
     return None
 
 
-def _run_again(task: DbTask, job_id: uuid.UUID) -> None:
-    """A job still running goes back to pending; a published (done) one has its task sent
-    again, which finds it unfinished and closes it."""
+def _run_again(task: DbTask, job_id: uuid.UUID, error: str) -> None:
+    """The destruction failed: recorded (service.jobs.lifecycle.record_destroy_failure), then a
+    job still running goes back to pending and a published (done) one has its task sent again,
+    which finds it unfinished and closes it, each after a delay that doubles per failure."""
     with task.transaction() as session:
+        delay = jobs.record_destroy_failure(session, job_id, error, ACTOR)
         job = jobs.running_job(session, job_id)
         if job is not None:
-            jobs.requeue(session, task.settings, job, countdown=jobs.RETRY_DELAY_S)
+            jobs.requeue(session, task.settings, job, countdown=delay)
         else:
-            enqueue_after_commit(
-                session, task.settings, task.name, [str(job_id)], countdown=jobs.RETRY_DELAY_S
-            )
+            enqueue_after_commit(session, task.settings, task.name, [str(job_id)], countdown=delay)

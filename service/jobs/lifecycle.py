@@ -36,6 +36,9 @@ from service.queue.names import (
 
 # Another retrain of the same shard is running, or a failed attempt is retried: wait this long.
 RETRY_DELAY_S = 5
+# A deletion of superseded artifacts that keeps failing is retried with a doubling delay up to
+# this: never given up (the erased records live on in them until they are gone).
+MAX_DESTROY_RETRY_S = 900
 
 
 TASKS = {
@@ -183,6 +186,40 @@ def send_pending_jobs(session: Session, settings: Settings, action: RequestActio
                 [str(job.id)],
                 countdown=settings.batching_window_seconds,
             )
+
+
+def record_destroy_failure(session: Session, job_id: uuid.UUID, error: str, actor: str) -> float:
+    """Deleting what a published retrain superseded failed (the store away, access revoked):
+    count it on the job, say so in each waiting request's audit trail, and return the delay
+    before the next attempt (doubling from RETRY_DELAY_S, at most MAX_DESTROY_RETRY_S). The
+    certificates wait for the deletion, so the requests stay open, visibly, until it works.
+    `error` is the exception's class name only: its message may name paths or keys."""
+    job = session.get_one(Job, job_id, with_for_update=True)
+    failures = int((job.result or {}).get("destroy_failures", 0)) + 1
+    job.result = {**(job.result or {}), "destroy_failures": failures}
+    delay = float(min(RETRY_DELAY_S * 2 ** min(failures - 1, 16), MAX_DESTROY_RETRY_S))
+    model = session.get_one(MlModel, job.model_id)
+    details = {
+        "model": model.name,
+        "job_id": str(job.id),
+        "attempt": failures,
+        "error": error,
+        "retry_in_s": delay,
+    }
+    waiting = sorted({a.request_id for a in actions_waiting_for(session, job.id)})
+    # A job nobody waits for any more (its requests cancelled) still records the failure.
+    targets: list[uuid.UUID | None] = [*waiting] if waiting else [None]
+    for request_id in targets:
+        append_event(
+            session,
+            actor=actor,
+            action="artifacts.deletion_failed",
+            target_type="model",
+            target_id=str(model.id),
+            request_id=request_id,
+            details=details,
+        )
+    return delay
 
 
 def retry_or_fail(

@@ -111,9 +111,21 @@ def _vacuumed(d: Mapping[str, Any]) -> str:
 
 def _rules_activated(d: Mapping[str, Any]) -> str:
     since = f" since {fmt_time(d['active_since'])}" if d.get("active_since") else ""
+    later = d.get("now_served_by_version")
+    now = f"; rule-set version {later} holds them now" if later is not None else ""
     return (
         f"{d.get('model')} screens every answer against {d.get('rule_count')} rules "
-        f"(rule-set version {d.get('version')}){since}."
+        f"(rule-set version {d.get('version')}){since}{now}."
+    )
+
+
+def _deletion_failed(d: Mapping[str, Any]) -> str:
+    wait = float(d.get("retry_in_s") or 0)
+    when = f"{wait / 60:.0f} minute(s)" if wait >= 60 else f"{wait:.0f} seconds"
+    return (
+        f"{d.get('model')}: deleting the model's earlier stored copies, which were trained on "
+        f"this person's data, did not work (attempt {d.get('attempt')}); lethe tries again in "
+        f"{when}. The request stays open until they are deleted."
     )
 
 
@@ -165,6 +177,7 @@ _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     ),
     "rules.activated": _rules_activated,
     "rules.version_activated": _rules_version_activated,
+    "artifacts.deletion_failed": _deletion_failed,
     "certificate.issued": lambda d: _certificate_event(d.get("certificate") or {}),
 }
 

@@ -25,6 +25,7 @@ from service.queue.names import (
     TASK_RETRAIN_SHARD,
     TASK_TRAIN_MODEL,
 )
+from service.reports.words import describe_event
 from tests.support.api import SentTasks, auth
 from tests.support.exact import (
     a_trained_subject,
@@ -250,13 +251,13 @@ def test_certificate_follows_the_destruction_and_a_failed_one_runs_again(
     [job_args] = sent_tasks.pop(TASK_RETRAIN_SHARD)
     real, calls = training.destroy_checkpoints, []
 
-    def fails_once(*a: Any) -> Any:
+    def fails_twice(*a: Any) -> Any:
         calls.append(a)
-        if len(calls) == 1:
-            raise OSError("store unreachable")
+        if len(calls) <= 2:
+            raise OSError("store unreachable at /secret/path")
         return real(*a)
 
-    monkeypatch.setattr(training, "destroy_checkpoints", fails_once)
+    monkeypatch.setattr(training, "destroy_checkpoints", fails_twice)
     assert training.retrain_shard(*job_args) == "requeued"
     # Published (version 2 serves) but nothing certified while the old checkpoints exist.
     request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
@@ -268,7 +269,23 @@ def test_certificate_follows_the_destruction_and_a_failed_one_runs_again(
     superseded = job.result["superseded_checkpoints"]
     assert superseded and all(store.exists(checkpoint_key(c)) for c in superseded)
 
-    assert sent_tasks.pop(TASK_RETRAIN_SHARD) == [job_args]  # sent again
+    # Sent again after a delay that doubles per failure, each failure in the request's trail
+    # (in plain words on the timeline; the exception's class, never its message).
+    [(name, args, first_delay)] = sent_tasks.sent
+    assert (name, args, first_delay) == (TASK_RETRAIN_SHARD, job_args, 5)
+    sent_tasks.sent.clear()
+    assert training.retrain_shard(*job_args) == "requeued"
+    [(_, _, second_delay)] = sent_tasks.sent
+    assert second_delay == 10
+    assert sent_tasks.pop(TASK_RETRAIN_SHARD) == [job_args]
+    timeline = app_client.get(f"/v1/requests/{rid}/timeline", headers=auth(tokens["dpo"]))
+    failed = [e for e in timeline.json() if e["action"] == "artifacts.deletion_failed"]
+    assert [e["details"]["attempt"] for e in failed] == [1, 2]
+    assert {e["details"]["error"] for e in failed} == {"OSError"}
+    assert "secret" not in timeline.text
+    words = describe_event(failed[1])
+    assert "did not work (attempt 2); lethe tries again in 10 seconds" in words
+
     assert training.retrain_shard(*job_args) == "finished"
     assert training.retrain_shard(*job_args) == "not_claimed"  # closed: nothing left
     request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
