@@ -120,12 +120,10 @@ def _rules_activated(d: Mapping[str, Any]) -> str:
 
 
 def _deletion_failed(d: Mapping[str, Any]) -> str:
-    wait = float(d.get("retry_in_s") or 0)
-    when = f"{wait / 60:.0f} minute(s)" if wait >= 60 else f"{wait:.0f} seconds"
     return (
-        f"{d.get('model')}: deleting the model's earlier stored copies, which were trained on "
-        f"this person's data, did not work (attempt {d.get('attempt')}); lethe tries again in "
-        f"{when}. The request stays open until they are deleted."
+        f"{d.get('model')}: deleting the checkpoints job {d.get('job_id')} superseded failed "
+        f"({d.get('error')}), attempt {d.get('attempt')}; retried in {d.get('retry_in_s')} s. "
+        "No certificate until they are deleted."
     )
 
 

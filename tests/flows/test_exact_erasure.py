@@ -25,6 +25,7 @@ from service.queue.names import (
     TASK_RETRAIN_SHARD,
     TASK_TRAIN_MODEL,
 )
+from service.reports.plain import event_words
 from service.reports.words import describe_event
 from tests.support.api import SentTasks, auth
 from tests.support.exact import (
@@ -283,8 +284,8 @@ def test_certificate_follows_the_destruction_and_a_failed_one_runs_again(
     assert [e["details"]["attempt"] for e in failed] == [1, 2]
     assert {e["details"]["error"] for e in failed} == {"OSError"}
     assert "secret" not in timeline.text
-    words = describe_event(failed[1])
-    assert "did not work (attempt 2); lethe tries again in 10 seconds" in words
+    assert "did not work this time (try 2); lethe keeps trying" in event_words(failed[1])
+    assert "failed (OSError), attempt 2; retried in 10.0 s" in describe_event(failed[1])
 
     assert training.retrain_shard(*job_args) == "finished"
     assert training.retrain_shard(*job_args) == "not_claimed"  # closed: nothing left
