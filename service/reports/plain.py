@@ -249,14 +249,14 @@ _WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "Clearing the database space failed; an engineer must look (details below)."
     ),
     "rules.activated": lambda d: f"{d.get('model')}: checking of answers switched on.",
+    "rules.version_activated": lambda d: (
+        f"{d.get('model')}: checking of answers switched on for "
+        f"{len(d.get('requests_activated') or [])} request(s); certificates follow."
+    ),
     "artifacts.deletion_failed": lambda d: (
         f"{d.get('model')}: deleting the model's earlier saved copies, which learned from this "
         f"person's data, did not work this time (try {d.get('attempt')}); lethe keeps trying "
         "by itself, and the request stays open until they are deleted."
-    ),
-    "rules.version_activated": lambda d: (
-        f"{d.get('model')}: checking of answers switched on for "
-        f"{len(d.get('requests_activated') or [])} request(s); certificates follow."
     ),
     "certificate.issued": _certificate,
 }

@@ -131,9 +131,9 @@ def _certify(
         details=details,
     )
     certificate = (
-        final_certificate(serving, model, request)
-        if serving.calibration.get("budget", {}).get("status") == "calibrated"
-        else interim_certificate(serving, model, request)
+        interim_certificate(serving, model, request)
+        if budget_pending(serving)
+        else final_certificate(serving, model, request)
     )
     issue_certificate(session, action, model, certificate, actor)
     action.detail = {
