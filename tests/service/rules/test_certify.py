@@ -32,6 +32,10 @@ class WorkerDied(Exception):
     """Stands for a kill -9 right after the activation's commit (nothing after it runs)."""
 
 
+def dies(*_args: Any, **_kwargs: Any) -> int:
+    raise WorkerDied
+
+
 def _approve(
     client: TestClient, dpo: dict[str, str], model: str, k: int, first: int = 0
 ) -> list[str]:
@@ -90,9 +94,6 @@ def test_a_run_that_died_after_suppression_is_certified_once_by_the_next(
     for args in sent_tasks.pop(TASK_PROCESS_REQUEST):
         assert process_request(*args) == "planned"
     first, *others = sent_tasks.pop(TASK_UPDATE_VERIFIER_RULES)
-
-    def dies(*_args: Any, **_kwargs: Any) -> int:
-        raise WorkerDied
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(certify, "certify_activation", dies)
@@ -156,9 +157,6 @@ def test_a_run_that_died_is_certified_on_the_version_that_serves_by_then(
 
     ml, dpo = auth(tokens["ml_engineer"]), auth(tokens["dpo"])
     model = _model(app_client, ml, tiny_lm, retain_file)
-
-    def dies(*_args: Any, **_kwargs: Any) -> int:
-        raise WorkerDied
 
     [x] = _approve(app_client, dpo, model, 1)
     [planned] = sent_tasks.pop(TASK_PROCESS_REQUEST)
