@@ -898,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for method, outcome in guarded.items():
                 outcomes[method].append(outcome)
 
-        if args.dump is not None:
+        if args.dump is not None and not args.skip_methods:
             with args.dump.open("a", encoding="utf-8") as fh:
                 for method, outs in outcomes.items():
                     for item, out in zip(k_items, outs, strict=True):
