@@ -920,6 +920,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             per_k[str(k)] = {
                 "erased_authors": list(erased),
                 "threshold": lam,
+                "false_flag_rate": ffr,
                 "budget": budget,
                 "budget_certified": bool(budget_cal and budget_cal.certified),
                 "time_to_active_p95_s": pct(totals, 95),
