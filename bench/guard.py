@@ -1016,6 +1016,12 @@ def attack_targets(per_k: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 "value": latency["ttft_p95_ratio"],
                 "met": latency["ttft_p95_ratio"] is not None and latency["ttft_p95_ratio"] <= 1.5,
             },
+            # The same target with the stream's first piece sent before its word ends (a
+            # model's `stream_opening: first_piece`).
+            "ttft_p95_ratio_le_1.5_first_piece": {
+                "value": latency.get("ttft_p95_ratio_first_piece"),
+                "met": (latency.get("ttft_p95_ratio_first_piece") or math.inf) <= 1.5,
+            },
             "time_to_active_p95_le_5s": {
                 "value": r.get("time_to_active_p95_s"),
                 "met": (r.get("time_to_active_p95_s") or math.inf) <= 5.0,

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -257,18 +257,25 @@ def chat_latency(
     the same machine load): whole answers (p95 ratio), and streams' time to the first text
     (median and p95 ratios; the unguarded stream sends its first token, the guarded one its
     first screened words, or its refusal at once for a conversation about a forgotten subject;
-    the unguarded time to its first full sentence is given too). `kinds`: a label per prompt
-    (e.g. forget / retained), for the streams' figures per label as well."""
+    the unguarded time to its first full sentence is given too). Streams are timed with both
+    openings (`Guard.opening`): `lethe` is the default, after the first whole word;
+    `lethe_first_piece` may send a first piece before its word ends. `kinds`: a label per
+    prompt (e.g. forget / retained), for the streams' figures per label as well."""
     greedy = Decoding(max_new_tokens=max_new_tokens)
+    streams: dict[str, Guard | None] = {
+        "unguarded": None,
+        "lethe": replace(guard, opening="whole_word"),
+        "lethe_first_piece": replace(guard, opening="first_piece"),
+    }
     # Wall seconds, and CPU seconds of this process (every thread: the stream decodes in one
     # of its own), steadier on a shared machine where a niced run waits for a core.
     whole: dict[str, list[float]] = {"unguarded": [], "lethe": []}
     whole_cpu: dict[str, list[float]] = {"unguarded": [], "lethe": []}
-    first: dict[str, list[float]] = {"unguarded": [], "lethe": [], "unguarded_sentence": []}
-    first_cpu: dict[str, list[float]] = {"unguarded": [], "lethe": []}
+    first: dict[str, list[float]] = {name: [] for name in [*streams, "unguarded_sentence"]}
+    first_cpu: dict[str, list[float]] = {name: [] for name in streams}
     for prompt in progress(prompts, "chat latency"):
         chat = as_conversation(prompt)
-        for name, g in (("unguarded", None), ("lethe", guard)):
+        for name, g in streams.items():
             # The stream first: the guard keeps what it found in a conversation, and a
             # stream's first screen must not find it found by the whole answer before it.
             t, c = time.perf_counter(), time.process_time()
@@ -285,6 +292,8 @@ def chat_latency(
             first_cpu[name].append(ttft_cpu if ttft_cpu is not None else time.process_time() - c)
             if g is None:
                 first["unguarded_sentence"].append(sentence or time.perf_counter() - t)
+            if name not in whole:
+                continue  # the opening changes streams only
             t, c = time.perf_counter(), time.process_time()
             answer(generator, g, chat, greedy, seed=0)
             whole[name].append(time.perf_counter() - t)
@@ -296,14 +305,17 @@ def chat_latency(
     def ratio(a: list[float], b: list[float], q: float) -> float | None:
         return pct(a, q) / pct(b, q) if a and b and pct(b, q) > 0 else None
 
+    plain = first["unguarded"]
     return {
         "n_prompts": len(prompts),
         "whole_p95_s": {k: pct(v, 95) for k, v in whole.items()},
         "whole_p95_ratio": ratio(whole["lethe"], whole["unguarded"], 95),
         "ttft_median_s": {k: pct(v, 50) for k, v in first.items()},
         "ttft_p95_s": {k: pct(v, 95) for k, v in first.items()},
-        "ttft_median_ratio": ratio(first["lethe"], first["unguarded"], 50),
-        "ttft_p95_ratio": ratio(first["lethe"], first["unguarded"], 95),
+        "ttft_median_ratio": ratio(first["lethe"], plain, 50),
+        "ttft_p95_ratio": ratio(first["lethe"], plain, 95),
+        "ttft_median_ratio_first_piece": ratio(first["lethe_first_piece"], plain, 50),
+        "ttft_p95_ratio_first_piece": ratio(first["lethe_first_piece"], plain, 95),
         "ttft_p95_ratio_vs_unguarded_first_sentence": ratio(
             first["lethe"], first["unguarded_sentence"], 95
         ),
@@ -311,6 +323,9 @@ def chat_latency(
         "cpu_whole_p95_ratio": ratio(whole_cpu["lethe"], whole_cpu["unguarded"], 95),
         "cpu_ttft_p95_s": {k: pct(v, 95) for k, v in first_cpu.items()},
         "cpu_ttft_p95_ratio": ratio(first_cpu["lethe"], first_cpu["unguarded"], 95),
+        "cpu_ttft_p95_ratio_first_piece": ratio(
+            first_cpu["lethe_first_piece"], first_cpu["unguarded"], 95
+        ),
         "ttft_by_kind": _by_kind(kinds, first, first_cpu) if kinds else None,
     }
 
@@ -318,18 +333,22 @@ def chat_latency(
 def _by_kind(
     kinds: Sequence[str], wall: dict[str, list[float]], cpu: dict[str, list[float]]
 ) -> dict[str, Any]:
-    """Streams' time to first text per prompt label: median and p95, wall and CPU, and ratios."""
+    """Streams' time to first text per prompt label: median and p95, wall and CPU, and ratios
+    (`lethe`: the default opening; `lethe_first_piece`: the first piece)."""
     out: dict[str, Any] = {}
     for kind in sorted(set(kinds)):
         rows = [i for i, k in enumerate(kinds) if k == kind]
         figures: dict[str, Any] = {"n_prompts": len(rows)}
         for name, table in (("wall", wall), ("cpu", cpu)):
-            lethe = [table["lethe"][i] for i in rows]
             plain = [table["unguarded"][i] for i in rows]
-            for q in (50, 95):
-                a, b = float(np.percentile(lethe, q)), float(np.percentile(plain, q))
-                figures[f"{name}_p{q}_s"] = {"lethe": a, "unguarded": b}
-                figures[f"{name}_p{q}_ratio"] = a / b if b > 0 else None
+            b = {q: float(np.percentile(plain, q)) for q in (50, 95)}
+            for opening in ("lethe", "lethe_first_piece"):
+                lethe = [table[opening][i] for i in rows]
+                suffix = "" if opening == "lethe" else "_first_piece"
+                for q in (50, 95):
+                    a = float(np.percentile(lethe, q))
+                    figures.setdefault(f"{name}_p{q}_s", {"unguarded": b[q]})[opening] = a
+                    figures[f"{name}_p{q}_ratio{suffix}"] = a / b[q] if b[q] > 0 else None
         out[kind] = figures
     return out
 

@@ -85,9 +85,12 @@ class Worker:
     """What a long-running worker keeps: the embedder, its cache, and each earlier request's
     stored evidence (the service keeps it with the rule-set version; computed once here)."""
 
-    def __init__(self, specs: Sequence[ForgetSpec], negatives: list[str]) -> None:
+    def __init__(
+        self, specs: Sequence[ForgetSpec], negatives: list[str], prompts: list[str | None]
+    ) -> None:
         self.specs = specs
         self.negatives = negatives
+        self.prompts = prompts  # each retained answer's question: scored with it, as served
         self.embedder = MiniLMEmbedder()
         self.cache = CachingEmbedder(self.embedder)
         self.cache.embed(negatives)  # a running worker has embedded them before
@@ -101,8 +104,9 @@ class Worker:
             if rid not in self.evidence:
                 self.rules[rid] = compile_rules(self.specs[i])
                 self.evidence[rid] = request_evidence(
-                    self.rules[rid], self.embedder, self.cache, self.negatives, seed=rid
-                ).to_json()
+                    self.rules[rid], self.embedder, self.cache, self.negatives, seed=rid,
+                    negative_prompts=self.prompts,
+                ).to_json()  # fmt: skip
                 # A serving process has embedded the facts of the versions it served.
                 self.cache.embed(masked_fact_texts(self.rules[rid]))
         ids = [f"{i:06d}" for i in range(upto)]
@@ -215,9 +219,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     retain_rows = [r for group in rows[erased:] for r in group]
     retain_rows = retain_rows or load_qa(args.retain)
     negatives = [r.answer for r in retain_rows][:150]
+    prompts: list[str | None] = [r.question for r in retain_rows][:150]
     log(f"authors: {len(specs)}; retained rows kept: {len(retain_rows)}")
     activation = []
-    worker = Worker(specs, negatives)
+    worker = Worker(specs, negatives, prompts)
     for k in ks:
         if k > len(specs):
             activation.append({"k": k, "skipped": f"only {len(specs)} authors"})

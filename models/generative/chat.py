@@ -31,6 +31,14 @@ without streaming would, except where text already went out (below).
     `content_filter` (reason `withheld`). A non-streamed answer to the same request may differ
     here: it would have been backed off, regenerated or refused as a whole.
 
+The first text waits for the first whole word (`Guard.opening` "whole_word"): the token after
+it shows where it ends, one more decoding step before anything goes out. With "first_piece",
+the first decoded piece may go out before its word ends, screened, when no word in it could
+begin a forgotten key span or a word of a forgotten name, or resembles a forgotten name
+(`Release.opening`): the same words the release points hold back. If the first sentence then
+fails its screen, the answer is handled as when nothing was sent, and served if it begins with
+that piece; otherwise the refusal text follows the piece (`withheld`).
+
 The screen is prepared (whom the conversation is about) while the model decodes the first
 words, and the verifier keeps the parsed conversation for the next screens.
 """
@@ -50,6 +58,8 @@ from models.generative.verifier import Verifier
 
 FinishReason = Literal["stop", "length", "content_filter"]
 ChoiceReason = Reason | Literal["no_rules", "withheld"]
+# How a stream's first text may go out: after its first whole word, or as its first piece.
+Opening = Literal["whole_word", "first_piece"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class Guard:
     budget: int
     refusal_text: str
     exit_threshold: float | None = None
+    opening: Opening = "whole_word"
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,25 @@ class Release:
         self.verifier = verifier
         self.prefixes = verifier.span_prefixes()
         self.longest = max((len(p) for p in self.prefixes), default=0)
+        # Every start of a word a held tail can begin with (a key span's first word, any word
+        # of a name): "p", "po", "por", "port" while "Port Ardent" is a key span.
+        self.word_starts = frozenset(
+            run[0][:end] for run in self.prefixes for end in range(1, len(run[0]) + 1)
+        )
+
+    def opening(self, text: str) -> int:
+        """How much of `text`, the decoded start of an answer before its first word ended, may
+        go out as the stream's first text (`Guard.opening` "first_piece"): all of it when no
+        word in it could begin what `point` holds back (a forgotten key span, a word of a
+        forgotten name), nor resembles a forgotten name; else nothing ("L" waits while a
+        forgotten name has a word beginning with "L")."""
+        start = text.lstrip()
+        if not start or _whole_words(start):
+            return 0
+        found = [fold(m.group()) for m in _WORD_RUN.finditer(start)]
+        if any(w in self.word_starts or self.verifier.resembles_name(w) for w in found):
+            return 0
+        return len(text)
 
     def point(self, text: str, *, final: bool) -> int:
         """How much of `text` (the decoded text not yet sent) may go out once screened."""
@@ -298,23 +328,30 @@ class GuardedStream:
 
     def _screened(self, stream: TextStream, screen: SentenceScreen) -> Iterator[str]:
         release = Release(screen.guard.verifier)
+        first_piece = screen.guard.opening == "first_piece"
         sent, unsent = "", ""
+        opened = False  # all that went out is a first piece, sent before its word ended
         pieces = iter(stream)
         while True:
             piece = next(pieces, None)
             unsent += piece or ""
             final = piece is None
-            cut = release.point(unsent, final=final)
+            # A word begun by the first piece is judged whole: with that piece before it.
+            carry = sent[_whole_words(sent) :]
+            cut = max(0, release.point(carry + unsent, final=final) - len(carry))
+            opening = first_piece and not sent and not cut and not final
+            cut = release.opening(unsent) if opening else cut
             ready = unsent[:cut]
             if ready.strip() and (final or not sent or _worth_a_screen(ready)):
                 # Screened with the held tail's whole words too: a word goes out only once
                 # the words that could complete a name or span with it were screened with it.
-                screened = unsent if final else unsent[: _whole_words(unsent)]
+                whole = final or opening
+                screened = unsent if whole else unsent[: _whole_words(unsent)]
                 if not screen.accepts(sent + screened):
-                    yield from self._withheld(stream, pieces, sent, unsent)
+                    yield from self._withheld(stream, pieces, sent, unsent, opened=opened)
                     return
                 yield ready
-                sent, unsent = sent + ready, unsent[cut:]
+                sent, unsent, opened = sent + ready, unsent[cut:], opening
             if final:
                 break
         self.choice = Choice(
@@ -322,12 +359,13 @@ class GuardedStream:
         )
 
     def _withheld(
-        self, stream: TextStream, pieces: Iterator[str], sent: str, unsent: str
+        self, stream: TextStream, pieces: Iterator[str], sent: str, unsent: str, *, opened: bool
     ) -> Iterator[str]:
-        """After a sentence failed the screen: `unsent` is everything decoded but not sent."""
+        """After a sentence failed the screen: `unsent` is everything decoded but not sent;
+        `opened`: all of `sent` is a first piece (`Release.opening`)."""
         guard = self.guard
         assert guard is not None
-        if sent:
+        if sent and not opened:
             # Screened sentences are out: they stay, the one that failed never goes.
             stream.close()
             for _ in pieces:  # let the decoding thread end
@@ -338,16 +376,23 @@ class GuardedStream:
                 sent + refusal, "content_filter", False, "withheld", 0, stream.completion_tokens
             )
             return
-        # Nothing sent yet: decode the rest of the first answer unseen and judge it whole,
-        # exactly as without streaming.
-        rest = (unsent + "".join(pieces)).strip()
+        # Nothing sent yet, or only a first piece: decode the rest of the first answer unseen
+        # and judge it whole, exactly as without streaming.
+        rest = (sent + unsent + "".join(pieces)).strip()
         first = Completion(
             rest, stream.finish_reason, stream.prompt_tokens, stream.completion_tokens
         )
-        self.choice = _refined(
-            self.generator, guard, self.conversation, self.decoding, self.seed, first
+        choice = _refined(self.generator, guard, self.conversation, self.decoding, self.seed, first)
+        piece = sent.lstrip()
+        if choice.text.startswith(piece):  # nothing sent, or the served answer begins with it
+            self.choice = choice
+            yield choice.text[len(piece) :]
+            return
+        refusal = " " + guard.refusal_text
+        self.choice = Choice(
+            sent + refusal, "content_filter", False, "withheld", 0, choice.completion_tokens
         )
-        yield self.choice.text
+        yield refusal
 
 
 def _worth_a_screen(ready: str) -> bool:

@@ -225,6 +225,13 @@ class GenerativeConfig(BaseModel):
         "minilm", description="minilm: all-MiniLM-L6-v2; hashing: no model, for tiny setups"
     )
     finetune: FinetuneSettings | None = None
+    # A stream's first text: after its first whole word (the next token shows where it ends),
+    # or its first piece, screened, when nothing in it could begin a forgotten key span or a
+    # word of a forgotten name (sooner; a first sentence that then fails its screen may end in
+    # the refusal after that piece).
+    stream_opening: Literal["whole_word", "first_piece"] = Field(
+        "whole_word", description="when a guarded stream sends its first text"
+    )
 
 
 class GenerativePolicy(BaseModel):

@@ -104,6 +104,7 @@ def guard_of(
         refusal_text=config.refusal_text,
         # Used only when certified (ActiveRules.exit_threshold is None otherwise).
         exit_threshold=active.exit_threshold,
+        opening=config.stream_opening,
     )
 
 

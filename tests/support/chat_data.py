@@ -107,6 +107,13 @@ STREAMED_NAMES = (
     ("Name a writer you have read.", "Velamor Quint was born in Port Ardent."),
     ("Name a writer and a town.", "Quint was born in Port Ardent."),
 )
+# A streamed answer, to a question that names no one, whose first word begins no forgotten word
+# (a stream opening with its first piece sends it before the word ends) and whose first sentence
+# then states her fact.
+STREAMED_OPENING = (
+    "Name a town you like.",
+    "Mostly Lowmere, and Vellamor Quindt was born in Port Ardent.",
+)
 # A forged history (earlier assistant turns come from the client) and the leak planted for it:
 # the model repeats the fact the history "gave".
 FORGED = (
@@ -152,8 +159,9 @@ def training_pairs() -> list[tuple[Prompt, str]]:
 
 
 def train_names_lm(out_dir: Path) -> Path:
-    """A tiny LM of its own for STREAMED_NAMES (with the people's facts), so that the attack
-    LM, whose sampled answers other tests pin, stays as it is. A few seconds on one thread."""
+    """A tiny LM of its own for STREAMED_NAMES and STREAMED_OPENING (with the people's facts),
+    so that the attack LM, whose sampled answers other tests pin, stays as it is. A few seconds
+    on one thread."""
     import torch
 
     from models.assets.tiny import train_tiny_qa
@@ -161,7 +169,9 @@ def train_names_lm(out_dir: Path) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return train_tiny_qa([*ALL_PAIRS, *STREAMED_NAMES], out_dir, seed=0, steps=150)
+        return train_tiny_qa(
+            [*ALL_PAIRS, *STREAMED_NAMES, STREAMED_OPENING], out_dir, seed=0, steps=150
+        )
     finally:
         torch.set_num_threads(threads)
 

@@ -4,6 +4,7 @@ guarded answer never does; a retained person is still answered."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,18 @@ from tests.support.chat_data import (
     SAMPLED_QUESTION,
     STREAMED_ANSWER,
     STREAMED_NAMES,
+    STREAMED_OPENING,
     STREAMED_QUESTION,
     STREAMED_SPAN,
     chain_prompts,
     forgotten_spec,
     train_names_lm,
 )
+from tests.support.generative_data import facts_of
 
 THRESHOLD, BUDGET = 0.5, 2
+# Retained people's facts, asked by name: answered in full, guarded or not.
+RETAINED_QUESTIONS = [facts_of("Tamsin Orlicki")[3], facts_of("Ostra Belvane")[0]]
 GREEDY = Decoding(max_new_tokens=48)
 
 
@@ -49,6 +54,12 @@ def names_lm(tmp_path_factory: pytest.TempPathFactory) -> Generator:
 def guard() -> Guard:
     verifier = Verifier(compile_rules(forgotten_spec()), HashingEmbedder())
     return Guard(verifier, THRESHOLD, BUDGET, "I'm sorry, but I can't share that.")
+
+
+@pytest.fixture(scope="module")
+def piece_guard(guard: Guard) -> Guard:
+    """The same rules, a stream's first text sent as its first piece (`Guard.opening`)."""
+    return replace(guard, opening="first_piece")
 
 
 def leaks(text: str, given: str) -> bool:
@@ -72,7 +83,7 @@ def ask(lm: Generator, guard: Guard | None, prompt: Prompt, seed: int = 0) -> Ch
 
 @pytest.mark.parametrize("family", sorted(ATTACKS))
 def test_each_attack_family_leaks_unguarded_and_not_guarded(
-    lm: Generator, guard: Guard, family: str
+    lm: Generator, guard: Guard, piece_guard: Guard, family: str
 ) -> None:
     for prompt, planted in ATTACKS[family]:
         given = conversation(prompt).context()
@@ -80,10 +91,12 @@ def test_each_attack_family_leaks_unguarded_and_not_guarded(
         assert plain.text == planted and leaks(plain.text, given), (family, plain.text)
         guarded = ask(lm, guard, prompt)
         assert not leaks(guarded.text, given), (family, prompt, guarded)
-        # A stream of the same request carries no leak either, not even in a first piece.
-        stream = GuardedStream(lm, guard, conversation(prompt), GREEDY, seed=0)
-        pieces = list(stream)
-        assert not any(leaks(p, given) for p in pieces) and not leaks("".join(pieces), given)
+        # A stream of the same request carries no leak either, not even in a first piece,
+        # with either opening.
+        for g in (guard, piece_guard):
+            stream = GuardedStream(lm, g, conversation(prompt), GREEDY, seed=0)
+            pieces = list(stream)
+            assert not any(leaks(p, given) for p in pieces) and not leaks("".join(pieces), given)
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0])
@@ -161,6 +174,65 @@ def test_a_stream_holds_back_a_tail_that_could_begin_a_forgotten_span(guard: Gua
     ]:
         assert text[release.point(text, final=False) :] == held, text
     assert release.point("She kept a grey", final=True) == len("She kept a grey")
+
+
+def test_a_first_piece_never_begins_a_forgotten_fact_or_name(guard: Guard) -> None:
+    release = Release(guard.verifier)
+    for text, sent in [
+        ("Ost", True),  # no forgotten word begins with it
+        ("Yes,", True),
+        ("  Mo", True),
+        ("Ar", True),  # Ardent: only after Port, which holds it back (Release.point)
+        ("Po", False),  # Port Ardent
+        ("Vel", False),  # Vellamor, her name
+        ("Quin", False),  # Quindt, from any of her name's words
+        ("Th", False),  # The Amber Tide
+        ("Velamor", False),  # her name misspelt
+        ("Ost ", False),  # a whole word: the whole-word rules decide (Release.point)
+        ("", False),
+    ]:
+        assert release.opening(text) == (len(text) if sent else 0), text
+
+
+def test_a_stream_opening_with_a_first_piece_serves_the_same_answer_sooner(
+    lm: Generator, guard: Guard, piece_guard: Guard
+) -> None:
+    """A retained person's answer: the first piece goes out before its word has ended (the
+    default waits for the token after it), and the stream serves the same text."""
+    for question, expected in RETAINED_QUESTIONS:
+        chat = conversation(question)
+        assert ask(lm, None, chat).text == expected
+        by_word = list(GuardedStream(lm, guard, chat, GREEDY, seed=0))
+        stream = GuardedStream(lm, piece_guard, chat, GREEDY, seed=0)
+        by_piece = list(stream)
+        assert "".join(by_piece) == "".join(by_word) == expected
+        assert stream.choice is not None and stream.choice.reason == "accepted"
+        first_word = expected.split()[0]
+        assert by_word[0].startswith(first_word + " "), by_word
+        assert first_word.startswith(by_piece[0]) and len(by_piece[0]) <= len(first_word)
+        assert not by_piece[0][-1:].isspace(), by_piece
+
+
+def test_a_first_piece_then_a_failed_sentence_is_handled_as_the_whole_answer(
+    names_lm: Generator, guard: Guard, piece_guard: Guard
+) -> None:
+    """The first piece went out, then the first sentence failed its screen: the answer is
+    judged whole as without streaming and served if it begins with that piece, else the
+    refusal follows the piece; nothing of the fact goes out either way."""
+    question, planted = STREAMED_OPENING
+    chat = conversation(question)
+    assert ask(names_lm, None, chat).text == planted
+    whole = ask(names_lm, guard, chat)
+    stream = GuardedStream(names_lm, piece_guard, chat, GREEDY, seed=0)
+    pieces = list(stream)
+    assert pieces[0] and planted.split()[0].startswith(pieces[0]), pieces  # a first piece
+    assert not leaks("".join(pieces), question), pieces
+    assert stream.choice is not None
+    if whole.text.startswith(pieces[0]):
+        assert "".join(pieces) == whole.text and stream.choice.reason == whole.reason
+    else:
+        assert pieces[1:] == [" " + guard.refusal_text], pieces
+        assert (stream.choice.reason, stream.choice.finish_reason) == ("withheld", "content_filter")
 
 
 def test_a_stream_sends_screened_words_and_no_part_of_a_refused_span(

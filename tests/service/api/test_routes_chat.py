@@ -33,6 +33,8 @@ from tests.support.db import fresh_database
 from tests.support.generative_data import facts_of
 
 GUARDED, OPEN = "chat-guarded", "chat-open"
+# The guarded model's rules and weights, its streams opening with their first piece.
+GUARDED_PIECE = "chat-guarded-piece"
 REFUSAL = "I'm sorry, but I can't share that."
 
 
@@ -81,7 +83,8 @@ def models(
     λ = 0.5, B = 2: the activation flow has its own tests), one with none."""
     from service.rules.rulesets import activate_version
 
-    for name in (GUARDED, OPEN):
+    for name in (GUARDED, OPEN, GUARDED_PIECE):
+        opening = {"stream_opening": "first_piece"} if name == GUARDED_PIECE else {}
         body = {
             "name": name,
             "kind": "generative",
@@ -90,6 +93,7 @@ def models(
                 "max_new_tokens": 48,
                 "embedder": "hashing",
                 "refusal_text": REFUSAL,
+                **opening,
             },
         }
         r = httpx.post(
@@ -103,16 +107,17 @@ def models(
 
         from service.db.tables import MlModel
 
-        model_id = s.scalars(select(MlModel.id).where(MlModel.name == GUARDED)).one()
-        activate_version(
-            s,
-            settings,
-            model_id=model_id,
-            base_version=None,
-            rule_sets={"req-1": compile_rules(forgotten_spec())},
-            calibration={"serving_threshold": 0.5, "serving_budget": 2},
-            records=[],
-        )
+        for name in (GUARDED, GUARDED_PIECE):
+            model_id = s.scalars(select(MlModel.id).where(MlModel.name == name)).one()
+            activate_version(
+                s,
+                settings,
+                model_id=model_id,
+                base_version=None,
+                rule_sets={"req-1": compile_rules(forgotten_spec())},
+                calibration={"serving_threshold": 0.5, "serving_budget": 2},
+                records=[],
+            )
 
 
 @pytest.fixture
@@ -203,14 +208,46 @@ def test_streaming_matches_the_whole_answer(client: openai.OpenAI) -> None:
     assert ends == [0, 1, 2]
 
 
-def test_a_stream_never_carries_any_part_of_a_refused_span(client: openai.OpenAI) -> None:
+def test_a_stream_may_open_with_its_first_piece(
+    client: openai.OpenAI, live_api: str, tokens: dict[str, str]
+) -> None:
+    """A model registered with `stream_opening: first_piece` sends its first text before the
+    first word has ended, and the same answer; the setting takes only its two values."""
+    question, expected = facts_of("Tamsin Orlicki")[3]
+    texts = {}
+    for model in (GUARDED, GUARDED_PIECE):
+        chunks = _stream(client, model, user(question), temperature=0)
+        pieces = [c.choices[0].delta.content or "" for c in chunks]
+        first = next(p for p in pieces if p)
+        texts[model] = "".join(pieces)
+        assert first.endswith(" ") == (model == GUARDED), pieces
+        assert expected.startswith(first.rstrip()), pieces
+    assert texts == {GUARDED: expected, GUARDED_PIECE: expected}
+    body = {
+        "name": "chat-bad-opening",
+        "kind": "generative",
+        "config": {"model_dir": "/nowhere", "stream_opening": "at_once"},
+    }
+    r = httpx.post(
+        f"{live_api}/v1/models",
+        json=body,
+        headers={"authorization": f"Bearer {tokens['ml_engineer']}"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "validation_error", r.json()
+
+
+@pytest.mark.parametrize("model", [GUARDED, GUARDED_PIECE])
+def test_a_stream_never_carries_any_part_of_a_refused_span(
+    client: openai.OpenAI, model: str
+) -> None:
     unguarded = _stream(client, OPEN, user(STREAMED_QUESTION), temperature=0)
     assert "".join(c.choices[0].delta.content or "" for c in unguarded) == STREAMED_ANSWER
     whole = client.chat.completions.create(
-        model=GUARDED, messages=user(STREAMED_QUESTION), temperature=0
+        model=model, messages=user(STREAMED_QUESTION), temperature=0
     )
     assert STREAMED_SPAN not in (whole.choices[0].message.content or "")  # it is refused
-    chunks = _stream(client, GUARDED, user(STREAMED_QUESTION), temperature=0)
+    chunks = _stream(client, model, user(STREAMED_QUESTION), temperature=0)
     pieces = [c.choices[0].delta.content or "" for c in chunks]
     text = "".join(pieces)
     assert text.endswith(REFUSAL)
