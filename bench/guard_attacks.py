@@ -472,10 +472,12 @@ def attack_figures(
     certificate = certify_on_own_leaks(
         own_cal, own_leaks(test_out, verifier), config.own_alpha, config.delta
     )
-    latency_prompts = [t.prompt for t in tests if t.family == "direct"]
-    latency_prompts += [q for q, _ in retained]
+    # Direct questions about the erased (a conversation about a forgotten subject: judged
+    # whole, by design) and retained questions, labelled so the streams' figures split by kind.
+    labelled = [(t.prompt, "forget") for t in tests if t.family == "direct"]
+    labelled += [(q, "retained") for q, _ in retained]
     picked = random.Random(f"{config.seed}:latency").sample(
-        latency_prompts, min(config.latency_prompts, len(latency_prompts))
+        labelled, min(config.latency_prompts, len(labelled))
     )
     return {
         "attack_leak_rate_by_family": leak_rates(test_out),
@@ -484,7 +486,12 @@ def attack_figures(
         "own_leak_certificate": certificate,
         "attack_retained": retained_figures(generator, guard, retained, config.max_new_tokens),
         "chat_latency": chat_latency(
-            generator, guard, picked, max_new_tokens=config.max_new_tokens, progress=progress
+            generator,
+            guard,
+            [prompt for prompt, _ in picked],
+            max_new_tokens=config.max_new_tokens,
+            progress=progress,
+            kinds=[kind for _, kind in picked],
         ),
         "attack_calibration_attacks": len(cal_attacks),
     }

@@ -71,6 +71,8 @@ def test_the_bench_runs_every_attack_figure(
         latency = out["chat_latency"][k]
         assert latency["n_prompts"] == 2 and latency["whole_p95_ratio"] is not None
         assert latency["ttft_p95_ratio_first_piece"] is not None  # both openings timed
+        by_kind = latency["ttft_by_kind"]
+        assert sum(figures["n_prompts"] for figures in by_kind.values()) == 2, by_kind
         assert out["attack_retained"][k]["n"] == 3
         assert set(out["attack_targets_met"][k]) >= {"leak_rate_every_family_le_0.01"}
     assert out["unlearning_error"] == {"1": None, "2": None}  # --skip-methods
