@@ -134,10 +134,17 @@ def _actions_out(session: Session, request: ErasureRequest) -> list[ActionOut]:
                 shards=list(action.detail.get("shards", [])),
                 error_code=action.error_code,
                 rules_in_force_since=_rules_in_force_since(session, action),
+                deletion_failures=0 if done else _deletion_failures(jobs),
                 **exact_due(action),
             )
         )
     return actions
+
+
+def _deletion_failures(jobs: list[Job]) -> int:
+    """Failed tries at deleting what the action's jobs superseded
+    (service.jobs.lifecycle.record_destroy_failure counts them on the job)."""
+    return sum(int((j.result or {}).get("destroy_failures", 0)) for j in jobs)
 
 
 def _rules_in_force_since(session: Session, action: RequestAction) -> datetime | None:

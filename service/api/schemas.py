@@ -119,6 +119,9 @@ class ActionOut(BaseModel):
     # Verifier rules: when the rules went into force while the action still waits for its
     # certificate (None otherwise; the certificate follows within the same worker run).
     rules_in_force_since: datetime | None = None
+    # Failed tries at deleting the checkpoints its retrain superseded, while the action waits
+    # for that deletion (it is retried until it works; 0 otherwise).
+    deletion_failures: int = 0
 
 
 class CertificateOut(BaseModel):

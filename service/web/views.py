@@ -288,7 +288,13 @@ def progress(session: Session, request: ErasureRequest) -> dict[str, Any]:
 
 def action_status_words(action: ActionOut) -> str:
     """An action's status for the DPO: rules already screening answers are said so while
-    their certificate is still being issued."""
+    their certificate is still being issued, and a deletion that keeps failing is named (the
+    work bar is full while the request waits for it)."""
+    if action.deletion_failures:
+        return (
+            "waiting: deleting the model's earlier saved copies has not worked yet "
+            f"(tried {action.deletion_failures} time(s)); lethe keeps trying"
+        )
     if action.rules_in_force_since is not None:
         return "rules in force, certificate pending"
     return action.status.replace("_", " ")

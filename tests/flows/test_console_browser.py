@@ -409,6 +409,61 @@ def test_no_data_held_reject_confirmation_and_guards(browser: Browser, live: Liv
     deep.close()
 
 
+def test_a_request_held_open_by_a_refused_deletion_says_so(
+    browser: Browser, live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint store refuses to delete the superseded copies of the model: the request
+    stays open, and its page says why in plain words (the error's text nowhere, its class only
+    behind the engineers' disclosure); once the deletion works the request completes."""
+    import workers.tasks.exact as training
+    from workers.tasks.requests import process_request
+
+    subject = _train_subject(live, skip=1)
+    v = Visit(browser, live)
+    v.sign_in("dpo")
+    v.go("/console/requests/new")
+    p = v.page
+    _file(v, subject)
+    p.get_by_label("Reference of the check (case number)").fill("case 77")
+    p.get_by_role("button", name="Record verification").click()
+    v.keep()
+    p.get_by_role("button", name="Approve and start").click()
+    v.keep()
+    real = training.destroy_checkpoints
+
+    def refused(*_: Any) -> None:
+        raise PermissionError("bucket policy denies s3:DeleteObject on /secret/path")
+
+    monkeypatch.setattr(training, "destroy_checkpoints", refused)
+    monkeypatch.setattr(DbTask, "factory_override", live.factory)
+    # One worker pass each, by hand: the retrain's next try is left in the outbox.
+    name, args, _ = live.sent.sent.pop(0)
+    assert name == TASK_PROCESS_REQUEST and process_request(*args) == "planned"
+    name, args, _ = live.sent.sent.pop(0)
+    assert name == TASK_RETRAIN_SHARD and training.retrain_shard(*args) == "requeued"
+    assert [(n, delay) for n, _, delay in live.sent.sent] == [(TASK_RETRAIN_SHARD, 5)]
+    v.go(v.path().split("?")[0])
+    assert p.locator("#status").get_attribute("data-status") == "in_progress"
+    # The work bar is full: the status beside it says what the request waits for.
+    said = p.locator(f'[data-model-status="{NAME}"]').inner_text()
+    assert said.startswith("waiting: deleting the model's earlier saved copies"), said
+    assert "(tried 1 time(s))" in said
+    timeline = p.locator(".timeline").inner_text()
+    assert "did not work this time (try 1); lethe keeps trying by itself" in timeline
+    shown = p.locator("main").inner_text().split("Details for engineers", 1)[0]
+    assert "PermissionError" not in shown
+    assert not [w for w in JARGON if w in shown.lower()], shown
+    assert "secret" not in p.content() and "DeleteObject" not in p.content()
+    shoot(v, "request-deletion-refused")
+
+    monkeypatch.setattr(training, "destroy_checkpoints", real)
+    assert live.drain() == [(TASK_RETRAIN_SHARD, "finished")]
+    p.wait_for_selector('#status[data-status="completed"]', timeout=20_000)
+    v.keep()
+    assert "did not work this time (try 1)" in p.locator(".timeline").inner_text()
+    v.close()
+
+
 def test_signed_out_pages(browser: Browser, live: Live) -> None:
     v = Visit(browser, live)
     response = v.page.goto(live.url + "/")

@@ -64,6 +64,7 @@ def test_exact_erasure_end_to_end(
 
     request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
     assert request["status"] == "completed"
+    assert [a["deletion_failures"] for a in request["actions"]] == [0]
     [cert] = request["certificates"]
     body = cert["body"]
     assert cert["kind"] == "exact_retrain" and body["determinism_check"] == "bit_exact"
@@ -286,11 +287,14 @@ def test_certificate_follows_the_destruction_and_a_failed_one_runs_again(
     assert "secret" not in timeline.text
     assert "did not work this time (try 2); lethe keeps trying" in event_words(failed[1])
     assert "failed (OSError), attempt 2; retried in 10.0 s" in describe_event(failed[1])
+    request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
+    assert [a["deletion_failures"] for a in request["actions"]] == [2]
 
     assert training.retrain_shard(*job_args) == "finished"
     assert training.retrain_shard(*job_args) == "not_claimed"  # closed: nothing left
     request = app_client.get(f"/v1/requests/{rid}", headers=auth(tokens["dpo"])).json()
     assert request["status"] == "completed"
+    assert [a["deletion_failures"] for a in request["actions"]] == [0]
     [cert] = request["certificates"]
     assert cert["body"]["determinism_check"] == "bit_exact"
     assert not any(store.exists(checkpoint_key(c)) for c in superseded)

@@ -108,8 +108,15 @@ def live_lethe(settings: Settings, database_url: str, mp: pytest.MonkeyPatch) ->
     with captured_logs() as log:
         live = Live("", factory, log)
 
-        def capture(_settings: Settings, name: str, args: list[Any], **_: Any) -> None:
-            live.sent.sent.append((name, args, None))
+        def capture(
+            _settings: Settings,
+            name: str,
+            args: list[Any],
+            *,
+            countdown: float | None = None,
+            **_: Any,
+        ) -> None:
+            live.sent.sent.append((name, args, countdown))
 
         mp.setattr("service.queue.after_commit.send_task", capture)
         app = create_app(settings)
