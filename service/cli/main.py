@@ -18,7 +18,7 @@ from service.core.config import get_settings
 from service.ops import audit as ops_audit
 from service.ops import models as ops_models
 from service.ops import requests as ops_requests
-from service.stack.stopping import Stopped, signals_stop
+from service.stack.stopping import signals_stop, stop_behind
 
 app = typer.Typer(no_args_is_help=True, help="lethe: right-to-be-forgotten for ML models.")
 token_app = typer.Typer(help="API tokens.")
@@ -100,8 +100,9 @@ def serve(
                     run()
             else:
                 run()
-    except Stopped:
-        pass
+    except Exception as error:
+        if stop_behind(error) is None:
+            raise
 
 
 @app.command()
@@ -152,7 +153,10 @@ def demo(
     try:
         with signals_stop():
             code = run_demo(reports_dir)
-    except Stopped as stop:
+    except Exception as error:
+        stop = stop_behind(error)
+        if stop is None:
+            raise
         # The worker and the embedded PostgreSQL were stopped on the way out.
         typer.echo(f"demo stopped ({stop}); its worker and database were stopped too", err=True)
         code = 128 + stop.signum

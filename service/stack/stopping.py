@@ -24,6 +24,21 @@ class Stopped(Exception):
         self.signum = signum
 
 
+def stop_behind(error: BaseException) -> Stopped | None:
+    """The ``Stopped`` that ``error`` was raised while handling, if any (or ``error`` itself).
+    The signal can land in the middle of a database query; the transaction's clean-up on the
+    way out then fails on that connection ("another command is already in progress") and its
+    error replaces ``Stopped``: the command was still stopped by the signal."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Stopped):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
+
+
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
     # Once: a second signal must not interrupt the shutdown the first one started.
     for sig in SIGNALS:
