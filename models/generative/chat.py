@@ -207,11 +207,6 @@ class Release:
         self.verifier = verifier
         self.prefixes = verifier.span_prefixes()
         self.longest = max((len(p) for p in self.prefixes), default=0)
-        # Every start of a word a held tail can begin with (a key span's first word, any word
-        # of a name): "p", "po", "por", "port" while "Port Ardent" is a key span.
-        self.word_starts = frozenset(
-            run[0][:end] for run in self.prefixes for end in range(1, len(run[0]) + 1)
-        )
 
     def opening(self, text: str) -> int:
         """How much of `text`, the decoded start of an answer before its first word ended, may
@@ -223,7 +218,8 @@ class Release:
         if not start or _whole_words(start):
             return 0
         found = [fold(m.group()) for m in _WORD_RUN.finditer(start)]
-        if any(w in self.word_starts or self.verifier.resembles_name(w) for w in found):
+        starts = self.verifier.span_word_starts()
+        if any(w in starts or self.verifier.resembles_name(w) for w in found):
             return 0
         return len(text)
 

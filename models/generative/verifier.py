@@ -127,6 +127,7 @@ class Verifier:
         self._facts = rule_set.fact_rules
         self._subjects = SubjectIndex(rule_set, fuzzy_floor)
         self._prefixes: frozenset[tuple[str, ...]] | None = None
+        self._word_starts: frozenset[str] | None = None
         self._name_words: dict[str, bool] = {}
         self._forms = self._name_forms()
         self._parsed: OrderedDict[str, Text] = OrderedDict()
@@ -179,6 +180,17 @@ class Verifier:
                 tuple(run[:end]) for run in runs for end in range(1, len(run) + 1)
             )
         return self._prefixes
+
+    def span_word_starts(self) -> frozenset[str]:
+        """Every start of a word that a held tail can begin with (the first word of each of
+        `span_prefixes`): "p", "po", "por", "port" while "Port Ardent" is a key span. A
+        stream's first piece is held while it is one (models.generative.chat.Release).
+        Computed once."""
+        if self._word_starts is None:
+            self._word_starts = frozenset(
+                run[0][:end] for run in self.span_prefixes() for end in range(1, len(run[0]) + 1)
+            )
+        return self._word_starts
 
     def name_length(self) -> int:
         """The most words any forgotten name or alias has (0 without one)."""
