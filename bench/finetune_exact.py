@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import sys
@@ -60,7 +61,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.artifacts import LocalArtifactStore
 from models.assets.smollm2 import materialize_smollm2
-from models.assets.tofu import FORGET_FILE, QA, RETAIN_FILE, author_name, load_qa, tofu_file
+from models.assets.tofu import (
+    FORGET_FILE,
+    QA,
+    REAL_AUTHORS_FILE,
+    RETAIN_FILE,
+    WORLD_FACTS_FILE,
+    ChoiceQA,
+    author_name,
+    load_choice_qa,
+    load_qa,
+    tofu_file,
+)
 from models.finetune import (
     FinetuneConfig,
     FinetuneRecord,
@@ -83,7 +95,12 @@ from models.finetune.checkpoints import load_checkpoint
 from models.finetune.training import train_sliced
 from models.generative.embedder import CachingEmbedder, MiniLMEmbedder
 from models.generative.generator import Generator
-from models.generative.probes import DEFAULT_ROUGE_THRESHOLD, oracle_leaks, rouge_l_recall
+from models.generative.probes import (
+    DEFAULT_ROUGE_THRESHOLD,
+    choice_correct,
+    oracle_leaks,
+    rouge_l_recall,
+)
 from models.generative.refinement import refine
 from models.generative.rules import Fact, ForgetSpec, RuleSet, compile_rules
 from models.generative.verifier import Verifier
@@ -505,17 +522,59 @@ def suppression_by_k(
     return out
 
 
+# Multiple-choice answers are names and short facts: a few words.
+CHOICE_MAX_NEW_TOKENS = 24
+CHOICE_KINDS = (("real_authors", REAL_AUTHORS_FILE), ("world_facts", WORLD_FACTS_FILE))
+
+
+def choice_items(per_kind: int, seed: int) -> dict[str, list[ChoiceQA]]:
+    """TOFU's model-utility questions the fine-tune never saw (real authors, world facts), a
+    seeded sample of ``per_kind`` of each: what switching adapters off must not cost."""
+    items: dict[str, list[ChoiceQA]] = {}
+    for kind, name in CHOICE_KINDS:
+        rows = load_choice_qa(tofu_file(name))
+        items[kind] = random.Random(f"{seed}/{kind}").sample(rows, min(per_kind, len(rows)))
+    return items
+
+
+def _choice_quality(model: Any, tok: Any, items: dict[str, list[ChoiceQA]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind, rows in items.items():
+        answers = answer_all(model, tok, [r.question for r in rows], CHOICE_MAX_NEW_TOKENS)
+        right = [choice_correct(a, r.options) for a, r in zip(answers, rows, strict=True)]
+        out[f"{kind}_accuracy"] = sum(right) / len(right) if right else None
+    return out
+
+
 def _retain_quality(
-    model: Any, tok: Any, rows: list[FinetuneRecord], max_new: int
-) -> dict[str, Any]:
+    model: Any, tok: Any, rows: list[FinetuneRecord], max_new: int,
+    choice: dict[str, list[ChoiceQA]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Retained authors' trained answers (ROUGE-L), and with ``choice`` the utility questions."""
     result = rouge(model, tok, rows, max_new)
-    return {"accuracy": result["accuracy"], "mean_rouge_l_recall": result["mean_rouge_l_recall"]}
+    out = {"accuracy": result["accuracy"], "mean_rouge_l_recall": result["mean_rouge_l_recall"]}
+    if choice:
+        out.update(_choice_quality(model, tok, choice))
+    return out
 
 
 def _ratio(after: dict[str, Any], before: dict[str, Any]) -> float | None:
     if not before["mean_rouge_l_recall"]:
         return None
     return round(after["mean_rouge_l_recall"] / before["mean_rouge_l_recall"], 4)
+
+
+def _part_ratios(after: dict[str, Any] | None, before: dict[str, Any]) -> dict[str, Any] | None:
+    """Each quality part after / before: retain ROUGE-L, real-authors and world-facts accuracy
+    (a part the run did not measure, or measured at 0 before, is None)."""
+    if after is None:
+        return None
+    parts = {"retain_rouge_l": _ratio(after, before)}
+    for kind, _ in CHOICE_KINDS:
+        key = f"{kind}_accuracy"
+        b, a = before.get(key), after.get(key)
+        parts[kind] = round(a / b, 4) if a is not None and b else None
+    return parts
 
 
 def switch_off_k(
@@ -543,9 +602,12 @@ def switch_off_k(
         shutil.rmtree(out_root)
     removal_s = _p95(removals)
     rows = [r for r in ctx["retain_eval"] if r.subject not in subjects]
-    before = _retain_quality(ctx["model"], ctx["tok"], rows, ctx["max_new"])
+    before = {
+        **_retain_quality(ctx["model"], ctx["tok"], rows, ctx["max_new"]),
+        **ctx["choice_before"],
+    }
     model, tok = merged_model(base, config, off.checkpoint_served, store, base_id=base_id)
-    switched = _retain_quality(model, tok, rows, ctx["max_new"])
+    switched = _retain_quality(model, tok, rows, ctx["max_new"], ctx["choice"])
     one = switch_off(configs[0], records, subjects, served[0], base_id)
     if chosen == 0:
         one_order = switched
@@ -564,7 +626,7 @@ def switch_off_k(
         export_merged(base, config, restore.final_checkpoint, store, merged, base_id=base_id)
         restored_s = time.perf_counter() - started
         model, tok = merged_model(base, config, restore.final_checkpoint, store, base_id=base_id)
-        after = _retain_quality(model, tok, rows, ctx["max_new"])
+        after = _retain_quality(model, tok, rows, ctx["max_new"], ctx["choice"])
     out: dict[str, Any] = {
         "order_served": chosen,
         "first_affected_slice": off.first_affected_slice,
@@ -579,6 +641,8 @@ def switch_off_k(
         "quality_after_switch_off": _ratio(switched, before),
         "quality_after_switch_off_identity_order": _ratio(one_order, before),
         "quality_after_restore": None if after is None else _ratio(after, before),
+        "quality_parts_after_switch_off": _part_ratios(switched, before),
+        "quality_parts_after_restore": _part_ratios(after, before),
     }  # fmt: skip
     # The from-scratch check: a whole fine-tune (the service runs it as its own job).
     if k == 1 and restore is not None and ctx["check"]:
@@ -613,17 +677,22 @@ def run_switch_off(
     base = materialize_smollm2(args.cache_dir)
     base_id = base_model_id(base)
     records = tofu_records(sizes["per_author"])
+    # Layered: one adapted layer group per slice (R = 4 and 4 layers unless told).
+    slices = args.slices or 4
     config = FinetuneConfig(
-        slices=4, epochs=sizes["epochs"], learning_rate=args.lr or 5e-3,
+        slices=slices, epochs=sizes["epochs"], learning_rate=args.lr or 5e-3,
         batch_size=args.batch_size, seed=args.seed, lora_rank=args.lora_rank,
-        lora_alpha=2 * args.lora_rank, adapter_layers=4, num_threads=args.threads, layered=True,
+        lora_alpha=2 * args.lora_rank, adapter_layers=args.adapter_layers or slices,
+        num_threads=args.threads, layered=True,
     )  # fmt: skip
     store = LocalArtifactStore(workdir / "store")
     configs, fulls = _orders(args, base, base_id, config, records, store)
     full = fulls[0]
     model, tok = merged_model(base, config, full.final_checkpoint, store, base_id=base_id)
     retain_eval = [r for r in records if r.key.endswith("/00")]
+    choice = choice_items(args.choice_questions, args.seed)
     ctx = {"workdir": workdir, "retain_eval": retain_eval, "model": model, "tok": tok,
+           "choice": choice, "choice_before": _choice_quality(model, tok, choice),
            "max_new": sizes["max_new_tokens"], "repeats": args.repeats,
            "restore_ks": {int(k) for k in args.restore_ks.split(",") if k},
            "check": not args.skip_check}  # fmt: skip
@@ -646,6 +715,13 @@ def run_switch_off(
             k: v["quality_after_switch_off_identity_order"] for k, v in by_k.items()
         },
         "quality_after_restore": {k: v["quality_after_restore"] for k, v in by_k.items()},
+        "quality_parts_after_switch_off": {
+            k: v["quality_parts_after_switch_off"] for k, v in by_k.items()
+        },
+        "quality_parts_after_restore": {
+            k: v["quality_parts_after_restore"] for k, v in by_k.items()
+        },
+        "choice_questions": {kind: len(rows) for kind, rows in choice.items()},
         "time_to_suppression_s": suppression["batched"],
         "time_to_suppression_runs_s": suppression["batched_runs"],
         "time_to_suppression_one_by_one_s": suppression["one_by_one"],
@@ -680,6 +756,11 @@ def run_switch_off(
             "/ un-erased fine-tune (identity order)",
             "quality_after_switch_off_identity_order": "the same with one order only",
             "quality_after_restore": "the same for the restored model",
+            "quality_parts_after_switch_off": "each part after / before: retain_rouge_l (as "
+            "quality_after_switch_off); real_authors, world_facts: accuracy on a seeded sample "
+            "of TOFU's multiple-choice utility questions, the generated answer scored by "
+            "choice_correct (the right option recalled, ROUGE-L recall >= 0.6, above every "
+            "wrong one)",
             "order_plan": "orders x checkpoint bytes x training time (from the identity "
             "order's fine-tune) vs slices an erasure of k random subjects keeps on, on average",
             "time_to_suppression_s": "k requests activated together: compile + one "
@@ -708,9 +789,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-author", type=int, default=None)
     parser.add_argument("--retain-eval", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=None)
-    parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument("--slices", type=int, default=None, help="default 8; switch-off 4")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--adapter-layers", type=int, default=2)
+    parser.add_argument(
+        "--adapter-layers", type=int, default=None, help="default 2; switch-off: --slices"
+    )
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=None, help="default 5e-3 quick, 3e-3 full")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -718,6 +801,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--orders", type=int, default=1, help="switch-off: slice orders trained (S3T)"
+    )
+    parser.add_argument(
+        "--choice-questions",
+        type=int,
+        default=30,
+        help="switch-off: real-authors and world-facts questions asked (each)",
     )
     parser.add_argument(
         "--repeats", type=int, default=1, help="switch-off: runs of each timed removal (p95)"
@@ -761,14 +850,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     base_id = base_model_id(base)
     records = tofu_records(sizes["per_author"])
     config = FinetuneConfig(
-        slices=args.slices,
+        slices=args.slices or 8,
         epochs=sizes["epochs"],
         learning_rate=args.lr if args.lr is not None else (5e-3 if args.quick else 3e-3),
         batch_size=args.batch_size,
         seed=args.seed,
         lora_rank=args.lora_rank,
         lora_alpha=2 * args.lora_rank,
-        adapter_layers=args.adapter_layers,
+        adapter_layers=args.adapter_layers or 2,
         num_threads=args.threads,
     )
     with tempfile.TemporaryDirectory(prefix="lethe-finetune-bench-") as scratch:

@@ -97,6 +97,7 @@ from models.generative.generator import Generator
 from models.generative.normalize import words
 from models.generative.probes import (
     build_probes,
+    choice_correct,
     oracle_leaks,
     rouge_l_recall,
 )
@@ -265,18 +266,6 @@ class Outcome:
     rounds: int = 0
     refused_by_guard: bool = False
     attempts: list[str] = field(default_factory=list)  # refinement: every generated text
-
-
-def choice_correct(response: str, options: Sequence[str]) -> bool:
-    """The right option (first) is recalled (ROUGE-L recall ≥ 0.6) and better than every wrong
-    one.
-
-    Recall is ROUGE-L recall of the option's words in the response, so "It was written by
-    William Shakespeare." recalls "William Shakespeare" fully and "Mark Twain" not at all;
-    "Jane Colbert" recalls only half of "Jane Austen" and is wrong; a refusal is wrong.
-    """
-    scores = [rouge_l_recall(response, option) for option in options]
-    return scores[0] >= RETAIN_CORRECT_ROUGE and scores[0] > max(scores[1:], default=0.0)
 
 
 def retain_correct(response: str, answer: str) -> bool:
@@ -1151,7 +1140,12 @@ def score_k(
             ),
         }
         for kind in ("real_authors", "world_facts"):
-            u[kind] = rate([choice_correct(outs[i].text, items[i].options) for i in by_kind(kind)])
+            u[kind] = rate(
+                [
+                    choice_correct(outs[i].text, items[i].options, RETAIN_CORRECT_ROUGE)
+                    for i in by_kind(kind)
+                ]
+            )
         parts = [u[x] for x in ("retain", "real_authors", "world_facts") if u[x] is not None]
         u["mean"] = statistics.fmean(p for p in parts if p is not None) if parts else None
         util[method] = u

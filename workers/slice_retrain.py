@@ -132,6 +132,7 @@ def destroy_and_certify(
         _run_again(task, published.job_id, type(exc).__name__)
         return "requeued"
     with task.transaction() as session:
+        jobs.clear_destroy_failures(session, published.job_id)
         stages.certify(session, task.settings, inputs, published, destroyed)
         purged = take_purged(session)
     # VACUUM cannot run inside a transaction: the purge committed above, reclaim its space now.

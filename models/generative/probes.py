@@ -209,6 +209,21 @@ def rouge_l_recall(candidate: str, reference: str) -> float:
     return float(_ROUGE_L.score(reference, candidate)["rougeL"].recall)
 
 
+def choice_correct(
+    response: str, options: Sequence[str], threshold: float = DEFAULT_ROUGE_THRESHOLD
+) -> bool:
+    """A generated answer to a multiple-choice question (TOFU's real_authors, world_facts) is
+    right: the right option (first) is recalled (ROUGE-L recall ≥ `threshold`) and better than
+    every wrong one.
+
+    Recall is ROUGE-L recall of the option's words in the response, so "It was written by
+    William Shakespeare." recalls "William Shakespeare" fully and "Mark Twain" not at all;
+    "Jane Colbert" recalls only half of "Jane Austen" and is wrong; a refusal is wrong.
+    """
+    scores = [rouge_l_recall(response, option) for option in options]
+    return scores[0] >= threshold and scores[0] > max(scores[1:], default=0.0)
+
+
 def oracle_leaks(
     response: str,
     fact: Fact,

@@ -222,6 +222,16 @@ def record_destroy_failure(session: Session, job_id: uuid.UUID, error: str, acto
     return delay
 
 
+def clear_destroy_failures(session: Session, job_id: uuid.UUID) -> None:
+    """The deletion worked: the failed tries counted for it no longer hold anyone's request up
+    (a fine-tune's action stays open after its switch-off for the restore, and the console must
+    not keep saying the deletion has not worked). A later deletion of the same job counts, and
+    backs off, from the start; the audit trail keeps every failure."""
+    job = session.get_one(Job, job_id, with_for_update=True)
+    if (job.result or {}).get("destroy_failures"):
+        job.result = {**(job.result or {}), "destroy_failures": 0}
+
+
 def retry_or_fail(
     session: Session,
     settings: Settings,
