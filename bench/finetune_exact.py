@@ -683,7 +683,8 @@ def run_switch_off(
         slices=slices, epochs=sizes["epochs"], learning_rate=args.lr or 5e-3,
         batch_size=args.batch_size, seed=args.seed, lora_rank=args.lora_rank,
         lora_alpha=2 * args.lora_rank, adapter_layers=args.adapter_layers or slices,
-        num_threads=args.threads, layered=True,
+        num_threads=args.threads, layered=True, placement=args.placement,
+        late_slices=args.late_slices,
     )  # fmt: skip
     store = LocalArtifactStore(workdir / "store")
     configs, fulls = _orders(args, base, base_id, config, records, store)
@@ -802,6 +803,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--orders", type=int, default=1, help="switch-off: slice orders trained (S3T)"
     )
+    parser.add_argument(
+        "--placement",
+        choices=("hash", "likely_last"),
+        default="hash",
+        help="switch-off: where subjects go (likely_last: the forget file's authors, flagged "
+        "as likely to be erased, in the last --late-slices slices)",
+    )
+    parser.add_argument("--late-slices", type=int, default=2)
     parser.add_argument(
         "--choice-questions",
         type=int,

@@ -37,7 +37,8 @@ the first decoded piece may go out before its word ends, screened, when no word 
 begin a forgotten key span or a word of a forgotten name, or resembles a forgotten name
 (`Release.opening`): the same words the release points hold back. If the first sentence then
 fails its screen, the answer is handled as when nothing was sent, and served if it begins with
-that piece; otherwise the refusal text follows the piece (`withheld`).
+that piece; otherwise the refusal text follows the piece, cut off by an ellipsis ("The… I'm
+sorry, …"; `withheld`).
 
 The screen is prepared (whom the conversation is about) while the model decodes the first
 words, and the verifier keeps the parsed conversation for the next screens.
@@ -189,6 +190,8 @@ class SentenceScreen:
 # After the first release (as early as one word: the time to the first text), the next one
 # waits for this many new words or the end of a sentence: each release costs a screen.
 RELEASE_WORDS = 4
+# Between a first piece and the refusal that replaces the rest of its answer.
+PIECE_CUT = "… "
 _WORD_RUN = re.compile(r"[^\W_]+")
 
 
@@ -384,7 +387,9 @@ class GuardedStream:
             self.choice = choice
             yield choice.text[len(piece) :]
             return
-        refusal = " " + guard.refusal_text
+        # The piece is the start of a word the answer never finished: an ellipsis marks it
+        # cut off ("Th… I'm sorry, …"), where a bare space would read as a word ("Th I'm").
+        refusal = PIECE_CUT + guard.refusal_text
         self.choice = Choice(
             sent + refusal, "content_filter", False, "withheld", 0, choice.completion_tokens
         )

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from models.generative.chat import Choice, Guard, GuardedStream, Release, SentenceScreen, answer
+from models.generative.chat import (
+    PIECE_CUT,
+    Choice,
+    Guard,
+    GuardedStream,
+    Release,
+    SentenceScreen,
+    answer,
+)
 from models.generative.conversation import Conversation, Prompt
 from models.generative.embedder import HashingEmbedder
 from models.generative.generator import Decoding, Generator
@@ -231,7 +239,7 @@ def test_a_first_piece_then_a_failed_sentence_is_handled_as_the_whole_answer(
     if whole.text.startswith(pieces[0]):
         assert "".join(pieces) == whole.text and stream.choice.reason == whole.reason
     else:
-        assert pieces[1:] == [" " + guard.refusal_text], pieces
+        assert pieces[1:] == [PIECE_CUT + guard.refusal_text], pieces
         assert (stream.choice.reason, stream.choice.finish_reason) == ("withheld", "content_filter")
 
 
