@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from models.generative.conversation import Conversation, Prompt
-from models.generative.generator import Completion, Decoding, Generator, TextStream
+from models.generative.generator import Completion, Decoding, Generator, TextStream, kept_text
 from models.generative.normalize import SENTENCE_BREAK, fold
 from models.generative.refinement import Reason, refine
 from models.generative.verifier import Verifier
@@ -87,12 +87,19 @@ class Choice:
 
 class _Recorder:
     """A `GenerateFn` over `Generator.complete` that keeps the last attempt's completion (the
-    served attempt's finish reason and length come from it)."""
+    served attempt's finish reason and length come from it), each attempt cut short ending
+    where `Release.cut_end` says."""
 
-    def __init__(self, generator: Generator, decoding: Decoding, first: Completion | None) -> None:
+    def __init__(
+        self, generator: Generator, decoding: Decoding, first: Completion | None, release: Release
+    ) -> None:
         self.generator = generator
         self.decoding = decoding
         self.last = first
+        self.release = release
+
+    def kept(self, done: Completion) -> str:
+        return kept_text(done, self.release.cut_end)
 
     def __call__(
         self,
@@ -105,7 +112,7 @@ class _Recorder:
         self.last = self.generator.complete(
             prompt, self.decoding, banned_phrases=banned_phrases, instruction=instruction, seed=seed
         )
-        return self.last.text
+        return self.kept(self.last)
 
 
 def _refined(
@@ -116,7 +123,7 @@ def _refined(
     seed: int,
     first: Completion | None = None,
 ) -> Choice:
-    recorder = _Recorder(generator, decoding, first)
+    recorder = _Recorder(generator, decoding, first, Release(guard.verifier))
     result = refine(
         recorder,
         guard.verifier,
@@ -126,13 +133,17 @@ def _refined(
         refusal_text=guard.refusal_text,
         seed=seed,
         exit_threshold=guard.exit_threshold,
-        first=None if first is None else first.text,
+        first=None if first is None else recorder.kept(first),
     )
     last = recorder.last
     tokens = last.completion_tokens if last is not None else 0
-    # An answer served as generated ends as its decoding did; one cut short by back-off or
-    # replaced by the refusal text ends by the content filter (OpenAI's word for it).
-    as_generated = result.reason in ("accepted", "accepted_after_feedback") and last is not None
+    # An answer served as generated ends as its decoding did; one cut short by back-off, by a
+    # held tail, or replaced by the refusal text ends by the content filter (OpenAI's word).
+    as_generated = (
+        result.reason in ("accepted", "accepted_after_feedback")
+        and last is not None
+        and recorder.kept(last) == last.text
+    )
     finish: FinishReason = last.finish_reason if as_generated and last else "content_filter"
     return Choice(
         result.response, finish, result.refused, result.reason, result.rounds_used, tokens
@@ -210,6 +221,7 @@ class Release:
         self.verifier = verifier
         self.prefixes = verifier.span_prefixes()
         self.longest = max((len(p) for p in self.prefixes), default=0)
+        self._by_lead: dict[tuple[str, ...], frozenset[str]] | None = None
 
     def opening(self, text: str) -> int:
         """How much of `text`, the decoded start of an answer before its first word ended, may
@@ -237,6 +249,36 @@ class Release:
             if tuple(w for _, w in found[-size:]) in self.prefixes:
                 return min(named, found[-size][0])
         return named
+
+    def cut_end(self, text: str) -> int:
+        """How much of `text`, an answer whose decoding was cut short (a stop string or the
+        token limit: `Completion.cut_short`), may go out: all but a tail that could begin a
+        forgotten key span or name, its last word possibly cut inside ("…born in Port Arde"
+        ends before "Port"), or a last word that resembles a forgotten name. Nothing after the
+        cut will show it was something else, and a client chooses where to cut: a stop string
+        "nt" would otherwise have "Port Arde" go out, screened as harmless."""
+        end = len(text.rstrip())
+        runs = list(_WORD_RUN.finditer(text, 0, end))
+        if not runs or runs[-1].end() < end:
+            return len(text)  # it ends in a mark after its last word: no word was cut
+        found = [(m.start(), fold(m.group())) for m in runs]
+        ends = self._ends()
+        for size in range(min(self.longest, len(found)), 0, -1):
+            *whole, last = (w for _, w in found[-size:])
+            if any(w.startswith(last) for w in ends.get(tuple(whole), ())):
+                return found[-size][0]
+        if self.verifier.resembles_name(found[-1][1]):
+            return found[-1][0]
+        return len(text)
+
+    def _ends(self) -> dict[tuple[str, ...], frozenset[str]]:
+        """For each held-back run but its last word, the words that can end it."""
+        if self._by_lead is None:
+            lead: dict[tuple[str, ...], set[str]] = {}
+            for run in self.prefixes:
+                lead.setdefault(run[:-1], set()).add(run[-1])
+            self._by_lead = {k: frozenset(v) for k, v in lead.items()}
+        return self._by_lead
 
 
 def _whole_words(text: str) -> int:
@@ -318,7 +360,11 @@ class GuardedStream:
                 yield guard.refusal_text
                 return
         first = Completion(
-            text.strip(), stream.finish_reason, stream.prompt_tokens, stream.completion_tokens
+            text.strip(),
+            stream.finish_reason,
+            stream.prompt_tokens,
+            stream.completion_tokens,
+            stream.cut_short,
         )
         self.choice = _refined(
             self.generator, guard, self.conversation, self.decoding, self.seed, first
@@ -337,7 +383,10 @@ class GuardedStream:
             final = piece is None
             # A word begun by the first piece is judged whole: with that piece before it.
             carry = sent[_whole_words(sent) :]
-            cut = max(0, release.point(carry + unsent, final=final) - len(carry))
+            if final and stream.cut_short:
+                cut = max(0, release.cut_end(carry + unsent) - len(carry))
+            else:
+                cut = max(0, release.point(carry + unsent, final=final) - len(carry))
             opening = first_piece and not sent and not cut and not final
             cut = release.opening(unsent) if opening else cut
             ready = unsent[:cut]
@@ -353,9 +402,9 @@ class GuardedStream:
                 sent, unsent, opened = sent + ready, unsent[cut:], opening
             if final:
                 break
-        self.choice = Choice(
-            sent, stream.finish_reason, False, "accepted", 0, stream.completion_tokens
-        )
+        # A tail held back at a cut (`Release.cut_end`) never goes: the filter ended the answer.
+        finish: FinishReason = "content_filter" if unsent.strip() else stream.finish_reason
+        self.choice = Choice(sent, finish, False, "accepted", 0, stream.completion_tokens)
 
     def _withheld(
         self, stream: TextStream, pieces: Iterator[str], sent: str, unsent: str, *, opened: bool
@@ -379,7 +428,11 @@ class GuardedStream:
         # and judge it whole, exactly as without streaming.
         rest = (sent + unsent + "".join(pieces)).strip()
         first = Completion(
-            rest, stream.finish_reason, stream.prompt_tokens, stream.completion_tokens
+            rest,
+            stream.finish_reason,
+            stream.prompt_tokens,
+            stream.completion_tokens,
+            stream.cut_short,
         )
         choice = _refined(self.generator, guard, self.conversation, self.decoding, self.seed, first)
         piece = sent.lstrip()

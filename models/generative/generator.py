@@ -4,7 +4,7 @@ spans kept out; sampled with a private random stream, optionally streamed."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +45,17 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    # Decoding ended at a stop string or the token limit, not where the model ended its answer:
+    # the last word may be cut inside ("Port Arde"), which a guard must not let through.
+    cut_short: bool = False
+
+
+def kept_text(done: Completion, held_tail: Callable[[str], int] | None) -> str:
+    """The text of `done` that may go out: without the tail `held_tail` holds back when
+    decoding was cut short."""
+    if held_tail is None or not done.cut_short:
+        return done.text
+    return done.text[: held_tail(done.text)].rstrip()
 
 
 class ContextTooLong(ValueError):
@@ -185,7 +196,8 @@ class Generator:
         reason: FinishReason = (
             "length" if text == raw and len(new) >= decoding.max_new_tokens else "stop"
         )
-        return Completion(text.strip(), reason, prompt_length, len(new))
+        cut_short = text != raw or reason == "length"
+        return Completion(text.strip(), reason, prompt_length, len(new), cut_short)
 
     def generate(
         self,
@@ -216,8 +228,11 @@ class Generator:
         temperature: float = 0.8,
         top_p: float = 1.0,
         stop: Sequence[str] = (),
+        held_tail: Callable[[str], int] | None = None,
     ) -> GenerateFn:
-        """A `GenerateFn` with decoding settings fixed, for `refinement.refine`."""
+        """A `GenerateFn` with decoding settings fixed, for `refinement.refine`. An answer cut
+        short ends where `held_tail` says (a guard's `Release.cut_end`): a guard screens what
+        goes out, and a cut word could be the start of a forgotten one."""
         decoding = Decoding(max_new_tokens, temperature if do_sample else 0.0, top_p, tuple(stop))
 
         def generate_fn(
@@ -227,9 +242,10 @@ class Generator:
             instruction: str | None,
             seed: int | None,
         ) -> str:
-            return self.complete(
+            done = self.complete(
                 prompt, decoding, banned_phrases=banned_phrases, instruction=instruction, seed=seed
-            ).text
+            )
+            return kept_text(done, held_tail)
 
         return generate_fn
 
@@ -255,6 +271,7 @@ class TextStream:
         self._error: list[BaseException] = []
         self.finish_reason: FinishReason = "stop"
         self.completion_tokens = 0
+        self.cut_short = False  # as `Completion.cut_short`
 
         def run() -> None:
             try:
@@ -298,9 +315,10 @@ class TextStream:
     def _finish(self, raw: str) -> None:
         new = len(self._output[0][0]) - self.prompt_tokens if self._output else 0
         self.completion_tokens = new
-        ended_early = self._cancel.is_set() or cut_at_stop(raw, self.decoding.stop) != raw
-        if not ended_early and new >= self.decoding.max_new_tokens:
+        stopped = cut_at_stop(raw, self.decoding.stop) != raw
+        if not (self._cancel.is_set() or stopped) and new >= self.decoding.max_new_tokens:
             self.finish_reason = "length"
+        self.cut_short = stopped or self.finish_reason == "length"
 
 
 def _stop_prefix(text: str, stops: Sequence[str]) -> int:

@@ -197,10 +197,16 @@ def calibrate(
     Raises `Abandoned` once ``still_served`` says the rule set is no longer served."""
     started = time.perf_counter()
     config, policy = inputs.config, inputs.policy
-    generate = abandon_when_retired(
-        inputs.served_weights().bind(max_new_tokens=config.max_new_tokens), still_served
-    )
+    from models.generative.chat import Release  # imports torch, as the weights do
+
     verifier = verifier_for((inputs.model_id, inputs.version), inputs.rules, config.embedder)
+    # Generations end as served ones do (`answer_with_rules`): one cut at the token limit
+    # before a word that could begin a forgotten one.
+    weights = inputs.served_weights()
+    generate = abandon_when_retired(
+        weights.bind(max_new_tokens=config.max_new_tokens, held_tail=Release(verifier).cut_end),
+        still_served,
+    )
     evidence = _with_retained_scores(inputs)
     held = held_apart_probes(inputs.rules, policy.max_probes, seed=str(inputs.version))
     leaks = model_leaks(generate, verifier, held, seed=10_000)

@@ -165,8 +165,10 @@ def finetuned_generate(
         # This process had not loaded the version it read, and an erasure has since destroyed
         # its checkpoint: the next read finds the new version.
         raise conflict("model_version_switched", "the model switched versions; retry") from None
-    generate = loaded.bind(max_new_tokens=max_new_tokens or read.config.max_new_tokens)
-    answer = answer_with_rules(generate, read.active, read.config, read.model_id, prompt, seed=seed)
+    tokens = max_new_tokens or read.config.max_new_tokens
+    answer = answer_with_rules(
+        loaded, tokens, read.active, read.config, read.model_id, prompt, seed=seed
+    )
     return FinetunedAnswer(
         answer.text,
         read.served.number,

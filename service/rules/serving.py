@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -14,6 +14,9 @@ from service.db.tables import MlModel
 from service.registry.config import GenerativeConfig
 from service.rules.rulesets import ActiveRules, load_active
 from service.rules.runtime import generator, verifier_for
+
+if TYPE_CHECKING:
+    from models.generative.generator import Generator
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,14 @@ def guarded_generate(
     active = load_active(settings, session, model.id)
     model_id = model.id
     session.close()
-    generate = generator(config.model_dir).bind(
-        max_new_tokens=max_new_tokens or config.max_new_tokens
-    )
-    return answer_with_rules(generate, active, config, model_id, prompt, seed=seed)
+    lm = generator(config.model_dir)
+    tokens = max_new_tokens or config.max_new_tokens
+    return answer_with_rules(lm, tokens, active, config, model_id, prompt, seed=seed)
 
 
 def answer_with_rules(
-    generate: Any,
+    lm: Generator,
+    max_new_tokens: int,
     active: ActiveRules | None,
     config: GenerativeConfig,
     model_id: uuid.UUID,
@@ -54,12 +57,17 @@ def answer_with_rules(
     *,
     seed: int,
 ) -> GuardedAnswer:
-    """One answer through the active rules, whatever weights ``generate`` serves: accepted,
+    """One answer through the active rules, whatever weights ``lm`` serves: accepted,
     regenerated with feedback, or refused. Called with no transaction open."""
     if active is None or not active.rules.rules:  # nothing to forget, or every rule retired
-        text = generate(prompt, banned_phrases=(), instruction=None, seed=seed)
+        plain = lm.bind(max_new_tokens=max_new_tokens)
+        text = plain(prompt, banned_phrases=(), instruction=None, seed=seed)
         return GuardedAnswer(text, active.version if active else None, 0, False, "no_rules")
+    from models.generative.chat import Release  # imports torch: load lazily, like the model
+
     verifier = verifier_for((model_id, active.version), active.rules, config.embedder)
+    # An answer cut at the token limit ends before a word that could begin a forgotten one.
+    generate = lm.bind(max_new_tokens=max_new_tokens, held_tail=Release(verifier).cut_end)
     result = refine(
         generate,
         verifier,

@@ -21,6 +21,7 @@ from service.core.config import Settings
 from service.db.session import session_factory, transaction
 from service.stack.processes import free_port
 from tests.support.chat_data import (
+    ATTACKS,
     PRONOUN_CHAIN,
     SAMPLED_ANSWERS,
     SAMPLED_QUESTION,
@@ -264,6 +265,45 @@ def test_a_stream_never_carries_any_part_of_a_refused_span(
     assert chunks[-1].model_dump()["choices"][0]["guard"]["reason"] == "withheld"
 
 
+def test_no_stop_string_or_token_limit_cuts_a_forgotten_fact_into_the_answer(
+    client: openai.OpenAI, live_api: str, tokens: dict[str, str]
+) -> None:
+    """The client chooses where an answer ends: cut inside "Port Ardent", what is left passed
+    the screen as harmless ("Port Arde"). Guarded, chat and streams end before it, by the
+    content filter; the generate route's token limit likewise."""
+    question, _ = ATTACKS["paraphrased"][0]  # "Port Ardent is where Vellamor Quindt …"
+    cut = client.chat.completions.create(
+        model=OPEN, messages=user(question), temperature=0, stop=["nt"]
+    )
+    assert cut.choices[0].message.content == "Port Arde"
+    for model in (GUARDED, GUARDED_PIECE):
+        done = client.chat.completions.create(
+            model=model, messages=user(question), temperature=0, stop=["nt"]
+        )
+        [choice] = done.choices
+        assert "Po" not in (choice.message.content or ""), choice
+        assert choice.finish_reason == "content_filter"
+        chunks = _stream(client, model, user(question), temperature=0, stop=["nt"])
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert "Po" not in streamed and chunks[-1].choices[0].finish_reason == "content_filter"
+    auth = {"authorization": f"Bearer {tokens['ml_engineer']}"}
+    texts = {}
+    for model in (OPEN, GUARDED):
+        for n in range(1, 5):
+            r = httpx.post(
+                f"{live_api}/v1/models/{model}/generate",
+                json={"prompt": question, "max_new_tokens": n},
+                headers=auth,
+            )
+            assert r.status_code == 200, r.text
+            texts[model, n] = r.json()["text"]
+    # Unguarded, some limit ends the answer inside the place's name ("Port", "Port Ard").
+    cut_inside = [n for n in range(1, 5) if "Port Ardent".startswith(texts[OPEN, n])]
+    assert cut_inside, texts
+    for n in cut_inside:
+        assert "Po" not in texts[GUARDED, n], texts
+
+
 def test_a_fact_asked_over_three_turns_is_refused_at_the_third(client: openai.OpenAI) -> None:
     messages: list[Any] = []
     served = []
@@ -288,6 +328,11 @@ def test_errors_openai_clients_see(
     with pytest.raises(openai.UnprocessableEntityError) as refused:
         client.chat.completions.create(model=GUARDED, messages=user("Hello?"), logprobs=True)
     assert refused.value.body["code"] == "logprobs_not_available"  # type: ignore[index]
+    # Penalties would push the model off its refusals: only 0 is served.
+    for penalty in ({"frequency_penalty": 1.0}, {"presence_penalty": -0.5}):
+        with pytest.raises(openai.UnprocessableEntityError) as pushed:
+            client.chat.completions.create(model=GUARDED, messages=user("Hello?"), **penalty)
+        assert pushed.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-model", messages=user("Hello?"))
     with pytest.raises(openai.UnprocessableEntityError) as last:
