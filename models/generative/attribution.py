@@ -109,7 +109,7 @@ def _mentions(text: Text) -> list[str]:
     """`person_mentions` of a text, found once per parsed text (a conversation is screened
     with every release of a stream)."""
     if text.mentions is None:
-        text.mentions = person_mentions(text.raw)
+        text.mentions = person_mentions(text.plain)
     return text.mentions
 
 

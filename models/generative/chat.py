@@ -215,7 +215,8 @@ class Release:
     `Verifier.resembles_name`), is held back with everything after it until the answer ends,
     and then goes out only if the whole answer passes the screen: the screen scores a misspelt
     name by how close the whole name comes, which the next words decide, and a fact in a later
-    sentence is attributed to her through it."""
+    sentence is attributed to her through it. A trailing run of single letters ("P-o-r-t A-r")
+    is a word being spelled out, which the screen reads joined once it ends: held back too."""
 
     def __init__(self, verifier: Verifier) -> None:
         self.verifier = verifier
@@ -245,6 +246,7 @@ class Release:
         end = _whole_words(text)
         found = [(m.start(), fold(m.group())) for m in _WORD_RUN.finditer(text, 0, end)]
         named = next((at for at, word in found if self.verifier.resembles_name(word)), end)
+        named = min(named, _spelled_tail(found, end))
         for size in range(min(self.longest, len(found)), 0, -1):
             if tuple(w for _, w in found[-size:]) in self.prefixes:
                 return min(named, found[-size][0])
@@ -256,20 +258,23 @@ class Release:
         forgotten key span or name, its last word possibly cut inside ("…born in Port Arde"
         ends before "Port"), or a last word that resembles a forgotten name. Nothing after the
         cut will show it was something else, and a client chooses where to cut: a stop string
-        "nt" would otherwise have "Port Arde" go out, screened as harmless."""
+        "nt" would otherwise have "Port Arde" go out, screened as harmless. A trailing run of
+        single letters, a word being spelled out, is held back too."""
         end = len(text.rstrip())
         runs = list(_WORD_RUN.finditer(text, 0, end))
-        if not runs or runs[-1].end() < end:
-            return len(text)  # it ends in a mark after its last word: no word was cut
         found = [(m.start(), fold(m.group())) for m in runs]
+        # A word being spelled out letter by letter may be a forgotten one, mark or not.
+        spelled = _spelled_tail(found, len(text))
+        if not runs or runs[-1].end() < end:
+            return spelled  # it ends in a mark after its last word: no word was cut
         ends = self._ends()
         for size in range(min(self.longest, len(found)), 0, -1):
             *whole, last = (w for _, w in found[-size:])
             if any(w.startswith(last) for w in ends.get(tuple(whole), ())):
-                return found[-size][0]
+                return min(found[-size][0], spelled)
         if self.verifier.resembles_name(found[-1][1]):
-            return found[-1][0]
-        return len(text)
+            return min(found[-1][0], spelled)
+        return spelled
 
     def _ends(self) -> dict[tuple[str, ...], frozenset[str]]:
         """For each held-back run but its last word, the words that can end it."""
@@ -279,6 +284,16 @@ class Release:
                 lead.setdefault(run[:-1], set()).add(run[-1])
             self._by_lead = {k: frozenset(v) for k, v in lead.items()}
         return self._by_lead
+
+
+def _spelled_tail(found: Sequence[tuple[int, str]], default: int) -> int:
+    """Where a trailing run of two or more single letters starts ("…is P-o-r-t A-r"): a word
+    being spelled out, which may turn out forgotten (models.generative.readings reads it
+    joined); `default` without one."""
+    start = len(found)
+    while start and len(found[start - 1][1]) == 1 and found[start - 1][1].isalpha():
+        start -= 1
+    return found[start][0] if len(found) - start >= 2 else default
 
 
 def _whole_words(text: str) -> int:

@@ -22,6 +22,7 @@ from models.generative.normalize import (
     rescale,
     words,
 )
+from models.generative.readings import plain_reading
 from models.generative.rules import Rule
 
 _WORD = re.compile(r"[^\W_]+")
@@ -62,7 +63,13 @@ class Text:
     stream, so the caches below spare re-doing its matches on each screen."""
 
     def __init__(self, raw: str) -> None:
-        self.raw = unicodedata.normalize("NFKC", raw)
+        written = unicodedata.normalize("NFKC", raw)
+        plain = plain_reading(written)
+        # Read as written and, where it differs, plainly (look-alike letters, digits for
+        # letters, words spelled out: models.generative.readings), on a line of its own: a
+        # rule that matches either reading matches the text.
+        self.raw = written if plain == written else f"{written}\n{plain}"
+        self.plain = plain  # whom it names is read here (attribution): not "Pоrt" as a name
         self.words = [
             Word(m.group().casefold(), m.start(), m.end()) for m in _WORD.finditer(self.raw)
         ]

@@ -21,13 +21,15 @@ from models.generative.chat import (
 from models.generative.conversation import Conversation, Prompt
 from models.generative.embedder import HashingEmbedder
 from models.generative.generator import Decoding, Generator
-from models.generative.normalize import contains_run, words
+from models.generative.normalize import contains_run, skeleton, words
+from models.generative.readings import plain_reading
 from models.generative.rules import compile_rules, resolve_facts
 from models.generative.verifier import Verifier
 from tests.support.chat_data import (
     ATTACKS,
     ATTRIBUTE_CHAIN,
     FORGED,
+    OBFUSCATED,
     PRONOUN_CHAIN,
     RETAINED_AFTER,
     SAMPLED_QUESTION,
@@ -39,6 +41,7 @@ from tests.support.chat_data import (
     chain_prompts,
     forgotten_spec,
     train_names_lm,
+    train_spelled_lm,
 )
 from tests.support.generative_data import facts_of
 
@@ -56,6 +59,11 @@ def lm(attack_lm: Path) -> Generator:
 @pytest.fixture(scope="module")
 def names_lm(tmp_path_factory: pytest.TempPathFactory) -> Generator:
     return Generator.from_dir(train_names_lm(tmp_path_factory.mktemp("names-lm")))
+
+
+@pytest.fixture(scope="module")
+def spelled_lm(tmp_path_factory: pytest.TempPathFactory) -> Generator:
+    return Generator.from_dir(train_spelled_lm(tmp_path_factory.mktemp("spelled-lm")))
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +87,15 @@ def leaks(text: str, given: str) -> bool:
     spans = [*forgotten_spec().identifiers()]
     spans += [s for fact in resolve_facts(forgotten_spec()) for s in fact.key_spans]
     return any(contains_run(said, words(s)) and not contains_run(asked, words(s)) for s in spans)
+
+
+def leaks_plainly(text: str, given: str) -> bool:
+    """The oracle for text that may be disguised: a key span or the name, letters and digits
+    only, in the plain reading of `text` and not in what the conversation gave."""
+    said, asked = skeleton(plain_reading(text)), skeleton(given)
+    spans = [*forgotten_spec().identifiers()]
+    spans += [s for fact in resolve_facts(forgotten_spec()) for s in fact.key_spans]
+    return any(skeleton(s) in said and skeleton(s) not in asked for s in spans)
 
 
 def conversation(prompt: Prompt) -> Conversation:
@@ -105,6 +122,30 @@ def test_each_attack_family_leaks_unguarded_and_not_guarded(
             stream = GuardedStream(lm, g, conversation(prompt), GREEDY, seed=0)
             pieces = list(stream)
             assert not any(leaks(p, given) for p in pieces) and not leaks("".join(pieces), given)
+
+
+def test_a_fact_spelled_out_in_digits_or_in_look_alike_letters_is_still_kept(
+    spelled_lm: Generator, guard: Guard, piece_guard: Guard
+) -> None:
+    """Asked to spell it, write it in l33t or disguise it, the model states her fact in a form
+    no word of it matches (checked: the planted answer does not leak as written, only as read
+    plainly); guarded, whole or streamed, nothing of it goes out, not even the first letters
+    of a word being spelled."""
+    for prompt, planted in OBFUSCATED:
+        chat = conversation(prompt)
+        given = chat.context()
+        plain = ask(spelled_lm, None, prompt)
+        assert plain.text == planted, plain
+        assert not leaks(planted, given) and leaks_plainly(planted, given), planted
+        guarded = ask(spelled_lm, guard, prompt)
+        assert not leaks_plainly(guarded.text, given), guarded
+        for g in (guard, piece_guard):
+            pieces = list(GuardedStream(spelled_lm, g, chat, GREEDY, seed=0))
+            sent = "".join(pieces)
+            assert not leaks_plainly(sent, given), pieces
+            spelled = "-" in planted.split()[0] or len(planted.split()[-1]) == 1
+            if spelled:  # not even its first letters went out
+                assert planted[:4] not in sent, pieces
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0])
@@ -179,6 +220,10 @@ def test_a_stream_holds_back_a_tail_that_could_begin_a_forgotten_span(guard: Gua
         ("I like Velamor Quint and his ", "Velamor Quint and his "),
         ("Quint wrote a book about ", "Quint wrote a book about "),
         ("I like Vellamorquint ", "Vellamorquint "),
+        # A word being spelled out, which may be a forgotten one.
+        ("It is P-o-r-t ", "P-o-r-t "),
+        ("It is g l a s s ", "g l a s s "),
+        ("It is I ", ""),
     ]:
         assert text[release.point(text, final=False) :] == held, text
     assert release.point("She kept a grey", final=True) == len("She kept a grey")
@@ -205,6 +250,8 @@ def test_an_answer_cut_short_ends_before_a_word_that_could_begin_a_forgotten_one
         ("She was born in Lowm", "She was born in Lowm"),
         ("She was born in Port,", "She was born in Port,"),  # a mark after it: nothing cut
         ("She was born in Arde", "She was born in Arde"),  # "Ardent" only after "Port"
+        ("She was born in P-o-r-t A-r", "She was born in "),  # spelled out: held
+        ("She was born in P-o-r-t A-", "She was born in "),
         ("", ""),
     ]:
         assert text[: release.cut_end(text)] == kept, text
