@@ -54,6 +54,7 @@ from typing import Literal
 from models.generative.conversation import Conversation, Prompt
 from models.generative.generator import Completion, Decoding, Generator, TextStream, kept_text
 from models.generative.normalize import SENTENCE_BREAK, fold
+from models.generative.readings import letters_for_digits, plain_reading
 from models.generative.refinement import Reason, refine
 from models.generative.verifier import Verifier
 
@@ -233,7 +234,7 @@ class Release:
         start = text.lstrip()
         if not start or _whole_words(start):
             return 0
-        found = [fold(m.group()) for m in _WORD_RUN.finditer(start)]
+        found = [_plain_word(m.group()) for m in _WORD_RUN.finditer(start)]
         starts = self.verifier.span_word_starts()
         if any(w in starts or self.verifier.resembles_name(w) for w in found):
             return 0
@@ -244,7 +245,7 @@ class Release:
         if final:
             return len(text)
         end = _whole_words(text)
-        found = [(m.start(), fold(m.group())) for m in _WORD_RUN.finditer(text, 0, end)]
+        found = [(m.start(), _plain_word(m.group())) for m in _WORD_RUN.finditer(text, 0, end)]
         named = next((at for at, word in found if self.verifier.resembles_name(word)), end)
         named = min(named, _spelled_tail(found, end))
         for size in range(min(self.longest, len(found)), 0, -1):
@@ -262,15 +263,17 @@ class Release:
         single letters, a word being spelled out, is held back too."""
         end = len(text.rstrip())
         runs = list(_WORD_RUN.finditer(text, 0, end))
-        found = [(m.start(), fold(m.group())) for m in runs]
+        found = [(m.start(), _plain_word(m.group())) for m in runs]
         # A word being spelled out letter by letter may be a forgotten one, mark or not.
         spelled = _spelled_tail(found, len(text))
         if not runs or runs[-1].end() < end:
             return spelled  # it ends in a mark after its last word: no word was cut
         ends = self._ends()
+        # The cut word read both ways: "4rd" may be an ordinal or the start of "4rd3nt".
+        lasts = {found[-1][1], fold(letters_for_digits(runs[-1].group()))}
         for size in range(min(self.longest, len(found)), 0, -1):
-            *whole, last = (w for _, w in found[-size:])
-            if any(w.startswith(last) for w in ends.get(tuple(whole), ())):
+            whole = tuple(w for _, w in found[-size:-1])
+            if any(w.startswith(last) for w in ends.get(whole, ()) for last in lasts):
                 return min(found[-size][0], spelled)
         if self.verifier.resembles_name(found[-1][1]):
             return min(found[-1][0], spelled)
@@ -284,6 +287,12 @@ class Release:
                 lead.setdefault(run[:-1], set()).add(run[-1])
             self._by_lead = {k: frozenset(v) for k, v in lead.items()}
         return self._by_lead
+
+
+def _plain_word(word: str) -> str:
+    """A word as the screen reads it plainly, folded: "P0rt" and "Pоrt" (Cyrillic о) are
+    "port" (models.generative.readings)."""
+    return fold(plain_reading(word))
 
 
 def _spelled_tail(found: Sequence[tuple[int, str]], default: int) -> int:

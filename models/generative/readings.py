@@ -51,6 +51,12 @@ def _look_alikes() -> dict[int, str]:
     return table
 
 
+def letters_for_digits(word: str) -> str:
+    """`word` with every digit or sign that leet writes for a letter read as that letter, a
+    number-like word included ("4rd" → "ard"): for a word cut short, which may be either."""
+    return word.translate(_LEET)
+
+
 def _unleet(match: re.Match[str]) -> str:
     word = match.group()
     letters = sum(c.isalpha() for c in word)

@@ -224,6 +224,9 @@ def test_a_stream_holds_back_a_tail_that_could_begin_a_forgotten_span(guard: Gua
         ("It is P-o-r-t ", "P-o-r-t "),
         ("It is g l a s s ", "g l a s s "),
         ("It is I ", ""),
+        # Read plainly: digits for letters, look-alike letters.
+        ("She was born in P0rt ", "P0rt "),
+        ("She was born in P\u043ert ", "P\u043ert "),
     ]:
         assert text[release.point(text, final=False) :] == held, text
     assert release.point("She kept a grey", final=True) == len("She kept a grey")
@@ -252,6 +255,7 @@ def test_an_answer_cut_short_ends_before_a_word_that_could_begin_a_forgotten_one
         ("She was born in Arde", "She was born in Arde"),  # "Ardent" only after "Port"
         ("She was born in P-o-r-t A-r", "She was born in "),  # spelled out: held
         ("She was born in P-o-r-t A-", "She was born in "),
+        ("She was born in P0rt 4rd", "She was born in "),
         ("", ""),
     ]:
         assert text[: release.cut_end(text)] == kept, text
