@@ -2,14 +2,14 @@
 
 A model asked to "spell the town letter by letter", "write it in l33t" or "use look-alike
 letters" states a forgotten fact in a form no word of it matches: "P-o-r-t A-r-d-e-n-t",
-"P0rt 4rd3nt", "Pоrt" with a Cyrillic "о". The verifier reads such a text twice, as written
-and as `plain_reading` gives it, and a rule matches either (models.generative.verifier).
+"P0rt 4rd3nt", "Pоrt" with a Cyrillic "о". The verifier reads every text twice, as written
+and as `plain_reading` gives it, and a rule matches either (`models.generative.matching.Text`).
 
 - Look-alike letters of other scripts become the Latin letters they imitate (Unicode's
   confusables, TR39, as the confusable-homoglyphs package ships them); NFKC has already
   folded full-width and mathematical letters.
 - In a word that mixes letters and digits, digits written for letters become those letters
-  ("P0rt" → "Port"); a number alone stays a number.
+  ("P0rt" → "Port"); a number alone, or written as one ("25th", "1990s"), stays as it is.
 - Three or more single letters in a row become words: the separator used most joins letters,
   any other ends a word ("P-o-r-t A-r-d-e-n-t" and "P o r t  A r d e n t" → "Port Ardent");
   one separator throughout joins them all ("P o r t A r d e n t" → "PortArdent", which the
