@@ -9,6 +9,7 @@ shift, multi-turn clue chains, injection, misspelt names).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from models.generative.conversation import Conversation, Prompt
@@ -167,36 +168,31 @@ def training_pairs() -> list[tuple[Prompt, str]]:
     return pairs
 
 
+def _train_on_one_thread(pairs: Sequence[tuple[Prompt, str]], out_dir: Path, steps: int) -> Path:
+    """`train_tiny_qa` on one torch thread: with two, beside other jobs on the 2-core machine,
+    it took ten times longer."""
+    import torch
+
+    from models.assets.tiny import train_tiny_qa
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_tiny_qa(pairs, out_dir, seed=0, steps=steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_names_lm(out_dir: Path) -> Path:
     """A tiny LM of its own for STREAMED_NAMES and STREAMED_OPENING (with the people's facts),
     so that the attack LM, whose sampled answers other tests pin, stays as it is. A few seconds
     on one thread."""
-    import torch
-
-    from models.assets.tiny import train_tiny_qa
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train_tiny_qa(
-            [*ALL_PAIRS, *STREAMED_NAMES, STREAMED_OPENING], out_dir, seed=0, steps=150
-        )
-    finally:
-        torch.set_num_threads(threads)
+    return _train_on_one_thread([*ALL_PAIRS, *STREAMED_NAMES, STREAMED_OPENING], out_dir, 150)
 
 
 def train_spelled_lm(out_dir: Path) -> Path:
     """A tiny LM of its own for OBFUSCATED (with the people's facts), as `train_names_lm`."""
-    import torch
-
-    from models.assets.tiny import train_tiny_qa
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train_tiny_qa([*ALL_PAIRS, *OBFUSCATED], out_dir, seed=0, steps=150)
-    finally:
-        torch.set_num_threads(threads)
+    return _train_on_one_thread([*ALL_PAIRS, *OBFUSCATED], out_dir, 150)
 
 
 def forgotten_spec() -> ForgetSpec:
@@ -204,18 +200,8 @@ def forgotten_spec() -> ForgetSpec:
 
 
 def train_attack_lm(out_dir: Path) -> Path:
-    """About 30 s on one thread; with two, beside other jobs on the 2-core machine, it took
-    ten times longer."""
-    import torch
-
-    from models.assets.tiny import train_tiny_qa
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train_tiny_qa(training_pairs(), out_dir, seed=0, steps=250)
-    finally:
-        torch.set_num_threads(threads)
+    """About 30 s on one thread."""
+    return _train_on_one_thread(training_pairs(), out_dir, 250)
 
 
 def sample_texts() -> list[str]:
